@@ -1,0 +1,82 @@
+"""Reading images and resizing them to the model input, the one way both training and the edge do it.
+
+The bundle's `model.onnx` takes uint8 RGB `[N, H, W, 3]` and normalises inside the graph, so the only
+pre-processing outside the graph is this: decode, force 3-channel RGB, resize with OpenCV.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.errors import DataError
+
+# INTER_AREA for shrinking (no aliasing of fine scratches), INTER_LINEAR for enlarging.
+_SHRINK = cv2.INTER_AREA
+_ENLARGE = cv2.INTER_LINEAR
+
+
+def read_image_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file of any depth/channels into uint8 RGB HxWx3; a clear error names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file does not exist")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: cannot decode as an image (corrupt or unsupported format)")
+    return to_rgb_uint8(image, source=str(path), assume_bgr=True)
+
+
+def read_mask(path: str | Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a mask as bool HxW (pixel > 127 is set). With `expected_hw`, a size mismatch is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: mask file does not exist")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    if mask is None:
+        raise DataError(f"{path}: cannot decode as a mask image")
+    if expected_hw is not None and tuple(mask.shape[:2]) != tuple(expected_hw):
+        raise DataError(
+            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
+            f"{expected_hw[1]}x{expected_hw[0]}; a mask must have the size of its image"
+        )
+    return mask > 127
+
+
+def to_rgb_uint8(image: np.ndarray, source: str = "frame", assume_bgr: bool = True) -> np.ndarray:
+    """Bring a decoded image (gray, BGR, BGRA, 16-bit) to uint8 RGB HxWx3."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DataError(f"{source}: unsupported pixel type {image.dtype}; expected 8 or 16-bit")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise DataError(f"{source}: unsupported image shape {image.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if assume_bgr else cv2.COLOR_RGBA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if assume_bgr else image
+
+
+def resize_to_input(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an HxWxC (or HxW) image to the model input size, as training and the edge both do."""
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    shrinking = image.shape[0] * image.shape[1] > height * width
+    return cv2.resize(image, (width, height), interpolation=_SHRINK if shrinking else _ENLARGE)
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a bool mask with nearest neighbour so it stays binary."""
+    resized = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    return resized.astype(bool)
+
+
+def prepare_batch(frames_rgb: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    """Stack RGB frames into the bundle's uint8 `[N, H, W, 3]` input."""
+    return np.stack([resize_to_input(f, height, width) for f in frames_rgb]).astype(np.uint8, copy=False)
