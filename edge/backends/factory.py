@@ -1,0 +1,96 @@
+"""Choose the inference backend a model runs on: TensorRT on a station with an NVIDIA GPU, else ONNX Runtime.
+
+`auto` never fails for want of TensorRT: it falls back to ONNX Runtime and says so (log + event), so a
+station still inspects while someone installs JetPack's TensorRT. `tensorrt` asked for explicitly fails
+with what to install instead of silently running slower.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from edge.backends.base import Backend
+from edge.bundle import Bundle
+from edge.errors import OnenError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("auto", "tensorrt", "onnxruntime")
+EventCallback = Callable[[str, dict], None]
+
+INSTALL_HINT = (
+    "install TensorRT's Python bindings and pycuda (on a Jetson: `sudo apt install python3-libnvinfer` from JetPack "
+    "and `pip install pycuda`; on an RTX station: `pip install onen-inspect[tensorrt]`), "
+    "or set `backend: onnxruntime` for this model"
+)
+
+
+class BackendUnavailable(OnenError):
+    """The backend asked for cannot run on this machine; the message says what to install or choose."""
+
+
+@dataclass(frozen=True)
+class TensorRtProbe:
+    """Whether TensorRT can run here, and what the running GPU is (the engine cache key depends on it)."""
+
+    available: bool
+    reason: str = ""
+    tensorrt_version: str = ""
+    gpu_name: str = ""
+    compute_capability: str = ""      # "8.7"
+
+
+def probe_tensorrt(device_index: int = 0) -> TensorRtProbe:
+    """Import tensorrt and pycuda and look for a CUDA device, without creating a CUDA context."""
+    try:
+        trt = importlib.import_module("tensorrt")
+    except ImportError as error:
+        return TensorRtProbe(False, f"the tensorrt Python module is not installed ({error})")
+    try:
+        cuda = importlib.import_module("pycuda.driver")
+    except ImportError as error:
+        return TensorRtProbe(False, f"pycuda is not installed ({error})", tensorrt_version=trt.__version__)
+    try:
+        cuda.init()
+        count = cuda.Device.count()
+    except Exception as error:  # pycuda raises its own LogicError/RuntimeError when there is no driver
+        return TensorRtProbe(False, f"no usable CUDA driver ({error})", tensorrt_version=trt.__version__)
+    if count <= device_index:
+        return TensorRtProbe(False, f"no CUDA GPU with index {device_index} (found {count})", tensorrt_version=trt.__version__)
+    device = cuda.Device(device_index)
+    major, minor = device.compute_capability()
+    return TensorRtProbe(True, "", trt.__version__, device.name(), f"{major}.{minor}")
+
+
+def create_backend(bundle: Bundle, kind: str = "auto", on_event: EventCallback | None = None) -> Backend:
+    """Open `bundle` on the backend `kind` ("auto", "tensorrt" or "onnxruntime")."""
+    if kind not in KINDS:
+        raise OnenError(f"backend {kind!r} is unknown; expected one of {', '.join(KINDS)}")
+    if kind == "onnxruntime":
+        return _onnxruntime(bundle)
+    probe = probe_tensorrt()
+    if kind == "tensorrt":
+        if not probe.available:
+            raise BackendUnavailable(f"backend 'tensorrt' for {bundle.path} cannot run here: {probe.reason}; {INSTALL_HINT}")
+        return _tensorrt(bundle, probe, on_event)
+    if probe.available:
+        return _tensorrt(bundle, probe, on_event)
+    detail = {"bundle": str(bundle.path), "requested": "auto", "using": "onnxruntime", "reason": probe.reason}
+    log.warning("TensorRT unavailable (%s); %s runs on ONNX Runtime", probe.reason, bundle.path)
+    if on_event is not None:
+        on_event("backend_fallback", detail)
+    return _onnxruntime(bundle)
+
+
+def _onnxruntime(bundle: Bundle) -> Backend:
+    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(bundle)
+
+
+def _tensorrt(bundle: Bundle, probe: TensorRtProbe, on_event: EventCallback | None) -> Backend:
+    from edge.backends.tensorrt_backend import TensorRtBackend
+
+    return TensorRtBackend(bundle, probe=probe, on_event=on_event)
