@@ -1,0 +1,122 @@
+"""From a camera frame to a verdict: rectify, resize, and read the model's three outputs.
+
+The model answers three questions in one call (score, anomaly map, class logits); this module turns
+those raw outputs into what a line needs: a calibrated 0..1 score with the decision at 0.5, a verdict,
+the most likely defect class, and defect regions in *frame* pixels, counted only inside the camera's
+area of interest (AOI). The image score itself is the model's (calibration thresholds were measured
+on it), the AOI decides where regions count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edge.backends.base import ModelOutputs
+from edge.bundle import Manifest
+from edge.images import prepare_batch, read_mask, resize_mask
+from edge.regions import Region, apply_aoi, find_regions
+
+DECISION = 0.5  # published threshold: calibrated scores >= 0.5 are defects
+
+
+class Calibration(Protocol):
+    """What post-processing needs from edge.calibration_file.CameraCalibration."""
+
+    pixel_threshold: float
+    min_region_area: int
+    aoi: Path | None
+
+    def normalise(self, raw_score: float) -> float: ...
+
+    def prepare(self, frame_rgb: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Inspection:
+    """The post-processed answer for one frame."""
+
+    raw_score: float
+    score: float                    # calibrated, 0..1
+    verdict: str                    # "ok" | "defect"
+    class_name: str
+    class_probability: float | None
+    regions: list[Region]           # frame coordinates
+    anomaly_map: np.ndarray = field(repr=False)   # model input resolution, AOI applied
+    frame_hw: tuple[int, int] = (0, 0)
+    threshold: float = DECISION
+
+    @property
+    def is_defect(self) -> bool:
+        return self.verdict == "defect"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    exp = np.exp(shifted)
+    return exp / exp.sum()
+
+
+class PostProcessor:
+    """Per camera: the calibration, the AOI and the bundle's class names, applied to one frame at a time."""
+
+    def __init__(self, manifest: Manifest, calibration: Calibration, aoi: Path | np.ndarray | None = None):
+        self.manifest = manifest
+        self.calibration = calibration
+        if aoi is None and getattr(calibration, "aoi", None) is not None:
+            aoi = calibration.aoi
+        self._aoi_source = read_mask(aoi) if isinstance(aoi, (str, Path)) else aoi
+        self._aoi_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def prepare(self, frame_rgb: np.ndarray) -> np.ndarray:
+        """Rectify the frame (when the calibration has corners); the AOI is drawn on this view."""
+        return self.calibration.prepare(frame_rgb)
+
+    def to_batch(self, frames_rgb: list[np.ndarray]) -> np.ndarray:
+        return prepare_batch(frames_rgb, self.manifest.input_height, self.manifest.input_width)
+
+    def aoi_for(self, height: int, width: int) -> np.ndarray | None:
+        """The AOI resized (nearest) to a map size, cached because the map size never changes."""
+        if self._aoi_source is None:
+            return None
+        key = (height, width)
+        if key not in self._aoi_cache:
+            self._aoi_cache[key] = resize_mask(self._aoi_source, height, width)
+        return self._aoi_cache[key]
+
+    def classify(self, logits: np.ndarray, is_defect: bool) -> tuple[str, float | None]:
+        """Best defect class for a defect, 'good' for an ok part; no head (C == 1) gives no probability."""
+        names = self.manifest.class_names
+        if len(logits) <= 1:
+            return ("defect" if is_defect else "good"), None
+        probabilities = softmax(logits)
+        if not is_defect:
+            return names[0], float(probabilities[0])
+        best = int(np.argmax(probabilities[1:])) + 1
+        return names[best], float(probabilities[best])
+
+    def __call__(self, outputs: ModelOutputs, index: int, frame_hw: tuple[int, int]) -> Inspection:
+        raw = float(outputs.score[index])
+        score = float(np.clip(self.calibration.normalise(raw), 0.0, 1.0))
+        is_defect = score >= DECISION
+        heat = outputs.anomaly_map[index, 0]
+        heat = apply_aoi(heat, self.aoi_for(*heat.shape))
+        regions = find_regions(heat, self.calibration.pixel_threshold, max(1, int(self.calibration.min_region_area)))
+        sy, sx = frame_hw[0] / heat.shape[0], frame_hw[1] / heat.shape[1]
+        regions = [_clip_region(r.scaled(sx, sy), frame_hw) for r in regions]
+        class_name, probability = self.classify(outputs.class_logits[index], is_defect)
+        return Inspection(raw, score, "defect" if is_defect else "ok", class_name, probability, regions, heat, frame_hw)
+
+
+def _clip_region(region: Region, frame_hw: tuple[int, int]) -> Region:
+    """Rounding when scaling up may push a box one pixel past the frame; keep it inside."""
+    height, width = frame_hw
+    x, y, w, h = region.bbox
+    x, y = min(max(0, x), width - 1), min(max(0, y), height - 1)
+    region.bbox = [x, y, max(1, min(w, width - x)), max(1, min(h, height - y))]
+    region.peak = float(min(max(region.peak, 0.0), 1.0))
+    if region.polygon:
+        region.polygon = [[min(max(0, px), width - 1), min(max(0, py), height - 1)] for px, py in region.polygon]
+    return region

@@ -1,0 +1,276 @@
+"""MQTT publishing of a station (paho-mqtt >= 2, callback API version 2).
+
+Results never go straight to the broker: they are written to the spool first, published from it in
+order, and deleted only when the broker acknowledged them (QoS 1 PUBACK -> `on_publish(mid)`).
+While the broker is unreachable they pile up on disk; paho re-sends what was in flight on reconnect
+(same message ids, so the acks still delete the right rows) and the sender continues with the rest.
+
+Availability is retained, with a last will "offline", and republished on every (re)connect because
+a broker restarted without persistence forgets retained messages. The client id is unique per
+station: two clients sharing one make the broker kick them in turn and availability flap.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.spool import Spool
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes, Any], None]   # topic, payload, properties
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic of a station, in one place (DESIGN.md "Result message")."""
+
+    prefix: str
+    station: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.station}"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    def result(self, camera: str) -> str:
+        return f"{self.base}/{camera}/result"
+
+    def status(self, camera: str) -> str:
+        return f"{self.base}/{camera}/status"
+
+    def overlay(self, camera: str) -> str:
+        return f"{self.base}/{camera}/overlay"
+
+    def trigger(self, camera: str) -> str:
+        return f"{self.base}/cmd/{camera}/trigger"
+
+    @property
+    def command_filter(self) -> str:
+        return f"{self.base}/cmd/#"
+
+
+class Publisher:
+    """One MQTT connection per station: results via the spool, plus availability, events, stats, status."""
+
+    def __init__(self, mqtt_cfg: Any, station: str, spool: Spool, inflight_window: int = 64,
+                 reconnect_min_s: float = 0.5, reconnect_max_s: float = 10.0):
+        self.cfg = mqtt_cfg
+        self.station = station
+        self.spool = spool
+        self.topics = Topics(mqtt_cfg.prefix, station)
+        self.qos = int(getattr(mqtt_cfg, "qos", 1))
+        self.window = inflight_window
+        self._incoming: queue.SimpleQueue[tuple[str, bytes, int]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._ack_lock = threading.Lock()         # guards _acked_mids (appended by the paho thread)
+        self._acked_mids: list[int] = []
+        self._inflight: dict[int, int] = {}       # paho mid -> spool row id; sender thread only
+        self._last_sent_id = 0
+        self._handlers: dict[str, MessageHandler] = {}
+        self._camera_status: dict[str, dict] = {}
+        self.connects = 0
+        self.published = 0
+        self.sender_heartbeat = time.monotonic()
+        self.client = self._make_client()
+        self._sender = threading.Thread(target=self._send_loop, name="onen-publisher", daemon=True)
+
+    # ---- connection -------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        client_id = getattr(cfg, "client_id", None) or f"onen-{self.station}"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
+        client.will_set(self.topics.availability, "offline", qos=1, retain=True)
+        tls = getattr(cfg, "tls", None)
+        if tls is not None:
+            client.tls_set(ca_certs=_str(getattr(tls, "ca", None)), certfile=_str(getattr(tls, "cert", None)), keyfile=_str(getattr(tls, "key", None)))
+        if getattr(cfg, "username", None):
+            client.username_pw_set(cfg.username, getattr(cfg, "password", None))
+        client.reconnect_delay_set(min_delay=0.5, max_delay=10)
+        client.max_inflight_messages_set(self.window)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        """Connect in the background (the broker may be down at start) and start the sender."""
+        self.client.connect_async(self.cfg.host, int(self.cfg.port), keepalive=int(getattr(self.cfg, "keepalive_s", 30)))
+        self.client.loop_start()
+        self._sender.start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+            return
+        self.connects += 1
+        log.info("connected to %s:%s (connection %d)", self.cfg.host, self.cfg.port, self.connects)
+        client.publish(self.topics.availability, "online", qos=1, retain=True)
+        for topic_filter in self._handlers:
+            client.subscribe(topic_filter, qos=1)
+        for camera, status in list(self._camera_status.items()):
+            client.publish(self.topics.status(camera), json.dumps(status), qos=1, retain=True)
+        self._connected.set()
+        self._wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connected.is_set():
+            log.warning("lost the broker %s:%s (%s); results wait in the spool", self.cfg.host, self.cfg.port, reason_code)
+        self._connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        # Runs in paho's thread while paho holds its own lock: only note the mid, never call paho here.
+        with self._ack_lock:
+            self._acked_mids.append(mid)
+        self._wake.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        for topic_filter, handler in list(self._handlers.items()):
+            if mqtt.topic_matches_sub(topic_filter, message.topic):
+                try:
+                    handler(message.topic, message.payload, getattr(message, "properties", None))
+                except Exception:  # a bad command must never take the connection down
+                    log.exception("handler for %s failed", message.topic)
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler) -> None:
+        """Call `handler` for messages on `topic_filter`; kept across reconnects."""
+        self._handlers[topic_filter] = handler
+        if self.connected:
+            self.client.subscribe(topic_filter, qos=1)
+
+    # ---- results through the spool ------------------------------------------------------------
+    def publish_result(self, camera: str, payload: bytes) -> None:
+        """Hand a result to the sender: it is spooled, then published, then deleted on ack."""
+        self._incoming.put((self.topics.result(camera), payload, self.qos))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Results not yet acknowledged (waiting for the spool + in the spool)."""
+        return self._incoming.qsize() + self.spool.depth
+
+    def _send_loop(self) -> None:
+        while True:
+            self.sender_heartbeat = time.monotonic()
+            self._wake.wait(0.2)
+            self._wake.clear()
+            try:
+                self._send_once()
+            except Exception:
+                log.exception("spool/publish step failed; retrying")
+                time.sleep(0.5)
+            if self._stop.is_set() and self._incoming.empty():
+                return
+
+    def _send_once(self) -> None:
+        batch = []
+        while True:
+            try:
+                batch.append(self._incoming.get_nowait())
+            except queue.Empty:
+                break
+        self.spool.put_many(batch)
+        self.spool.delete(self._take_acked_rows())
+        if not self.connected:
+            return
+        room = self.window - len(self._inflight)
+        if room <= 0:
+            return
+        immediate = []
+        for item in self.spool.after(self._last_sent_id, room):
+            info = self.client.publish(item.topic, item.payload, qos=item.qos)
+            if item.qos == 0:
+                immediate.append(item.id)
+            else:
+                self._inflight[info.mid] = item.id
+            self._last_sent_id = item.id
+            self.published += 1
+        self.spool.delete(immediate)
+
+    def _take_acked_rows(self) -> list[int]:
+        """Rows whose PUBACK arrived. An ack whose mid is not mapped belongs to a non-result message:
+        the mapping is made right after publish() returns, in this thread, before acks are resolved."""
+        with self._ack_lock:
+            mids, self._acked_mids = self._acked_mids, []
+        return [self._inflight.pop(mid) for mid in mids if mid in self._inflight]
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every result handed over was acknowledged (False on timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._incoming.empty() and self.spool.depth == 0:
+                return True
+            self._wake.set()
+            time.sleep(0.02)
+        return self._incoming.empty() and self.spool.depth == 0
+
+    # ---- other topics -------------------------------------------------------------------------
+    def publish_event(self, kind: str, detail: dict | None = None) -> None:
+        """Events are QoS 1; paho keeps them while disconnected and sends them on reconnect."""
+        message = {"kind": kind, "station": self.station, "at": time.time(), "detail": detail or {}}
+        self.client.publish(self.topics.events, json.dumps(message, default=str), qos=1)
+
+    def publish_camera_status(self, camera: str, status: str, detail: dict | None = None) -> None:
+        """Retained per-camera status; the last one is republished after a reconnect."""
+        message = {"camera": camera, "status": status, "at": time.time(), **(detail or {})}
+        self._camera_status[camera] = message
+        self.client.publish(self.topics.status(camera), json.dumps(message, default=str), qos=1, retain=True)
+
+    def publish_stats(self, stats: dict) -> None:
+        """Stats are a snapshot: QoS 0, skipped while disconnected (the next one is fresher anyway)."""
+        if self.connected:
+            self.client.publish(self.topics.stats, json.dumps(stats, default=str), qos=0)
+
+    def publish_overlay(self, camera: str, jpeg: bytes) -> None:
+        if self.connected:
+            self.client.publish(self.topics.overlay(camera), jpeg, qos=0)
+
+    def stop(self, flush_timeout: float = 10.0) -> bool:
+        """Flush the spool (while the broker is reachable), publish offline, disconnect. True if flushed."""
+        flushed = self.flush(flush_timeout) if self.connected else False
+        self._stop.set()
+        self._wake.set()
+        self._sender.join(timeout=5)
+        if self.connected:
+            info = self.client.publish(self.topics.availability, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=3)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.spool.close()
+        return flushed
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
