@@ -1,0 +1,152 @@
+"""Calibrate one camera: run the bundle on its good (and defective) images, fit, write YAML + report."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.normalisation import fit_normalisation
+from calibration.pixel import fit_pixel_calibration
+from calibration.report import plot_histograms, plot_overlays, plot_rates, write_json
+from calibration.runner import FrameSource, RunResult, open_backend, run_source
+from calibration.thresholds import f1_optimal_threshold, frr_threshold, operating_point
+from edge.bundle import load_bundle
+from edge.calibration_file import CameraCalibration, from_bundle_defaults
+from edge.rectify import Rectification
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CalibrationRequest:
+    bundle: Path
+    camera: str
+    good: Path
+    out: Path                                   # the YAML the daemon reads
+    defect: Path | None = None
+    aoi: Path | None = None
+    rectification: Rectification | None = None
+    target_frr: float = 0.005
+    confidence: float = 0.95
+    backend: str = "auto"
+    every: int = 1                              # video sources: every n-th frame
+    batch_size: int = 8
+    pixel_margin: float = 0.1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def report_dir(self) -> Path:
+        return self.out.with_suffix("").with_name(self.out.stem + ".report")
+
+
+@dataclass
+class CalibrationOutcome:
+    calibration: CameraCalibration
+    yaml_path: Path
+    report_dir: Path
+    report: dict[str, Any]
+
+
+def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
+    bundle = load_bundle(request.bundle)
+    # A provisional calibration carries the AOI and rectification so frames are prepared like the daemon's.
+    provisional = from_bundle_defaults(bundle, request.camera, request.aoi, request.rectification)
+    good_source = FrameSource(request.good, every=request.every)
+    defect_source = FrameSource(request.defect, every=request.every) if request.defect else None
+    backend = open_backend(bundle, request.backend)
+    try:
+        good = run_source(backend, provisional, good_source, "good", request.batch_size)
+        defect = run_source(backend, provisional, defect_source, "defective", request.batch_size) if defect_source else None
+    finally:
+        backend.close()
+
+    chosen = frr_threshold(good.scores, request.target_frr, request.confidence)   # raises with the count needed
+    defect_scores = defect.scores if defect else None
+    at_threshold = operating_point(chosen.threshold, good.scores, defect_scores, request.confidence)
+    f1_alternative = None
+    if defect is not None:
+        f1_alternative = operating_point(f1_optimal_threshold(good.scores, defect.scores), good.scores, defect.scores, request.confidence)
+    aoi_input = provisional.aoi_for_input(backend.input_height, backend.input_width)
+    pixel = fit_pixel_calibration(good.maps, aoi_input, defect.maps if defect else None, margin=request.pixel_margin)
+    normalisation = fit_normalisation(chosen.threshold, good.scores, defect_scores)
+
+    counts = {"good": len(good), "defect": len(defect) if defect else 0}
+    statistics = {
+        "target_frr": request.target_frr,
+        "confidence": request.confidence,
+        "frr_upper_bound": chosen.frr_upper_bound,
+        "frr_expected": chosen.frr_expected,
+        "threshold_rank": chosen.rank,
+        "escape_rate": at_threshold.escape.rate if at_threshold.escape else None,
+        "escape_rate_interval": [at_threshold.escape.low, at_threshold.escape.high] if at_threshold.escape else None,
+        "f1_optimal_threshold": f1_alternative.threshold if f1_alternative else None,
+        "good_source": str(request.good),
+        "defect_source": str(request.defect) if request.defect else None,
+    }
+    calibration = CameraCalibration(
+        camera=request.camera,
+        bundle_sha256=bundle.onnx_sha256,
+        image_threshold=chosen.threshold,
+        pixel_threshold=pixel.pixel_threshold,
+        min_region_area=pixel.min_region_area,
+        normalisation=normalisation,
+        aoi=request.aoi,
+        rectification=request.rectification,
+        bundle_name=bundle.manifest.name,
+        bundle_version=bundle.manifest.version,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        counts=counts,
+        statistics=statistics,
+    )
+    yaml_path = calibration.save(request.out)
+
+    report_dir = request.report_dir
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "camera": request.camera,
+        "bundle": {"path": str(bundle.path), "name": bundle.manifest.name, "version": bundle.manifest.version, "model_sha256": bundle.onnx_sha256},
+        "backend": backend.describe(),
+        "created": calibration.created,
+        "calibration_file": str(yaml_path),
+        "counts": counts,
+        "decision_rule": "defect when raw score > image_threshold (published score > 0.5)",
+        "image_threshold": chosen.to_dict(),
+        "at_threshold": at_threshold.to_dict(),
+        "f1_alternative": f1_alternative.to_dict() if f1_alternative else None,
+        "pixel": pixel.to_dict(),
+        "normalisation": calibration.to_dict()["normalisation"],
+        "score_summary": {name: _summary(run) for name, run in (("good", good), ("defect", defect)) if run is not None},
+        "closest_to_reject_good": [{"name": e.name, "score": e.score} for e in good.highest],
+        "closest_to_escape_defect": [{"name": e.name, "score": e.score} for e in defect.lowest] if defect else [],
+        "notes": _notes(good_source, defect_source, f1_alternative is not None),
+        "files": ["score_hist.png", "rates.png", "overlays.png"],
+    }
+    plot_histograms(good.scores, defect_scores, chosen.threshold, f1_alternative.threshold if f1_alternative else None, report_dir / "score_hist.png")
+    plot_rates(report, report_dir / "rates.png")
+    groups = [("good, closest to reject", good.highest)]
+    if defect is not None:
+        groups += [("defective, closest to escape", defect.lowest), ("defective, highest", defect.highest)]
+    plot_overlays(groups, chosen.threshold, pixel.pixel_threshold, pixel.min_region_area, report_dir / "overlays.png")
+    write_json(report, report_dir)
+    return CalibrationOutcome(calibration, yaml_path, report_dir, report)
+
+
+def _summary(run: RunResult) -> dict[str, float]:
+    scores = run.scores
+    return {"min": float(scores.min()), "median": float(np.median(scores)), "p99": float(np.quantile(scores, 0.99)), "max": float(scores.max())}
+
+
+def _notes(good: FrameSource, defect: FrameSource | None, has_f1: bool) -> list[str]:
+    notes = [
+        "The FRR bound assumes the good images are independent samples of the parts the line will see "
+        "(different parts, the lighting and positions of production).",
+    ]
+    if good.is_video or (defect is not None and defect.is_video):
+        notes.append("Video frames of the same part are not independent: use --every to take one frame per part, or the bound is optimistic.")
+    if has_f1:
+        notes.append("The F1-optimal threshold is fitted on the same images it is scored on and carries no FRR guarantee.")
+    return notes

@@ -1,0 +1,285 @@
+"""A camera's calibration file: thresholds, score normalisation, AOI and rectification, for one bundle.
+
+`onen calibrate` writes it, the daemon reads it with `load_calibration(path, bundle)`. A calibration
+belongs to one model: the file records the sha256 of the bundle's `model.onnx` (the graph that produced
+the scores it was fitted on; the manifest's own hash would also change when only metadata, e.g. a
+signature-related field or the reference images, is rewritten) and loading refuses any other bundle.
+
+Decision rule (used by calibration when fitting and by the daemon when deciding):
+    defect  <=>  raw score > image_threshold  <=>  normalise(raw) > 0.5
+A region is a connected set of anomaly-map pixels > pixel_threshold (inside the AOI) of at least
+min_region_area px at the model input resolution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from edge.bundle import MODEL, Bundle, ScoreNormalisation
+from edge.errors import BundleError, OnenError
+from edge.images import read_mask, resize_mask
+from edge.rectify import Rectification
+
+FORMAT_VERSION = 1
+
+
+class CalibrationError(OnenError):
+    """A calibration file that is unreadable, malformed, or made for another bundle."""
+
+
+def check_normalisation(norm: ScoreNormalisation, source: str) -> ScoreNormalisation:
+    """The three raw points must be finite and strictly increasing, else the mapping is not a function."""
+    values = (norm.raw_low, norm.raw_threshold, norm.raw_high)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+        raise CalibrationError(f"{source}: raw_low, raw_threshold, raw_high must be numbers, got {values}")
+    if not norm.raw_low < norm.raw_threshold < norm.raw_high:
+        raise CalibrationError(f"{source}: expected raw_low < raw_threshold < raw_high, got {values}")
+    return norm
+
+
+def normalise_score(norm: ScoreNormalisation, raw: float | np.ndarray) -> float | np.ndarray:
+    """Piecewise linear: raw_low -> 0, raw_threshold -> 0.5, raw_high -> 1, clipped to 0..1."""
+    result = np.interp(raw, [norm.raw_low, norm.raw_threshold, norm.raw_high], [0.0, 0.5, 1.0])
+    return float(result) if np.ndim(result) == 0 else result
+
+
+@dataclass
+class CameraCalibration:
+    """What the daemon needs to turn one camera's model outputs into a verdict and regions."""
+
+    camera: str
+    bundle_sha256: str                      # sha256 of the bundle's model.onnx
+    image_threshold: float                  # on the raw model score
+    pixel_threshold: float                  # on the anomaly map (0..1)
+    min_region_area: int                    # px at model input resolution
+    normalisation: ScoreNormalisation
+    aoi: Path | None = None                 # PNG mask at camera resolution (before rectification)
+    rectification: Rectification | None = None
+    bundle_name: str = ""
+    bundle_version: str = ""
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    counts: dict[str, int] = field(default_factory=dict)        # images used: good, defect
+    statistics: dict[str, Any] = field(default_factory=dict)    # target FRR, confidence, bounds (informational)
+    source_path: Path | None = None
+    _aoi_mask: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _aoi_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    # --- used per frame by the daemon -------------------------------------------------------------
+    def normalise(self, raw: float | np.ndarray) -> float | np.ndarray:
+        """Published score: 0..1 with the decision threshold at 0.5."""
+        return normalise_score(self.normalisation, raw)
+
+    def is_defect(self, raw: float) -> bool:
+        return float(raw) > self.image_threshold
+
+    def prepare(self, frame_rgb: np.ndarray) -> np.ndarray:
+        """The camera frame as the model must see it (rectified when configured); resize happens after."""
+        if self._aoi_mask is not None and frame_rgb.shape[:2] != self._aoi_mask.shape:
+            raise CalibrationError(
+                f"{self.aoi}: AOI is {self._aoi_mask.shape[1]}x{self._aoi_mask.shape[0]} but camera {self.camera!r} "
+                f"delivers {frame_rgb.shape[1]}x{frame_rgb.shape[0]} frames; the AOI must have the camera's resolution"
+            )
+        return self.rectification.apply(frame_rgb) if self.rectification else frame_rgb
+
+    def aoi_for_input(self, height: int, width: int) -> np.ndarray | None:
+        """The AOI as a bool mask at model input size, rectified like the frames (None = everywhere)."""
+        if self._aoi_mask is None:
+            return None
+        key = (height, width)
+        if key not in self._aoi_cache:
+            mask = self.rectification.apply_mask(self._aoi_mask) if self.rectification else self._aoi_mask
+            self._aoi_cache[key] = resize_mask(mask, height, width)
+        return self._aoi_cache[key]
+
+    def load_aoi(self) -> None:
+        """Read the AOI mask once (at load time, so a missing file fails before the line starts)."""
+        self._aoi_cache = {}
+        self._aoi_mask = read_mask(self.aoi) if self.aoi is not None else None
+        if self._aoi_mask is not None and not self._aoi_mask.any():
+            raise CalibrationError(f"{self.aoi}: AOI mask is empty (all black); nothing would ever be inspected")
+
+    # --- file form ------------------------------------------------------------------------------------
+    def to_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
+        aoi = None
+        if self.aoi is not None:
+            aoi = str(self.aoi)
+            if relative_to is not None:
+                try:
+                    aoi = str(Path(self.aoi).resolve().relative_to(relative_to.resolve()))
+                except ValueError:
+                    aoi = str(Path(self.aoi).resolve())
+        return {
+            "format_version": FORMAT_VERSION,
+            "camera": self.camera,
+            "bundle": {"name": self.bundle_name, "version": self.bundle_version, "model_sha256": self.bundle_sha256},
+            "created": self.created,
+            "image_threshold": float(self.image_threshold),
+            "pixel_threshold": float(self.pixel_threshold),
+            "min_region_area": int(self.min_region_area),
+            "normalisation": {
+                "raw_low": float(self.normalisation.raw_low),
+                "raw_threshold": float(self.normalisation.raw_threshold),
+                "raw_high": float(self.normalisation.raw_high),
+            },
+            "aoi": aoi,
+            "rectification": self.rectification.to_dict() if self.rectification else None,
+            "counts": dict(self.counts),
+            "statistics": _plain(self.statistics),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = f"# onen camera calibration for {self.camera!r}; made for bundle {self.bundle_name} {self.bundle_version}\n"
+        path.write_text(header + yaml.safe_dump(self.to_dict(relative_to=path.parent), sort_keys=False))
+        return path
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars/arrays -> plain Python, so the YAML stays readable by safe_load."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+_REQUIRED = ("camera", "bundle", "image_threshold", "pixel_threshold", "min_region_area", "normalisation")
+_OPTIONAL = ("format_version", "created", "aoi", "rectification", "counts", "statistics")
+
+
+def _number(data: dict, key: str, source: str, low: float | None = None, high: float | None = None) -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise CalibrationError(f"{source}: key '{key}': expected a number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise CalibrationError(f"{source}: key '{key}': expected a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def load_calibration(path: str | Path, bundle: Bundle) -> CameraCalibration:
+    """Read and check a calibration YAML; refuse it when it was made for another bundle's model."""
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"{path}: calibration file does not exist (make one with `onen calibrate`)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise CalibrationError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from error
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{path}: expected a mapping of calibration keys, got {type(data).__name__}")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise CalibrationError(f"{path}: missing key(s) {', '.join(missing)}")
+    unknown = [k for k in data if k not in _REQUIRED + _OPTIONAL]
+    if unknown:
+        raise CalibrationError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; expected {', '.join(_REQUIRED + _OPTIONAL)}")
+    version = data.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CalibrationError(f"{path}: key 'format_version': this software reads version {FORMAT_VERSION}, got {version!r}")
+    if not isinstance(data["camera"], str) or not data["camera"]:
+        raise CalibrationError(f"{path}: key 'camera': expected the camera name, got {data['camera']!r}")
+
+    made_for = data["bundle"]
+    if not isinstance(made_for, dict) or not isinstance(made_for.get("model_sha256"), str):
+        raise CalibrationError(f"{path}: key 'bundle': expected a mapping with name, version and model_sha256 (sha256 of {MODEL})")
+    if made_for["model_sha256"] != bundle.onnx_sha256:
+        raise CalibrationError(
+            f"{path}: made for bundle {made_for.get('name')!r} version {made_for.get('version')!r} "
+            f"({MODEL} sha256 {made_for['model_sha256'][:12]}...), but the camera runs bundle "
+            f"{bundle.manifest.name!r} version {bundle.manifest.version!r} ({MODEL} sha256 {bundle.onnx_sha256[:12]}...); "
+            f"recalibrate with `onen calibrate --bundle {bundle.path} ...`"
+        )
+
+    norm = data["normalisation"]
+    if not isinstance(norm, dict) or set(norm) != {"raw_low", "raw_threshold", "raw_high"}:
+        raise CalibrationError(f"{path}: key 'normalisation': expected raw_low, raw_threshold, raw_high, got {norm!r}")
+    normalisation = check_normalisation(ScoreNormalisation(**norm), f"{path}: key 'normalisation'")
+    image_threshold = _number(data, "image_threshold", str(path))
+    if abs(image_threshold - normalisation.raw_threshold) > 1e-9:
+        raise CalibrationError(f"{path}: key 'normalisation.raw_threshold' ({normalisation.raw_threshold}) must equal image_threshold ({image_threshold})")
+    pixel_threshold = _number(data, "pixel_threshold", str(path), 0.0, None)
+    min_area = data["min_region_area"]
+    if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 1:
+        raise CalibrationError(f"{path}: key 'min_region_area': expected a whole number of px >= 1, got {min_area!r}")
+
+    aoi = data.get("aoi")
+    if aoi is not None:
+        if not isinstance(aoi, str):
+            raise CalibrationError(f"{path}: key 'aoi': expected a path to a PNG mask, got {aoi!r}")
+        aoi = Path(aoi) if Path(aoi).is_absolute() else path.parent / aoi
+        if not aoi.is_file():
+            raise CalibrationError(f"{path}: key 'aoi': mask file {aoi} does not exist")
+    rect = data.get("rectification")
+    try:
+        rectification = Rectification.from_dict(rect, f"{path}: key 'rectification'") if rect is not None else None
+    except OnenError as error:
+        raise CalibrationError(f"{path}: key 'rectification': {error}") from error
+
+    for key in ("counts", "statistics"):
+        if not isinstance(data.get(key, {}), dict):
+            raise CalibrationError(f"{path}: key '{key}': expected a mapping")
+    calibration = CameraCalibration(
+        camera=data["camera"],
+        bundle_sha256=made_for["model_sha256"],
+        image_threshold=image_threshold,
+        pixel_threshold=pixel_threshold,
+        min_region_area=min_area,
+        normalisation=normalisation,
+        aoi=aoi,
+        rectification=rectification,
+        bundle_name=str(made_for.get("name", "")),
+        bundle_version=str(made_for.get("version", "")),
+        created=str(data.get("created", "")),
+        counts=dict(data.get("counts") or {}),
+        statistics=dict(data.get("statistics") or {}),
+        source_path=path,
+    )
+    try:
+        calibration.load_aoi()
+    except OnenError as error:
+        raise CalibrationError(f"{path}: key 'aoi': {error}") from error
+    return calibration
+
+
+def from_bundle_defaults(
+    bundle: Bundle, camera: str = "", aoi: str | Path | None = None, rectification: Rectification | None = None
+) -> CameraCalibration:
+    """The bundle's own thresholds, for a camera that names no calibration file (not yet calibrated)."""
+    manifest = bundle.manifest
+    norm = manifest.score_normalisation
+    if abs(norm.raw_threshold - manifest.thresholds.image) > 1e-9:
+        # Older manifests may carry a default normalisation; centre it on the bundle's image threshold.
+        low, high = min(norm.raw_low, manifest.thresholds.image - 1e-6), max(norm.raw_high, manifest.thresholds.image + 1e-6)
+        norm = ScoreNormalisation(raw_threshold=manifest.thresholds.image, raw_low=low, raw_high=high)
+    source = f"{bundle.path}/manifest.json: score_normalisation"
+    try:
+        check_normalisation(norm, source)
+    except CalibrationError as error:
+        raise BundleError(str(error)) from error
+    calibration = CameraCalibration(
+        camera=camera,
+        bundle_sha256=bundle.onnx_sha256,
+        image_threshold=manifest.thresholds.image,
+        pixel_threshold=manifest.thresholds.pixel,
+        min_region_area=max(1, int(manifest.thresholds.min_region_area)),
+        normalisation=norm,
+        aoi=Path(aoi) if aoi is not None else None,
+        rectification=rectification,
+        bundle_name=manifest.name,
+        bundle_version=manifest.version,
+        statistics={"source": "bundle defaults (not calibrated for this camera)"},
+    )
+    calibration.load_aoi()
+    return calibration
