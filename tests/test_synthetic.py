@@ -1,0 +1,63 @@
+"""Synthetic defects: inside the AOI only, never empty, size controlled, deterministic given an rng."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train.data.perlin import fractal_perlin, perlin_2d
+from train.data.synthetic import SyntheticDefects, perlin_defect_mask
+
+
+def _surface(h: int = 96, w: int = 128) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    field = fractal_perlin((h, w), (4, 4), rng)
+    return np.repeat(np.clip(128 + field[..., None] * 120, 0, 255).astype(np.uint8), 3, axis=2)
+
+
+def test_perlin_is_smooth_and_seeded():
+    a = perlin_2d((64, 64), (4, 4), np.random.default_rng(1))
+    b = perlin_2d((64, 64), (4, 4), np.random.default_rng(1))
+    assert np.array_equal(a, b) and a.std() > 0.05
+    assert np.abs(np.diff(a, axis=1)).max() < 0.2          # neighbouring pixels differ little: smooth
+    assert abs(float(a[0, 0])) < 1e-6                     # zero at the lattice points
+
+
+def test_defects_stay_inside_aoi_and_are_never_empty():
+    image = _surface()
+    aoi = np.zeros(image.shape[:2], bool)
+    aoi[20:70, 30:100] = True
+    maker = SyntheticDefects(seed=0)
+    for i in range(30):
+        out, mask = maker.make(image, aoi, np.random.default_rng(i))
+        assert mask.any() and not (mask & ~aoi).any()
+        assert np.array_equal(out[~mask], image[~mask])      # nothing changes outside the defect
+        assert np.abs(out[mask].astype(int) - image[mask]).mean() > 5
+
+
+def test_same_rng_same_defect():
+    image, maker = _surface(), SyntheticDefects(seed=0)
+    a = maker.make(image, None, np.random.default_rng(42))
+    b = maker.make(image, None, np.random.default_rng(42))
+    c = maker.make(image, None, np.random.default_rng(43))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+    assert np.array_equal(SyntheticDefects(seed=5).make(image)[1], SyntheticDefects(seed=5).make(image)[1])
+
+
+@pytest.mark.parametrize("kind", ["blob", "crack"])
+def test_area_is_controlled(kind):
+    aoi = np.zeros((100, 100), bool)
+    aoi[10:90, 10:90] = True
+    for fraction in (0.01, 0.1):
+        mask = perlin_defect_mask((100, 100), aoi, np.random.default_rng(0), fraction, kind)
+        assert mask.sum() == round(fraction * aoi.sum()) and not (mask & ~aoi).any()
+    small = SyntheticDefects(seed=0, area_range=(0.01, 0.01))
+    big = SyntheticDefects(seed=0, area_range=(0.2, 0.2))
+    assert small.make(_surface(100, 100), aoi)[1].sum() < big.make(_surface(100, 100), aoi)[1].sum()
+
+
+def test_tiny_aoi_is_refused():
+    aoi = np.zeros((32, 32), bool)
+    aoi[0, 0] = True
+    with pytest.raises(ValueError, match="AOI has 1 pixels"):
+        SyntheticDefects(seed=0).make(_surface(32, 32), aoi)

@@ -1,0 +1,113 @@
+"""The torch Dataset every trainer and evaluator reads: images at model input size with masks and AOI.
+
+Resizing is `edge.images.resize_to_input`, the same call the edge makes, so training never sees pixels
+prepared differently from production. Random choices (synthetic defects, flips) come from an rng seeded
+by (seed, epoch, index): a run is reproducible, and `set_epoch` gives each epoch fresh defects.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from edge.errors import DataError
+from edge.images import resize_mask, resize_to_input
+from train.data.sample import Sample
+from train.data.synthetic import SyntheticDefects
+from train.data.validation import load_sample_arrays, read_aoi
+
+SYNTHETIC_CLASS_INDEX = -1   # synthetic defects have no real class; classifier losses ignore -1
+
+
+class InspectionDataset(Dataset):
+    """Items: image uint8 [H,W,3], mask float32 [H,W], has_mask, aoi float32 [H,W], label, class_index,
+    synthetic, path. `has_mask` is True for good images too (their mask is known to be empty)."""
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        class_names: list[str],
+        height: int,
+        width: int,
+        aoi: Path | None = None,
+        synthetic: SyntheticDefects | None = None,
+        synthetic_probability: float = 0.5,
+        augment: bool = False,
+        seed: int = 0,
+        cache: bool = False,
+    ):
+        self.samples = list(samples)
+        self.class_names = list(class_names)
+        self.height, self.width = int(height), int(width)
+        self.synthetic = synthetic
+        self.synthetic_probability = float(synthetic_probability)
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+        self.cache: dict[int, tuple] | None = {} if cache else None
+        self.aoi_path = Path(aoi) if aoi is not None else None
+        self.shared_aoi = resize_mask(read_aoi(self.aoi_path), self.height, self.width) if self.aoi_path else None
+        for sample in self.samples:
+            if sample.class_name not in self.class_names:
+                raise DataError(f"{sample.image}: class '{sample.class_name}' is not one of the model's classes {self.class_names}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fresh synthetic defects and flips each epoch, still reproducible."""
+        self.epoch = int(epoch)
+
+    def load_resized(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Image uint8 [H,W,3], mask bool [H,W] or None, AOI bool [H,W] at model input size."""
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        sample = self.samples[index]
+        try:
+            image, mask, own_aoi = load_sample_arrays(sample)
+        except DataError:
+            raise
+        except Exception as error:  # noqa: BLE001  (OpenCV errors: name the file rather than crash anonymously)
+            raise DataError(f"{sample.image}: cannot load: {error}") from error
+        image = resize_to_input(image, self.height, self.width)
+        mask = resize_mask(mask, self.height, self.width) if mask is not None else None
+        if own_aoi is not None:
+            aoi = resize_mask(own_aoi, self.height, self.width)
+        elif self.shared_aoi is not None:
+            aoi = self.shared_aoi
+        else:
+            aoi = np.ones((self.height, self.width), bool)
+        result = (image, mask, aoi)
+        if self.cache is not None:
+            self.cache[index] = result
+        return result
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        image, mask, aoi = self.load_resized(index)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        label = sample.label
+        class_index = self.class_names.index(sample.class_name)
+        has_mask = mask is not None or label == 0
+        mask = mask if mask is not None else np.zeros((self.height, self.width), bool)
+        synthetic = False
+        if self.synthetic is not None and label == 0 and rng.random() < self.synthetic_probability:
+            image, mask = self.synthetic.make(image, aoi, rng)
+            label, class_index, has_mask, synthetic = 1, SYNTHETIC_CLASS_INDEX, True, True
+        if self.augment:
+            if rng.random() < 0.5:
+                image, mask, aoi = image[:, ::-1], mask[:, ::-1], aoi[:, ::-1]
+            if rng.random() < 0.5:
+                image, mask, aoi = image[::-1], mask[::-1], aoi[::-1]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8)),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)),
+            "has_mask": torch.tensor(has_mask),
+            "aoi": torch.from_numpy(np.ascontiguousarray(aoi, dtype=np.float32)),
+            "label": torch.tensor(label, dtype=torch.int64),
+            "class_index": torch.tensor(class_index, dtype=torch.int64),
+            "synthetic": torch.tensor(synthetic),
+            "path": str(sample.image),
+        }
