@@ -1,0 +1,133 @@
+"""Student losses: progressive focal loss on attention maps, AOI guidance, distillation from the teacher.
+
+Choices (documented here because the OneN paper is only known to us by its abstract):
+- Progressive weights: layer l (1-based) of L gets w_l = l / sum_{k=1..L} k. They increase with depth and
+  sum to 1, so early layers are nudged towards the defect while the deepest layers, whose attention
+  feeds the final map most directly, are held to it hardest. The final map's focal loss is added with
+  weight 1 on top (total = sum_l w_l * FL(layer_l) + FL(final)).
+- Focal loss: binary focal loss on logits, FL = alpha_t * (1 - p_t)^gamma * BCE, gamma = 2, averaged over
+  pixels. Soft targets (0..1) are allowed. Layer logits are upsampled bilinearly to the target size.
+- AOI guidance: the CEOD overlap term of seed 001 applied to each layer's CLS->patch attention:
+  OD = -log(clip(sum(A * AOI*) / min(sum A, sum AOI*), eps, 1)), with AOI* the AOI resized to the
+  attention grid (area average) and convolved with the 3x3 kernel of 0.5 as in CEOD, clipped to 1.
+  Attention entirely inside the AOI gives 0, attention outside it a large value. Weighted progressively
+  like the focal loss. It is applied to every image (good ones too): on a good part the CLS token
+  should look at itself or at the AOI, never at the clutter around it. A second, simpler term penalises
+  the final map's mean value outside the AOI (the map must stay dark where a defect does not count).
+- Distillation: KL(teacher || student) on class logits with temperature T (scaled by T^2, Hinton), and
+  cosine feature matching between the student's projected patch tokens and the teacher's last conv
+  features resized to the student grid.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def progressive_weights(depth: int, device=None) -> torch.Tensor:
+    """w_l = l / sum(1..L) for l = 1..L: increasing with depth, summing to 1."""
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    layers = torch.arange(1, depth + 1, dtype=torch.float32, device=device)
+    return layers / layers.sum()
+
+
+def focal_loss_with_logits(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = None,
+                           reduction: str = "mean") -> torch.Tensor:
+    """Binary focal loss on logits against 0..1 targets (same shape)."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p = torch.sigmoid(logits)
+    p_t = p * target + (1 - p) * (1 - target)
+    loss = bce * (1 - p_t).pow(gamma)
+    if alpha is not None:
+        loss = loss * (alpha * target + (1 - alpha) * (1 - target))
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.mean()
+
+
+def _per_image_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float | None) -> torch.Tensor:
+    return focal_loss_with_logits(logits, target, gamma, alpha, reduction="none").flatten(1).mean(dim=1)
+
+
+def progressive_focal_loss(layer_logits: list[torch.Tensor], final_logits: torch.Tensor, target: torch.Tensor,
+                           valid: torch.Tensor | None = None, gamma: float = 2.0, alpha: float | None = None) -> torch.Tensor:
+    """sum_l w_l * FL(upsample(layer_l), target) + FL(final, target), averaged over images with a valid target.
+
+    layer_logits: per layer [N,h,w] map logits; final_logits [N,1,H,W] or [N,H,W]; target [N,H,W] in 0..1;
+    valid [N] bool (images whose target is known; others contribute nothing).
+    """
+    n, height, width = target.shape
+    if valid is None:
+        valid = torch.ones(n, dtype=torch.bool, device=target.device)
+    weight = valid.float()
+    if weight.sum() == 0:
+        return final_logits.sum() * 0.0
+    weights = progressive_weights(len(layer_logits), device=target.device)
+    total = torch.zeros(n, device=target.device)
+    for w_l, logits in zip(weights, layer_logits):
+        up = F.interpolate(logits.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+        total = total + w_l * _per_image_focal(up, target, gamma, alpha)
+    final = final_logits[:, 0] if final_logits.dim() == 4 else final_logits
+    total = total + _per_image_focal(final, target, gamma, alpha)
+    return (total * weight).sum() / weight.sum()
+
+
+def _aoi_on_grid(aoi: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """AOI [N,H,W] -> CEOD's A_gt* on the attention grid: area-resized, 3x3 kernel of 0.5, clipped to 1."""
+    grid = F.adaptive_avg_pool2d(aoi.unsqueeze(1).float(), (height, width))
+    kernel = torch.full((1, 1, 3, 3), 0.5, device=aoi.device)
+    return F.conv2d(grid, kernel, padding=1).clamp(max=1.0)[:, 0]
+
+
+def attention_overlap_loss(attention: torch.Tensor, aoi: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """CEOD overlap on one attention map: per image -log(clip(sum(A*AOI*)/min(sum A, sum AOI*))). [N]"""
+    n, height, width = attention.shape
+    region = _aoi_on_grid(aoi, height, width)
+    inside = (attention * region).flatten(1).sum(dim=1)
+    denominator = torch.minimum(attention.flatten(1).sum(dim=1), region.flatten(1).sum(dim=1)).clamp(min=eps)
+    return -torch.log((inside / denominator).clamp(min=eps, max=1.0))
+
+
+def aoi_guidance_loss(attention_maps: list[torch.Tensor], aoi: torch.Tensor, final_map: torch.Tensor | None = None,
+                      map_weight: float = 1.0) -> torch.Tensor:
+    """Progressively weighted CEOD overlap of every layer's attention with the AOI (+ out-of-AOI map mean)."""
+    weights = progressive_weights(len(attention_maps), device=aoi.device)
+    loss = sum(w * attention_overlap_loss(a, aoi).mean() for w, a in zip(weights, attention_maps))
+    if final_map is not None:
+        probability = final_map[:, 0] if final_map.dim() == 4 else final_map
+        outside = 1.0 - aoi
+        loss = loss + map_weight * (probability * outside).flatten(1).sum(1).div(outside.flatten(1).sum(1).clamp(min=1.0)).mean()
+    return loss
+
+
+def out_of_aoi_mass(attention: torch.Tensor, aoi: torch.Tensor) -> torch.Tensor:
+    """Fraction of attention mass outside the AOI per image [N] (a diagnostic, 0 = all inside)."""
+    n, height, width = attention.shape
+    grid = F.adaptive_avg_pool2d(aoi.unsqueeze(1).float(), (height, width))[:, 0]
+    total = attention.flatten(1).sum(1).clamp(min=1e-9)
+    return (attention * (1 - grid)).flatten(1).sum(1) / total
+
+
+def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """Hinton KL(teacher || student) at temperature T, times T^2 so gradients keep their scale."""
+    if student_logits.shape[1] < 2:
+        return student_logits.sum() * 0.0
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    teacher = F.softmax(teacher_logits.detach() / temperature, dim=1)
+    return F.kl_div(log_student, teacher, reduction="batchmean") * temperature ** 2
+
+
+def feature_distillation_loss(student_projected: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity per position between student tokens (projected) and teacher features on the student grid."""
+    teacher = F.interpolate(teacher_features.detach(), size=student_projected.shape[-2:], mode="bilinear", align_corners=False)
+    return (1 - F.cosine_similarity(student_projected, teacher, dim=1)).mean()
+
+
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy ignoring class index -1 (synthetic defects of unknown class); 0 when nothing is left."""
+    if logits.shape[1] < 2 or (target >= 0).sum() == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target, ignore_index=-1)

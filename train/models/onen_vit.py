@@ -1,0 +1,229 @@
+"""The OneN student: a small vision transformer whose attention maps are its anomaly maps.
+
+One forward pass answers the three questions of the bundle contract (score, anomaly map, class).
+Attention is computed explicitly (matmul + softmax) so the CLS->patch attention of every layer can be
+returned for the progressive focal loss and so the graph exports to plain ONNX ops that every runtime has.
+
+How the maps are made (our reading of the OneN abstract):
+- Each block's CLS->patch attention, averaged over heads, is a distribution over patches (plus the CLS
+  token itself, which absorbs the attention on a good part). Its log-ratio to the uniform attention,
+  scaled and shifted by two learned scalars per layer, gives the layer's map logit; sigmoid -> 0..1.
+- The final anomaly map is a learned 1x1 combination of the per-layer map logits plus a light per-patch
+  head on the last tokens, upsampled bilinearly to the input size, sigmoid.
+- The score combines a head on the CLS token with the maximum of the map logit, so a bright spot on the
+  map and the verdict cannot disagree much.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.models.input_layer import ImageInput
+
+
+@dataclass
+class OneNConfig:
+    num_classes: int = 1            # class 0 == good; 1 means no classification head worth reading
+    input_height: int = 128
+    input_width: int = 128
+    patch: int = 8                  # token stride in pixels (the stem downsamples by this factor)
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    stem_channels: int = 32
+    teacher_dim: int = 0            # >0: a projection of patch tokens to the teacher's feature width (distillation)
+    dropout: float = 0.0
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.input_height // self.patch, self.input_width // self.patch
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OneNConfig":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def check(self) -> None:
+        if self.patch not in (4, 8, 16, 32):
+            raise ValueError(f"patch must be 4, 8, 16 or 32, got {self.patch}")
+        if self.input_height % self.patch or self.input_width % self.patch:
+            raise ValueError(f"input {self.input_height}x{self.input_width} must be a multiple of patch {self.patch}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} must be a multiple of heads {self.heads}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+
+
+@dataclass
+class StudentOutput:
+    score: torch.Tensor                 # [N] 0..1
+    anomaly_map: torch.Tensor           # [N,1,H,W] 0..1
+    class_logits: torch.Tensor          # [N,C]
+    attention_maps: list[torch.Tensor]  # per layer [N,h,w], CLS->patch attention averaged over heads (sums to <= 1)
+    layer_map_logits: list[torch.Tensor] = field(default_factory=list)  # per layer [N,h,w], logit of the 0..1 layer map
+    map_logits: torch.Tensor | None = None      # [N,1,H,W] logit of anomaly_map
+    score_logit: torch.Tensor | None = None     # [N]
+    tokens: torch.Tensor | None = None          # [N,h*w,dim] last patch tokens
+    cls_token: torch.Tensor | None = None       # [N,dim]
+    projected: torch.Tensor | None = None       # [N,teacher_dim,h,w] for feature distillation (when configured)
+
+    def layer_maps(self) -> list[torch.Tensor]:
+        return [torch.sigmoid(m) for m in self.layer_map_logits]
+
+
+class ConvStem(nn.Module):
+    """Strided 3x3 convs down to the token stride: cheap local features before the transformer."""
+
+    def __init__(self, cfg: OneNConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels, stride = 3, 1
+        width = cfg.stem_channels
+        while stride * 2 < cfg.patch:
+            layers += [nn.Conv2d(channels, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.GELU()]
+            channels, stride = width, stride * 2
+            width = min(width * 2, cfg.dim)
+        layers += [nn.Conv2d(channels, cfg.dim, 3, 2, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, t, d = x.shape
+        qkv = self.qkv(x).reshape(n, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        logits = torch.matmul(q * self.scale, k.transpose(-2, -1))       # [N, heads, T, T]
+        attention = torch.softmax(logits, dim=-1)
+        out = torch.matmul(attention, v).transpose(1, 2).reshape(n, t, d)
+        cls_attention = attention[:, :, 0, :].mean(dim=1)                 # [N, T] CLS row, heads averaged
+        return self.proj(out), cls_attention
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: OneNConfig):
+        super().__init__()
+        hidden = int(cfg.dim * cfg.mlp_ratio)
+        self.norm1 = nn.LayerNorm(cfg.dim)
+        self.attn = Attention(cfg.dim, cfg.heads)
+        self.norm2 = nn.LayerNorm(cfg.dim)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(hidden, cfg.dim))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, cls_attention = self.attn(self.norm1(x))
+        x = x + y
+        x = x + self.mlp(self.norm2(x))
+        return x, cls_attention
+
+
+class OneNStudent(nn.Module):
+    """uint8 NHWC image in -> StudentOutput (score, anomaly_map, class_logits, attention maps, tokens)."""
+
+    family = "onen-student"
+
+    def __init__(self, cfg: OneNConfig):
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        h, w = cfg.grid
+        self.input = ImageInput()
+        self.stem = ConvStem(cfg)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + h * w, cfg.dim))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+        # per-layer map calibration: logit = a_l * log(A_l * T) + b_l, a_l = softplus(raw)
+        self.layer_scale_raw = nn.Parameter(torch.full((cfg.depth,), math.log(math.e - 1)))  # softplus -> 1
+        self.layer_bias = nn.Parameter(torch.full((cfg.depth,), -2.0))
+        self.combine = nn.Conv2d(cfg.depth, 1, 1)          # learned combination of per-layer map logits
+        self.patch_head = nn.Sequential(nn.Linear(cfg.dim, cfg.dim // 2), nn.GELU(), nn.Linear(cfg.dim // 2, 1))
+        self.score_head = nn.Linear(cfg.dim, 1)
+        self.score_from_map = nn.Parameter(torch.tensor(1.0))
+        self.class_head = nn.Linear(cfg.dim, cfg.num_classes)
+        self.projection = nn.Linear(cfg.dim, cfg.teacher_dim) if cfg.teacher_dim > 0 else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.constant_(self.combine.weight, 1.0 / self.cfg.depth)
+        nn.init.constant_(self.combine.bias, 0.0)
+        nn.init.constant_(self.score_head.bias, -1.0)
+
+    def forward(self, image: torch.Tensor) -> StudentOutput:
+        cfg = self.cfg
+        h, w = cfg.grid
+        n = image.shape[0]
+        x = self.stem(self.input(image))                               # [N, dim, h, w]
+        x = x.flatten(2).transpose(1, 2)                               # [N, h*w, dim]
+        x = torch.cat([self.cls_token.expand(n, -1, -1), x], dim=1) + self.pos_embed
+        tokens_count = float(h * w)
+        scales = F.softplus(self.layer_scale_raw)
+        attention_maps, layer_logits = [], []
+        for index, block in enumerate(self.blocks):
+            x, cls_attention = block(x)
+            patch_attention = cls_attention[:, 1:]                     # [N, h*w]
+            attention_maps.append(patch_attention.reshape(n, h, w))
+            logit = scales[index] * torch.log(patch_attention * tokens_count + 1e-6) + self.layer_bias[index]
+            layer_logits.append(logit.reshape(n, h, w))
+        x = self.norm(x)
+        cls, tokens = x[:, 0], x[:, 1:]
+        patch_logit = self.patch_head(tokens).reshape(n, 1, h, w)
+        coarse = self.combine(torch.stack(layer_logits, dim=1)) + patch_logit   # [N, 1, h, w]
+        map_logits = F.interpolate(coarse, size=(cfg.input_height, cfg.input_width), mode="bilinear", align_corners=False)
+        score_logit = self.score_head(cls).reshape(n) + self.score_from_map * coarse.flatten(1).amax(dim=1)
+        projected = None
+        if self.projection is not None:
+            projected = self.projection(tokens).transpose(1, 2).reshape(n, -1, h, w)
+        return StudentOutput(
+            score=torch.sigmoid(score_logit),
+            anomaly_map=torch.sigmoid(map_logits),
+            class_logits=self.class_head(cls),
+            attention_maps=attention_maps,
+            layer_map_logits=layer_logits,
+            map_logits=map_logits,
+            score_logit=score_logit,
+            tokens=tokens,
+            cls_token=cls,
+            projected=projected,
+        )
+
+
+class BundleOutputs(nn.Module):
+    """Wraps any model returning StudentOutput-like objects into the bundle's (score, anomaly_map, class_logits)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model(image)
+        if isinstance(out, tuple):
+            return out
+        return out.score, out.anomaly_map, out.class_logits
+
+
+def build_student(cfg: OneNConfig) -> OneNStudent:
+    return OneNStudent(cfg)

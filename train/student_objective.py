@@ -1,0 +1,64 @@
+"""The student's total training objective for one batch, shared by the trainer and the quick recipes.
+
+total = w_image * BCE(score, label) + w_class * CE(class, ignoring -1) + w_map * progressive focal loss
+        + w_aoi * AOI guidance (when on) + w_kd * KL(teacher logits) + w_feat * feature matching
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from train.losses import aoi_guidance_loss, feature_distillation_loss, logit_distillation_loss, masked_cross_entropy, progressive_focal_loss
+from train.models.onen_vit import StudentOutput
+
+
+@dataclass
+class ObjectiveWeights:
+    image: float = 1.0
+    classes: float = 0.5
+    maps: float = 4.0
+    aoi: float = 0.2
+    kd: float = 0.5
+    feature: float = 0.5
+    temperature: float = 2.0
+    focal_gamma: float = 2.0
+    aoi_guidance: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TeacherTargets:
+    """What the teacher says about a batch (computed without gradients)."""
+
+    logits: torch.Tensor | None = None        # [N,C]
+    features: torch.Tensor | None = None      # [N,Cf,h,w]
+
+
+def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torch.Tensor, mask: torch.Tensor,
+                      has_mask: torch.Tensor, aoi: torch.Tensor, weights: ObjectiveWeights,
+                      teacher: TeacherTargets | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss and its parts (floats, for the progress bar) for one batch.
+
+    label [N] 0/1; class_index [N] (-1 = unknown class); mask [N,H,W] target 0..1 (a good image's target is
+    all zeros, so it always counts); has_mask [N] bool; aoi [N,H,W] (all ones when none).
+    """
+    parts: dict[str, torch.Tensor] = {}
+    parts["image"] = F.binary_cross_entropy_with_logits(out.score_logit, label.float())
+    parts["class"] = masked_cross_entropy(out.class_logits, class_index)
+    valid = has_mask | (label == 0)
+    parts["map"] = progressive_focal_loss(out.layer_map_logits, out.map_logits, mask, valid, gamma=weights.focal_gamma)
+    total = weights.image * parts["image"] + weights.classes * parts["class"] + weights.maps * parts["map"]
+    if weights.aoi_guidance and weights.aoi > 0:
+        parts["aoi"] = aoi_guidance_loss(out.attention_maps, aoi, out.anomaly_map)
+        total = total + weights.aoi * parts["aoi"]
+    if teacher is not None and teacher.logits is not None and weights.kd > 0:
+        parts["kd"] = logit_distillation_loss(out.class_logits, teacher.logits, weights.temperature)
+        total = total + weights.kd * parts["kd"]
+    if teacher is not None and teacher.features is not None and out.projected is not None and weights.feature > 0:
+        parts["feat"] = feature_distillation_loss(out.projected, teacher.features)
+        total = total + weights.feature * parts["feat"]
+    return total, {name: float(value.detach()) for name, value in parts.items()}
