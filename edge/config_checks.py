@@ -278,8 +278,8 @@ class SemanticChecks:
             return
         path = self.path_of(value)
         if not path.exists():
-            self.add(key, f"{what} not found: {path}", value, expected=f"an existing {what} (relative paths are "
-                                                                       f"taken from the config file's folder)")
+            note = "" if Path(value).is_absolute() else " (relative paths are taken from the config file's folder)"
+            self.add(key, f"{what} not found: {path}", value, expected=f"an existing {what}{note}")
         elif not path.is_file():
             self.add(key, f"{what} is not a file: {path}", value, expected=f"the path of a {what}")
         elif not os.access(path, os.R_OK):
