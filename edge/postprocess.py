@@ -9,17 +9,16 @@ on it), the AOI decides where regions count.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from edge.backends.base import ModelOutputs
 from edge.bundle import Manifest
-from edge.images import prepare_batch, read_mask, resize_mask
+from edge.images import prepare_batch
 from edge.regions import Region, apply_aoi, find_regions
 
-DECISION = 0.5  # published threshold: calibrated scores >= 0.5 are defects
+DECISION = 0.5  # published threshold: a calibrated score above 0.5 is a defect
 
 
 class Calibration(Protocol):
@@ -27,11 +26,14 @@ class Calibration(Protocol):
 
     pixel_threshold: float
     min_region_area: int
-    aoi: Path | None
 
     def normalise(self, raw_score: float) -> float: ...
 
+    def is_defect(self, raw_score: float) -> bool: ...
+
     def prepare(self, frame_rgb: np.ndarray) -> np.ndarray: ...
+
+    def aoi_for_input(self, height: int, width: int) -> np.ndarray | None: ...
 
 
 @dataclass
@@ -62,29 +64,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class PostProcessor:
     """Per camera: the calibration, the AOI and the bundle's class names, applied to one frame at a time."""
 
-    def __init__(self, manifest: Manifest, calibration: Calibration, aoi: Path | np.ndarray | None = None):
+    def __init__(self, manifest: Manifest, calibration: Calibration):
         self.manifest = manifest
         self.calibration = calibration
-        if aoi is None and getattr(calibration, "aoi", None) is not None:
-            aoi = calibration.aoi
-        self._aoi_source = read_mask(aoi) if isinstance(aoi, (str, Path)) else aoi
-        self._aoi_cache: dict[tuple[int, int], np.ndarray] = {}
 
     def prepare(self, frame_rgb: np.ndarray) -> np.ndarray:
-        """Rectify the frame (when the calibration has corners); the AOI is drawn on this view."""
+        """Rectify the frame (when the calibration has corners); resizing comes after."""
         return self.calibration.prepare(frame_rgb)
 
     def to_batch(self, frames_rgb: list[np.ndarray]) -> np.ndarray:
         return prepare_batch(frames_rgb, self.manifest.input_height, self.manifest.input_width)
-
-    def aoi_for(self, height: int, width: int) -> np.ndarray | None:
-        """The AOI resized (nearest) to a map size, cached because the map size never changes."""
-        if self._aoi_source is None:
-            return None
-        key = (height, width)
-        if key not in self._aoi_cache:
-            self._aoi_cache[key] = resize_mask(self._aoi_source, height, width)
-        return self._aoi_cache[key]
 
     def classify(self, logits: np.ndarray, is_defect: bool) -> tuple[str, float | None]:
         """Best defect class for a defect, 'good' for an ok part; no head (C == 1) gives no probability."""
@@ -100,9 +89,9 @@ class PostProcessor:
     def __call__(self, outputs: ModelOutputs, index: int, frame_hw: tuple[int, int]) -> Inspection:
         raw = float(outputs.score[index])
         score = float(np.clip(self.calibration.normalise(raw), 0.0, 1.0))
-        is_defect = score >= DECISION
+        is_defect = bool(self.calibration.is_defect(raw))   # raw > image threshold <=> score > 0.5
         heat = outputs.anomaly_map[index, 0]
-        heat = apply_aoi(heat, self.aoi_for(*heat.shape))
+        heat = apply_aoi(heat, self.calibration.aoi_for_input(*heat.shape))
         regions = find_regions(heat, self.calibration.pixel_threshold, max(1, int(self.calibration.min_region_area)))
         sy, sx = frame_hw[0] / heat.shape[0], frame_hw[1] / heat.shape[1]
         regions = [_clip_region(r.scaled(sx, sy), frame_hw) for r in regions]

@@ -143,7 +143,7 @@ class Publisher:
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._stop.is_set():
             log.warning("lost the broker %s:%s (%s); results wait in the spool", self.cfg.host, self.cfg.port, reason_code)
         self._connected.clear()
 

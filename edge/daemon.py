@@ -1,0 +1,287 @@
+"""The station daemon: config -> bundles -> backends -> cameras -> pipelines -> MQTT.
+
+Everything that can fail at start (bundle hashes, backend, parity with the bundle's reference outputs,
+calibration files, AOIs, camera sources) fails before the first camera opens, with a clear error.
+Once running, nothing on the line stops it: a dead camera reconnects, a bad frame is counted, a broker
+outage fills the spool. SIGTERM/SIGINT: stop the cameras, finish the frames in flight, flush the spool,
+publish "offline", exit 0. Under systemd it sends READY=1, then WATCHDOG=1 only while the pipeline is
+healthy (every camera and pipeline thread beating, no engine call stuck), so systemd restarts a hung
+station.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.archive import Archive
+from edge.bundle import load_bundle
+from edge.errors import OnenError
+from edge.inference import DEFAULT_MODE, SharedEngine
+from edge.pipeline import CameraPipeline, SideWorker
+from edge.postprocess import PostProcessor
+from edge.publisher import Publisher
+from edge.result import ModelInfo
+from edge.spool import Spool
+from edge.stats import RollingStats
+from edge.systemd_notify import SystemdNotifier
+
+log = logging.getLogger(__name__)
+
+SPOOL_FILE = "results.sqlite3"
+CAMERA_STATUS_EVENTS = {"camera_connected": "connected", "camera_lost": "lost", "camera_reconnecting": "reconnecting",
+                        "camera_finished": "finished"}
+
+
+@dataclass
+class DaemonOptions:
+    exit_when_finished: bool = False     # stop once every camera source has ended (files, tests, benchmarks)
+    engine_mode: str = DEFAULT_MODE
+    spool_synchronous: str = "FULL"
+    flush_timeout_s: float = 10.0
+    engine_stuck_s: float = 30.0         # one engine call longer than this = hung engine
+    pipeline_stale_s: float = 15.0       # a pipeline loop not beating for this long = stuck
+    parity_check: bool = True
+    intra_op_threads: int = 0            # ONNX Runtime threads (0 = its default)
+
+
+class Daemon:
+    def __init__(self, config, options: DaemonOptions | None = None):
+        self.config = config
+        self.options = options or DaemonOptions()
+        self.run_id = uuid.uuid4().hex[:12]
+        self.stats = RollingStats()
+        self.notifier = SystemdNotifier()
+        self.engines: dict[str, SharedEngine] = {}
+        self.model_infos: dict[str, ModelInfo] = {}
+        self.cameras: dict[str, object] = {}
+        self.pipelines: dict[str, CameraPipeline] = {}
+        self.publisher: Publisher | None = None
+        self.side_worker: SideWorker | None = None
+        self.metrics_server = None
+        self._stop = threading.Event()
+        self._stopped = False
+        self._ready_sent = False
+
+    # ---- start --------------------------------------------------------------------------------
+    def _event(self, kind: str, detail: dict) -> None:
+        """Camera/backend events go to the events topic; camera state changes also to its status topic."""
+        log.info("event %s %s", kind, detail)
+        self.stats.count(f"events.{kind}")
+        if self.publisher is None:
+            return
+        try:
+            self.publisher.publish_event(kind, detail)
+            camera = detail.get("camera")
+            if camera and kind in CAMERA_STATUS_EVENTS:
+                self.publisher.publish_camera_status(camera, CAMERA_STATUS_EVENTS[kind], {"detail": detail})
+        except Exception:
+            log.exception("could not publish event %s", kind)
+
+    def _spool_path(self) -> Path:
+        path = Path(self.config.spool.path)
+        return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / SPOOL_FILE
+
+    def _open_models(self) -> None:
+        from edge.backends.factory import create_backend
+        from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        needed = {camera.model for camera in self.config.cameras}
+        for name, model_cfg in self.config.models.items():
+            if name not in needed:
+                continue
+            bundle = load_bundle(model_cfg.bundle)
+            if model_cfg.backend == "onnxruntime" and self.options.intra_op_threads:
+                backend = OnnxRuntimeBackend(bundle, intra_op_threads=self.options.intra_op_threads)
+            else:
+                backend = create_backend(bundle, model_cfg.backend, on_event=self._event)
+            if self.options.parity_check and bundle.manifest.reference:
+                from edge.parity import check_reference
+
+                report = check_reference(backend, bundle)
+                if not report.passed:
+                    raise OnenError(f"model {name!r} ({model_cfg.bundle}): the {backend.name} engine disagrees with the bundle's reference outputs:\n" + "\n".join(report.summary_lines()))
+            cameras_on_model = sum(1 for c in self.config.cameras if c.model == name)
+            self.engines[name] = SharedEngine(backend, self.options.engine_mode, max_batch=max(1, cameras_on_model))
+            self.model_infos[name] = ModelInfo.from_bundle(bundle, backend.name)
+
+    def _calibration(self, camera_cfg, bundle):
+        from edge.calibration_file import from_bundle_defaults, load_calibration
+
+        if camera_cfg.calibration is not None:
+            calibration = load_calibration(camera_cfg.calibration, bundle)
+            if camera_cfg.aoi is not None:    # the station config's AOI wins over the calibration's
+                calibration.aoi = Path(camera_cfg.aoi)
+                calibration.load_aoi()
+            return calibration
+        return from_bundle_defaults(bundle, camera=camera_cfg.name, aoi=camera_cfg.aoi)
+
+    def start(self) -> None:
+        """Open everything (failing early and clearly), then start cameras and pipelines."""
+        from edge.cameras import open_camera
+
+        cfg = self.config
+        self._open_models()
+        postprocessors = {}
+        for camera_cfg in cfg.cameras:
+            bundle = self.engines[camera_cfg.model].backend.bundle
+            postprocessors[camera_cfg.name] = PostProcessor(bundle.manifest, self._calibration(camera_cfg, bundle))
+        spool = Spool(self._spool_path(), cfg.spool.max_mb, self.options.spool_synchronous)
+        self.publisher = Publisher(cfg.mqtt, cfg.station, spool)
+        spool.on_drop = lambda count, oldest: self._event("spool_overflow", {"dropped": count, "oldest_id": oldest, "dropped_total": spool.dropped, "max_mb": cfg.spool.max_mb})
+        archive = Archive(cfg.archive.path, cfg.archive.max_mb, cfg.archive.enabled) if cfg.archive.enabled else None
+        self.side_worker = SideWorker(self.publisher, archive, self.stats)
+        for camera_cfg in cfg.cameras:
+            camera = open_camera(camera_cfg, on_event=self._event)
+            self.cameras[camera_cfg.name] = camera
+            self.pipelines[camera_cfg.name] = CameraPipeline(
+                camera_cfg=camera_cfg, camera=camera, engine=self.engines[camera_cfg.model],
+                postprocessor=postprocessors[camera_cfg.name], model_info=self.model_infos[camera_cfg.model],
+                station=cfg.station, run_id=self.run_id, publisher=self.publisher, stats=self.stats,
+                side_worker=self.side_worker, on_event=self._event,
+                fresh_frame_timeout_s=max(1.0, float(camera_cfg.source.read_timeout_s)))
+        if spool.depth:
+            log.info("spool %s holds %d result(s) from before; they go out first", spool.path, spool.depth)
+        self.publisher.start()
+        for name, pipeline in self.pipelines.items():
+            if pipeline.mode == "mqtt":
+                self.publisher.subscribe(self.publisher.topics.trigger(name), lambda topic, payload, props, p=pipeline: p.trigger(payload, props))
+        self._start_metrics()
+        for name in self.pipelines:
+            self.publisher.publish_camera_status(name, "starting")
+            self.cameras[name].start()
+            self.pipelines[name].start()
+        self._event("daemon_started", {"run_id": self.run_id, "cameras": list(self.pipelines), "engines": {n: e.describe() for n, e in self.engines.items()}})
+
+    def _start_metrics(self) -> None:
+        port = getattr(self.config.metrics, "prometheus_port", None)
+        if port:
+            from edge.metrics import start_metrics_server
+
+            self.metrics_server = start_metrics_server(int(port), self)
+
+    # ---- health and stats -----------------------------------------------------------------------
+    def health(self) -> tuple[bool, list[str]]:
+        """Healthy = every camera thread and pipeline loop beating recently and no engine call stuck."""
+        now = time.monotonic()
+        problems = []
+        for name, camera in self.cameras.items():
+            pipeline = self.pipelines[name]
+            if pipeline.finished or camera.status in ("finished", "stopped"):
+                continue
+            source = camera.cfg.source
+            camera_limit = float(source.backoff_max_s) + float(source.open_timeout_s) + float(source.read_timeout_s) + 10.0
+            if now - camera.heartbeat > camera_limit:
+                problems.append(f"camera {name} thread silent for {now - camera.heartbeat:.0f} s")
+            if not pipeline.alive or now - pipeline.heartbeat > self.options.pipeline_stale_s + self.options.engine_stuck_s:
+                problems.append(f"pipeline {name} stuck for {now - pipeline.heartbeat:.0f} s")
+        for name, engine in self.engines.items():
+            if engine.stuck(self.options.engine_stuck_s):
+                problems.append(f"engine {name} call running > {self.options.engine_stuck_s:.0f} s")
+        if self.publisher is not None and now - self.publisher.sender_heartbeat > self.options.pipeline_stale_s:
+            problems.append("publisher sender stuck")
+        return not problems, problems
+
+    def stats_message(self) -> dict:
+        snapshot = self.stats.snapshot()
+        cameras = {
+            name: {"status": camera.status, "dropped": camera.dropped, "queue_depth": camera.queue_depth,
+                   "inspected": self.pipelines[name].inspected, "failed": self.pipelines[name].failed,
+                   "rejected": getattr(camera, "rejected", {})}
+            for name, camera in self.cameras.items()
+        }
+        healthy, problems = self.health()
+        return {
+            "station": self.config.station, "run_id": self.run_id, "at": time.time(),
+            "uptime_s": snapshot["uptime_s"], "fps": snapshot["fps"], "latency_ms": snapshot["latency_ms"],
+            "dropped_frames": sum(c["dropped"] for c in cameras.values()),
+            "queue_depth": sum(c["queue_depth"] for c in cameras.values()),
+            "spool_depth": self.publisher.spool.depth if self.publisher else 0,
+            "spool_dropped": self.publisher.spool.dropped if self.publisher else 0,
+            "engine": {name: engine.describe() for name, engine in self.engines.items()},
+            "cameras": cameras, "counters": snapshot["counters"], "healthy": healthy, "problems": problems,
+        }
+
+    # ---- run / stop -------------------------------------------------------------------------------
+    def request_stop(self, *_args) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def all_finished(self) -> bool:
+        return bool(self.pipelines) and all(p.finished or not p.alive for p in self.pipelines.values())
+
+    def run(self) -> int:
+        """Supervise until asked to stop (or, with exit_when_finished, until every source ended)."""
+        stats_every = float(getattr(self.config.mqtt, "stats_interval_s", 10.0) or 10.0)
+        watchdog_every = self.notifier.watchdog_interval_s or 5.0
+        next_stats = time.monotonic() + stats_every
+        next_watchdog = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_watchdog:
+                    next_watchdog = now + watchdog_every
+                    self._report_health()
+                if now >= next_stats:
+                    next_stats = now + stats_every
+                    self.publisher.publish_stats(self.stats_message())
+                if self.options.exit_when_finished and self.all_finished():
+                    log.info("every camera source has ended; stopping")
+                    break
+                self._stop.wait(min(0.2, watchdog_every))
+        finally:
+            self.shutdown()
+        return 0
+
+    def _report_health(self) -> None:
+        healthy, problems = self.health()
+        if healthy:
+            if not self._ready_sent:
+                self._ready_sent = True
+                self.notifier.ready(f"inspecting {len(self.pipelines)} camera(s)")
+            self.notifier.watchdog()
+        else:
+            log.error("pipeline unhealthy, withholding the systemd watchdog ping: %s", "; ".join(problems))
+            self.notifier.status("unhealthy: " + "; ".join(problems))
+
+    def shutdown(self) -> bool:
+        """Stop cameras, finish in-flight frames, flush the spool, publish offline. True if all results went out."""
+        if self._stopped:
+            return True
+        self._stopped = True
+        self.notifier.stopping()
+        for pipeline in self.pipelines.values():
+            pipeline.request_stop()
+        for camera in self.cameras.values():
+            camera.stop()
+        for name, pipeline in self.pipelines.items():
+            if not pipeline.join(timeout=30):
+                log.error("pipeline %s did not finish its frame in 30 s", name)
+        if self.side_worker is not None:
+            self.side_worker.stop()
+        flushed = True
+        if self.publisher is not None:
+            self.publisher.publish_stats(self.stats_message())
+            flushed = self.publisher.stop(self.options.flush_timeout_s)
+            if not flushed:
+                log.warning("%d result(s) stay in the spool %s; they go out at the next start", self.publisher.spool.depth, self._spool_path())
+        for engine in self.engines.values():
+            engine.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+        return flushed
+
+
+def run_station(config, options: DaemonOptions | None = None) -> int:
+    """`onen run`: start, supervise until SIGTERM/SIGINT, stop cleanly, exit 0."""
+    daemon = Daemon(config, options)
+    daemon.install_signal_handlers()
+    daemon.start()
+    return daemon.run()

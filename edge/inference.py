@@ -1,0 +1,105 @@
+"""One backend per model, shared by every camera that uses the model.
+
+Two ways to share it, chosen by `mode`:
+- "lock": each camera thread pre/post-processes on its own and calls the backend under a lock;
+- "thread": one inference thread takes requests from a queue and may batch frames of several cameras
+  into one call (up to `max_batch`).
+`onen bench daemon --engine-mode` measures both; the daemon defaults to the faster one on this CPU
+(see DEFAULT_MODE). Either way a frame costs exactly one engine call.
+The engine also reports whether a call has been running suspiciously long, for the systemd watchdog.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+import numpy as np
+
+from edge.backends.base import Backend, ModelOutputs
+
+log = logging.getLogger(__name__)
+
+MODES = ("lock", "thread")
+DEFAULT_MODE = "lock"
+
+
+class SharedEngine:
+    def __init__(self, backend: Backend, mode: str = DEFAULT_MODE, max_batch: int = 4):
+        if mode not in MODES:
+            raise ValueError(f"engine mode must be one of {MODES}, got {mode!r}")
+        self.backend = backend
+        self.mode = mode
+        self.max_batch = max(1, max_batch)
+        self.calls = 0
+        self._busy_since: float | None = None
+        self._lock = threading.Lock()
+        self._requests: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        if mode == "thread":
+            self._thread = threading.Thread(target=self._serve, name=f"onen-engine-{backend.bundle.manifest.name}", daemon=True)
+            self._thread.start()
+
+    def infer(self, batch: np.ndarray) -> ModelOutputs:
+        """Run one frame batch; blocks until its outputs are ready."""
+        if self.mode == "lock":
+            with self._lock:
+                return self._call(batch)
+        future: Future = Future()
+        self._requests.put((batch, future))
+        return future.result()
+
+    def _call(self, batch: np.ndarray) -> ModelOutputs:
+        self._busy_since = time.monotonic()
+        try:
+            outputs = self.backend.infer(batch)
+            self.calls += 1
+            return outputs
+        finally:
+            self._busy_since = None
+
+    def _serve(self) -> None:
+        while True:
+            first = self._requests.get()
+            if first is None:
+                return
+            pending = [first]
+            while len(pending) < self.max_batch:
+                try:
+                    item = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._requests.put(None)
+                    break
+                pending.append(item)
+            self._run_batch(pending)
+
+    def _run_batch(self, pending: list[tuple[np.ndarray, Future]]) -> None:
+        try:
+            outputs = self._call(np.concatenate([batch for batch, _ in pending]))
+        except Exception as error:  # every waiting camera learns about the failure
+            for _, future in pending:
+                future.set_exception(error)
+            return
+        start = 0
+        for batch, future in pending:
+            stop = start + len(batch)
+            future.set_result(ModelOutputs(outputs.score[start:stop], outputs.anomaly_map[start:stop], outputs.class_logits[start:stop]))
+            start = stop
+
+    def stuck(self, limit_s: float) -> bool:
+        """True when one engine call has been running longer than `limit_s` (a hung GPU/driver)."""
+        since = self._busy_since
+        return since is not None and time.monotonic() - since > limit_s
+
+    def describe(self) -> dict:
+        return {**self.backend.describe(), "mode": self.mode, "calls": self.calls}
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread.join(timeout=5)
+        self.backend.close()

@@ -1,0 +1,245 @@
+"""One camera's loop: wait for a trigger, take a frame, ONE engine call, post-process, publish.
+
+Triggers: `continuous` (the camera's newest frame, dropped frames counted by the camera), `mqtt`
+(a message on {prefix}/{station}/cmd/{camera}/trigger grabs a frame captured *after* the message
+and publishes with the trigger's correlation id), `interval` (a fresh frame every interval_s).
+A frame that fails (corrupt image, a backend error) is counted and reported as an event; it never
+ends the loop. Heavy side work (overlay JPEG, defect archive) runs on a separate worker so it does not
+slow the line down.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from edge.archive import Archive
+from edge.inference import SharedEngine
+from edge.overlay import encode_jpeg, render_overlay
+from edge.postprocess import Inspection, PostProcessor
+from edge.result import ModelInfo, build_result, encode
+from edge.stats import RollingStats
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[str, dict], None]
+
+
+@dataclass
+class Trigger:
+    correlation_id: str | None
+    received: float
+
+
+def parse_trigger(payload: bytes, properties: Any = None) -> Trigger:
+    """A trigger's correlation id: MQTT 5 correlation data, a JSON {"correlation_id": ...} or the text itself."""
+    data = getattr(properties, "CorrelationData", None) if properties is not None else None
+    if data:
+        return Trigger(data.decode(errors="replace") if isinstance(data, bytes) else str(data), time.time())
+    text = payload.decode(errors="replace").strip() if payload else ""
+    correlation = None
+    if text.startswith("{"):
+        try:
+            message = json.loads(text)
+            value = message.get("correlation_id") if isinstance(message, dict) else None
+            correlation = None if value is None else str(value)
+        except json.JSONDecodeError:
+            correlation = text
+    elif text:
+        correlation = text
+    return Trigger(correlation, time.time())
+
+
+class SideWorker:
+    """Overlay encoding and archiving off the inspection path; a full queue drops (counted), never blocks."""
+
+    def __init__(self, publisher, archive: Archive | None, stats: RollingStats, size: int = 16):
+        self.publisher = publisher
+        self.archive = archive
+        self.stats = stats
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._thread = threading.Thread(target=self._run, name="onen-side-work", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: tuple) -> None:
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self.stats.count("side_work_dropped")
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            camera, frame_rgb, inspection, result, publish_overlay, archive_it, quality = job
+            try:
+                jpeg = encode_jpeg(render_overlay(frame_rgb, inspection.anomaly_map, inspection.regions), quality)
+                if publish_overlay:
+                    self.publisher.publish_overlay(camera, jpeg)
+                if archive_it and self.archive is not None:
+                    self.archive.save(camera, result["seq"], frame_rgb, jpeg, result)
+            except Exception:
+                log.exception("overlay/archive of %s seq %s failed", camera, result.get("seq"))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+class CameraPipeline:
+    """A thread per camera. `heartbeat` is the monotonic time of its last loop (for the watchdog)."""
+
+    def __init__(self, *, camera_cfg, camera, engine: SharedEngine, postprocessor: PostProcessor,
+                 model_info: ModelInfo, station: str, run_id: str, publisher, stats: RollingStats,
+                 side_worker: SideWorker | None = None, on_event: EventCallback | None = None,
+                 fresh_frame_timeout_s: float = 5.0):
+        self.cfg = camera_cfg
+        self.name = camera_cfg.name
+        self.camera = camera
+        self.engine = engine
+        self.post = postprocessor
+        self.model_info = model_info
+        self.station = station
+        self.run_id = run_id
+        self.publisher = publisher
+        self.stats = stats
+        self.side_worker = side_worker
+        self.on_event = on_event or (lambda kind, detail: None)
+        self.fresh_frame_timeout_s = fresh_frame_timeout_s
+        self.mode = camera_cfg.trigger.mode
+        self.triggers: queue.Queue[Trigger] = queue.Queue(maxsize=max(1, camera_cfg.trigger.queue_size))
+        self.heartbeat = time.monotonic()
+        self.inspected = 0
+        self.failed = 0
+        self.finished = False
+        self._last_error_event = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"onen-pipeline-{self.name}", daemon=True)
+
+    # ---- control ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Stop taking new frames; the frame in flight is finished and published."""
+        self._stop.set()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def trigger(self, payload: bytes, properties: Any = None) -> None:
+        """Called from the MQTT thread: queue the request; a full queue refuses it with an event."""
+        request = parse_trigger(payload, properties)
+        try:
+            self.triggers.put_nowait(request)
+        except queue.Full:
+            self.stats.count(f"triggers_refused.{self.name}")
+            self.on_event("trigger_refused", {"camera": self.name, "correlation_id": request.correlation_id, "reason": "trigger queue full"})
+
+    # ---- loop ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        interval = float(self.cfg.trigger.interval_s or 1.0)
+        next_due = time.monotonic()
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            correlation = None
+            try:
+                if self.mode == "mqtt":
+                    try:
+                        request = self.triggers.get(timeout=0.25)
+                    except queue.Empty:
+                        continue
+                    correlation = request.correlation_id
+                    frame = self.camera.fresh_frame(timeout=self.fresh_frame_timeout_s)
+                    if frame is None:
+                        self.stats.count(f"triggers_failed.{self.name}")
+                        self.on_event("trigger_failed", {"camera": self.name, "correlation_id": correlation, "reason": f"no fresh frame within {self.fresh_frame_timeout_s:.1f} s", "camera_status": self.camera.status})
+                        continue
+                elif self.mode == "interval":
+                    wait = next_due - time.monotonic()
+                    if wait > 0:
+                        self._stop.wait(min(wait, 0.25))
+                        continue
+                    next_due = max(next_due + interval, time.monotonic())
+                    frame = self.camera.fresh_frame(timeout=min(self.fresh_frame_timeout_s, interval))
+                    if frame is None:
+                        continue
+                else:
+                    frame = self.camera.read(timeout=0.25)
+                    if frame is None:
+                        if self.camera.finished:
+                            self.finished = True
+                            return
+                        continue
+            except Exception as error:  # a camera object that throws must not end inspection
+                self._failed("camera_error", error)
+                self._stop.wait(0.5)
+                continue
+            self.inspect(frame, correlation)
+        self.heartbeat = time.monotonic()
+
+    def inspect(self, frame, correlation_id: str | None = None) -> dict | None:
+        """Inspect one frame and hand the result to the publisher; None when the frame failed."""
+        started = time.perf_counter()
+        try:
+            image = frame.image
+            if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+                raise ValueError(f"frame {frame.seq} is not an RGB uint8 HxWx3 image (got {getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')})")
+            prepared = self.post.prepare(image)
+            batch = self.post.to_batch([prepared])
+            preprocessed = time.perf_counter()
+            outputs = self.engine.infer(batch)
+            inferred = time.perf_counter()
+            inspection = self.post(outputs, 0, prepared.shape[:2])
+            result = build_result(station=self.station, camera=self.name, seq=frame.seq, run_id=self.run_id,
+                                  captured_at=frame.captured_at, model=self.model_info, inspection=inspection,
+                                  latency_ms={}, correlation_id=correlation_id)
+            finished = time.perf_counter()
+            latency = {
+                "capture": float(frame.capture_ms),
+                "preprocess": (preprocessed - started) * 1000,
+                "infer": (inferred - preprocessed) * 1000,
+                "postprocess": (finished - inferred) * 1000,
+            }
+            # total: from the moment the frame was captured until its result is handed to the spool
+            latency["total"] = max((time.time() - frame.captured_at) * 1000, sum(latency.values()))
+            result["latency_ms"] = {k: round(v, 3) for k, v in latency.items()}
+            self.publisher.publish_result(self.name, encode(result))
+        except Exception as error:
+            self._failed("frame_error", error, getattr(frame, "seq", None))
+            return None
+        self.inspected += 1
+        self.stats.record(self.name, latency)
+        self.stats.count(f"verdict.{inspection.verdict}")
+        self._side_work(prepared, inspection, result)
+        return result
+
+    def _side_work(self, frame_rgb: np.ndarray, inspection: Inspection, result: dict) -> None:
+        if self.side_worker is None:
+            return
+        heatmap = self.cfg.publish.heatmap
+        publish_overlay = heatmap == "always" or (heatmap == "on_defect" and inspection.is_defect)
+        archive_it = inspection.is_defect
+        if publish_overlay or archive_it:
+            self.side_worker.submit((self.name, frame_rgb, inspection, result, publish_overlay, archive_it, self.cfg.publish.jpeg_quality))
+
+    def _failed(self, kind: str, error: Exception, seq: int | None = None) -> None:
+        self.failed += 1
+        self.stats.count(f"{kind}s.{self.name}")
+        now = time.monotonic()
+        if now - self._last_error_event >= 5.0:   # one event per 5 s per camera, not one per bad frame
+            self._last_error_event = now
+            log.warning("camera %s: %s (seq %s): %s", self.name, kind, seq, error)
+            self.on_event(kind, {"camera": self.name, "seq": seq, "error": f"{type(error).__name__}: {error}", "failed_total": self.failed})
