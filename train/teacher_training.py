@@ -1,0 +1,238 @@
+"""Fine-tuning the EfficientNet-Lite0 teacher as a defect classifier (good + K classes), CE or CEOD.
+
+The loop follows seed 001: adamax, lr 0.002, omega 0.001, the Grad-CAM of the defect class computed
+inside the training step so the OD term backpropagates through it. What the OD term compares the heat
+map with: the defect's pixel mask when the image has one (the defect must be found where it is), else
+the area of interest (all ones when there is none, which makes OD zero: it cannot guide anything).
+Which class the heat map explains: the labelled class; for synthetic defects of unknown class (index -1)
+the most likely defect class. Unknown-class images count as "some defect" in the cross-entropy
+(see train.losses_ceod.defect_cross_entropy), so they train the score without claiming a class.
+
+Checkpoints are written after every epoch (model, optimiser, history); running again with the same
+out_dir resumes after the last finished epoch. Data order is seeded per epoch, so a resumed run sees
+the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from edge.errors import OnenError
+from train.gradcam import grad_cam
+from train.losses_ceod import CLIP_EPS, OMEGA, ceod_loss, classification_loss
+from train.models.efficientnet_lite import EfficientNetLite, build_teacher
+
+CHECKPOINT = "teacher_checkpoint.pt"
+HISTORY = "teacher_history.json"
+
+
+@dataclass
+class TeacherConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 0.002                  # adamax, as in seed 001
+    weight_decay: float = 0.0
+    loss: str = "ceod"                 # "ce" | "ceod"
+    omega: float = OMEGA
+    clip_eps: float = CLIP_EPS
+    input_height: int = 160            # what the data set delivers; recorded with the checkpoint
+    input_width: int = 160
+    seed: int = 0
+    pretrained: bool = True
+    num_workers: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.loss not in ("ce", "ceod"):
+            raise OnenError(f"TeacherConfig.loss must be 'ce' or 'ceod', got {self.loss!r}")
+
+
+class TeacherCheckpointError(OnenError):
+    """A checkpoint in out_dir belongs to a differently configured run."""
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """CPU by default; CUDA when present (or when asked)."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def defect_class_for_cam(logits: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
+    """The class whose heat map OD judges: the labelled defect class, else the most likely defect class."""
+    predicted = logits.detach()[:, 1:].argmax(dim=1) + 1
+    return torch.where(class_index > 0, class_index, predicted)
+
+
+def target_region(batch: dict, device: torch.device) -> torch.Tensor:
+    """A_gt per image: the pixel mask when the image has one, else its AOI."""
+    has_mask = batch["has_mask"].to(device).view(-1, 1, 1)
+    return torch.where(has_mask, batch["mask"].to(device), batch["aoi"].to(device))
+
+
+def training_step(model: EfficientNetLite, batch: dict, cfg: TeacherConfig, device: torch.device):
+    """Loss of one batch -> (loss, ce, od) ; od is 0 for plain CE."""
+    images = batch["image"].to(device)
+    targets = batch["class_index"].to(device)
+    features, logits = model.forward_features(images)
+    if cfg.loss == "ce":
+        loss = classification_loss(logits, targets)
+        return loss, loss.detach(), torch.zeros(())
+    is_defect = batch["label"].to(device) == 1
+    cam = grad_cam(features, logits, defect_class_for_cam(logits, targets))
+    return ceod_loss(logits, targets, cam, target_region(batch, device), is_defect,
+                     omega=cfg.omega, eps=cfg.clip_eps, return_terms=True)
+
+
+@torch.no_grad()
+def predict(model: EfficientNetLite, dataset: Dataset, batch_size: int = 32, device=None) -> dict:
+    """Scores (1 - p(good)), predicted classes and the labels of a data set, as numpy arrays."""
+    device = pick_device(device) if device is None else torch.device(device)
+    was_training = model.training
+    model.eval().to(device)
+    out = {"score": [], "predicted": [], "label": [], "class_index": []}
+    # Own generator: a DataLoader otherwise draws its seed from the global RNG, and validating would
+    # change the dropout draws of the next training epoch.
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
+        probabilities = model(batch["image"].to(device)).softmax(dim=1).cpu()
+        out["score"].append(1.0 - probabilities[:, 0])
+        out["predicted"].append(probabilities.argmax(dim=1))
+        out["label"].append(batch["label"])
+        out["class_index"].append(batch["class_index"])
+    model.train(was_training)
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def teacher_metrics(predictions: dict) -> dict:
+    """Image AUROC of the score, accuracy at p(good) < 0.5, and class accuracy on images of known class."""
+    from sklearn.metrics import roc_auc_score
+
+    label, score = predictions["label"], predictions["score"]
+    known = predictions["class_index"] >= 0
+    metrics = {
+        "image_auroc": float(roc_auc_score(label, score)) if len(set(label.tolist())) == 2 else None,
+        "accuracy": float(((score >= 0.5).astype(int) == label).mean()),
+        "class_accuracy": float((predictions["predicted"][known] == predictions["class_index"][known]).mean())
+        if known.any() else None,
+    }
+    defective = known & (label == 1)
+    metrics["defect_class_accuracy"] = (float((predictions["predicted"][defective]
+                                               == predictions["class_index"][defective]).mean())
+                                        if defective.any() else None)
+    return metrics
+
+
+def _config_key(cfg: TeacherConfig, num_classes: int) -> dict:
+    key = asdict(cfg)
+    key.pop("epochs")          # more epochs may be asked for on resume
+    key.pop("num_workers")
+    return {**key, "num_classes": num_classes}
+
+
+def fit_teacher(train_ds: Dataset, val_ds: Dataset | None, num_classes: int, cfg: TeacherConfig,
+                device: str | torch.device | None = None, out_dir: str | Path | None = None) -> EfficientNetLite:
+    """Fine-tune EfficientNet-Lite0 on (good + K classes); returns the model (eval mode) after the last epoch.
+
+    With out_dir, a checkpoint is written after each epoch and an existing one is resumed.
+    """
+    device = pick_device(device)
+    seed_everything(cfg.seed)
+    model = build_teacher(num_classes, pretrained=cfg.pretrained).to(device)
+    optimizer = torch.optim.Adamax(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict] = []
+    start_epoch = 0
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint_path = out_dir / CHECKPOINT
+        if checkpoint_path.exists():
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+            if state["config_key"] != _config_key(cfg, num_classes):
+                raise TeacherCheckpointError(
+                    f"{checkpoint_path} was written by another teacher configuration "
+                    f"({state['config_key']}); use a new out_dir or delete the checkpoint")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history, start_epoch = state["history"], state["epoch"]
+            torch.set_rng_state(state["torch_rng"])
+
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        if hasattr(train_ds, "set_epoch"):
+            train_ds.set_epoch(epoch)                  # fresh synthetic defects / flips, reproducibly
+        generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
+                            generator=generator, num_workers=cfg.num_workers)
+        sums = {"loss": 0.0, "ce": 0.0, "od": 0.0}
+        started = time.perf_counter()
+        bar = tqdm(loader, desc=f"teacher {cfg.loss} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for step, batch in enumerate(bar, start=1):
+            loss, ce, od = training_step(model, batch, cfg, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in (("loss", loss), ("ce", ce), ("od", od)):
+                sums[name] += float(value.detach())
+            bar.set_postfix(loss=f"{sums['loss'] / step:.4f}", od=f"{sums['od'] / step:.3f}")
+        record = {"epoch": epoch + 1, "seconds": time.perf_counter() - started,
+                  **{k: v / max(len(loader), 1) for k, v in sums.items()}}
+        if val_ds is not None and len(val_ds) > 0:
+            record["val"] = teacher_metrics(predict(model, val_ds, cfg.batch_size, device))
+        history.append(record)
+        tqdm.write(f"teacher epoch {epoch + 1}/{cfg.epochs}: " + json.dumps(record))
+        if out_dir is not None:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                        "history": history, "config_key": _config_key(cfg, num_classes),
+                        "config": asdict(cfg), "torch_rng": torch.get_rng_state()}, out_dir / CHECKPOINT)
+            (out_dir / HISTORY).write_text(json.dumps(history, indent=2))
+    model.history = history
+    return model.eval()
+
+
+def load_teacher(checkpoint: str | Path, device=None) -> EfficientNetLite:
+    """A fine-tuned teacher from a fit_teacher checkpoint (eval mode)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = build_teacher(state["config_key"]["num_classes"], pretrained=False)
+    model.load_state_dict(state["model"])
+    model.history = state["history"]
+    return model.to(pick_device(device)).eval()
+
+
+def pseudo_masks(teacher: EfficientNetLite, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Grad-CAM of the predicted defect class, 0..1, bilinearly upsampled to the input: [N, H, W].
+
+    Targets for weak supervision (image labels only): the caller decides which images are defective;
+    the map says where the teacher saw the defect. Runs in eval mode without touching the weights.
+    """
+    device = next(teacher.parameters()).device
+    was_training = teacher.training
+    teacher.eval()
+    maps = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start:start + batch_size].to(device)
+        with torch.no_grad():
+            features = teacher.features(chunk)
+        features.requires_grad_(True)
+        with torch.enable_grad():
+            logits = teacher.classify_features(features)
+            defect_class = logits.detach()[:, 1:].argmax(dim=1) + 1
+            cam = grad_cam(features, logits, defect_class, create_graph=False).detach()
+        maps.append(F.interpolate(cam[:, None], size=tuple(chunk.shape[1:3]), mode="bilinear",
+                                  align_corners=False)[:, 0].clamp(0.0, 1.0))
+    teacher.train(was_training)
+    return torch.cat(maps)
