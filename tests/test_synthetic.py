@@ -61,3 +61,33 @@ def test_tiny_aoi_is_refused():
     aoi[0, 0] = True
     with pytest.raises(ValueError, match="AOI has 1 pixels"):
         SyntheticDefects(seed=0).make(_surface(32, 32), aoi)
+
+
+def test_benchmark_generator_writes_a_consistent_csv(tmp_path):
+    from edge.images import read_image_rgb, read_mask
+    from train.data.readers import load_index, validate
+    from train.data.synth_benchmark import generate, load_info
+
+    manifest = generate(tmp_path / "a", seed=4, count=12, size=96, progress=False)
+    index = load_index(manifest)
+    validate(index, progress=False)
+    info = load_info(manifest)
+    assert set(index.class_names) == {"good", "scratch", "spot", "crack"}
+    assert {s.split for s in index.samples} == {"train", "val", "test"}
+    kinds = {facts["kind"] for facts in info.values()}
+    assert kinds == {"good_plain", "good_outside", "scratch", "spot", "crack"}
+    for sample in index.samples:
+        facts = info[str(sample.image)]
+        aoi = read_mask(sample.aoi)
+        assert aoi.any() and sample.aoi is not None
+        if sample.label == 1:
+            mask = read_mask(sample.mask)
+            assert mask.any() and not (mask & ~aoi).any() and facts["marks_inside"] == 1
+            assert sample.class_name == facts["kind"]
+        else:
+            assert sample.mask is None and sample.class_name == "good" and facts["marks_inside"] == 0
+            assert (facts["marks_outside"] > 0) == (facts["kind"] == "good_outside")
+    again = generate(tmp_path / "b", seed=4, count=12, size=96, progress=False)
+    first = sorted(index.samples, key=lambda s: s.image.name)[0]
+    assert (again.parent / "images" / first.image.name).read_bytes() == first.image.read_bytes()
+    assert read_image_rgb(first.image).shape == (96, 96, 3)
