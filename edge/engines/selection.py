@@ -43,7 +43,7 @@ class EngineDecision:
         return "no matching engine: " + "; ".join(self.rejected)
 
 
-def mismatches(sidecar: EngineSidecar, target: RuntimeTarget, onnx_sha256: str, precision: str | None) -> list[str]:
+def mismatches(sidecar: EngineSidecar, target: RuntimeTarget, onnx_sha256: str, precision: str | None, ignore_parity: bool = False) -> list[str]:
     """Every reason this engine may not run here (empty list = it may)."""
     reasons = []
     if sidecar.compute_capability != target.compute_capability:
@@ -54,7 +54,7 @@ def mismatches(sidecar: EngineSidecar, target: RuntimeTarget, onnx_sha256: str, 
         reasons.append(f"built from another model.onnx (sha256 {sidecar.onnx_sha256[:12]}..., bundle has {onnx_sha256[:12]}...)")
     if precision is not None and sidecar.requested_precision != precision:
         reasons.append(f"built for {sidecar.requested_precision}, {precision} asked for")
-    if sidecar.parity is not None and not sidecar.parity.get("passed", False):
+    if not ignore_parity and sidecar.parity is not None and not sidecar.parity.get("passed", False):
         reasons.append("failed the parity check against the bundle's reference outputs")
     return reasons
 
