@@ -191,9 +191,10 @@ def _expected_from_schema(error: jsonschema.ValidationError) -> str:
         low = schema.get("minimum", schema.get("exclusiveMinimum"))
         low_word = ">" if "exclusiveMinimum" in schema else ">="
         high = schema.get("maximum")
+        noun = "an integer" if schema.get("type") == "integer" else "a number"
         if low is not None and high is not None:
-            return f"a number {low_word} {low} and <= {high}"
-        return f"a number {low_word} {low}" if low is not None else f"a number <= {high}"
+            return f"{noun} from {low} to {high}" if low_word == ">=" else f"{noun} > {low} and <= {high}"
+        return f"{noun} {low_word} {low}" if low is not None else f"{noun} <= {high}"
     if kind == "pattern":
         return schema.get("x-expected", f"text matching {rule}")
     if kind == "minLength":
@@ -211,8 +212,12 @@ def schema_issues(data: Any, lines: LineMap) -> list[ConfigIssue]:
     """Turn JSON Schema errors into issues: one per unknown key and per missing key, with close-match hints."""
     validator = jsonschema.Draft202012Validator(station_schema())
     issues: list[ConfigIssue] = []
-    for error in validator.iter_errors(data):
+    errors = list(validator.iter_errors(data))
+    wrong_type = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    for error in errors:
         path = tuple(error.absolute_path)
+        if error.validator != "type" and path in wrong_type:
+            continue                  # 'high' for qos: "expected an integer" says it; no second enum message
         if error.validator == "additionalProperties" and error.validator_value is False:
             known = sorted(error.schema.get("properties", {}))
             for key in error.instance:
