@@ -13,10 +13,9 @@ import torch
 from torch.utils.data import Dataset
 
 from edge.errors import DataError
-from edge.images import resize_mask, resize_to_input
+from train.data.loading import load_resized, shared_aoi_at
 from train.data.sample import Sample
 from train.data.synthetic import SyntheticDefects
-from train.data.validation import load_sample_arrays, read_aoi
 
 SYNTHETIC_CLASS_INDEX = -1   # synthetic defects have no real class; classifier losses ignore -1
 
@@ -48,7 +47,7 @@ class InspectionDataset(Dataset):
         self.epoch = 0
         self.cache: dict[int, tuple] | None = {} if cache else None
         self.aoi_path = Path(aoi) if aoi is not None else None
-        self.shared_aoi = resize_mask(read_aoi(self.aoi_path), self.height, self.width) if self.aoi_path else None
+        self.shared_aoi = shared_aoi_at(self.aoi_path, self.height, self.width)
         for sample in self.samples:
             if sample.class_name not in self.class_names:
                 raise DataError(f"{sample.image}: class '{sample.class_name}' is not one of the model's classes {self.class_names}")
@@ -64,21 +63,7 @@ class InspectionDataset(Dataset):
         """Image uint8 [H,W,3], mask bool [H,W] or None, AOI bool [H,W] at model input size."""
         if self.cache is not None and index in self.cache:
             return self.cache[index]
-        sample = self.samples[index]
-        try:
-            image, mask, own_aoi = load_sample_arrays(sample)
-        except DataError:
-            raise
-        except Exception as error:  # noqa: BLE001  (OpenCV errors: name the file rather than crash anonymously)
-            raise DataError(f"{sample.image}: cannot load: {error}") from error
-        image = resize_to_input(image, self.height, self.width)
-        mask = resize_mask(mask, self.height, self.width) if mask is not None else None
-        if own_aoi is not None:
-            aoi = resize_mask(own_aoi, self.height, self.width)
-        elif self.shared_aoi is not None:
-            aoi = self.shared_aoi
-        else:
-            aoi = np.ones((self.height, self.width), bool)
+        image, mask, aoi = load_resized(self.samples[index], self.height, self.width, self.shared_aoi)
         result = (image, mask, aoi)
         if self.cache is not None:
             self.cache[index] = result
