@@ -188,3 +188,32 @@ def export_bundle(model: nn.Module, run_info, out_dir: str | Path, reference_ima
     """The interface of INTERFACES.md: a bundle from a trained model + its RunInfo (train.runs)."""
     info = run_info.export_info(**overrides) if hasattr(run_info, "export_info") else run_info
     return export_model(model, info, out_dir, reference_images)
+
+
+def reference_images_from_run(info, count: int = 4) -> np.ndarray:
+    """A few images of the run's validation (or test) split at input size: good ones and defective ones."""
+    from edge.images import read_image_rgb, resize_to_input
+
+    pool = list(info.splits.val) or list(info.splits.test) or list(info.splits.train)
+    good = [s for s in pool if s.label == 0][: (count + 1) // 2]
+    bad = [s for s in pool if s.label == 1][: count - len(good)]
+    chosen = (good + bad)[:count] or pool[:count]
+    return np.stack([resize_to_input(read_image_rgb(s.image), info.input_height, info.input_width) for s in chosen])
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, teacher: bool = False, name: str | None = None, version: str = "1",
+               reference_count: int = 4) -> Path:
+    """`onen export`: the run's student (or teacher) as a bundle."""
+    from train import runs
+
+    info = runs.load_run(run_dir)
+    if teacher:
+        from train.models.efficientnet_lite import TeacherExport
+
+        model = TeacherExport(runs.load_teacher(run_dir))
+        export = info.export_info(name=(name or info.run_dir.name) + "-teacher", version=version, family="teacher-cnn")
+        export.normalisation = model.teacher.input.normalisation.as_manifest()
+    else:
+        model = runs.load_student(run_dir)
+        export = info.export_info(name=name, version=version)
+    return export_model(model, export, out_dir, reference_images_from_run(info, reference_count))

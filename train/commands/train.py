@@ -1,0 +1,50 @@
+"""`onen train`: teacher then OneN student on a data set, into a run directory (resumable)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train the teacher and the OneN student on a data set",
+        description="Fine-tunes the EfficientNet-Lite0 teacher (CEOD where an AOI/mask exists), then distils the OneN "
+                    "student under --supervision none (good images + synthetic defects), weak (image labels; teacher "
+                    "Grad-CAM as map targets) or full (pixel masks). Checkpoints every epoch; --resume continues.")
+    parser.add_argument("--data", required=True, type=Path, help="data set: MVTec folder, class folders, or CSV manifest")
+    parser.add_argument("--supervision", required=True, choices=("none", "weak", "full"))
+    parser.add_argument("--out", required=True, type=Path, help="run directory to create (or to continue with --resume)")
+    parser.add_argument("--epochs", type=int, help="student epochs (default 30; with --resume: the run's own)")
+    parser.add_argument("--teacher-epochs", type=int, default=8, help="teacher fine-tuning epochs (0: no teacher; default 8)")
+    parser.add_argument("--size", type=int, default=128, help="square model input in px (default 128)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3, help="student learning rate (AdamW, one-cycle)")
+    parser.add_argument("--aoi", type=Path, help="one AOI mask for the whole data set")
+    parser.add_argument("--no-aoi-guidance", action="store_true", help="do not penalise attention outside the AOI")
+    parser.add_argument("--teacher-loss", choices=("ce", "ceod"), default="ceod")
+    parser.add_argument("--no-distill", action="store_true", help="train the student without the teacher's logits/features")
+    parser.add_argument("--patch", type=int, default=16, help="student token stride in px (8 or 16)")
+    parser.add_argument("--dim", type=int, default=96)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--test-fraction", type=float, default=0.25)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=str(args.data), out=str(args.out), supervision=args.supervision, size=args.size, epochs=args.epochs or 30,
+        epochs_given=args.epochs is not None,
+        teacher_epochs=args.teacher_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, teacher_loss=args.teacher_loss,
+        distill=not args.no_distill, test_fraction=args.test_fraction, val_fraction=args.val_fraction, patch=args.patch,
+        dim=args.dim, depth=args.depth, device=args.device,
+    )
+    run_dir = train(cfg, resume=args.resume)
+    print(f"run written to {run_dir}")
+    return 0

@@ -1,0 +1,171 @@
+"""A training run on disk: everything needed to evaluate, export or resume it.
+
+    RUN_DIR/config.json        TrainConfig + class names + input size (written before training starts)
+    RUN_DIR/splits.json        the stratified split (train.data.splits)
+    RUN_DIR/teacher/           the teacher's checkpoints (train.teacher_training)
+    RUN_DIR/checkpoints/       student_last.pt (every epoch, for --resume)
+    RUN_DIR/student.pt         the final student (config + weights)
+    RUN_DIR/summary.json       timings, validation figures, default thresholds
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import OnenError
+
+CONFIG = "config.json"
+SPLITS = "splits.json"
+STUDENT = "student.pt"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+STUDENT_LAST = "student_last.pt"
+TEACHER_DIR = "teacher"
+TEACHER_FINAL = "teacher.pt"
+
+
+class RunError(OnenError):
+    """A run directory that is missing, incomplete or from another version."""
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    data: str
+    class_names: list[str]
+    input_height: int
+    input_width: int
+    supervision: str
+    aoi: Path | None = None
+    aoi_guidance: bool = True
+    seed: int = 0
+    config: dict[str, Any] = field(default_factory=dict)       # the TrainConfig as saved
+    summary: dict[str, Any] = field(default_factory=dict)      # summary.json when training finished
+    splits: Any = None                                         # train.data.splits.Splits (loaded lazily by load_run)
+    index: Any = None                                          # train.data.sample.DataIndex
+
+    def samples(self, split: str) -> list:
+        if self.splits is None:
+            raise RunError(f"{self.run_dir}: run has no splits loaded")
+        return self.splits[split]
+
+    def export_info(self, name: str | None = None, version: str = "1", family: str = "onen-student", metrics: dict | None = None):
+        """ExportInfo for train.export from what the run knows (thresholds from its validation outputs)."""
+        from edge.bundle import ScoreNormalisation, Thresholds
+        from train.export import ExportInfo
+
+        own = self.summary.get("student" if family == "onen-student" else "teacher", {})
+        thresholds = Thresholds(**own.get("thresholds", {}))
+        normalisation = ScoreNormalisation(**own.get("score_normalisation", {}))
+        training = {
+            "data": self.data,
+            "supervision": self.supervision,
+            "aoi": str(self.aoi) if self.aoi else None,
+            "aoi_guidance": self.aoi_guidance,
+            "seed": self.seed,
+            "split_counts": self.splits.counts() if self.splits is not None else None,
+            "config": self.config,
+            "timings_s": self.summary.get("timings_s"),
+        }
+        if self.index is not None:
+            training["data_summary"] = self.index.summary()
+        run_metrics = {"validation": own.get("validation", {})}
+        report = find_eval_report(self.run_dir)
+        if report is not None:
+            run_metrics["test"] = report
+        if metrics:
+            run_metrics.update(metrics)
+        return ExportInfo(name=name or self.run_dir.name, version=version, family=family, class_names=list(self.class_names),
+                          input_height=self.input_height, input_width=self.input_width, training=training,
+                          metrics=run_metrics, thresholds=thresholds, score_normalisation=normalisation)
+
+
+def find_eval_report(run_dir: Path) -> dict | None:
+    """The report.json of `onen eval` when it was written inside the run (RUN_DIR/eval*/report.json)."""
+    for path in sorted(Path(run_dir).glob("eval*/report.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        keys = ("image_auroc", "pixel_auroc", "aupro", "f1", "accuracy", "class_accuracy")
+        return {k: data.get(k) for k in keys if k in data} | {"report": str(path)}
+    return None
+
+
+def write_json(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise RunError(f"{run_dir}: not a training run (no {CONFIG}); expected the --out directory of `onen train`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from error
+
+
+def load_run(run_dir: str | Path, with_data: bool = True) -> RunInfo:
+    """RunInfo of a run; with_data also reads the data index and the saved split."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    for key in ("data", "class_names", "size", "supervision"):
+        if key not in config:
+            raise RunError(f"{run_dir / CONFIG}: missing key '{key}'")
+    summary_path = run_dir / SUMMARY
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    info = RunInfo(run_dir=run_dir, data=config["data"], class_names=list(config["class_names"]),
+                   input_height=int(config["size"]), input_width=int(config["size"]), supervision=config["supervision"],
+                   aoi=Path(config["aoi"]) if config.get("aoi") else None, aoi_guidance=bool(config.get("aoi_guidance", True)),
+                   seed=int(config.get("seed", 0)), config=config, summary=summary)
+    if with_data:
+        from train.data.readers import load_index
+        from train.data.splits import Splits
+
+        info.index = load_index(info.data, info.aoi)
+        if list(info.index.class_names) != info.class_names:
+            raise RunError(f"{info.data}: classes {info.index.class_names} differ from the run's {info.class_names}")
+        info.splits = Splits.load(run_dir / SPLITS, info.index)
+    return info
+
+
+def load_student(run_dir: str | Path, checkpoint: str = STUDENT):
+    import torch
+
+    from train.models.onen_vit import OneNConfig, OneNStudent
+
+    path = Path(run_dir) / checkpoint
+    if not path.is_file():
+        raise RunError(f"{path}: no trained student (training did not finish? run `onen train ... --resume`)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = OneNStudent(OneNConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def load_teacher(run_dir: str | Path):
+    """The run's fine-tuned teacher (EfficientNetLite) in eval mode."""
+    import torch
+
+    from train.models.efficientnet_lite import build_teacher
+
+    path = Path(run_dir) / TEACHER_DIR / TEACHER_FINAL
+    if not path.is_file():
+        raise RunError(f"{path}: this run has no trained teacher")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_teacher(int(state["num_classes"]), pretrained=False)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def load_trained(run_dir: str | Path, with_data: bool = True):
+    """(student in eval mode, RunInfo with the data index and splits): what `onen eval` and export need."""
+    info = load_run(run_dir, with_data=with_data)
+    return load_student(run_dir), info

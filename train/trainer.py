@@ -1,0 +1,333 @@
+"""`onen train`: the teacher first (EfficientNet-Lite0, CEOD where an AOI/mask exists), then the OneN student
+distilled from it, under one of three supervision levels.
+
+- full: pixel masks are the student's map targets.
+- weak: image labels only; the map targets of defective images are the teacher's Grad-CAM pseudo-masks.
+- none: good images only; synthetic defects (train.data.synthetic) give defective images and their masks.
+
+Fixed seeds, CPU by default (CUDA when present), a checkpoint every epoch that `--resume` continues.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from edge.errors import OnenError
+from train import runs
+from train.models.onen_vit import OneNConfig, OneNStudent
+from train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
+
+log = logging.getLogger(__name__)
+SUPERVISION = ("none", "weak", "full")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    supervision: str = "full"
+    size: int = 128
+    epochs: int = 30
+    teacher_epochs: int = 8
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+    aoi: str | None = None
+    aoi_guidance: bool = True
+    teacher_loss: str = "ceod"             # "ce" or "ceod" (the teacher helper's TeacherConfig.loss)
+    distill: bool = True                   # distil from the teacher (KL on logits + feature matching)
+    test_fraction: float = 0.25
+    val_fraction: float = 0.1
+    synthetic_probability: float = 0.5
+    patch: int = 16
+    dim: int = 96
+    depth: int = 4
+    heads: int = 4
+    device: str = "auto"
+    weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
+    class_names: list[str] = field(default_factory=list)
+    epochs_given: bool = True              # False: --resume keeps the run's saved epoch count
+
+    def check(self) -> None:
+        if self.supervision not in SUPERVISION:
+            raise OnenError(f"--supervision must be one of {', '.join(SUPERVISION)}, got '{self.supervision}'")
+        if self.size % self.patch:
+            raise OnenError(f"--size {self.size} must be a multiple of the patch size {self.patch}")
+        if self.epochs < 1:
+            raise OnenError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.supervision == "weak" and self.teacher_epochs < 1:
+            raise OnenError("--supervision weak needs a teacher (its Grad-CAM gives the map targets); use --teacher-epochs >= 1")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["weights"] = self.weights.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        data["weights"] = ObjectiveWeights(**data.get("weights", {}))
+        return cls(**data)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------ data
+def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool):
+    """Index, split (saved once; a resumed run reuses it), and the run's config.json."""
+    from train.data.readers import load_index
+    from train.data.splits import Splits, stratified_split
+
+    index = load_index(cfg.data, cfg.aoi)
+    cfg.class_names = list(index.class_names)
+    splits_path = run_dir / runs.SPLITS
+    if resume and splits_path.is_file():
+        splits = Splits.load(splits_path, index)
+    else:
+        splits = stratified_split(index, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+        splits.save(splits_path, index)
+    runs.write_json(run_dir / runs.CONFIG, cfg.to_dict())
+    return index, splits
+
+
+def _datasets(cfg: TrainConfig, index, splits):
+    from train.data.dataset import InspectionDataset
+    from train.data.synthetic import SyntheticDefects
+
+    train_samples = list(splits.train)
+    synthetic = None
+    if cfg.supervision == "none":
+        train_samples = [s for s in train_samples if s.label == 0]
+        if not train_samples:
+            raise OnenError(f"{cfg.data}: --supervision none needs good images in the training split; found none")
+        synthetic = SyntheticDefects(seed=cfg.seed)
+    aoi = Path(cfg.aoi) if cfg.aoi else index.aoi
+    train_ds = InspectionDataset(train_samples, index.class_names, cfg.size, cfg.size, aoi=aoi, synthetic=synthetic,
+                                 synthetic_probability=cfg.synthetic_probability, augment=True, seed=cfg.seed, cache=True)
+    val_ds = InspectionDataset(list(splits.val), index.class_names, cfg.size, cfg.size, aoi=aoi, seed=cfg.seed, cache=True)
+    return train_ds, val_ds
+
+
+def _loader(dataset, cfg: TrainConfig, shuffle: bool, epoch: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=0, generator=generator, drop_last=False)
+
+
+# ------------------------------------------------------------------------------------------ teacher
+def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_dir: Path):
+    """Fine-tune the EfficientNet-Lite0 teacher (or reload it when a previous run of this dir finished it)."""
+    final = run_dir / runs.TEACHER_DIR / runs.TEACHER_FINAL
+    if final.is_file():
+        log.info("teacher already trained: %s", final)
+        return runs.load_teacher(run_dir).to(device)
+    from train.teacher_training import TeacherConfig, fit_teacher
+
+    fields = TeacherConfig.__dataclass_fields__
+    options = {"epochs": cfg.teacher_epochs, "loss": cfg.teacher_loss, "input_height": cfg.size, "input_width": cfg.size, "seed": cfg.seed,
+               "batch_size": cfg.batch_size}
+    teacher_cfg = TeacherConfig(**{k: v for k, v in options.items() if k in fields})
+    teacher = fit_teacher(train_ds, val_ds, len(cfg.class_names), teacher_cfg, device, run_dir / runs.TEACHER_DIR)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": teacher.state_dict(), "num_classes": len(cfg.class_names)}, final)
+    return teacher.eval()
+
+
+def teacher_targets(teacher, images: torch.Tensor, label: torch.Tensor, need_masks: bool):
+    """Teacher logits + features (no gradients) and, for weak supervision, Grad-CAM pseudo-masks [N,H,W]."""
+    from train.gradcam import grad_cam
+
+    with torch.enable_grad():
+        features, logits = teacher.forward_features(images)
+        features_for_cam = features.detach().requires_grad_(True)
+        pseudo = None
+        if need_masks:
+            cam_logits = teacher.classify_features(features_for_cam)
+            probabilities = torch.softmax(cam_logits[:, 1:], dim=1) if cam_logits.shape[1] > 1 else None
+            defect_class = (probabilities.argmax(dim=1) + 1) if probabilities is not None else torch.zeros_like(label)
+            cam = grad_cam(features_for_cam, cam_logits, defect_class, create_graph=False)
+            pseudo = torch.nn.functional.interpolate(cam.unsqueeze(1), size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
+    return TeacherTargets(logits=logits.detach(), features=features.detach()), (pseudo.detach() if pseudo is not None else None)
+
+
+# ------------------------------------------------------------------------------------------ student
+def build_run_student(cfg: TrainConfig, teacher_dim: int) -> OneNStudent:
+    return OneNStudent(OneNConfig(num_classes=len(cfg.class_names), input_height=cfg.size, input_width=cfg.size,
+                                  patch=cfg.patch, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, teacher_dim=teacher_dim))
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, floor: float = 0.02):
+    """LR factor per step: linear warm-up, then cosine down to `floor`. A function of the step and the total
+    only, so a resumed run that asks for more epochs simply stretches the tail."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress))
+
+    return factor
+
+
+def _save_checkpoint(path: Path, model, optimiser, schedule, epoch: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "model_config": model.cfg.to_dict(), "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(), "epoch": epoch, "torch_rng": torch.get_rng_state()}, tmp)
+    tmp.replace(path)
+
+
+def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run_dir: Path, resume: bool) -> OneNStudent:
+    teacher_dim = teacher.cfg.head_channels if (teacher is not None and cfg.distill) else 0
+    model = build_run_student(cfg, teacher_dim).to(device)
+    steps_per_epoch = max(1, (len(train_ds) + cfg.batch_size - 1) // cfg.batch_size)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(cfg.epochs * steps_per_epoch))
+    start_epoch = 0
+    last = run_dir / runs.CHECKPOINTS / runs.STUDENT_LAST
+    if resume and last.is_file():
+        state = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch = state["epoch"] + 1
+        log.info("resuming the student at epoch %d/%d", start_epoch + 1, cfg.epochs)
+    weights = ObjectiveWeights(**{**cfg.weights.to_dict(), "aoi_guidance": cfg.aoi_guidance})
+    use_teacher = teacher is not None and (cfg.distill or cfg.supervision == "weak")
+    for epoch in range(start_epoch, cfg.epochs):
+        train_ds.set_epoch(epoch)
+        model.train()
+        bar = tqdm(_loader(train_ds, cfg, shuffle=True, epoch=epoch), desc=f"student {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        for batch in bar:
+            images = batch["image"].to(device)
+            label, class_index = batch["label"].to(device), batch["class_index"].to(device)
+            mask, has_mask, aoi = batch["mask"].to(device), batch["has_mask"].to(device), batch["aoi"].to(device)
+            targets = None
+            if use_teacher:
+                targets, pseudo = teacher_targets(teacher, images, label, need_masks=cfg.supervision == "weak")
+                if not cfg.distill:
+                    targets = None
+                if cfg.supervision == "weak":
+                    defect = (label > 0).float()[:, None, None]
+                    mask = pseudo * aoi * defect                 # good images keep their known-empty target
+                    has_mask = torch.ones_like(has_mask)
+            out = model(images)
+            loss, parts = student_objective(out, label, class_index, mask, has_mask, aoi, weights, targets)
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimiser.step()
+            schedule.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in parts.items()})
+        _save_checkpoint(last, model, optimiser, schedule, epoch)
+    model.eval()
+    torch.save({"model": model.state_dict(), "model_config": model.cfg.to_dict()}, run_dir / runs.STUDENT)
+    return model
+
+
+# ------------------------------------------------------------------------------------------ validation
+@torch.no_grad()
+def predict_dataset(model, dataset, batch_size: int, device: torch.device):
+    """Bundle outputs (score, map, logits) + labels, masks, has_mask, aoi of a dataset, as numpy."""
+    from train.export import _ThreeOutputs
+
+    wrapper = _ThreeOutputs(model).eval().to(device)
+    scores, maps, logits, labels, masks, has_masks, classes = [], [], [], [], [], [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        score, anomaly_map, class_logits = wrapper(batch["image"].to(device))
+        scores.append(score.cpu().numpy())
+        maps.append(anomaly_map.cpu().numpy())
+        logits.append(class_logits.cpu().numpy())
+        labels.append(batch["label"].numpy())
+        masks.append(batch["mask"].numpy())
+        has_masks.append(batch["has_mask"].numpy())
+        classes.append(batch["class_index"].numpy())
+    if not scores:
+        return None
+    cat = np.concatenate
+    return {"score": cat(scores), "map": cat(maps), "logits": cat(logits), "label": cat(labels), "mask": cat(masks),
+            "has_mask": cat(has_masks), "class_index": cat(classes)}
+
+
+def validation_summary(outputs: dict | None, min_region_area: int = 16) -> dict:
+    """Validation figures and default thresholds (from good validation images) of one model."""
+    from train.export import default_thresholds
+    from train.metrics_quick import image_auroc, pixel_auroc
+
+    if outputs is None:
+        return {"validation": {}, "thresholds": asdict(default_thresholds(np.array([]))[0]), "score_normalisation": {}}
+    good = outputs["label"] == 0
+    defect_with_mask = (outputs["label"] == 1) & outputs["has_mask"]
+    defect_pixels = outputs["map"][defect_with_mask][:, 0][outputs["mask"][defect_with_mask] > 0.5]
+    thresholds, normalisation = default_thresholds(outputs["score"][good], outputs["map"][good], outputs["score"][~good],
+                                                   defect_pixels, min_region_area=min_region_area)
+    masked = outputs["has_mask"].astype(bool)
+    validation = {"images": int(len(good)), "image_auroc": image_auroc(outputs["score"], outputs["label"]),
+                  "pixel_auroc": pixel_auroc(outputs["map"][masked][:, 0], outputs["mask"][masked]) if masked.any() else None}
+    known = outputs["class_index"] >= 0
+    if outputs["logits"].shape[1] > 1 and known.any():
+        validation["class_accuracy"] = float((outputs["logits"][known].argmax(1) == outputs["class_index"][known]).mean())
+    return {"validation": validation, "thresholds": asdict(thresholds), "score_normalisation": asdict(normalisation)}
+
+
+# ------------------------------------------------------------------------------------------ entry
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Run a whole training (teacher then student) into cfg.out and return the run dir."""
+    cfg.check()
+    run_dir = Path(cfg.out)
+    if run_dir.exists() and (run_dir / runs.CONFIG).is_file() and not resume:
+        raise OnenError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    if resume and (run_dir / runs.CONFIG).is_file():
+        saved = TrainConfig.from_dict(runs.read_config(run_dir))
+        saved.epochs = cfg.epochs if cfg.epochs_given else saved.epochs
+        saved.out = cfg.out
+        cfg = saved
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    timings: dict[str, float] = {}
+    index, splits = _prepare_run(cfg, run_dir, resume)
+    train_ds, val_ds = _datasets(cfg, index, splits)
+    log.info("data %s: %d train / %d val / %d test images, classes %s, device %s", cfg.data, len(splits.train), len(splits.val),
+             len(splits.test), cfg.class_names, device)
+    teacher = None
+    started = time.monotonic()
+    if cfg.teacher_epochs > 0 and (cfg.distill or cfg.supervision == "weak"):
+        teacher = train_teacher(cfg, train_ds, val_ds, device, run_dir)
+        teacher.eval()
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+    timings["teacher"] = time.monotonic() - started
+    started = time.monotonic()
+    seed_everything(cfg.seed + 1)
+    student = train_student(cfg, train_ds, teacher, device, run_dir, resume)
+    timings["student"] = time.monotonic() - started
+    summary = {"student": validation_summary(predict_dataset(student, val_ds, cfg.batch_size, device))}
+    if teacher is not None:
+        from train.models.efficientnet_lite import TeacherExport
+
+        summary["teacher"] = validation_summary(predict_dataset(TeacherExport(teacher).eval(), val_ds, cfg.batch_size, device))
+    summary["timings_s"] = {**timings, "total": sum(timings.values())}
+    runs.write_json(run_dir / runs.SUMMARY, summary)
+    log.info("run written to %s (validation %s)", run_dir, summary["student"]["validation"])
+    return run_dir
