@@ -36,6 +36,7 @@ class Camera:
         self._on_event = on_event or (lambda kind, detail: None)
         self._source = make_source(cfg.source, cfg.name)
         self._queue = FrameQueue(cfg.trigger.queue_size)
+        self._checks = FrameChecks(cfg.source.reject_black, cfg.source.black_level, cfg.source.rejects_repeated)
         self._stop = threading.Event()
         self._latest_cond = threading.Condition()
         self._latest: Frame | None = None
@@ -182,7 +183,7 @@ class Camera:
     def _pump(self, backoff: Backoff) -> str:
         """Read and deliver frames until the source ends ("finished"), stop ("stopped") or a failure (reason)."""
         src = self.cfg.source
-        checks = FrameChecks(src.reject_black, src.black_level, src.rejects_repeated)
+        checks = self._checks          # kept across reconnects: a frozen source's image stays rejected
         last_good = time.monotonic()
         paced_start, paced_count = time.monotonic(), 0
         while not self._stop.is_set():

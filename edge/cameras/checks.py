@@ -20,10 +20,6 @@ class FrameChecks:
             return "repeated"
         return None
 
-    def reset(self) -> None:
-        """A new connection: the next frame is compared with nothing."""
-        self._previous = None
-
 
 def is_black(image: np.ndarray, level: int) -> bool:
     """Every pixel at or below `level` (checked on a 1-in-4 grid first, which decides almost all frames)."""
