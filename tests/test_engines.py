@@ -273,3 +273,148 @@ def test_short_last_batch_is_padded_with_its_own_images():
     for index, source in enumerate([0, 1, 0, 1, 0]):
         np.testing.assert_array_equal(padded[index], batch[source])
     assert pad_batch(batch, 2) is batch
+
+
+# --- find-or-build orchestration (TensorRT cannot run here: the build step is a stand-in writing bytes) --
+
+STAND_IN_BUILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from edge.bundle import load_bundle, sha256_file
+    from edge.engines.builder import BuildOptions, BuildResult
+    from edge.engines.keys import EngineSidecar, RuntimeTarget, engine_file_name, write_sidecar
+    from edge.engines.manager import ensure_engine
+
+    def stand_in_build(bundle, options, target):
+        with open(BUILD_LOG, "a") as handle:
+            handle.write(f"{os.getpid()}\\n")
+        time.sleep(BUILD_SECONDS)
+        path = bundle.engines_dir / engine_file_name(target, options.precision)
+        path.write_bytes(b"stand-in engine " + str(os.getpid()).encode())
+        sidecar = EngineSidecar(target.tensorrt_version, target.compute_capability, target.gpu_name, options.precision,
+                                options.precision, bundle.onnx_sha256, path.name, engine_sha256=sha256_file(path))
+        write_sidecar(path, sidecar)
+        return BuildResult(path, sidecar)
+    """
+)
+
+
+def stand_in_namespace(build_log: Path, seconds: float) -> dict:
+    namespace = {"BUILD_LOG": str(build_log), "BUILD_SECONDS": seconds}
+    exec(STAND_IN_BUILD, namespace)
+    return namespace
+
+
+@pytest.fixture
+def plain_bundle(tmp_path):
+    """A bundle whose model.onnx is never parsed here (the build is a stand-in)."""
+    from edge.bundle import Manifest, load_bundle, write_manifest
+
+    directory = tmp_path / "bundle"
+    directory.mkdir()
+    (directory / "model.onnx").write_bytes(b"onnx bytes")
+    write_manifest(directory, Manifest(name="m", version="1", family="test", input_height=8, input_width=8, class_names=["good"]))
+    return load_bundle(directory)
+
+
+def test_ensure_engine_builds_once_then_loads(plain_bundle, tmp_path):
+    from edge.engines.builder import BuildOptions
+    from edge.engines.manager import ensure_engine
+
+    namespace = stand_in_namespace(tmp_path / "builds.log", 0.0)
+    events = []
+    first = ensure_engine(plain_bundle, ORIN, BuildOptions(), lambda kind, detail: events.append((kind, detail)), build=namespace["stand_in_build"])
+    assert first.built and first.engine_path.name == "8.7_trt10.3.0_fp16.engine"
+    assert [kind for kind, _ in events] == ["engine_build_started", "engine_built"]
+    assert events[0][1]["reason"] == "no engine built yet for this bundle" and events[0][1]["compute_capability"] == "8.7"
+    events.clear()
+    second = ensure_engine(plain_bundle, ORIN, BuildOptions(), lambda kind, detail: events.append(kind), build=namespace["stand_in_build"])
+    assert not second.built and second.engine_path == first.engine_path and events == []
+    # a TensorRT upgrade on the station makes the engine stale: rebuilt, old one left alone
+    upgraded = RuntimeTarget("8.7", "10.4.0", "Orin")
+    third = ensure_engine(plain_bundle, upgraded, BuildOptions(), lambda kind, detail: events.append((kind, detail)), build=namespace["stand_in_build"])
+    assert third.built and third.engine_path.name == "8.7_trt10.4.0_fp16.engine"
+    assert "built with TensorRT 10.3.0, this station runs 10.4.0" in events[0][1]["reason"]
+    assert (tmp_path / "builds.log").read_text().count("\n") == 2
+
+
+def test_failed_build_is_announced(plain_bundle):
+    from edge.engines.builder import BuildOptions, EngineBuildError
+    from edge.engines.manager import ensure_engine
+
+    def failing_build(bundle, options, target):
+        raise EngineBuildError("model.onnx: node 7 'attn' (Einsum): UNSUPPORTED_NODE")
+
+    events = []
+    with pytest.raises(EngineBuildError, match="UNSUPPORTED_NODE"):
+        ensure_engine(plain_bundle, ORIN, BuildOptions(), lambda kind, detail: events.append((kind, detail)), build=failing_build)
+    assert [kind for kind, _ in events] == ["engine_build_started", "engine_build_failed"]
+    assert "UNSUPPORTED_NODE" in events[1][1]["error"]
+
+
+def test_two_processes_build_the_same_engine_only_once(plain_bundle, tmp_path):
+    build_log = tmp_path / "builds.log"
+    script = STAND_IN_BUILD + textwrap.dedent(
+        f"""
+        BUILD_LOG, BUILD_SECONDS = {str(build_log)!r}, 1.0
+        target = RuntimeTarget("8.7", "10.3.0", "Orin")
+        outcome = ensure_engine(load_bundle(sys.argv[1]), target, BuildOptions(), build=stand_in_build)
+        print("built" if outcome.built else "loaded", outcome.engine_path.name, flush=True)
+        """
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(plain_bundle.path)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = sorted(p.communicate(timeout=60)[0].strip() for p in processes)
+    assert [p.returncode for p in processes] == [0, 0]
+    assert outputs == ["built 8.7_trt10.3.0_fp16.engine", "loaded 8.7_trt10.3.0_fp16.engine"]
+    assert build_log.read_text().count("\n") == 1
+
+
+def test_build_options_are_checked_before_anything_runs():
+    from edge.engines.builder import BuildOptions, BuildOptionsError, batch_profile, check_network_input, EngineBuildError
+
+    with pytest.raises(BuildOptionsError, match="--int8 needs --calib-images"):
+        BuildOptions(precision="int8").validate()
+    with pytest.raises(BuildOptionsError, match="--workspace must be > 0 GB, got -1"):
+        BuildOptions(workspace_gb=-1).validate()
+    with pytest.raises(BuildOptionsError, match="--max-batch must be >= 1, got 0"):
+        BuildOptions(max_batch=0).validate()
+    with pytest.raises(BuildOptionsError, match="only used with --int8"):
+        BuildOptions(calib_images=Path("x")).validate()
+    assert BuildOptions(workspace_gb=1.5).workspace_bytes == 1536 * 1024 * 1024
+    assert batch_profile(64, 48, 4) == ((1, 64, 48, 3), (4, 64, 48, 3), (4, 64, 48, 3))
+    check_network_input("image", [-1, 64, 48, 3], "image", 64, 48, 8)
+    with pytest.raises(EngineBuildError, match="fixed batch of 1; use --max-batch 1"):
+        check_network_input("image", [1, 64, 48, 3], "image", 64, 48, 4)
+    with pytest.raises(EngineBuildError, match=r"expected \[N, 64, 48, 3\]"):
+        check_network_input("image", [-1, 3, 64, 48], "image", 64, 48, 1)
+
+
+class ParserErrorLike:
+    """The shape of TensorRT 10's ParserError (code/desc/node/node_name/node_operator), for formatting only."""
+
+    def __init__(self, node, name="", operator=""):
+        self._node, self._name, self._operator = node, name, operator
+
+    def code(self):
+        return "ErrorCode.UNSUPPORTED_NODE"
+
+    def desc(self):
+        return "no importer registered for op"
+
+    def node(self):
+        return self._node
+
+    def node_name(self):
+        return self._name
+
+    def node_operator(self):
+        return self._operator
+
+
+def test_parser_errors_are_reported_by_node():
+    from edge.engines.builder import describe_parser_error
+
+    assert describe_parser_error(ParserErrorLike(12, "/blocks.0/attn/Einsum", "Einsum")) == \
+        "node 12 '/blocks.0/attn/Einsum' (Einsum): ErrorCode.UNSUPPORTED_NODE: no importer registered for op"
+    assert describe_parser_error(ParserErrorLike(-1)) == "ErrorCode.UNSUPPORTED_NODE: no importer registered for op"
