@@ -1,0 +1,96 @@
+"""TensorRT on a real GPU: build an FP16 engine from the tiny bundle, serve it, verify it.
+
+These need tensorrt + pycuda + an NVIDIA GPU and are skipped elsewhere with the reason. Run them on a
+Jetson / RTX station with `python3 -m pytest -m gpu tests/test_tensorrt_gpu.py -v`. None of them has been
+run yet: this project's machines have no GPU (see docs/jetson.md).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edge.backends.factory import create_backend, probe_tensorrt
+from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+from edge.bundle import load_bundle
+from edge.cli import main as onen
+from edge.engines.keys import RuntimeTarget, engine_file_name, read_sidecar, sidecar_path, write_sidecar
+from edge.images import prepare_batch, read_image_rgb
+
+PROBE = probe_tensorrt()
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not PROBE.available, reason=f"needs TensorRT + pycuda + an NVIDIA GPU: {PROBE.reason}"),
+]
+
+
+@pytest.fixture
+def bundle_dir(tiny_bundle, tmp_path):
+    return shutil.copytree(tiny_bundle, tmp_path / "bundle")
+
+
+def reference_batch(bundle, count):
+    frames = [read_image_rgb(bundle.path / ref.file) for ref in bundle.manifest.reference]
+    frames = (frames * count)[:count]
+    return prepare_batch(frames, bundle.manifest.input_height, bundle.manifest.input_width)
+
+
+def test_build_engine_fp16_then_verify(bundle_dir, capsys):
+    assert onen(["build-engine", str(bundle_dir), "--max-batch", "4", "--workspace", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "parity PASSED on tensorrt" in out
+    target = RuntimeTarget(PROBE.compute_capability, PROBE.tensorrt_version, PROBE.gpu_name)
+    engines = sorted((bundle_dir / "engines").glob("*.engine"))
+    assert [e.name for e in engines] in ([engine_file_name(target, "fp16")], [engine_file_name(target, "fp32")])
+    sidecar = read_sidecar(sidecar_path(engines[0]))
+    assert sidecar.requested_precision == "fp16" and sidecar.onnx_sha256 == load_bundle(bundle_dir).onnx_sha256
+    assert sidecar.parity["passed"] is True
+    assert [s.name for s in sidecar.inputs] == ["image"] and sidecar.inputs[0].shape == [-1, 64, 64, 3]
+    assert {s.name for s in sidecar.outputs} == {"score", "anomaly_map", "class_logits"}
+    assert (bundle_dir / "engines" / f"timing_{target.compute_capability}_trt{target.tensorrt_version}.cache").stat().st_size > 0
+    # built once: a second call finds it
+    assert onen(["build-engine", str(bundle_dir), "--no-verify"]) == 0
+    assert "already built" in capsys.readouterr().out
+    assert onen(["verify-engine", str(bundle_dir)]) == 0
+    assert "max score difference engine vs ONNX Runtime" in capsys.readouterr().out
+
+
+def test_backend_builds_checks_and_serves_like_onnxruntime(bundle_dir):
+    events = []
+    bundle = load_bundle(bundle_dir)
+    backend = create_backend(bundle, "tensorrt", on_event=lambda kind, detail: events.append(kind))
+    try:
+        assert events == ["engine_build_started", "engine_built", "engine_parity"]
+        batch = reference_batch(bundle, 6)          # more than max batch 4: served in two chunks
+        engine_out = backend.infer(batch)
+        ort_out = OnnxRuntimeBackend(bundle).infer(batch)
+        assert engine_out.score.shape == ort_out.score.shape == (6,)
+        assert engine_out.anomaly_map.shape == ort_out.anomaly_map.shape
+        assert engine_out.class_logits.dtype == np.float32
+        assert np.max(np.abs(engine_out.score - ort_out.score)) <= 0.01
+        assert np.mean(np.abs(engine_out.anomaly_map - ort_out.anomaly_map)) <= 0.01
+        assert backend.describe()["backend"] == "tensorrt"
+    finally:
+        backend.close()
+    events.clear()
+    again = create_backend(load_bundle(bundle_dir), "auto", on_event=lambda kind, detail: events.append(kind))
+    again.close()
+    assert events == [] and again.name == "tensorrt"
+
+
+def test_engine_for_another_tensorrt_version_is_never_loaded(bundle_dir):
+    from edge.backends.tensorrt_backend import EngineMismatch, TensorRtBackend
+
+    assert onen(["build-engine", str(bundle_dir), "--no-verify"]) == 0
+    engine = next((bundle_dir / "engines").glob("*.engine"))
+    sidecar = read_sidecar(sidecar_path(engine))
+    sidecar.tensorrt_version = "9.9.9"
+    write_sidecar(engine, sidecar)
+    with pytest.raises(EngineMismatch, match="built with TensorRT 9.9.9"):
+        TensorRtBackend(load_bundle(bundle_dir), engine_path=engine)
+    events = []
+    backend = create_backend(load_bundle(bundle_dir), "tensorrt", on_event=lambda kind, detail: events.append((kind, detail)))
+    backend.close()
+    assert events[0][0] == "engine_build_started" and "9.9.9" in json.dumps(events[0][1])
