@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from calibration.stats import _logaddexp, clopper_pearson, min_samples_for_zero_failures, upper_bound
+from calibration.stats import log_add_exp, clopper_pearson, min_samples_for_zero_failures, upper_bound
 from edge.errors import DataError
 
 
@@ -91,7 +91,7 @@ def _largest_rank(n: int, target: float, log_alpha: float) -> int:
     rank = 1
     while rank < n:
         log_pmf += math.log((n - rank + 1) / rank) + log_ratio     # P(X = rank)
-        log_cdf = _logaddexp(log_cdf, log_pmf)
+        log_cdf = log_add_exp(log_cdf, log_pmf)
         if log_cdf > log_alpha:
             break
         rank += 1

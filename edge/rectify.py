@@ -121,5 +121,6 @@ def _size_from_corners(points: np.ndarray) -> tuple[int, int]:
     tl, tr, br, bl = points
     width = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
     height = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
-    return max(2, int(round(width))), max(2, int(round(height)))
+    # Corners are the centres of the part's corner pixels: an edge of length L spans L + 1 pixels.
+    return max(2, int(round(width)) + 1), max(2, int(round(height)) + 1)
 

@@ -1,0 +1,298 @@
+"""Calibration: threshold statistics, pixel/normalisation fits, the calibration file, and `onen calibrate`
+end to end on the real tiny bundle (ONNX Runtime), checked on fresh good images."""
+from __future__ import annotations
+
+import math
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from scipy import stats as scipy_stats
+
+from calibration.int8_selection import select_int8_images, write_list
+from calibration.normalisation import fit_normalisation
+from calibration.pixel import count_images_with_regions, fit_pixel_calibration
+from calibration.runner import FrameSource, open_backend, run_source
+from calibration.stats import binom_cdf, clopper_pearson, min_samples_for_zero_failures, upper_bound
+from calibration.thresholds import TooFewGoodImages, f1_optimal_threshold, frr_threshold, operating_point
+from edge.bundle import Manifest, load_bundle, write_manifest
+from edge.calibration_file import CalibrationError, from_bundle_defaults, load_calibration
+from edge.cli import main
+from edge.errors import DataError
+from edge.engines.int8_calibration import list_calibration_images
+
+# --- exact statistics ------------------------------------------------------------------------------------
+
+
+def test_binomial_helpers_match_scipy():
+    for k, n, p in [(0, 598, 0.005), (3, 100, 0.02), (40, 5000, 0.01), (250, 1000, 0.3)]:
+        assert binom_cdf(k, n, p) == pytest.approx(scipy_stats.binom.cdf(k, n, p), rel=1e-9, abs=1e-300)
+    low, high = clopper_pearson(3, 100, 0.95)
+    assert low == pytest.approx(scipy_stats.beta.ppf(0.025, 3, 98), rel=1e-6)
+    assert high == pytest.approx(scipy_stats.beta.ppf(0.975, 4, 97), rel=1e-6)
+    assert upper_bound(0, 300, 0.95) == pytest.approx(1 - 0.05 ** (1 / 300), rel=1e-6)
+
+
+def test_needed_good_images_is_exact():
+    need = min_samples_for_zero_failures(0.005, 0.95)
+    assert need == 598 == math.ceil(math.log(0.05) / math.log(0.995))
+    assert 0.995**need <= 0.05 < 0.995 ** (need - 1)
+    with pytest.raises(TooFewGoodImages, match=r"597 good image.*at least 598 good images.*add 1 more"):
+        frr_threshold(np.random.default_rng(0).normal(size=597), 0.005, 0.95)
+    frr_threshold(np.random.default_rng(0).normal(size=598), 0.005, 0.95)
+
+
+@pytest.mark.parametrize("n, target, confidence", [(400, 0.01, 0.9), (1500, 0.005, 0.95)])
+def test_true_frr_exceeds_target_no_more_often_than_promised(n, target, confidence):
+    """Over many calibrations on normal scores, P(true FRR > target) <= 1 - confidence (and is not far below:
+    it equals the exact binomial probability of the chosen rank)."""
+    rng = np.random.default_rng(1)
+    trials = 1500
+    exceeded = 0
+    rank = None
+    for _ in range(trials):
+        chosen = frr_threshold(rng.normal(size=n), target, confidence)
+        rank = chosen.rank
+        true_frr = 0.5 * math.erfc(chosen.threshold / math.sqrt(2))      # 1 - Phi(t)
+        exceeded += true_frr > target
+        assert chosen.frr_upper_bound <= target + 1e-12
+    promised = scipy_stats.binom.cdf(rank - 1, n, target)
+    assert promised <= 1 - confidence
+    slack = 3.5 * math.sqrt(promised * (1 - promised) / trials)
+    assert abs(exceeded / trials - promised) <= slack, (exceeded / trials, promised)
+
+
+def test_fresh_samples_stay_within_the_bound_across_seeds():
+    """Calibrate on 700 skewed (gamma) good scores, measure the FRR on 200 000 fresh ones; per seed the fresh
+    FRR stays under the stated bound except in about 1 - confidence of the seeds."""
+    above = []
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        chosen = frr_threshold(rng.gamma(2.0, 1.0, size=700), 0.005, 0.95)
+        fresh = rng.gamma(2.0, 1.0, size=200_000)
+        above.append(float(np.mean(fresh > chosen.threshold)) > chosen.frr_upper_bound)
+    assert sum(above) <= 3          # expected ~1 of 20 at 95 %; 3 or fewer has probability > 0.98
+
+
+def test_ties_and_bad_scores():
+    tied = np.concatenate([np.zeros(990), np.ones(10)])
+    chosen = frr_threshold(tied, 0.02, 0.9)
+    assert chosen.rejects_in_sample <= chosen.rank - 1
+    with pytest.raises(DataError, match="NaN"):
+        frr_threshold(np.array([0.1, np.nan] * 400), 0.01, 0.9)
+    with pytest.raises(DataError, match="target-frr"):
+        frr_threshold(np.zeros(10), 0.0, 0.9)
+
+
+def test_escape_rate_and_f1_alternative():
+    rng = np.random.default_rng(3)
+    good, defect = rng.normal(0, 1, 800), rng.normal(3, 1, 200)
+    chosen = frr_threshold(good, 0.01, 0.9)
+    at = operating_point(chosen.threshold, good, defect, 0.9)
+    assert at.escape.count == int(np.sum(defect <= chosen.threshold))
+    assert at.escape.low <= at.escape.rate <= at.escape.high
+    best = f1_optimal_threshold(good, defect)
+    alt = operating_point(best, good, defect, 0.9)
+    grid = np.linspace(-2, 6, 400)
+    f1_grid = [2 * np.sum(defect > t) / (np.sum(defect > t) + len(defect) + np.sum(good > t)) for t in grid]
+    assert alt.f1 >= max(f1_grid) - 1e-12
+    separable = f1_optimal_threshold(np.array([0.1, 0.2]), np.array([0.8, 0.9]))
+    assert 0.2 <= separable < 0.8
+
+
+def test_normalisation_puts_threshold_at_half_and_stays_in_range():
+    rng = np.random.default_rng(4)
+    good, defect = rng.uniform(0.0, 0.3, 500), rng.uniform(0.25, 0.9, 50)
+    threshold = 0.28
+    for norm in (fit_normalisation(threshold, good, defect), fit_normalisation(threshold, good)):
+        from edge.calibration_file import normalise_score
+
+        assert normalise_score(norm, threshold) == pytest.approx(0.5)
+        values = normalise_score(norm, np.linspace(-5, 5, 1001))
+        assert values.min() >= 0.0 and values.max() <= 1.0 and np.all(np.diff(values) >= 0)
+        assert normalise_score(norm, threshold + 1e-4) > 0.5 > normalise_score(norm, threshold - 1e-4)
+    assert normalise_score(fit_normalisation(threshold, good, defect), defect.max()) == pytest.approx(1.0)
+    degenerate = fit_normalisation(0.5, np.full(100, 0.5))
+    assert degenerate.raw_low < 0.5 < degenerate.raw_high
+
+
+def test_pixel_calibration_leaves_good_images_without_regions():
+    rng = np.random.default_rng(5)
+    good = rng.uniform(0, 0.3, (60, 48, 48)).astype(np.float32)
+    good[np.arange(60), rng.integers(0, 48, 60), rng.integers(0, 48, 60)] = 0.6       # single hot pixels
+    defect = rng.uniform(0, 0.3, (20, 48, 48)).astype(np.float32)
+    defect[:, 20:26, 20:26] = 0.9
+    aoi = np.ones((48, 48), bool)
+    aoi[:, :4] = False
+    good[:, :, :4] = 1.0                                   # outside the AOI: must not matter
+    result = fit_pixel_calibration(good, aoi, defect)
+    assert result.good_images_with_regions == 0
+    assert count_images_with_regions(good, aoi, result.pixel_threshold, result.min_region_area) == 0
+    assert result.defect_images_with_regions == 20
+    assert result.pixel_threshold < 0.9
+
+
+# --- the calibration file ------------------------------------------------------------------------------
+
+
+def _fake_bundle(path, name, payload):
+    """A bundle with a stand-in model file: enough for sha256 checks, which never run the model."""
+    path.mkdir()
+    (path / "model.onnx").write_bytes(payload)
+    write_manifest(path, Manifest(name=name, version="3", family="test", input_height=32, input_width=32, class_names=["good", "dent"]))
+    return load_bundle(path)
+
+
+def _write_calibration(path, bundle, **override):
+    data = {
+        "camera": "cam1",
+        "bundle": {"name": bundle.manifest.name, "version": bundle.manifest.version, "model_sha256": bundle.onnx_sha256},
+        "image_threshold": 0.3,
+        "pixel_threshold": 0.6,
+        "min_region_area": 5,
+        "normalisation": {"raw_low": 0.01, "raw_threshold": 0.3, "raw_high": 0.9},
+        "aoi": None,
+        "rectification": None,
+    }
+    data.update(override)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_calibration_file_round_trip_and_refusals(tmp_path):
+    bundle_a = _fake_bundle(tmp_path / "a", "widget-model", b"model a")
+    bundle_b = _fake_bundle(tmp_path / "b", "other-model", b"model b")
+    aoi = np.zeros((40, 60), np.uint8)
+    aoi[5:35, 5:55] = 255
+    cv2.imwrite(str(tmp_path / "aoi.png"), aoi)
+    path = _write_calibration(tmp_path / "cam1.yaml", bundle_a, aoi="aoi.png", rectification={"corners": [[5, 5], [54, 5], [54, 34], [5, 34]]})
+    calibration = load_calibration(path, bundle_a)
+    assert calibration.normalise(0.3) == pytest.approx(0.5) and calibration.is_defect(0.31) and not calibration.is_defect(0.3)
+    assert calibration.prepare(np.zeros((40, 60, 3), np.uint8)).shape == (30, 50, 3)
+    assert calibration.aoi_for_input(32, 32).all()           # the rectified part lies inside the AOI
+    saved = calibration.save(tmp_path / "again" / "cam1.yaml")
+    assert load_calibration(saved, bundle_a).aoi.resolve() == (tmp_path / "aoi.png").resolve()
+
+    with pytest.raises(CalibrationError, match=r"cam1.yaml: made for bundle 'widget-model' version '3'.*runs bundle 'other-model'"):
+        load_calibration(path, bundle_b)
+    with pytest.raises(CalibrationError, match="AOI is 60x40 but camera 'cam1' delivers 80x40"):
+        calibration.prepare(np.zeros((40, 80, 3), np.uint8))
+    bad_cases = {
+        "min_region_area": ({"min_region_area": 0}, "key 'min_region_area'"),
+        "threshold": ({"image_threshold": "high"}, "key 'image_threshold': expected a number"),
+        "order": ({"normalisation": {"raw_low": 0.5, "raw_threshold": 0.3, "raw_high": 0.9}}, "raw_low < raw_threshold < raw_high"),
+        "aoi": ({"aoi": "missing.png"}, "key 'aoi': mask file .*missing.png does not exist"),
+        "typo": ({"pixel_treshold": 0.5}, "unknown key.*pixel_treshold"),
+    }
+    for name, (override, message) in bad_cases.items():
+        with pytest.raises(CalibrationError, match=message):
+            load_calibration(_write_calibration(tmp_path / f"{name}.yaml", bundle_a, **override), bundle_a)
+    (tmp_path / "broken.yaml").write_text("camera: [unclosed\n")
+    with pytest.raises(CalibrationError, match="broken.yaml: invalid YAML at line"):
+        load_calibration(tmp_path / "broken.yaml", bundle_a)
+    defaults = from_bundle_defaults(bundle_a, "cam9")
+    assert defaults.normalise(defaults.image_threshold) == pytest.approx(0.5) and defaults.bundle_sha256 == bundle_a.onnx_sha256
+
+
+# --- sources ---------------------------------------------------------------------------------------------
+
+
+def test_sources_empty_folder_unreadable_image_and_video(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no images found"):
+        FrameSource(tmp_path / "empty")
+    (tmp_path / "mixed").mkdir()
+    cv2.imwrite(str(tmp_path / "mixed" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "mixed" / "b.png").write_bytes(b"\x89PNG truncated")
+    with pytest.raises(DataError, match="b.png: cannot decode"):
+        list(FrameSource(tmp_path / "mixed"))
+    video = tmp_path / "line.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for index in range(10):
+        writer.write(np.full((48, 64, 3), index * 20, np.uint8))
+    writer.release()
+    frames = list(FrameSource(video, every=3))
+    assert [name.split("#")[1] for name, _ in frames] == ["frame=0", "frame=3", "frame=6", "frame=9"]
+    assert frames[0][1].shape == (48, 64, 3)
+    with pytest.raises(DataError, match="not a folder and not a video"):
+        FrameSource(tmp_path / "mixed" / "a.png")
+
+
+def test_int8_selection_is_stratified_and_reproducible(tmp_path):
+    for folder, count in (("good/day1", 30), ("good/day2", 10), ("defect/spot", 8), ("defect/scratch", 4)):
+        (tmp_path / folder).mkdir(parents=True)
+        for index in range(count):
+            cv2.imwrite(str(tmp_path / folder / f"{index:03d}.png"), np.full((8, 8), index, np.uint8))
+    selection = select_int8_images(tmp_path / "good", tmp_path / "defect", count=20, defect_fraction=0.25, seed=7)
+    assert len(selection.paths) == len(set(selection.paths)) == 20
+    assert selection.per_stratum == {"good/day1": 11, "good/day2": 4, "defect/scratch": 2, "defect/spot": 3}
+    listed = list_calibration_images(write_list(selection, tmp_path / "int8.txt"))
+    assert [p.resolve() for p in listed] == [p.resolve() for p in selection.paths]
+    again = select_int8_images(tmp_path / "good", tmp_path / "defect", count=20, defect_fraction=0.25, seed=7)
+    assert again.paths == selection.paths
+
+
+# --- end to end on the real tiny bundle -------------------------------------------------------------------
+
+CAMERA = 96          # camera resolution; the tiny bundle's input is 64x64
+
+
+def _write_tiny_images(folder, seed, count, label):
+    """Images generated like the tiny bundle's training data, upscaled to the camera's resolution."""
+    from train.tiny_data import make_tiny_set
+
+    data = make_tiny_set(seed=seed, count=count, size=64)
+    folder.mkdir(parents=True)
+    for index in np.flatnonzero(data.labels == label):
+        frame = cv2.resize(data.images[index], (CAMERA, CAMERA), interpolation=cv2.INTER_LINEAR)
+        cv2.imwrite(str(folder / f"{seed}_{index:04d}.png"), frame)
+    cv2.imwrite(str(folder.parent / "aoi.png"), cv2.resize(data.aoi.astype(np.uint8) * 255, (CAMERA, CAMERA), interpolation=cv2.INTER_NEAREST))
+    return folder
+
+
+def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, tmp_path, capsys):
+    good = _write_tiny_images(tmp_path / "good", seed=11, count=300, label=0)            # 150 good
+    defect = _write_tiny_images(tmp_path / "defect", seed=12, count=80, label=1)         # 40 defective
+    out = tmp_path / "calib" / "cam1.yaml"
+    args = ["calibrate", "--bundle", str(tiny_bundle), "--camera", "cam1", "--good", str(good), "--defect", str(defect),
+            "--aoi", str(tmp_path / "aoi.png"), "--target-frr", "0.02", "--confidence", "0.9", "--backend", "onnxruntime", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "false-reject rate <=" in printed and "escape rate" in printed
+
+    bundle = load_bundle(tiny_bundle)
+    calibration = load_calibration(out, bundle)
+    saved = yaml.safe_load(out.read_text())
+    assert saved["bundle"]["model_sha256"] == bundle.onnx_sha256 and saved["counts"] == {"good": 150, "defect": 40}
+    report_dir = tmp_path / "calib" / "cam1.report"
+    for name in ("report.json", "score_hist.png", "rates.png", "overlays.png"):
+        assert (report_dir / name).stat().st_size > 0
+    bound = calibration.statistics["frr_upper_bound"]
+    assert bound <= 0.02
+
+    # Fresh good parts, generated the same way, run through the same path the daemon takes.
+    fresh = _write_tiny_images(tmp_path / "fresh", seed=13, count=800, label=0)            # 400 good
+    backend = open_backend(bundle, "onnxruntime")
+    result = run_source(backend, calibration, FrameSource(fresh), "fresh", batch_size=32, keep_examples=0)
+    rejects = int(np.sum(result.scores > calibration.image_threshold))
+    fresh_frr = rejects / len(result)
+    fresh_low, _ = clopper_pearson(rejects, len(result), 0.98)
+    print(f"tiny bundle: threshold {calibration.image_threshold:.4g}, bound {bound:.3%}, fresh FRR {fresh_frr:.3%} ({rejects}/{len(result)})")
+    assert fresh_low <= bound, f"fresh FRR {fresh_frr:.3%} is significantly above the stated bound {bound:.3%}"
+    aoi = calibration.aoi_for_input(64, 64)
+    assert count_images_with_regions(result.maps.astype(np.float32), aoi, calibration.pixel_threshold, calibration.min_region_area) <= rejects + 0.05 * len(result)
+    defects = run_source(backend, calibration, FrameSource(defect), "defect", batch_size=32, keep_examples=0)
+    assert np.mean(defects.scores > calibration.image_threshold) >= 0.8      # the tiny model separates its own defects
+
+    # Too few good images: a clear error with the number needed; another bundle's calibration is refused.
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in sorted(good.iterdir())[:20]:
+        shutil.copy(path, few)
+    assert main(args[:6] + [str(few), "--target-frr", "0.02", "--confidence", "0.9", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "needs at least 114 good images" in capsys.readouterr().err
+    other = _fake_bundle(tmp_path / "other", "other-model", b"another model")
+    with pytest.raises(CalibrationError, match="made for bundle"):
+        load_calibration(out, other)
