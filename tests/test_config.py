@@ -134,6 +134,8 @@ MALFORMED = [
     ("comments-only", "# nothing here\n", "empty"),
     ("top-level-list", "- station: line3\n", "(top level)"),
     ("duplicate-yaml-key", None, "mqtt.port"),
+    ("tab-indentation", "station: line3\nmqtt:\n\thost: x\n", "not valid YAML"),
+    ("two-yaml-documents", "station: a\n---\nstation: b\n", "not valid YAML"),
 ]
 
 
@@ -157,6 +159,26 @@ def _check(path: Path, capsys) -> tuple[int, str]:
 
 def test_there_are_at_least_twenty_malformed_cases():
     assert len(MALFORMED) >= 20
+
+
+def test_shipped_schema_is_a_valid_json_schema_and_closed():
+    import jsonschema
+
+    from edge.config_checks import station_schema
+
+    schema = station_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+    def objects(node):
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                yield node
+            for value in node.values():
+                yield from objects(value)
+
+    for node in objects(schema):
+        extra = node.get("additionalProperties")
+        assert extra is False or isinstance(extra, dict), node   # unknown keys are errors everywhere
 
 
 def test_valid_config_loads_and_resolves_paths(station_dir, capsys, monkeypatch):
