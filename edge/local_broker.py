@@ -1,7 +1,9 @@
 """A real mosquitto on loopback, for tests and `onen demo` (never a mock broker).
 
-It listens on 127.0.0.1 only, allows anonymous clients and keeps nothing on disk, so a restart is a
-real outage that forgets retained messages, which is exactly what clients must cope with.
+It listens on 127.0.0.1 only, allows anonymous clients and by default keeps nothing on disk, so a
+restart is a real outage that forgets retained messages, which is exactly what clients must cope with.
+`persistence=True` keeps sessions across a restart (a test subscriber with a persistent session then
+misses nothing published while it reconnects).
 """
 from __future__ import annotations
 
@@ -52,8 +54,9 @@ class MosquittoBroker:
 
     host = "127.0.0.1"
 
-    def __init__(self, port: int | None = None, start_timeout_s: float = 10.0):
+    def __init__(self, port: int | None = None, start_timeout_s: float = 10.0, persistence: bool = False):
         self.port = port or free_port()
+        self.persistence = persistence    # True: sessions and retained messages survive a stop()/start()
         self.start_timeout_s = start_timeout_s
         self.binary = find_mosquitto()
         self._dir = Path(tempfile.mkdtemp(prefix="onen-mosquitto-"))
@@ -73,8 +76,8 @@ class MosquittoBroker:
         config.write_text(
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
-            "persistence false\n"
-            f"log_dest file {self._log}\n"
+            + (f"persistence true\npersistence_location {self._dir}/\n" if self.persistence else "persistence false\n")
+            + f"log_dest file {self._log}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )
         return config

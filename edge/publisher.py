@@ -80,6 +80,7 @@ class Publisher:
         self.topics = Topics(mqtt_cfg.prefix, station)
         self.qos = int(getattr(mqtt_cfg, "qos", 1))
         self.window = inflight_window
+        self.reconnect_s = (reconnect_min_s, reconnect_max_s)
         self._incoming: queue.SimpleQueue[tuple[str, bytes, int]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -107,7 +108,7 @@ class Publisher:
             client.tls_set(ca_certs=_str(getattr(tls, "ca", None)), certfile=_str(getattr(tls, "cert", None)), keyfile=_str(getattr(tls, "key", None)))
         if getattr(cfg, "username", None):
             client.username_pw_set(cfg.username, getattr(cfg, "password", None))
-        client.reconnect_delay_set(min_delay=0.5, max_delay=10)
+        client.reconnect_delay_set(min_delay=self.reconnect_s[0], max_delay=self.reconnect_s[1])
         client.max_inflight_messages_set(self.window)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -59,7 +59,7 @@ class Spool:
                 "payload BLOB NOT NULL, qos INTEGER NOT NULL, created REAL NOT NULL)"
             )
             count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             raise SpoolError(f"{self.path}: cannot open the spool database: {error}") from error
         self._depth = int(count)
         self._bytes = int(size) + ROW_OVERHEAD * int(count)
