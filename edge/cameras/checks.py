@@ -15,14 +15,21 @@ class FrameChecks:
         previous, self._previous = self._previous, image
         if self.reject_black and is_black(image, self.black_level):
             return "black"
-        if self.reject_repeated and previous is not None and previous.shape == image.shape \
-                and np.array_equal(previous, image):
+        if self.reject_repeated and previous is not None and is_repeat(previous, image):
             return "repeated"
         return None
 
 
+def is_repeat(previous: np.ndarray, image: np.ndarray) -> bool:
+    """Bit-identical frames. Live sensors always differ by noise, so every 16th row almost always decides
+    at once; only a candidate repeat pays for the full comparison."""
+    if previous.shape != image.shape or not np.array_equal(previous[::16], image[::16]):
+        return False
+    return bool(np.array_equal(previous, image))
+
+
 def is_black(image: np.ndarray, level: int) -> bool:
-    """Every pixel at or below `level` (checked on a 1-in-4 grid first, which decides almost all frames)."""
-    if image[::4, ::4].max() > level:
+    """Every pixel at or below `level` (every 8th row first: contiguous memory, and it decides almost every frame)."""
+    if image[::8].max() > level:
         return False
     return bool(image.max() <= level)
