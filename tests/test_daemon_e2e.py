@@ -1,0 +1,246 @@
+"""The whole daemon with real parts: trained bundle, ONNX Runtime, OpenCV videos/folders, mosquitto, processes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
+from edge.cameras.frame import Frame
+from edge.config import load_config
+from edge.daemon import Daemon, DaemonOptions
+from edge.local_broker import MosquittoBroker, free_port
+from edge.result import validate_result
+
+STAGES = ("capture", "preprocess", "infer", "postprocess", "total")
+
+
+@pytest.fixture(scope="module")
+def frames(tiny_bundle):
+    return reference_frames(tiny_bundle)
+
+
+@pytest.fixture
+def broker():
+    with MosquittoBroker() as running:
+        yield running
+
+
+def _start(config_path: Path, **options) -> tuple[Daemon, threading.Thread]:
+    daemon = Daemon(load_config(config_path), DaemonOptions(**options))
+    daemon.start()
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    return daemon, thread
+
+
+def _subprocess(config_path: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config_path), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def test_two_cameras_every_frame_a_valid_result_stats_status_archive(tmp_path, broker, tiny_bundle, frames):
+    images, expected_scores = frames
+    video = write_video(tmp_path / "parts.avi", images, count=16)
+    config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("left", video), file_camera("right", video)])
+    collector = Collector(broker.host, broker.port)
+    daemon, thread = _start(config, exit_when_finished=True)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert collector.wait(lambda c: len(c.results()) >= 32)
+    results = collector.results()
+    for result in results:
+        validate_result(result)
+        expected = expected_scores[result["seq"] % len(expected_scores)]
+        assert result["raw_score"] == pytest.approx(expected, abs=0.02)      # MJPG video: close, not identical
+    for camera in ("left", "right"):
+        assert unique_in_order([r for r in results if r["camera"] == camera]) == list(range(16))
+    assert {r["verdict"] for r in results} == {"ok", "defect"}
+    stats = [json.loads(p) for p, _ in collector.on("/stats")]
+    assert stats, "stats published"
+    last = stats[-1]
+    assert last["counters"]["frames"] == 32 and last["spool_depth"] >= 0 and last["engine"]["m"]["backend"] == "onnxruntime"
+    assert set(last["latency_ms"]) == set(STAGES)
+    assert all(set(v) == {"p50", "p95", "p99"} for v in last["latency_ms"].values())
+    for key in ("fps", "dropped_frames", "queue_depth", "uptime_s"):
+        assert key in last
+    statuses = [json.loads(p)["status"] for p, _ in collector.on("/left/status")]
+    assert statuses[0] == "starting" and "finished" in statuses
+    defects = sum(r["verdict"] == "defect" for r in results)
+    assert collector.wait(lambda c: len(c.on("/overlay")) >= 1), "heat-map overlay JPEG published on defect"
+    jpeg = collector.on("/overlay")[0][0]
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
+    archived = list((tmp_path / "archive").rglob("*_frame.png"))
+    assert 0 < len(archived) <= defects
+    assert [p for p, _ in collector.on("/availability")][-1] == b"offline"
+    collector.close()
+
+
+def test_broker_outage_mid_run_every_result_arrives_in_order(tmp_path, tiny_bundle, frames):
+    images, _ = frames
+    video = write_video(tmp_path / "parts.avi", images, count=60, fps=20)
+    with MosquittoBroker(persistence=True) as broker:
+        received: list[dict] = []
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="e2e-watcher", clean_session=False)
+        watcher.on_message = lambda c, u, m: received.append(json.loads(m.payload))
+        watcher.on_connect = lambda c, u, f, rc, p: c.subscribe("onen/t1/+/result", qos=1)
+        watcher.reconnect_delay_set(0.2, 1)
+        watcher.connect(broker.host, broker.port)
+        watcher.loop_start()
+        config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video, realtime=True, trigger={"mode": "continuous", "queue_size": 8})])
+        daemon, thread = _start(config, exit_when_finished=True)
+        deadline = time.monotonic() + 20
+        while len(received) < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        broker.stop()                                   # outage in the middle of the run
+        inspected_before = daemon.pipelines["cam"].inspected
+        time.sleep(1.0)
+        assert daemon.pipelines["cam"].inspected > inspected_before, "inspection goes on during the outage"
+        broker.start()                                  # same port
+        thread.join(60)
+        assert not thread.is_alive()
+        inspected = daemon.pipelines["cam"].inspected
+        deadline = time.monotonic() + 10
+        while len(unique_in_order(received)) < inspected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        order = unique_in_order(received)
+        assert len(order) == inspected >= 50
+        assert order == sorted(order), "delivered in order"
+        watcher.loop_stop()
+        watcher.disconnect()
+
+
+def test_sigterm_finishes_flushes_publishes_offline_and_exits_0(tmp_path, broker, tiny_bundle, frames):
+    images, _ = frames
+    video = write_video(tmp_path / "parts.avi", images, count=20, fps=25)
+    config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video, realtime=True, loop=True)])
+    collector = Collector(broker.host, broker.port)
+    process = _subprocess(config)
+    try:
+        assert collector.wait(lambda c: len(c.results()) >= 5, 30), process.stdout.read() if process.poll() is not None else ""
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert collector.wait(lambda c: c.on("/availability") and c.on("/availability")[-1][0] == b"offline")
+    final_stats = json.loads(collector.on("/stats")[-1][0])
+    assert len(unique_in_order(collector.results())) == final_stats["counters"]["frames"], "every inspected frame was published before exit"
+    spool = sqlite3.connect(str(tmp_path / "spool" / "results.sqlite3"))
+    assert spool.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    collector.close()
+
+
+def test_kill_9_then_restart_delivers_every_spooled_result(tmp_path, tiny_bundle, frames):
+    images, _ = frames
+    video = write_video(tmp_path / "parts.avi", images, count=12)
+    port = free_port()                                 # no broker yet: every result stays in the spool
+    config = write_station(tmp_path, port, tiny_bundle, [file_camera("cam", video)])
+    spool_path = tmp_path / "spool" / "results.sqlite3"
+    process = _subprocess(config)
+    try:
+        deadline = time.monotonic() + 30
+        rows = 0
+        while time.monotonic() < deadline and rows < 12:
+            time.sleep(0.1)
+            if spool_path.exists():
+                try:
+                    rows = sqlite3.connect(str(spool_path)).execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                except sqlite3.OperationalError:
+                    rows = 0
+        assert rows == 12, f"spool holds {rows} rows"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=10)
+    spooled = [json.loads(p) for (p,) in sqlite3.connect(str(spool_path)).execute("SELECT payload FROM outbox ORDER BY id")]
+    first_run = spooled[0]["run_id"]
+    assert [r["seq"] for r in spooled] == list(range(12))
+    with MosquittoBroker(port=port) as broker:
+        collector = Collector(broker.host, broker.port)
+        restarted = _subprocess(config, "--exit-when-finished")
+        output, _ = restarted.communicate(timeout=60)
+        assert restarted.returncode == 0, output
+        results = collector.results()
+        old = [r["seq"] for r in results if r["run_id"] == first_run]
+        assert list(dict.fromkeys(old)) == list(range(12)), "every result spooled before kill -9 was delivered, in order"
+        assert len(unique_in_order([r for r in results if r["run_id"] != first_run])) == 12
+        assert sqlite3.connect(str(spool_path)).execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+        collector.close()
+
+
+def test_mqtt_trigger_publishes_with_its_correlation_id(tmp_path, broker, tiny_bundle, frames):
+    images, _ = frames
+    video = write_video(tmp_path / "parts.avi", images, count=20, fps=25)
+    camera = file_camera("cam", video, realtime=True, loop=True, trigger={"mode": "mqtt", "queue_size": 2})
+    config = write_station(tmp_path, broker.port, tiny_bundle, [camera])
+    collector = Collector(broker.host, broker.port)
+    daemon, thread = _start(config)
+    try:
+        assert daemon.publisher.wait_connected(10)
+        assert collector.wait(lambda c: c.on("/cam/status"), 10)
+        time.sleep(0.5)
+        assert collector.results() == [], "mqtt trigger mode inspects only on request"
+        asked = time.time()
+        collector.client.publish("onen/t1/cmd/cam/trigger", json.dumps({"correlation_id": "job-42"}), qos=1)
+        assert collector.wait(lambda c: len(c.results()) == 1, 10)
+        collector.client.publish("onen/t1/cmd/cam/trigger", "plain-7", qos=1)
+        assert collector.wait(lambda c: len(c.results()) == 2, 10)
+        first, second = collector.results()
+        assert (first["correlation_id"], second["correlation_id"]) == ("job-42", "plain-7")
+        assert second["seq"] > first["seq"]
+        for result in (first, second):
+            validate_result(result)
+        assert first["captured_at_epoch"] >= asked - 0.05, "a frame captured after the trigger, not an old one"
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+    collector.close()
+
+
+def test_corrupt_frames_and_a_dead_camera_do_not_stop_the_daemon(tmp_path, broker, tiny_bundle, frames):
+    images, _ = frames
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR))
+    (folder / "b.png").write_bytes(b"\x89PNG but truncated garbage")
+    cv2.imwrite(str(folder / "c.png"), cv2.cvtColor(images[2], cv2.COLOR_RGB2BGR))
+    dead = {"name": "dead", "model": "m", "source": {"kind": "http", "uri": f"http://127.0.0.1:{free_port()}/stream.mjpg",
+                                                     "open_timeout_s": 1, "read_timeout_s": 1, "backoff_initial_s": 0.2, "backoff_max_s": 0.5}}
+    folder_cam = {"name": "line", "model": "m", "source": {"kind": "folder", "path": str(folder), "existing": True, "watch": True}}
+    config = write_station(tmp_path, broker.port, tiny_bundle, [folder_cam, dead])
+    collector = Collector(broker.host, broker.port)
+    daemon, thread = _start(config)
+    try:
+        assert collector.wait(lambda c: len(c.results()) >= 2, 20)
+        # a frame that is not an image reaches the pipeline: counted, reported, and the loop goes on
+        broken = Frame(camera="line", seq=999, image=np.zeros((0, 0), np.uint8), captured_at=time.time(), capture_ms=0.0, source_index=999)
+        assert daemon.pipelines["line"].inspect(broken) is None
+        assert daemon.pipelines["line"].failed == 1
+        cv2.imwrite(str(folder / "d.png"), cv2.cvtColor(images[3], cv2.COLOR_RGB2BGR))
+        assert collector.wait(lambda c: len(c.results()) >= 3, 20), "still inspecting after a bad frame"
+        kinds = lambda c: {e["kind"] for e in c.events()}  # noqa: E731
+        assert collector.wait(lambda c: {"frame_error", "camera_reconnecting"} <= kinds(c) or {"frame_error", "camera_lost"} <= kinds(c), 10), kinds(collector)
+        assert thread.is_alive() and daemon.pipelines["dead"].alive
+        assert {r["camera"] for r in collector.results()} == {"line"}
+        healthy, problems = daemon.health()
+        assert healthy, problems        # a camera that is reconnecting is not a hung pipeline
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    collector.close()
