@@ -70,10 +70,17 @@ def test_ceod_training_handles_unknown_classes_and_resumes_exactly(dataset, tmp_
                     device="cpu", out_dir=tmp_path / "resumed")
 
 
-def test_plain_ce_training_reports_no_od(dataset, tmp_path):
-    cfg = TeacherConfig(epochs=1, batch_size=5, loss="ce", input_height=SIZE, input_width=SIZE)
+def test_plain_ce_training_with_frozen_leading_blocks(dataset, tmp_path):
+    from train.models.efficientnet_lite import build_teacher
+
+    cfg = TeacherConfig(epochs=1, batch_size=5, loss="ce", freeze_blocks=3, input_height=SIZE, input_width=SIZE)
     model = fit_teacher(dataset, None, len(CLASSES), cfg, device="cpu")
     assert model.history[0]["od"] == 0 and np.isfinite(model.history[0]["ce"])
+    imagenet = build_teacher(len(CLASSES)).state_dict()
+    trained = model.state_dict()
+    for name in ("stem.conv.weight", "stem.bn.running_mean", "blocks.2.project.bn.running_var"):
+        assert torch.equal(trained[name], imagenet[name]), name           # frozen: weights and BN stats
+    assert not torch.equal(trained["blocks.3.project.conv.weight"], imagenet["blocks.3.project.conv.weight"])
     assert not (tmp_path / CHECKPOINT).exists()
 
 

@@ -48,12 +48,17 @@ class TeacherConfig:
     input_width: int = 160
     seed: int = 0
     pretrained: bool = True
+    # Stem + this many leading MBConv blocks stay frozen at their ImageNet weights and BN statistics.
+    # 0 = fine-tune everything; 10 leaves the last 19 conv layers trainable, about seed 001's "last 20".
+    freeze_blocks: int = 0
     num_workers: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.loss not in ("ce", "ceod"):
             raise OnenError(f"TeacherConfig.loss must be 'ce' or 'ceod', got {self.loss!r}")
+        if not 0 <= self.freeze_blocks <= 16:
+            raise OnenError(f"TeacherConfig.freeze_blocks must be 0..16 (Lite0 has 16 blocks), got {self.freeze_blocks}")
 
 
 class TeacherCheckpointError(OnenError):
@@ -65,6 +70,16 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def frozen_modules(model: EfficientNetLite, freeze_blocks: int) -> list[torch.nn.Module]:
+    """Stem + leading blocks, with gradients switched off (call .eval() on them after model.train())."""
+    if freeze_blocks == 0:
+        return []
+    modules = [model.stem, *model.blocks[:freeze_blocks]]
+    for module in modules:
+        module.requires_grad_(False)
+    return modules
 
 
 def seed_everything(seed: int) -> None:
@@ -153,7 +168,9 @@ def fit_teacher(train_ds: Dataset, val_ds: Dataset | None, num_classes: int, cfg
     device = pick_device(device)
     seed_everything(cfg.seed)
     model = build_teacher(num_classes, pretrained=cfg.pretrained).to(device)
-    optimizer = torch.optim.Adamax(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    frozen = frozen_modules(model, cfg.freeze_blocks)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adamax(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict] = []
     start_epoch = 0
     out_dir = Path(out_dir) if out_dir is not None else None
@@ -173,6 +190,8 @@ def fit_teacher(train_ds: Dataset, val_ds: Dataset | None, num_classes: int, cfg
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        for module in frozen:
+            module.eval()                              # keep the ImageNet BN statistics of frozen layers
         if hasattr(train_ds, "set_epoch"):
             train_ds.set_epoch(epoch)                  # fresh synthetic defects / flips, reproducibly
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
