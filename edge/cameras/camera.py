@@ -18,6 +18,7 @@ from edge.cameras.folder import IDLE
 from edge.cameras.frame import Frame, FrameQueue
 from edge.cameras.sources import END_OF_SOURCE, SourceLost, SourceUnavailable, make_source, require_backend
 from edge.config import CameraConfig
+from edge.errors import DataError
 from edge.images import to_rgb_uint8
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,11 @@ class Camera:
                     if self._retry_later(backoff, str(error)):
                         break
                     continue
+                except Exception as error:                  # e.g. cv2.error from a driver: retried, and shown
+                    log.exception("camera %s: opening failed", self.name)
+                    if self._retry_later(backoff, f"opening failed: {error!r}"):
+                        break
+                    continue
                 self.status = "connected"
                 if ever_connected:
                     self.reconnects += 1
@@ -152,6 +158,9 @@ class Camera:
                     outcome = self._pump(backoff)
                 except SourceLost as error:
                     outcome = str(error)
+                except Exception as error:                  # never let one bad frame end the camera thread
+                    log.exception("camera %s: reading failed", self.name)
+                    outcome = f"reading failed: {error!r}"
                 finally:
                     self._source.close()
                 if outcome in ("finished", "stopped"):
@@ -161,15 +170,10 @@ class Camera:
                 log.warning("camera %s: lost (%s)", self.name, outcome)
                 if self._retry_later(backoff, outcome):
                     break
-        except Exception as error:                          # a bug must show, not silently stall the line
-            log.exception("camera %s: thread failed", self.name)
-            self._emit("camera_lost", reason=f"camera thread failed: {error!r}")
-            self.status = "stopped"
         finally:
-            if self._stop.is_set() and self.status != "finished":
+            if self.status != "finished":
                 self.status = "stopped"
-            if self.status in ("finished", "stopped"):
-                self._queue.close()
+            self._queue.close()
             with self._latest_cond:
                 self._latest_cond.notify_all()
 
@@ -216,7 +220,11 @@ class Camera:
                 continue
             last_good = time.monotonic()
             backoff.reset()
-            image = raw.image if raw.rgb else to_rgb_uint8(raw.image, source=self.name, assume_bgr=True)
+            try:
+                image = raw.image if raw.rgb else to_rgb_uint8(raw.image, source=self.name, assume_bgr=True)
+            except DataError:
+                self._reject("unsupported", index=raw.index, dtype=str(raw.image.dtype), shape=list(raw.image.shape))
+                continue
             frame = Frame(camera=self.name, seq=self._seq, image=image, captured_at=started + capture_ms / 1000.0,
                           capture_ms=capture_ms, source_index=raw.index, source_name=raw.name,
                           read_started=started_mono)
