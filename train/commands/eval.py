@@ -1,0 +1,122 @@
+"""`onen eval`: evaluate a trained run (torch) or an exported bundle (ONNX Runtime, no torch needed) and
+write report.json with ROC, score-histogram and worst-image overlay PNGs."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+SPLIT_CHOICES = ("test", "val", "train", "all")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a run or a bundle: report.json (AUROC, AUPRO, F1, confusion...) + plots",
+        description="With --run: the run's student (or --model teacher) on the run's test split. With --bundle: the "
+        "exported model through ONNX Runtime (on the run's split when --run is also given). --data evaluates every "
+        "image of another data set instead.",
+    )
+    parser.add_argument("--run", type=Path, help="training run directory (onen train --out)")
+    parser.add_argument("--bundle", type=Path, help="exported bundle directory or .tar (evaluated with ONNX Runtime)")
+    parser.add_argument("--data", type=Path, help="evaluate all images of this data set (folder or CSV) instead of the run's split")
+    parser.add_argument("--aoi", type=Path, help="one AOI mask for --data (default: the run's AOI on its own data)")
+    parser.add_argument("--split", choices=SPLIT_CHOICES, default="test", help="which split of the run (default test)")
+    parser.add_argument("--model", choices=("student", "teacher"), default="student", help="with --run: which network")
+    parser.add_argument("--threshold", type=float, help="image threshold on the raw score (default: the model's own)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--worst", type=int, default=6, help="worst-scored images to draw per group (default 6)")
+    parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval, or required)")
+    parser.set_defaults(handler=run)
+
+
+def _samples_and_aoi(args, run_info):
+    """Which samples: all of --data, or the chosen split of the run."""
+    from edge.errors import OnenError
+    from train.data.readers import load_index
+
+    if args.data is not None:
+        index = load_index(args.data, aoi=args.aoi)
+        return index.samples, index.aoi, {"data": str(args.data), "split": "all"}
+    if run_info is None:
+        raise OnenError("nothing to evaluate: give --data PATH, or --run RUN_DIR to use the run's test split")
+    if args.split == "all":
+        samples = list(run_info.index.samples)
+    else:
+        samples = run_info.samples(args.split)
+    if not samples:
+        raise OnenError(f"{run_info.run_dir}: the run's '{args.split}' split is empty; choose another --split or give --data")
+    return samples, args.aoi or run_info.aoi, {"data": run_info.data, "split": args.split}
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.errors import OnenError
+
+    if args.run is None and args.bundle is None:
+        raise OnenError("give --run RUN_DIR and/or --bundle BUNDLE")
+    if args.batch_size < 1:
+        raise OnenError("--batch-size must be >= 1")
+    out = args.out or (args.run / ("eval" if args.bundle is None else "eval-bundle") if args.run else None)
+    if out is None:
+        raise OnenError("--out DIR is required with --bundle alone")
+
+    run_info = None
+    if args.run is not None:
+        from train.runs import load_run
+
+        run_info = load_run(args.run, with_data=args.data is None)
+    samples, aoi, source = _samples_and_aoi(args, run_info)
+
+    if args.bundle is not None:
+        predict, meta = _bundle_predictor(args.bundle)
+    else:
+        predict, meta = _run_predictor(args.run, run_info, args.model)
+    threshold = args.threshold if args.threshold is not None else meta.pop("threshold")
+    meta.pop("threshold", None)
+
+    from train.evaluate import evaluate
+
+    report = evaluate(predict, samples, meta.pop("class_names"), meta.pop("height"), meta.pop("width"), out, aoi=aoi,
+                      batch_size=args.batch_size, threshold=threshold, worst=args.worst, extra={"evaluated": {**source, **meta}})
+    keys = ("image_auroc", "pixel_auroc", "aupro", "f1", "accuracy", "class_accuracy", "threshold")
+    print(json.dumps({k: report[k] for k in keys}, indent=2))
+    print(f"wrote {Path(out) / 'report.json'} and plots in {out}")
+    return 0
+
+
+def _run_predictor(run_dir: Path, run_info, which: str):
+    import torch
+
+    from train import runs
+    from train.export import torch_outputs
+
+    if which == "teacher":
+        from train.models.efficientnet_lite import TeacherExport
+
+        model = TeacherExport(runs.load_teacher(run_dir)).eval()
+    else:
+        model = runs.load_student(run_dir)
+    torch.set_grad_enabled(False)
+    own = run_info.summary.get(which, {})
+    threshold = own.get("thresholds", {}).get("image")
+    meta = {"class_names": run_info.class_names, "height": run_info.input_height, "width": run_info.input_width,
+            "threshold": threshold, "model": which, "run": str(run_dir), "backend": "torch"}
+    return (lambda batch: torch_outputs(model, batch)), meta
+
+
+def _bundle_predictor(bundle_path: Path):
+    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge.bundle import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    backend = OnnxRuntimeBackend(bundle)
+
+    def predict(batch):
+        outputs = backend.infer(batch)
+        return outputs.score, outputs.anomaly_map, outputs.class_logits
+
+    manifest = bundle.manifest
+    meta = {"class_names": list(manifest.class_names), "height": manifest.input_height, "width": manifest.input_width,
+            "threshold": manifest.thresholds.image, "model": f"{manifest.name} {manifest.version} ({manifest.family})",
+            "bundle": str(bundle_path), "backend": "onnxruntime"}
+    return predict, meta
