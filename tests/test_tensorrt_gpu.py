@@ -2,12 +2,16 @@
 
 These need tensorrt + pycuda + an NVIDIA GPU and are skipped elsewhere with the reason. Run them on a
 Jetson / RTX station with `python3 -m pytest -m gpu tests/test_tensorrt_gpu.py -v`. None of them has been
-run yet: this project's machines have no GPU (see docs/jetson.md).
+run yet: this project's machines have no GPU (see docs/jetson.md). On a Jetson without torch, point
+ONEN_GPU_TEST_BUNDLE at a bundle made elsewhere (e.g. `python -c "from train.recipes import small_bundle; ..."`)
+instead of training the tiny bundle here.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +31,12 @@ pytestmark = [
 
 
 @pytest.fixture
-def bundle_dir(tiny_bundle, tmp_path):
-    return shutil.copytree(tiny_bundle, tmp_path / "bundle")
+def bundle_dir(request, tmp_path):
+    """A private copy of a small real bundle: ONEN_GPU_TEST_BUNDLE if set, else the trained tiny bundle."""
+    given = os.environ.get("ONEN_GPU_TEST_BUNDLE")
+    source = Path(given) if given else request.getfixturevalue("tiny_bundle")
+    copy = shutil.copytree(source, tmp_path / "bundle", ignore=shutil.ignore_patterns("engines"))
+    return copy
 
 
 def reference_batch(bundle, count):
@@ -47,7 +55,9 @@ def test_build_engine_fp16_then_verify(bundle_dir, capsys):
     sidecar = read_sidecar(sidecar_path(engines[0]))
     assert sidecar.requested_precision == "fp16" and sidecar.onnx_sha256 == load_bundle(bundle_dir).onnx_sha256
     assert sidecar.parity["passed"] is True
-    assert [s.name for s in sidecar.inputs] == ["image"] and sidecar.inputs[0].shape == [-1, 64, 64, 3]
+    manifest = load_bundle(bundle_dir).manifest
+    assert [s.name for s in sidecar.inputs] == ["image"]
+    assert sidecar.inputs[0].shape == [-1, manifest.input_height, manifest.input_width, 3] and sidecar.inputs[0].dtype == "uint8"
     assert {s.name for s in sidecar.outputs} == {"score", "anomaly_map", "class_logits"}
     assert (bundle_dir / "engines" / f"timing_{target.compute_capability}_trt{target.tensorrt_version}.cache").stat().st_size > 0
     # built once: a second call finds it
