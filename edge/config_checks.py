@@ -331,6 +331,7 @@ class SemanticChecks:
 
     def check_cameras(self, cameras: list, models: dict) -> None:
         first_seen: dict[str, int] = {}
+        exclusive: dict[tuple, int] = {}      # a device or a watched folder serves one camera only
         for i, camera in enumerate(cameras):
             if not isinstance(camera, dict):
                 continue
@@ -352,6 +353,13 @@ class SemanticChecks:
             self.check_file(here + ("calibration",), camera.get("calibration"), "calibration file")
             if isinstance(camera.get("source"), dict):
                 self.check_source(here + ("source",), camera["source"])
+                owned = self._exclusive_resource(camera["source"])
+                if owned is not None and owned in exclusive:
+                    key = "device" if owned[0] == "v4l2" else "path"
+                    self.add(here + ("source", key), f"already used by cameras[{exclusive[owned]}]",
+                             camera["source"][key], expected="one camera per device or watched folder")
+                elif owned is not None:
+                    exclusive[owned] = i
             if isinstance(camera.get("trigger"), dict):
                 self.check_trigger(here + ("trigger",), camera["trigger"])
 
@@ -402,6 +410,15 @@ class SemanticChecks:
         if kind in LIVE_SOURCE_KINDS and _number(source.get("black_level")) and source.get("reject_black") is False:
             self.add(here + ("black_level",), "black_level is set but reject_black is false", source["black_level"],
                      expected="reject_black: true, or no black_level")
+
+    def _exclusive_resource(self, source: dict) -> tuple | None:
+        device = source.get("device")
+        if source.get("kind") == "v4l2" and isinstance(device, (int, str)) and not isinstance(device, bool):
+            text = str(device)
+            return ("v4l2", f"/dev/video{text}" if text.isdigit() else text)
+        if source.get("kind") == "folder" and isinstance(source.get("path"), str):
+            return ("folder", str(self.path_of(source["path"]).resolve()))
+        return None
 
     def check_trigger(self, here: KeyPath, trigger: dict) -> None:
         mode = trigger.get("mode", "continuous")

@@ -134,6 +134,10 @@ MALFORMED = [
     ("comments-only", "# nothing here\n", "empty"),
     ("top-level-list", "- station: line3\n", "(top level)"),
     ("duplicate-yaml-key", None, "mqtt.port"),
+    ("same-device-twice", lambda c: _set("cameras[1].source", {"kind": "v4l2", "device": "/dev/video0"})(
+        _set("cameras[0].source", {"kind": "v4l2", "device": 0})(c)), "cameras[1].source.device"),
+    ("same-folder-twice", lambda c: _set("cameras[1].source", {"kind": "folder", "path": "./incoming"})(
+        _set("cameras[0].source", {"kind": "folder", "path": "incoming"})(c)), "cameras[1].source.path"),
     ("tab-indentation", "station: line3\nmqtt:\n\thost: x\n", "not valid YAML"),
     ("two-yaml-documents", "station: a\n---\nstation: b\n", "not valid YAML"),
 ]
