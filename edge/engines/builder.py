@@ -262,7 +262,11 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
             log.info("INT8 calibration over %d image(s) from %s", len(paths), options.calib_images)
         log.info("building %s engine for %s (compute %s, TensorRT %s); this can take minutes on a Jetson",
                  used.upper(), target.gpu_name, target.compute_capability, target.tensorrt_version)
-        serialized = builder.build_serialized_network(network, config)
+        try:
+            serialized = builder.build_serialized_network(network, config)
+        finally:
+            if calibrator is not None:
+                calibrator.free()
     if serialized is None:
         raise EngineBuildError(f"{bundle.model_path}: TensorRT could not build the engine; the TensorRT errors above say why")
 
@@ -271,7 +275,7 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
         handle.write(serialized)
     temporary.replace(engine_path)
     with open(cache_path, "wb") as handle:
-        handle.write(config.get_timing_cache().serialize())
+        handle.write(timing_cache.serialize())   # the cache set on the config grew during the build
 
     sidecar = EngineSidecar(
         tensorrt_version=target.tensorrt_version,

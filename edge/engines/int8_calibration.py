@@ -106,4 +106,10 @@ def make_entropy_calibrator(paths: list[Path], batch_size: int, height: int, wid
             cache_file.write_bytes(bytes(cache))
             log.info("INT8 calibration: scales saved to %s", cache_file)
 
+        def free(self):
+            """Free the device buffer while the CUDA context is current (not at some later GC)."""
+            if self.device is not None:
+                self.device.free()
+                self.device = None
+
     return EntropyCalibrator()
