@@ -146,7 +146,8 @@ class TensorRtBackend(Backend):
         count = len(chunk)
         input_name = self._inputs[0]
         with cuda_context(self.device_index):
-            self._context.set_input_shape(input_name, chunk.shape)
+            if not self._context.set_input_shape(input_name, chunk.shape):
+                raise OnenError(f"{self.engine_path}: TensorRT refused input shape {chunk.shape} (engine profile: batch 1..{self.max_batch})")
             host_input = self._host_buffers[input_name][:count]
             np.copyto(host_input, chunk)
             cuda.memcpy_htod_async(self._device_buffers[input_name], host_input, self._stream)
@@ -176,4 +177,4 @@ class TensorRtBackend(Backend):
                 device.free()
             self._device_buffers.clear()
             self._host_buffers.clear()
-            self._context = self._engine = None
+            self._context = self._engine = self._stream = None
