@@ -310,6 +310,7 @@ def test_folder_existing_files_without_watching_finishes(tmp_path):
     finally:
         camera.stop()
     assert [code_of(f.image) for f in frames] == [0, 1, 2, 3, 4]    # back-pressure: nothing dropped
+    assert [f.written_at for f in frames] == [1_000_000 + i for i in range(5)]    # when the file was written
     assert camera.finished and camera.status == "finished"
 
 

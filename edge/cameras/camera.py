@@ -227,7 +227,7 @@ class Camera:
                 continue
             frame = Frame(camera=self.name, seq=self._seq, image=image, captured_at=started + capture_ms / 1000.0,
                           capture_ms=capture_ms, source_index=raw.index, source_name=raw.name,
-                          read_started=started_mono)
+                          read_started=started_mono, written_at=raw.written_at)
             self._seq += 1
             if not self._deliver(frame):
                 return "stopped"

@@ -91,13 +91,13 @@ class FolderSource:
                 return END_OF_SOURCE
             time.sleep(min(self.cfg.poll_s, max(self.cfg.settle_s, 0.01)))
             return IDLE
-        del self._pending[name]
+        written_at = self._pending.pop(name).mtime_ns / 1e9
         self._seen.add(name)
         path = self.folder / name
         try:
             image = read_image_rgb(path)
         except DataError:
             image = None                          # counted as a rejected frame ("unreadable")
-        frame = RawFrame(image=image, index=self.index, rgb=True, name=name)
+        frame = RawFrame(image=image, index=self.index, rgb=True, name=name, written_at=written_at)
         self.index += 1
         return frame

@@ -20,6 +20,7 @@ class Frame:
     capture_ms: float             # time spent reading/decoding it
     source_index: int             # frame number in the file / stream connection, or file count for folders
     source_name: str | None = None            # folder: the image's file name
+    written_at: float | None = None           # folder: the file's mtime (epoch s), when the camera wrote it
     read_started: float = field(default=0.0, repr=False)   # time.monotonic() when its read began
 
 

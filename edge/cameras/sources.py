@@ -36,6 +36,7 @@ class RawFrame:
     index: int              # frame number since open (files: in the file)
     rgb: bool = False
     name: str | None = None
+    written_at: float | None = None    # folder: the file's mtime (epoch s)
 
 
 END_OF_SOURCE = None        # read() returns this when a non-looping file/folder has nothing more
