@@ -93,7 +93,8 @@ def overlay(example: Example, pixel_threshold: float, min_area: int) -> np.ndarr
     """RGB image with the heat map blended in and the daemon's regions boxed."""
     heat = np.clip(example.anomaly_map, 0.0, 1.0)
     coloured = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
-    blended = (0.6 * example.image + 0.4 * coloured).astype(np.uint8)
+    alpha = np.clip(heat * 1.5, 0.0, 0.7)[:, :, None]          # cold pixels keep the part visible
+    blended = ((1 - alpha) * example.image + alpha * coloured).astype(np.uint8)
     for region in find_regions(example.anomaly_map, pixel_threshold, min_area, with_polygon=False):
         x, y, w, h = region.bbox
         cv2.rectangle(blended, (x, y), (x + w - 1, y + h - 1), (255, 255, 255), 1)

@@ -283,3 +283,75 @@ def from_bundle_defaults(
     )
     calibration.load_aoi()
     return calibration
+
+
+# --- sending a new calibration to a running station (MQTT {prefix}/{station}/cmd/{camera}/calibration) ---
+MESSAGE_SCHEMA = "onen.calibration/1"
+
+
+def calibration_message(yaml_path: str | Path) -> bytes:
+    """The payload `onen calibrate --push-to` sends: the YAML text plus the AOI PNG it names (base64),
+    so the station needs no shared file system."""
+    import base64
+    import json
+
+    yaml_path = Path(yaml_path)
+    text = yaml_path.read_text()
+    data = yaml.safe_load(text)
+    aoi_name = aoi_b64 = None
+    if isinstance(data, dict) and data.get("aoi"):
+        aoi_path = Path(data["aoi"]) if Path(data["aoi"]).is_absolute() else yaml_path.parent / data["aoi"]
+        if not aoi_path.is_file():
+            raise CalibrationError(f"{yaml_path}: key 'aoi': mask file {aoi_path} does not exist")
+        aoi_name, aoi_b64 = aoi_path.name, base64.b64encode(aoi_path.read_bytes()).decode("ascii")
+    message = {"schema": MESSAGE_SCHEMA, "camera": data.get("camera") if isinstance(data, dict) else None,
+               "file_name": yaml_path.name, "calibration_yaml": text, "aoi_name": aoi_name, "aoi_png_base64": aoi_b64}
+    return json.dumps(message).encode()
+
+
+def install_calibration_message(payload: bytes, bundle: Bundle, directory: str | Path, camera: str) -> CameraCalibration:
+    """Station side: check a pushed calibration completely (schema, camera, bundle sha256, AOI), then store
+    it in `directory` (YAML + AOI, replaced atomically) and return it. Nothing is written when it is refused,
+    so the running calibration stays in force; the daemon swaps it in between frames."""
+    import base64
+    import binascii
+    import json
+    import os
+    import tempfile
+
+    try:
+        message = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CalibrationError(f"calibration message for camera {camera!r}: not JSON ({error})") from error
+    if not isinstance(message, dict) or message.get("schema") != MESSAGE_SCHEMA:
+        raise CalibrationError(f"calibration message for camera {camera!r}: expected schema {MESSAGE_SCHEMA!r}")
+    if message.get("camera") != camera:
+        raise CalibrationError(f"calibration message on camera {camera!r}'s topic was made for camera {message.get('camera')!r}")
+    if not isinstance(message.get("calibration_yaml"), str):
+        raise CalibrationError(f"calibration message for camera {camera!r}: missing 'calibration_yaml'")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = Path(str(message.get("file_name") or f"{camera}.yaml")).name
+    staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=directory))
+    try:
+        try:
+            data = yaml.safe_load(message["calibration_yaml"])
+        except yaml.YAMLError as error:
+            raise CalibrationError(f"calibration message for camera {camera!r}: invalid YAML ({error})") from error
+        if isinstance(data, dict) and message.get("aoi_png_base64"):
+            aoi_name = Path(str(message.get("aoi_name") or f"{camera}.aoi.png")).name
+            try:
+                (staging / aoi_name).write_bytes(base64.b64decode(message["aoi_png_base64"], validate=True))
+            except binascii.Error as error:
+                raise CalibrationError(f"calibration message for camera {camera!r}: 'aoi_png_base64' is not base64") from error
+            data["aoi"] = aoi_name
+        text = yaml.safe_dump(data, sort_keys=False) if isinstance(data, dict) else message["calibration_yaml"]
+        (staging / name).write_text(text)
+        load_calibration(staging / name, bundle)          # every check, on the staged copy
+        for staged in staging.iterdir():
+            os.replace(staged, directory / staged.name)
+    finally:
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
+    return load_calibration(directory / name, bundle)

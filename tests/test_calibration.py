@@ -20,7 +20,7 @@ from calibration.thresholds import TooFewGoodImages, f1_optimal_threshold, frr_t
 from edge.bundle import Manifest, load_bundle, write_manifest
 from edge.calibration_file import CalibrationError, from_bundle_defaults, load_calibration
 from edge.cli import main
-from edge.errors import DataError
+from edge.errors import DataError, OnenError
 from edge.engines.int8_calibration import list_calibration_images
 
 # --- exact statistics ------------------------------------------------------------------------------------
@@ -296,3 +296,72 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
     other = _fake_bundle(tmp_path / "other", "other-model", b"another model")
     with pytest.raises(CalibrationError, match="made for bundle"):
         load_calibration(out, other)
+
+
+# --- pushing a calibration to a running station (real mosquitto) -------------------------------------------
+
+
+def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny_bundle, tmp_path, capsys):
+    """The station side here is the part of the daemon that handles the topic: install_calibration_message,
+    then an event. Refused pushes leave the running calibration untouched."""
+    import json
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.calibration_file import install_calibration_message
+    from edge.local_broker import MosquittoBroker
+
+    bundle = load_bundle(tiny_bundle)
+    aoi = np.zeros((96, 96), np.uint8)
+    aoi[8:88, 8:88] = 255
+    cv2.imwrite(str(tmp_path / "cam1.aoi.png"), aoi)
+    good_file = from_bundle_defaults(bundle, "cam1", tmp_path / "cam1.aoi.png").save(tmp_path / "calib" / "cam1.yaml")
+    other = _fake_bundle(tmp_path / "other", "other-model", b"another model")
+    wrong_file = from_bundle_defaults(other, "cam1").save(tmp_path / "wrong" / "cam1.yaml")
+    (tmp_path / "incoming").mkdir()
+    station_dir = tmp_path / "station-calib"
+
+    with MosquittoBroker() as broker:
+        config = tmp_path / "station.yaml"
+        config.write_text(
+            f"station: line1\nmqtt:\n  host: {broker.host}\n  port: {broker.port}\nmodels:\n  m:\n    bundle: {tiny_bundle}\n"
+            f"cameras:\n  - name: cam1\n    source:\n      kind: folder\n      path: {tmp_path / 'incoming'}\n    model: m\n"
+            f"spool:\n  path: {tmp_path / 'spool'}\n"
+        )
+        station = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="onen-line1")
+        ready = threading.Event()
+        installed = []
+
+        def on_message(client, userdata, message):
+            try:
+                calibration = install_calibration_message(message.payload, bundle, station_dir, "cam1")
+                installed.append(calibration)
+                client.publish("onen/line1/events", json.dumps({"kind": "calibration_updated", "detail": {"camera": "cam1", "image_threshold": calibration.image_threshold}}), qos=1)
+            except OnenError as error:
+                client.publish("onen/line1/events", json.dumps({"kind": "calibration_rejected", "detail": {"camera": "cam1", "reason": str(error)}}), qos=1)
+
+        station.on_connect = lambda client, *args: client.subscribe("onen/line1/cmd/+/calibration", qos=1)
+        station.on_subscribe = lambda *args: ready.set()
+        station.on_message = on_message
+        station.connect(broker.host, broker.port)
+        station.loop_start()
+        try:
+            assert ready.wait(10)
+            assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0
+            assert "station answered calibration_updated" in capsys.readouterr().out
+            assert len(installed) == 1 and installed[0].aoi_for_input(64, 64) is not None
+            stored = load_calibration(station_dir / "cam1.yaml", bundle)
+            assert (station_dir / "cam1.aoi.png").read_bytes() == (tmp_path / "cam1.aoi.png").read_bytes()
+            before = (station_dir / "cam1.yaml").read_text()
+
+            assert main(["push-calibration", str(wrong_file), "--config", str(config), "--wait", "10"]) == 1
+            answer = capsys.readouterr().out
+            assert "calibration_rejected" in answer and "made for bundle 'other-model'" in answer
+            assert (station_dir / "cam1.yaml").read_text() == before and stored.bundle_sha256 == bundle.onnx_sha256
+            assert sorted(p.name for p in station_dir.iterdir()) == ["cam1.aoi.png", "cam1.yaml"]
+        finally:
+            station.loop_stop()
+            station.disconnect()
+

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--every", type=int, default=1, help="video sources: use every N-th frame (default 1)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", required=True, type=Path, help="calibration YAML to write, e.g. calib/NAME.yaml")
+    parser.add_argument("--push-to", type=Path, metavar="STATION.yaml", help="then send it to the running station of this config (MQTT)")
+    parser.add_argument("--push-wait", type=float, default=10.0, help="seconds to wait for the station's answer (default 10)")
     parser.set_defaults(handler=run)
 
 
@@ -75,4 +77,8 @@ def run(args: argparse.Namespace) -> int:
     pixel = outcome.report["pixel"]
     print(f"pixel threshold {pixel['pixel_threshold']:.4g}, min region area {pixel['min_region_area']} px")
     print(f"wrote {outcome.yaml_path} and {outcome.report_dir}/ (report.json, score_hist.png, rates.png, overlays.png)")
+    if args.push_to:
+        from calibration.commands.push_calibration import push_and_report
+
+        return push_and_report(outcome.yaml_path, args.push_to, args.camera, args.push_wait)
     return 0
