@@ -132,6 +132,7 @@ def test_precision_failed_parity_and_damaged_files_are_not_loaded():
     assert decision.action == REBUILD
     assert "built for int8, fp16 asked for" in decision.reason
     assert "failed the parity check" in decision.reason
+    assert decision.parity_failed == Path("engines") / failed.engine_file
     damaged = choose_engine([record(make_sidecar(), problem="engine file does not match the sha256")], ORIN, ONNX_SHA)
     assert damaged.action == REBUILD and "does not match the sha256" in damaged.reason
     # without a precision preference, the int8 engine the user built is fine
@@ -418,3 +419,24 @@ def test_parser_errors_are_reported_by_node():
     assert describe_parser_error(ParserErrorLike(12, "/blocks.0/attn/Einsum", "Einsum")) == \
         "node 12 '/blocks.0/attn/Einsum' (Einsum): ErrorCode.UNSUPPORTED_NODE: no importer registered for op"
     assert describe_parser_error(ParserErrorLike(-1)) == "ErrorCode.UNSUPPORTED_NODE: no importer registered for op"
+
+
+def test_engine_that_failed_parity_is_not_rebuilt_in_a_loop(plain_bundle, tmp_path):
+    from edge.engines.builder import BuildOptions
+    from edge.engines.manager import EngineParityError, ensure_engine
+
+    namespace = stand_in_namespace(tmp_path / "builds.log", 0.0)
+    built = ensure_engine(plain_bundle, ORIN, BuildOptions(), build=namespace["stand_in_build"])
+    built.sidecar.parity = {"passed": False, "max_score_diff": 0.2}
+    write_sidecar(built.engine_path, built.sidecar)
+    with pytest.raises(EngineParityError, match=r"failed the parity check .* `onen build-engine --fp32 BUNDLE`"):
+        ensure_engine(plain_bundle, ORIN, BuildOptions(), build=namespace["stand_in_build"], any_precision=True)
+    assert (tmp_path / "builds.log").read_text().count("\n") == 1
+    # the way out the message gives: an FP32 engine, which the daemon (any precision) then loads
+    fp32 = ensure_engine(plain_bundle, ORIN, BuildOptions(precision="fp32"), build=namespace["stand_in_build"])
+    assert fp32.built and fp32.engine_path.name == "8.7_trt10.3.0_fp32.engine"
+    chosen = ensure_engine(plain_bundle, ORIN, BuildOptions(), build=namespace["stand_in_build"], any_precision=True)
+    assert not chosen.built and chosen.engine_path == fp32.engine_path
+    # --force rebuilds the failed one anyway
+    forced = ensure_engine(plain_bundle, ORIN, BuildOptions(), build=namespace["stand_in_build"], force=True)
+    assert forced.built and forced.engine_path == built.engine_path

@@ -104,3 +104,25 @@ def test_engine_for_another_tensorrt_version_is_never_loaded(bundle_dir):
     backend = create_backend(load_bundle(bundle_dir), "tensorrt", on_event=lambda kind, detail: events.append((kind, detail)))
     backend.close()
     assert events[0][0] == "engine_build_started" and "9.9.9" in json.dumps(events[0][1])
+
+
+def test_engine_failing_parity_is_not_served_and_auto_falls_back(bundle_dir):
+    from edge.bundle import Manifest, write_manifest
+    from edge.engines.manager import EngineParityError
+
+    manifest = Manifest.from_dict(json.loads((bundle_dir / "manifest.json").read_text()))
+    manifest.reference[0].score += 0.5             # no engine can match this reference
+    write_manifest(bundle_dir, manifest)
+    events = []
+    backend = create_backend(load_bundle(bundle_dir), "auto", on_event=lambda kind, detail: events.append((kind, detail)))
+    assert backend.name == "onnxruntime"
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["engine_build_started", "engine_built", "engine_parity", "backend_fallback"]
+    assert events[2][1]["passed"] is False and "parity" in events[3][1]["reason"]
+    engine = next((bundle_dir / "engines").glob("*.engine"))
+    assert read_sidecar(sidecar_path(engine)).parity["passed"] is False
+    # asked for explicitly: refused at once, without building the same engine again
+    events.clear()
+    with pytest.raises(EngineParityError, match="failed the parity check"):
+        create_backend(load_bundle(bundle_dir), "tensorrt", on_event=lambda kind, detail: events.append(kind))
+    assert events == []

@@ -1,7 +1,8 @@
 """Choose the inference backend a model runs on: TensorRT on a station with an NVIDIA GPU, else ONNX Runtime.
 
 `auto` never fails for want of TensorRT: it falls back to ONNX Runtime and says so (log + event), so a
-station still inspects while someone installs JetPack's TensorRT. `tensorrt` asked for explicitly fails
+station still inspects while someone installs JetPack's TensorRT, or when the engine cannot be built or
+fails its parity check. `tensorrt` asked for explicitly fails
 with what to install instead of silently running slower.
 """
 from __future__ import annotations
@@ -76,9 +77,16 @@ def create_backend(bundle: Bundle, kind: str = "auto", on_event: EventCallback |
             raise BackendUnavailable(f"backend 'tensorrt' for {bundle.path} cannot run here: {probe.reason}; {INSTALL_HINT}")
         return _tensorrt(bundle, probe, on_event)
     if probe.available:
-        return _tensorrt(bundle, probe, on_event)
-    detail = {"bundle": str(bundle.path), "requested": "auto", "using": "onnxruntime", "reason": probe.reason}
-    log.warning("TensorRT unavailable (%s); %s runs on ONNX Runtime", probe.reason, bundle.path)
+        try:
+            return _tensorrt(bundle, probe, on_event)
+        except OnenError as error:        # engine build/parity failed: keep inspecting on ONNX Runtime
+            return _fall_back(bundle, f"TensorRT is available but the engine cannot be served: {error}", on_event)
+    return _fall_back(bundle, probe.reason, on_event)
+
+
+def _fall_back(bundle: Bundle, reason: str, on_event: EventCallback | None) -> Backend:
+    detail = {"bundle": str(bundle.path), "requested": "auto", "using": "onnxruntime", "reason": reason}
+    log.warning("TensorRT not used for %s (%s); running on ONNX Runtime", bundle.path, reason)
     if on_event is not None:
         on_event("backend_fallback", detail)
     return _onnxruntime(bundle)

@@ -20,7 +20,7 @@ from edge.bundle import OUTPUT_NAMES, Bundle, sha256_file
 from edge.engines.builder import BuildOptions, _make_logger
 from edge.engines.cuda_context import cuda_context
 from edge.engines.keys import EngineSidecar, RuntimeTarget, read_sidecar, sidecar_path, write_sidecar
-from edge.engines.manager import ensure_engine
+from edge.engines.manager import EngineParityError, ensure_engine
 from edge.engines.selection import mismatches
 from edge.errors import OnenError
 
@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 
 class EngineMismatch(OnenError):
     """An engine that was not built for this GPU / TensorRT / model; it is never loaded."""
-
-
-class EngineParityError(OnenError):
-    """A newly built engine does not reproduce the bundle's reference outputs within tolerance."""
 
 
 class TensorRtBackend(Backend):
@@ -65,7 +61,7 @@ class TensorRtBackend(Backend):
             built = False
         else:
             options = build_options or BuildOptions(precision=precision, max_batch=max_batch)
-            outcome = ensure_engine(bundle, self.target, options, on_event)
+            outcome = ensure_engine(bundle, self.target, options, on_event, any_precision=True)
             engine_path, sidecar, built = Path(outcome.engine_path), outcome.sidecar, outcome.built
         self.engine_path, self.sidecar = engine_path, sidecar
         self._load()
@@ -100,7 +96,7 @@ class TensorRtBackend(Backend):
             raise EngineParityError(f"{self.engine_path}: new engine differs from the bundle's reference outputs beyond tolerance "
                                     f"(max score diff {report.max_score_diff:.4f} > {report.score_tol} or max map mean diff "
                                     f"{report.max_map_mean_abs_diff:.4f} > {report.map_mean_tol}); not served. "
-                                    "Use backend: onnxruntime for this model, or rebuild with --precision fp32")
+                                    "Use backend: onnxruntime for this model, or build an FP32 engine: onen build-engine --fp32 BUNDLE")
 
     # --- TensorRT runtime ---------------------------------------------------------------------------
 

@@ -21,6 +21,10 @@ from edge.errors import OnenError
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[str, dict], None]
+
+
+class EngineParityError(OnenError):
+    """An engine that does not reproduce the bundle's reference outputs within tolerance; never served."""
 BuildFunction = Callable[[Bundle, BuildOptions, RuntimeTarget], BuildResult]
 
 
@@ -40,8 +44,13 @@ def ensure_engine(
     build: BuildFunction = build_engine,
     lock_timeout_s: float = 3600.0,
     force: bool = False,
+    any_precision: bool = False,
 ) -> EngineOutcome:
-    """The engine to load for `target`, built first if no matching one exists (or `force`)."""
+    """The engine to load for `target`, built first if no matching one exists (or `force`).
+
+    `any_precision`: accept a matching engine of any precision (the daemon: whatever `onen build-engine`
+    made, e.g. INT8 or FP32, is used); otherwise only one built for `options.precision` (the CLI).
+    A build always uses `options.precision`."""
     options.validate()
 
     def emit(kind: str, detail: dict) -> None:
@@ -50,11 +59,16 @@ def ensure_engine(
             on_event(kind, detail)
 
     def decide() -> EngineDecision:
-        return choose_engine(scan_engines(bundle.engines_dir), target, bundle.onnx_sha256, options.precision)
+        return choose_engine(scan_engines(bundle.engines_dir), target, bundle.onnx_sha256, None if any_precision else options.precision)
 
     first = decide()
     if first.action == LOAD and not force:
         return EngineOutcome(first.engine_path, first.sidecar, False, first)
+    if first.parity_failed is not None and not force:
+        # Rebuilding with the same TensorRT, GPU and model gives the same engine: do not loop on it.
+        raise EngineParityError(f"{first.parity_failed}: this engine failed the parity check against the bundle's reference outputs "
+                                f"(see its sidecar) and is not served; build an FP32 engine with `onen build-engine --fp32 BUNDLE`, "
+                                "or use backend: onnxruntime for this model")
     if not os.access(bundle.path, os.W_OK) or (bundle.engines_dir.exists() and not os.access(bundle.engines_dir, os.W_OK)):
         raise OnenError(f"{bundle.engines_dir}: an engine must be built ({first.reason}) but this bundle is not writable by this user; "
                         "build it with `onen build-engine` as the bundle's owner or make the folder writable")

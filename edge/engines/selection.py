@@ -33,6 +33,7 @@ class EngineDecision:
     engine_path: Path | None = None
     sidecar: EngineSidecar | None = None
     rejected: tuple[str, ...] = field(default_factory=tuple)   # one line per engine not used, with the reason
+    parity_failed: Path | None = None  # a matching engine whose only fault is a failed parity check
 
     @property
     def reason(self) -> str:
@@ -63,6 +64,7 @@ def choose_engine(records: list[EngineRecord], target: RuntimeTarget, onnx_sha25
     """The newest engine that matches, else REBUILD with the reason for each rejected engine."""
     rejected: list[str] = []
     matching: list[EngineRecord] = []
+    parity_failed: Path | None = None
     for record in sorted(records, key=lambda r: r.engine_path.name):
         if record.problem or record.sidecar is None:
             rejected.append(f"{record.engine_path.name}: {record.problem or 'no sidecar'}")
@@ -70,10 +72,12 @@ def choose_engine(records: list[EngineRecord], target: RuntimeTarget, onnx_sha25
         reasons = mismatches(record.sidecar, target, onnx_sha256, precision)
         if reasons:
             rejected.append(f"{record.engine_path.name}: " + ", ".join(reasons))
+            if not mismatches(record.sidecar, target, onnx_sha256, precision, ignore_parity=True):
+                parity_failed = record.engine_path
         else:
             matching.append(record)
     if not matching:
-        return EngineDecision(REBUILD, rejected=tuple(rejected))
+        return EngineDecision(REBUILD, rejected=tuple(rejected), parity_failed=parity_failed)
     best = max(matching, key=lambda r: (r.sidecar.built_at, r.engine_path.name))
     others = [f"{r.engine_path.name}: an older match" for r in matching if r is not best]
     return EngineDecision(LOAD, best.engine_path, best.sidecar, tuple(rejected + others))
