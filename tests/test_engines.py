@@ -440,3 +440,13 @@ def test_engine_that_failed_parity_is_not_rebuilt_in_a_loop(plain_bundle, tmp_pa
     # --force rebuilds the failed one anyway
     forced = ensure_engine(plain_bundle, ORIN, BuildOptions(), build=namespace["stand_in_build"], force=True)
     assert forced.built and forced.engine_path == built.engine_path
+
+
+def test_int8_calibration_cache_is_reused_only_for_the_same_model_and_images():
+    from edge.engines.builder import BuildOptions, calibration_cache_is_stale
+
+    previous = make_sidecar(precision="int8", build_options=BuildOptions(precision="int8", calib_images=Path("int8.txt")).to_dict())
+    assert not calibration_cache_is_stale(previous, ONNX_SHA, Path("int8.txt"))
+    assert calibration_cache_is_stale(previous, "c" * 64, Path("int8.txt"))
+    assert calibration_cache_is_stale(previous, ONNX_SHA, Path("other.txt"))
+    assert calibration_cache_is_stale(None, ONNX_SHA, Path("int8.txt"))

@@ -24,6 +24,8 @@ from edge.engines.keys import (
     TensorSpec,
     calibration_cache_path,
     engine_file_name,
+    read_sidecar,
+    sidecar_path,
     timing_cache_path,
     write_sidecar,
 )
@@ -94,6 +96,14 @@ def check_network_input(name: str, shape: list[int], expected_name: str, height:
         raise EngineBuildError(f"model.onnx input {name!r} has shape {shape}; expected [N, {height}, {width}, 3] (uint8 NHWC)")
     if shape[0] != -1 and shape[0] < max_batch:
         raise EngineBuildError(f"model.onnx has a fixed batch of {shape[0]}; use --max-batch {shape[0]} or export with a dynamic batch axis")
+
+
+def calibration_cache_is_stale(previous: EngineSidecar | None, onnx_sha256: str, calib_images: Path | None) -> bool:
+    """A kept INT8 calibration cache is reused only for the same model.onnx and the same image source;
+    TensorRT would otherwise silently apply another model's (or data set's) scales."""
+    if previous is None:
+        return True
+    return previous.onnx_sha256 != onnx_sha256 or previous.build_options.get("calib_images") != (str(calib_images) if calib_images else None)
 
 
 def describe_parser_error(error) -> str:
@@ -238,7 +248,8 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
     engine_path = bundle.engines_dir / engine_file_name(target, engine_name_precision)
     bundle.engines_dir.mkdir(parents=True, exist_ok=True)
 
-    cache_path = options.timing_cache or timing_cache_path(bundle.engines_dir, target)
+    cache_path = Path(options.timing_cache or timing_cache_path(bundle.engines_dir, target))
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
     cached = cache_path.read_bytes() if cache_path.is_file() else b""
     timing_cache = config.create_timing_cache(cached)
     if not config.set_timing_cache(timing_cache, ignore_mismatch=False):
@@ -253,7 +264,12 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
     with cuda_context():
         if used == "int8":
             paths = list_calibration_images(options.calib_images)
-            calibrator = make_entropy_calibrator(paths, options.calib_batch_size, height, width, calibration_cache_path(engine_path))
+            calibration_cache = calibration_cache_path(engine_path)
+            previous = read_sidecar(sidecar_path(engine_path)) if sidecar_path(engine_path).is_file() else None
+            if calibration_cache.is_file() and calibration_cache_is_stale(previous, bundle.onnx_sha256, options.calib_images):
+                log.info("INT8 calibration cache %s belongs to another model or image set: recalibrating", calibration_cache)
+                calibration_cache.unlink()
+            calibrator = make_entropy_calibrator(paths, options.calib_batch_size, height, width, calibration_cache)
             config.int8_calibrator = calibrator
             calibration_profile = builder.create_optimization_profile()
             fixed = (options.calib_batch_size, height, width, 3)
