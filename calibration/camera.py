@@ -13,7 +13,8 @@ from calibration.normalisation import fit_normalisation
 from calibration.pixel import fit_pixel_calibration
 from calibration.report import plot_histograms, plot_overlays, plot_rates, write_json
 from calibration.runner import FrameSource, RunResult, open_backend, run_source
-from calibration.thresholds import f1_optimal_threshold, frr_threshold, operating_point
+from calibration.stats import min_samples_for_zero_failures
+from calibration.thresholds import TooFewGoodImages, f1_optimal_threshold, frr_threshold, operating_point
 from edge.bundle import load_bundle
 from edge.calibration_file import CameraCalibration, from_bundle_defaults
 from edge.rectify import Rectification
@@ -56,6 +57,9 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
     # A provisional calibration carries the AOI and rectification so frames are prepared like the daemon's.
     provisional = from_bundle_defaults(bundle, request.camera, request.aoi, request.rectification)
     good_source = FrameSource(request.good, every=request.every)
+    need = min_samples_for_zero_failures(request.target_frr, request.confidence) if 0 < request.target_frr < 1 and 0 < request.confidence < 1 else 0
+    if not good_source.is_video and len(good_source) < need:      # fail before running the model
+        raise TooFewGoodImages(len(good_source), need, request.target_frr, request.confidence, str(request.good))
     defect_source = FrameSource(request.defect, every=request.every) if request.defect else None
     backend = open_backend(bundle, request.backend)
     try:

@@ -24,10 +24,10 @@ from edge.errors import DataError
 class TooFewGoodImages(DataError):
     """The target false-reject rate cannot be shown with this few good images."""
 
-    def __init__(self, have: int, need: int, target: float, confidence: float):
+    def __init__(self, have: int, need: int, target: float, confidence: float, source: str = ""):
         self.have, self.need = have, need
         super().__init__(
-            f"{have} good image(s) cannot show a false-reject rate <= {target:g} at {confidence:.0%} confidence: "
+            f"{source + ': ' if source else ''}{have} good image(s) cannot show a false-reject rate <= {target:g} at {confidence:.0%} confidence: "
             f"that needs at least {need} good images (n >= ln(1-{confidence:g})/ln(1-{target:g})); "
             f"add {need - have} more, or relax --target-frr / --confidence"
         )

@@ -236,28 +236,47 @@ def test_int8_selection_is_stratified_and_reproducible(tmp_path):
 
 # --- end to end on the real tiny bundle -------------------------------------------------------------------
 
-CAMERA = 96          # camera resolution; the tiny bundle's input is 64x64
+# Camera view: the 64x64 tiny part seen at an angle inside a 120x100 frame with a cluttered background.
+FRAME_WH = (120, 100)
+CORNERS = [[20, 12], [100, 18], [104, 90], [14, 84]]
 
 
-def _write_tiny_images(folder, seed, count, label):
-    """Images generated like the tiny bundle's training data, upscaled to the camera's resolution."""
+def _camera_view(image_or_mask: np.ndarray, background: np.ndarray, nearest: bool = False) -> np.ndarray:
+    upright = np.float32([[0, 0], [63, 0], [63, 63], [0, 63]])
+    to_camera = cv2.getPerspectiveTransform(upright, np.float32(CORNERS))
+    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    warped = cv2.warpPerspective(image_or_mask, to_camera, FRAME_WH, flags=flags)
+    inside = cv2.warpPerspective(np.ones((64, 64), np.uint8), to_camera, FRAME_WH, flags=cv2.INTER_NEAREST).astype(bool)
+    out = background.copy()
+    out[inside] = warped[inside]
+    return out
+
+
+def _write_camera_images(folder, seed, count, label):
+    """Images generated like the tiny bundle's training data, as the tilted camera sees them."""
     from train.tiny_data import make_tiny_set
 
     data = make_tiny_set(seed=seed, count=count, size=64)
+    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     for index in np.flatnonzero(data.labels == label):
-        frame = cv2.resize(data.images[index], (CAMERA, CAMERA), interpolation=cv2.INTER_LINEAR)
-        cv2.imwrite(str(folder / f"{seed}_{index:04d}.png"), frame)
-    cv2.imwrite(str(folder.parent / "aoi.png"), cv2.resize(data.aoi.astype(np.uint8) * 255, (CAMERA, CAMERA), interpolation=cv2.INTER_NEAREST))
+        clutter = rng.integers(0, 255, (FRAME_WH[1] // 10, FRAME_WH[0] // 10, 3)).astype(np.uint8)
+        background = cv2.resize(clutter, FRAME_WH, interpolation=cv2.INTER_NEAREST)
+        frame = _camera_view(data.images[index], background)
+        cv2.imwrite(str(folder / f"{seed}_{index:04d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    aoi = _camera_view(data.aoi.astype(np.uint8) * 255, np.zeros((FRAME_WH[1], FRAME_WH[0]), np.uint8), nearest=True)
+    cv2.imwrite(str(folder.parent / "aoi.png"), aoi)
     return folder
 
 
 def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, tmp_path, capsys):
-    good = _write_tiny_images(tmp_path / "good", seed=11, count=300, label=0)            # 150 good
-    defect = _write_tiny_images(tmp_path / "defect", seed=12, count=80, label=1)         # 40 defective
+    good = _write_camera_images(tmp_path / "good", seed=11, count=300, label=0)            # 150 good
+    defect = _write_camera_images(tmp_path / "defect", seed=12, count=80, label=1)         # 40 defective
     out = tmp_path / "calib" / "cam1.yaml"
+    rectify = ",".join(str(v) for point in CORNERS for v in point)
     args = ["calibrate", "--bundle", str(tiny_bundle), "--camera", "cam1", "--good", str(good), "--defect", str(defect),
-            "--aoi", str(tmp_path / "aoi.png"), "--target-frr", "0.02", "--confidence", "0.9", "--backend", "onnxruntime", "--out", str(out)]
+            "--aoi", str(tmp_path / "aoi.png"), "--rectify", rectify, "--rectify-size", "64x64",
+            "--target-frr", "0.02", "--confidence", "0.9", "--backend", "onnxruntime", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "false-reject rate <=" in printed and "escape rate" in printed
@@ -266,14 +285,15 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
     calibration = load_calibration(out, bundle)
     saved = yaml.safe_load(out.read_text())
     assert saved["bundle"]["model_sha256"] == bundle.onnx_sha256 and saved["counts"] == {"good": 150, "defect": 40}
+    assert saved["rectification"]["corners"] == CORNERS and calibration.rectification.size == (64, 64)
     report_dir = tmp_path / "calib" / "cam1.report"
     for name in ("report.json", "score_hist.png", "rates.png", "overlays.png"):
         assert (report_dir / name).stat().st_size > 0
     bound = calibration.statistics["frr_upper_bound"]
     assert bound <= 0.02
 
-    # Fresh good parts, generated the same way, run through the same path the daemon takes.
-    fresh = _write_tiny_images(tmp_path / "fresh", seed=13, count=800, label=0)            # 400 good
+    # Fresh good parts, generated and seen the same way, through the calibration's own path...
+    fresh = _write_camera_images(tmp_path / "fresh", seed=13, count=800, label=0)            # 400 good
     backend = open_backend(bundle, "onnxruntime")
     result = run_source(backend, calibration, FrameSource(fresh), "fresh", batch_size=32, keep_examples=0)
     rejects = int(np.sum(result.scores > calibration.image_threshold))
@@ -282,17 +302,33 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
     print(f"tiny bundle: threshold {calibration.image_threshold:.4g}, bound {bound:.3%}, fresh FRR {fresh_frr:.3%} ({rejects}/{len(result)})")
     assert fresh_low <= bound, f"fresh FRR {fresh_frr:.3%} is significantly above the stated bound {bound:.3%}"
     aoi = calibration.aoi_for_input(64, 64)
+    assert aoi[32, 32] and not aoi[0, 0]          # the rectified AOI: the part's centre, not its border
     assert count_images_with_regions(result.maps.astype(np.float32), aoi, calibration.pixel_threshold, calibration.min_region_area) <= rejects + 0.05 * len(result)
     defects = run_source(backend, calibration, FrameSource(defect), "defect", batch_size=32, keep_examples=0)
-    assert np.mean(defects.scores > calibration.image_threshold) >= 0.8      # the tiny model separates its own defects
+    assert np.mean(defects.scores > calibration.image_threshold) >= 0.8      # the tiny model still finds its defects
 
-    # Too few good images: a clear error with the number needed; another bundle's calibration is refused.
+    # ...and through the daemon's post-processing: same verdicts, score 0.5 at the threshold.
+    from edge.images import read_image_rgb
+    from edge.postprocess import PostProcessor
+
+    post = PostProcessor(bundle.manifest, calibration)
+    names = result.names[:16] + defects.names[:16]
+    frames = [post.prepare(read_image_rgb(name)) for name in names]
+    outputs = backend.infer(post.to_batch(frames))
+    expected = np.concatenate([result.scores[:16], defects.scores[:16]])
+    for index, raw in enumerate(expected):
+        inspection = post(outputs, index, frames[index].shape[:2])
+        assert inspection.raw_score == pytest.approx(raw, abs=1e-5)
+        assert inspection.verdict == ("defect" if raw > calibration.image_threshold else "ok")
+        assert (inspection.score > 0.5) == (inspection.verdict == "defect")
+
+    # Too few good images: a clear error with the number needed, before the model runs.
     few = tmp_path / "few"
     few.mkdir()
     for path in sorted(good.iterdir())[:20]:
         shutil.copy(path, few)
     assert main(args[:6] + [str(few), "--target-frr", "0.02", "--confidence", "0.9", "--out", str(tmp_path / "x.yaml")]) == 2
-    assert "needs at least 114 good images" in capsys.readouterr().err
+    assert "few: 20 good image(s)" in (err := capsys.readouterr().err) and "needs at least 114 good images" in err
     other = _fake_bundle(tmp_path / "other", "other-model", b"another model")
     with pytest.raises(CalibrationError, match="made for bundle"):
         load_calibration(out, other)
