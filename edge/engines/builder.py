@@ -14,7 +14,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from edge.bundle import Bundle, sha256_file
 from edge.engines.keys import (
