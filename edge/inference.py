@@ -1,11 +1,12 @@
 """One backend per model, shared by every camera that uses the model.
 
 Two ways to share it, chosen by `mode`:
-- "lock": each camera thread pre/post-processes on its own and calls the backend under a lock;
-- "thread": one inference thread takes requests from a queue and may batch frames of several cameras
-  into one call (up to `max_batch`).
-`onen bench daemon --engine-mode` measures both; the daemon defaults to the faster one on this CPU
-(see DEFAULT_MODE). Either way a frame costs exactly one engine call.
+- "lock": each camera thread calls the backend itself, under a lock (`submit` returns a done future);
+- "thread": one inference thread takes requests from a queue, may batch frames of several cameras
+  into one call (up to `max_batch`), and lets camera threads pre-process the next frame and
+  post-process the previous one while the engine runs (ONNX Runtime/TensorRT release the GIL).
+`onen bench daemon` measures both; DEFAULT_MODE is the faster one there. Either way a frame costs
+exactly one engine call.
 The engine also reports whether a call has been running suspiciously long, for the systemd watchdog.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from edge.backends.base import Backend, ModelOutputs
 log = logging.getLogger(__name__)
 
 MODES = ("lock", "thread")
-DEFAULT_MODE = "lock"
+DEFAULT_MODE = "thread"
 
 
 class SharedEngine:
@@ -42,21 +43,30 @@ class SharedEngine:
             self._thread = threading.Thread(target=self._serve, name=f"onen-engine-{backend.bundle.manifest.name}", daemon=True)
             self._thread.start()
 
-    def infer(self, batch: np.ndarray) -> ModelOutputs:
-        """Run one frame batch; blocks until its outputs are ready."""
-        if self.mode == "lock":
-            with self._lock:
-                return self._call(batch)
+    def submit(self, batch: np.ndarray) -> Future:
+        """Queue one frame batch; the future gives (ModelOutputs, engine milliseconds)."""
         future: Future = Future()
+        if self.mode == "lock":
+            try:
+                with self._lock:
+                    future.set_result(self._call(batch))
+            except Exception as error:
+                future.set_exception(error)
+            return future
         self._requests.put((batch, future))
-        return future.result()
+        return future
 
-    def _call(self, batch: np.ndarray) -> ModelOutputs:
-        self._busy_since = time.monotonic()
+    def infer(self, batch: np.ndarray) -> ModelOutputs:
+        """Run one frame batch and wait for its outputs."""
+        return self.submit(batch).result()[0]
+
+    def _call(self, batch: np.ndarray) -> tuple[ModelOutputs, float]:
+        started = time.monotonic()
+        self._busy_since = started
         try:
             outputs = self.backend.infer(batch)
             self.calls += 1
-            return outputs
+            return outputs, (time.monotonic() - started) * 1000
         finally:
             self._busy_since = None
 
@@ -79,7 +89,7 @@ class SharedEngine:
 
     def _run_batch(self, pending: list[tuple[np.ndarray, Future]]) -> None:
         try:
-            outputs = self._call(np.concatenate([batch for batch, _ in pending]))
+            outputs, milliseconds = self._call(np.concatenate([batch for batch, _ in pending]) if len(pending) > 1 else pending[0][0])
         except Exception as error:  # every waiting camera learns about the failure
             for _, future in pending:
                 future.set_exception(error)
@@ -87,7 +97,7 @@ class SharedEngine:
         start = 0
         for batch, future in pending:
             stop = start + len(batch)
-            future.set_result(ModelOutputs(outputs.score[start:stop], outputs.anomaly_map[start:stop], outputs.class_logits[start:stop]))
+            future.set_result((ModelOutputs(outputs.score[start:stop], outputs.anomaly_map[start:stop], outputs.class_logits[start:stop]), milliseconds))
             start = stop
 
     def stuck(self, limit_s: float) -> bool:

@@ -1,5 +1,9 @@
 """One camera's loop: wait for a trigger, take a frame, ONE engine call, post-process, publish.
 
+In continuous mode up to `max_in_flight` (2) frames are in flight: while the engine runs frame N, the
+camera thread's loop post-processes N-1 and pre-processes N+1, so the engine never waits for Python.
+Results still go out in frame order.
+
 Triggers: `continuous` (the camera's newest frame, dropped frames counted by the camera), `mqtt`
 (a message on {prefix}/{station}/cmd/{camera}/trigger grabs a frame captured *after* the message
 and publishes with the trigger's correlation id), `interval` (a fresh frame every interval_s).
@@ -9,11 +13,13 @@ slow the line down.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,6 +35,17 @@ from edge.stats import RollingStats
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[str, dict], None]
+
+
+@dataclass
+class InFlight:
+    """A frame whose engine call was queued and whose result is not published yet."""
+
+    frame: Any
+    correlation_id: str | None
+    prepared: np.ndarray
+    future: Future
+    preprocess_ms: float
 
 
 @dataclass
@@ -99,7 +116,7 @@ class CameraPipeline:
     def __init__(self, *, camera_cfg, camera, engine: SharedEngine, postprocessor: PostProcessor,
                  model_info: ModelInfo, station: str, run_id: str, publisher, stats: RollingStats,
                  side_worker: SideWorker | None = None, on_event: EventCallback | None = None,
-                 fresh_frame_timeout_s: float = 5.0):
+                 fresh_frame_timeout_s: float = 5.0, max_in_flight: int = 2):
         self.cfg = camera_cfg
         self.name = camera_cfg.name
         self.camera = camera
@@ -113,6 +130,7 @@ class CameraPipeline:
         self.side_worker = side_worker
         self.on_event = on_event or (lambda kind, detail: None)
         self.fresh_frame_timeout_s = fresh_frame_timeout_s
+        self.max_in_flight = max(1, max_in_flight)   # continuous: pre/post-process around the engine call
         self.mode = camera_cfg.trigger.mode
         self.triggers: queue.Queue[Trigger] = queue.Queue(maxsize=max(1, camera_cfg.trigger.queue_size))
         self.heartbeat = time.monotonic()
@@ -152,6 +170,7 @@ class CameraPipeline:
     def _run(self) -> None:
         interval = float(self.cfg.trigger.interval_s or 1.0)
         next_due = time.monotonic()
+        pending: collections.deque[InFlight] = collections.deque()
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             correlation = None
@@ -177,9 +196,12 @@ class CameraPipeline:
                     if frame is None:
                         continue
                 else:
-                    frame = self.camera.read(timeout=0.25)
+                    # with a frame in the engine, only take a next one that is already there
+                    frame = self.camera.read(timeout=0 if pending else 0.25)
                     if frame is None:
-                        if self.camera.finished:
+                        if pending:
+                            self._finish(pending.popleft())
+                        elif self.camera.finished:
                             self.finished = True
                             return
                         continue
@@ -187,11 +209,22 @@ class CameraPipeline:
                 self._failed("camera_error", error)
                 self._stop.wait(0.5)
                 continue
-            self.inspect(frame, correlation)
+            flight = self._begin(frame, correlation)
+            if flight is not None:
+                pending.append(flight)
+            while len(pending) >= (self.max_in_flight if self.mode == "continuous" else 1):
+                self._finish(pending.popleft())
+        while pending:                      # stop requested: finish the frames in flight
+            self._finish(pending.popleft())
         self.heartbeat = time.monotonic()
 
     def inspect(self, frame, correlation_id: str | None = None) -> dict | None:
         """Inspect one frame and hand the result to the publisher; None when the frame failed."""
+        flight = self._begin(frame, correlation_id)
+        return None if flight is None else self._finish(flight)
+
+    def _begin(self, frame, correlation_id: str | None) -> "InFlight | None":
+        """Pre-process and queue the frame on the engine (ONE call per frame)."""
         started = time.perf_counter()
         try:
             image = frame.image
@@ -199,19 +232,27 @@ class CameraPipeline:
                 raise ValueError(f"frame {frame.seq} is not an RGB uint8 HxWx3 image (got {getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')})")
             prepared = self.post.prepare(image)
             batch = self.post.to_batch([prepared])
-            preprocessed = time.perf_counter()
-            outputs = self.engine.infer(batch)
-            inferred = time.perf_counter()
-            inspection = self.post(outputs, 0, prepared.shape[:2])
+            preprocess_ms = (time.perf_counter() - started) * 1000
+            future = self.engine.submit(batch)
+        except Exception as error:
+            self._failed("frame_error", error, getattr(frame, "seq", None))
+            return None
+        return InFlight(frame, correlation_id, prepared, future, preprocess_ms)
+
+    def _finish(self, flight: "InFlight") -> dict | None:
+        frame = flight.frame
+        try:
+            outputs, infer_ms = flight.future.result()
+            started = time.perf_counter()
+            inspection = self.post(outputs, 0, flight.prepared.shape[:2])
             result = build_result(station=self.station, camera=self.name, seq=frame.seq, run_id=self.run_id,
                                   captured_at=frame.captured_at, model=self.model_info, inspection=inspection,
-                                  latency_ms={}, correlation_id=correlation_id)
-            finished = time.perf_counter()
+                                  latency_ms={}, correlation_id=flight.correlation_id)
             latency = {
                 "capture": float(frame.capture_ms),
-                "preprocess": (preprocessed - started) * 1000,
-                "infer": (inferred - preprocessed) * 1000,
-                "postprocess": (finished - inferred) * 1000,
+                "preprocess": flight.preprocess_ms,
+                "infer": infer_ms,
+                "postprocess": (time.perf_counter() - started) * 1000,
             }
             # total: from the moment the frame was captured until its result is handed to the spool
             latency["total"] = max((time.time() - frame.captured_at) * 1000, sum(latency.values()))
@@ -223,7 +264,7 @@ class CameraPipeline:
         self.inspected += 1
         self.stats.record(self.name, latency)
         self.stats.count(f"verdict.{inspection.verdict}")
-        self._side_work(prepared, inspection, result)
+        self._side_work(flight.prepared, inspection, result)
         return result
 
     def _side_work(self, frame_rgb: np.ndarray, inspection: Inspection, result: dict) -> None:

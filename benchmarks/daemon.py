@@ -1,0 +1,229 @@
+"""Throughput of the whole daemon vs a bare ONNX Runtime session, per-stage latency, RSS with two cameras.
+
+Same run, same model, same frames:
+- bare: the video's frames decoded into memory beforehand, then resize + `session.run` per frame;
+- daemon: `onen run --exit-when-finished` as its own process: file camera (realtime=False: every frame,
+  back-pressure) -> OpenCV decode -> ONE engine call -> post-processing -> spool (SQLite, FULL sync)
+  -> QoS 1 MQTT to a local mosquitto, received by a subscriber in this process.
+Throughput is frames / time between the first and the last result received (bare: the same span).
+Latency 'total' is the age of a frame at hand-off to the spool (it includes waiting in the camera queue).
+Repeats alternate bare and daemon runs (the machine is shared), medians are reported.
+Memory: peak RSS (VmHWM) of the daemon process with two cameras on the CPU backend.
+The default model is an untrained OneN student at --size (speed does not depend on the weights);
+--bundle measures any bundle instead. Heat-map JPEGs and the archive are off for the throughput runs
+(they are per-defect side work on another thread, and an untrained model's verdicts are arbitrary).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path("~/.cache/onen").expanduser()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, help="bundle to measure (default: an untrained OneN student of --size, made once)")
+    parser.add_argument("--size", type=int, default=224, help="input size of the default benchmark student (default 224)")
+    parser.add_argument("--frames", type=int, default=300, help="frames in the benchmark video (default 300)")
+    parser.add_argument("--camera-size", type=int, default=512, help="camera frame size in px (square, default 512)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating bare/daemon repeats (default 3)")
+    parser.add_argument("--engine-modes", default="lock,thread", help="engine sharing modes compared with two cameras")
+
+
+# ---- inputs -------------------------------------------------------------------------------------------
+def bench_bundle(size: int) -> Path:
+    """An untrained OneN student at size x size, exported once to ~/.cache/onen/bench-bundle-<size>."""
+    from edge.bundle import load_bundle
+
+    out = CACHE / f"bench-bundle-{size}"
+    try:
+        load_bundle(out)
+        return out
+    except Exception:
+        pass
+    import torch
+
+    from train.export import ExportInfo, export_model
+    from train.models.onen_vit import OneNConfig, OneNStudent
+
+    torch.manual_seed(0)
+    model = OneNStudent(OneNConfig(num_classes=3, input_height=size, input_width=size)).eval()
+    info = ExportInfo(name=f"bench-student-{size}", class_names=["good", "spot", "scratch"], input_height=size, input_width=size,
+                      training={"note": "untrained; for speed measurements only"})
+    references = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    return export_model(model, info, out, references)
+
+
+def write_video(path: Path, count: int, size: int) -> Path:
+    """Procedural parts (textured, some with spots/scratches) filmed at size x size, MJPG."""
+    import cv2
+
+    from train.tiny_data import make_tiny_set
+
+    parts = make_tiny_set(seed=3, count=min(count, 64), size=64)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (size, size))
+    for index in range(count):
+        image = cv2.resize(parts.images[index % len(parts.images)], (size, size), interpolation=cv2.INTER_LINEAR)
+        writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def decode_all(path: Path) -> list[np.ndarray]:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames
+
+
+# ---- the two contenders ---------------------------------------------------------------------------------
+def run_bare(bundle_path: Path, frames: list[np.ndarray]) -> float:
+    """frames/s of resize + session.run per frame, same session options as the daemon's backend."""
+    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge.bundle import OUTPUT_NAMES, load_bundle
+    from edge.images import prepare_batch
+
+    bundle = load_bundle(bundle_path)
+    backend = OnnxRuntimeBackend(bundle)
+    h, w = bundle.manifest.input_height, bundle.manifest.input_width
+    backend.session.run(list(OUTPUT_NAMES), {"image": prepare_batch(frames[:1], h, w)})   # warm-up
+    first_done = None
+    for frame in frames:
+        backend.session.run(list(OUTPUT_NAMES), {"image": prepare_batch([frame], h, w)})
+        if first_done is None:
+            first_done = time.perf_counter()
+    elapsed = time.perf_counter() - first_done
+    return (len(frames) - 1) / elapsed
+
+
+def write_station(folder: Path, port: int, bundle: Path, video: Path, cameras: int) -> Path:
+    import yaml
+
+    station = {
+        "station": "bench",
+        "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-bench-{port}", "stats_interval_s": 1},
+        "models": {"m": {"bundle": str(bundle), "backend": "onnxruntime"}},
+        "cameras": [{"name": f"cam{i}", "model": "m", "source": {"kind": "file", "path": str(video), "realtime": False},
+                     "trigger": {"mode": "continuous", "queue_size": 4}, "publish": {"heatmap": "never"}} for i in range(cameras)],
+        "spool": {"path": str(folder / "spool")},
+        "archive": {"path": str(folder / "archive"), "enabled": False},
+    }
+    path = folder / f"station-{cameras}.yaml"
+    path.write_text(yaml.safe_dump(station, sort_keys=False))
+    return path
+
+
+def _rss_watch(pid: int, peak: list[int], stop: threading.Event) -> None:
+    """Peak resident memory of the daemon (VmHWM, kB), read from /proc while it runs."""
+    while not stop.is_set():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(("VmHWM:", "VmRSS:")):
+                    peak[0] = max(peak[0], int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        stop.wait(0.05)
+
+
+def run_daemon(config: Path, broker, expected: int, engine_mode: str) -> dict:
+    """Run `onen run` as its own process over the video; frames/s at the subscriber, stats, peak RSS."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    arrivals: list[float] = []
+    stats: list[dict] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{time.monotonic_ns()}")
+
+    def on_message(c, u, message):
+        if message.topic.endswith("/result"):
+            arrivals.append(time.perf_counter())
+        elif message.topic.endswith("/stats"):
+            stats.append(json.loads(message.payload))
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect(broker.host, broker.port)
+    client.subscribe([("onen/bench/+/result", 1), ("onen/bench/stats", 0)])
+    client.loop_start()
+    subscribed.wait(5)
+    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--exit-when-finished",
+                                "--engine-mode", engine_mode], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0]
+    stop = threading.Event()
+    watcher = threading.Thread(target=_rss_watch, args=(process.pid, peak, stop), daemon=True)
+    watcher.start()
+    output, _ = process.communicate(timeout=600)
+    stop.set()
+    deadline = time.monotonic() + 10
+    while len(arrivals) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    client.loop_stop()
+    client.disconnect()
+    if process.returncode != 0 or len(arrivals) < expected:
+        raise RuntimeError(f"daemon run failed (exit {process.returncode}, {len(arrivals)}/{expected} results):\n{output[-3000:]}")
+    fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    return {"fps": fps, "stats": stats[-1] if stats else {}, "peak_rss_mb": peak[0] / 1024}
+
+
+# ---- main ----------------------------------------------------------------------------------------------------
+def main(args: argparse.Namespace) -> int:
+    from edge.local_broker import MosquittoBroker
+
+    bundle = args.bundle or bench_bundle(args.size)
+    work = Path(tempfile.mkdtemp(prefix="onen-bench-daemon-"))
+    video = write_video(work / "bench.avi", args.frames, args.camera_size)
+    frames = decode_all(video)
+    print(f"model {bundle} | {len(frames)} frames {args.camera_size}x{args.camera_size} | cores {os.cpu_count()}")
+    bare, daemon_runs = [], []
+    with MosquittoBroker() as broker:
+        one = write_station(work, broker.port, bundle, video, 1)
+        for repeat in range(args.repeats):
+            bare.append(run_bare(bundle, frames))
+            daemon_runs.append(run_daemon(one, broker, len(frames), "lock"))
+            print(f"  repeat {repeat + 1}: bare {bare[-1]:.1f} fps, daemon {daemon_runs[-1]['fps']:.1f} fps")
+        two = write_station(work, broker.port, bundle, video, 2)
+        modes = {}
+        for mode in [m.strip() for m in args.engine_modes.split(",") if m.strip()]:
+            modes[mode] = run_daemon(two, broker, 2 * len(frames), mode)
+    bare_fps = statistics.median(bare)
+    daemon_fps = statistics.median(r["fps"] for r in daemon_runs)
+    paired = [r["fps"] / b for r, b in zip(daemon_runs, bare)]      # each daemon run vs the bare run just before it
+    latency = daemon_runs[len(daemon_runs) // 2]["stats"].get("latency_ms", {})
+    figures = {
+        "bundle": str(bundle), "frames": len(frames), "camera_size": args.camera_size,
+        "bare_fps_median": round(bare_fps, 2), "daemon_fps_median": round(daemon_fps, 2),
+        "ratio_of_medians": round(daemon_fps / bare_fps, 3),
+        "paired_ratios": [round(r, 3) for r in paired], "ratio_median_paired": round(statistics.median(paired), 3),
+        "load_average_1m": os.getloadavg()[0],
+        "latency_ms_one_camera": latency,
+        "two_cameras": {mode: {"fps_total": round(r["fps"], 2), "peak_rss_mb": round(r["peak_rss_mb"], 1),
+                               "latency_ms": r["stats"].get("latency_ms", {})} for mode, r in modes.items()},
+    }
+    print(f"throughput: daemon {daemon_fps:.1f} fps vs bare ONNX Runtime {bare_fps:.1f} fps (medians) -> ratio {figures['ratio_of_medians']:.3f}; "
+          f"paired ratios {figures['paired_ratios']} -> median {figures['ratio_median_paired']:.3f} (target >= 0.95); "
+          f"load average {figures['load_average_1m']:.1f} on {os.cpu_count()} cores")
+    print("latency per stage, one camera (ms): " + "; ".join(f"{s} p50 {v['p50']:.2f} p99 {v['p99']:.2f}" for s, v in latency.items()))
+    for mode, values in figures["two_cameras"].items():
+        print(f"two cameras, engine mode {mode}: {values['fps_total']:.1f} fps total, peak RSS {values['peak_rss_mb']:.0f} MB (target <= 400)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
