@@ -203,7 +203,8 @@ def _write_plots(out_dir, predict, samples, labels, scores, threshold, image_auc
             continue
         loaded = [load_resized(samples[i], height, width, shared_aoi) for i in chosen]
         _, maps, _ = _check_outputs(predict(np.stack([image for image, _, _ in loaded])), len(chosen), height, width)
-        rows = [{"image": image, "map": heat, "mask": mask, "aoi": region,
+        rows = [{"image": image, "map": heat, "aoi": region,
+                 "mask": mask if mask is not None or samples[i].label == 1 else np.zeros(image.shape[:2], bool),
                  "caption": f"{samples[i].image.name} [{samples[i].class_name}] score {scores[i]:.3f}"}
                 for i, (image, mask, region), heat in zip(chosen, loaded, maps)]
         written[name] = str(plots.overlay_grid(out_dir / f"{name}.png", rows, title))

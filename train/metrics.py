@@ -87,13 +87,17 @@ def aupro(masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None = None, 
         regions += [np.sort(heat[labels == label]) for label in range(1, count)]
     if not regions or negatives.size == 0:
         return None
-    # thresholds at the negatives' quantiles: FPR runs evenly from 0 to just past max_fpr
+    # Thresholds at the negatives' quantiles, so FPR runs evenly from 0 to just past max_fpr. FPR stays the
+    # same for every threshold in (next lower good value, q], while PRO grows as the threshold falls, so each
+    # level is taken at both ends: the exact staircase, whatever the maps' value range.
     targets = np.linspace(0.0, min(1.0, max_fpr * 1.02), steps)
-    thresholds = np.quantile(negatives, 1.0 - targets, method="higher")
-    thresholds[0] = np.nextafter(negatives[-1], np.float32(np.inf))   # nothing good above it: FPR exactly 0
+    upper = np.unique(np.quantile(negatives, 1.0 - targets, method="higher"))
+    first = np.searchsorted(negatives, upper, side="left")
+    lower = np.where(first > 0, np.nextafter(negatives[np.maximum(first - 1, 0)].astype(np.float64), np.inf), -np.inf)
+    thresholds = np.concatenate([[np.nextafter(np.float64(negatives[-1]), np.inf)], upper, lower])
     fpr = 1.0 - np.searchsorted(negatives, thresholds, side="left") / negatives.size
     pro = np.mean([1.0 - np.searchsorted(r, thresholds, side="left") / r.size for r in regions], axis=0)
-    order = np.argsort(fpr, kind="stable")
+    order = np.lexsort((pro, fpr))
     fpr, pro = fpr[order], pro[order]
     keep = fpr <= max_fpr
     if fpr[keep].size == 0 or fpr[keep][-1] < max_fpr:   # close the curve exactly at max_fpr
