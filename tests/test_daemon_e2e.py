@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -44,8 +45,8 @@ def _start(config_path: Path, **options) -> tuple[Daemon, threading.Thread]:
     return daemon, thread
 
 
-def _subprocess(config_path: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def _subprocess(config_path: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config_path), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
@@ -124,20 +125,41 @@ def test_broker_outage_mid_run_every_result_arrives_in_order(tmp_path, tiny_bund
         watcher.disconnect()
 
 
+def _notify_socket(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    return sock
+
+
+def _datagrams(sock: socket.socket, seconds: float) -> list[str]:
+    messages, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except socket.timeout:
+            pass
+    return messages
+
+
 def test_sigterm_finishes_flushes_publishes_offline_and_exits_0(tmp_path, broker, tiny_bundle, frames):
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=20, fps=25)
     config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video, realtime=True, loop=True)])
     collector = Collector(broker.host, broker.port)
-    process = _subprocess(config)
+    notify = _notify_socket(tmp_path / "notify.sock")
+    process = _subprocess(config, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"})
     try:
         assert collector.wait(lambda c: len(c.results()) >= 5, 30), process.stdout.read() if process.poll() is not None else ""
+        systemd = _datagrams(notify, 0.6)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, output
+    systemd += _datagrams(notify, 0.3)
+    assert systemd[0].startswith("READY=1") and "WATCHDOG=1" in systemd and "STOPPING=1" in systemd, systemd
     assert collector.wait(lambda c: c.on("/availability") and c.on("/availability")[-1][0] == b"offline")
     final_stats = json.loads(collector.on("/stats")[-1][0])
     assert len(unique_in_order(collector.results())) == final_stats["counters"]["frames"], "every inspected frame was published before exit"
@@ -244,3 +266,25 @@ def test_corrupt_frames_and_a_dead_camera_do_not_stop_the_daemon(tmp_path, broke
         thread.join(30)
     assert not thread.is_alive()
     collector.close()
+
+
+def test_watchdog_pings_stop_while_the_engine_hangs(tmp_path, broker, tiny_bundle, frames, monkeypatch):
+    images, _ = frames
+    video = write_video(tmp_path / "parts.avi", images, count=20, fps=25)
+    config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video, realtime=True, loop=True)])
+    notify = _notify_socket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    daemon, thread = _start(config, engine_mode="lock", pipeline_stale_s=0.3, engine_stuck_s=0.3)
+    try:
+        healthy = _datagrams(notify, 1.0)
+        assert healthy[0].startswith("READY=1") and healthy.count("WATCHDOG=1") >= 3, healthy
+        with daemon.engines["m"]._lock:             # the engine hangs: the camera's pipeline cannot get through
+            _datagrams(notify, 0.8)                 # time for the pipeline heartbeat to go stale
+            hung = _datagrams(notify, 1.0)
+        assert "WATCHDOG=1" not in hung and any(m.startswith("STATUS=unhealthy") for m in hung), hung
+        recovered = _datagrams(notify, 1.0)
+        assert "WATCHDOG=1" in recovered, recovered
+    finally:
+        daemon.request_stop()
+        thread.join(30)
