@@ -91,3 +91,12 @@ def test_benchmark_generator_writes_a_consistent_csv(tmp_path):
     first = sorted(index.samples, key=lambda s: s.image.name)[0]
     assert (again.parent / "images" / first.image.name).read_bytes() == first.image.read_bytes()
     assert read_image_rgb(first.image).shape == (96, 96, 3)
+
+
+def test_grey_images_get_grey_defects():
+    image = _surface()          # all three channels equal
+    maker = SyntheticDefects(seed=0, texture_probability=1.0)
+    for i in range(6):
+        out, mask = maker.make(image, None, np.random.default_rng(i))
+        spread = out.astype(int).max(axis=2) - out.astype(int).min(axis=2)
+        assert spread.max() <= 1, "a colour cast would be a shortcut the real grey defects never offer"

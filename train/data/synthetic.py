@@ -53,6 +53,12 @@ def perlin_defect_mask(
     return mask.reshape(shape)
 
 
+def _is_gray(image: np.ndarray) -> bool:
+    """A grey camera image stored as RGB (all channels equal, checked on a sparse grid for speed)."""
+    sample = image[::7, ::7].astype(np.int16)
+    return bool(np.abs(sample[..., 0] - sample[..., 1]).max() <= 2 and np.abs(sample[..., 1] - sample[..., 2]).max() <= 2)
+
+
 @dataclass
 class SyntheticDefects:
     """Makes synthetic defects; `make` is deterministic given its rng (or the seed when no rng is given)."""
@@ -93,7 +99,11 @@ class SyntheticDefects:
 
     def _texture_fill(self, h: int, w: int, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
         sources = list(self.sources or []) + [image]
-        return random_texture(h, w, rng, sources)
+        texture = random_texture(h, w, rng, sources)
+        if _is_gray(image):
+            # a coloured patch on a grey camera image would teach "colour = defect", which real defects never are
+            texture = np.repeat(texture.mean(axis=2, keepdims=True), 3, axis=2)
+        return texture
 
     def _intensity_fill(self, base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         gain = rng.uniform(0.25, 0.7) if rng.random() < 0.6 else rng.uniform(1.4, 2.2)
