@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
 from edge.cameras.frame import Frame
@@ -288,3 +289,44 @@ def test_watchdog_pings_stop_while_the_engine_hangs(tmp_path, broker, tiny_bundl
     finally:
         daemon.request_stop()
         thread.join(30)
+
+
+def test_spool_cap_drops_oldest_and_announces_it_after_reconnect(tmp_path, tiny_bundle, frames):
+    images, _ = frames
+    video = write_video(tmp_path / "parts.avi", images, count=10)
+    port = free_port()                                          # broker down: results pile up in a tiny spool
+    config = write_station(tmp_path, port, tiny_bundle, [file_camera("cam", video)], spool={"path": str(tmp_path / "spool"), "max_mb": 0.004})
+    daemon, thread = _start(config, exit_when_finished=False)
+    deadline = time.monotonic() + 20
+    while daemon.pipelines["cam"].inspected < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    spool = daemon.publisher.spool
+    assert spool.dropped > 0 and spool.depth + spool.dropped == 10
+    with MosquittoBroker(port=port) as broker:
+        collector = Collector(broker.host, broker.port)
+        assert collector.wait(lambda c: len(c.results()) >= 10 - spool.dropped, 15)
+        assert [r["seq"] for r in collector.results()] == list(range(spool.dropped, 10)), "the newest survive, in order"
+        assert collector.wait(lambda c: any(e["kind"] == "spool_overflow" for e in c.events()), 10)
+        daemon.request_stop()
+        thread.join(30)
+        collector.close()
+
+
+def test_run_check_and_a_calibration_for_another_model_fail_before_cameras_open(tmp_path, broker, tiny_bundle, frames):
+    images, _ = frames
+    video = write_video(tmp_path / "parts.avi", images, count=4)
+    good = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video)])
+    check = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(good), "--check"], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and "OK" in check.stdout
+    wrong = tmp_path / "other.yaml"
+    wrong.write_text(yaml.safe_dump({"camera": "cam", "bundle": {"name": "x", "version": "1", "model_sha256": "0" * 64},
+                                     "image_threshold": 0.5, "pixel_threshold": 0.5, "min_region_area": 4,
+                                     "normalisation": {"raw_low": 0.0, "raw_threshold": 0.5, "raw_high": 1.0}}))
+    camera = {**file_camera("cam", video), "calibration": str(wrong)}
+    bad = write_station(tmp_path, broker.port, tiny_bundle, [camera])
+    collector = Collector(broker.host, broker.port)
+    run = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(bad)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "other.yaml" in run.stderr and "recalibrate" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert collector.results() == [] and collector.on("/status") == [], "nothing started"
+    collector.close()
