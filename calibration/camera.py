@@ -13,8 +13,7 @@ from calibration.normalisation import fit_normalisation
 from calibration.pixel import fit_pixel_calibration
 from calibration.report import plot_histograms, plot_overlays, plot_rates, write_json
 from calibration.runner import FrameSource, RunResult, open_backend, run_source
-from calibration.stats import min_samples_for_zero_failures
-from calibration.thresholds import TooFewGoodImages, f1_optimal_threshold, frr_threshold, operating_point
+from calibration.thresholds import RateEstimate, TooFewGoodImages, f1_optimal_threshold, frr_threshold, needed_good_images, operating_point
 from edge.bundle import load_bundle
 from edge.calibration_file import CameraCalibration, from_bundle_defaults
 from edge.rectify import Rectification
@@ -53,11 +52,11 @@ class CalibrationOutcome:
 
 
 def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
+    need = needed_good_images(request.target_frr, request.confidence)
     bundle = load_bundle(request.bundle)
     # A provisional calibration carries the AOI and rectification so frames are prepared like the daemon's.
     provisional = from_bundle_defaults(bundle, request.camera, request.aoi, request.rectification)
     good_source = FrameSource(request.good, every=request.every)
-    need = min_samples_for_zero_failures(request.target_frr, request.confidence) if 0 < request.target_frr < 1 and 0 < request.confidence < 1 else 0
     if not good_source.is_video and len(good_source) < need:      # fail before running the model
         raise TooFewGoodImages(len(good_source), need, request.target_frr, request.confidence, str(request.good))
     defect_source = FrameSource(request.defect, every=request.every) if request.defect else None
@@ -124,6 +123,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         "pixel": pixel.to_dict(),
         "normalisation": calibration.to_dict()["normalisation"],
         "score_summary": {name: _summary(run) for name, run in (("good", good), ("defect", defect)) if run is not None},
+        "escape_by_folder": _escape_by_folder(defect, request.defect, chosen.threshold, request.confidence) if defect else {},
         "closest_to_reject_good": [{"name": e.name, "score": e.score} for e in good.highest],
         "closest_to_escape_defect": [{"name": e.name, "score": e.score} for e in defect.lowest] if defect else [],
         "notes": _notes(good_source, defect_source, f1_alternative is not None),
@@ -137,6 +137,22 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
     plot_overlays(groups, chosen.threshold, pixel.pixel_threshold, pixel.min_region_area, report_dir / "overlays.png")
     write_json(report, report_dir)
     return CalibrationOutcome(calibration, yaml_path, report_dir, report)
+
+
+def _escape_by_folder(run: RunResult, root: Path, threshold: float, confidence: float) -> dict[str, dict]:
+    """Escape rate per defect sub-folder (usually one per defect class), when the folder has sub-folders."""
+    if Path(root).is_file():
+        return {}
+    groups: dict[str, list[float]] = {}
+    for name, score in zip(run.names, run.scores):
+        folder = Path(name).parent.relative_to(Path(root)).as_posix()
+        groups.setdefault(folder, []).append(float(score))
+    if len(groups) < 2:
+        return {}
+    return {
+        folder: RateEstimate.of(int(np.sum(np.asarray(scores) <= threshold)), len(scores), confidence).to_dict()
+        for folder, scores in sorted(groups.items())
+    }
 
 
 def _summary(run: RunResult) -> dict[str, float]:

@@ -49,6 +49,15 @@ class FrrThreshold:
         return asdict(self)
 
 
+def needed_good_images(target_frr: float, confidence: float) -> int:
+    """Check the target and return the fewest good images that can show it (see TooFewGoodImages)."""
+    if not 0.0 < target_frr < 1.0:
+        raise DataError(f"--target-frr must be in (0, 1), got {target_frr}")
+    if not 0.0 < confidence < 1.0:
+        raise DataError(f"--confidence must be in (0, 1), got {confidence}")
+    return min_samples_for_zero_failures(target_frr, confidence)
+
+
 def _check_scores(scores: np.ndarray, name: str) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if not np.all(np.isfinite(scores)):
@@ -58,13 +67,9 @@ def _check_scores(scores: np.ndarray, name: str) -> np.ndarray:
 
 def frr_threshold(good_scores, target_frr: float = 0.005, confidence: float = 0.95) -> FrrThreshold:
     """Lowest threshold whose false-reject rate is <= target_frr with the given confidence."""
-    if not 0.0 < target_frr < 1.0:
-        raise DataError(f"--target-frr must be in (0, 1), got {target_frr}")
-    if not 0.0 < confidence < 1.0:
-        raise DataError(f"--confidence must be in (0, 1), got {confidence}")
+    need = needed_good_images(target_frr, confidence)
     scores = _check_scores(good_scores, "good")
     n = scores.size
-    need = min_samples_for_zero_failures(target_frr, confidence)
     if n < need:
         raise TooFewGoodImages(n, need, target_frr, confidence)
     rank = _largest_rank(n, target_frr, math.log1p(-confidence))

@@ -134,6 +134,16 @@ def test_pixel_calibration_leaves_good_images_without_regions():
     assert result.pixel_threshold < 0.9
 
 
+def test_calibration_and_its_edge_files_never_import_torch():
+    import subprocess
+    import sys
+
+    modules = ["edge.calibration_file", "edge.rectify", "calibration.camera", "calibration.aoi", "calibration.int8_selection",
+               "calibration.push", "calibration.commands.calibrate", "calibration.commands.aoi"]
+    code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules or 'train' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 # --- the calibration file ------------------------------------------------------------------------------
 
 

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if at["escape"]:
         escape = at["escape"]
         print(f"escape rate at that threshold: {escape['rate']:.2%} ({escape['count']}/{escape['n']}; {escape['confidence']:.0%} CI {escape['low']:.2%}..{escape['high']:.2%})")
+        for folder, rate in outcome.report["escape_by_folder"].items():
+            print(f"  {folder}: {rate['rate']:.2%} ({rate['count']}/{rate['n']}; CI {rate['low']:.2%}..{rate['high']:.2%})")
         alt = outcome.report["f1_alternative"]
         print(
             f"F1-optimal alternative: threshold {alt['threshold']:.6g}, F1 {alt['f1']:.3f}, false rejects {alt['false_reject']['rate']:.2%}, "
