@@ -47,6 +47,7 @@ class DaemonOptions:
     pipeline_stale_s: float = 15.0       # a pipeline loop not beating for this long = stuck
     parity_check: bool = True
     intra_op_threads: int = 0            # ONNX Runtime threads (0 = its default)
+    metrics_address: str = "0.0.0.0"     # where the Prometheus endpoint listens (a scraper is on another host)
 
 
 class Daemon:
@@ -162,7 +163,7 @@ class Daemon:
         if port:
             from edge.metrics import start_metrics_server
 
-            self.metrics_server = start_metrics_server(int(port), self)
+            self.metrics_server = start_metrics_server(int(port), self, self.options.metrics_address)
 
     # ---- health and stats -----------------------------------------------------------------------
     def health(self) -> tuple[bool, list[str]]:
@@ -257,6 +258,7 @@ class Daemon:
             return True
         self._stopped = True
         self.notifier.stopping()
+        self._event("daemon_stopping", {"run_id": self.run_id})
         for pipeline in self.pipelines.values():
             pipeline.request_stop()
         for camera in self.cameras.values():
@@ -268,6 +270,8 @@ class Daemon:
             self.side_worker.stop()
         flushed = True
         if self.publisher is not None:
+            for name, camera in self.cameras.items():
+                self.publisher.publish_camera_status(name, camera.status)
             self.publisher.publish_stats(self.stats_message())
             flushed = self.publisher.stop(self.options.flush_timeout_s)
             if not flushed:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from edge.errors import OnenError
 
 
-def start_metrics_server(port: int, daemon):
+def start_metrics_server(port: int, daemon, address: str = "0.0.0.0"):
     try:
         from prometheus_client import start_http_server
         from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
@@ -37,6 +37,21 @@ def start_metrics_server(port: int, daemon):
             yield GaugeMetricFamily("onen_healthy", "1 when every camera and engine is healthy", value=1.0 if stats["healthy"] else 0.0)
             yield GaugeMetricFamily("onen_uptime_seconds", "Daemon uptime", value=stats["uptime_s"])
 
-    REGISTRY.register(DaemonCollector())
-    server, _thread = start_http_server(port, addr="0.0.0.0")
-    return server
+    collector = DaemonCollector()
+    REGISTRY.register(collector)
+    server, _thread = start_http_server(port, addr=address)
+    return MetricsServer(server, lambda: REGISTRY.unregister(collector))
+
+
+class MetricsServer:
+    """The running endpoint; shutdown() closes the port and forgets the collector."""
+
+    def __init__(self, server, unregister):
+        self._server = server
+        self._unregister = unregister
+        self.port = server.server_address[1]
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._unregister()

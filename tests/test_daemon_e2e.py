@@ -330,3 +330,24 @@ def test_run_check_and_a_calibration_for_another_model_fail_before_cameras_open(
     assert run.returncode == 2 and "other.yaml" in run.stderr and "recalibrate" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert collector.results() == [] and collector.on("/status") == [], "nothing started"
     collector.close()
+
+
+def test_prometheus_endpoint_serves_the_stats(tmp_path, broker, tiny_bundle, frames):
+    pytest.importorskip("prometheus_client", reason="optional dependency prometheus_client not installed")
+    import urllib.request
+
+    images, _ = frames
+    video = write_video(tmp_path / "parts.avi", images, count=8)
+    port = free_port()
+    config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video)], metrics={"prometheus_port": port})
+    daemon, thread = _start(config, metrics_address="127.0.0.1")
+    try:
+        deadline = time.monotonic() + 20
+        while daemon.pipelines["cam"].inspected < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'onen_frames_inspected_total{camera="cam"} 8.0' in text
+        assert 'onen_latency_ms{quantile="0.99",stage="infer"}' in text and "onen_healthy 1.0" in text
+    finally:
+        daemon.request_stop()
+        thread.join(30)

@@ -7,7 +7,7 @@
 4. mosquitto on a free loopback port, a station YAML in a temp dir, the daemon on that video;
 5. a subscriber printing each result as it arrives and a summary; then everything stops cleanly.
 
-Training needs the `[train]` extra (torch); an edge-only install can still run a cached demo bundle.
+The model and the generated parts come from the `[train]` extra (torch); the daemon part is pure edge.
 """
 from __future__ import annotations
 
