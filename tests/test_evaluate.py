@@ -101,6 +101,15 @@ def test_onen_eval_bundle_on_other_data(tiny_bundle, tmp_path):
     for name in ("roc.png", "score_hist.png"):
         assert (out / name).is_file()
 
+    # on the generated AOI benchmark the report also counts rejections per kind of image
+    from train.data.synth_benchmark import generate
+
+    bench = generate(tmp_path / "bench", seed=1, count=10, size=64, progress=False)
+    assert onen(["eval", "--bundle", str(tiny_bundle), "--data", str(bench), "--out", str(tmp_path / "eval-bench")]) == 0
+    groups = json.loads((tmp_path / "eval-bench" / "report.json").read_text())["groups"]
+    assert set(groups) == {"good_plain", "good_outside", "scratch", "spot", "crack"}
+    assert sum(g["images"] for g in groups.values()) == 10
+
 
 def test_onen_eval_errors_are_clear(tmp_path, capsys):
     assert onen(["eval", "--out", str(tmp_path)]) == 2

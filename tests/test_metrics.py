@@ -85,3 +85,16 @@ def test_class_accuracy_and_confusion():
     predicted = metrics.predicted_classes(np.array([0.1, 0.9, 0.8, 0.2]), logits, threshold=0.5)
     assert predicted.tolist() == [0, 1, 2, 0]
     assert metrics.confusion_matrix(truths, predicted, 3, 3) == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]
+
+
+def test_recall_thresholds_and_group_rates():
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.75, 0.1, 0.85, 0.3])
+    assert metrics.threshold_for_recall(labels, scores, 1.0) == 0.2
+    assert metrics.threshold_for_recall(labels, scores, 0.75) == 0.7       # one of four may be missed
+    groups = np.array(["dent", "dent", "dent", "dent", "good_outside", "good_plain", "good_outside", "good_plain"])
+    rates = metrics.group_rates(groups, labels, scores, threshold=0.5)
+    assert rates["good_outside"]["called_defective"] == 1.0 and rates["good_plain"]["called_defective"] == 0.0
+    assert rates["dent"]["called_defective"] == 0.75 and rates["good_outside"]["images"] == 2
+    # at recall 0.9 (of 4 defects none may be missed -> threshold 0.2) the plain goods' 0.3 is rejected too
+    assert rates["good_plain"]["called_defective_at_recall"]["0.9"] == 0.5

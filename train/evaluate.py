@@ -74,10 +74,12 @@ def evaluate(
     worst: int = 6,
     progress: bool = True,
     extra: dict | None = None,
+    groups: dict[str, str] | None = None,
 ) -> dict:
     """Run `predict` over the samples and write report.json, scores.csv, roc.png, score_hist.png and the
     overlays of the worst-scored images (worst_defects.png, worst_good.png). `threshold` is the image
-    threshold on the raw score (e.g. the bundle's default); without one, the best-F1 threshold is used."""
+    threshold on the raw score (e.g. the bundle's default); without one, the best-F1 threshold is used.
+    `groups` (image path -> group name, e.g. the AOI benchmark's kinds) adds per-group rejection rates."""
     if not samples:
         raise EvaluationError("no samples to evaluate (empty split?)")
     if not class_names or class_names[0] != GOOD:
@@ -170,6 +172,9 @@ def evaluate(
                    "model_ms_per_image": round(1000 * infer_seconds / n, 3)},
         **(extra or {}),
     }
+    if groups:
+        names = np.array([groups.get(str(s.image), s.class_name) for s in samples])
+        report["groups"] = metrics.group_rates(names, labels, scores, used)
     report["plots"] = _write_plots(out_dir, predict, samples, labels, scores, used, image_auroc, pixel_curve,
                                    pixel_auroc, rates, height, width, shared_aoi, worst)
     _write_scores(out_dir / SCORES, samples, scores, predicted, report["confusion_matrix"]["predicted"])

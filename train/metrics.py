@@ -13,6 +13,8 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 PRO_MAX_FPR = 0.3
 PRO_STEPS = 600
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz   # numpy 2 renamed trapz
+RECALL_POINTS = (0.9, 0.95, 0.99)
 
 
 def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -105,7 +107,7 @@ def aupro(masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None = None, 
         fpr_k, pro_k = np.append(fpr[keep], max_fpr), np.append(pro[keep], end)
     else:
         fpr_k, pro_k = fpr[keep], pro[keep]
-    return float(np.trapezoid(pro_k, fpr_k) / max_fpr)
+    return float(_trapezoid(pro_k, fpr_k) / max_fpr)
 
 
 def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:
@@ -181,3 +183,30 @@ def confusion_matrix(true_classes: np.ndarray, predicted: np.ndarray, n_true: in
         if 0 <= t < n_true and 0 <= p < n_predicted:
             matrix[t, p] += 1
     return matrix.tolist()
+
+
+def threshold_for_recall(labels: np.ndarray, scores: np.ndarray, recall: float) -> float | None:
+    """The highest threshold that still calls at least `recall` of the defective images defective."""
+    defect_scores = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(labels).astype(bool)])
+    if defect_scores.size == 0:
+        return None
+    missed = int(np.floor((1.0 - recall) * defect_scores.size + 1e-9))   # how many may fall below
+    return float(defect_scores[missed])
+
+
+def group_rates(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, dict]:
+    """Per group of images (e.g. benchmark kinds 'good_outside'): how many, mean score, share called defective
+    at `threshold` and at the thresholds that reach fixed recalls on the defects (to compare models fairly)."""
+    groups = np.asarray(groups).astype(str)
+    scores = np.asarray(scores, dtype=np.float64)
+    at_recall = {r: threshold_for_recall(labels, scores, r) for r in RECALL_POINTS}
+    result = {}
+    for name in sorted(set(groups.tolist())):
+        chosen = scores[groups == name]
+        result[name] = {
+            "images": int(chosen.size),
+            "mean_score": float(chosen.mean()),
+            "called_defective": float((chosen >= threshold).mean()),
+            "called_defective_at_recall": {str(r): (float((chosen >= t).mean()) if t is not None else None) for r, t in at_recall.items()},
+        }
+    return result

@@ -77,11 +77,23 @@ def run(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate
 
     report = evaluate(predict, samples, meta.pop("class_names"), meta.pop("height"), meta.pop("width"), out, aoi=aoi,
-                      batch_size=args.batch_size, threshold=threshold, worst=args.worst, extra={"evaluated": {**source, **meta}})
+                      batch_size=args.batch_size, threshold=threshold, worst=args.worst, extra={"evaluated": {**source, **meta}},
+                      groups=_benchmark_groups(Path(source["data"])))
     keys = ("image_auroc", "pixel_auroc", "aupro", "f1", "accuracy", "class_accuracy", "threshold")
     print(json.dumps({k: report[k] for k in keys}, indent=2))
     print(f"wrote {Path(out) / 'report.json'} and plots in {out}")
     return 0
+
+
+def _benchmark_groups(data: Path) -> dict[str, str] | None:
+    """For the generated AOI benchmark: image -> kind (good_plain, good_outside, scratch...), so the report
+    shows how often good parts with marks outside the AOI are rejected."""
+    from train.data.synth_benchmark import INFO_NAME, load_info
+
+    manifest = data if data.suffix.lower() == ".csv" else data / "manifest.csv"
+    if not (manifest.parent / INFO_NAME).is_file():
+        return None
+    return {path: facts["kind"] for path, facts in load_info(manifest).items()}
 
 
 def _run_predictor(run_dir: Path, run_info, which: str):
