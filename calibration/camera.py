@@ -127,6 +127,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         "closest_to_reject_good": [{"name": e.name, "score": e.score} for e in good.highest],
         "closest_to_escape_defect": [{"name": e.name, "score": e.score} for e in defect.lowest] if defect else [],
         "notes": _notes(good_source, defect_source, f1_alternative is not None),
+        "warnings": _warnings(chosen.threshold, pixel.pixel_threshold, at_threshold, good),
         "files": ["score_hist.png", "rates.png", "overlays.png"],
     }
     plot_histograms(good.scores, defect_scores, chosen.threshold, f1_alternative.threshold if f1_alternative else None, report_dir / "score_hist.png")
@@ -158,6 +159,24 @@ def _escape_by_folder(run: RunResult, root: Path, threshold: float, confidence: 
 def _summary(run: RunResult) -> dict[str, float]:
     scores = run.scores
     return {"min": float(scores.min()), "median": float(np.median(scores)), "p99": float(np.quantile(scores, 0.99)), "max": float(scores.max())}
+
+
+def _warnings(threshold: float, pixel_threshold: float, at_threshold, good: RunResult) -> list[str]:
+    """Signs that the model does not suit this camera: said plainly, the calibration is still written."""
+    warnings = []
+    if pixel_threshold >= 1.0:
+        warnings.append(
+            f"pixel threshold {pixel_threshold:.3g} is at or above the anomaly map's maximum (1.0): good images already "
+            "saturate the map, so no region will ever be reported; the model does not localise on this camera's images"
+        )
+    if at_threshold.escape is not None and at_threshold.escape.rate > 0.2:
+        warnings.append(
+            f"{at_threshold.escape.rate:.0%} of the defective images pass at this threshold: the model separates this "
+            "camera's good and defective parts poorly; check the AOI, rectification and lighting, or retrain on its images"
+        )
+    if threshold >= 1.0 - 1e-6 or float(np.mean(good.scores >= threshold - 1e-9)) > 0.5:
+        warnings.append("most good images score at the threshold (saturated scores): the threshold cannot separate parts")
+    return warnings
 
 
 def _notes(good: FrameSource, defect: FrameSource | None, has_f1: bool) -> list[str]:

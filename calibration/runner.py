@@ -7,6 +7,7 @@ these outputs mean the same thing on the line.
 from __future__ import annotations
 
 import heapq
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -37,12 +38,31 @@ def open_backend(bundle: Bundle, kind: str = "auto") -> Backend:
     return create_backend(bundle, kind)
 
 
+def _is_mask(path: Path, stems_with_photo: set[tuple[Path, str]]) -> bool:
+    """Masks stored beside images (magnetic-tile style same-name .png, or *_mask.png) are not camera images."""
+    return path.stem.lower().endswith("_mask") or (path.suffix.lower() == ".png" and (path.parent, path.stem) in stems_with_photo)
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Files under folder, following symlinked folders (calibration sets are often assembled from links),
+    each real folder once, hidden entries skipped."""
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        yield from (Path(root) / f for f in files if not f.startswith("."))
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Every image file under `folder` (recursively, sorted, hidden files skipped)."""
-    files = [
-        p for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    ]
+    """Every image file under `folder` (recursively, sorted, hidden files and masks beside images skipped)."""
+    folder = Path(folder)
+    candidates = sorted(p for p in _walk(folder) if p.suffix.lower() in IMAGE_EXTENSIONS)
+    photos = {(p.parent, p.stem) for p in candidates if p.suffix.lower() != ".png"}
+    files = [p for p in candidates if not _is_mask(p, photos)]
     if not files:
         raise DataError(f"{folder}: no images found (expected files ending in {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return files

@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         )
     pixel = outcome.report["pixel"]
     print(f"pixel threshold {pixel['pixel_threshold']:.4g}, min region area {pixel['min_region_area']} px")
+    for warning in outcome.report["warnings"]:
+        print(f"WARNING: {warning}")
     print(f"wrote {outcome.yaml_path} and {outcome.report_dir}/ (report.json, score_hist.png, rates.png, overlays.png)")
     if args.push_to:
         from calibration.commands.push_calibration import push_and_report
