@@ -15,10 +15,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+import yaml
+from tqdm import tqdm
 
 from calibration.runner import list_images
 from edge.errors import DataError
+from edge.images import read_image_rgb
+from edge.rectify import Rectification
 
 
 @dataclass
@@ -90,6 +95,32 @@ def select_int8_images(good: Path, defect: Path | None, count: int, defect_fract
             per_stratum[key] = len(picked)
             chosen.extend(picked)
     return Selection(chosen, per_stratum, {key: len(paths) for key, paths in {**good_strata, **defect_strata}.items()}, seed)
+
+
+def rectification_of(calibration_yaml: Path) -> Rectification | None:
+    """The rectification a camera's calibration file applies (no bundle needed: only the geometry is read)."""
+    calibration_yaml = Path(calibration_yaml)
+    if not calibration_yaml.is_file():
+        raise DataError(f"{calibration_yaml}: calibration file does not exist")
+    data = yaml.safe_load(calibration_yaml.read_text())
+    if not isinstance(data, dict) or "rectification" not in data:
+        raise DataError(f"{calibration_yaml}: not a calibration file (no 'rectification' key)")
+    rect = data["rectification"]
+    return Rectification.from_dict(rect, f"{calibration_yaml}: key 'rectification'") if rect is not None else None
+
+
+def write_rectified_copies(selection: Selection, rectification: Rectification, folder: Path) -> Selection:
+    """INT8 ranges must come from what the engine will see: on a rectifying camera, the rectified frames."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for index, path in enumerate(tqdm(selection.paths, desc="rectify", unit="img")):
+        target = folder / f"{index:05d}_{path.stem}.png"
+        image = rectification.apply(read_image_rgb(path))
+        if not cv2.imwrite(str(target), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            raise DataError(f"{target}: cannot write the rectified copy")
+        copies.append(target)
+    return Selection(copies, selection.per_stratum, selection.available, selection.seed)
 
 
 def write_list(selection: Selection, out: Path) -> Path:

@@ -230,6 +230,17 @@ def test_sources_empty_folder_unreadable_image_and_video(tmp_path):
         FrameSource(tmp_path / "mixed" / "a.png")
 
 
+def test_folders_skip_masks_beside_images_and_follow_links(tmp_path):
+    tiles = tmp_path / "MT_Crack" / "Imgs"
+    tiles.mkdir(parents=True)
+    for name in ("t1.jpg", "t1.png", "t2.jpg", "t2.png", "x_mask.png", "plain.png"):
+        cv2.imwrite(str(tiles / name), np.zeros((8, 8), np.uint8))
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "crack").symlink_to(tiles, target_is_directory=True)
+    names = sorted(name.split("/")[-1] for name, _ in FrameSource(tmp_path / "set"))
+    assert names == ["plain.png", "t1.jpg", "t2.jpg"]
+
+
 def test_int8_selection_is_stratified_and_reproducible(tmp_path):
     for folder, count in (("good/day1", 30), ("good/day2", 10), ("defect/spot", 8), ("defect/scratch", 4)):
         (tmp_path / folder).mkdir(parents=True)
@@ -242,6 +253,13 @@ def test_int8_selection_is_stratified_and_reproducible(tmp_path):
     assert [p.resolve() for p in listed] == [p.resolve() for p in selection.paths]
     again = select_int8_images(tmp_path / "good", tmp_path / "defect", count=20, defect_fraction=0.25, seed=7)
     assert again.paths == selection.paths
+    # A rectifying camera: the list names rectified copies, as the engine will see them.
+    (tmp_path / "cam.yaml").write_text(yaml.safe_dump({"rectification": {"corners": [[1, 1], [6, 1], [6, 5], [1, 5]]}}))
+    assert main(["int8-images", "--good", str(tmp_path / "good"), "--defect", str(tmp_path / "defect"), "--count", "10",
+                 "--calibration", str(tmp_path / "cam.yaml"), "--out", str(tmp_path / "lists" / "int8.txt")]) == 0
+    copies = list_calibration_images(tmp_path / "lists" / "int8.txt")
+    assert len(copies) == 10 and all(p.parent.name == "int8.images" for p in copies)
+    assert cv2.imread(str(copies[0])).shape == (5, 6, 3)
 
 
 # --- end to end on the real tiny bundle -------------------------------------------------------------------

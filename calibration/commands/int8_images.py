@@ -20,14 +20,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--count", type=int, default=500, help="images to select (default 500; TensorRT suggests ~500)")
     parser.add_argument("--defect-fraction", type=float, default=0.25, help="share of defective images (default 0.25)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibration", type=Path, help="camera calibration YAML: when it rectifies, write rectified copies (as the engine sees them) next to the list and list those")
     parser.add_argument("--out", required=True, type=Path, help="list file to write, e.g. int8.txt")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.int8_selection import select_int8_images, write_list
+    from calibration.int8_selection import rectification_of, select_int8_images, write_list, write_rectified_copies
 
+    rectification = rectification_of(args.calibration) if args.calibration else None
     selection = select_int8_images(args.good, args.defect, args.count, args.defect_fraction, args.seed)
+    if rectification is not None:
+        folder = args.out.with_name(args.out.stem + ".images")
+        selection = write_rectified_copies(selection, rectification, folder)
+        print(f"rectified copies in {folder}/ ({rectification.width}x{rectification.height})")
     write_list(selection, args.out)
     summary = ", ".join(f"{key} {taken}/{selection.available[key]}" for key, taken in selection.per_stratum.items())
     print(f"wrote {args.out}: {len(selection.paths)} images ({summary})")
