@@ -242,3 +242,32 @@ def test_dataset_items_resize_flip_and_synthetic(tmp_path):
         flips.append(flipped[dent]["mask"])
     corners = {(int(m[0, 0]), int(m[0, -1]), int(m[-1, 0]), int(m[-1, -1])) for m in flips}
     assert len(corners) > 1          # some epochs flip, and the mask moved with the image
+
+
+def test_thin_defect_survives_downscaling_and_empty_defect_mask_has_no_target(tmp_path):
+    _image(tmp_path / "good" / "g.png", h=90, w=90)
+    _image(tmp_path / "crack" / "c.jpg", h=90, w=90)
+    thin = np.zeros((90, 90), np.uint8)
+    thin[40, 10:80] = 255                      # 1 px line: nearest-neighbour at 1/3 scale may drop it
+    cv2.imwrite(str(tmp_path / "crack" / "c.png"), thin)
+    _image(tmp_path / "uneven" / "u.jpg", h=90, w=90)
+    _mask(tmp_path / "uneven" / "u.png", h=90, w=90, box=None)
+    index = load_index(tmp_path)
+    dataset = InspectionDataset(index.samples, index.class_names, 30, 30)
+    items = {s.class_name: dataset[i] for i, s in enumerate(index.samples)}
+    assert items["crack"]["mask"].sum() >= 20 and bool(items["crack"]["has_mask"])
+    assert items["uneven"]["label"] == 1 and not bool(items["uneven"]["has_mask"])
+    assert bool(items["good"]["has_mask"]) and items["good"]["mask"].sum() == 0
+
+
+def test_class_folders_with_a_top_level_masks_folder(tmp_path):
+    _image(tmp_path / "good" / "g.png")
+    _image(tmp_path / "dent" / "d1.png")
+    _image(tmp_path / "dent" / "d2.png")
+    _mask(tmp_path / "masks" / "dent" / "d1.png")
+    _mask(tmp_path / "masks" / "dent" / "d2_mask.png")
+    index = load_index(tmp_path)
+    assert index.class_names == ["good", "dent"]
+    masks = {s.image.name: s.mask for s in index.samples}
+    assert masks["d1.png"] == tmp_path / "masks" / "dent" / "d1.png"
+    assert masks["d2.png"] == tmp_path / "masks" / "dent" / "d2_mask.png" and masks["g.png"] is None

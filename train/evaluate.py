@@ -108,9 +108,9 @@ def evaluate(
             scores[start : start + len(chunk)] = score
             logits_all.append(logits)
             for (_, mask, region), heat, sample in zip(loaded, anomaly_map, chunk):
-                if mask is None and sample.label == 1:
-                    continue          # a defect without a mask tells nothing about pixels
-                if mask is not None and sample.label == 1:
+                if sample.label == 1 and (mask is None or not mask.any()):
+                    continue          # a defect without a (non-empty) mask tells nothing about pixels
+                if sample.label == 1:
                     with_mask_defects += 1
                 pixel_masks.append(mask if mask is not None else np.zeros((height, width), bool))
                 pixel_maps.append(heat)

@@ -22,7 +22,8 @@ SYNTHETIC_CLASS_INDEX = -1   # synthetic defects have no real class; classifier 
 
 class InspectionDataset(Dataset):
     """Items: image uint8 [H,W,3], mask float32 [H,W], has_mask, aoi float32 [H,W], label, class_index,
-    synthetic, path. `has_mask` is True for good images too (their mask is known to be empty)."""
+    synthetic, path. `has_mask` is True for good images too (their mask is known to be empty) and False for
+    a defect whose mask is missing or empty (no pixel target for it)."""
 
     def __init__(
         self,
@@ -75,7 +76,8 @@ class InspectionDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         label = sample.label
         class_index = self.class_names.index(sample.class_name)
-        has_mask = mask is not None or label == 0
+        # a good image's mask is known (empty); a defect's only when it marks something (4 MT_Uneven masks are empty)
+        has_mask = label == 0 or (mask is not None and bool(mask.any()))
         mask = mask if mask is not None else np.zeros((self.height, self.width), bool)
         synthetic = False
         if self.synthetic is not None and label == 0 and rng.random() < self.synthetic_probability:

@@ -101,7 +101,7 @@ def _common_prefix(names: list[str]) -> str:
 def _split_images_and_masks(folder: Path) -> tuple[list[Path], dict[Path, Path]]:
     """Images of a class folder and their masks: `<stem>.png` beside a non-png image (magnetic tile),
     `<stem>_mask.*` beside it, or `<stem>.png` / `<stem>_mask.png` in a masks/ (ground_truth/) folder
-    beside the image or one level up."""
+    beside the image, one level up, or at the data set's top as masks/<class folder>/."""
     files = [
         p for p in _images_in(folder, recursive=True)
         if not set(p.parent.relative_to(folder).parts) & set(MASK_FOLDER_NAMES)
@@ -122,7 +122,9 @@ def _split_images_and_masks(folder: Path) -> tuple[list[Path], dict[Path, Path]]
     for image in images:
         if image in masks:
             continue
-        for mask_dir in [image.parent / n for n in MASK_FOLDER_NAMES] + [image.parent.parent / n for n in MASK_FOLDER_NAMES]:
+        mask_dirs = [image.parent / n for n in MASK_FOLDER_NAMES] + [image.parent.parent / n for n in MASK_FOLDER_NAMES]
+        mask_dirs += [folder.parent / n / folder.name / image.parent.relative_to(folder) for n in MASK_FOLDER_NAMES]
+        for mask_dir in mask_dirs:
             found = next((c for c in (mask_dir / f"{image.stem}.png", mask_dir / f"{image.stem}_mask.png") if c.is_file()), None)
             if found:
                 masks[image] = found
@@ -132,7 +134,8 @@ def _split_images_and_masks(folder: Path) -> tuple[list[Path], dict[Path, Path]]
 
 def read_class_folders(root: Path) -> DataIndex:
     """One folder per class (good folder: good/ok/free, e.g. MT_Free), masks beside the images."""
-    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    folders = sorted(d for d in root.iterdir()
+                     if d.is_dir() and not d.name.startswith(".") and d.name.lower() not in MASK_FOLDER_NAMES + ("aoi",))
     if not folders:
         raise DataError(
             f"{root}: no class folders, no MVTec layout (train/good + test/) and no manifest CSV "
