@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="end-to-end demo: small model, generated video, local broker, daemon, live results",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=48, help="frames in the generated video (default 48)")
-    parser.add_argument("--fps", type=float, default=0.0,
-                        help="pace the video at this rate like a live camera (default 0: every frame as fast as the engine goes)")
+    parser.add_argument("--fps", type=float, default=12.0,
+                        help="pace the video like a live camera at this rate (default 12; 0: every frame as fast as the engine goes)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"where the demo model is kept (default {DEFAULT_CACHE})")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the video, config, spool and archive here (default: a temp dir, removed)")
     parser.add_argument("--no-calibrate", action="store_true", help="use the bundle's default thresholds")
