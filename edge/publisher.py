@@ -82,6 +82,7 @@ class Publisher:
         self.window = inflight_window
         self.reconnect_s = (reconnect_min_s, reconnect_max_s)
         self._incoming: queue.SimpleQueue[tuple[str, bytes, int]] = queue.SimpleQueue()
+        self._unspooled: list[tuple[str, bytes, int]] = []   # a batch the spool could not take yet
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -177,7 +178,7 @@ class Publisher:
     @property
     def pending(self) -> int:
         """Results not yet acknowledged (waiting for the spool + in the spool)."""
-        return self._incoming.qsize() + self.spool.depth
+        return self._incoming.qsize() + len(self._unspooled) + self.spool.depth
 
     def _send_loop(self) -> None:
         while True:
@@ -189,17 +190,21 @@ class Publisher:
             except Exception:
                 log.exception("spool/publish step failed; retrying")
                 time.sleep(0.5)
-            if self._stop.is_set() and self._incoming.empty():
+            if self._stop.is_set() and self._incoming.empty() and not self._unspooled:
                 return
 
     def _send_once(self) -> None:
-        batch = []
+        batch, self._unspooled = self._unspooled, []
         while True:
             try:
                 batch.append(self._incoming.get_nowait())
             except queue.Empty:
                 break
-        self.spool.put_many(batch)
+        try:
+            self.spool.put_many(batch)
+        except Exception:
+            self._unspooled = batch         # disk full/locked: keep them, in order, and try again
+            raise
         self.spool.delete(self._take_acked_rows())
         if not self.connected:
             return
@@ -228,11 +233,11 @@ class Publisher:
         """Wait until every result handed over was acknowledged (False on timeout)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._incoming.empty() and self.spool.depth == 0:
+            if self._incoming.empty() and not self._unspooled and self.spool.depth == 0:
                 return True
             self._wake.set()
             time.sleep(0.02)
-        return self._incoming.empty() and self.spool.depth == 0
+        return self._incoming.empty() and not self._unspooled and self.spool.depth == 0
 
     # ---- other topics -------------------------------------------------------------------------
     def publish_event(self, kind: str, detail: dict | None = None) -> None:
