@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from calibration.normalisation import fit_normalisation
-from calibration.pixel import fit_pixel_calibration
+from calibration.pixel import GoodMapStatistics
 from calibration.report import plot_histograms, plot_overlays, plot_rates, write_json
 from calibration.runner import FrameSource, RunResult, open_backend, run_source
 from calibration.thresholds import RateEstimate, TooFewGoodImages, f1_optimal_threshold, frr_threshold, needed_good_images, operating_point
@@ -61,8 +61,9 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         raise TooFewGoodImages(len(good_source), need, request.target_frr, request.confidence, str(request.good))
     defect_source = FrameSource(request.defect, every=request.every) if request.defect else None
     backend = open_backend(bundle, request.backend)
+    good_maps = GoodMapStatistics(provisional.aoi_for_input(backend.input_height, backend.input_width))
     try:
-        good = run_source(backend, provisional, good_source, "good", request.batch_size)
+        good = run_source(backend, provisional, good_source, "good", request.batch_size, keep_maps=False, on_map=good_maps.add)
         defect = run_source(backend, provisional, defect_source, "defective", request.batch_size) if defect_source else None
     finally:
         backend.close()
@@ -73,8 +74,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
     f1_alternative = None
     if defect is not None:
         f1_alternative = operating_point(f1_optimal_threshold(good.scores, defect.scores), good.scores, defect.scores, request.confidence)
-    aoi_input = provisional.aoi_for_input(backend.input_height, backend.input_width)
-    pixel = fit_pixel_calibration(good.maps, aoi_input, defect.maps if defect else None, margin=request.pixel_margin)
+    pixel = good_maps.fit(request.pixel_margin, defect.maps if defect else None)
     normalisation = fit_normalisation(chosen.threshold, good.scores, defect_scores)
 
     counts = {"good": len(good), "defect": len(defect) if defect else 0}

@@ -45,33 +45,66 @@ def count_images_with_regions(maps: Iterable[np.ndarray], aoi: np.ndarray | None
     return sum(1 for m in maps if find_regions(apply_aoi(np.asarray(m, np.float32), aoi), pixel_threshold, min_area, with_polygon=False))
 
 
+class GoodMapStatistics:
+    """Accumulates good maps one at a time, keeping only the few that can matter for the min area.
+
+    The threshold is >= the highest top value seen, so a map whose peak is below the running highest top
+    value can never have a pixel above the final threshold: it is summarised and dropped. Memory stays
+    small with thousands of calibration images.
+    """
+
+    def __init__(self, aoi: np.ndarray | None = None, top_fraction: float = 0.001):
+        self.aoi = aoi
+        self.quantile = 1.0 - top_fraction
+        self.tops: list[float] = []
+        self.medians: list[float] = []
+        self.top_max = -np.inf
+        self.hot: list[tuple[float, np.ndarray]] = []     # (peak, map) with peak > top_max
+
+    def add(self, anomaly_map: np.ndarray) -> None:
+        anomaly_map = np.asarray(anomaly_map, np.float32)
+        if self.aoi is not None and self.aoi.shape != anomaly_map.shape:
+            raise DataError(f"AOI {self.aoi.shape} does not match the anomaly maps {anomaly_map.shape}")
+        inside = _inside(anomaly_map, self.aoi)
+        top = float(np.quantile(inside, self.quantile))
+        self.tops.append(top)
+        self.medians.append(float(np.median(inside)))
+        peak = float(inside.max())
+        if top > self.top_max:
+            self.top_max = top
+            self.hot = [(p, m) for p, m in self.hot if p > top]
+        if peak > self.top_max:
+            self.hot.append((peak, apply_aoi(anomaly_map, self.aoi).copy()))
+
+    def fit(self, margin: float = 0.1, defect_maps: Iterable[np.ndarray] | None = None) -> PixelCalibration:
+        if not self.tops:
+            raise DataError("pixel calibration needs at least one good anomaly map")
+        top_max, median = float(self.top_max), float(np.median(self.medians))
+        threshold = top_max + margin * max(top_max - median, 1e-6)
+        largest = 0
+        for peak, anomaly_map in self.hot:
+            if peak > threshold:
+                largest = max([largest] + [r.area for r in find_regions(anomaly_map, threshold, 1, with_polygon=False)])
+        min_area = largest + 1
+        good_with = count_images_with_regions((m for _, m in self.hot), None, threshold, min_area)
+        result = PixelCalibration(float(threshold), int(min_area), top_max, median, int(largest), int(good_with))
+        if defect_maps is not None:
+            defect_maps = list(defect_maps)
+            if defect_maps:
+                result.defect_images = len(defect_maps)
+                result.defect_images_with_regions = count_images_with_regions(defect_maps, self.aoi, threshold, min_area)
+        return result
+
+
 def fit_pixel_calibration(
-    good_maps: np.ndarray,
+    good_maps: Iterable[np.ndarray],
     aoi: np.ndarray | None = None,
-    defect_maps: np.ndarray | None = None,
+    defect_maps: Iterable[np.ndarray] | None = None,
     top_fraction: float = 0.001,
     margin: float = 0.1,
 ) -> PixelCalibration:
-    """good_maps: [N, H, W] anomaly maps at model input size; aoi: bool [H, W] or None."""
-    good_maps = np.asarray(good_maps)
-    if good_maps.ndim != 3 or good_maps.shape[0] == 0:
-        raise DataError(f"pixel calibration needs good anomaly maps [N, H, W], got shape {good_maps.shape}")
-    if aoi is not None and aoi.shape != good_maps.shape[1:]:
-        raise DataError(f"AOI {aoi.shape} does not match the anomaly maps {good_maps.shape[1:]}")
-    quantile = 1.0 - top_fraction
-    tops = np.array([np.quantile(_inside(m.astype(np.float32), aoi), quantile) for m in good_maps])
-    medians = np.array([np.median(_inside(m.astype(np.float32), aoi)) for m in good_maps])
-    top_max, median = float(tops.max()), float(np.median(medians))
-    threshold = top_max + margin * max(top_max - median, 1e-6)
-
-    largest = 0
-    for m in good_maps:
-        regions = find_regions(apply_aoi(m.astype(np.float32), aoi), threshold, 1, with_polygon=False)
-        largest = max([largest] + [r.area for r in regions])
-    min_area = largest + 1
-    good_with = count_images_with_regions(good_maps, aoi, threshold, min_area)
-    result = PixelCalibration(float(threshold), int(min_area), top_max, median, int(largest), int(good_with))
-    if defect_maps is not None and len(defect_maps):
-        result.defect_images = int(len(defect_maps))
-        result.defect_images_with_regions = count_images_with_regions(defect_maps, aoi, threshold, min_area)
-    return result
+    """good_maps: [N, H, W] (or an iterable of [H, W]) anomaly maps at model input size; aoi: bool [H, W] or None."""
+    statistics = GoodMapStatistics(aoi, top_fraction)
+    for anomaly_map in good_maps:
+        statistics.add(anomaly_map)
+    return statistics.fit(margin, defect_maps)

@@ -10,7 +10,7 @@ import heapq
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -130,7 +130,7 @@ class Example:
 class RunResult:
     names: list[str]
     scores: np.ndarray              # float64 [N] raw scores
-    maps: np.ndarray                # float16 [N, H, W], AOI applied
+    maps: np.ndarray | None         # float16 [N, H, W], AOI applied (None when not kept)
     predicted_class: np.ndarray     # int [N], argmax of class_logits
     highest: list[Example] = field(default_factory=list)   # highest scores first
     lowest: list[Example] = field(default_factory=list)    # lowest scores first
@@ -146,7 +146,10 @@ def run_source(
     label: str = "images",
     batch_size: int = 8,
     keep_examples: int = 4,
+    keep_maps: bool = True,
+    on_map: Callable[[np.ndarray], None] | None = None,
 ) -> RunResult:
+    """Scores of every frame; maps kept (float16) when keep_maps, else only handed to on_map (float32)."""
     height, width = backend.input_height, backend.input_width
     aoi = calibration.aoi_for_input(height, width)
     names: list[str] = []
@@ -174,7 +177,10 @@ def run_source(
                 keep(lowest, -score, make)
             names.append(name)
             scores.append(score)
-            maps.append(anomaly_map.astype(np.float16))
+            if on_map is not None:
+                on_map(anomaly_map)
+            if keep_maps:
+                maps.append(anomaly_map.astype(np.float16))
             classes.append(int(np.argmax(outputs.class_logits[i])))
 
     pending_names: list[str] = []
@@ -200,7 +206,7 @@ def run_source(
     return RunResult(
         names=names,
         scores=np.asarray(scores, np.float64),
-        maps=np.stack(maps),
+        maps=np.stack(maps) if keep_maps else None,
         predicted_class=np.asarray(classes, np.int64),
         highest=[e for _, _, e in sorted(highest, key=lambda t: -t[0])],
         lowest=[e for _, _, e in sorted(lowest, key=lambda t: -t[0])],

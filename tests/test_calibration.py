@@ -132,6 +132,8 @@ def test_pixel_calibration_leaves_good_images_without_regions():
     assert count_images_with_regions(good, aoi, result.pixel_threshold, result.min_region_area) == 0
     assert result.defect_images_with_regions == 20
     assert result.pixel_threshold < 0.9
+    streamed = fit_pixel_calibration(iter(good), aoi, defect)        # one map at a time, as calibrate feeds it
+    assert streamed == result
 
 
 def test_calibration_and_its_edge_files_never_import_torch():

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             f"escapes {alt['escape']['rate']:.2%} (no FRR guarantee)"
         )
     pixel = outcome.report["pixel"]
-    print(f"pixel threshold {pixel['pixel_threshold']:.4g}, min region area {pixel['min_region_area']} px")
+    regions = f"; defective images with a region: {pixel['defect_images_with_regions']}/{pixel['defect_images']}" if pixel["defect_images"] else ""
+    print(f"pixel threshold {pixel['pixel_threshold']:.4g}, min region area {pixel['min_region_area']} px (no good image yields a region){regions}")
     for warning in outcome.report["warnings"]:
         print(f"WARNING: {warning}")
     print(f"wrote {outcome.yaml_path} and {outcome.report_dir}/ (report.json, score_hist.png, rates.png, overlays.png)")
