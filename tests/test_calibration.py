@@ -364,6 +364,27 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
         load_calibration(out, other)
 
 
+def test_onen_calibrate_from_a_video_file(tiny_bundle, tmp_path, capsys):
+    """Frames of a real MJPG video (OpenCV), one in two used; the report says frames are not independent."""
+    import json
+
+    from train.tiny_data import make_tiny_set
+
+    data = make_tiny_set(seed=31, count=240, size=64)
+    video = tmp_path / "good.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 64))
+    for image in data.images[data.labels == 0]:
+        writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "cam2.yaml"
+    assert main(["calibrate", "--bundle", str(tiny_bundle), "--camera", "cam2", "--good", str(video), "--every", "2",
+                 "--target-frr", "0.05", "--confidence", "0.9", "--backend", "onnxruntime", "--out", str(out)]) == 0
+    assert yaml.safe_load(out.read_text())["counts"]["good"] == 60
+    report = json.loads((tmp_path / "cam2.report" / "report.json").read_text())
+    assert any("not independent" in note for note in report["notes"])
+    assert report["image_threshold"]["frr_upper_bound"] <= 0.05
+
+
 # --- pushing a calibration to a running station (real mosquitto) -------------------------------------------
 
 
