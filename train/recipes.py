@@ -8,6 +8,7 @@ ONNX Runtime against torch). Deterministic for a seed on a given machine.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SMALL_SIZE = 64
-SMALL_STEPS = 220
+SMALL_STEPS = 150
+CACHE_ENV = "ONEN_SMALL_BUNDLE_CACHE"        # a folder; "off" disables the cache
+_SOURCES = ("recipes.py", "tiny_data.py", "export.py", "losses.py", "student_objective.py", "models/onen_vit.py", "models/input_layer.py")
 SMALL_BATCH = 16
 
 
@@ -28,7 +31,50 @@ def _small_student(num_classes: int):
     return OneNStudent(cfg)
 
 
+def _cache_dir(seed: int, steps: int) -> Path | None:
+    """Where a finished small bundle is kept, keyed by the code that makes it (any change retrains)."""
+    import hashlib
+    import os
+
+    import torch
+
+    setting = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "onen-inspect" / "small_bundle"))
+    if setting.lower() == "off":
+        return None
+    digest = hashlib.sha256(f"{seed}:{steps}:{torch.__version__}".encode())
+    here = Path(__file__).resolve().parent
+    for name in _SOURCES:
+        digest.update((here / name).read_bytes())
+    return Path(setting) / digest.hexdigest()[:16]
+
+
 def small_bundle(out_dir: str | Path, seed: int = 0, steps: int = SMALL_STEPS) -> Path:
+    """A small real bundle in out_dir/bundle (+ sample images in out_dir/data); returns the bundle dir.
+
+    Trained once per code version and seed, then copied from a cache (ONEN_SMALL_BUNDLE_CACHE, default
+    ~/.cache/onen-inspect/small_bundle; "off" disables it): training is deterministic, so the copy is what
+    training again would give, and test sessions of every part stay fast.
+    """
+    import shutil
+
+    out_dir = Path(out_dir)
+    cache = _cache_dir(seed, steps)
+    if cache is not None and (cache / "bundle" / "manifest.json").is_file():
+        shutil.copytree(cache, out_dir, dirs_exist_ok=True)
+        log.info("small bundle copied from the cache %s", cache)
+        return out_dir / "bundle"
+    bundle = train_small_bundle(out_dir, seed, steps)
+    if cache is not None:
+        staging = cache.with_name(cache.name + f".tmp{os.getpid()}")
+        try:
+            shutil.copytree(out_dir, staging, dirs_exist_ok=True)
+            staging.replace(cache) if not cache.exists() else shutil.rmtree(staging)
+        except OSError as error:      # a read-only home must not fail the recipe
+            log.warning("could not cache the small bundle in %s: %s", cache, error)
+    return bundle
+
+
+def train_small_bundle(out_dir: str | Path, seed: int = 0, steps: int = SMALL_STEPS) -> Path:
     """Train a small student on generated data, export it to out_dir/bundle, return that bundle dir."""
     import torch
 

@@ -9,6 +9,7 @@ Fixed seeds, CPU by default (CUDA when present), a checkpoint every epoch that `
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -120,9 +121,12 @@ def _datasets(cfg: TrainConfig, index, splits):
         if not train_samples:
             raise OnenError(f"{cfg.data}: --supervision none needs good images in the training split; found none")
         synthetic = SyntheticDefects(seed=cfg.seed)
+    if cfg.supervision == "weak":
+        # image labels only: neither the teacher (CEOD falls back to the AOI) nor the student may see pixel masks
+        train_samples = [dataclasses.replace(s, mask=None) for s in train_samples]
     aoi = Path(cfg.aoi) if cfg.aoi else index.aoi
     train_ds = InspectionDataset(train_samples, index.class_names, cfg.size, cfg.size, aoi=aoi, synthetic=synthetic,
-                                 synthetic_probability=cfg.synthetic_probability, augment=True, seed=cfg.seed, cache=True)
+                                 synthetic_probability=cfg.synthetic_probability, augment=False, seed=cfg.seed, cache=True)
     val_ds = InspectionDataset(list(splits.val), index.class_names, cfg.size, cfg.size, aoi=aoi, seed=cfg.seed, cache=True)
     return train_ds, val_ds
 
@@ -145,7 +149,11 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
     options = {"epochs": cfg.teacher_epochs, "loss": cfg.teacher_loss, "input_height": cfg.size, "input_width": cfg.size, "seed": cfg.seed,
                "batch_size": cfg.batch_size}
     teacher_cfg = TeacherConfig(**{k: v for k, v in options.items() if k in fields})
-    teacher = fit_teacher(train_ds, val_ds, len(cfg.class_names), teacher_cfg, device, run_dir / runs.TEACHER_DIR)
+    train_ds.augment = True                      # the teacher gets the data set's flips; the student's are in random_flips
+    try:
+        teacher = fit_teacher(train_ds, val_ds, len(cfg.class_names), teacher_cfg, device, run_dir / runs.TEACHER_DIR)
+    finally:
+        train_ds.augment = False
     final.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": teacher.state_dict(), "num_classes": len(cfg.class_names)}, final)
     return teacher.eval()
@@ -155,10 +163,11 @@ def teacher_targets(teacher, images: torch.Tensor, label: torch.Tensor, need_mas
     """Teacher logits + features (no gradients) and, for weak supervision, Grad-CAM pseudo-masks [N,H,W]."""
     from train.gradcam import grad_cam
 
-    with torch.enable_grad():
+    with torch.no_grad():
         features, logits = teacher.forward_features(images)
+    pseudo = None
+    with torch.enable_grad():
         features_for_cam = features.detach().requires_grad_(True)
-        pseudo = None
         if need_masks:
             cam_logits = teacher.classify_features(features_for_cam)
             probabilities = torch.softmax(cam_logits[:, 1:], dim=1) if cam_logits.shape[1] > 1 else None
@@ -166,6 +175,53 @@ def teacher_targets(teacher, images: torch.Tensor, label: torch.Tensor, need_mas
             cam = grad_cam(features_for_cam, cam_logits, defect_class, create_graph=False)
             pseudo = torch.nn.functional.interpolate(cam.unsqueeze(1), size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
     return TeacherTargets(logits=logits.detach(), features=features.detach()), (pseudo.detach() if pseudo is not None else None)
+
+
+class TeacherCache:
+    """Teacher outputs per image path (float16 on the CPU), so the teacher runs once per real image, not every epoch."""
+
+    def __init__(self, teacher, need_masks: bool):
+        self.teacher = teacher
+        self.need_masks = need_masks
+        self.store: dict[str, tuple] = {}
+
+    def get(self, images: torch.Tensor, paths: list[str], label: torch.Tensor, cacheable: torch.Tensor):
+        missing = [i for i, p in enumerate(paths) if not (bool(cacheable[i]) and p in self.store)]
+        if missing:
+            index = torch.tensor(missing, device=images.device)
+            targets, pseudo = teacher_targets(self.teacher, images[index], label[index], self.need_masks)
+            fresh = {i: (targets.logits[k], targets.features[k], pseudo[k] if pseudo is not None else None) for k, i in enumerate(missing)}
+            for i, value in fresh.items():
+                if bool(cacheable[i]):
+                    self.store[paths[i]] = tuple(v.half().cpu() if v is not None else None for v in value)
+        rows = []
+        for i, path in enumerate(paths):
+            if i in missing:
+                rows.append(fresh[i])
+            else:
+                rows.append(tuple(v.to(images.device).float() if v is not None else None for v in self.store[path]))
+        logits = torch.stack([r[0].float() for r in rows])
+        features = torch.stack([r[1].float() for r in rows])
+        pseudo = torch.stack([r[2].float() for r in rows]) if self.need_masks else None
+        return TeacherTargets(logits=logits, features=features), pseudo
+
+
+def random_flips(batch: dict, generator: torch.Generator) -> dict:
+    """Horizontal/vertical flips per image, applied alike to the image, its targets and the teacher's maps."""
+    n = batch["image"].shape[0]
+    out = dict(batch)
+    for axis_from_end in (1, 2):                      # 1: width (last spatial axis), 2: height
+        flip = (torch.rand(n, generator=generator) < 0.5).to(batch["image"].device)
+        if not flip.any():
+            continue
+        for key in ("image", "mask", "aoi", "pseudo", "teacher_features"):
+            value = out.get(key)
+            if value is None:
+                continue
+            dim = value.dim() - axis_from_end if key != "image" else 3 - axis_from_end
+            shape = [n] + [1] * (value.dim() - 1)
+            out[key] = torch.where(flip.view(shape), value.flip(dim), value)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ student
@@ -214,25 +270,30 @@ def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run
         log.info("resuming the student at epoch %d/%d", start_epoch + 1, cfg.epochs)
     weights = ObjectiveWeights(**{**cfg.weights.to_dict(), "aoi_guidance": cfg.aoi_guidance})
     use_teacher = teacher is not None and (cfg.distill or cfg.supervision == "weak")
+    cache = TeacherCache(teacher, need_masks=cfg.supervision == "weak") if use_teacher else None
+    flips = torch.Generator().manual_seed(cfg.seed + 7)
     for epoch in range(start_epoch, cfg.epochs):
         train_ds.set_epoch(epoch)
         model.train()
         bar = tqdm(_loader(train_ds, cfg, shuffle=True, epoch=epoch), desc=f"student {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
         for batch in bar:
-            images = batch["image"].to(device)
-            label, class_index = batch["label"].to(device), batch["class_index"].to(device)
-            mask, has_mask, aoi = batch["mask"].to(device), batch["has_mask"].to(device), batch["aoi"].to(device)
+            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            if cache is not None:
+                # synthetic images change every epoch, so only real images' teacher outputs are cached
+                targets, pseudo = cache.get(batch["image"], batch["path"], batch["label"], cacheable=~batch["synthetic"])
+                batch["teacher_features"], batch["pseudo"] = targets.features, pseudo
+                batch["teacher_logits"] = targets.logits
+            batch = random_flips(batch, flips)
+            mask, has_mask = batch["mask"], batch["has_mask"]
             targets = None
-            if use_teacher:
-                targets, pseudo = teacher_targets(teacher, images, label, need_masks=cfg.supervision == "weak")
-                if not cfg.distill:
-                    targets = None
-                if cfg.supervision == "weak":
-                    defect = (label > 0).float()[:, None, None]
-                    mask = pseudo * aoi * defect                 # good images keep their known-empty target
-                    has_mask = torch.ones_like(has_mask)
-            out = model(images)
-            loss, parts = student_objective(out, label, class_index, mask, has_mask, aoi, weights, targets)
+            if cache is not None and cfg.distill:
+                targets = TeacherTargets(logits=batch["teacher_logits"], features=batch["teacher_features"])
+            if cfg.supervision == "weak":
+                defect = (batch["label"] > 0).float()[:, None, None]
+                mask = batch["pseudo"] * batch["aoi"] * defect         # good images keep their known-empty target
+                has_mask = torch.ones_like(has_mask)
+            out = model(batch["image"])
+            loss, parts = student_objective(out, batch["label"], batch["class_index"], mask, has_mask, batch["aoi"], weights, targets)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -293,6 +354,11 @@ def validation_summary(outputs: dict | None, min_region_area: int = 16) -> dict:
 # ------------------------------------------------------------------------------------------ entry
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run a whole training (teacher then student) into cfg.out and return the run dir."""
+    with torch.enable_grad():          # whatever a caller in the same process switched off before
+        return _train(cfg, resume)
+
+
+def _train(cfg: TrainConfig, resume: bool) -> Path:
     cfg.check()
     run_dir = Path(cfg.out)
     if run_dir.exists() and (run_dir / runs.CONFIG).is_file() and not resume:

@@ -25,17 +25,21 @@ from torch import nn
 from train.models.input_layer import ImageInput
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
 @dataclass
 class OneNConfig:
     num_classes: int = 1            # class 0 == good; 1 means no classification head worth reading
     input_height: int = 128
     input_width: int = 128
-    patch: int = 8                  # token stride in pixels (the stem downsamples by this factor)
-    dim: int = 128
+    patch: int = 16                 # token stride in pixels (the stem downsamples by this factor)
+    dim: int = 96
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 2.0
-    stem_channels: int = 32
+    stem_channels: int = 16
+    activation: str = "relu"        # "relu" (fastest in ONNX Runtime/TensorRT) or "gelu"
     teacher_dim: int = 0            # >0: a projection of patch tokens to the teacher's feature width (distillation)
     dropout: float = 0.0
 
@@ -57,6 +61,8 @@ class OneNConfig:
             raise ValueError(f"input {self.input_height}x{self.input_width} must be a multiple of patch {self.patch}")
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} must be a multiple of heads {self.heads}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
 
@@ -87,7 +93,7 @@ class ConvStem(nn.Module):
         channels, stride = 3, 1
         width = cfg.stem_channels
         while stride * 2 < cfg.patch:
-            layers += [nn.Conv2d(channels, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.GELU()]
+            layers += [nn.Conv2d(channels, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), ACTIVATIONS[cfg.activation]()]
             channels, stride = width, stride * 2
             width = min(width * 2, cfg.dim)
         layers += [nn.Conv2d(channels, cfg.dim, 3, 2, 1)]
@@ -124,7 +130,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(cfg.dim)
         self.attn = Attention(cfg.dim, cfg.heads)
         self.norm2 = nn.LayerNorm(cfg.dim)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(hidden, cfg.dim))
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), ACTIVATIONS[cfg.activation](), nn.Dropout(cfg.dropout), nn.Linear(hidden, cfg.dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y, cls_attention = self.attn(self.norm1(x))
@@ -153,7 +159,7 @@ class OneNStudent(nn.Module):
         self.layer_scale_raw = nn.Parameter(torch.full((cfg.depth,), math.log(math.e - 1)))  # softplus -> 1
         self.layer_bias = nn.Parameter(torch.full((cfg.depth,), -2.0))
         self.combine = nn.Conv2d(cfg.depth, 1, 1)          # learned combination of per-layer map logits
-        self.patch_head = nn.Sequential(nn.Linear(cfg.dim, cfg.dim // 2), nn.GELU(), nn.Linear(cfg.dim // 2, 1))
+        self.patch_head = nn.Sequential(nn.Linear(cfg.dim, cfg.dim // 2), ACTIVATIONS[cfg.activation](), nn.Linear(cfg.dim // 2, 1))
         self.score_head = nn.Linear(cfg.dim, 1)
         self.score_from_map = nn.Parameter(torch.tensor(1.0))
         self.class_head = nn.Linear(cfg.dim, cfg.num_classes)

@@ -1,0 +1,96 @@
+"""Export: ONNX Runtime reproduces torch (score and map within 1e-4), one self-contained opset>=17 file, uint8 NHWC
+input, dynamic batch, manifest hashes; and the small recipe's bundle passes the same checks from its own references."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edge.bundle import load_bundle
+from edge.errors import BundleError
+from edge.images import read_image_rgb
+from train.export import ExportInfo, default_thresholds, export_model, torch_outputs
+from train.models.onen_vit import OneNConfig, OneNStudent
+
+
+def _session(path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_onnx_runtime_matches_torch(tmp_path, num_classes):
+    torch.manual_seed(num_classes)
+    model = OneNStudent(OneNConfig(num_classes=num_classes, input_height=48, input_width=64, patch=16, dim=32, depth=2, heads=2)).eval()
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    info = ExportInfo(name="t", class_names=["good"] + [f"d{i}" for i in range(num_classes - 1)], input_height=48, input_width=64,
+                      training={"data": "random"})
+    bundle_dir = export_model(model, info, tmp_path / "bundle", reference)
+
+    proto = onnx.load(str(bundle_dir / "model.onnx"))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert [p.name for p in bundle_dir.iterdir() if p.suffix not in (".onnx", ".json") and p.is_file()] == []  # no external data
+    graph_input = proto.graph.input[0]
+    assert graph_input.name == "image" and graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = graph_input.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [48, 64, 3]
+    assert [o.name for o in proto.graph.output] == ["score", "anomaly_map", "class_logits"]
+
+    images = rng.integers(0, 256, (5, 48, 64, 3), dtype=np.uint8)     # other images and another batch size
+    expected = torch_outputs(model, images)
+    got = _session(bundle_dir / "model.onnx").run(None, {"image": images})
+    assert got[0].shape == (5,) and got[1].shape == (5, 1, 48, 64) and got[2].shape == (5, num_classes)
+    assert np.abs(got[0] - expected[0]).max() <= 1e-4
+    assert np.abs(got[1] - expected[1]).max() <= 1e-4
+    assert np.abs(got[2] - expected[2]).max() <= 1e-4
+
+    bundle = load_bundle(bundle_dir)                       # verifies every sha256
+    assert set(bundle.manifest.files) >= {"model.onnx", "reference/000.png", "reference/000_map.npy"}
+    assert bundle.manifest.family == "onen-student" and bundle.manifest.normalisation["in_graph"] is True
+    assert bundle.manifest.metrics["export_parity"]["map_max_abs_diff"] <= 1e-4
+
+
+def test_export_refuses_wrong_reference_size_and_foreign_folder(tmp_path):
+    model = OneNStudent(OneNConfig(num_classes=2, input_height=32, input_width=32, patch=16, dim=16, depth=1, heads=2))
+    info = ExportInfo(name="t", class_names=["good", "x"], input_height=32, input_width=32)
+    with pytest.raises(BundleError, match="reference images"):
+        export_model(model, info, tmp_path / "b", np.zeros((1, 16, 16, 3), np.uint8))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError, match="not a bundle"):
+        export_model(model, info, tmp_path / "other", np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_default_thresholds_sit_between_good_and_defective():
+    good = np.linspace(0.01, 0.1, 50)
+    thresholds, normalisation = default_thresholds(good, np.full((5, 1, 8, 8), 0.02), defect_scores=np.array([0.8, 0.9]),
+                                                   defect_pixels=np.array([0.7, 0.9]))
+    assert 0.1 < thresholds.image < 0.8
+    assert 0.02 < thresholds.pixel < 0.7
+    assert normalisation.raw_low < normalisation.raw_threshold == thresholds.image < normalisation.raw_high
+
+
+def test_small_bundle_reference_outputs_reproduce_in_onnx_runtime(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    manifest = bundle.manifest
+    assert manifest.class_names[0] == "good" and len(manifest.reference) >= 2
+    session = _session(bundle.model_path)
+    for reference in manifest.reference:
+        image = read_image_rgb(bundle.path / reference.file)
+        assert image.shape == (manifest.input_height, manifest.input_width, 3)
+        score, anomaly_map, logits = session.run(None, {"image": image[None]})
+        expected_map = np.load(bundle.path / reference.anomaly_map_file)
+        assert abs(float(score[0]) - reference.score) <= 1e-4
+        assert np.abs(anomaly_map[0, 0] - expected_map).max() <= 1e-4
+        assert np.allclose(logits[0], reference.class_logits, atol=1e-4)
+    training = json.loads((bundle.path / "manifest.json").read_text())["training"]
+    assert training["recipe"] == "small_bundle" and training["images"] > 0
+    # the small recipe really learnt: defective references score above the image threshold, good ones below
+    scores = [r.score for r in manifest.reference]
+    assert min(scores[2:]) > manifest.thresholds.image > max(scores[:2])

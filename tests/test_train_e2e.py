@@ -1,0 +1,69 @@
+"""End to end on generated data: onen train -> onen eval -> onen export, through the real `onen` command."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+from edge.bundle import load_bundle
+from edge.cli import main as onen
+from train.tiny_data import write_tiny_dataset
+
+TINY = ["--size", "64", "--patch", "8", "--dim", "32", "--depth", "2", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny-data"), seed=3, count=48, size=64)
+
+
+def test_train_eval_export(tiny_csv, tmp_path):
+    run = tmp_path / "run"
+    assert onen(["train", "--data", str(tiny_csv), "--supervision", "full", "--out", str(run), "--epochs", "2",
+                 "--teacher-epochs", "1", *TINY]) == 0
+    for name in ("config.json", "splits.json", "student.pt", "summary.json", "checkpoints/student_last.pt", "teacher/teacher.pt"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"student", "teacher", "timings_s"} <= set(summary)
+
+    # resume asks for one more epoch: continues from the checkpoint, does not start over
+    assert onen(["train", "--data", str(tiny_csv), "--supervision", "full", "--out", str(run), "--epochs", "3", "--resume"]) == 0
+    import torch
+
+    assert torch.load(run / "checkpoints/student_last.pt", weights_only=False)["epoch"] == 2
+
+    assert onen(["eval", "--run", str(run), "--out", str(run / "eval")]) == 0
+    report = json.loads((run / "eval" / "report.json").read_text())
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1", "accuracy", "class_accuracy", "confusion_matrix"):
+        assert key in report
+
+    bundle_dir = tmp_path / "bundle"
+    assert onen(["export", "--run", str(run), "--out", str(bundle_dir)]) == 0
+    bundle = load_bundle(bundle_dir)
+    assert bundle.manifest.metrics["test"]["image_auroc"] == report["image_auroc"]     # the run's eval went into the manifest
+    assert bundle.manifest.training["supervision"] == "full" and bundle.manifest.training["split_counts"]["test"]
+    assert 0 < bundle.manifest.thresholds.image < 1
+    backend = OnnxRuntimeBackend(bundle)
+    outputs = backend.infer(np.zeros((3, 64, 64, 3), np.uint8))
+    assert outputs.score.shape == (3,) and outputs.anomaly_map.shape == (3, 1, 64, 64)
+    assert outputs.class_logits.shape == (3, len(bundle.manifest.class_names))
+
+
+@pytest.mark.parametrize("supervision", ["none", "weak"])
+def test_other_supervision_levels_train(tiny_csv, tmp_path, supervision):
+    run = tmp_path / supervision
+    assert onen(["train", "--data", str(tiny_csv), "--supervision", supervision, "--out", str(run), "--epochs", "1",
+                 "--teacher-epochs", "1", "--no-aoi-guidance", *TINY]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["supervision"] == supervision and config["aoi_guidance"] is False
+    splits = json.loads((run / "splits.json").read_text())
+    assert splits["test"], "the run keeps a held-out test split"
+
+
+def test_bad_input_gives_clear_errors(tmp_path, capsys):
+    assert onen(["train", "--data", str(tmp_path / "missing"), "--supervision", "full", "--out", str(tmp_path / "r")]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert onen(["export", "--run", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    assert "not a training run" in capsys.readouterr().err
