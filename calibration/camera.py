@@ -1,8 +1,7 @@
 """Calibrate one camera: run the bundle on its good (and defective) images, fit, write YAML + report."""
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,8 @@ from calibration.runner import FrameSource, RunResult, open_backend, run_source
 from calibration.thresholds import RateEstimate, TooFewGoodImages, f1_optimal_threshold, frr_threshold, needed_good_images, operating_point
 from edge.bundle import load_bundle
 from edge.calibration_file import CameraCalibration, from_bundle_defaults
+from edge.errors import DataError
 from edge.rectify import Rectification
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class CalibrationRequest:
@@ -36,11 +33,10 @@ class CalibrationRequest:
     every: int = 1                              # video sources: every n-th frame
     batch_size: int = 8
     pixel_margin: float = 0.1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def report_dir(self) -> Path:
-        return self.out.with_suffix("").with_name(self.out.stem + ".report")
+        return self.out.with_name(self.out.stem + ".report")
 
 
 @dataclass
@@ -53,6 +49,10 @@ class CalibrationOutcome:
 
 def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
     need = needed_good_images(request.target_frr, request.confidence)
+    if request.out.suffix.lower() not in (".yaml", ".yml"):
+        raise DataError(f"--out {request.out}: expected a .yaml file name, e.g. calib/{request.camera}.yaml")
+    if request.batch_size < 1:
+        raise DataError(f"--batch-size must be >= 1, got {request.batch_size}")
     bundle = load_bundle(request.bundle)
     # A provisional calibration carries the AOI and rectification so frames are prepared like the daemon's.
     provisional = from_bundle_defaults(bundle, request.camera, request.aoi, request.rectification)
