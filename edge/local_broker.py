@@ -7,6 +7,7 @@ misses nothing published while it reconnects).
 """
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -76,6 +77,8 @@ class MosquittoBroker:
         config.write_text(
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
+            # started as root, mosquitto would switch to user 'mosquitto', who cannot write our 0700 temp dir
+            f"user {getpass.getuser()}\n"
             + (f"persistence true\npersistence_location {self._dir}/\n" if self.persistence else "persistence false\n")
             + f"log_dest file {self._log}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
