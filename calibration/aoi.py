@@ -182,3 +182,32 @@ def write_preview(mask: np.ndarray, mask_path: str | Path, background_rgb: np.nd
     path = preview_path(mask_path)
     cv2.imwrite(str(path), cv2.cvtColor(preview(mask, background_rgb), cv2.COLOR_RGB2BGR))
     return path
+
+
+def order_corners(points: np.ndarray) -> np.ndarray:
+    """4 points -> top-left, top-right, bottom-right, bottom-left (clockwise on the image from the one
+    nearest the image origin), the order edge.rectify expects."""
+    points = np.asarray(points, np.float64).reshape(4, 2)
+    centre = points.mean(axis=0)
+    angles = np.arctan2(points[:, 1] - centre[1], points[:, 0] - centre[0])   # y down: increasing = clockwise
+    clockwise = points[np.argsort(angles)]
+    start = int(np.argmin(clockwise.sum(axis=1)))
+    return np.roll(clockwise, -start, axis=0)
+
+
+def find_part_corners(mask: np.ndarray, source: str = "reference image") -> np.ndarray:
+    """The four corners of the part's outline (largest contour simplified to a quadrilateral)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        raise DataError(f"{source}: no part found")
+    contour = max(contours, key=cv2.contourArea)
+    perimeter = cv2.arcLength(contour, True)
+    for fraction in (0.01, 0.02, 0.03, 0.05, 0.08):
+        approx = cv2.approxPolyDP(contour, fraction * perimeter, True)
+        # The quadrilateral must really be the outline (a disc also simplifies to 4 points, at 64 % of its area).
+        if len(approx) == 4 and cv2.isContourConvex(approx) and abs(cv2.contourArea(approx) / cv2.contourArea(contour) - 1) < 0.06:
+            return order_corners(approx.reshape(4, 2))
+    raise DataError(
+        f"{source}: the part's outline is not a quadrilateral; give the four corners with --rectify x1,y1,...,x4,y4 "
+        "(top-left, top-right, bottom-right, bottom-left)"
+    )

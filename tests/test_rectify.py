@@ -73,3 +73,25 @@ def test_bad_corners_are_refused_with_the_expected_order(text, message):
 def test_bad_dict_names_the_key():
     with pytest.raises(DataError, match="cam.yaml: key 'rectification'.*4 \\[x, y\\] points"):
         Rectification.from_dict({"corners": [[0, 0], [1, 1]]}, "cam.yaml: key 'rectification'")
+
+
+def test_corners_found_on_a_reference_image_and_ordered(tmp_path):
+    from calibration.aoi import find_part_corners, mask_from_reference, order_corners
+    from edge.cli import main
+
+    truth = np.float32([[70, 40], [250, 60], [270, 200], [50, 190]])
+    shuffled = truth[[2, 0, 3, 1]]
+    assert np.array_equal(order_corners(shuffled), truth)
+    image = np.full((240, 320, 3), 30, np.uint8)
+    cv2.fillPoly(image, [truth.astype(np.int32)], (200, 200, 200))
+    found = find_part_corners(mask_from_reference(image))
+    assert np.abs(found - truth).max() <= 2.5
+    cv2.imwrite(str(tmp_path / "tilted.png"), image)
+    assert main(["rectify", "--reference", str(tmp_path / "tilted.png"), "--size", "180x140", "--out", str(tmp_path / "r.png")]) == 0
+    rectified = cv2.imread(str(tmp_path / "r.png"))
+    assert rectified.shape == (140, 180, 3) and rectified[5:-5, 5:-5].min() > 150      # only the part, edge to edge
+    assert (tmp_path / "r.corners.png").is_file()
+    round_blob = np.zeros((100, 100), bool)
+    cv2.circle(round_blob.view(np.uint8), (50, 50), 30, 1, -1)
+    with pytest.raises(DataError, match="not a quadrilateral"):
+        find_part_corners(round_blob)
