@@ -309,49 +309,72 @@ def calibration_message(yaml_path: str | Path) -> bytes:
     return json.dumps(message).encode()
 
 
-def install_calibration_message(payload: bytes, bundle: Bundle, directory: str | Path, camera: str) -> CameraCalibration:
-    """Station side: check a pushed calibration completely (schema, camera, bundle sha256, AOI), then store
-    it in `directory` (YAML + AOI, replaced atomically) and return it. Nothing is written when it is refused,
-    so the running calibration stays in force; the daemon swaps it in between frames."""
+def install_calibration_message(payload: bytes, bundle: Bundle, target: str | Path, camera: str) -> CameraCalibration:
+    """Station side: check a pushed calibration completely (schema, camera, bundle sha256, AOI), then make it
+    the camera's calibration file `target` (the path the station config names, so a restart keeps it) and
+    return it. The file it replaces is kept as <target>.previous.yaml (push that back to roll back). Nothing
+    changes when the push is refused, so the running calibration stays in force."""
     import base64
     import binascii
+    import hashlib
     import json
     import os
+    import shutil
     import tempfile
+
+    def refuse(reason: str) -> CalibrationError:
+        return CalibrationError(f"calibration pushed for camera {camera!r}: {reason}")
 
     try:
         message = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CalibrationError(f"calibration message for camera {camera!r}: not JSON ({error})") from error
+        raise refuse(f"not JSON ({error})") from error
     if not isinstance(message, dict) or message.get("schema") != MESSAGE_SCHEMA:
-        raise CalibrationError(f"calibration message for camera {camera!r}: expected schema {MESSAGE_SCHEMA!r}")
+        raise refuse(f"expected schema {MESSAGE_SCHEMA!r}")
     if message.get("camera") != camera:
-        raise CalibrationError(f"calibration message on camera {camera!r}'s topic was made for camera {message.get('camera')!r}")
-    if not isinstance(message.get("calibration_yaml"), str):
-        raise CalibrationError(f"calibration message for camera {camera!r}: missing 'calibration_yaml'")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    name = Path(str(message.get("file_name") or f"{camera}.yaml")).name
-    staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=directory))
+        raise refuse(f"it was made for camera {message.get('camera')!r}")
     try:
-        try:
-            data = yaml.safe_load(message["calibration_yaml"])
-        except yaml.YAMLError as error:
-            raise CalibrationError(f"calibration message for camera {camera!r}: invalid YAML ({error})") from error
-        if isinstance(data, dict) and message.get("aoi_png_base64"):
-            aoi_name = Path(str(message.get("aoi_name") or f"{camera}.aoi.png")).name
+        data = yaml.safe_load(message.get("calibration_yaml") or "")
+    except yaml.YAMLError as error:
+        raise refuse(f"invalid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise refuse("'calibration_yaml' is not a calibration mapping")
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=target.parent))
+    try:
+        if message.get("aoi_png_base64"):
             try:
-                (staging / aoi_name).write_bytes(base64.b64decode(message["aoi_png_base64"], validate=True))
-            except binascii.Error as error:
-                raise CalibrationError(f"calibration message for camera {camera!r}: 'aoi_png_base64' is not base64") from error
-            data["aoi"] = aoi_name
-        text = yaml.safe_dump(data, sort_keys=False) if isinstance(data, dict) else message["calibration_yaml"]
-        (staging / name).write_text(text)
-        load_calibration(staging / name, bundle)          # every check, on the staged copy
+                aoi_bytes = base64.b64decode(message["aoi_png_base64"], validate=True)
+            except (binascii.Error, TypeError) as error:
+                raise refuse("'aoi_png_base64' is not base64") from error
+            # Named by content: the AOI of the running calibration is never overwritten.
+            data["aoi"] = f"{target.stem}.aoi-{hashlib.sha256(aoi_bytes).hexdigest()[:12]}.png"
+            (staging / data["aoi"]).write_bytes(aoi_bytes)
+        elif data.get("aoi") is not None and not Path(str(data["aoi"])).is_absolute():
+            raise refuse(f"names AOI {data['aoi']!r} but does not carry it")
+        (staging / target.name).write_text(yaml.safe_dump(data, sort_keys=False))
+        load_calibration(staging / target.name, bundle)        # every check, on the staged copy
         for staged in staging.iterdir():
-            os.replace(staged, directory / staged.name)
+            if staged.name != target.name:
+                os.replace(staged, target.parent / staged.name)
+        if target.is_file():
+            shutil.copy2(target, target.with_name(target.stem + ".previous.yaml"))
+        os.replace(staging / target.name, target)              # the switch: one atomic rename
     finally:
-        for leftover in staging.iterdir():
-            leftover.unlink()
-        staging.rmdir()
-    return load_calibration(directory / name, bundle)
+        shutil.rmtree(staging, ignore_errors=True)
+    _remove_unused_pushed_aois(target)
+    return load_calibration(target, bundle)
+
+
+def _remove_unused_pushed_aois(target: Path) -> None:
+    """Pushed AOIs that neither the calibration nor its .previous names any more."""
+    referenced = set()
+    for path in (target, target.with_name(target.stem + ".previous.yaml")):
+        try:
+            referenced.add(Path(str((yaml.safe_load(path.read_text()) or {}).get("aoi"))).name)
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+    for aoi in target.parent.glob(f"{target.stem}.aoi-*.png"):
+        if aoi.name not in referenced:
+            aoi.unlink(missing_ok=True)

@@ -408,7 +408,7 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
     other = _fake_bundle(tmp_path / "other", "other-model", b"another model")
     wrong_file = from_bundle_defaults(other, "cam1").save(tmp_path / "wrong" / "cam1.yaml")
     (tmp_path / "incoming").mkdir()
-    station_dir = tmp_path / "station-calib"
+    station_file = tmp_path / "station" / "cam1.yaml"        # the calibration file the station config names
 
     with MosquittoBroker() as broker:
         config = tmp_path / "station.yaml"
@@ -423,7 +423,7 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
 
         def on_message(client, userdata, message):
             try:
-                calibration = install_calibration_message(message.payload, bundle, station_dir, "cam1")
+                calibration = install_calibration_message(message.payload, bundle, station_file, "cam1")
                 installed.append(calibration)
                 client.publish("onen/line1/events", json.dumps({"kind": "calibration_updated", "detail": {"camera": "cam1", "image_threshold": calibration.image_threshold}}), qos=1)
             except OnenError as error:
@@ -439,15 +439,23 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
             assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0
             assert "station answered calibration_updated" in capsys.readouterr().out
             assert len(installed) == 1 and installed[0].aoi_for_input(64, 64) is not None
-            stored = load_calibration(station_dir / "cam1.yaml", bundle)
-            assert (station_dir / "cam1.aoi.png").read_bytes() == (tmp_path / "cam1.aoi.png").read_bytes()
-            before = (station_dir / "cam1.yaml").read_text()
+            stored = load_calibration(station_file, bundle)
+            assert stored.aoi.read_bytes() == (tmp_path / "cam1.aoi.png").read_bytes()
+            before = station_file.read_text()
 
             assert main(["push-calibration", str(wrong_file), "--config", str(config), "--wait", "10"]) == 1
             answer = capsys.readouterr().out
             assert "calibration_rejected" in answer and "made for bundle 'other-model'" in answer
-            assert (station_dir / "cam1.yaml").read_text() == before and stored.bundle_sha256 == bundle.onnx_sha256
-            assert sorted(p.name for p in station_dir.iterdir()) == ["cam1.aoi.png", "cam1.yaml"]
+            assert station_file.read_text() == before and stored.bundle_sha256 == bundle.onnx_sha256
+
+            assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0   # again
+            assert (tmp_path / "station" / "cam1.previous.yaml").read_text() == before
+            assert sorted(p.name for p in station_file.parent.iterdir()) == sorted(["cam1.yaml", "cam1.previous.yaml", stored.aoi.name])
+            # A new AOI: the one only the replaced file named goes once nothing refers to it.
+            cv2.imwrite(str(tmp_path / "cam1.aoi.png"), 255 - aoi)
+            assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0
+            assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0
+            assert len(list(station_file.parent.glob("cam1.aoi-*.png"))) == 1
         finally:
             station.loop_stop()
             station.disconnect()
