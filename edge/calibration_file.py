@@ -2,8 +2,8 @@
 
 `onen calibrate` writes it, the daemon reads it with `load_calibration(path, bundle)`. A calibration
 belongs to one model: the file records the sha256 of the bundle's `model.onnx` (the graph that produced
-the scores it was fitted on; the manifest's own hash would also change when only metadata, e.g. a
-signature-related field or the reference images, is rewritten) and loading refuses any other bundle.
+the scores it was fitted on; we do not use the manifest's own hash, which also changes when only metadata
+such as metrics or notes is rewritten and the scores stay the same) and loading refuses any other bundle.
 
 Decision rule (used by calibration when fitting and by the daemon when deciding):
     defect  <=>  raw score > image_threshold  <=>  normalise(raw) > 0.5
