@@ -351,3 +351,21 @@ def test_prometheus_endpoint_serves_the_stats(tmp_path, broker, tiny_bundle, fra
     finally:
         daemon.request_stop()
         thread.join(30)
+
+
+def test_interval_trigger_inspects_one_fresh_frame_per_interval(tmp_path, broker, tiny_bundle, frames):
+    images, _ = frames
+    video = write_video(tmp_path / "parts.avi", images, count=20, fps=25)
+    camera = file_camera("cam", video, realtime=True, loop=True, trigger={"mode": "interval", "interval_s": 0.4})
+    config = write_station(tmp_path, broker.port, tiny_bundle, [camera])
+    collector = Collector(broker.host, broker.port)
+    daemon, thread = _start(config)
+    try:
+        assert collector.wait(lambda c: len(c.results()) >= 4, 15)
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+    captured = [r["captured_at_epoch"] for r in collector.results()]
+    gaps = np.diff(captured)
+    assert (gaps > 0.3).all() and (gaps < 1.5).all(), gaps     # about one every 0.4 s, not every video frame
+    collector.close()
