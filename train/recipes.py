@@ -27,7 +27,7 @@ def _small_student(num_classes: int):
     from train.models.onen_vit import OneNConfig, OneNStudent
 
     cfg = OneNConfig(num_classes=num_classes, input_height=SMALL_SIZE, input_width=SMALL_SIZE, patch=8, dim=48, depth=2,
-                     heads=2, mlp_ratio=2.0, stem_channels=16)
+                     heads=2, mlp_ratio=2.0, stem="conv", stem_channels=16)
     return OneNStudent(cfg)
 
 

@@ -53,6 +53,7 @@ class TrainConfig:
     dim: int = 96
     depth: int = 4
     heads: int = 4
+    stem: str = "lite0"
     device: str = "auto"
     weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
     class_names: list[str] = field(default_factory=list)
@@ -227,7 +228,8 @@ def random_flips(batch: dict, generator: torch.Generator) -> dict:
 # ------------------------------------------------------------------------------------------ student
 def build_run_student(cfg: TrainConfig, teacher_dim: int) -> OneNStudent:
     return OneNStudent(OneNConfig(num_classes=len(cfg.class_names), input_height=cfg.size, input_width=cfg.size,
-                                  patch=cfg.patch, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, teacher_dim=teacher_dim))
+                                  patch=cfg.patch, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, stem=cfg.stem,
+                                  teacher_dim=teacher_dim), pretrained=cfg.stem == "lite0")
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, floor: float = 0.02):

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patch", type=int, default=16, help="student token stride in px (8 or 16)")
     parser.add_argument("--dim", type=int, default=96)
     parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--stem", choices=("lite0", "conv"), default="lite0",
+                        help="student stem: ImageNet-pretrained Lite0 layers (default) or convs from scratch")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         teacher_epochs=args.teacher_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, teacher_loss=args.teacher_loss,
         distill=not args.no_distill, test_fraction=args.test_fraction, val_fraction=args.val_fraction, patch=args.patch,
-        dim=args.dim, depth=args.depth, device=args.device,
+        dim=args.dim, depth=args.depth, stem=args.stem, device=args.device,
     )
     run_dir = train(cfg, resume=args.resume)
     print(f"run written to {run_dir}")

@@ -38,7 +38,9 @@ class OneNConfig:
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 2.0
-    stem_channels: int = 16
+    stem: str = "lite0"             # "lite0": ImageNet-pretrained EfficientNet-Lite0 stem + first 3 blocks (stride 4);
+                                    # "conv": strided 3x3 convs from scratch
+    stem_channels: int = 16         # width of the first "conv" stem layer
     activation: str = "relu"        # "relu" (fastest in ONNX Runtime/TensorRT) or "gelu"
     teacher_dim: int = 0            # >0: a projection of patch tokens to the teacher's feature width (distillation)
     dropout: float = 0.0
@@ -63,6 +65,10 @@ class OneNConfig:
             raise ValueError(f"dim {self.dim} must be a multiple of heads {self.heads}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.stem not in ("lite0", "conv"):
+            raise ValueError(f"stem must be 'lite0' or 'conv', got {self.stem!r}")
+        if self.stem == "lite0" and self.patch < 8:
+            raise ValueError(f"the lite0 stem has stride 4, so patch must be >= 8, got {self.patch}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
 
@@ -101,6 +107,32 @@ class ConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class Lite0Stem(nn.Module):
+    """The first layers of EfficientNet-Lite0 (stem conv + 3 MBConv blocks, stride 4, 24 channels) with the
+    teacher's ImageNet weights, then a patchify conv to the token grid.
+
+    A transformer trained from scratch on a few hundred images learns low-level texture filters slowly;
+    borrowing them from the pretrained CNN is cheap (these layers are ~30% of the teacher's latency) and
+    leaves attention, maps and heads to the student.
+    """
+
+    LAYERS = 3            # MBConv blocks kept: output stride 4, 24 channels
+    CHANNELS = 24
+
+    def __init__(self, cfg: OneNConfig, pretrained: bool):
+        super().__init__()
+        from train.models.efficientnet_lite import build_teacher
+
+        lite0 = build_teacher(2, pretrained=pretrained)
+        self.stem = lite0.stem
+        self.blocks = lite0.blocks[: self.LAYERS]
+        factor = cfg.patch // 4
+        self.patchify = nn.Conv2d(self.CHANNELS, cfg.dim, factor, factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.patchify(self.blocks(self.stem(x)))
 
 
 class Attention(nn.Module):
@@ -144,13 +176,20 @@ class OneNStudent(nn.Module):
 
     family = "onen-student"
 
-    def __init__(self, cfg: OneNConfig):
+    def __init__(self, cfg: OneNConfig, pretrained: bool = False):
+        """pretrained: load the ImageNet weights of the lite0 stem (training); False when a checkpoint follows."""
         super().__init__()
         cfg.check()
         self.cfg = cfg
         h, w = cfg.grid
-        self.input = ImageInput()
-        self.stem = ConvStem(cfg)
+        if cfg.stem == "lite0":
+            from train.models.efficientnet_lite import LITE_NORMALISATION
+
+            self.input = ImageInput(LITE_NORMALISATION)       # the normalisation the pretrained layers expect
+            self.stem = Lite0Stem(cfg, pretrained)
+        else:
+            self.input = ImageInput()
+            self.stem = ConvStem(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + h * w, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
@@ -231,5 +270,5 @@ class BundleOutputs(nn.Module):
         return out.score, out.anomaly_map, out.class_logits
 
 
-def build_student(cfg: OneNConfig) -> OneNStudent:
-    return OneNStudent(cfg)
+def build_student(cfg: OneNConfig, pretrained: bool = False) -> OneNStudent:
+    return OneNStudent(cfg, pretrained)

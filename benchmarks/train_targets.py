@@ -1,0 +1,206 @@
+"""Issue 2's training targets on this CPU: magnetic tile AUROCs per supervision, AOI false rejects, latency.
+
+Parts (--parts, default all):
+  mt       magnetic tile, 25% stratified held-out test split: student (and teacher) image AUROC, pixel AUROC,
+           class accuracy for --supervision full / weak / none (targets 0.98/0.95/0.90, 0.95/0.85, 0.85).
+  aoi      procedural AOI benchmark (train.data.synth_benchmark): false rejects of good parts with marks
+           outside the AOI, student with vs without AOI guidance, at equal recall on real defects (target <= 0.5x).
+  latency  exported student vs exported teacher in ONNX Runtime, batch 1, median (target >= 2x faster),
+           and the student/teacher image AUROC gap (target <= 0.01).
+  time     training time of the runs (teacher + student) as measured; the station target is 1000 images
+           at 256 px in <= 20 min.
+
+Runs are trained with `onen train` settings into --work/<name> and reused when they exist (so a long
+benchmark can be resumed). Thresholds for "equal recall" are read off the test split by definition of the
+comparison; nothing is tuned on the test split.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic_tile"
+PARTS = ("mt", "aoi", "latency", "time")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="magnetic tile folder")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/onen-train-targets"), help="runs, data and reports go here")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
+    parser.add_argument("--supervision", default="full,weak,none", help="magnetic tile supervision levels to run")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--aoi-count", type=int, default=400, help="images of the AOI benchmark")
+    parser.add_argument("--recall", type=float, default=0.95, help="recall on real defects at which false rejects are compared")
+    parser.add_argument("--repeats", type=int, default=200, help="latency: timed calls per model")
+
+
+def _train(name: str, work: Path, data: Path, supervision: str, args, extra: list[str] | None = None) -> Path:
+    from edge.cli import main as onen
+
+    run = work / name
+    if (run / "summary.json").is_file():
+        print(f"[{name}] reusing {run}")
+        return run
+    command = ["train", "--data", str(data), "--supervision", supervision, "--out", str(run), "--epochs", str(args.epochs),
+               "--teacher-epochs", str(args.teacher_epochs), "--size", str(args.size), *(extra or [])]
+    if (run / "config.json").is_file():
+        command.append("--resume")
+    if onen(command) != 0:
+        raise SystemExit(f"training {name} failed")
+    return run
+
+
+def _evaluate(run: Path, model: str = "student", groups: dict | None = None) -> dict:
+    """Test-split report of the run's student or teacher (train.evaluate), cached in the run."""
+    import torch
+
+    from train import runs
+    from train.evaluate import evaluate
+    from train.export import torch_outputs
+
+    out = run / ("eval" if model == "student" else "eval-teacher")
+    if (out / "report.json").is_file() and groups is None:
+        return json.loads((out / "report.json").read_text())
+    info = runs.load_run(run)
+    if model == "student":
+        network = runs.load_student(run)
+    else:
+        from train.models.efficientnet_lite import TeacherExport
+
+        network = TeacherExport(runs.load_teacher(run)).eval()
+    with torch.no_grad():
+        return evaluate(lambda batch: torch_outputs(network, batch), info.samples("test"), info.class_names, info.input_height,
+                        info.input_width, out, aoi=info.aoi, progress=False, groups=groups)
+
+
+def part_mt(args, figures: dict) -> None:
+    targets = {"full": (0.98, 0.95, 0.90), "weak": (0.95, 0.85, None), "none": (0.85, None, None)}
+    for supervision in [s for s in args.supervision.split(",") if s]:
+        run = _train(f"mt_{supervision}", args.work, args.data, supervision, args)
+        student, teacher = _evaluate(run), _evaluate(run, "teacher")
+        row = {"run": str(run), "student": {k: student.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "class_accuracy", "f1")},
+               "teacher": {k: teacher.get(k) for k in ("image_auroc", "pixel_auroc", "class_accuracy")},
+               "targets": targets[supervision]}
+        figures[f"mt_{supervision}"] = row
+        s = row["student"]
+        print(f"magnetic tile {supervision:>4}: student image AUROC {s['image_auroc']}, pixel AUROC {s['pixel_auroc']}, "
+              f"defect-class accuracy {s['class_accuracy']}; "
+              f"teacher image AUROC {row['teacher']['image_auroc']}; targets {targets[supervision]}")
+
+
+def _false_rejects(run: Path, groups: dict, recall: float) -> dict:
+    import numpy as np
+
+    groups = {**groups, **{str(Path(k)): v for k, v in groups.items()}}
+    report = _evaluate(run, groups=groups)
+    scores_path = run / "eval" / "scores.csv"
+    import csv
+
+    with open(scores_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kinds = np.array([groups.get(str(Path(r["image"]).resolve()), "?") for r in rows])
+    scores = np.array([float(r["score"]) for r in rows])
+    labels = np.array([int(r["label"]) for r in rows])
+    defect_scores = np.sort(scores[labels == 1])
+    keep = int(np.ceil(recall * len(defect_scores)))
+    threshold = defect_scores[len(defect_scores) - keep] if keep else np.inf
+    outside = kinds == "good_outside"
+    plain = kinds == "good_plain"
+    return {"threshold": float(threshold), "recall": float((defect_scores >= threshold).mean()),
+            "false_reject_outside": float((scores[outside] >= threshold).mean()) if outside.any() else None,
+            "false_reject_plain": float((scores[plain] >= threshold).mean()) if plain.any() else None,
+            "n_outside": int(outside.sum()), "n_defects": int(len(defect_scores)), "image_auroc": report.get("image_auroc")}
+
+
+def part_aoi(args, figures: dict) -> None:
+    from train.data.synth_benchmark import generate, load_info
+
+    data_dir = args.work / "aoi_data"
+    manifest = data_dir / "manifest.csv"
+    if not manifest.is_file():
+        generate(data_dir, seed=0, count=args.aoi_count, size=args.size)
+    groups = {path: facts["kind"] for path, facts in load_info(manifest).items()}
+    on = _train("aoi_on", args.work, manifest, "full", args)
+    off_dir = args.work / "aoi_off"
+    if not (off_dir / "teacher" / "teacher.pt").is_file() and (on / "teacher" / "teacher.pt").is_file():
+        import shutil
+
+        (off_dir / "teacher").mkdir(parents=True, exist_ok=True)            # same teacher: only the guidance differs
+        shutil.copy2(on / "teacher" / "teacher.pt", off_dir / "teacher" / "teacher.pt")
+    off = _train("aoi_off", args.work, manifest, "full", args, ["--no-aoi-guidance"])
+    with_guidance, without = _false_rejects(on, groups, args.recall), _false_rejects(off, groups, args.recall)
+    ratio = (with_guidance["false_reject_outside"] / without["false_reject_outside"]) if without["false_reject_outside"] else None
+    figures["aoi"] = {"with_guidance": with_guidance, "without_guidance": without, "ratio": ratio, "target_ratio_max": 0.5}
+    print(f"AOI benchmark at recall {args.recall}: false rejects of good parts with marks outside the AOI "
+          f"{with_guidance['false_reject_outside']} with guidance vs {without['false_reject_outside']} without "
+          f"(ratio {ratio}; target <= 0.5); n={with_guidance['n_outside']}")
+
+
+def _median_latency(paths: list[Path], size: int, repeats: int) -> list[float]:
+    """Interleaved batch-1 timings (one intra-op thread each), so background load hits both models alike."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
+    image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+    times: list[list[float]] = [[] for _ in sessions]
+    for session in sessions:
+        for _ in range(10):
+            session.run(None, {"image": image})
+    for _ in range(repeats):
+        for index, session in enumerate(sessions):
+            started = time.perf_counter()
+            session.run(None, {"image": image})
+            times[index].append(time.perf_counter() - started)
+    return [float(np.median(t) * 1000) for t in times]
+
+
+def part_latency(args, figures: dict) -> None:
+    from train.export import export_run
+
+    run = args.work / "mt_full"
+    if not (run / "summary.json").is_file():
+        run = _train("mt_full", args.work, args.data, "full", args)
+    student_bundle = export_run(run, args.work / "bundles" / "student")
+    teacher_bundle = export_run(run, args.work / "bundles" / "teacher", teacher=True)
+    student_ms, teacher_ms = _median_latency([student_bundle / "model.onnx", teacher_bundle / "model.onnx"], args.size, args.repeats)
+    student, teacher = _evaluate(run), _evaluate(run, "teacher")
+    gap = None
+    if student.get("image_auroc") is not None and teacher.get("image_auroc") is not None:
+        gap = teacher["image_auroc"] - student["image_auroc"]
+    figures["latency"] = {"size": args.size, "student_ms_median": student_ms, "teacher_ms_median": teacher_ms,
+                          "speedup": teacher_ms / student_ms, "auroc_gap_teacher_minus_student": gap}
+    print(f"ONNX Runtime batch 1 at {args.size}px, 1 thread: student {student_ms:.2f} ms, teacher {teacher_ms:.2f} ms median "
+          f"-> {teacher_ms / student_ms:.2f}x (target >= 2x); image AUROC gap teacher - student {gap} (target <= 0.01)")
+
+
+def part_time(args, figures: dict) -> None:
+    rows = {}
+    for run in sorted(args.work.glob("*/summary.json")):
+        summary = json.loads(run.read_text())
+        config = json.loads((run.parent / "config.json").read_text())
+        splits = json.loads((run.parent / "splits.json").read_text())
+        rows[run.parent.name] = {"train_images": len(splits["train"]), "size": config["size"], "epochs": config["epochs"],
+                                 "teacher_epochs": config["teacher_epochs"], **summary.get("timings_s", {})}
+        r = rows[run.parent.name]
+        print(f"training time {run.parent.name}: {r['train_images']} images at {r['size']}px, teacher {r.get('teacher', 0):.0f} s "
+              f"+ student {r.get('student', 0):.0f} s = {r.get('total', 0) / 60:.1f} min")
+    figures["training_time"] = rows
+
+
+def main(args: argparse.Namespace) -> int:
+    args.work.mkdir(parents=True, exist_ok=True)
+    figures: dict = {}
+    for part in [p for p in args.parts.split(",") if p]:
+        if part not in PARTS:
+            raise SystemExit(f"unknown part '{part}'; choose from {', '.join(PARTS)}")
+        {"mt": part_mt, "aoi": part_aoi, "latency": part_latency, "time": part_time}[part](args, figures)
+    if getattr(args, "json", None):
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    return 0
