@@ -84,7 +84,15 @@ class CameraCalibration:
                 f"{self.aoi}: AOI is {self._aoi_mask.shape[1]}x{self._aoi_mask.shape[0]} but camera {self.camera!r} "
                 f"delivers {frame_rgb.shape[1]}x{frame_rgb.shape[0]} frames; the AOI must have the camera's resolution"
             )
-        return self.rectification.apply(frame_rgb) if self.rectification else frame_rgb
+        if self.rectification is None:
+            return frame_rgb
+        height, width = frame_rgb.shape[:2]
+        if any(not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5) for x, y in self.rectification.corners):
+            raise CalibrationError(
+                f"{self.source_path or 'calibration'}: rectification corners {[list(c) for c in self.rectification.corners]} lie outside "
+                f"the {width}x{height} frames of camera {self.camera!r}; was the camera's resolution changed? recalibrate"
+            )
+        return self.rectification.apply(frame_rgb)
 
     def aoi_for_input(self, height: int, width: int) -> np.ndarray | None:
         """The AOI as a bool mask at model input size, rectified like the frames (None = everywhere)."""

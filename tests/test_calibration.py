@@ -191,6 +191,10 @@ def test_calibration_file_round_trip_and_refusals(tmp_path):
         load_calibration(path, bundle_b)
     with pytest.raises(CalibrationError, match="AOI is 60x40 but camera 'cam1' delivers 80x40"):
         calibration.prepare(np.zeros((40, 80, 3), np.uint8))
+    calibration.aoi = None
+    calibration.load_aoi()
+    with pytest.raises(CalibrationError, match="cam1.yaml: rectification corners .* outside the 40x30 frames of camera 'cam1'"):
+        calibration.prepare(np.zeros((30, 40, 3), np.uint8))
     bad_cases = {
         "min_region_area": ({"min_region_area": 0}, "key 'min_region_area'"),
         "threshold": ({"image_threshold": "high"}, "key 'image_threshold': expected a number"),
