@@ -356,6 +356,18 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
         assert inspection.verdict == ("defect" if raw > calibration.image_threshold else "ok")
         assert (inspection.score > 0.5) == (inspection.verdict == "defect")
 
+    # The maintenance check agrees on the fresh parts, and catches a drifted camera (darker, noisier).
+    check = ["check-calibration", "--bundle", str(tiny_bundle), "--calibration", str(out), "--backend", "onnxruntime", "--good"]
+    assert main(check + [str(fresh)]) == 0
+    drifted = tmp_path / "drifted"
+    drifted.mkdir()
+    noise = np.random.default_rng(0)
+    for path in sorted(fresh.iterdir())[:40]:
+        image = cv2.imread(str(path)).astype(np.float32) * 0.8 + noise.normal(0, 14, (FRAME_WH[1], FRAME_WH[0], 3))
+        cv2.imwrite(str(drifted / path.name), np.clip(image, 0, 255).astype(np.uint8))
+    assert main(check + [str(drifted)]) == 1
+    assert "recalibrate this camera" in capsys.readouterr().out
+
     # Too few good images: a clear error with the number needed, before the model runs.
     few = tmp_path / "few"
     few.mkdir()
