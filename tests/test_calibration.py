@@ -141,7 +141,7 @@ def test_calibration_and_its_edge_files_never_import_torch():
     import sys
 
     modules = ["edge.calibration_file", "edge.rectify", "calibration.camera", "calibration.aoi", "calibration.int8_selection",
-               "calibration.push", "calibration.commands.calibrate", "calibration.commands.aoi"]
+               "calibration.push", "calibration.verify", "calibration.commands.calibrate", "calibration.commands.aoi"]
     code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules or 'train' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
