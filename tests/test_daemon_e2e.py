@@ -369,3 +369,16 @@ def test_interval_trigger_inspects_one_fresh_frame_per_interval(tmp_path, broker
     gaps = np.diff(captured)
     assert (gaps > 0.3).all() and (gaps < 1.5).all(), gaps     # about one every 0.4 s, not every video frame
     collector.close()
+
+
+def test_daemon_modules_never_import_torch_or_train():
+    """An edge station has no torch: every daemon module and `onen run` must load with torch and train blocked."""
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['train'] = None\n"
+        "import edge.archive, edge.daemon, edge.inference, edge.local_broker, edge.metrics, edge.overlay, edge.pipeline, "
+        "edge.postprocess, edge.publisher, edge.result, edge.spool, edge.stats, edge.systemd_notify, edge.commands.run, edge.commands.demo\n"
+        "from edge.cli import main\n"
+        "sys.exit(main(['run', '--help']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--config" in done.stdout, done.stderr
