@@ -55,9 +55,12 @@ class MosquittoBroker:
 
     host = "127.0.0.1"
 
-    def __init__(self, port: int | None = None, start_timeout_s: float = 10.0, persistence: bool = False):
+    def __init__(self, port: int | None = None, start_timeout_s: float = 10.0, persistence: bool = False,
+                 anonymous: bool = True, extra_config: str = ""):
         self.port = port or free_port()
         self.persistence = persistence    # True: sessions and retained messages survive a stop()/start()
+        self.anonymous = anonymous        # False: clients need a user from a password_file in extra_config
+        self.extra_config = extra_config  # more lines for the listener, e.g. cafile/certfile/keyfile for TLS
         self.start_timeout_s = start_timeout_s
         self.binary = find_mosquitto()
         self._dir = Path(tempfile.mkdtemp(prefix="onen-mosquitto-"))
@@ -76,12 +79,13 @@ class MosquittoBroker:
         config = self._dir / "mosquitto.conf"
         config.write_text(
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
             # started as root, mosquitto would switch to user 'mosquitto', who cannot write our 0700 temp dir
             f"user {getpass.getuser()}\n"
             + (f"persistence true\npersistence_location {self._dir}/\n" if self.persistence else "persistence false\n")
             + f"log_dest file {self._log}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
+            + (self.extra_config.strip() + "\n" if self.extra_config else "")
         )
         return config
 

@@ -107,6 +107,8 @@ class Publisher:
         tls = getattr(cfg, "tls", None)
         if tls is not None:
             client.tls_set(ca_certs=_str(getattr(tls, "ca", None)), certfile=_str(getattr(tls, "cert", None)), keyfile=_str(getattr(tls, "key", None)))
+            if getattr(tls, "insecure", False):
+                client.tls_insecure_set(True)      # no hostname check: test benches only, the config says so
         if getattr(cfg, "username", None):
             client.username_pw_set(cfg.username, getattr(cfg, "password", None))
         client.reconnect_delay_set(min_delay=self.reconnect_s[0], max_delay=self.reconnect_s[1])

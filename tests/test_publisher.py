@@ -191,3 +191,63 @@ def test_publishing_from_many_threads_keeps_per_thread_order(broker, tmp_path):
         assert [json.loads(p)["seq"] for p, _ in collector.on(f"/c{i}/result")] == list(range(40))
     publisher.stop()
     collector.close()
+
+
+def _tls_files(folder):
+    """A CA and a server certificate for 127.0.0.1/localhost, made with cryptography."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def key_pem(key):
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "onen test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+              .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(2)
+              .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    files = {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(key_pem(server_key))
+    return files
+
+
+def test_tls_and_credentials_from_the_config(tmp_path):
+    from edge.config import TlsConfig
+
+    files = _tls_files(tmp_path)
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "line3", "s3cret"], check=True, capture_output=True)
+    extra = f"cafile {files['ca']}\ncertfile {files['cert']}\nkeyfile {files['key']}\npassword_file {passwords}\n"
+    with MosquittoBroker(anonymous=False, extra_config=extra) as broker:
+        def connect(password):
+            cfg = MqttConfig(host="127.0.0.1", port=broker.port, client_id=f"onen-tls-{password}", prefix="onen",
+                             tls=TlsConfig(ca=files["ca"]), username="line3", password=password)
+            publisher = Publisher(cfg, "tls", Spool(tmp_path / f"{password}.db"), reconnect_min_s=0.2, reconnect_max_s=1.0)
+            publisher.start()
+            return publisher
+
+        good = connect("s3cret")
+        assert good.wait_connected(10), "TLS with the configured CA and user/password connects"
+        good.publish_result("cam", _result(0))
+        assert good.flush(10)
+        wrong = connect("wrong")
+        assert not wrong.wait_connected(2), "a wrong password is refused"
+        assert wrong.spool.depth == 0
+        wrong.publish_result("cam", _result(0))
+        time.sleep(0.3)
+        assert wrong.pending == 1, "results wait in the spool while the broker refuses us"
+        wrong.stop(flush_timeout=0)
+        good.stop()
