@@ -13,6 +13,7 @@ are dropped; the number is counted and reported through `on_drop` (the daemon pu
 """
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
@@ -27,6 +28,18 @@ ROW_OVERHEAD = 64  # bytes of SQLite bookkeeping per row, roughly; keeps many ti
 
 class SpoolError(OnenError):
     """The spool file cannot be opened or written."""
+
+
+def _exclusive_lock(path: Path):
+    """One daemon per spool: two would publish the same results twice. The OS drops the lock if we die."""
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        handle.close()
+        raise SpoolError(f"{path.with_suffix('')}: the spool is in use by another running daemon (lock {path}); "
+                         f"give each station its own spool.path") from error
+    return handle
 
 
 @dataclass
@@ -51,6 +64,7 @@ class Spool:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = _exclusive_lock(self.path.with_name(self.path.name + ".lock"))
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
@@ -151,3 +165,4 @@ class Spool:
             except sqlite3.Error:
                 pass
             self._db.close()
+            self._lock_file.close()

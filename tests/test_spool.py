@@ -92,3 +92,11 @@ def test_batches_in_and_out(tmp_path):
     assert spool.depth == 500
     assert spool.delete([item.id for item in spool.after(0, 1000)]) == 500
     assert spool.depth == 0 and spool.size_bytes == 0
+
+
+def test_one_daemon_per_spool(tmp_path):
+    first = Spool(tmp_path / "s.db")
+    with pytest.raises(SpoolError, match="in use by another running daemon"):
+        Spool(tmp_path / "s.db")
+    first.close()
+    Spool(tmp_path / "s.db").close()          # free again once the first one closed
