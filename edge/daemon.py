@@ -67,13 +67,15 @@ class Daemon:
         self._stop = threading.Event()
         self._stopped = False
         self._ready_sent = False
+        self._early_events: list[tuple[str, dict]] = []
 
     # ---- start --------------------------------------------------------------------------------
     def _event(self, kind: str, detail: dict) -> None:
         """Camera/backend events go to the events topic; camera state changes also to its status topic."""
         log.info("event %s %s", kind, detail)
         self.stats.count(f"events.{kind}")
-        if self.publisher is None:
+        if self.publisher is None:             # e.g. a backend fallback while models load: sent once MQTT exists
+            self._early_events.append((kind, detail))
             return
         try:
             self.publisher.publish_event(kind, detail)
@@ -133,6 +135,8 @@ class Daemon:
             postprocessors[camera_cfg.name] = PostProcessor(bundle.manifest, self._calibration(camera_cfg, bundle))
         spool = Spool(self._spool_path(), cfg.spool.max_mb, self.options.spool_synchronous)
         self.publisher = Publisher(cfg.mqtt, cfg.station, spool)
+        for kind, detail in self._early_events:
+            self._event(kind, detail)
         spool.on_drop = lambda count, oldest: self._event("spool_overflow", {"dropped": count, "oldest_id": oldest, "dropped_total": spool.dropped, "max_mb": cfg.spool.max_mb})
         archive = Archive(cfg.archive.path, cfg.archive.max_mb, cfg.archive.enabled) if cfg.archive.enabled else None
         self.side_worker = SideWorker(self.publisher, archive, self.stats)
