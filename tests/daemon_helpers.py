@@ -40,11 +40,11 @@ def write_video(path: Path, frames: list[np.ndarray], count: int, fps: float = 2
     return path
 
 
-def write_station(folder: Path, port: int, bundle: Path, cameras: list[dict], station: str = "t1", **extra) -> Path:
+def write_station(folder: Path, port: int, bundle: Path, cameras: list[dict], station: str = "t1", backend: str = "onnxruntime", **extra) -> Path:
     config = {
         "station": station,
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-{station}-{port}", "stats_interval_s": extra.pop("stats_interval_s", 1)},
-        "models": {"m": {"bundle": str(bundle), "backend": "onnxruntime"}},
+        "models": {"m": {"bundle": str(bundle), "backend": backend}},
         "cameras": cameras,
         "spool": {"path": str(folder / "spool")},
         "archive": {"path": str(folder / "archive"), "max_mb": 16},

@@ -357,7 +357,7 @@ def test_interval_trigger_inspects_one_fresh_frame_per_interval(tmp_path, broker
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=20, fps=25)
     camera = file_camera("cam", video, realtime=True, loop=True, trigger={"mode": "interval", "interval_s": 0.4})
-    config = write_station(tmp_path, broker.port, tiny_bundle, [camera])
+    config = write_station(tmp_path, broker.port, tiny_bundle, [camera], backend="auto")   # no GPU here: ONNX Runtime
     collector = Collector(broker.host, broker.port)
     daemon, thread = _start(config)
     try:
@@ -368,6 +368,8 @@ def test_interval_trigger_inspects_one_fresh_frame_per_interval(tmp_path, broker
     captured = [r["captured_at_epoch"] for r in collector.results()]
     gaps = np.diff(captured)
     assert (gaps > 0.3).all() and (gaps < 1.5).all(), gaps     # about one every 0.4 s, not every video frame
+    if not daemon.engines["m"].backend.name == "tensorrt":
+        assert any(e["kind"] == "backend_fallback" for e in collector.events()), "the fallback is announced on the events topic"
     collector.close()
 
 
