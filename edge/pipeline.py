@@ -272,7 +272,7 @@ class CameraPipeline:
             return
         heatmap = self.cfg.publish.heatmap
         publish_overlay = heatmap == "always" or (heatmap == "on_defect" and inspection.is_defect)
-        archive_it = inspection.is_defect
+        archive_it = inspection.is_defect and self.side_worker.archive is not None
         if publish_overlay or archive_it:
             self.side_worker.submit((self.name, frame_rgb, inspection, result, publish_overlay, archive_it, self.cfg.publish.jpeg_quality))
 
