@@ -99,3 +99,14 @@ def test_masked_cross_entropy_ignores_unknown_class():
     logits = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
     assert float(masked_cross_entropy(logits, torch.tensor([0, -1]))) < 0.01
     assert float(masked_cross_entropy(logits, torch.tensor([-1, -1]))) == 0.0
+
+
+def test_balanced_focal_gives_small_defects_the_weight_of_large_ones():
+    target = torch.zeros(2, 32, 32)
+    target[0, 10:12, 10:12] = 1          # 4 px defect
+    target[1, 4:28, 4:28] = 1            # 576 px defect
+    missed = torch.where(target > 0, torch.full_like(target, -4.0), torch.full_like(target, -4.0))   # map dark everywhere
+    plain = [float(progressive_focal_loss([], missed[i:i + 1], target[i:i + 1])) for i in range(2)]
+    balanced = [float(progressive_focal_loss([], missed[i:i + 1], target[i:i + 1], balanced=True)) for i in range(2)]
+    assert plain[0] < 0.05 * plain[1]                        # the plain mean barely notices the small miss
+    assert balanced[0] == pytest.approx(balanced[1], rel=0.05)

@@ -7,6 +7,8 @@ Choices (documented here because the OneN paper is only known to us by its abstr
   weight 1 on top (total = sum_l w_l * FL(layer_l) + FL(final)).
 - Focal loss: binary focal loss on logits, FL = alpha_t * (1 - p_t)^gamma * BCE, gamma = 2, averaged over
   pixels. Soft targets (0..1) are allowed. Layer logits are upsampled bilinearly to the target size.
+  With balanced=True (the trainer's default) each image's loss is the mean over its defect pixels and the
+  mean over its other pixels, averaged: small defects are not drowned by the background.
 - AOI guidance: the CEOD overlap term of seed 001 applied to each layer's CLS->patch attention:
   OD = -log(clip(sum(A * AOI*) / min(sum A, sum AOI*), eps, 1)), with AOI* the AOI resized to the
   attention grid (area average) and convolved with the 3x3 kernel of 0.5 as in CEOD, clipped to 1.
@@ -48,12 +50,25 @@ def focal_loss_with_logits(logits: torch.Tensor, target: torch.Tensor, gamma: fl
     return loss.mean()
 
 
-def _per_image_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float | None) -> torch.Tensor:
-    return focal_loss_with_logits(logits, target, gamma, alpha, reduction="none").flatten(1).mean(dim=1)
+def _per_image_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float | None,
+                     balanced: bool = False) -> torch.Tensor:
+    """Focal loss per image [N]. balanced: mean over defect pixels and mean over the other pixels, averaged,
+    so a 20-pixel blowhole weighs as much as a large crack (a plain mean lets the background drown it)."""
+    loss = focal_loss_with_logits(logits, target, gamma, alpha, reduction="none").flatten(1)
+    if not balanced:
+        return loss.mean(dim=1)
+    positive = target.flatten(1)
+    negative = 1 - positive
+    pos_mass, neg_mass = positive.sum(1), negative.sum(1)
+    pos_term = (loss * positive).sum(1) / pos_mass.clamp(min=1e-6)
+    neg_term = (loss * negative).sum(1) / neg_mass.clamp(min=1e-6)
+    has_positive = (pos_mass > 0.5).float()
+    return has_positive * 0.5 * (pos_term + neg_term) + (1 - has_positive) * neg_term
 
 
 def progressive_focal_loss(layer_logits: list[torch.Tensor], final_logits: torch.Tensor, target: torch.Tensor,
-                           valid: torch.Tensor | None = None, gamma: float = 2.0, alpha: float | None = None) -> torch.Tensor:
+                           valid: torch.Tensor | None = None, gamma: float = 2.0, alpha: float | None = None,
+                           balanced: bool = False) -> torch.Tensor:
     """sum_l w_l * FL(upsample(layer_l), target) + FL(final, target), averaged over images with a valid target.
 
     layer_logits: per layer [N,h,w] map logits; final_logits [N,1,H,W] or [N,H,W]; target [N,H,W] in 0..1;
@@ -65,13 +80,13 @@ def progressive_focal_loss(layer_logits: list[torch.Tensor], final_logits: torch
     weight = valid.float()
     if weight.sum() == 0:
         return final_logits.sum() * 0.0
-    weights = progressive_weights(len(layer_logits), device=target.device)
+    weights = progressive_weights(len(layer_logits), device=target.device) if layer_logits else []
     total = torch.zeros(n, device=target.device)
     for w_l, logits in zip(weights, layer_logits):
         up = F.interpolate(logits.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-        total = total + w_l * _per_image_focal(up, target, gamma, alpha)
+        total = total + w_l * _per_image_focal(up, target, gamma, alpha, balanced)
     final = final_logits[:, 0] if final_logits.dim() == 4 else final_logits
-    total = total + _per_image_focal(final, target, gamma, alpha)
+    total = total + _per_image_focal(final, target, gamma, alpha, balanced)
     return (total * weight).sum() / weight.sum()
 
 

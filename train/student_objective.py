@@ -17,7 +17,7 @@ from train.models.onen_vit import StudentOutput
 @dataclass
 class ObjectiveWeights:
     image: float = 1.0
-    classes: float = 0.5
+    classes: float = 1.0
     maps: float = 4.0
     aoi: float = 0.2
     kd: float = 0.5
@@ -25,6 +25,7 @@ class ObjectiveWeights:
     temperature: float = 2.0
     focal_gamma: float = 2.0
     aoi_guidance: bool = True
+    balanced_maps: bool = True          # focal loss averaged separately over defect and other pixels
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +51,8 @@ def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torc
     parts["image"] = F.binary_cross_entropy_with_logits(out.score_logit, label.float())
     parts["class"] = masked_cross_entropy(out.class_logits, class_index)
     valid = has_mask | (label == 0)
-    parts["map"] = progressive_focal_loss(out.layer_map_logits, out.map_logits, mask, valid, gamma=weights.focal_gamma)
+    parts["map"] = progressive_focal_loss(out.layer_map_logits, out.map_logits, mask, valid, gamma=weights.focal_gamma,
+                                         balanced=weights.balanced_maps)
     total = weights.image * parts["image"] + weights.classes * parts["class"] + weights.maps * parts["map"]
     if weights.aoi_guidance and weights.aoi > 0:
         parts["aoi"] = aoi_guidance_loss(out.attention_maps, aoi, out.anomaly_map)
