@@ -156,6 +156,9 @@ def _config_key(cfg: TeacherConfig, num_classes: int) -> dict:
     key = asdict(cfg)
     key.pop("epochs")          # more epochs may be asked for on resume
     key.pop("num_workers")
+    if cfg.loss == "ce":       # the OD settings do not change a plain cross-entropy run
+        key.pop("omega")
+        key.pop("clip_eps")
     return {**key, "num_classes": num_classes}
 
 
