@@ -180,6 +180,15 @@ class MetricsConfig:
 
 
 @dataclass
+class UpdatesConfig:
+    """Model updates over MQTT: versions live under `dir`; with trusted_keys, only bundles signed by one of
+    them are installed (ed25519 public keys, PEM)."""
+
+    dir: Path
+    trusted_keys: list[Path] = field(default_factory=list)
+
+
+@dataclass
 class StationConfig:
     station: str
     mqtt: MqttConfig
@@ -189,6 +198,7 @@ class StationConfig:
     archive: ArchiveConfig
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source_path: Path = Path("station.yaml")
+    updates: UpdatesConfig | None = None     # None: the station refuses model installs
 
     def camera(self, name: str) -> CameraConfig:
         for camera in self.cameras:
@@ -274,6 +284,11 @@ def _build(raw: dict, source_path: Path) -> StationConfig:
         ))
     spool_raw = raw.get("spool", {})
     archive_raw = raw.get("archive", {})
+    updates_raw = raw.get("updates")
+    updates = None
+    if updates_raw is not None:
+        updates = UpdatesConfig(dir=resolve(updates_raw["dir"]),
+                                trusted_keys=[resolve(k) for k in updates_raw.get("trusted_keys", [])])
     return StationConfig(
         station=station,
         mqtt=mqtt,
@@ -284,6 +299,7 @@ def _build(raw: dict, source_path: Path) -> StationConfig:
                               max_mb=archive_raw.get("max_mb", 1024), enabled=archive_raw.get("enabled", True)),
         metrics=MetricsConfig(**raw.get("metrics", {})),
         source_path=source_path,
+        updates=updates,
     )
 
 

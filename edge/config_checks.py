@@ -268,6 +268,9 @@ class SemanticChecks:
         cameras = self.data.get("cameras")
         if isinstance(cameras, list):
             self.check_cameras(cameras, models if isinstance(models, dict) else {})
+        updates = self.data.get("updates")
+        if isinstance(updates, dict):
+            self.check_updates(updates)
         return self.issues
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -317,6 +320,30 @@ class SemanticChecks:
         if (env is not None or file is not None) and "username" not in mqtt:
             self.add(("mqtt", "username"), "a password is configured but no username", show_value=False,
                      expected="mqtt.username next to password_env / password_file")
+
+    def check_updates(self, updates: dict) -> None:
+        """The versions folder must be a folder (it is created when missing); trusted keys must be ed25519 public keys."""
+        folder = updates.get("dir")
+        if isinstance(folder, str) and folder and self.path_of(folder).exists() and not self.path_of(folder).is_dir():
+            self.add(("updates", "dir"), f"not a folder: {self.path_of(folder)}", folder,
+                     expected="a folder the station may write model versions into (e.g. /var/lib/onen/models)")
+        keys = updates.get("trusted_keys")
+        if not isinstance(keys, list):
+            return
+        for i, key in enumerate(keys):
+            if not isinstance(key, str) or not key:
+                continue
+            before = len(self.issues)
+            self.check_file(("updates", "trusted_keys", i), key, "public key file")
+            if len(self.issues) > before:
+                continue
+            from edge.updates import UpdateError, load_public_key
+
+            try:
+                load_public_key(self.path_of(key))
+            except UpdateError as error:
+                self.add(("updates", "trusted_keys", i), f"not an ed25519 public key: {error}", key,
+                         expected="the .pub.pem file written by `onen keys generate`")
 
     def check_bundle(self, key: KeyPath, value: str) -> None:
         path = self.path_of(value)

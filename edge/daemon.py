@@ -27,6 +27,7 @@ from edge.postprocess import PostProcessor
 from edge.publisher import Publisher
 from edge.result import ModelInfo
 from edge.spool import Spool
+from edge.station_commands import RECALIBRATE, StationCommands, calibration_for
 from edge.stats import RollingStats
 from edge.systemd_notify import SystemdNotifier
 
@@ -59,6 +60,8 @@ class Daemon:
         self.notifier = SystemdNotifier()
         self.engines: dict[str, SharedEngine] = {}
         self.model_infos: dict[str, ModelInfo] = {}
+        self.bundle_sources: dict[str, Path] = {}      # where each served bundle was loaded from (config or model store)
+        self.commands: StationCommands | None = None
         self.cameras: dict[str, object] = {}
         self.pipelines: dict[str, CameraPipeline] = {}
         self.publisher: Publisher | None = None
@@ -89,39 +92,60 @@ class Daemon:
         path = Path(self.config.spool.path)
         return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / SPOOL_FILE
 
-    def _open_models(self) -> None:
+    def _open_backend(self, bundle, model_cfg):
         from edge.backends.factory import create_backend
         from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 
+        if model_cfg.backend == "onnxruntime" and self.options.intra_op_threads:
+            return OnnxRuntimeBackend(bundle, intra_op_threads=self.options.intra_op_threads)
+        return create_backend(bundle, model_cfg.backend, on_event=self._event)
+
+    def _bundle_source(self, name: str, model_cfg) -> Path:
+        """The bundle the config names, unless a model update installed another one (kept across restarts)."""
+        updates = getattr(self.config, "updates", None)
+        if updates is None:
+            return Path(model_cfg.bundle)
+        from edge.updates import ModelStore
+
+        installed = ModelStore(updates.dir).current(name)
+        if installed is None:
+            return Path(model_cfg.bundle)
+        if not installed.exists():
+            log.error("model %s: the installed version %s is missing; serving the config's bundle %s", name, installed, model_cfg.bundle)
+            self._event("model_store_ignored", {"model": name, "missing": str(installed), "serving": str(model_cfg.bundle)})
+            return Path(model_cfg.bundle)
+        log.info("model %s: serving the installed version %s (not the config's %s; `onen push --rollback` goes back)", name, installed, model_cfg.bundle)
+        return installed
+
+    def _open_models(self) -> None:
         needed = {camera.model for camera in self.config.cameras}
         for name, model_cfg in self.config.models.items():
             if name not in needed:
                 continue
-            bundle = load_bundle(model_cfg.bundle)
-            if model_cfg.backend == "onnxruntime" and self.options.intra_op_threads:
-                backend = OnnxRuntimeBackend(bundle, intra_op_threads=self.options.intra_op_threads)
-            else:
-                backend = create_backend(bundle, model_cfg.backend, on_event=self._event)
+            source = self._bundle_source(name, model_cfg)
+            bundle = load_bundle(source)
+            backend = self._open_backend(bundle, model_cfg)
             if self.options.parity_check and bundle.manifest.reference:
                 from edge.parity import check_reference
 
                 report = check_reference(backend, bundle)
                 if not report.passed:
-                    raise OnenError(f"model {name!r} ({model_cfg.bundle}): the {backend.name} engine disagrees with the bundle's reference outputs:\n" + "\n".join(report.summary_lines()))
+                    raise OnenError(f"model {name!r} ({source}): the {backend.name} engine disagrees with the bundle's reference outputs:\n" + "\n".join(report.summary_lines()))
             cameras_on_model = sum(1 for c in self.config.cameras if c.model == name)
             self.engines[name] = SharedEngine(backend, self.options.engine_mode, max_batch=max(1, cameras_on_model))
             self.model_infos[name] = ModelInfo.from_bundle(bundle, backend.name)
+            self.bundle_sources[name] = source
 
     def _calibration(self, camera_cfg, bundle):
-        from edge.calibration_file import from_bundle_defaults, load_calibration
-
-        if camera_cfg.calibration is not None:
-            calibration = load_calibration(camera_cfg.calibration, bundle)
-            if camera_cfg.aoi is not None:    # the station config's AOI wins over the calibration's
-                calibration.aoi = Path(camera_cfg.aoi)
-                calibration.load_aoi()
-            return calibration
-        return from_bundle_defaults(bundle, camera=camera_cfg.name, aoi=camera_cfg.aoi)
+        """The camera's calibration file (checked against the bundle); after a model update installed another
+        model, a file made for the old one gives way to the new bundle's defaults (with an event)."""
+        source_path = self.bundle_sources.get(camera_cfg.model)
+        installed = source_path is not None and source_path != Path(self.config.models[camera_cfg.model].bundle)
+        calibration, source = calibration_for(camera_cfg, bundle, tolerate_stale=installed)
+        if source == RECALIBRATE:
+            self._event("calibration_stale", {"camera": camera_cfg.name, "file": str(camera_cfg.calibration), "using": source,
+                                              "model_sha256": bundle.onnx_sha256})
+        return calibration
 
     def start(self) -> None:
         """Open everything (failing early and clearly), then start cameras and pipelines."""
@@ -155,6 +179,8 @@ class Daemon:
         for name, pipeline in self.pipelines.items():
             if pipeline.mode == "mqtt":
                 self.publisher.subscribe(self.publisher.topics.trigger(name), lambda topic, payload, props, p=pipeline: p.trigger(payload, props))
+        self.commands = StationCommands(self)
+        self.commands.start()
         self._start_metrics()
         for name in self.pipelines:
             self.publisher.publish_camera_status(name, "starting")
@@ -263,6 +289,8 @@ class Daemon:
         self._stopped = True
         self.notifier.stopping()
         self._event("daemon_stopping", {"run_id": self.run_id})
+        if self.commands is not None:
+            self.commands.stop()
         for pipeline in self.pipelines.values():
             pipeline.request_stop()
         for camera in self.cameras.values():

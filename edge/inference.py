@@ -36,6 +36,8 @@ class SharedEngine:
         self.max_batch = max(1, max_batch)
         self.calls = 0
         self._busy_since: float | None = None
+        self._users = 0                       # frames queued or running on this engine (see hold/release)
+        self._users_lock = threading.Lock()
         self._lock = threading.Lock()
         self._requests: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -55,6 +57,31 @@ class SharedEngine:
             return future
         self._requests.put((batch, future))
         return future
+
+    def hold(self) -> None:
+        """A camera is about to queue a frame here; `release` once its outputs are back. A swapped-out engine
+        is closed only when nobody holds it, so no frame in flight waits on a closed engine."""
+        with self._users_lock:
+            self._users += 1
+
+    def release(self) -> None:
+        with self._users_lock:
+            self._users -= 1
+
+    @property
+    def in_use(self) -> int:
+        return self._users
+
+    def close_when_idle(self, timeout_s: float = 30.0) -> bool:
+        """Close once no frame holds the engine (after a swap); True when it was idle before the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_use > 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        idle = self.in_use == 0
+        if not idle:
+            log.warning("engine %s still held by %d frame(s) after %.0f s; closing it anyway", self.backend.bundle.manifest.name, self.in_use, timeout_s)
+        self.close()
+        return idle
 
     def infer(self, batch: np.ndarray) -> ModelOutputs:
         """Run one frame batch and wait for its outputs."""

@@ -37,6 +37,19 @@ log = logging.getLogger(__name__)
 EventCallback = Callable[[str, dict], None]
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What a camera inspects with: engine, post-processing (calibration) and the model fields of its results.
+
+    Swapped as one object between frames (a new calibration or model): each frame takes the serving of
+    the moment its engine call is queued and finishes with it, so a frame in flight never mixes the old
+    calibration or model with the new one."""
+
+    engine: SharedEngine
+    post: PostProcessor
+    model_info: ModelInfo
+
+
 @dataclass
 class InFlight:
     """A frame whose engine call was queued and whose result is not published yet."""
@@ -46,6 +59,7 @@ class InFlight:
     prepared: np.ndarray
     future: Future
     preprocess_ms: float
+    serving: Serving | None = None
 
 
 @dataclass
@@ -120,9 +134,8 @@ class CameraPipeline:
         self.cfg = camera_cfg
         self.name = camera_cfg.name
         self.camera = camera
-        self.engine = engine
-        self.post = postprocessor
-        self.model_info = model_info
+        self.serving = Serving(engine, postprocessor, model_info)
+        self._serving_lock = threading.Lock()
         self.station = station
         self.run_id = run_id
         self.publisher = publisher
@@ -140,6 +153,29 @@ class CameraPipeline:
         self._last_error_event = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"onen-pipeline-{self.name}", daemon=True)
+
+    # ---- what the camera inspects with ------------------------------------------------------------
+    @property
+    def engine(self) -> SharedEngine:
+        return self.serving.engine
+
+    @property
+    def post(self) -> PostProcessor:
+        return self.serving.post
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self.serving.model_info
+
+    def swap(self, *, engine: SharedEngine | None = None, postprocessor: PostProcessor | None = None,
+             model_info: ModelInfo | None = None) -> Serving:
+        """Between frames: the next frame uses the new parts, frames in flight finish with the old ones.
+        Returns the serving it replaced. Once every pipeline swapped, an old engine only loses users
+        (`SharedEngine.in_use`), so it can be closed when that reaches 0."""
+        with self._serving_lock:
+            old = self.serving
+            self.serving = Serving(engine or old.engine, postprocessor or old.post, model_info or old.model_info)
+        return old
 
     # ---- control ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -226,27 +262,36 @@ class CameraPipeline:
     def _begin(self, frame, correlation_id: str | None) -> "InFlight | None":
         """Pre-process and queue the frame on the engine (ONE call per frame)."""
         started = time.perf_counter()
+        with self._serving_lock:            # a swap happens wholly before or after this frame takes its serving
+            serving = self.serving
+            serving.engine.hold()
         try:
             image = frame.image
             if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
                 raise ValueError(f"frame {frame.seq} is not an RGB uint8 HxWx3 image (got {getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')})")
-            prepared = self.post.prepare(image)
-            batch = self.post.to_batch([prepared])
+            prepared = serving.post.prepare(image)
+            batch = serving.post.to_batch([prepared])
             preprocess_ms = (time.perf_counter() - started) * 1000
-            future = self.engine.submit(batch)
+            future = serving.engine.submit(batch)
         except Exception as error:
+            serving.engine.release()
             self._failed("frame_error", error, getattr(frame, "seq", None))
             return None
-        return InFlight(frame, correlation_id, prepared, future, preprocess_ms)
+        return InFlight(frame, correlation_id, prepared, future, preprocess_ms, serving)
 
     def _finish(self, flight: "InFlight") -> dict | None:
         frame = flight.frame
+        serving = flight.serving or self.serving
         try:
-            outputs, infer_ms = flight.future.result()
+            try:
+                outputs, infer_ms = flight.future.result()
+            finally:
+                if flight.serving is not None:
+                    flight.serving.engine.release()
             started = time.perf_counter()
-            inspection = self.post(outputs, 0, flight.prepared.shape[:2])
+            inspection = serving.post(outputs, 0, flight.prepared.shape[:2])
             result = build_result(station=self.station, camera=self.name, seq=frame.seq, run_id=self.run_id,
-                                  captured_at=frame.captured_at, model=self.model_info, inspection=inspection,
+                                  captured_at=frame.captured_at, model=serving.model_info, inspection=inspection,
                                   latency_ms={}, correlation_id=flight.correlation_id)
             latency = {
                 "capture": float(frame.capture_ms),

@@ -64,6 +64,17 @@ class Topics:
     def trigger(self, camera: str) -> str:
         return f"{self.base}/cmd/{camera}/trigger"
 
+    def calibration(self, camera: str) -> str:
+        return f"{self.base}/cmd/{camera}/calibration"
+
+    @property
+    def model_install(self) -> str:
+        return f"{self.base}/cmd/model/install"
+
+    @property
+    def model_rollback(self) -> str:
+        return f"{self.base}/cmd/model/rollback"
+
     @property
     def command_filter(self) -> str:
         return f"{self.base}/cmd/#"

@@ -1,0 +1,283 @@
+"""What a running station does when the maintenance team sends it a new calibration, model or rollback.
+
+Topics (DESIGN.md `{prefix}/{station}/cmd/#`):
+- `cmd/{camera}/calibration`: a calibration YAML (+ AOI) from `onen push-calibration`;
+- `cmd/model/install`: a bundle (.tar bytes, or a path on the station) from `onen push`;
+- `cmd/model/rollback`: back to the model served before the last install.
+Commands run one at a time on their own thread, so MQTT's network loop (which also carries the
+acknowledgements of results) never waits for a model to load and two updates never interleave.
+Everything is checked before anything changes: a calibration by the bundle sha256 it was made for, a
+model by its sha256s, its signature (when the station trusts keys) and the parity of the freshly
+loaded engine with the bundle's reference outputs. Only then the cameras swap, between frames (see
+CameraPipeline.swap): no frame is lost or inspected half with the old and half with the new. Every
+command is answered on the events topic (`calibration_updated` / `calibration_rejected`,
+`model_swapped` / `model_update_rejected`) with the reason; a refused update changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from edge.bundle import MODEL, Bundle, load_bundle
+from edge.calibration_file import CalibrationError, CameraCalibration, from_bundle_defaults, install_calibration_message, load_calibration
+from edge.errors import OnenError
+from edge.postprocess import PostProcessor
+from edge.rectify import Rectification
+from edge.result import ModelInfo
+from edge.updates import (ModelStore, UpdateError, drop_unsigned_engines, load_public_key, parse_install_message,
+                          parse_rollback_message, request_id_of, unpack_into, verify_bundle_signature)
+
+log = logging.getLogger(__name__)
+
+RECALIBRATE = "bundle defaults (the camera's calibration file was made for another model: recalibrate)"
+
+
+# --- calibrations when the model changes ------------------------------------------------------------------
+def _made_for_sha(path: Path) -> str | None:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+        return str(data["bundle"]["model_sha256"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+def _geometry(path: Path | None, current: CameraCalibration | None) -> tuple[Path | None, Rectification | None]:
+    """AOI and rectification belong to the camera, not to a model: keep them when the thresholds cannot be."""
+    if current is not None:
+        return current.aoi, current.rectification
+    if path is None:
+        return None, None
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        aoi = data.get("aoi")
+        aoi = None if not aoi else (Path(aoi) if Path(aoi).is_absolute() else Path(path).parent / aoi)
+        rect = Rectification.from_dict(data["rectification"]) if data.get("rectification") else None
+        return aoi, rect
+    except (OSError, yaml.YAMLError, OnenError, AttributeError, TypeError):
+        return None, None
+
+
+def calibration_for(camera_cfg, bundle: Bundle, current: CameraCalibration | None = None, tolerate_stale: bool = False) -> tuple[CameraCalibration, str]:
+    """The camera's calibration for `bundle`, and where it came from.
+
+    The file the config names, when made for this bundle's model (the station config's AOI wins over its
+    AOI). A file made for another model is an error at a normal start; after a model install
+    (`tolerate_stale`) the camera runs on the new bundle's default thresholds with its AOI and
+    rectification, and the event says to recalibrate."""
+    path = camera_cfg.calibration
+    if path is not None:
+        try:
+            calibration = load_calibration(path, bundle)
+            source = str(path)
+        except CalibrationError:
+            made_for = _made_for_sha(path)
+            if not tolerate_stale or made_for is None or made_for == bundle.onnx_sha256:
+                raise
+            calibration = None
+        if calibration is not None:
+            if camera_cfg.aoi is not None:
+                calibration.aoi = Path(camera_cfg.aoi)
+                calibration.load_aoi()
+            return calibration, source
+    elif current is None or not tolerate_stale:
+        return from_bundle_defaults(bundle, camera=camera_cfg.name, aoi=camera_cfg.aoi), "bundle defaults"
+    aoi, rectification = _geometry(path, current)
+    calibration = from_bundle_defaults(bundle, camera=camera_cfg.name, aoi=camera_cfg.aoi or aoi, rectification=rectification)
+    return calibration, (RECALIBRATE if path is not None else "bundle defaults")
+
+
+# --- the command worker -------------------------------------------------------------------------------------
+class StationCommands:
+    """Subscribes to the station's command topics and handles them in order on one worker thread."""
+
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self.store = ModelStore(daemon.config.updates.dir) if daemon.config.updates is not None else None
+        self.swaps: list[dict] = []          # figures of every model swap (for benchmarks and tests)
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="onen-station-commands", daemon=True)
+
+    @property
+    def event(self) -> Callable[[str, dict], None]:
+        return self.daemon._event
+
+    def start(self) -> None:
+        publisher, topics = self.daemon.publisher, self.daemon.publisher.topics
+        for camera in self.daemon.pipelines:
+            publisher.subscribe(topics.calibration(camera), lambda topic, payload, props, c=camera: self._queue.put((self.apply_calibration, (c, payload))))
+        publisher.subscribe(topics.model_install, lambda topic, payload, props: self._queue.put((self.install_model, (payload,))))
+        publisher.subscribe(topics.model_rollback, lambda topic, payload, props: self._queue.put((self.rollback_model, (payload,))))
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Let a command being applied finish (a half-swapped station is worse than a late stop)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            handler, args = item
+            try:
+                handler(*args)
+            except Exception:    # a handler bug must never end the worker (handlers answer their own errors)
+                log.exception("station command %s failed", handler.__name__)
+
+    # ---- calibration -------------------------------------------------------------------------------
+    def calibration_target(self, camera_cfg) -> tuple[Path, bool]:
+        """Where a pushed calibration is stored, and whether a restart reads it (only the file the config names)."""
+        if camera_cfg.calibration is not None:
+            return Path(camera_cfg.calibration), True
+        base = Path(self.daemon.config.updates.dir) if self.daemon.config.updates else self.daemon._spool_path().parent
+        return base / "calibration" / f"{camera_cfg.name}.yaml", False
+
+    def apply_calibration(self, camera: str, payload: bytes) -> bool:
+        pipeline = self.daemon.pipelines[camera]
+        camera_cfg = self.daemon.config.camera(camera)
+        serving = pipeline.serving
+        bundle = serving.engine.backend.bundle
+        target, kept = self.calibration_target(camera_cfg)
+        try:
+            calibration = install_calibration_message(payload, bundle, target, camera)
+            if camera_cfg.aoi is not None:     # the station config's AOI wins, as at start
+                calibration.aoi = Path(camera_cfg.aoi)
+                calibration.load_aoi()
+        except OnenError as error:
+            self.event("calibration_rejected", {"camera": camera, "reason": str(error)})
+            return False
+        except OSError as error:
+            self.event("calibration_rejected", {"camera": camera, "reason": f"cannot write {target}: {error} (the station's service user must be allowed to write there)"})
+            return False
+        old = serving.post.calibration
+        pipeline.swap(postprocessor=PostProcessor(bundle.manifest, calibration))
+        detail = {"camera": camera, "file": str(target), "kept_across_restart": kept,
+                  "image_threshold": calibration.image_threshold, "pixel_threshold": calibration.pixel_threshold,
+                  "min_region_area": calibration.min_region_area, "previous_image_threshold": getattr(old, "image_threshold", None),
+                  "aoi": str(calibration.aoi) if calibration.aoi else None, "model_sha256": bundle.onnx_sha256}
+        if not kept:
+            detail["note"] = f"cameras[{camera}] names no calibration file; set calibration: {target} in the station config to keep it after a restart"
+        self.event("calibration_updated", detail)
+        return True
+
+    # ---- models ------------------------------------------------------------------------------------
+    def _model_name(self, requested: str | None) -> str:
+        used = sorted({c.model for c in self.daemon.config.cameras})
+        if requested is None:
+            if len(used) != 1:
+                raise UpdateError(f"the station serves several models ({', '.join(used)}); name one (onen push --model NAME)")
+            return used[0]
+        if requested not in self.daemon.config.models:
+            raise UpdateError(f"the station has no model {requested!r} (models: {', '.join(self.daemon.config.models)})")
+        if requested not in used:
+            raise UpdateError(f"no camera of the station uses model {requested!r}")
+        return requested
+
+    def _reject(self, kind_detail: dict, reason: str) -> bool:
+        log.warning("model update refused: %s", reason)
+        self.event("model_update_rejected", {**kind_detail, "reason": reason})
+        return False
+
+    def install_model(self, payload: bytes) -> bool:
+        started = time.monotonic()
+        detail: dict = {"action": "install", "request_id": request_id_of(payload)}
+        staging = version = None
+        try:
+            request = parse_install_message(payload)
+            detail["model"] = name = self._model_name(request.model)
+            if self.store is None:
+                raise UpdateError("this station takes no model updates: its config has no 'updates' section (updates: {dir: ..., trusted_keys: [...]})")
+            staging = self.store.staging(name)
+            root = unpack_into(staging, request.tar_bytes, request.path)
+            bundle = load_bundle(root)                                  # every file's sha256
+            trusted = [load_public_key(p) for p in self.daemon.config.updates.trusted_keys]
+            if trusted:
+                detail["signed_by"] = verify_bundle_signature(bundle, trusted)
+                if drop_unsigned_engines(root):
+                    detail["engines_dropped"] = "engines/ is not covered by the signature; the station builds its own"
+            if bundle.onnx_sha256 == self.daemon.engines[name].backend.bundle.onnx_sha256:
+                raise UpdateError(f"model {name!r} already serves this {MODEL} (sha256 {bundle.onnx_sha256[:12]}...)")
+            version = self.store.add(name, root, bundle)
+            bundle = Bundle(path=version, manifest=bundle.manifest)
+            return self._swap(name, bundle, detail, started, promote=lambda serving_path: self.store.promote(name, version, serving_path))
+        except (OnenError, OSError, ValueError) as error:
+            if version is not None:
+                self.store.discard(version)
+            return self._reject(detail, f"{error}")
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def rollback_model(self, payload: bytes) -> bool:
+        started = time.monotonic()
+        detail: dict = {"action": "rollback", "request_id": request_id_of(payload)}
+        try:
+            requested, _ = parse_rollback_message(payload)
+            detail["model"] = name = self._model_name(requested)
+            if self.store is None:
+                raise UpdateError("this station takes no model updates: its config has no 'updates' section")
+            previous = self.store.previous(name)
+            if previous is None:
+                raise UpdateError(f"model {name!r}: no previous version to roll back to")
+            bundle = load_bundle(previous)
+            return self._swap(name, bundle, detail, started, promote=lambda serving_path: self.store.rollback(name), source=previous)
+        except (OnenError, OSError, ValueError) as error:
+            return self._reject(detail, f"{error}")
+
+    def _swap(self, name: str, bundle: Bundle, detail: dict, started: float, promote: Callable[[Path], None], source: Path | None = None) -> bool:
+        """Load and check the new engine, prepare every camera's calibration, then swap between frames."""
+        from edge.inference import SharedEngine
+        from edge.parity import check_reference
+
+        daemon = self.daemon
+        old_engine = daemon.engines[name]
+        old_info = daemon.model_infos[name]
+        model_cfg = daemon.config.models[name]
+        if not bundle.manifest.reference:
+            raise UpdateError(f"bundle {bundle.manifest.name} {bundle.manifest.version} has no reference images; the station cannot check the engine before serving it")
+        backend = daemon._open_backend(bundle, model_cfg)
+        try:
+            parity = check_reference(backend, bundle)
+            detail["parity"] = {"passed": parity.passed, "max_score_diff": parity.max_score_diff, "max_map_mean_abs_diff": parity.max_map_mean_abs_diff}
+            if not parity.passed:
+                raise UpdateError(f"the {backend.name} engine disagrees with the bundle's reference outputs: " + "; ".join(parity.summary_lines()[-1:]))
+            pipelines = {cam: p for cam, p in daemon.pipelines.items() if daemon.config.camera(cam).model == name}
+            calibrations, sources = {}, {}
+            for camera, pipeline in pipelines.items():
+                calibrations[camera], sources[camera] = calibration_for(daemon.config.camera(camera), bundle, pipeline.post.calibration, tolerate_stale=True)
+            promote(daemon.bundle_sources[name])
+        except BaseException:
+            backend.close()
+            raise
+        engine = SharedEngine(backend, daemon.options.engine_mode, max_batch=max(1, len(pipelines)))
+        info = ModelInfo.from_bundle(bundle, backend.name)
+        swap_started = time.monotonic()
+        daemon.engines[name], daemon.model_infos[name] = engine, info
+        daemon.bundle_sources[name] = source or bundle.path
+        for camera, pipeline in pipelines.items():
+            pipeline.swap(engine=engine, postprocessor=PostProcessor(bundle.manifest, calibrations[camera]), model_info=info)
+        swap_ms = (time.monotonic() - swap_started) * 1000
+        figures = {"prepare_ms": round((swap_started - started) * 1000, 1), "swap_ms": round(swap_ms, 3)}
+        detail.update({
+            "old": {"name": old_info.name, "version": old_info.version, "sha256": old_info.sha256},
+            "new": {"name": info.name, "version": info.version, "sha256": info.sha256, "path": str(bundle.path), "backend": info.backend},
+            "cameras": {camera: {"calibration": sources[camera]} for camera in pipelines},
+            **figures,
+        })
+        stale = [camera for camera, source in sources.items() if source == RECALIBRATE]
+        if stale:
+            detail["recalibrate"] = stale
+        self.event("model_swapped", detail)
+        drained = old_engine.close_when_idle(timeout_s=30.0)
+        self.swaps.append({**figures, "old_engine_drained": drained, "model": name, "action": detail["action"]})
+        log.info("model %s: %s %s -> %s %s (%s)", name, old_info.version, old_info.sha256[:12], info.version, info.sha256[:12], detail["action"])
+        return True

@@ -1,0 +1,337 @@
+"""Model updates for a running station: signing keys, bundle signatures, the on-station model store, messages.
+
+Why signatures: a station that takes models over MQTT must only serve what the maintenance team
+released. `manifest.json` lists the sha256 of every file of the bundle, so one detached ed25519
+signature over `manifest.json` (the bundle's `signature` file, base64 text) covers the whole bundle;
+`edge.bundle.load_bundle` checks the hashes, `verify_bundle_signature` the signature. TensorRT engines
+(`engines/`) are not listed in the manifest (they are built per GPU), so a station that requires
+signatures drops pushed engines and builds its own from the verified `model.onnx`.
+
+The store keeps every model's versions under `<updates.dir>/<model>/<version>-<sha12>/` with two pointer
+files, `current` and `previous` (a version folder name, or an absolute path for the bundle the station
+config names). The daemon serves `current` after a restart, and a rollback swaps the two pointers.
+Anything older than `previous` is deleted: a Jetson's disk is small.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edge.bundle import MANIFEST, SIGNATURE, Bundle, load_bundle
+from edge.errors import BundleError, OnenError
+
+INSTALL_SCHEMA = "onen.model-install/1"
+ROLLBACK_SCHEMA = "onen.model-rollback/1"
+CURRENT, PREVIOUS = "current", "previous"
+
+
+class UpdateError(OnenError):
+    """A model update or rollback that the station refuses; the message is the reason it announces."""
+
+
+class SignatureError(UpdateError, BundleError):
+    """A bundle without a valid signature from a trusted key."""
+
+
+# --- keys -------------------------------------------------------------------------------------------------
+def generate_keys(out_dir: str | Path, name: str = "onen-signing") -> tuple[Path, Path]:
+    """A new ed25519 key pair as PEM: <name>.pem (private, mode 0600, stays with the release team) and
+    <name>.pub.pem (public, goes into the station config's updates.trusted_keys)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private_path, public_path = out_dir / f"{name}.pem", out_dir / f"{name}.pub.pem"
+    for path in (private_path, public_path):
+        if path.exists():
+            raise UpdateError(f"{path}: already exists; not overwriting a key (choose another --out or --name)")
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(private_pem)
+    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private_path, public_path
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    path = Path(path)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as error:
+        raise UpdateError(f"{path}: cannot read the signing key ({error.strerror})") from error
+    except (ValueError, TypeError) as error:
+        raise UpdateError(f"{path}: not an unencrypted PEM private key ({error}); make one with `onen keys generate`") from error
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UpdateError(f"{path}: expected an ed25519 private key, got {type(key).__name__}")
+    return key
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    path = Path(path)
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except OSError as error:
+        raise UpdateError(f"{path}: cannot read the public key ({error.strerror})") from error
+    except (ValueError, TypeError) as error:
+        raise UpdateError(f"{path}: not a PEM public key ({error}); use the .pub.pem of `onen keys generate`") from error
+    if not isinstance(key, Ed25519PublicKey):
+        raise UpdateError(f"{path}: expected an ed25519 public key, got {type(key).__name__}")
+    return key
+
+
+def key_fingerprint(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+    """Short id of a key pair (sha256 of the raw public key), shown in events and logs."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+# --- signatures -------------------------------------------------------------------------------------------
+def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey) -> Path:
+    """Check the bundle's hashes, then write its detached signature over manifest.json."""
+    bundle = load_bundle(bundle_dir)            # never sign a damaged bundle
+    signature = private_key.sign((bundle.path / MANIFEST).read_bytes())
+    path = bundle.path / SIGNATURE
+    path.write_text(base64.b64encode(signature).decode("ascii") + "\n")
+    return path
+
+
+def verify_bundle_signature(bundle: Bundle | str | Path, public_keys: list[Ed25519PublicKey]) -> str:
+    """The fingerprint of the trusted key that signed the bundle's manifest; SignatureError otherwise."""
+    root = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
+    if not public_keys:
+        raise SignatureError("no trusted keys to verify the bundle's signature with")
+    path = root / SIGNATURE
+    if not path.is_file():
+        raise SignatureError(f"bundle {root.name} is not signed (no '{SIGNATURE}' file); sign it with `onen sign` or `onen push --sign-key`")
+    try:
+        signature = base64.b64decode(path.read_text().strip(), validate=True)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
+        raise SignatureError(f"{path}: not a base64 ed25519 signature") from error
+    manifest = (root / MANIFEST).read_bytes()
+    for key in public_keys:
+        try:
+            key.verify(signature, manifest)
+            return key_fingerprint(key)
+        except InvalidSignature:
+            continue
+    raise SignatureError(f"bundle {root.name}: the signature does not match manifest.json for any of the {len(public_keys)} trusted key(s) "
+                         "(signed by another key, or the manifest was changed after signing)")
+
+
+# --- messages over MQTT -----------------------------------------------------------------------------------
+@dataclass
+class InstallRequest:
+    model: str | None
+    request_id: str
+    tar_bytes: bytes | None = None     # the bundle itself, packed
+    path: str | None = None            # or a bundle (directory or .tar) already on the station's file system
+
+
+def pack_bundle_bytes(bundle_dir: str | Path) -> bytes:
+    """A bundle directory as .tar bytes (the payload of an install message)."""
+    bundle_dir = Path(bundle_dir)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(bundle_dir, arcname=bundle_dir.name)
+    return buffer.getvalue()
+
+
+def install_message(*, model: str | None, tar_bytes: bytes | None = None, path: str | None = None, request_id: str | None = None) -> tuple[bytes, str]:
+    """JSON payload for {prefix}/{station}/cmd/model/install, and its request id (echoed in the answer)."""
+    if (tar_bytes is None) == (path is None):
+        raise ValueError("give the bundle as tar bytes or as a path on the station, not both")
+    request_id = request_id or uuid.uuid4().hex[:12]
+    message = {"schema": INSTALL_SCHEMA, "model": model, "request_id": request_id}
+    if tar_bytes is not None:
+        message["bundle_tar_base64"] = base64.b64encode(tar_bytes).decode("ascii")
+    else:
+        message["bundle_path"] = str(path)
+    return json.dumps(message).encode(), request_id
+
+
+def rollback_message(model: str | None, request_id: str | None = None) -> tuple[bytes, str]:
+    request_id = request_id or uuid.uuid4().hex[:12]
+    return json.dumps({"schema": ROLLBACK_SCHEMA, "model": model, "request_id": request_id}).encode(), request_id
+
+
+def _json_message(payload: bytes, schema: str) -> dict:
+    try:
+        message = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UpdateError(f"message is not JSON ({error})") from error
+    if not isinstance(message, dict) or message.get("schema") != schema:
+        raise UpdateError(f"expected a JSON object with schema {schema!r}")
+    model = message.get("model")
+    if model is not None and not isinstance(model, str):
+        raise UpdateError(f"'model' must be a model name, got {model!r}")
+    return message
+
+
+def request_id_of(payload: bytes) -> str | None:
+    """The request id of a (maybe malformed) command, so even its rejection reaches the sender."""
+    try:
+        value = json.loads(payload).get("request_id")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return str(value) if value is not None else None
+
+
+def parse_install_message(payload: bytes) -> InstallRequest:
+    message = _json_message(payload, INSTALL_SCHEMA)
+    request = InstallRequest(message.get("model"), str(message.get("request_id") or ""))
+    if message.get("bundle_tar_base64"):
+        try:
+            request.tar_bytes = base64.b64decode(message["bundle_tar_base64"], validate=True)
+        except (binascii.Error, TypeError, ValueError) as error:
+            raise UpdateError("'bundle_tar_base64' is not base64") from error
+    elif isinstance(message.get("bundle_path"), str) and message["bundle_path"]:
+        request.path = message["bundle_path"]
+    else:
+        raise UpdateError("the message carries no bundle ('bundle_tar_base64' or 'bundle_path')")
+    return request
+
+
+def parse_rollback_message(payload: bytes) -> tuple[str | None, str]:
+    message = _json_message(payload, ROLLBACK_SCHEMA)
+    return message.get("model"), str(message.get("request_id") or "")
+
+
+# --- unpacking --------------------------------------------------------------------------------------------
+def _bundle_root(folder: Path) -> Path:
+    """The folder holding manifest.json: the unpacked folder itself or its single top-level directory."""
+    if (folder / MANIFEST).is_file():
+        return folder
+    entries = [p for p in folder.iterdir()]
+    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / MANIFEST).is_file():
+        return entries[0]
+    raise UpdateError(f"the pushed bundle has no {MANIFEST} at its top level or in its single top-level folder")
+
+
+def unpack_into(staging: Path, tar_bytes: bytes | None = None, path: str | Path | None = None) -> Path:
+    """Put the pushed bundle into `staging` (a .tar is extracted with tarfile's 'data' filter: no links out,
+    no absolute paths, no devices) and return the folder holding its manifest."""
+    if tar_bytes is not None:
+        try:
+            with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:*") as archive:
+                archive.extractall(staging, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise UpdateError(f"the pushed bundle is not a readable .tar ({type(error).__name__}: {error})") from error
+        return _bundle_root(staging)
+    source = Path(str(path)).expanduser()
+    if not source.is_absolute():
+        raise UpdateError(f"bundle_path must be an absolute path on the station, got {path!r}")
+    if source.is_dir():
+        shutil.copytree(source, staging / source.name, symlinks=False)
+        return _bundle_root(staging)
+    if source.is_file():
+        return unpack_into(staging, tar_bytes=source.read_bytes())
+    raise UpdateError(f"bundle_path {source} does not exist on the station")
+
+
+def drop_unsigned_engines(root: Path) -> bool:
+    """Remove engines/ (not covered by manifest hashes, hence not by the signature); True if there were any."""
+    engines = root / "engines"
+    if engines.exists():
+        shutil.rmtree(engines)
+        return True
+    return False
+
+
+# --- the store on the station ---------------------------------------------------------------------------
+class ModelStore:
+    """Versions of each model under `root/<model>/`, with `current` and `previous` pointer files."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def folder(self, model: str) -> Path:
+        return self.root / model
+
+    def _read(self, model: str, pointer: str) -> Path | None:
+        path = self.folder(model) / pointer
+        if not path.is_file():
+            return None
+        text = path.read_text().strip()
+        if not text:
+            return None
+        target = Path(text)
+        return target if target.is_absolute() else self.folder(model) / target
+
+    def current(self, model: str) -> Path | None:
+        return self._read(model, CURRENT)
+
+    def previous(self, model: str) -> Path | None:
+        return self._read(model, PREVIOUS)
+
+    def staging(self, model: str) -> Path:
+        """A fresh folder next to the versions (same file system, so adding a version is one rename)."""
+        self.folder(model).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.folder(model)))
+
+    def add(self, model: str, bundle_root: Path, bundle: Bundle) -> Path:
+        """Move a verified, unpacked bundle into place as a version folder; returns it."""
+        name = f"{_safe(bundle.manifest.version)}-{bundle.onnx_sha256[:12]}"
+        target = self.folder(model) / name
+        if target.exists():        # the same model pushed again (e.g. after a rollback): a fresh copy wins
+            shutil.rmtree(target)
+        os.replace(bundle_root, target)
+        return target
+
+    def _write(self, model: str, pointer: str, target: Path | None) -> None:
+        path = self.folder(model) / pointer
+        if target is None:
+            path.unlink(missing_ok=True)
+            return
+        target = Path(target)
+        text = target.name if target.parent.resolve() == self.folder(model).resolve() else str(target.resolve())
+        temporary = path.with_name(f".{pointer}.tmp")
+        temporary.write_text(text + "\n")
+        os.replace(temporary, path)
+
+    def promote(self, model: str, new: Path, serving: Path | None) -> None:
+        """`new` becomes current, the bundle served until now becomes previous; older versions go."""
+        self.folder(model).mkdir(parents=True, exist_ok=True)
+        self._write(model, PREVIOUS, serving)
+        self._write(model, CURRENT, new)
+        self.prune(model)
+
+    def rollback(self, model: str) -> None:
+        """Swap current and previous (a second rollback undoes the first)."""
+        current, previous = self.current(model), self.previous(model)
+        if previous is None:
+            raise UpdateError(f"model {model!r}: no previous version to roll back to")
+        self._write(model, PREVIOUS, current)
+        self._write(model, CURRENT, previous)
+
+    def prune(self, model: str) -> None:
+        keep = {p.resolve() for p in (self.current(model), self.previous(model)) if p is not None}
+        for entry in self.folder(model).iterdir():
+            if entry.is_dir() and not entry.name.startswith(".") and entry.resolve() not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def discard(self, path: Path) -> None:
+        """Remove a staging or version folder that did not make it (never one a pointer names)."""
+        model = path.parent.name
+        named = {p.resolve() for p in (self.current(model), self.previous(model)) if p is not None}
+        if path.resolve() not in named:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _safe(text: str) -> str:
+    """A manifest version as a folder name."""
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(text)).strip(".")
+    return cleaned[:40] or "unversioned"
