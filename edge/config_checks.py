@@ -45,6 +45,7 @@ REQUIRED_HINTS = {
     "name": "a camera name",
     "source": "a source with at least 'kind'",
     "kind": "one of v4l2, rtsp, http, gstreamer, file, folder",
+    "dir": "the folder where pushed model versions are kept, e.g. /var/lib/onen/models",
 }
 _PASSWORD_HINT = ("passwords are never written in the config: use password_env (the name of an environment "
                   "variable) or password_file (a file readable only by the service user)")

@@ -112,11 +112,12 @@ def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey) -> Path:
 def verify_bundle_signature(bundle: Bundle | str | Path, public_keys: list[Ed25519PublicKey]) -> str:
     """The fingerprint of the trusted key that signed the bundle's manifest; SignatureError otherwise."""
     root = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
+    label = f"{bundle.manifest.name!r} version {bundle.manifest.version!r}" if isinstance(bundle, Bundle) else str(root)
     if not public_keys:
         raise SignatureError("no trusted keys to verify the bundle's signature with")
     path = root / SIGNATURE
     if not path.is_file():
-        raise SignatureError(f"bundle {root.name} is not signed (no '{SIGNATURE}' file); sign it with `onen sign` or `onen push --sign-key`")
+        raise SignatureError(f"bundle {label} is not signed (no '{SIGNATURE}' file); sign it with `onen sign` or `onen push --sign-key`")
     try:
         signature = base64.b64decode(path.read_text().strip(), validate=True)
     except (binascii.Error, UnicodeDecodeError, ValueError) as error:
@@ -128,7 +129,7 @@ def verify_bundle_signature(bundle: Bundle | str | Path, public_keys: list[Ed255
             return key_fingerprint(key)
         except InvalidSignature:
             continue
-    raise SignatureError(f"bundle {root.name}: the signature does not match manifest.json for any of the {len(public_keys)} trusted key(s) "
+    raise SignatureError(f"bundle {label}: the signature does not match manifest.json for any of the {len(public_keys)} trusted key(s) "
                          "(signed by another key, or the manifest was changed after signing)")
 
 

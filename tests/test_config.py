@@ -138,6 +138,11 @@ MALFORMED = [
         _set("cameras[0].source", {"kind": "v4l2", "device": 0})(c)), "cameras[1].source.device"),
     ("same-folder-twice", lambda c: _set("cameras[1].source", {"kind": "folder", "path": "./incoming"})(
         _set("cameras[0].source", {"kind": "folder", "path": "incoming"})(c)), "cameras[1].source.path"),
+    ("updates-without-dir", _set("updates", {"trusted_keys": []}), "updates.dir"),
+    ("unknown-updates-key", _set("updates", {"dir": "models", "trusted_key": "keys/a.pub.pem"}), "updates.trusted_key"),
+    ("trusted-key-missing", _set("updates", {"dir": "models", "trusted_keys": ["keys/none.pub.pem"]}), "updates.trusted_keys[0]"),
+    ("trusted-key-not-a-key", _set("updates", {"dir": "models", "trusted_keys": ["ca.pem"]}), "updates.trusted_keys[0]"),
+    ("updates-dir-is-a-file", _set("updates", {"dir": "aoi.png"}), "updates.dir"),
     ("tab-indentation", "station: line3\nmqtt:\n\thost: x\n", "not valid YAML"),
     ("two-yaml-documents", "station: a\n---\nstation: b\n", "not valid YAML"),
 ]

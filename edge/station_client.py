@@ -1,0 +1,74 @@
+"""Talk to a running station as the maintenance team does: publish one command, wait for its answer event.
+
+Used by `onen push`. The station answers every command on `{prefix}/{station}/events`; the answer is
+recognised by the request id the command carried. The client uses the station config's broker settings
+(TLS, user/password) but its own client id: reusing the station's would disconnect the daemon.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Callable
+
+from edge.errors import OnenError
+
+
+class StationUnreachable(OnenError):
+    """The broker could not be reached or did not take the command."""
+
+
+def send_command(config, topic: str, payload: bytes, answered: Callable[[dict], bool], wait_s: float) -> dict | None:
+    """Publish `payload` on `topic` (QoS 1) and return the first event for which `answered(event)` is true,
+    or None when none came within `wait_s` seconds."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    cfg = config.mqtt
+    events_topic = f"{cfg.prefix}/{config.station}/events"
+    answer: dict = {}
+    got_answer, subscribed = threading.Event(), threading.Event()
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        if not reason_code.is_failure:
+            client.subscribe(events_topic, qos=1)
+
+    def on_message(client, userdata, message):
+        try:
+            event = json.loads(message.payload)
+        except ValueError:
+            return
+        if isinstance(event, dict) and not got_answer.is_set() and answered(event):
+            answer.update(event)
+            got_answer.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"onen-push-{config.station}-{os.getpid()}", clean_session=True)
+    if cfg.tls is not None:
+        client.tls_set(ca_certs=_str(cfg.tls.ca), certfile=_str(cfg.tls.cert), keyfile=_str(cfg.tls.key))
+        if getattr(cfg.tls, "insecure", False):
+            client.tls_insecure_set(True)
+    if cfg.username:
+        client.username_pw_set(cfg.username, cfg.password)
+    client.on_connect, client.on_message = on_connect, on_message
+    client.on_subscribe = lambda *args: subscribed.set()
+    try:
+        client.connect(cfg.host, cfg.port, keepalive=30)
+    except OSError as error:
+        raise StationUnreachable(f"cannot reach the MQTT broker {cfg.host}:{cfg.port} of station {config.station!r} ({error})") from error
+    client.loop_start()
+    try:
+        if not subscribed.wait(10):
+            raise StationUnreachable(f"MQTT broker {cfg.host}:{cfg.port} did not accept the connection within 10 s")
+        info = client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout=max(10.0, len(payload) / 1e6))     # a few MB take a moment on a slow link
+        if not info.is_published():
+            raise StationUnreachable(f"MQTT broker {cfg.host}:{cfg.port} did not acknowledge the command on {topic}")
+        got_answer.wait(wait_s)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return dict(answer) if got_answer.is_set() else None
+
+
+def _str(value) -> str | None:
+    return None if value is None else str(value)
