@@ -116,7 +116,7 @@ class StationCommands:
         publisher.subscribe(topics.model_rollback, lambda topic, payload, props: self._queue.put((self.rollback_model, (payload,))))
         self._thread.start()
 
-    def stop(self, timeout: float = 60.0) -> None:
+    def stop(self, timeout: float = 20.0) -> None:
         """Let a command being applied finish (a half-swapped station is worse than a late stop)."""
         if self._thread.is_alive():
             self._queue.put(None)
@@ -142,6 +142,7 @@ class StationCommands:
         return base / "calibration" / f"{camera_cfg.name}.yaml", False
 
     def apply_calibration(self, camera: str, payload: bytes) -> bool:
+        started = time.monotonic()
         pipeline = self.daemon.pipelines[camera]
         camera_cfg = self.daemon.config.camera(camera)
         serving = pipeline.serving
@@ -160,7 +161,7 @@ class StationCommands:
             return False
         old = serving.post.calibration
         pipeline.swap(postprocessor=PostProcessor(bundle.manifest, calibration))
-        detail = {"camera": camera, "file": str(target), "kept_across_restart": kept,
+        detail = {"camera": camera, "file": str(target), "kept_across_restart": kept, "apply_ms": round((time.monotonic() - started) * 1000, 1),
                   "image_threshold": calibration.image_threshold, "pixel_threshold": calibration.pixel_threshold,
                   "min_region_area": calibration.min_region_area, "previous_image_threshold": getattr(old, "image_threshold", None),
                   "aoi": str(calibration.aoi) if calibration.aoi else None, "model_sha256": bundle.onnx_sha256}

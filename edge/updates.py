@@ -287,8 +287,13 @@ class ModelStore:
         """Move a verified, unpacked bundle into place as a version folder; returns it."""
         name = f"{_safe(bundle.manifest.version)}-{bundle.onnx_sha256[:12]}"
         target = self.folder(model) / name
-        if target.exists():        # the same model pushed again (e.g. after a rollback): a fresh copy wins
-            shutil.rmtree(target)
+        if target.exists():
+            named = {p.resolve() for p in (self.current(model), self.previous(model)) if p is not None}
+            if target.resolve() in named:     # pushed again after a rollback: keep the copy a pointer names
+                shutil.rmtree(bundle_root, ignore_errors=True)
+                load_bundle(target)           # and make sure it is still intact
+                return target
+            shutil.rmtree(target)             # a leftover nobody names: the fresh copy wins
         os.replace(bundle_root, target)
         return target
 

@@ -85,6 +85,7 @@ def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_no
         assert thread.is_alive() and daemon.pipelines["cam"].alive
         dropped = daemon.cameras["cam"].dropped - dropped_before
         failed = daemon.pipelines["cam"].failed
+        apply_ms = updated[0]["detail"]["apply_ms"]
     finally:
         daemon.request_stop()
         thread.join(30)
@@ -110,5 +111,5 @@ def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_no
     assert any(r["raw_score"] > old["image_threshold"] and r["verdict"] == "ok" for r in list(results.values())[switch:])
     assert failed == 0
     order = unique_in_order(collector.results())
-    print(f"calibration swap: {len(order)} results, switch at seq {sorted(results)[switch]}, camera dropped {dropped} frame(s) "
+    print(f"calibration swap: checked, stored and applied in {apply_ms} ms; {len(order)} results, switch at seq {sorted(results)[switch]}, camera dropped {dropped} frame(s) "
           f"during the pushes, seq gaps {order[-1] + 1 - len(order)}")

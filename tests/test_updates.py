@@ -124,6 +124,36 @@ def test_keys_generate_refuses_to_overwrite_and_commands_check_usage(tmp_path, t
     assert "no model 'nope'" in capsys.readouterr().err
 
 
+def test_model_store_keeps_current_and_previous_and_rolls_back_both_ways(tmp_path, tiny_bundle, second_bundle):
+    store = ModelStore(tmp_path / "models")
+    third = copy_bundle(tiny_bundle, tmp_path / "third")
+    manifest = json.loads((third / "manifest.json").read_text())
+    manifest["version"] = "3 (tuned)"
+    (third / "manifest.json").write_text(json.dumps(manifest))
+    versions = []
+    serving = Path(tiny_bundle)                          # what the config names
+    for source in (second_bundle, third):
+        staging = store.staging("m")
+        root = copy_bundle(source, staging / "b")
+        version = store.add("m", root, load_bundle(root))
+        store.promote("m", version, serving)
+        shutil.rmtree(staging)
+        versions.append(version)
+        serving = version
+    assert versions[1].name.startswith("3__tuned_-") and store.current("m") == versions[1] and store.previous("m") == versions[0]
+    assert (tmp_path / "models" / "m" / "current").read_text().strip() == versions[1].name      # relative: the store can move
+    store.rollback("m")
+    assert store.current("m") == versions[0] and store.previous("m") == versions[1]
+    store.rollback("m")
+    assert store.current("m") == versions[1] and store.previous("m") == versions[0]
+    staging = store.staging("m")
+    root = copy_bundle(tiny_bundle, staging / "b")
+    newest = store.add("m", root, load_bundle(root))
+    store.promote("m", newest, store.current("m"))
+    shutil.rmtree(staging)
+    assert sorted(p.name for p in (tmp_path / "models" / "m").iterdir() if p.is_dir()) == sorted([newest.name, versions[1].name])
+
+
 # --- on a running station ------------------------------------------------------------------------------------
 
 
@@ -165,7 +195,8 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         assert collector.wait(lambda c: len(c.results()) >= count + 10, timeout=20)
         assert store.current("m") == Path(tiny_bundle) and sha_of(store.previous("m")) == new_sha
 
-        assert main(["push", "--rollback", "--config", str(config)]) == 0       # a second rollback undoes the first
+        # The rolled-back version again: the station reuses its kept copy (the pointer names it).
+        assert main(["push", str(second_bundle), "--config", str(config), "--sign-key", str(keys["private"])]) == 0
         capsys.readouterr()
         assert collector.wait(lambda c: sum(e["kind"] == "model_swapped" for e in c.events()) == 3, timeout=5)
         count = len(collector.results())
