@@ -52,8 +52,8 @@ def copy_bundle(source: Path, target: Path) -> Path:
     return target
 
 
-def start_daemon(config_path) -> tuple[Daemon, threading.Thread]:
-    daemon = Daemon(load_config(config_path), DaemonOptions())
+def start_daemon(config_path, **options) -> tuple[Daemon, threading.Thread]:
+    daemon = Daemon(load_config(config_path), DaemonOptions(**options))
     daemon.start()
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
@@ -297,3 +297,49 @@ def test_a_station_without_updates_section_refuses_installs(tmp_path, broker, ti
         assert daemon.model_infos["m"].sha256 == sha_of(tiny_bundle)
     finally:
         stop_daemon(daemon, thread)
+
+
+def test_no_frame_is_lost_or_mixed_during_a_swap_with_back_pressure(tmp_path, broker, tiny_bundle, second_bundle):
+    """A camera that never drops (file, realtime false: every frame, back-pressure): every seq gets exactly one
+    result, each from one model, switching once. The install is handed to the command worker directly."""
+    old_sha, new_sha = sha_of(tiny_bundle), sha_of(second_bundle)
+    images, _ = reference_frames(tiny_bundle)
+    frames = 400
+    video = write_video(tmp_path / "parts.avi", images, count=frames)
+    config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video, realtime=False)],
+                           updates={"dir": str(tmp_path / "models")})
+    collector = Collector(broker.host, broker.port)
+    daemon, thread = start_daemon(config, exit_when_finished=True)
+    try:
+        assert collector.wait(lambda c: len(c.results()) >= 20, timeout=20)
+        payload, _ = install_message(model="m", path=str(second_bundle))
+        assert daemon.commands.install_model(payload)
+        inspected_at_swap = daemon.pipelines["cam"].inspected
+        thread.join(60)
+        assert not thread.is_alive()
+    finally:
+        stop_daemon(daemon, thread)
+    assert collector.wait(lambda c: len(unique_in_order(c.results())) >= frames, timeout=20)
+    collector.close()
+    assert inspected_at_swap < frames, "the video ended before the swap; nothing was tested"
+    assert unique_in_order(collector.results()) == list(range(frames))
+    by_seq = {r["seq"]: r["model"]["sha256"] for r in collector.results()}
+    shas = [by_seq[seq] for seq in range(frames)]
+    switch = shas.index(new_sha)
+    assert set(shas[:switch]) == {old_sha} and set(shas[switch:]) == {new_sha}
+    assert daemon.pipelines["cam"].failed == 0
+    figures = daemon.commands.swaps[-1]
+    print(f"back-pressure swap: {frames} frames, {frames} results, switch at seq {switch}, prepared {figures['prepare_ms']} ms, swap {figures['swap_ms']} ms")
+
+
+def test_update_modules_load_without_torch():
+    """A station has no torch: the update modules and commands must load with torch and train blocked."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['train'] = None\n"
+            "import edge.updates, edge.station_commands, edge.station_client, edge.commands.push, edge.commands.keys\n"
+            "from edge.cli import main\n"
+            "sys.exit(main(['push', '--help']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--rollback" in done.stdout, done.stderr
