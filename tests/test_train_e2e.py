@@ -67,3 +67,20 @@ def test_bad_input_gives_clear_errors(tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
     assert onen(["export", "--run", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
     assert "not a training run" in capsys.readouterr().err
+
+
+def test_good_only_data_needs_supervision_none(tmp_path, capsys):
+    import csv
+
+    import cv2
+
+    (tmp_path / "images").mkdir()
+    with open(tmp_path / "data.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label", "class", "mask", "aoi", "split"])
+        for i in range(8):
+            cv2.imwrite(str(tmp_path / f"images/{i}.png"), np.full((32, 32), 100 + i, np.uint8))
+            writer.writerow([f"images/{i}.png", 0, "good", "", "", ""])
+    assert onen(["train", "--data", str(tmp_path / "data.csv"), "--supervision", "full", "--out", str(tmp_path / "run")]) == 2
+    assert "--supervision none" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "config.json").exists()      # nothing half-written: the same --out can be used again

@@ -101,6 +101,9 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool):
 
     index = load_index(cfg.data, cfg.aoi)
     cfg.class_names = list(index.class_names)
+    if len(cfg.class_names) < 2 and cfg.supervision != "none":
+        raise OnenError(f"{cfg.data}: only the class 'good' was found; --supervision {cfg.supervision} needs defective images "
+                        "(use --supervision none to train from good images with synthetic defects)")
     splits_path = run_dir / runs.SPLITS
     if resume and splits_path.is_file():
         splits = Splits.load(splits_path, index)
@@ -380,7 +383,9 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
              len(splits.test), cfg.class_names, device)
     teacher = None
     started = time.monotonic()
-    if cfg.teacher_epochs > 0 and (cfg.distill or cfg.supervision == "weak"):
+    if len(cfg.class_names) < 2 and cfg.teacher_epochs > 0:
+        log.info("only good images: no teacher (a classifier needs a defect class); the student trains without distillation")
+    if cfg.teacher_epochs > 0 and len(cfg.class_names) >= 2 and (cfg.distill or cfg.supervision == "weak"):
         teacher = train_teacher(cfg, train_ds, val_ds, device, run_dir)
         teacher.eval()
         for parameter in teacher.parameters():
