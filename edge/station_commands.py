@@ -16,6 +16,7 @@ command is answered on the events topic (`calibration_updated` / `calibration_re
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -64,13 +65,29 @@ def _geometry(path: Path | None, current: CameraCalibration | None) -> tuple[Pat
         return None, None
 
 
+def previous_calibration(path: Path) -> Path:
+    """Where a pushed calibration keeps the file it replaced (edge.calibration_file.install_calibration_message)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".previous.yaml")
+
+
+def restore_previous_calibration(path: Path) -> None:
+    """Swap the camera's calibration file with its .previous.yaml (after a rollback to the model that one was
+    made for), so a restart reads the right one; the other stays as .previous.yaml for the way back."""
+    path, previous = Path(path), previous_calibration(path)
+    parked = path.with_name(f".{path.name}.swap")
+    os.replace(path, parked)
+    os.replace(previous, path)
+    os.replace(parked, previous)
+
+
 def calibration_for(camera_cfg, bundle: Bundle, current: CameraCalibration | None = None, tolerate_stale: bool = False) -> tuple[CameraCalibration, str]:
     """The camera's calibration for `bundle`, and where it came from.
 
     The file the config names, when made for this bundle's model (the station config's AOI wins over its
     AOI). A file made for another model is an error at a normal start; after a model install
-    (`tolerate_stale`) the camera runs on the new bundle's default thresholds with its AOI and
-    rectification, and the event says to recalibrate."""
+    (`tolerate_stale`) its .previous.yaml is used when made for this model (a rollback), else the camera runs
+    on the new bundle's default thresholds with its AOI and rectification, and the event says to recalibrate."""
     path = camera_cfg.calibration
     if path is not None:
         try:
@@ -81,6 +98,9 @@ def calibration_for(camera_cfg, bundle: Bundle, current: CameraCalibration | Non
             if not tolerate_stale or made_for is None or made_for == bundle.onnx_sha256:
                 raise
             calibration = None
+            previous = previous_calibration(path)
+            if previous.is_file() and _made_for_sha(previous) == bundle.onnx_sha256:
+                calibration, source = load_calibration(previous, bundle), str(previous)
         if calibration is not None:
             if camera_cfg.aoi is not None:
                 calibration.aoi = Path(camera_cfg.aoi)
@@ -256,6 +276,11 @@ class StationCommands:
             for camera, pipeline in pipelines.items():
                 calibrations[camera], sources[camera] = calibration_for(daemon.config.camera(camera), bundle, pipeline.post.calibration, tolerate_stale=True)
             promote(daemon.bundle_sources[name])
+            for camera, source in sources.items():
+                camera_file = daemon.config.camera(camera).calibration
+                if camera_file is not None and source == str(previous_calibration(camera_file)):
+                    restore_previous_calibration(camera_file)
+                    sources[camera] = f"{camera_file} (restored from {Path(source).name})"
         except BaseException:
             backend.close()
             raise

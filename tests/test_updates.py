@@ -185,12 +185,21 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         assert store.current("m").parent == tmp_path / "models" / "m" and sha_of(store.current("m")) == new_sha
         assert store.previous("m") == Path(tiny_bundle)
 
+        # The team then calibrates the camera for the new model and pushes it (the old file is kept as .previous).
+        calibration_file = tmp_path / "calib" / "cam.yaml"
+        for_new = from_bundle_defaults(load_bundle(second_bundle), "cam").save(tmp_path / "pushed" / "cam.yaml")
+        assert main(["push-calibration", str(for_new), "--config", str(config)]) == 0
+        capsys.readouterr()
+        assert yaml.safe_load(calibration_file.read_text())["bundle"]["model_sha256"] == new_sha
+
         assert main(["push", "--rollback", "--config", str(config)]) == 0
         assert "swapped model 'm'" in capsys.readouterr().out
         assert collector.wait(lambda c: sum(e["kind"] == "model_swapped" for e in c.events()) == 2, timeout=5)
         rolled = [e for e in collector.events() if e["kind"] == "model_swapped"][-1]["detail"]
         assert rolled["action"] == "rollback" and rolled["new"]["sha256"] == old_sha
-        assert rolled["cameras"]["cam"]["calibration"] == str(tmp_path / "calib" / "cam.yaml")     # its own file again
+        # The old model's calibration comes back with it, also in the file a restart reads.
+        assert rolled["cameras"]["cam"]["calibration"] == f"{calibration_file} (restored from cam.previous.yaml)"
+        assert yaml.safe_load(calibration_file.read_text())["bundle"]["model_sha256"] == old_sha
         count = len(collector.results())
         assert collector.wait(lambda c: len(c.results()) >= count + 10, timeout=20)
         assert store.current("m") == Path(tiny_bundle) and sha_of(store.previous("m")) == new_sha
@@ -199,6 +208,9 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         assert main(["push", str(second_bundle), "--config", str(config), "--sign-key", str(keys["private"])]) == 0
         capsys.readouterr()
         assert collector.wait(lambda c: sum(e["kind"] == "model_swapped" for e in c.events()) == 3, timeout=5)
+        again = [e for e in collector.events() if e["kind"] == "model_swapped"][-1]["detail"]
+        assert "restored" in again["cameras"]["cam"]["calibration"] and "recalibrate" not in again
+        assert yaml.safe_load(calibration_file.read_text())["bundle"]["model_sha256"] == new_sha
         count = len(collector.results())
         assert collector.wait(lambda c: len(c.results()) >= count + 5, timeout=20)
         failed = daemon.pipelines["cam"].failed
@@ -218,13 +230,24 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
     print(f"model install: prepared in {install_figures['prepare_ms']} ms, swapped in {install_figures['swap_ms']} ms, "
           f"camera dropped {dropped_install} frame(s) during the install; {len(order)} results, seq gaps {order[-1] + 1 - len(order)}")
 
-    # A restart serves the installed version; the camera's calibration (made for the old model) gives way.
+    # A restart serves the installed version with the calibration made for it; a calibration file made for
+    # another model gives way to the bundle's defaults (announced) instead of keeping the line down.
     collector.messages.clear()
     daemon, thread = start_daemon(config)
     try:
         assert daemon.model_infos["m"].sha256 == new_sha
+        assert daemon.pipelines["cam"].post.calibration.bundle_sha256 == new_sha
         assert collector.wait(lambda c: any(r["model"]["sha256"] == new_sha for r in c.results()), timeout=20)
+        assert not any(e["kind"] == "calibration_stale" for e in collector.events())
+    finally:
+        stop_daemon(daemon, thread)
+    shutil.copy(tmp_path / "calib" / "cam.previous.yaml", calibration_file)           # made for the old model
+    collector.messages.clear()
+    daemon, thread = start_daemon(config)
+    try:
+        assert daemon.model_infos["m"].sha256 == new_sha
         assert collector.wait(lambda c: any(e["kind"] == "calibration_stale" for e in c.events()), timeout=5)
+        assert collector.wait(lambda c: any(r["model"]["sha256"] == new_sha for r in c.results()), timeout=20)
     finally:
         stop_daemon(daemon, thread)
         collector.close()
