@@ -276,11 +276,11 @@ class StationCommands:
             for camera, pipeline in pipelines.items():
                 calibrations[camera], sources[camera] = calibration_for(daemon.config.camera(camera), bundle, pipeline.post.calibration, tolerate_stale=True)
             promote(daemon.bundle_sources[name])
-            for camera, source in sources.items():
+            for camera, calibration_source in sources.items():
                 camera_file = daemon.config.camera(camera).calibration
-                if camera_file is not None and source == str(previous_calibration(camera_file)):
+                if camera_file is not None and calibration_source == str(previous_calibration(camera_file)):
                     restore_previous_calibration(camera_file)
-                    sources[camera] = f"{camera_file} (restored from {Path(source).name})"
+                    sources[camera] = f"{camera_file} (restored from {Path(calibration_source).name})"
         except BaseException:
             backend.close()
             raise

@@ -211,6 +211,7 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         again = [e for e in collector.events() if e["kind"] == "model_swapped"][-1]["detail"]
         assert "restored" in again["cameras"]["cam"]["calibration"] and "recalibrate" not in again
         assert yaml.safe_load(calibration_file.read_text())["bundle"]["model_sha256"] == new_sha
+        assert sha_of(store.current("m")) == new_sha and store.previous("m") == Path(tiny_bundle)
         count = len(collector.results())
         assert collector.wait(lambda c: len(c.results()) >= count + 5, timeout=20)
         failed = daemon.pipelines["cam"].failed
