@@ -5,7 +5,6 @@ is computed with either the old or the new calibration (never a mix), and a refu
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -120,6 +119,8 @@ def test_keys_generate_refuses_to_overwrite_and_commands_check_usage(tmp_path, t
                                       "cameras": [{"name": "c", "source": {"kind": "folder", "path": str(tmp_path)}}]}))
     assert main(["push", "--config", str(config)]) == 2                                 # neither BUNDLE nor --rollback
     assert main(["push", str(tiny_bundle), "--rollback", "--config", str(config)]) == 2
+    assert main(["push", "relative/bundle", "--on-station", "--config", str(config)]) == 2
+    assert "absolute path on the station" in capsys.readouterr().err
     assert main(["push", str(tiny_bundle), "--model", "nope", "--config", str(config)]) == 2
     assert "no model 'nope'" in capsys.readouterr().err
 

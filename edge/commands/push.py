@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--wait must be > 0 seconds, got {args.wait}")
     if args.rollback and (args.sign_key or args.on_station):
         raise UsageError("--sign-key and --on-station apply to an install, not to --rollback")
+    if args.on_station and not args.bundle.is_absolute():
+        raise UsageError(f"--on-station: {args.bundle} must be an absolute path on the station")
     if args.on_station and args.sign_key:
         raise UsageError("--sign-key signs a local bundle; a bundle already on the station must be signed before it is copied there")
     config = load_config(args.config)
