@@ -114,6 +114,15 @@ class Daemon:
             log.error("model %s: the installed version %s is missing; serving the config's bundle %s", name, installed, model_cfg.bundle)
             self._event("model_store_ignored", {"model": name, "missing": str(installed), "serving": str(model_cfg.bundle)})
             return Path(model_cfg.bundle)
+        if updates.trusted_keys and installed != Path(model_cfg.bundle):
+            from edge.updates import load_public_key, verify_bundle_signature
+
+            try:      # the store is on disk between restarts: check it is still what a trusted key signed
+                verify_bundle_signature(installed, [load_public_key(k) for k in updates.trusted_keys])
+            except OnenError as error:
+                log.error("model %s: the installed version %s fails its signature check (%s); serving the config's bundle %s", name, installed, error, model_cfg.bundle)
+                self._event("model_store_ignored", {"model": name, "installed": str(installed), "reason": str(error), "serving": str(model_cfg.bundle)})
+                return Path(model_cfg.bundle)
         log.info("model %s: serving the installed version %s (not the config's %s; `onen push --rollback` goes back)", name, installed, model_cfg.bundle)
         return installed
 

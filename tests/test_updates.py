@@ -252,6 +252,18 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         assert collector.wait(lambda c: any(r["model"]["sha256"] == new_sha for r in c.results()), timeout=20)
     finally:
         stop_daemon(daemon, thread)
+    # Someone edits the installed version on disk: its signature no longer holds, the config's bundle serves.
+    installed = ModelStore(tmp_path / "models").current("m")
+    manifest = json.loads((installed / "manifest.json").read_text())
+    manifest["thresholds"]["image"] = 0.0
+    (installed / "manifest.json").write_text(json.dumps(manifest))
+    collector.messages.clear()
+    daemon, thread = start_daemon(config)
+    try:
+        assert daemon.model_infos["m"].sha256 == old_sha
+        assert collector.wait(lambda c: any(e["kind"] == "model_store_ignored" and "signature" in e["detail"]["reason"] for e in c.events()), timeout=5)
+    finally:
+        stop_daemon(daemon, thread)
         collector.close()
 
 
