@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="student learning rate (AdamW, one-cycle)")
     parser.add_argument("--aoi", type=Path, help="one AOI mask for the whole data set")
     parser.add_argument("--no-aoi-guidance", action="store_true", help="do not penalise attention outside the AOI")
+    parser.add_argument("--aoi-weight", type=float, default=0.2, help="weight of the AOI guidance loss (default 0.2)")
     parser.add_argument("--teacher-loss", choices=("ce", "ceod"), default="ceod")
     parser.add_argument("--no-distill", action="store_true", help="train the student without the teacher's logits/features")
     parser.add_argument("--patch", type=int, default=16, help="student token stride in px (8 or 16)")
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from train.student_objective import ObjectiveWeights
     from train.trainer import TrainConfig, train
 
     cfg = TrainConfig(
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, teacher_loss=args.teacher_loss,
         distill=not args.no_distill, test_fraction=args.test_fraction, val_fraction=args.val_fraction, patch=args.patch,
         dim=args.dim, depth=args.depth, stem=args.stem, device=args.device,
+        weights=ObjectiveWeights(aoi=args.aoi_weight),
     )
     run_dir = train(cfg, resume=args.resume)
     print(f"run written to {run_dir}")
