@@ -97,8 +97,6 @@ def _benchmark_groups(data: Path) -> dict[str, str] | None:
 
 
 def _run_predictor(run_dir: Path, run_info, which: str):
-    import torch
-
     from train import runs
     from train.export import torch_outputs
 
@@ -108,7 +106,6 @@ def _run_predictor(run_dir: Path, run_info, which: str):
         model = TeacherExport(runs.load_teacher(run_dir)).eval()
     else:
         model = runs.load_student(run_dir)
-    torch.set_grad_enabled(False)
     own = run_info.summary.get(which, {})
     threshold = own.get("thresholds", {}).get("image")
     meta = {"class_names": run_info.class_names, "height": run_info.input_height, "width": run_info.input_width,
