@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="run directory to create (or to continue with --resume)")
     parser.add_argument("--epochs", type=int, help="student epochs (default 30; with --resume: the run's own)")
     parser.add_argument("--teacher-epochs", type=int, default=8, help="teacher fine-tuning epochs (0: no teacher; default 8)")
+    parser.add_argument("--teacher-freeze-blocks", type=int, default=10,
+                        help="teacher: stem + this many leading Lite0 blocks stay frozen (0: fine-tune all; default 10)")
     parser.add_argument("--size", type=int, default=128, help="square model input in px (default 128)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3, help="student learning rate (AdamW, one-cycle)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=str(args.data), out=str(args.out), supervision=args.supervision, size=args.size, epochs=args.epochs or 30,
         epochs_given=args.epochs is not None,
-        teacher_epochs=args.teacher_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        teacher_epochs=args.teacher_epochs, teacher_freeze_blocks=args.teacher_freeze_blocks, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, teacher_loss=args.teacher_loss,
         distill=not args.no_distill, test_fraction=args.test_fraction, val_fraction=args.val_fraction, patch=args.patch,
         dim=args.dim, depth=args.depth, stem=args.stem, device=args.device,
