@@ -19,6 +19,7 @@ import yaml
 
 from edge.cli import main
 from edge.config import ConfigError, load_config
+from edge.updates import generate_keys
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECRET = "s3cret-Pa55word"
@@ -349,6 +350,10 @@ def _materialise_example(name: str, root: Path) -> Path:
         if source["kind"] == "folder":
             (Path(source["path"]) if Path(source["path"]).is_absolute() else base / source["path"]).mkdir(
                 parents=True, exist_ok=True)
+    for key in raw.get("updates", {}).get("trusted_keys", []):
+        target = Path(key) if Path(key).is_absolute() else base / key
+        _, public = generate_keys(target.parent, name="example")
+        public.rename(target)
     return path
 
 
