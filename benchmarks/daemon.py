@@ -1,13 +1,16 @@
 """Throughput of the whole daemon vs a bare ONNX Runtime session, per-stage latency, RSS with two cameras.
 
 Same run, same model, same frames:
-- bare: the video's frames decoded into memory beforehand, then resize + `session.run` per frame;
+- bare (the reference): the video's frames decoded into memory beforehand, then resize + `session.run` per
+  frame, one after the other, on an InferenceSession with ONNX Runtime's default options;
 - daemon: `onen run --exit-when-finished` as its own process: file camera (realtime=False: every frame,
   back-pressure) -> OpenCV decode -> ONE engine call -> post-processing -> spool (SQLite, FULL sync)
   -> QoS 1 MQTT to a local mosquitto, received by a subscriber in this process.
 Throughput is frames / time between the first and the last result received (bare: the same span).
 Latency 'total' is the age of a frame at hand-off to the spool (it includes waiting in the camera queue).
-Repeats alternate bare and daemon runs (the machine is shared), medians are reported.
+Repeats alternate bare and daemon runs (the machine is shared), medians are reported. For comparison it
+also prints "bare, 2 callers": the bare work on two threads sharing a single-threaded session, the CPU
+layout the daemon's engine uses (`models.<name>.parallel_calls`).
 Memory: peak RSS (VmHWM) of the daemon process with two cameras on the CPU backend.
 The default model is an untrained OneN student at --size (speed does not depend on the weights);
 --bundle measures any bundle instead. Heat-map JPEGs and the archive are off for the throughput runs
@@ -94,23 +97,56 @@ def decode_all(path: Path) -> list[np.ndarray]:
 
 
 # ---- the two contenders ---------------------------------------------------------------------------------
+def _plain_session(bundle_path: Path, threads: int = 0):
+    """What a user writes: an InferenceSession on the CPU with ONNX Runtime's defaults (all cores per call)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(Path(bundle_path) / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
+
 def run_bare(bundle_path: Path, frames: list[np.ndarray]) -> float:
-    """frames/s of resize + session.run per frame, same session options as the daemon's backend."""
-    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    """frames/s of resize + session.run per frame, one frame after the other, a default session: the reference."""
     from edge.bundle import OUTPUT_NAMES, load_bundle
     from edge.images import prepare_batch
 
-    bundle = load_bundle(bundle_path)
-    backend = OnnxRuntimeBackend(bundle)
-    h, w = bundle.manifest.input_height, bundle.manifest.input_width
-    backend.session.run(list(OUTPUT_NAMES), {"image": prepare_batch(frames[:1], h, w)})   # warm-up
+    manifest = load_bundle(bundle_path).manifest
+    session = _plain_session(bundle_path)
+    h, w = manifest.input_height, manifest.input_width
+    session.run(list(OUTPUT_NAMES), {manifest.input_name: prepare_batch(frames[:1], h, w)})   # warm-up
     first_done = None
     for frame in frames:
-        backend.session.run(list(OUTPUT_NAMES), {"image": prepare_batch([frame], h, w)})
+        session.run(list(OUTPUT_NAMES), {manifest.input_name: prepare_batch([frame], h, w)})
         if first_done is None:
             first_done = time.perf_counter()
     elapsed = time.perf_counter() - first_done
     return (len(frames) - 1) / elapsed
+
+
+def run_bare_parallel(bundle_path: Path, frames: list[np.ndarray], callers: int = 2) -> float:
+    """For comparison only: the same work split over `callers` threads calling one single-threaded session,
+    the layout the daemon uses on a CPU (no decoding, checks, post-processing or MQTT)."""
+    from edge.bundle import OUTPUT_NAMES, load_bundle
+    from edge.images import prepare_batch
+
+    manifest = load_bundle(bundle_path).manifest
+    session = _plain_session(bundle_path, threads=1)
+    h, w = manifest.input_height, manifest.input_width
+    session.run(list(OUTPUT_NAMES), {manifest.input_name: prepare_batch(frames[:1], h, w)})
+
+    def work(part: list[np.ndarray]) -> None:
+        for frame in part:
+            session.run(list(OUTPUT_NAMES), {manifest.input_name: prepare_batch([frame], h, w)})
+
+    threads = [threading.Thread(target=work, args=(frames[i::callers],)) for i in range(callers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(frames) / (time.perf_counter() - started)
 
 
 def write_station(folder: Path, port: int, bundle: Path, video: Path, cameras: int) -> Path:
@@ -193,13 +229,15 @@ def main(args: argparse.Namespace) -> int:
     video = write_video(work / "bench.avi", args.frames, args.camera_size)
     frames = decode_all(video)
     print(f"model {bundle} | {len(frames)} frames {args.camera_size}x{args.camera_size} | cores {os.cpu_count()}")
-    bare, daemon_runs = [], []
+    bare, bare_parallel, daemon_runs = [], [], []
     with MosquittoBroker() as broker:
         one = write_station(work, broker.port, bundle, video, 1)
         for repeat in range(args.repeats):
             bare.append(run_bare(bundle, frames))
-            daemon_runs.append(run_daemon(one, broker, len(frames), "lock"))
-            print(f"  repeat {repeat + 1}: bare {bare[-1]:.1f} fps, daemon {daemon_runs[-1]['fps']:.1f} fps")
+            daemon_runs.append(run_daemon(one, broker, len(frames), "thread"))
+            bare_parallel.append(run_bare_parallel(bundle, frames))
+            print(f"  repeat {repeat + 1}: bare {bare[-1]:.1f} fps, daemon {daemon_runs[-1]['fps']:.1f} fps, "
+                  f"bare with 2 callers {bare_parallel[-1]:.1f} fps")
         two = write_station(work, broker.port, bundle, video, 2)
         modes = {}
         for mode in [m.strip() for m in args.engine_modes.split(",") if m.strip()]:
@@ -211,6 +249,7 @@ def main(args: argparse.Namespace) -> int:
     figures = {
         "bundle": str(bundle), "frames": len(frames), "camera_size": args.camera_size,
         "bare_fps_median": round(bare_fps, 2), "daemon_fps_median": round(daemon_fps, 2),
+        "bare_two_callers_fps_median": round(statistics.median(bare_parallel), 2),
         "ratio_of_medians": round(daemon_fps / bare_fps, 3),
         "paired_ratios": [round(r, 3) for r in paired], "ratio_median_paired": round(statistics.median(paired), 3),
         "load_average_1m": os.getloadavg()[0],
@@ -221,6 +260,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"throughput: daemon {daemon_fps:.1f} fps vs bare ONNX Runtime {bare_fps:.1f} fps (medians) -> ratio {figures['ratio_of_medians']:.3f}; "
           f"paired ratios {figures['paired_ratios']} -> median {figures['ratio_median_paired']:.3f} (target >= 0.95); "
           f"load average {figures['load_average_1m']:.1f} on {os.cpu_count()} cores")
+    print(f"for comparison, bare work on 2 threads sharing a 1-thread session: {figures['bare_two_callers_fps_median']:.1f} fps "
+          f"(daemon / that = {daemon_fps / figures['bare_two_callers_fps_median']:.3f})")
     print("latency per stage, one camera (ms): " + "; ".join(f"{s} p50 {v['p50']:.2f} p99 {v['p99']:.2f}" for s, v in latency.items()))
     for mode, values in figures["two_cameras"].items():
         print(f"two cameras, engine mode {mode}: {values['fps_total']:.1f} fps total, peak RSS {values['peak_rss_mb']:.0f} MB (target <= 400)")

@@ -87,6 +87,8 @@ class ModelConfig:
     name: str
     bundle: Path
     backend: str = "auto"
+    parallel_calls: int | None = None      # ONNX Runtime on CPU: engine calls at once (None = auto: 2 with >= 2 cores)
+    threads_per_call: int | None = None    # ONNX Runtime on CPU: threads per call (None = auto: cores / parallel_calls)
 
 
 @dataclass(repr=False)
@@ -259,7 +261,8 @@ def _build(raw: dict, source_path: Path) -> StationConfig:
     mqtt = MqttConfig(**mqtt_raw, tls=tls, password=password, password_source=password_source)
 
     models = {
-        name: ModelConfig(name=name, bundle=resolve(m["bundle"]), backend=m.get("backend", "auto"))
+        name: ModelConfig(name=name, bundle=resolve(m["bundle"]), backend=m.get("backend", "auto"),
+                          parallel_calls=m.get("parallel_calls"), threads_per_call=m.get("threads_per_call"))
         for name, m in raw["models"].items()
     }
     only_model = next(iter(models)) if len(models) == 1 else ""

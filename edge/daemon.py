@@ -47,7 +47,6 @@ class DaemonOptions:
     engine_stuck_s: float = 30.0         # one engine call longer than this = hung engine
     pipeline_stale_s: float = 15.0       # a pipeline loop not beating for this long = stuck
     parity_check: bool = True
-    intra_op_threads: int = 0            # ONNX Runtime threads (0 = its default)
     metrics_address: str = "0.0.0.0"     # where the Prometheus endpoint listens (a scraper is on another host)
 
 
@@ -94,11 +93,10 @@ class Daemon:
 
     def _open_backend(self, bundle, model_cfg):
         from edge.backends.factory import create_backend
-        from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from edge.backends.onnxruntime_backend import CpuLayout
 
-        if model_cfg.backend == "onnxruntime" and self.options.intra_op_threads:
-            return OnnxRuntimeBackend(bundle, intra_op_threads=self.options.intra_op_threads)
-        return create_backend(bundle, model_cfg.backend, on_event=self._event)
+        layout = CpuLayout.choose(model_cfg.parallel_calls, model_cfg.threads_per_call)
+        return create_backend(bundle, model_cfg.backend, on_event=self._event, cpu_layout=layout)
 
     def _bundle_source(self, name: str, model_cfg) -> Path:
         """The bundle the config names, unless a model update installed another one (kept across restarts)."""

@@ -1,10 +1,13 @@
 """One backend per model, shared by every camera that uses the model.
 
 Two ways to share it, chosen by `mode`:
-- "lock": each camera thread calls the backend itself, under a lock (`submit` returns a done future);
-- "thread": one inference thread takes requests from a queue, may batch frames of several cameras
-  into one call (up to `max_batch`), and lets camera threads pre-process the next frame and
+- "lock": each camera thread calls the backend itself, at most `workers` at once (`submit` returns a done
+  future);
+- "thread": `workers` inference threads take requests from a queue, may batch frames of several cameras
+  into one call (up to `max_batch`), and let camera threads pre-process the next frame and
   post-process the previous one while the engine runs (ONNX Runtime/TensorRT release the GIL).
+`workers` is the backend's `concurrent_calls`: 1 on a GPU, 2 for ONNX Runtime on a multi-core CPU, where
+two frames in two single-threaded calls at once keep the cores busier than one call on all cores.
 `onen bench daemon` measures both; DEFAULT_MODE is the faster one there. Either way a frame costs
 exactly one engine call.
 The engine also reports whether a call has been running suspiciously long, for the systemd watchdog.
@@ -34,23 +37,26 @@ class SharedEngine:
         self.backend = backend
         self.mode = mode
         self.max_batch = max(1, max_batch)
+        self.workers = max(1, int(getattr(backend, "concurrent_calls", 1)))
         self.calls = 0
-        self._busy_since: float | None = None
+        self._busy: dict[int, float] = {}    # thread id -> monotonic start of its running call
         self._users = 0                       # frames queued or running on this engine (see hold/release)
         self._users_lock = threading.Lock()
-        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.workers)     # lock mode: calls running at once
         self._requests: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         if mode == "thread":
-            self._thread = threading.Thread(target=self._serve, name=f"onen-engine-{backend.bundle.manifest.name}", daemon=True)
-            self._thread.start()
+            for index in range(self.workers):
+                thread = threading.Thread(target=self._serve, name=f"onen-engine-{backend.bundle.manifest.name}-{index}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def submit(self, batch: np.ndarray) -> Future:
         """Queue one frame batch; the future gives (ModelOutputs, engine milliseconds)."""
         future: Future = Future()
         if self.mode == "lock":
             try:
-                with self._lock:
+                with self._slots:
                     future.set_result(self._call(batch))
             except Exception as error:
                 future.set_exception(error)
@@ -89,13 +95,15 @@ class SharedEngine:
 
     def _call(self, batch: np.ndarray) -> tuple[ModelOutputs, float]:
         started = time.monotonic()
-        self._busy_since = started
+        me = threading.get_ident()
+        self._busy[me] = started
         try:
             outputs = self.backend.infer(batch)
-            self.calls += 1
+            with self._users_lock:
+                self.calls += 1
             return outputs, (time.monotonic() - started) * 1000
         finally:
-            self._busy_since = None
+            self._busy.pop(me, None)
 
     def _serve(self) -> None:
         while True:
@@ -129,14 +137,15 @@ class SharedEngine:
 
     def stuck(self, limit_s: float) -> bool:
         """True when one engine call has been running longer than `limit_s` (a hung GPU/driver)."""
-        since = self._busy_since
-        return since is not None and time.monotonic() - since > limit_s
+        starts = list(self._busy.values())
+        return bool(starts) and time.monotonic() - min(starts) > limit_s
 
     def describe(self) -> dict:
-        return {**self.backend.describe(), "mode": self.mode, "calls": self.calls}
+        return {**self.backend.describe(), "mode": self.mode, "workers": self.workers, "calls": self.calls}
 
     def close(self) -> None:
-        if self._thread is not None:
+        for _ in self._threads:
             self._requests.put(None)
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
         self.backend.close()

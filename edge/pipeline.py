@@ -1,8 +1,9 @@
 """One camera's loop: wait for a trigger, take a frame, ONE engine call, post-process, publish.
 
-In continuous mode up to `max_in_flight` (2) frames are in flight: while the engine runs frame N, the
-camera thread's loop post-processes N-1 and pre-processes N+1, so the engine never waits for Python.
-Results still go out in frame order.
+In continuous mode up to `max_in_flight` frames are in flight (by default one more than the calls the
+engine runs at once): while the engine runs frame N (and N+1 when it runs two calls at once), the
+camera thread's loop post-processes N-1 and pre-processes the next, so the engine never waits for
+Python. Results still go out in frame order.
 
 Triggers: `continuous` (the camera's newest frame, dropped frames counted by the camera), `mqtt`
 (a message on {prefix}/{station}/cmd/{camera}/trigger grabs a frame captured *after* the message
@@ -130,7 +131,7 @@ class CameraPipeline:
     def __init__(self, *, camera_cfg, camera, engine: SharedEngine, postprocessor: PostProcessor,
                  model_info: ModelInfo, station: str, run_id: str, publisher, stats: RollingStats,
                  side_worker: SideWorker | None = None, on_event: EventCallback | None = None,
-                 fresh_frame_timeout_s: float = 5.0, max_in_flight: int = 2):
+                 fresh_frame_timeout_s: float = 5.0, max_in_flight: int | None = None):
         self.cfg = camera_cfg
         self.name = camera_cfg.name
         self.camera = camera
@@ -143,7 +144,7 @@ class CameraPipeline:
         self.side_worker = side_worker
         self.on_event = on_event or (lambda kind, detail: None)
         self.fresh_frame_timeout_s = fresh_frame_timeout_s
-        self.max_in_flight = max(1, max_in_flight)   # continuous: pre/post-process around the engine call
+        self.max_in_flight = max_in_flight   # continuous: None = the engine's workers + 1
         self.mode = camera_cfg.trigger.mode
         self.triggers: queue.Queue[Trigger] = queue.Queue(maxsize=max(1, camera_cfg.trigger.queue_size))
         self.heartbeat = time.monotonic()
@@ -248,11 +249,16 @@ class CameraPipeline:
             flight = self._begin(frame, correlation)
             if flight is not None:
                 pending.append(flight)
-            while len(pending) >= (self.max_in_flight if self.mode == "continuous" else 1):
+            while len(pending) >= self._in_flight_limit():
                 self._finish(pending.popleft())
         while pending:                      # stop requested: finish the frames in flight
             self._finish(pending.popleft())
         self.heartbeat = time.monotonic()
+
+    def _in_flight_limit(self) -> int:
+        if self.mode != "continuous":
+            return 1                         # a triggered frame is published before the next trigger is taken
+        return max(1, self.max_in_flight or self.serving.engine.workers + 1)
 
     def inspect(self, frame, correlation_id: str | None = None) -> dict | None:
         """Inspect one frame and hand the result to the publisher; None when the frame failed."""

@@ -104,6 +104,8 @@ MALFORMED = [
     ("password-file-missing", _set("mqtt.password_file", "no-such-password"), "mqtt.password_file"),
     ("password-without-username", _set("mqtt.username", DELETE), "mqtt.username"),
     ("bad-backend", _set("models.widget.backend", "cuda"), "models.widget.backend"),
+    ("parallel-calls-zero", _set("models.widget.parallel_calls", 0), "models.widget.parallel_calls"),
+    ("threads-per-call-text", _set("models.widget.threads_per_call", "many"), "models.widget.threads_per_call"),
     ("negative-spool-size", _set("spool.max_mb", -5), "spool.max_mb"),
     ("bad-qos", _set("mqtt.qos", 3), "mqtt.qos"),
     ("cameras-not-a-list", _set("cameras", {"top": {"source": {"kind": "rtsp"}}}), "cameras"),

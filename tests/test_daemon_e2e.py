@@ -287,9 +287,16 @@ def test_watchdog_pings_stop_while_the_engine_hangs(tmp_path, broker, tiny_bundl
     try:
         healthy = _datagrams(notify, 1.0)
         assert healthy[0].startswith("READY=1") and healthy.count("WATCHDOG=1") >= 3, healthy
-        with daemon.engines["m"]._lock:             # the engine hangs: the camera's pipeline cannot get through
+        backend = daemon.engines["m"].backend
+        release = threading.Event()
+        real_infer = backend.infer
+        backend.infer = lambda batch: (release.wait(10), real_infer(batch))[1]    # every engine call hangs
+        try:
             _datagrams(notify, 0.8)                 # time for the pipeline heartbeat to go stale
             hung = _datagrams(notify, 1.0)
+        finally:
+            backend.infer = real_infer
+            release.set()
         assert "WATCHDOG=1" not in hung and any(m.startswith("STATUS=unhealthy") for m in hung), hung
         recovered = _datagrams(notify, 1.0)
         assert "WATCHDOG=1" in recovered, recovered

@@ -10,7 +10,7 @@ import pytest
 
 from daemon_helpers import SCALE, reference_frames
 from edge.backends.base import ModelOutputs
-from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+from edge.backends.onnxruntime_backend import CpuLayout, OnnxRuntimeBackend
 from edge.bundle import load_bundle
 from edge.calibration_file import from_bundle_defaults
 from edge.postprocess import PostProcessor
@@ -32,7 +32,7 @@ def _result(bundle, inspection, seq=0):
 def test_real_bundle_verdicts_scores_and_regions(bundle, tiny_bundle):
     frames, expected_scores = reference_frames(tiny_bundle)
     post = PostProcessor(bundle.manifest, from_bundle_defaults(bundle, camera="cam"))
-    backend = OnnxRuntimeBackend(bundle, intra_op_threads=1)
+    backend = OnnxRuntimeBackend(bundle, layout=CpuLayout(1, 1))
     outputs = backend.infer(post.to_batch([post.prepare(f) for f in frames]))
     threshold = bundle.manifest.thresholds.image
     for index, frame in enumerate(frames):

@@ -27,9 +27,15 @@ class ModelOutputs:
 
 
 class Backend(abc.ABC):
-    """One loaded model on one device. `infer` may be called from one thread at a time."""
+    """One loaded model on one device.
+
+    `concurrent_calls` says how many `infer` calls may run at the same time (from different threads) and
+    are worth running so: 1 for a GPU engine with one execution context; more for ONNX Runtime on a CPU,
+    where two single-threaded calls on two frames beat one call spread over both cores.
+    """
 
     name: str = "abstract"
+    concurrent_calls: int = 1
 
     def __init__(self, bundle: Bundle):
         self.bundle = bundle

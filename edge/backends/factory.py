@@ -65,12 +65,13 @@ def probe_tensorrt(device_index: int = 0) -> TensorRtProbe:
     return TensorRtProbe(True, "", trt.__version__, device.name(), f"{major}.{minor}")
 
 
-def create_backend(bundle: Bundle, kind: str = "auto", on_event: EventCallback | None = None) -> Backend:
-    """Open `bundle` on the backend `kind` ("auto", "tensorrt" or "onnxruntime")."""
+def create_backend(bundle: Bundle, kind: str = "auto", on_event: EventCallback | None = None, cpu_layout=None) -> Backend:
+    """Open `bundle` on the backend `kind` ("auto", "tensorrt" or "onnxruntime"). `cpu_layout` (a
+    `CpuLayout`) is how ONNX Runtime uses the CPU cores; None = one call at a time on all cores."""
     if kind not in KINDS:
         raise OnenError(f"backend {kind!r} is unknown; expected one of {', '.join(KINDS)}")
     if kind == "onnxruntime":
-        return _onnxruntime(bundle)
+        return _onnxruntime(bundle, cpu_layout)
     probe = probe_tensorrt()
     if kind == "tensorrt":
         if not probe.available:
@@ -80,22 +81,22 @@ def create_backend(bundle: Bundle, kind: str = "auto", on_event: EventCallback |
         try:
             return _tensorrt(bundle, probe, on_event)
         except OnenError as error:        # engine build/parity failed: keep inspecting on ONNX Runtime
-            return _fall_back(bundle, f"TensorRT is available but the engine cannot be served: {error}", on_event)
-    return _fall_back(bundle, probe.reason, on_event)
+            return _fall_back(bundle, f"TensorRT is available but the engine cannot be served: {error}", on_event, cpu_layout)
+    return _fall_back(bundle, probe.reason, on_event, cpu_layout)
 
 
-def _fall_back(bundle: Bundle, reason: str, on_event: EventCallback | None) -> Backend:
+def _fall_back(bundle: Bundle, reason: str, on_event: EventCallback | None, cpu_layout=None) -> Backend:
     detail = {"bundle": str(bundle.path), "requested": "auto", "using": "onnxruntime", "reason": reason}
     log.warning("TensorRT not used for %s (%s); running on ONNX Runtime", bundle.path, reason)
     if on_event is not None:
         on_event("backend_fallback", detail)
-    return _onnxruntime(bundle)
+    return _onnxruntime(bundle, cpu_layout)
 
 
-def _onnxruntime(bundle: Bundle) -> Backend:
+def _onnxruntime(bundle: Bundle, cpu_layout=None) -> Backend:
     from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(bundle)
+    return OnnxRuntimeBackend(bundle, layout=cpu_layout)
 
 
 def _tensorrt(bundle: Bundle, probe: TensorRtProbe, on_event: EventCallback | None) -> Backend:
