@@ -156,8 +156,13 @@ class Daemon:
 
     def start(self) -> None:
         """Open everything (failing early and clearly), then start cameras and pipelines."""
+        import cv2
+
         from edge.cameras import open_camera
 
+        # The daemon already runs its work on parallel threads (cameras, pipelines, engine calls); OpenCV's own
+        # thread pool inside every resize/decode only adds contention for the same cores.
+        cv2.setNumThreads(1)
         cfg = self.config
         self._open_models()
         postprocessors = {}

@@ -41,6 +41,8 @@ def find_regions(
     polygon_epsilon: float = 1.5,
 ) -> list[Region]:
     """Connected components of `map > threshold` with at least `min_area` px, largest peak first."""
+    if anomaly_map.size == 0 or float(anomaly_map.max()) <= pixel_threshold:
+        return []                      # the usual good part: nothing above the threshold, no labelling needed
     binary = (anomaly_map > pixel_threshold).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     regions: list[Region] = []
