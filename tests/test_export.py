@@ -56,6 +56,26 @@ def test_onnx_runtime_matches_torch(tmp_path, num_classes):
     assert bundle.manifest.metrics["export_parity"]["map_max_abs_diff"] <= 1e-4
 
 
+@pytest.mark.parametrize("stem", ["lite0", "conv"])
+def test_onnx_runtime_matches_torch_with_fine_map_and_pooled_class_head(tmp_path, stem):
+    """The fine map head (here with non-zero weights, as after training) and the map-pooled class head export exactly."""
+    torch.manual_seed(5)
+    cfg = OneNConfig(num_classes=4, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, stem=stem,
+                     fine_map=True, class_pool="cls+map")
+    model = OneNStudent(cfg).eval()
+    torch.nn.init.normal_(model.fine_head.net[-1].weight, std=0.3)
+    rng = np.random.default_rng(1)
+    info = ExportInfo(name="t", class_names=["good", "a", "b", "c"], input_height=64, input_width=64)
+    bundle_dir = export_model(model, info, tmp_path / "bundle", rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
+    images = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    expected = torch_outputs(model, images)
+    got = _session(bundle_dir / "model.onnx").run(None, {"image": images})
+    for ours, theirs in zip(got, expected):
+        assert ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() <= 1e-4
+    assert float(np.abs(expected[1] - expected[1].mean()).max()) > 1e-3       # a map that is not flat
+
+
 def test_export_refuses_wrong_reference_size_and_foreign_folder(tmp_path):
     model = OneNStudent(OneNConfig(num_classes=2, input_height=32, input_width=32, patch=16, dim=16, depth=1, heads=2))
     info = ExportInfo(name="t", class_names=["good", "x"], input_height=32, input_width=32)

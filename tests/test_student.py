@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.models.onen_vit import OneNConfig, OneNStudent
+from train.models.onen_vit import FineMapHead, OneNConfig, OneNStudent
 
 
 def _images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -58,3 +58,57 @@ def test_bad_config_is_refused():
         OneNStudent(OneNConfig(input_height=100, input_width=64, patch=16))
     with pytest.raises(ValueError, match="activation"):
         OneNStudent(OneNConfig(activation="swish"))
+
+
+def test_untrained_fine_map_head_starts_from_the_attention_map():
+    """The fine head's last conv starts at zero: before training it returns the coarse (attention) logit upsampled
+    to the stride-4 grid, whatever the stem features are."""
+    torch.manual_seed(0)
+    head = FineMapHead(in_channels=24, width=16, activation="relu")
+    features, coarse = torch.randn(2, 24, 16, 16), torch.randn(2, 1, 4, 4)
+    expected = torch.nn.functional.interpolate(coarse, size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.equal(head(features, coarse), expected)
+    model = OneNStudent(OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2))
+    assert model.fine_head is not None and model.stem.fine_channels_in == 24      # on by default, on the Lite0 stride-4 features
+
+
+@pytest.mark.parametrize("stem", ["lite0", "conv"])
+def test_fine_map_head_resolves_detail_below_one_token(stem):
+    """With the head active, the map varies inside a token cell differently from a bilinear upsampling of the token grid,
+    and the map's gradient reaches the stride-4 stem features and the attention."""
+    torch.manual_seed(1)
+    cfg = OneNConfig(num_classes=2, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, stem=stem, fine_map=True)
+    model = OneNStudent(cfg)
+    assert model.fine_head is not None
+    torch.nn.init.normal_(model.fine_head.net[-1].weight, std=0.5)
+    with torch.enable_grad():
+        out = model(_images(2, 64, 64))
+        out.anomaly_map.sum().backward()
+    assert out.map_logits.shape == (2, 1, 64, 64)
+    first_stem_conv = next(m for m in model.stem.modules() if isinstance(m, torch.nn.Conv2d))
+    assert float(first_stem_conv.weight.grad.abs().sum()) > 0
+    assert float(model.blocks[-1].attn.qkv.weight.grad.abs().sum()) > 0
+    grid = torch.nn.functional.adaptive_avg_pool2d(out.map_logits.detach(), (4, 4))
+    smooth = torch.nn.functional.interpolate(grid, size=(64, 64), mode="bilinear", align_corners=False)
+    assert float((out.map_logits.detach() - smooth).abs().max()) > 1e-3
+
+
+def test_class_head_reading_map_pooled_tokens():
+    cfg = OneNConfig(num_classes=5, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, class_pool="cls+map")
+    model = OneNStudent(cfg).eval()
+    assert model.class_head.in_features == 64
+    with torch.no_grad():
+        out = model(_images(3, 64, 64))
+    assert out.class_logits.shape == (3, 5)
+    with pytest.raises(ValueError, match="class_pool"):
+        OneNStudent(OneNConfig(class_pool="mean"))
+
+
+def test_checkpoint_config_without_the_new_options_builds_the_old_network():
+    """Runs saved before fine_map/class_pool existed load into the network they were trained as."""
+    old = OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, fine_map=False)
+    state = OneNStudent(old).state_dict()
+    saved = {k: v for k, v in old.to_dict().items() if k not in ("fine_map", "fine_channels", "class_pool")}
+    restored = OneNConfig.from_dict(saved)
+    assert restored.fine_map is False and restored.class_pool == "cls"
+    OneNStudent(restored).load_state_dict(state)            # strict: same keys and shapes

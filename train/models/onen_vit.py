@@ -8,10 +8,18 @@ How the maps are made (our reading of the OneN abstract):
 - Each block's CLS->patch attention, averaged over heads, is a distribution over patches (plus the CLS
   token itself, which absorbs the attention on a good part). Its log-ratio to the uniform attention,
   scaled and shifted by two learned scalars per layer, gives the layer's map logit; sigmoid -> 0..1.
-- The final anomaly map is a learned 1x1 combination of the per-layer map logits plus a light per-patch
-  head on the last tokens, upsampled bilinearly to the input size, sigmoid.
-- The score combines a head on the CLS token with the maximum of the map logit, so a bright spot on the
-  map and the verdict cannot disagree much.
+- The coarse map logit is a learned 1x1 combination of the per-layer map logits plus a light per-patch
+  head on the last tokens (one value per token, e.g. 8x8 at 128 px with 16 px tokens).
+- fine_map: a thin crack is a few pixels wide, far below one token. The stem already computes stride-4
+  features (the Lite0 stem: 24 channels, 32x32 at 128 px); a light conv head reads them together with the
+  upsampled coarse logit and adds a correction: fine logit = up(coarse) + head([stem features, up(coarse)]).
+  The map stays built from the attention maps (the coarse logit is its base, and the head is zero-initialised,
+  so training starts from the pure attention map); the head sharpens its edges. All terms are absolute logits
+  (no per-image normalisation), so map values compare across images. Then bilinear to the input size, sigmoid.
+- The score combines a head on the CLS token with the maximum of the coarse map logit, so a bright spot on
+  the map and the verdict cannot disagree much.
+- class_pool "cls+map": the class head reads the CLS token and the patch tokens pooled with the softmax of the
+  coarse map logit (the tokens where the defect is): which defect it is is written where it is.
 """
 from __future__ import annotations
 
@@ -44,6 +52,9 @@ class OneNConfig:
     activation: str = "relu"        # "relu" (fastest in ONNX Runtime/TensorRT) or "gelu"
     teacher_dim: int = 0            # >0: a projection of patch tokens to the teacher's feature width (distillation)
     dropout: float = 0.0
+    fine_map: bool = True           # refine the map on the stem's stride-4 features (no-op for patch 4: tokens are stride 4)
+    fine_channels: int = 16         # width of the fine map head
+    class_pool: str = "cls"         # "cls": class head reads the CLS token; "cls+map": also map-pooled patch tokens
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -54,6 +65,7 @@ class OneNConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "OneNConfig":
+        data = {"fine_map": False, "class_pool": "cls", **data}     # checkpoints written before these options
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def check(self) -> None:
@@ -71,6 +83,8 @@ class OneNConfig:
             raise ValueError(f"the lite0 stem has stride 4, so patch must be >= 8, got {self.patch}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.class_pool not in ("cls", "cls+map"):
+            raise ValueError(f"class_pool must be 'cls' or 'cls+map', got {self.class_pool!r}")
 
 
 @dataclass
@@ -91,22 +105,30 @@ class StudentOutput:
 
 
 class ConvStem(nn.Module):
-    """Strided 3x3 convs down to the token stride: cheap local features before the transformer."""
+    """Strided 3x3 convs down to the token stride: cheap local features before the transformer.
+
+    forward -> (tokens [N,dim,h,w], stride-4 features [N,fine_channels_in,H/4,W/4], or None when patch < 8)."""
 
     def __init__(self, cfg: OneNConfig):
         super().__init__()
         layers: list[nn.Module] = []
         channels, stride = 3, 1
         width = cfg.stem_channels
+        self.fine_channels_in, self.split = 0, 0
         while stride * 2 < cfg.patch:
             layers += [nn.Conv2d(channels, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), ACTIVATIONS[cfg.activation]()]
             channels, stride = width, stride * 2
+            if stride == 4:
+                self.fine_channels_in, self.split = channels, len(layers)
             width = min(width * 2, cfg.dim)
         layers += [nn.Conv2d(channels, cfg.dim, 3, 2, 1)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.split:
+            return self.net(x), None
+        features = self.net[: self.split](x)
+        return self.net[self.split:](features), features
 
 
 class Lite0Stem(nn.Module):
@@ -130,9 +152,27 @@ class Lite0Stem(nn.Module):
         self.blocks = lite0.blocks[: self.LAYERS]
         factor = cfg.patch // 4
         self.patchify = nn.Conv2d(self.CHANNELS, cfg.dim, factor, factor)
+        self.fine_channels_in = self.CHANNELS
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.patchify(self.blocks(self.stem(x)))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.blocks(self.stem(x))                          # [N, 24, H/4, W/4]
+        return self.patchify(features), features
+
+
+class FineMapHead(nn.Module):
+    """Refines the upsampled coarse (attention) map logit with stride-4 stem features: two 3x3 convs that
+    see the features and the coarse logit, their output added to the coarse logit. The last conv starts at
+    zero, so an untrained head leaves the attention map unchanged."""
+
+    def __init__(self, in_channels: int, width: int, activation: str):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(in_channels + 1, width, 3, 1, 1), ACTIVATIONS[activation](), nn.Conv2d(width, 1, 3, 1, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, features: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(coarse, size=features.shape[-2:], mode="bilinear", align_corners=False)
+        return up + self.net(torch.cat([features, up], dim=1))
 
 
 class Attention(nn.Module):
@@ -201,7 +241,8 @@ class OneNStudent(nn.Module):
         self.patch_head = nn.Sequential(nn.Linear(cfg.dim, cfg.dim // 2), ACTIVATIONS[cfg.activation](), nn.Linear(cfg.dim // 2, 1))
         self.score_head = nn.Linear(cfg.dim, 1)
         self.score_from_map = nn.Parameter(torch.tensor(1.0))
-        self.class_head = nn.Linear(cfg.dim, cfg.num_classes)
+        self.class_head = nn.Linear(cfg.dim * (2 if cfg.class_pool == "cls+map" else 1), cfg.num_classes)
+        self.fine_head = FineMapHead(self.stem.fine_channels_in, cfg.fine_channels, cfg.activation) if cfg.fine_map and cfg.patch >= 8 else None
         self.projection = nn.Linear(cfg.dim, cfg.teacher_dim) if cfg.teacher_dim > 0 else None
         self._init_weights()
 
@@ -221,7 +262,7 @@ class OneNStudent(nn.Module):
         cfg = self.cfg
         h, w = cfg.grid
         n = image.shape[0]
-        x = self.stem(self.input(image))                               # [N, dim, h, w]
+        x, fine_features = self.stem(self.input(image))                # [N, dim, h, w], [N, c, H/4, W/4]
         x = x.flatten(2).transpose(1, 2)                               # [N, h*w, dim]
         x = torch.cat([self.cls_token.expand(n, -1, -1), x], dim=1) + self.pos_embed
         tokens_count = float(h * w)
@@ -237,15 +278,20 @@ class OneNStudent(nn.Module):
         cls, tokens = x[:, 0], x[:, 1:]
         patch_logit = self.patch_head(tokens).reshape(n, 1, h, w)
         coarse = self.combine(torch.stack(layer_logits, dim=1)) + patch_logit   # [N, 1, h, w]
-        map_logits = F.interpolate(coarse, size=(cfg.input_height, cfg.input_width), mode="bilinear", align_corners=False)
+        refined = self.fine_head(fine_features, coarse) if self.fine_head is not None else coarse
+        map_logits = F.interpolate(refined, size=(cfg.input_height, cfg.input_width), mode="bilinear", align_corners=False)
         score_logit = self.score_head(cls).reshape(n) + self.score_from_map * coarse.flatten(1).amax(dim=1)
+        class_input = cls
+        if cfg.class_pool == "cls+map":
+            where = torch.softmax(coarse.flatten(1), dim=1).unsqueeze(2)           # [N, h*w, 1]
+            class_input = torch.cat([cls, (where * tokens).sum(dim=1)], dim=1)
         projected = None
         if self.projection is not None:
             projected = self.projection(tokens).transpose(1, 2).reshape(n, -1, h, w)
         return StudentOutput(
             score=torch.sigmoid(score_logit),
             anomaly_map=torch.sigmoid(map_logits),
-            class_logits=self.class_head(cls),
+            class_logits=self.class_head(class_input),
             attention_maps=attention_maps,
             layer_map_logits=layer_logits,
             map_logits=map_logits,
