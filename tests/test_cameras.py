@@ -340,17 +340,22 @@ class FfmpegStream:
         self.video, self.port, self.process = video, port, None
         self.url = f"http://127.0.0.1:{port}/stream.mjpg"
 
-    def start(self) -> "FfmpegStream":
-        self.process = subprocess.Popen(
-            [FFMPEG, "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(self.video),
-             "-c", "copy", "-f", "mpjpeg", "-listen", "1", self.url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not _listening(self.port):
-            assert self.process.poll() is None, "ffmpeg exited at start"
-            assert time.monotonic() < deadline, "ffmpeg did not listen"
-            time.sleep(0.02)
-        return self
+    def start(self, attempts: int = 3) -> "FfmpegStream":
+        """Start and wait until it listens. A camera that keeps reconnecting can take ffmpeg's one client
+        (-listen 1) and drop it before this loop saw the port listening (a loaded machine): ffmpeg then
+        exits, and it is started again, up to `attempts` times."""
+        for _ in range(attempts):
+            self.process = subprocess.Popen(
+                [FFMPEG, "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(self.video),
+                 "-c", "copy", "-f", "mpjpeg", "-listen", "1", self.url],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 5
+            while not _listening(self.port) and self.process.poll() is None:
+                assert time.monotonic() < deadline, "ffmpeg did not listen"
+                time.sleep(0.02)
+            if self.process.poll() is None:
+                return self
+        raise AssertionError(f"ffmpeg exited at start {attempts} times (port {self.port})")
 
     def signal(self, sig: int) -> None:
         os.kill(self.process.pid, sig)
