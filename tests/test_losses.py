@@ -110,3 +110,25 @@ def test_balanced_focal_gives_small_defects_the_weight_of_large_ones():
     balanced = [float(progressive_focal_loss([], missed[i:i + 1], target[i:i + 1], balanced=True)) for i in range(2)]
     assert plain[0] < 0.05 * plain[1]                        # the plain mean barely notices the small miss
     assert balanced[0] == pytest.approx(balanced[1], rel=0.05)
+
+
+def test_batch_balanced_focal_weighs_defect_pixels_by_area_across_images():
+    """balanced="batch": one mean over all defect pixels of the batch, so missing a large region costs more than
+    missing a small one; a good image (empty target) only adds background pixels."""
+    target = torch.zeros(3, 32, 32)
+    target[0, 10:12, 10:12] = 1          # 4 px defect
+    target[1, 4:28, 4:28] = 1            # 576 px defect; image 2 is good
+    found = torch.where(target > 0, torch.full_like(target, 4.0), torch.full_like(target, -4.0))
+    miss_small, miss_large = found.clone(), found.clone()
+    miss_small[0] = -4.0
+    miss_large[1] = -4.0
+    loss = {name: float(progressive_focal_loss([], logits.unsqueeze(1), target, balanced="batch"))
+            for name, logits in (("found", found), ("small", miss_small), ("large", miss_large))}
+    assert loss["found"] < loss["small"] < loss["large"]
+    assert loss["large"] > 20 * loss["small"]
+    per_image = [float(progressive_focal_loss([], l.unsqueeze(1), target, balanced="image")) for l in (miss_small, miss_large)]
+    assert per_image[0] == pytest.approx(per_image[1], rel=0.05)          # the per-image mode treats both misses alike
+    good_only = float(progressive_focal_loss([], found[2:].unsqueeze(1), target[2:], balanced="batch"))
+    assert good_only < 0.01
+    with pytest.raises(ValueError, match="balanced"):
+        progressive_focal_loss([], found.unsqueeze(1), target, balanced="pixels")

@@ -7,8 +7,10 @@ Choices (documented here because the OneN paper is only known to us by its abstr
   weight 1 on top (total = sum_l w_l * FL(layer_l) + FL(final)).
 - Focal loss: binary focal loss on logits, FL = alpha_t * (1 - p_t)^gamma * BCE, gamma = 2, averaged over
   pixels. Soft targets (0..1) are allowed. Layer logits are upsampled bilinearly to the target size.
-  With balanced=True (the trainer's default) each image's loss is the mean over its defect pixels and the
-  mean over its other pixels, averaged: small defects are not drowned by the background.
+  With balanced="image" each image's loss is the mean over its defect pixels and the mean over its other
+  pixels, averaged: small defects are not drowned by the background. With balanced="batch" the two means run
+  over all pixels of the batch: every defect pixel counts alike, as in pixel AUROC, so a large region (uneven
+  texture, fray) weighs by its area instead of as much as a 20-pixel blowhole.
 - AOI guidance: the CEOD overlap term of seed 001 applied to each layer's CLS->patch attention:
   OD = -log(clip(sum(A * AOI*) / min(sum A, sum AOI*), eps, 1)), with AOI* the AOI resized to the
   attention grid (area average) and convolved with the 3x3 kernel of 0.5 as in CEOD, clipped to 1.
@@ -66,14 +68,32 @@ def _per_image_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float, a
     return has_positive * 0.5 * (pos_term + neg_term) + (1 - has_positive) * neg_term
 
 
+def _batch_balanced_focal(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gamma: float,
+                          alpha: float | None) -> torch.Tensor:
+    """Focal loss as the mean over all defect pixels of the batch and the mean over all other pixels, averaged.
+    Each defect pixel counts alike, as in pixel AUROC: a large uneven region weighs by its area. weight [N]."""
+    loss = focal_loss_with_logits(logits, target, gamma, alpha, reduction="none").flatten(1)
+    positive = target.flatten(1) * weight[:, None]
+    negative = (1 - target.flatten(1)) * weight[:, None]
+    neg_term = (loss * negative).sum() / negative.sum().clamp(min=1e-6)
+    if positive.sum() < 0.5:
+        return neg_term
+    return 0.5 * ((loss * positive).sum() / positive.sum() + neg_term)
+
+
 def progressive_focal_loss(layer_logits: list[torch.Tensor], final_logits: torch.Tensor, target: torch.Tensor,
                            valid: torch.Tensor | None = None, gamma: float = 2.0, alpha: float | None = None,
-                           balanced: bool = False) -> torch.Tensor:
+                           balanced: bool | str = False) -> torch.Tensor:
     """sum_l w_l * FL(upsample(layer_l), target) + FL(final, target), averaged over images with a valid target.
 
     layer_logits: per layer [N,h,w] map logits; final_logits [N,1,H,W] or [N,H,W]; target [N,H,W] in 0..1;
     valid [N] bool (images whose target is known; others contribute nothing).
+    balanced: False/"none" plain pixel mean; True/"image" defect and other pixels balanced per image;
+    "batch" balanced over the batch's pixels (train.losses._batch_balanced_focal).
     """
+    mode = {True: "image", False: "none"}.get(balanced, balanced) if isinstance(balanced, bool) else balanced
+    if mode not in ("none", "image", "batch"):
+        raise ValueError(f"balanced must be none, image or batch, got {balanced!r}")
     n, height, width = target.shape
     if valid is None:
         valid = torch.ones(n, dtype=torch.bool, device=target.device)
@@ -81,12 +101,16 @@ def progressive_focal_loss(layer_logits: list[torch.Tensor], final_logits: torch
     if weight.sum() == 0:
         return final_logits.sum() * 0.0
     weights = progressive_weights(len(layer_logits), device=target.device) if layer_logits else []
-    total = torch.zeros(n, device=target.device)
-    for w_l, logits in zip(weights, layer_logits):
-        up = F.interpolate(logits.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-        total = total + w_l * _per_image_focal(up, target, gamma, alpha, balanced)
     final = final_logits[:, 0] if final_logits.dim() == 4 else final_logits
-    total = total + _per_image_focal(final, target, gamma, alpha, balanced)
+    upsampled = [F.interpolate(logits.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+                 for logits in layer_logits]
+    if mode == "batch":
+        total = sum(w_l * _batch_balanced_focal(up, target, weight, gamma, alpha) for w_l, up in zip(weights, upsampled))
+        return total + _batch_balanced_focal(final, target, weight, gamma, alpha)
+    total = torch.zeros(n, device=target.device)
+    for w_l, up in zip(weights, upsampled):
+        total = total + w_l * _per_image_focal(up, target, gamma, alpha, mode == "image")
+    total = total + _per_image_focal(final, target, gamma, alpha, mode == "image")
     return (total * weight).sum() / weight.sum()
 
 

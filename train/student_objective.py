@@ -2,6 +2,12 @@
 
 total = w_image * BCE(score, label) + w_class * CE(class, ignoring -1) + w_map * progressive focal loss
         + w_aoi * AOI guidance (when on) + w_kd * KL(teacher logits) + w_feat * feature matching
+        + w_defect_class * CE(defect logits only, defective images) + w_kd_defect * KL(teacher's defect logits, defective images)
+        + w_kd_score * BCE(score, the teacher's defect probability 1 - p_good)
+
+kd_score hands the teacher's image-level ranking (its hard cases) to the student's score head, which the class
+logits' KL does not reach. The two "defect" terms ask exactly what the class accuracy measures (which defect, given that there is one): in
+the plain CE and KL over all classes, ~70% good images and the good-vs-defect margin dominate.
 """
 from __future__ import annotations
 
@@ -25,7 +31,11 @@ class ObjectiveWeights:
     temperature: float = 2.0
     focal_gamma: float = 2.0
     aoi_guidance: bool = True
-    balanced_maps: bool = True          # focal loss averaged separately over defect and other pixels
+    defect_class: float = 0.0
+    kd_defect: float = 0.0
+    kd_score: float = 0.0
+    balanced_maps: bool | str = True    # focal loss averaged separately over defect and other pixels: True/"image"
+                                        # per image, "batch" over the batch's pixels, False plain (train.losses)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +70,22 @@ def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torc
     if teacher is not None and teacher.logits is not None and weights.kd > 0:
         parts["kd"] = logit_distillation_loss(out.class_logits, teacher.logits, weights.temperature)
         total = total + weights.kd * parts["kd"]
+    defective = class_index >= 1
+    if weights.defect_class > 0 and out.class_logits.shape[1] > 2:
+        parts["defect_class"] = masked_cross_entropy(out.class_logits[:, 1:], torch.where(defective, class_index - 1, -1))
+        total = total + weights.defect_class * parts["defect_class"]
+    if teacher is not None and teacher.logits is not None and weights.kd_defect > 0 and out.class_logits.shape[1] > 2:
+        with_defect = label > 0
+        if with_defect.any():
+            parts["kd_defect"] = logit_distillation_loss(out.class_logits[with_defect, 1:], teacher.logits[with_defect, 1:],
+                                                         weights.temperature)
+        else:
+            parts["kd_defect"] = out.class_logits.sum() * 0.0
+        total = total + weights.kd_defect * parts["kd_defect"]
+    if teacher is not None and teacher.logits is not None and weights.kd_score > 0 and teacher.logits.shape[1] > 1:
+        teacher_defect = 1 - torch.softmax(teacher.logits.float(), dim=1)[:, 0]
+        parts["kd_score"] = F.binary_cross_entropy_with_logits(out.score_logit, teacher_defect.detach())
+        total = total + weights.kd_score * parts["kd_score"]
     if teacher is not None and teacher.features is not None and out.projected is not None and weights.feature > 0:
         parts["feat"] = feature_distillation_loss(out.projected, teacher.features)
         total = total + weights.feature * parts["feat"]
