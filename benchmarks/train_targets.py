@@ -82,14 +82,17 @@ def part_mt(args, figures: dict) -> None:
     for supervision in [s for s in args.supervision.split(",") if s]:
         run = _train(f"mt_{supervision}", args.work, args.data, supervision, args)
         student, teacher = _evaluate(run), _evaluate(run, "teacher")
+        summary = json.loads((run / "summary.json").read_text())
         row = {"run": str(run), "student": {k: student.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "class_accuracy", "f1")},
                "teacher": {k: teacher.get(k) for k in ("image_auroc", "pixel_auroc", "class_accuracy")},
-               "targets": targets[supervision]}
+               "student_validation": summary.get("student", {}).get("validation", {}),
+               "training_s": summary.get("timings_s", {}), "targets": targets[supervision]}
         figures[f"mt_{supervision}"] = row
         s = row["student"]
         print(f"magnetic tile {supervision:>4}: student image AUROC {s['image_auroc']}, pixel AUROC {s['pixel_auroc']}, "
               f"defect-class accuracy {s['class_accuracy']}; "
-              f"teacher image AUROC {row['teacher']['image_auroc']}; targets {targets[supervision]}")
+              f"teacher image AUROC {row['teacher']['image_auroc']}; targets {targets[supervision]} "
+              f"(validation split: {row['student_validation']})")
 
 
 def _false_rejects(run: Path, groups: dict, recall: float) -> dict:

@@ -132,3 +132,17 @@ def test_batch_balanced_focal_weighs_defect_pixels_by_area_across_images():
     assert good_only < 0.01
     with pytest.raises(ValueError, match="balanced"):
         progressive_focal_loss([], found.unsqueeze(1), target, balanced="pixels")
+
+
+def test_layer_maps_can_be_balanced_apart_from_the_final_map():
+    target = torch.zeros(2, 16, 16)
+    target[0, 2:14, 2:14] = 1
+    layer = [torch.zeros(2, 4, 4)]
+    final = torch.full((2, 1, 16, 16), -3.0)
+    mixed = progressive_focal_loss(layer, final, target, balanced="batch", layer_balanced="image")
+    layers_only = progressive_focal_loss(layer, final * 0 + 30.0, target, balanced="batch", layer_balanced="image") \
+        - progressive_focal_loss([], final * 0 + 30.0, target, balanced="batch")
+    expected = progressive_focal_loss(layer, final, target, balanced="image") - progressive_focal_loss([], final, target, balanced="image") \
+        + progressive_focal_loss([], final, target, balanced="batch")
+    assert float(mixed) == pytest.approx(float(expected), rel=1e-5)
+    assert float(layers_only) > 0

@@ -102,13 +102,15 @@ def test_class_head_reading_map_pooled_tokens():
     assert out.class_logits.shape == (3, 5)
     with pytest.raises(ValueError, match="class_pool"):
         OneNStudent(OneNConfig(class_pool="mean"))
+    with pytest.raises(ValueError, match="score_map"):
+        OneNStudent(OneNConfig(score_map="mean"))
 
 
 def test_checkpoint_config_without_the_new_options_builds_the_old_network():
     """Runs saved before fine_map/class_pool existed load into the network they were trained as."""
     old = OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, fine_map=False)
     state = OneNStudent(old).state_dict()
-    saved = {k: v for k, v in old.to_dict().items() if k not in ("fine_map", "fine_channels", "class_pool")}
+    saved = {k: v for k, v in old.to_dict().items() if k not in ("fine_map", "fine_channels", "class_pool", "score_map")}
     restored = OneNConfig.from_dict(saved)
-    assert restored.fine_map is False and restored.class_pool == "cls"
+    assert restored.fine_map is False and restored.class_pool == "cls" and restored.score_map == "coarse"
     OneNStudent(restored).load_state_dict(state)            # strict: same keys and shapes

@@ -83,17 +83,16 @@ def _batch_balanced_focal(logits: torch.Tensor, target: torch.Tensor, weight: to
 
 def progressive_focal_loss(layer_logits: list[torch.Tensor], final_logits: torch.Tensor, target: torch.Tensor,
                            valid: torch.Tensor | None = None, gamma: float = 2.0, alpha: float | None = None,
-                           balanced: bool | str = False) -> torch.Tensor:
+                           balanced: bool | str = False, layer_balanced: bool | str | None = None) -> torch.Tensor:
     """sum_l w_l * FL(upsample(layer_l), target) + FL(final, target), averaged over images with a valid target.
 
     layer_logits: per layer [N,h,w] map logits; final_logits [N,1,H,W] or [N,H,W]; target [N,H,W] in 0..1;
     valid [N] bool (images whose target is known; others contribute nothing).
     balanced: False/"none" plain pixel mean; True/"image" defect and other pixels balanced per image;
-    "batch" balanced over the batch's pixels (train.losses._batch_balanced_focal).
+    "batch" balanced over the batch's pixels (train.losses._batch_balanced_focal). layer_balanced: the same
+    choice for the per-layer (attention) maps when it differs from the final map's (None: as `balanced`).
     """
-    mode = {True: "image", False: "none"}.get(balanced, balanced) if isinstance(balanced, bool) else balanced
-    if mode not in ("none", "image", "batch"):
-        raise ValueError(f"balanced must be none, image or batch, got {balanced!r}")
+    mode, layer_mode = _balance_mode(balanced), _balance_mode(balanced if layer_balanced is None else layer_balanced)
     n, height, width = target.shape
     if valid is None:
         valid = torch.ones(n, dtype=torch.bool, device=target.device)
@@ -104,14 +103,21 @@ def progressive_focal_loss(layer_logits: list[torch.Tensor], final_logits: torch
     final = final_logits[:, 0] if final_logits.dim() == 4 else final_logits
     upsampled = [F.interpolate(logits.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
                  for logits in layer_logits]
-    if mode == "batch":
-        total = sum(w_l * _batch_balanced_focal(up, target, weight, gamma, alpha) for w_l, up in zip(weights, upsampled))
-        return total + _batch_balanced_focal(final, target, weight, gamma, alpha)
-    total = torch.zeros(n, device=target.device)
-    for w_l, up in zip(weights, upsampled):
-        total = total + w_l * _per_image_focal(up, target, gamma, alpha, mode == "image")
-    total = total + _per_image_focal(final, target, gamma, alpha, mode == "image")
-    return (total * weight).sum() / weight.sum()
+    def focal(logits: torch.Tensor, how: str) -> torch.Tensor:
+        if how == "batch":
+            return _batch_balanced_focal(logits, target, weight, gamma, alpha)
+        per_image = _per_image_focal(logits, target, gamma, alpha, how == "image")
+        return (per_image * weight).sum() / weight.sum()
+
+    total = sum(w_l * focal(up, layer_mode) for w_l, up in zip(weights, upsampled))
+    return total + focal(final, mode)
+
+
+def _balance_mode(balanced: bool | str) -> str:
+    mode = ("image" if balanced else "none") if isinstance(balanced, bool) else balanced
+    if mode not in ("none", "image", "batch"):
+        raise ValueError(f"balanced must be none, image or batch, got {balanced!r}")
+    return mode
 
 
 def _aoi_on_grid(aoi: torch.Tensor, height: int, width: int) -> torch.Tensor:

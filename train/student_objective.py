@@ -31,11 +31,14 @@ class ObjectiveWeights:
     temperature: float = 2.0
     focal_gamma: float = 2.0
     aoi_guidance: bool = True
-    defect_class: float = 0.0
-    kd_defect: float = 0.0
+    defect_class: float = 1.0
+    kd_defect: float = 1.0
     kd_score: float = 0.0
-    balanced_maps: bool | str = True    # focal loss averaged separately over defect and other pixels: True/"image"
-                                        # per image, "batch" over the batch's pixels, False plain (train.losses)
+    balanced_maps: bool | str = "batch"   # focal loss averaged separately over defect and other pixels: True/"image"
+                                          # per image, "batch" over the batch's pixels, False plain (train.losses)
+    balanced_layers: bool | str | None = "image"   # the same for the per-layer attention maps (None: as balanced_maps).
+    # Measured on magnetic tile validation (8 epochs): batch-balancing the attention layers too pulled the CLS token
+    # towards large defect regions and cost image AUROC (0.82 vs 0.89); the final map gains either way.
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,7 +65,7 @@ def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torc
     parts["class"] = masked_cross_entropy(out.class_logits, class_index)
     valid = has_mask | (label == 0)
     parts["map"] = progressive_focal_loss(out.layer_map_logits, out.map_logits, mask, valid, gamma=weights.focal_gamma,
-                                         balanced=weights.balanced_maps)
+                                         balanced=weights.balanced_maps, layer_balanced=weights.balanced_layers)
     total = weights.image * parts["image"] + weights.classes * parts["class"] + weights.maps * parts["map"]
     if weights.aoi_guidance and weights.aoi > 0:
         parts["aoi"] = aoi_guidance_loss(out.attention_maps, aoi, out.anomaly_map)

@@ -55,6 +55,8 @@ class TrainConfig:
     depth: int = 4
     heads: int = 4
     stem: str = "lite0"
+    fine_map: bool = True                  # student map refined on the stem's stride-4 features (OneNConfig.fine_map)
+    class_pool: str = "cls+map"            # student class head input (OneNConfig.class_pool)
     device: str = "auto"
     weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
     class_names: list[str] = field(default_factory=list)
@@ -79,7 +81,11 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         data.setdefault("teacher_freeze_blocks", 0)          # runs written before the option fine-tuned everything
-        data["weights"] = ObjectiveWeights(**data.get("weights", {}))
+        data.setdefault("fine_map", False)                   # ... and before these, the student had neither
+        data.setdefault("class_pool", "cls")
+        # objective terms added later are off for runs saved before them (a resumed run keeps its objective)
+        saved_weights = {"defect_class": 0.0, "kd_defect": 0.0, "kd_score": 0.0, "balanced_layers": None, **data.get("weights", {})}
+        data["weights"] = ObjectiveWeights(**saved_weights)
         return cls(**data)
 
 
@@ -234,7 +240,8 @@ def random_flips(batch: dict, generator: torch.Generator) -> dict:
 def build_run_student(cfg: TrainConfig, teacher_dim: int) -> OneNStudent:
     return OneNStudent(OneNConfig(num_classes=len(cfg.class_names), input_height=cfg.size, input_width=cfg.size,
                                   patch=cfg.patch, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, stem=cfg.stem,
-                                  teacher_dim=teacher_dim), pretrained=cfg.stem == "lite0")
+                                  teacher_dim=teacher_dim, fine_map=cfg.fine_map, class_pool=cfg.class_pool),
+                       pretrained=cfg.stem == "lite0")
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, floor: float = 0.02):
@@ -340,6 +347,7 @@ def predict_dataset(model, dataset, batch_size: int, device: torch.device):
 def validation_summary(outputs: dict | None, min_region_area: int = 16) -> dict:
     """Validation figures and default thresholds (from good validation images) of one model."""
     from train.export import default_thresholds
+    from train.metrics import class_accuracy
     from train.metrics_quick import image_auroc, pixel_auroc
 
     if outputs is None:
@@ -355,6 +363,8 @@ def validation_summary(outputs: dict | None, min_region_area: int = 16) -> dict:
     known = outputs["class_index"] >= 0
     if outputs["logits"].shape[1] > 1 and known.any():
         validation["class_accuracy"] = float((outputs["logits"][known].argmax(1) == outputs["class_index"][known]).mean())
+        # the test report's measure (train.metrics.class_accuracy): which defect, over defective images only
+        validation["defect_class_accuracy"] = class_accuracy(outputs["class_index"], outputs["logits"])
     return {"validation": validation, "thresholds": asdict(thresholds), "score_normalisation": asdict(normalisation)}
 
 

@@ -31,6 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--stem", choices=("lite0", "conv"), default="lite0",
                         help="student stem: ImageNet-pretrained Lite0 layers (default) or convs from scratch")
+    parser.add_argument("--no-fine-map", action="store_true",
+                        help="student map from the token grid only (default: refined on the stem's stride-4 features)")
+    parser.add_argument("--class-pool", choices=("cls", "cls+map"), default="cls+map",
+                        help="student class head reads the CLS token, or CLS + patch tokens pooled where the map is bright")
+    parser.add_argument("--map-balance", choices=("batch", "image", "none"), default="batch",
+                        help="final map loss: defect and other pixels balanced over the batch (every defect pixel counts "
+                             "alike, as in pixel AUROC; default), per image (small defects weigh as much as large), or not")
+    parser.add_argument("--kd-weight", type=float, default=0.5, help="weight of the teacher-logit distillation (default 0.5)")
+    parser.add_argument("--kd-temperature", type=float, default=2.0, help="distillation temperature (default 2)")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
@@ -49,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
         teacher_epochs=args.teacher_epochs, teacher_freeze_blocks=args.teacher_freeze_blocks, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, teacher_loss=args.teacher_loss,
         distill=not args.no_distill, test_fraction=args.test_fraction, val_fraction=args.val_fraction, patch=args.patch,
-        dim=args.dim, depth=args.depth, stem=args.stem, device=args.device,
-        weights=ObjectiveWeights(aoi=args.aoi_weight),
+        dim=args.dim, depth=args.depth, stem=args.stem, fine_map=not args.no_fine_map, class_pool=args.class_pool,
+        device=args.device, weights=ObjectiveWeights(aoi=args.aoi_weight, kd=args.kd_weight, temperature=args.kd_temperature,
+                                                      balanced_maps=args.map_balance),
     )
     run_dir = train(cfg, resume=args.resume)
     print(f"run written to {run_dir}")

@@ -16,8 +16,9 @@ How the maps are made (our reading of the OneN abstract):
   The map stays built from the attention maps (the coarse logit is its base, and the head is zero-initialised,
   so training starts from the pure attention map); the head sharpens its edges. All terms are absolute logits
   (no per-image normalisation), so map values compare across images. Then bilinear to the input size, sigmoid.
-- The score combines a head on the CLS token with the maximum of the coarse map logit, so a bright spot on
-  the map and the verdict cannot disagree much.
+- The score combines a head on the CLS token with the maximum of the map logit (score_map: the refined map
+  by default, the token-grid map for runs from before the fine head), so a bright spot on the map and the
+  verdict cannot disagree much.
 - class_pool "cls+map": the class head reads the CLS token and the patch tokens pooled with the softmax of the
   coarse map logit (the tokens where the defect is): which defect it is is written where it is.
 """
@@ -55,6 +56,7 @@ class OneNConfig:
     fine_map: bool = True           # refine the map on the stem's stride-4 features (no-op for patch 4: tokens are stride 4)
     fine_channels: int = 16         # width of the fine map head
     class_pool: str = "cls"         # "cls": class head reads the CLS token; "cls+map": also map-pooled patch tokens
+    score_map: str = "fine"         # the map whose maximum logit joins the score: "coarse" (token grid) or "fine" (refined)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -65,7 +67,7 @@ class OneNConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "OneNConfig":
-        data = {"fine_map": False, "class_pool": "cls", **data}     # checkpoints written before these options
+        data = {"fine_map": False, "class_pool": "cls", "score_map": "coarse", **data}   # checkpoints from before these options
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def check(self) -> None:
@@ -83,6 +85,8 @@ class OneNConfig:
             raise ValueError(f"the lite0 stem has stride 4, so patch must be >= 8, got {self.patch}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.score_map not in ("coarse", "fine"):
+            raise ValueError(f"score_map must be 'coarse' or 'fine', got {self.score_map!r}")
         if self.class_pool not in ("cls", "cls+map"):
             raise ValueError(f"class_pool must be 'cls' or 'cls+map', got {self.class_pool!r}")
 
@@ -280,7 +284,8 @@ class OneNStudent(nn.Module):
         coarse = self.combine(torch.stack(layer_logits, dim=1)) + patch_logit   # [N, 1, h, w]
         refined = self.fine_head(fine_features, coarse) if self.fine_head is not None else coarse
         map_logits = F.interpolate(refined, size=(cfg.input_height, cfg.input_width), mode="bilinear", align_corners=False)
-        score_logit = self.score_head(cls).reshape(n) + self.score_from_map * coarse.flatten(1).amax(dim=1)
+        score_source = refined if cfg.score_map == "fine" else coarse
+        score_logit = self.score_head(cls).reshape(n) + self.score_from_map * score_source.flatten(1).amax(dim=1)
         class_input = cls
         if cfg.class_pool == "cls+map":
             where = torch.softmax(coarse.flatten(1), dim=1).unsqueeze(2)           # [N, h*w, 1]
