@@ -79,6 +79,9 @@ class Daemon:
         if self.publisher is None:             # e.g. a backend fallback while models load: sent once MQTT exists
             self._early_events.append((kind, detail))
             return
+        self._publish_event(kind, detail)
+
+    def _publish_event(self, kind: str, detail: dict) -> None:
         try:
             self.publisher.publish_event(kind, detail)
             camera = detail.get("camera")
@@ -97,6 +100,12 @@ class Daemon:
 
         layout = CpuLayout.choose(model_cfg.parallel_calls, model_cfg.threads_per_call)
         return create_backend(bundle, model_cfg.backend, on_event=self._event, cpu_layout=layout)
+
+    def new_engine(self, name: str, backend) -> SharedEngine:
+        """The engine every camera of model `name` shares (at start and after a model swap): it may batch one
+        frame of each of those cameras into one call."""
+        cameras_on_model = sum(1 for c in self.config.cameras if c.model == name)
+        return SharedEngine(backend, self.options.engine_mode, max_batch=max(1, cameras_on_model))
 
     def _bundle_source(self, name: str, model_cfg) -> Path:
         """The bundle the config names, unless a model update installed another one (kept across restarts)."""
@@ -138,8 +147,7 @@ class Daemon:
                 report = check_reference(backend, bundle)
                 if not report.passed:
                     raise OnenError(f"model {name!r} ({source}): the {backend.name} engine disagrees with the bundle's reference outputs:\n" + "\n".join(report.summary_lines()))
-            cameras_on_model = sum(1 for c in self.config.cameras if c.model == name)
-            self.engines[name] = SharedEngine(backend, self.options.engine_mode, max_batch=max(1, cameras_on_model))
+            self.engines[name] = self.new_engine(name, backend)
             self.model_infos[name] = ModelInfo.from_bundle(bundle, backend.name)
             self.bundle_sources[name] = source
 
@@ -171,8 +179,8 @@ class Daemon:
             postprocessors[camera_cfg.name] = PostProcessor(bundle.manifest, self._calibration(camera_cfg, bundle))
         spool = Spool(self._spool_path(), cfg.spool.max_mb, self.options.spool_synchronous)
         self.publisher = Publisher(cfg.mqtt, cfg.station, spool)
-        for kind, detail in self._early_events:
-            self._event(kind, detail)
+        for kind, detail in self._early_events:     # already logged and counted when they happened
+            self._publish_event(kind, detail)
         spool.on_drop = lambda count, oldest: self._event("spool_overflow", {"dropped": count, "oldest_id": oldest, "dropped_total": spool.dropped, "max_mb": cfg.spool.max_mb})
         archive = Archive(cfg.archive.path, cfg.archive.max_mb, cfg.archive.enabled) if cfg.archive.enabled else None
         self.side_worker = SideWorker(self.publisher, archive, self.stats)

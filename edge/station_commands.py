@@ -81,6 +81,14 @@ def restore_previous_calibration(path: Path) -> None:
     os.replace(parked, previous)
 
 
+def with_config_aoi(calibration: CameraCalibration, camera_cfg) -> CameraCalibration:
+    """The station config's AOI for the camera wins over the one a calibration file names."""
+    if camera_cfg.aoi is not None:
+        calibration.aoi = Path(camera_cfg.aoi)
+        calibration.load_aoi()
+    return calibration
+
+
 def calibration_for(camera_cfg, bundle: Bundle, current: CameraCalibration | None = None, tolerate_stale: bool = False) -> tuple[CameraCalibration, str]:
     """The camera's calibration for `bundle`, and where it came from.
 
@@ -102,10 +110,7 @@ def calibration_for(camera_cfg, bundle: Bundle, current: CameraCalibration | Non
             if previous.is_file() and _made_for_sha(previous) == bundle.onnx_sha256:
                 calibration, source = load_calibration(previous, bundle), str(previous)
         if calibration is not None:
-            if camera_cfg.aoi is not None:
-                calibration.aoi = Path(camera_cfg.aoi)
-                calibration.load_aoi()
-            return calibration, source
+            return with_config_aoi(calibration, camera_cfg), source
     elif current is None or not tolerate_stale:
         return from_bundle_defaults(bundle, camera=camera_cfg.name, aoi=camera_cfg.aoi), "bundle defaults"
     aoi, rectification = _geometry(path, current)
@@ -169,10 +174,7 @@ class StationCommands:
         bundle = serving.engine.backend.bundle
         target, kept = self.calibration_target(camera_cfg)
         try:
-            calibration = install_calibration_message(payload, bundle, target, camera)
-            if camera_cfg.aoi is not None:     # the station config's AOI wins, as at start
-                calibration.aoi = Path(camera_cfg.aoi)
-                calibration.load_aoi()
+            calibration = with_config_aoi(install_calibration_message(payload, bundle, target, camera), camera_cfg)
         except OnenError as error:
             self.event("calibration_rejected", {"camera": camera, "reason": str(error)})
             return False
@@ -256,7 +258,6 @@ class StationCommands:
 
     def _swap(self, name: str, bundle: Bundle, detail: dict, started: float, promote: Callable[[Path], None], source: Path | None = None) -> bool:
         """Load and check the new engine, prepare every camera's calibration, then swap between frames."""
-        from edge.inference import SharedEngine
         from edge.parity import check_reference
 
         daemon = self.daemon
@@ -284,7 +285,7 @@ class StationCommands:
         except BaseException:
             backend.close()
             raise
-        engine = SharedEngine(backend, daemon.options.engine_mode, max_batch=max(1, len(pipelines)))
+        engine = daemon.new_engine(name, backend)
         info = ModelInfo.from_bundle(bundle, backend.name)
         swap_started = time.monotonic()
         daemon.engines[name], daemon.model_infos[name] = engine, info

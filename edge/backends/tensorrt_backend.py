@@ -17,7 +17,7 @@ import numpy as np
 from edge.backends.base import Backend, ModelOutputs
 from edge.backends.factory import INSTALL_HINT, BackendUnavailable, EventCallback, TensorRtProbe, probe_tensorrt
 from edge.bundle import OUTPUT_NAMES, Bundle, sha256_file
-from edge.engines.builder import BuildOptions, _make_logger
+from edge.engines.builder import BuildOptions, tensorrt_logger
 from edge.engines.cuda_context import cuda_context
 from edge.engines.keys import EngineSidecar, RuntimeTarget, read_sidecar, sidecar_path, write_sidecar
 from edge.engines.manager import EngineParityError, ensure_engine
@@ -105,7 +105,7 @@ class TensorRtBackend(Backend):
         import tensorrt as trt
 
         with cuda_context(self.device_index):
-            self._logger = _make_logger(trt, verbose=False)
+            self._logger = tensorrt_logger(trt, verbose=False)
             self._runtime = trt.Runtime(self._logger)
             self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             if self._engine is None:

@@ -129,7 +129,7 @@ def _dtype_name(dtype) -> str:
 _LOGGER = None
 
 
-def _make_logger(trt, verbose: bool):
+def tensorrt_logger(trt, verbose: bool):
     """The process's one ILogger (TensorRT wants a single logger for builder and runtime), sending
     TensorRT's messages to Python logging, hence to the console."""
     global _LOGGER
@@ -203,7 +203,7 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
     height, width = manifest.input_height, manifest.input_width
     notes: list[str] = []
     started = time.monotonic()
-    logger = _make_logger(trt, options.verbose)
+    logger = tensorrt_logger(trt, options.verbose)
     builder = trt.Builder(logger)
     network = builder.create_network(0)          # TensorRT 10: networks are always explicit-batch
     parser = trt.OnnxParser(network, logger)
