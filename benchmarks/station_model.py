@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.train_targets import DEFAULT_DATA, _evaluate, _median_latency, _train
+from benchmarks.train_targets import DEFAULT_DATA, evaluate_run, median_latency, train_run
 
 BUDGET_MIN = 20.0
 
@@ -37,7 +37,7 @@ def _latency(paths: list[Path], size: int, repeats: int) -> dict[str, list[float
     import numpy as np
     import onnxruntime as ort
 
-    figures = {"one_thread": _median_latency(paths, size, repeats)}
+    figures = {"one_thread": median_latency(paths, size, repeats)}
     image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
     defaults = []
     for path in paths:
@@ -59,12 +59,12 @@ def main(args: argparse.Namespace) -> int:
 
     args.work.mkdir(parents=True, exist_ok=True)
     name = f"station_{args.supervision}_{args.size}"
-    run = _train(name, args.work, args.data, args.supervision, args)
+    run = train_run(name, args.work, args.data, args.supervision, args)
     summary = json.loads((run / "summary.json").read_text())
     splits = json.loads((run / "splits.json").read_text())
     timings = summary.get("timings_s", {})
     total_min = timings.get("total", 0.0) / 60
-    student, teacher = _evaluate(run), _evaluate(run, "teacher")
+    student, teacher = evaluate_run(run), evaluate_run(run, "teacher")
     bundles = args.work / "bundles"
     student_bundle = export_run(run, bundles / "student")
     teacher_bundle = export_run(run, bundles / "teacher", teacher=True)

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=200, help="latency: timed calls per model")
 
 
-def _train(name: str, work: Path, data: Path, supervision: str, args, extra: list[str] | None = None) -> Path:
+def train_run(name: str, work: Path, data: Path, supervision: str, args, extra: list[str] | None = None) -> Path:
     from edge.cli import main as onen
 
     run = work / name
@@ -54,7 +54,7 @@ def _train(name: str, work: Path, data: Path, supervision: str, args, extra: lis
     return run
 
 
-def _evaluate(run: Path, model: str = "student", groups: dict | None = None) -> dict:
+def evaluate_run(run: Path, model: str = "student", groups: dict | None = None) -> dict:
     """Test-split report of the run's student or teacher (train.evaluate), cached in the run."""
     import torch
 
@@ -80,8 +80,8 @@ def _evaluate(run: Path, model: str = "student", groups: dict | None = None) -> 
 def part_mt(args, figures: dict) -> None:
     targets = {"full": (0.98, 0.95, 0.90), "weak": (0.95, 0.85, None), "none": (0.85, None, None)}
     for supervision in [s for s in args.supervision.split(",") if s]:
-        run = _train(f"mt_{supervision}", args.work, args.data, supervision, args)
-        student, teacher = _evaluate(run), _evaluate(run, "teacher")
+        run = train_run(f"mt_{supervision}", args.work, args.data, supervision, args)
+        student, teacher = evaluate_run(run), evaluate_run(run, "teacher")
         summary = json.loads((run / "summary.json").read_text())
         row = {"run": str(run), "student": {k: student.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "class_accuracy", "f1")},
                "teacher": {k: teacher.get(k) for k in ("image_auroc", "pixel_auroc", "class_accuracy")},
@@ -99,7 +99,7 @@ def _false_rejects(run: Path, groups: dict, recall: float) -> dict:
     import numpy as np
 
     groups = {**groups, **{str(Path(k)): v for k, v in groups.items()}}
-    report = _evaluate(run, groups=groups)
+    report = evaluate_run(run, groups=groups)
     scores_path = run / "eval" / "scores.csv"
     import csv
 
@@ -127,14 +127,14 @@ def part_aoi(args, figures: dict) -> None:
     if not manifest.is_file():
         generate(data_dir, seed=0, count=args.aoi_count, size=args.size)
     groups = {path: facts["kind"] for path, facts in load_info(manifest).items()}
-    on = _train("aoi_on", args.work, manifest, "full", args)
+    on = train_run("aoi_on", args.work, manifest, "full", args)
     off_dir = args.work / "aoi_off"
     if not (off_dir / "teacher" / "teacher.pt").is_file() and (on / "teacher" / "teacher.pt").is_file():
         import shutil
 
         (off_dir / "teacher").mkdir(parents=True, exist_ok=True)            # same teacher: only the guidance differs
         shutil.copy2(on / "teacher" / "teacher.pt", off_dir / "teacher" / "teacher.pt")
-    off = _train("aoi_off", args.work, manifest, "full", args, ["--no-aoi-guidance"])
+    off = train_run("aoi_off", args.work, manifest, "full", args, ["--no-aoi-guidance"])
     with_guidance, without = _false_rejects(on, groups, args.recall), _false_rejects(off, groups, args.recall)
     ratio = (with_guidance["false_reject_outside"] / without["false_reject_outside"]) if without["false_reject_outside"] else None
     figures["aoi"] = {"with_guidance": with_guidance, "without_guidance": without, "ratio": ratio, "target_ratio_max": 0.5}
@@ -143,7 +143,7 @@ def part_aoi(args, figures: dict) -> None:
           f"(ratio {ratio}; target <= 0.5); n={with_guidance['n_outside']}")
 
 
-def _median_latency(paths: list[Path], size: int, repeats: int) -> list[float]:
+def median_latency(paths: list[Path], size: int, repeats: int) -> list[float]:
     """Interleaved batch-1 timings (one intra-op thread each), so background load hits both models alike."""
     import numpy as np
     import onnxruntime as ort
@@ -169,11 +169,11 @@ def part_latency(args, figures: dict) -> None:
 
     run = args.work / "mt_full"
     if not (run / "summary.json").is_file():
-        run = _train("mt_full", args.work, args.data, "full", args)
+        run = train_run("mt_full", args.work, args.data, "full", args)
     student_bundle = export_run(run, args.work / "bundles" / "student")
     teacher_bundle = export_run(run, args.work / "bundles" / "teacher", teacher=True)
-    student_ms, teacher_ms = _median_latency([student_bundle / "model.onnx", teacher_bundle / "model.onnx"], args.size, args.repeats)
-    student, teacher = _evaluate(run), _evaluate(run, "teacher")
+    student_ms, teacher_ms = median_latency([student_bundle / "model.onnx", teacher_bundle / "model.onnx"], args.size, args.repeats)
+    student, teacher = evaluate_run(run), evaluate_run(run, "teacher")
     gap = None
     if student.get("image_auroc") is not None and teacher.get("image_auroc") is not None:
         gap = teacher["image_auroc"] - student["image_auroc"]
