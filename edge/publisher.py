@@ -102,6 +102,8 @@ class Publisher:
         self._inflight: dict[int, int] = {}       # paho mid -> spool row id; sender thread only
         self._last_sent_id = 0
         self._handlers: dict[str, MessageHandler] = {}
+        self._handlers_lock = threading.Lock()    # subscribe() vs the subscriptions _on_connect makes
+        self._subscribed = False                  # this connection has subscribed every handler's filter
         self._camera_status: dict[str, dict] = {}
         self.connects = 0
         self.published = 0
@@ -150,14 +152,18 @@ class Publisher:
         self.connects += 1
         log.info("connected to %s:%s (connection %d)", self.cfg.host, self.cfg.port, self.connects)
         client.publish(self.topics.availability, "online", qos=1, retain=True)
-        for topic_filter in self._handlers:
-            client.subscribe(topic_filter, qos=1)
+        with self._handlers_lock:
+            for topic_filter in self._handlers:
+                client.subscribe(topic_filter, qos=1)
+            self._subscribed = True
         for camera, status in list(self._camera_status.items()):
             client.publish(self.topics.status(camera), json.dumps(status), qos=1, retain=True)
         self._connected.set()
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._handlers_lock:
+            self._subscribed = False
         if self._connected.is_set() and not self._stop.is_set():
             log.warning("lost the broker %s:%s (%s); results wait in the spool", self.cfg.host, self.cfg.port, reason_code)
         self._connected.clear()
@@ -177,10 +183,13 @@ class Publisher:
                     log.exception("handler for %s failed", message.topic)
 
     def subscribe(self, topic_filter: str, handler: MessageHandler) -> None:
-        """Call `handler` for messages on `topic_filter`; kept across reconnects."""
-        self._handlers[topic_filter] = handler
-        if self.connected:
-            self.client.subscribe(topic_filter, qos=1)
+        """Call `handler` for messages on `topic_filter`; kept across reconnects. Under the lock _on_connect
+        holds while it subscribes, so a filter added while a connection comes up is subscribed exactly once
+        (by one or the other), never missed until the next reconnect."""
+        with self._handlers_lock:
+            self._handlers[topic_filter] = handler
+            if self._subscribed:
+                self.client.subscribe(topic_filter, qos=1)
 
     # ---- results through the spool ------------------------------------------------------------
     def publish_result(self, camera: str, payload: bytes) -> None:
