@@ -117,3 +117,19 @@ def unique_in_order(results: list[dict]) -> list[int]:
             seen.add(key)
             order.append(r["seq"])
     return order
+
+
+def start_daemon(config_path: Path, wait_connected_s: float = 0.0, **options):
+    """A Daemon of the station YAML, started, with its run loop on a thread. wait_connected_s > 0: return
+    only once it is connected and subscribed to its command topics (a command sent before that is lost,
+    as it would be on a real broker); 0 for tests where the broker is down at start."""
+    from edge.config import load_config
+    from edge.daemon import Daemon, DaemonOptions
+
+    daemon = Daemon(load_config(config_path), DaemonOptions(**options))
+    daemon.start()
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    if wait_connected_s:
+        assert daemon.publisher.wait_connected(wait_connected_s), f"the station did not connect to its broker within {wait_connected_s} s"
+    return daemon, thread

@@ -17,10 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
+from daemon_helpers import Collector, file_camera, reference_frames, start_daemon, unique_in_order, write_station, write_video
 from edge.cameras.frame import Frame
-from edge.config import load_config
-from edge.daemon import Daemon, DaemonOptions
 from edge.local_broker import MosquittoBroker, free_port
 from edge.result import validate_result
 
@@ -38,12 +36,7 @@ def broker():
         yield running
 
 
-def _start(config_path: Path, **options) -> tuple[Daemon, threading.Thread]:
-    daemon = Daemon(load_config(config_path), DaemonOptions(**options))
-    daemon.start()
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    return daemon, thread
+_start = start_daemon      # the broker may be down at start here: no waiting for the connection
 
 
 def _subprocess(config_path: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:

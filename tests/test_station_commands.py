@@ -4,18 +4,16 @@ The daemon inspects a looping video the whole time; the calibration changes betw
 is computed with either the old or the new calibration (never a mix), and a refused push changes nothing."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 import yaml
 
+from daemon_helpers import start_daemon as start_station
 from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
 from edge.bundle import load_bundle
 from edge.calibration_file import from_bundle_defaults
 from edge.cli import main
-from edge.config import load_config
-from edge.daemon import Daemon, DaemonOptions
 from edge.local_broker import MosquittoBroker
 
 NEW_THRESHOLD = 0.9995        # above every reference score: the defective references become "ok"
@@ -27,12 +25,8 @@ def broker():
         yield running
 
 
-def start_daemon(config_path) -> tuple[Daemon, threading.Thread]:
-    daemon = Daemon(load_config(config_path), DaemonOptions())
-    daemon.start()
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    return daemon, thread
+def start_daemon(config_path, **options):
+    return start_station(config_path, wait_connected_s=10, **options)
 
 
 def expected_score(raw: float, low: float, threshold: float, high: float) -> float:

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from daemon_helpers import start_daemon as start_station
 from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
 from edge.bundle import load_bundle
 from edge.calibration_file import from_bundle_defaults
 from edge.cli import main
 from edge.config import load_config
-from edge.daemon import Daemon, DaemonOptions
+from edge.daemon import Daemon
 from edge.local_broker import MosquittoBroker
 from edge.publisher import Topics
 from edge.station_client import send_command
@@ -51,12 +52,8 @@ def copy_bundle(source: Path, target: Path) -> Path:
     return target
 
 
-def start_daemon(config_path, **options) -> tuple[Daemon, threading.Thread]:
-    daemon = Daemon(load_config(config_path), DaemonOptions(**options))
-    daemon.start()
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    return daemon, thread
+def start_daemon(config_path, **options):
+    return start_station(config_path, wait_connected_s=10, **options)
 
 
 def stop_daemon(daemon: Daemon, thread: threading.Thread) -> None:
