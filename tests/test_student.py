@@ -114,3 +114,25 @@ def test_checkpoint_config_without_the_new_options_builds_the_old_network():
     restored = OneNConfig.from_dict(saved)
     assert restored.fine_map is False and restored.class_pool == "cls" and restored.score_map == "coarse"
     OneNStudent(restored).load_state_dict(state)            # strict: same keys and shapes
+
+
+def test_map_is_gated_by_the_score():
+    """anomaly_map = sigmoid(map logit) * score ** map_gate: the same map logits, dimmed on parts the score calls
+    good; map_gate 0 gives the map alone, and checkpoints from before the option load without the gate."""
+    torch.manual_seed(2)
+    cfg = OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2)
+    assert cfg.map_gate == 0.25
+    model = OneNStudent(cfg).eval()
+    with torch.no_grad():
+        out = model(_images(4, 64, 64))
+    ungated = torch.sigmoid(out.map_logits)
+    torch.testing.assert_close(out.anomaly_map, ungated * out.score.reshape(4, 1, 1, 1) ** 0.25)
+    assert torch.all(out.anomaly_map <= ungated + 1e-7)
+    model.cfg.map_gate = 0.0
+    with torch.no_grad():
+        plain = model(_images(4, 64, 64))
+    torch.testing.assert_close(plain.anomaly_map, ungated)
+    saved = {k: v for k, v in cfg.to_dict().items() if k != "map_gate"}
+    assert OneNConfig.from_dict(saved).map_gate == 0.0
+    with pytest.raises(ValueError, match="map_gate"):
+        OneNStudent(OneNConfig(num_classes=3, input_height=64, input_width=64, map_gate=-1.0))

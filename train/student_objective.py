@@ -68,7 +68,8 @@ def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torc
                                          balanced=weights.balanced_maps, layer_balanced=weights.balanced_layers)
     total = weights.image * parts["image"] + weights.classes * parts["class"] + weights.maps * parts["map"]
     if weights.aoi_guidance and weights.aoi > 0:
-        parts["aoi"] = aoi_guidance_loss(out.attention_maps, aoi, out.anomaly_map)
+        ungated = torch.sigmoid(out.map_logits) if out.map_logits is not None else out.anomaly_map
+        parts["aoi"] = aoi_guidance_loss(out.attention_maps, aoi, ungated)
         total = total + weights.aoi * parts["aoi"]
     if teacher is not None and teacher.logits is not None and weights.kd > 0:
         parts["kd"] = logit_distillation_loss(out.class_logits, teacher.logits, weights.temperature)

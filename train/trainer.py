@@ -57,6 +57,7 @@ class TrainConfig:
     stem: str = "lite0"
     fine_map: bool = True                  # student map refined on the stem's stride-4 features (OneNConfig.fine_map)
     class_pool: str = "cls+map"            # student class head input (OneNConfig.class_pool)
+    map_gate: float = 0.25                 # exported map = map * score ** map_gate (OneNConfig.map_gate)
     device: str = "auto"
     weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
     class_names: list[str] = field(default_factory=list)
@@ -83,6 +84,7 @@ class TrainConfig:
         data.setdefault("teacher_freeze_blocks", 0)          # runs written before the option fine-tuned everything
         data.setdefault("fine_map", False)                   # ... and before these, the student had neither
         data.setdefault("class_pool", "cls")
+        data.setdefault("map_gate", 0.0)
         # objective terms added later are off for runs saved before them (a resumed run keeps its objective)
         saved_weights = {"defect_class": 0.0, "kd_defect": 0.0, "kd_score": 0.0, "balanced_layers": None, **data.get("weights", {})}
         data["weights"] = ObjectiveWeights(**saved_weights)
@@ -240,7 +242,8 @@ def random_flips(batch: dict, generator: torch.Generator) -> dict:
 def build_run_student(cfg: TrainConfig, teacher_dim: int) -> OneNStudent:
     return OneNStudent(OneNConfig(num_classes=len(cfg.class_names), input_height=cfg.size, input_width=cfg.size,
                                   patch=cfg.patch, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, stem=cfg.stem,
-                                  teacher_dim=teacher_dim, fine_map=cfg.fine_map, class_pool=cfg.class_pool),
+                                  teacher_dim=teacher_dim, fine_map=cfg.fine_map, class_pool=cfg.class_pool,
+                                  map_gate=cfg.map_gate),
                        pretrained=cfg.stem == "lite0")
 
 

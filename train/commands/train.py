@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="student map from the token grid only (default: refined on the stem's stride-4 features)")
     parser.add_argument("--class-pool", choices=("cls", "cls+map"), default="cls+map",
                         help="student class head reads the CLS token, or CLS + patch tokens pooled where the map is bright")
+    parser.add_argument("--map-gate", type=float, default=0.25,
+                        help="exported map = map * score ** MAP_GATE: parts the score calls good get a dimmer map "
+                             "(default 0.25, chosen on validation; 0: the map alone)")
     parser.add_argument("--map-balance", choices=("batch", "image", "none"), default="batch",
                         help="final map loss: defect and other pixels balanced over the batch (every defect pixel counts "
                              "alike, as in pixel AUROC; default), per image (small defects weigh as much as large), or not")
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, teacher_loss=args.teacher_loss,
         distill=not args.no_distill, test_fraction=args.test_fraction, val_fraction=args.val_fraction, patch=args.patch,
         dim=args.dim, depth=args.depth, stem=args.stem, fine_map=not args.no_fine_map, class_pool=args.class_pool,
-        device=args.device, weights=ObjectiveWeights(aoi=args.aoi_weight, kd=args.kd_weight, temperature=args.kd_temperature,
+        map_gate=args.map_gate, device=args.device, weights=ObjectiveWeights(aoi=args.aoi_weight, kd=args.kd_weight, temperature=args.kd_temperature,
                                                       balanced_maps=args.map_balance),
     )
     run_dir = train(cfg, resume=args.resume)

@@ -21,6 +21,12 @@ How the maps are made (our reading of the OneN abstract):
   verdict cannot disagree much.
 - class_pool "cls+map": the class head reads the CLS token and the patch tokens pooled with the softmax of the
   coarse map logit (the tokens where the defect is): which defect it is is written where it is.
+- map_gate: the output map is sigmoid(map logit) * score ** map_gate. The map alone is trained per pixel and
+  lights up texture on many good parts (median peak 0.74-0.87 on good validation images); the score has seen
+  the whole part. Gating dims the map of a part the score calls good, as the teacher's CAM x score does, so
+  good parts give fewer regions and map values compare across images. The training losses read the ungated
+  map logit. Chosen on the magnetic tile validation split: exponent 0.25 raised pixel AUROC in all four runs
+  tried (full 0.933 -> 0.939, 0.923 -> 0.942; weak 0.732 -> 0.877, 0.691 -> 0.839); 1.0 lowered one full run.
 """
 from __future__ import annotations
 
@@ -57,6 +63,7 @@ class OneNConfig:
     fine_channels: int = 16         # width of the fine map head
     class_pool: str = "cls"         # "cls": class head reads the CLS token; "cls+map": also map-pooled patch tokens
     score_map: str = "fine"         # the map whose maximum logit joins the score: "coarse" (token grid) or "fine" (refined)
+    map_gate: float = 0.25          # anomaly_map = sigmoid(map logit) * score ** map_gate (0: the map alone)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -67,7 +74,7 @@ class OneNConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "OneNConfig":
-        data = {"fine_map": False, "class_pool": "cls", "score_map": "coarse", **data}   # checkpoints from before these options
+        data = {"fine_map": False, "class_pool": "cls", "score_map": "coarse", "map_gate": 0.0, **data}   # checkpoints from before these options
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def check(self) -> None:
@@ -89,16 +96,18 @@ class OneNConfig:
             raise ValueError(f"score_map must be 'coarse' or 'fine', got {self.score_map!r}")
         if self.class_pool not in ("cls", "cls+map"):
             raise ValueError(f"class_pool must be 'cls' or 'cls+map', got {self.class_pool!r}")
+        if not 0 <= self.map_gate <= 4:
+            raise ValueError(f"map_gate must be between 0 and 4 (the exponent of the score gating the map), got {self.map_gate}")
 
 
 @dataclass
 class StudentOutput:
     score: torch.Tensor                 # [N] 0..1
-    anomaly_map: torch.Tensor           # [N,1,H,W] 0..1
+    anomaly_map: torch.Tensor           # [N,1,H,W] 0..1 (gated by the score, see OneNConfig.map_gate)
     class_logits: torch.Tensor          # [N,C]
     attention_maps: list[torch.Tensor]  # per layer [N,h,w], CLS->patch attention averaged over heads (sums to <= 1)
     layer_map_logits: list[torch.Tensor] = field(default_factory=list)  # per layer [N,h,w], logit of the 0..1 layer map
-    map_logits: torch.Tensor | None = None      # [N,1,H,W] logit of anomaly_map
+    map_logits: torch.Tensor | None = None      # [N,1,H,W] logit of the map before the score gate (what the losses train)
     score_logit: torch.Tensor | None = None     # [N]
     tokens: torch.Tensor | None = None          # [N,h*w,dim] last patch tokens
     cls_token: torch.Tensor | None = None       # [N,dim]
@@ -293,9 +302,13 @@ class OneNStudent(nn.Module):
         projected = None
         if self.projection is not None:
             projected = self.projection(tokens).transpose(1, 2).reshape(n, -1, h, w)
+        score = torch.sigmoid(score_logit)
+        anomaly_map = torch.sigmoid(map_logits)
+        if cfg.map_gate > 0:
+            anomaly_map = anomaly_map * score.reshape(n, 1, 1, 1) ** cfg.map_gate
         return StudentOutput(
-            score=torch.sigmoid(score_logit),
-            anomaly_map=torch.sigmoid(map_logits),
+            score=score,
+            anomaly_map=anomaly_map,
             class_logits=self.class_head(class_input),
             attention_maps=attention_maps,
             layer_map_logits=layer_logits,
