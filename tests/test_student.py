@@ -136,3 +136,13 @@ def test_map_is_gated_by_the_score():
     assert OneNConfig.from_dict(saved).map_gate == 0.0
     with pytest.raises(ValueError, match="map_gate"):
         OneNStudent(OneNConfig(num_classes=3, input_height=64, input_width=64, map_gate=-1.0))
+
+
+def test_class_distill_projects_the_class_input_for_training_only():
+    cfg = OneNConfig(num_classes=4, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, teacher_dim=40,
+                     class_pool="cls+map", class_distill=True)
+    model = OneNStudent(cfg).eval()
+    with torch.no_grad():
+        out = model(_images(2, 64, 64))
+    assert out.class_projected.shape == (2, 40) and model.class_projection.in_features == 64
+    assert OneNStudent(OneNConfig(num_classes=4, input_height=64, input_width=64, dim=32, depth=2, heads=2)).class_projection is None

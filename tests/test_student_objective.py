@@ -65,3 +65,18 @@ def test_score_distillation_follows_the_teachers_defect_probability():
     _, parts_agree = student_objective(agreeing, label, class_index, mask, has_mask, aoi, weights, teacher)
     _, parts_disagree = student_objective(disagreeing, label, class_index, mask, has_mask, aoi, weights, teacher)
     assert parts_agree["kd_score"] < parts_disagree["kd_score"] - 1.0
+
+
+def test_class_feature_term_pulls_the_class_input_towards_the_teachers_pooled_features():
+    label, class_index, mask, has_mask, aoi = _batch()
+    teacher_features = torch.randn(3, 6, 2, 2)
+    pooled = teacher_features.mean(dim=(2, 3))
+    weights = ObjectiveWeights(kd=0.0, feature=0.0, kd_defect=0.0, class_feature=1.0, aoi_guidance=False)
+    aligned, opposite = _output(torch.zeros(3, 4)), _output(torch.zeros(3, 4))
+    aligned.class_projected, opposite.class_projected = 2.0 * pooled, -pooled
+    teacher = TeacherTargets(logits=torch.zeros(3, 4), features=teacher_features)
+    _, near = student_objective(aligned, label, class_index, mask, has_mask, aoi, weights, teacher)
+    _, far = student_objective(opposite, label, class_index, mask, has_mask, aoi, weights, teacher)
+    assert near["class_feat"] < 1e-5 and abs(far["class_feat"] - 2.0) < 1e-5
+    _, without = student_objective(_output(torch.zeros(3, 4)), label, class_index, mask, has_mask, aoi, weights, teacher)
+    assert "class_feat" not in without                 # a student built without the projection skips the term

@@ -49,6 +49,12 @@ def test_train_eval_export(tiny_csv, tmp_path):
     outputs = backend.infer(np.zeros((3, 64, 64, 3), np.uint8))
     assert outputs.score.shape == (3,) and outputs.anomaly_map.shape == (3, 1, 64, 64)
     assert outputs.class_logits.shape == (3, len(bundle.manifest.class_names))
+    import onnx
+
+    graph = onnx.load(str(bundle_dir / "model.onnx")).graph
+    weights = " ".join(i.name for i in graph.initializer) + " " + " ".join(n.name for n in graph.node)
+    assert "class_head" in weights                                                # names do come from the modules
+    assert "class_projection" not in weights and "projection" not in weights    # the distillation heads are training-only
 
 
 @pytest.mark.parametrize("supervision", ["none", "weak"])

@@ -18,9 +18,10 @@ Choices (documented here because the OneN paper is only known to us by its abstr
   like the focal loss. It is applied to every image (good ones too): on a good part the CLS token
   should look at itself or at the AOI, never at the clutter around it. A second, simpler term penalises
   the final map's mean value outside the AOI (the map must stay dark where a defect does not count).
-- Distillation: KL(teacher || student) on class logits with temperature T (scaled by T^2, Hinton), and
+- Distillation: KL(teacher || student) on class logits with temperature T (scaled by T^2, Hinton),
   cosine feature matching between the student's projected patch tokens and the teacher's last conv
-  features resized to the student grid.
+  features resized to the student grid, and between the class head's projected input and the teacher's
+  pooled features (what its classifier reads).
 """
 from __future__ import annotations
 
@@ -169,6 +170,11 @@ def feature_distillation_loss(student_projected: torch.Tensor, teacher_features:
     """1 - cosine similarity per position between student tokens (projected) and teacher features on the student grid."""
     teacher = F.interpolate(teacher_features.detach(), size=student_projected.shape[-2:], mode="bilinear", align_corners=False)
     return (1 - F.cosine_similarity(student_projected, teacher, dim=1)).mean()
+
+
+def pooled_feature_distillation_loss(student_vector: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity between a per-image student vector [N,C] and the teacher's features pooled over space [N,C,h,w]."""
+    return (1 - F.cosine_similarity(student_vector, teacher_features.detach().float().mean(dim=(2, 3)), dim=1)).mean()
 
 
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

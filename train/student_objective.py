@@ -4,6 +4,7 @@ total = w_image * BCE(score, label) + w_class * CE(class, ignoring -1) + w_map *
         + w_aoi * AOI guidance (when on) + w_kd * KL(teacher logits) + w_feat * feature matching
         + w_defect_class * CE(defect logits only, defective images) + w_kd_defect * KL(teacher's defect logits, defective images)
         + w_kd_score * BCE(score, the teacher's defect probability 1 - p_good)
+        + w_class_feature * (1 - cos(class head input projected, the teacher's pooled features))
 
 kd_score hands the teacher's image-level ranking (its hard cases) to the student's score head, which the class
 logits' KL does not reach. The two "defect" terms ask exactly what the class accuracy measures (which defect, given that there is one): in
@@ -16,7 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from train.losses import aoi_guidance_loss, feature_distillation_loss, logit_distillation_loss, masked_cross_entropy, progressive_focal_loss
+from train.losses import (aoi_guidance_loss, feature_distillation_loss, logit_distillation_loss, masked_cross_entropy,
+                          pooled_feature_distillation_loss, progressive_focal_loss)
 from train.models.onen_vit import StudentOutput
 
 
@@ -34,6 +36,7 @@ class ObjectiveWeights:
     defect_class: float = 1.0
     kd_defect: float = 1.0
     kd_score: float = 0.0
+    class_feature: float = 1.0     # the class head's input vs the teacher's pooled features (needs OneNConfig.class_distill)
     balanced_maps: bool | str = "batch"   # focal loss averaged separately over defect and other pixels: True/"image"
                                           # per image, "batch" over the batch's pixels, False plain (train.losses)
     balanced_layers: bool | str | None = "image"   # the same for the per-layer attention maps (None: as balanced_maps).
@@ -93,4 +96,7 @@ def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torc
     if teacher is not None and teacher.features is not None and out.projected is not None and weights.feature > 0:
         parts["feat"] = feature_distillation_loss(out.projected, teacher.features)
         total = total + weights.feature * parts["feat"]
+    if teacher is not None and teacher.features is not None and out.class_projected is not None and weights.class_feature > 0:
+        parts["class_feat"] = pooled_feature_distillation_loss(out.class_projected, teacher.features)
+        total = total + weights.class_feature * parts["class_feat"]
     return total, {name: float(value.detach()) for name, value in parts.items()}

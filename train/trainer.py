@@ -86,7 +86,8 @@ class TrainConfig:
         data.setdefault("class_pool", "cls")
         data.setdefault("map_gate", 0.0)
         # objective terms added later are off for runs saved before them (a resumed run keeps its objective)
-        saved_weights = {"defect_class": 0.0, "kd_defect": 0.0, "kd_score": 0.0, "balanced_layers": None, **data.get("weights", {})}
+        saved_weights = {"defect_class": 0.0, "kd_defect": 0.0, "kd_score": 0.0, "balanced_layers": None, "class_feature": 0.0,
+                         **data.get("weights", {})}
         data["weights"] = ObjectiveWeights(**saved_weights)
         return cls(**data)
 
@@ -243,7 +244,7 @@ def build_run_student(cfg: TrainConfig, teacher_dim: int) -> OneNStudent:
     return OneNStudent(OneNConfig(num_classes=len(cfg.class_names), input_height=cfg.size, input_width=cfg.size,
                                   patch=cfg.patch, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, stem=cfg.stem,
                                   teacher_dim=teacher_dim, fine_map=cfg.fine_map, class_pool=cfg.class_pool,
-                                  map_gate=cfg.map_gate),
+                                  map_gate=cfg.map_gate, class_distill=cfg.weights.class_feature > 0 and teacher_dim > 0),
                        pretrained=cfg.stem == "lite0")
 
 

@@ -21,6 +21,10 @@ How the maps are made (our reading of the OneN abstract):
   verdict cannot disagree much.
 - class_pool "cls+map": the class head reads the CLS token and the patch tokens pooled with the softmax of the
   coarse map logit (the tokens where the defect is): which defect it is is written where it is.
+- class_distill (training only): the class head's input is also projected onto the teacher's globally pooled
+  features and pulled towards them (cosine). The student's class head alone overfits (magnetic tile: defect-class
+  accuracy 0.98 on its training images, 0.87 on held-out ones, where the teacher keeps 0.97); reading what the
+  teacher's classifier reads raised validation image AUROC 0.973 -> 0.988 and pixel AUROC 0.923 -> 0.955.
 - map_gate: the output map is sigmoid(map logit) * score ** map_gate. The map alone is trained per pixel and
   lights up texture on many good parts (median peak 0.74-0.87 on good validation images); the score has seen
   the whole part. Gating dims the map of a part the score calls good, as the teacher's CAM x score does, so
@@ -58,6 +62,8 @@ class OneNConfig:
     stem_channels: int = 16         # width of the first "conv" stem layer
     activation: str = "relu"        # "relu" (fastest in ONNX Runtime/TensorRT) or "gelu"
     teacher_dim: int = 0            # >0: a projection of patch tokens to the teacher's feature width (distillation)
+    class_distill: bool = False     # with teacher_dim: a training-only projection of the class head's input to the teacher's
+                                    # pooled features (distillation of what the teacher's classifier reads; not exported)
     dropout: float = 0.0
     fine_map: bool = True           # refine the map on the stem's stride-4 features (no-op for patch 4: tokens are stride 4)
     fine_channels: int = 16         # width of the fine map head
@@ -112,6 +118,7 @@ class StudentOutput:
     tokens: torch.Tensor | None = None          # [N,h*w,dim] last patch tokens
     cls_token: torch.Tensor | None = None       # [N,dim]
     projected: torch.Tensor | None = None       # [N,teacher_dim,h,w] for feature distillation (when configured)
+    class_projected: torch.Tensor | None = None  # [N,teacher_dim] the class head's input projected (when configured)
 
     def layer_maps(self) -> list[torch.Tensor]:
         return [torch.sigmoid(m) for m in self.layer_map_logits]
@@ -254,7 +261,9 @@ class OneNStudent(nn.Module):
         self.patch_head = nn.Sequential(nn.Linear(cfg.dim, cfg.dim // 2), ACTIVATIONS[cfg.activation](), nn.Linear(cfg.dim // 2, 1))
         self.score_head = nn.Linear(cfg.dim, 1)
         self.score_from_map = nn.Parameter(torch.tensor(1.0))
-        self.class_head = nn.Linear(cfg.dim * (2 if cfg.class_pool == "cls+map" else 1), cfg.num_classes)
+        class_width = cfg.dim * (2 if cfg.class_pool == "cls+map" else 1)
+        self.class_head = nn.Linear(class_width, cfg.num_classes)
+        self.class_projection = nn.Linear(class_width, cfg.teacher_dim) if cfg.class_distill and cfg.teacher_dim > 0 else None
         self.fine_head = FineMapHead(self.stem.fine_channels_in, cfg.fine_channels, cfg.activation) if cfg.fine_map and cfg.patch >= 8 else None
         self.projection = nn.Linear(cfg.dim, cfg.teacher_dim) if cfg.teacher_dim > 0 else None
         self._init_weights()
@@ -317,6 +326,7 @@ class OneNStudent(nn.Module):
             tokens=tokens,
             cls_token=cls,
             projected=projected,
+            class_projected=self.class_projection(class_input) if self.class_projection is not None else None,
         )
 
 
