@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from train.losses import (aoi_guidance_loss, attention_overlap_loss, feature_distillation_loss, focal_loss_with_logits,
-                          logit_distillation_loss, masked_cross_entropy, out_of_aoi_mass, progressive_focal_loss,
+                          logit_distillation_loss, masked_cross_entropy, out_of_aoi_mass, outside_peak_loss, progressive_focal_loss,
                           progressive_weights)
 
 
@@ -82,6 +82,28 @@ def test_aoi_penalty_zero_inside_large_outside():
     assert float(aoi_guidance_loss([inside, inside], aoi, dark)) == pytest.approx(0.0, abs=1e-5)
     lit_outside = 1 - aoi[:, None]
     assert float(aoi_guidance_loss([inside, inside], aoi, lit_outside)) == pytest.approx(1.0)
+
+
+def test_outside_peak_loss_sees_one_bright_spot_beside_the_part():
+    """The score reads the map's maximum: one bright spot outside the AOI must cost as much as a lit outside,
+    a spot inside the AOI nothing, and without an AOI (all inside) the term is zero."""
+    aoi = torch.zeros(2, 32, 32)
+    aoi[:, 8:24, 8:24] = 1
+    dark = torch.full((2, 1, 32, 32), -8.0)
+    spot_outside, spot_inside = dark.clone(), dark.clone()
+    spot_outside[:, 0, 1:4, 1:4] = 6.0                     # 9 pixels: more than the top 1 % (10 of 1024 pixels)
+    spot_inside[:, 0, 15, 15] = 6.0
+    assert float(outside_peak_loss(dark, aoi)) < 1e-3
+    assert float(outside_peak_loss(spot_inside, aoi)) < 1e-3
+    assert float(outside_peak_loss(spot_outside, aoi)) > 4.0
+    outside = 1 - aoi
+    mean_outside = float((torch.sigmoid(spot_outside)[:, 0] * outside).sum() / outside.sum())
+    assert mean_outside < 0.02                              # the mean outside (aoi_guidance_loss) barely notices the same spot
+    assert float(outside_peak_loss(spot_outside, torch.ones(2, 32, 32))) == 0.0
+    with torch.enable_grad():
+        logits = spot_outside.clone().requires_grad_(True)
+        outside_peak_loss(logits, aoi).backward()
+    assert float(logits.grad[0, 0, 2, 2]) > 0 and float(logits.grad[0, 0, 15, 15]) == 0.0
 
 
 def test_distillation_losses():

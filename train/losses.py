@@ -17,7 +17,9 @@ Choices (documented here because the OneN paper is only known to us by its abstr
   Attention entirely inside the AOI gives 0, attention outside it a large value. Weighted progressively
   like the focal loss. It is applied to every image (good ones too): on a good part the CLS token
   should look at itself or at the AOI, never at the clutter around it. A second, simpler term penalises
-  the final map's mean value outside the AOI (the map must stay dark where a defect does not count).
+  the final map's mean value outside the AOI (the map must stay dark where a defect does not count), and a
+  third its peak outside the AOI (outside_peak_loss): the score reads the map's maximum, so a single bright
+  spot on the clutter beside a good part is what rejects it, and a mean hardly sees it.
 - Distillation: KL(teacher || student) on class logits with temperature T (scaled by T^2, Hinton),
   cosine feature matching between the student's projected patch tokens and the teacher's last conv
   features resized to the student grid, and between the class head's projected input and the teacher's
@@ -147,6 +149,23 @@ def aoi_guidance_loss(attention_maps: list[torch.Tensor], aoi: torch.Tensor, fin
         outside = 1.0 - aoi
         loss = loss + map_weight * (probability * outside).flatten(1).sum(1).div(outside.flatten(1).sum(1).clamp(min=1.0)).mean()
     return loss
+
+
+def outside_peak_loss(map_logits: torch.Tensor, aoi: torch.Tensor, top_fraction: float = 0.01) -> torch.Tensor:
+    """softplus of the mean of the brightest `top_fraction` map logits outside the AOI, averaged over the images
+    that have an outside. The score reads the map's maximum, so one bright spot on the clutter beside a good part
+    rejects it; a mean over the outside (as in aoi_guidance_loss) barely sees such a spot, its peak does."""
+    logits = (map_logits[:, 0] if map_logits.dim() == 4 else map_logits).flatten(1)
+    outside = (aoi.flatten(1) < 0.5)
+    counts = outside.sum(dim=1)
+    if int(counts.max()) == 0:
+        return logits.sum() * 0.0
+    k = max(1, int(top_fraction * logits.shape[1]))
+    top = logits.masked_fill(~outside, float("-inf")).topk(k, dim=1).values           # [N, k]; -inf where too few outside
+    valid = torch.isfinite(top)
+    peak = torch.where(valid, top, torch.zeros_like(top)).sum(1) / valid.sum(1).clamp(min=1)
+    has_outside = (counts > 0).float()
+    return (F.softplus(peak) * has_outside).sum() / has_outside.sum()
 
 
 def out_of_aoi_mass(attention: torch.Tensor, aoi: torch.Tensor) -> torch.Tensor:

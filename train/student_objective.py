@@ -1,7 +1,7 @@
 """The student's total training objective for one batch, shared by the trainer and the quick recipes.
 
 total = w_image * BCE(score, label) + w_class * CE(class, ignoring -1) + w_map * progressive focal loss
-        + w_aoi * AOI guidance (when on) + w_kd * KL(teacher logits) + w_feat * feature matching
+        + w_aoi * AOI guidance + w_aoi_peak * map peak outside the AOI (when on) + w_kd * KL(teacher logits) + w_feat * feature matching
         + w_defect_class * CE(defect logits only, defective images) + w_kd_defect * KL(teacher's defect logits, defective images)
         + w_kd_score * BCE(score, the teacher's defect probability 1 - p_good)
         + w_class_feature * (1 - cos(class head input projected, the teacher's pooled features))
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from train.losses import (aoi_guidance_loss, feature_distillation_loss, logit_distillation_loss, masked_cross_entropy,
-                          pooled_feature_distillation_loss, progressive_focal_loss)
+                          outside_peak_loss, pooled_feature_distillation_loss, progressive_focal_loss)
 from train.models.onen_vit import StudentOutput
 
 
@@ -28,6 +28,7 @@ class ObjectiveWeights:
     classes: float = 1.0
     maps: float = 4.0
     aoi: float = 0.2
+    aoi_peak: float = 1.0          # part of the AOI guidance: the map's peak outside the AOI (train.losses.outside_peak_loss)
     kd: float = 0.5
     feature: float = 0.5
     temperature: float = 2.0
@@ -74,6 +75,9 @@ def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torc
         ungated = torch.sigmoid(out.map_logits) if out.map_logits is not None else out.anomaly_map
         parts["aoi"] = aoi_guidance_loss(out.attention_maps, aoi, ungated)
         total = total + weights.aoi * parts["aoi"]
+        if weights.aoi_peak > 0 and out.map_logits is not None:
+            parts["aoi_peak"] = outside_peak_loss(out.map_logits, aoi)
+            total = total + weights.aoi_peak * parts["aoi_peak"]
     if teacher is not None and teacher.logits is not None and weights.kd > 0:
         parts["kd"] = logit_distillation_loss(out.class_logits, teacher.logits, weights.temperature)
         total = total + weights.kd * parts["kd"]

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--aoi", type=Path, help="one AOI mask for the whole data set")
     parser.add_argument("--no-aoi-guidance", action="store_true", help="do not penalise attention outside the AOI")
     parser.add_argument("--aoi-weight", type=float, default=0.2, help="weight of the AOI guidance loss (default 0.2)")
+    parser.add_argument("--aoi-peak-weight", type=float, default=1.0,
+                        help="weight of the map's peak outside the AOI, part of the AOI guidance (default 1)")
     parser.add_argument("--teacher-loss", choices=("ce", "ceod"), default="ceod")
     parser.add_argument("--no-distill", action="store_true", help="train the student without the teacher's logits/features")
     parser.add_argument("--patch", type=int, default=16, help="student token stride in px (8 or 16)")
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, teacher_loss=args.teacher_loss,
         distill=not args.no_distill, test_fraction=args.test_fraction, val_fraction=args.val_fraction, patch=args.patch,
         dim=args.dim, depth=args.depth, stem=args.stem, fine_map=not args.no_fine_map, class_pool=args.class_pool,
-        map_gate=args.map_gate, device=args.device, weights=ObjectiveWeights(aoi=args.aoi_weight, kd=args.kd_weight, temperature=args.kd_temperature,
+        map_gate=args.map_gate, device=args.device, weights=ObjectiveWeights(aoi=args.aoi_weight, aoi_peak=args.aoi_peak_weight, kd=args.kd_weight, temperature=args.kd_temperature,
                                                       balanced_maps=args.map_balance),
     )
     run_dir = train(cfg, resume=args.resume)
