@@ -61,7 +61,7 @@ def test_onnx_runtime_matches_torch_with_fine_map_and_pooled_class_head(tmp_path
     """The fine map head (here with non-zero weights, as after training) and the map-pooled class head export exactly."""
     torch.manual_seed(5)
     cfg = OneNConfig(num_classes=4, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, stem=stem,
-                     fine_map=True, class_pool="cls+map")
+                     fine_map=True, class_pool="cls+map+fine")
     model = OneNStudent(cfg).eval()
     torch.nn.init.normal_(model.fine_head.net[-1].weight, std=0.3)
     rng = np.random.default_rng(1)

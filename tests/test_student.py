@@ -102,6 +102,15 @@ def test_class_head_reading_map_pooled_tokens():
     assert out.class_logits.shape == (3, 5)
     with pytest.raises(ValueError, match="class_pool"):
         OneNStudent(OneNConfig(class_pool="mean"))
+    fine = OneNStudent(OneNConfig(num_classes=5, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2,
+                                  class_pool="cls+map+fine")).eval()
+    assert fine.class_head.in_features == 64 + 24                     # + the Lite0 stem's 24 stride-4 channels
+    with torch.no_grad():
+        assert fine(_images(3, 64, 64)).class_logits.shape == (3, 5)
+    no_fine_head = OneNStudent(OneNConfig(num_classes=5, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2,
+                                          class_pool="cls+map+fine", fine_map=False)).eval()
+    with torch.no_grad():
+        assert no_fine_head(_images(2, 64, 64)).class_logits.shape == (2, 5)
     with pytest.raises(ValueError, match="score_map"):
         OneNStudent(OneNConfig(score_map="mean"))
 

@@ -56,7 +56,7 @@ class TrainConfig:
     heads: int = 4
     stem: str = "lite0"
     fine_map: bool = True                  # student map refined on the stem's stride-4 features (OneNConfig.fine_map)
-    class_pool: str = "cls+map"            # student class head input (OneNConfig.class_pool)
+    class_pool: str = "cls+map+fine"       # student class head input (OneNConfig.class_pool)
     map_gate: float = 0.25                 # exported map = map * score ** map_gate (OneNConfig.map_gate)
     device: str = "auto"
     weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)

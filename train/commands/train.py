@@ -35,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="student stem: ImageNet-pretrained Lite0 layers (default) or convs from scratch")
     parser.add_argument("--no-fine-map", action="store_true",
                         help="student map from the token grid only (default: refined on the stem's stride-4 features)")
-    parser.add_argument("--class-pool", choices=("cls", "cls+map"), default="cls+map",
-                        help="student class head reads the CLS token, or CLS + patch tokens pooled where the map is bright")
+    parser.add_argument("--class-pool", choices=("cls", "cls+map", "cls+map+fine"), default="cls+map+fine",
+                        help="student class head reads the CLS token, + patch tokens pooled where the map is bright (cls+map), "
+                             "+ the stride-4 stem features pooled there too (cls+map+fine, default)")
     parser.add_argument("--map-gate", type=float, default=0.25,
                         help="exported map = map * score ** MAP_GATE: parts the score calls good get a dimmer map "
                              "(default 0.25, chosen on validation; 0: the map alone)")
