@@ -311,15 +311,7 @@ class OneNStudent(nn.Module):
         map_logits = F.interpolate(refined, size=(cfg.input_height, cfg.input_width), mode="bilinear", align_corners=False)
         score_source = refined if cfg.score_map == "fine" else coarse
         score_logit = self.score_head(cls).reshape(n) + self.score_from_map * score_source.flatten(1).amax(dim=1)
-        class_input = cls
-        if cfg.class_pool != "cls":
-            where = torch.softmax(coarse.flatten(1), dim=1).unsqueeze(2)           # [N, h*w, 1]
-            class_input = torch.cat([cls, (where * tokens).sum(dim=1)], dim=1)
-        if cfg.class_pool == "cls+map+fine":
-            fine_logit = refined if self.fine_head is not None else F.interpolate(coarse, size=fine_features.shape[-2:], mode="bilinear",
-                                                                                  align_corners=False)
-            fine_where = torch.softmax(fine_logit.flatten(1), dim=1).unsqueeze(1)   # [N, 1, H/4*W/4]
-            class_input = torch.cat([class_input, (fine_where * fine_features.flatten(2)).sum(dim=2)], dim=1)
+        class_input = self._class_input(cls, tokens, coarse, refined, fine_features)
         projected = None
         if self.projection is not None:
             projected = self.projection(tokens).transpose(1, 2).reshape(n, -1, h, w)
@@ -340,6 +332,22 @@ class OneNStudent(nn.Module):
             projected=projected,
             class_projected=self.class_projection(class_input) if self.class_projection is not None else None,
         )
+
+
+    def _class_input(self, cls: torch.Tensor, tokens: torch.Tensor, coarse: torch.Tensor, refined: torch.Tensor,
+                     fine_features: torch.Tensor | None) -> torch.Tensor:
+        """What the class head reads (OneNConfig.class_pool): the CLS token, + the tokens pooled where the coarse map is
+        bright, + the stride-4 stem features pooled where the refined map is bright."""
+        if self.cfg.class_pool == "cls":
+            return cls
+        where = torch.softmax(coarse.flatten(1), dim=1).unsqueeze(2)                   # [N, h*w, 1]
+        parts = [cls, (where * tokens).sum(dim=1)]
+        if self.cfg.class_pool == "cls+map+fine":
+            if self.fine_head is None:                                                   # no refined map: the coarse one, upsampled
+                refined = F.interpolate(coarse, size=fine_features.shape[-2:], mode="bilinear", align_corners=False)
+            fine_where = torch.softmax(refined.flatten(1), dim=1).unsqueeze(1)           # [N, 1, H/4*W/4]
+            parts.append((fine_where * fine_features.flatten(2)).sum(dim=2))
+        return torch.cat(parts, dim=1)
 
 
 class BundleOutputs(nn.Module):
