@@ -7,7 +7,8 @@ total = w_image * BCE(score, label) + w_class * CE(class, ignoring -1) + w_map *
         + w_class_feature * (1 - cos(class head input projected, the teacher's pooled features))
 
 kd_score hands the teacher's image-level ranking (its hard cases) to the student's score head, which the class
-logits' KL does not reach. The two "defect" terms ask exactly what the class accuracy measures (which defect, given that there is one): in
+logits' KL does not reach (magnetic tile validation, full supervision: image AUROC 0.982 -> 0.988, pixel AUROC
+0.955 -> 0.958; defect-class accuracy one image of 39 lower). The two "defect" terms ask exactly what the class accuracy measures (which defect, given that there is one): in
 the plain CE and KL over all classes, ~70% good images and the good-vs-defect margin dominate.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ class ObjectiveWeights:
     aoi_guidance: bool = True
     defect_class: float = 1.0
     kd_defect: float = 1.0
-    kd_score: float = 0.0
+    kd_score: float = 1.0          # the trainer turns it off for supervision "none" (that teacher never saw a real defect)
     class_feature: float = 1.0     # the class head's input vs the teacher's pooled features (needs OneNConfig.class_distill)
     balanced_maps: bool | str = "batch"   # focal loss averaged separately over defect and other pixels: True/"image"
                                           # per image, "batch" over the batch's pixels, False plain (train.losses)

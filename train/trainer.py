@@ -287,6 +287,8 @@ def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run
         start_epoch = state["epoch"] + 1
         log.info("resuming the student at epoch %d/%d", start_epoch + 1, cfg.epochs)
     weights = ObjectiveWeights(**{**cfg.weights.to_dict(), "aoi_guidance": cfg.aoi_guidance})
+    if cfg.supervision == "none":
+        weights.kd_score = 0.0          # that teacher never saw a real defect: its defect probability is no target for the score
     use_teacher = teacher is not None and (cfg.distill or cfg.supervision == "weak")
     cache = TeacherCache(teacher, need_masks=cfg.supervision == "weak") if use_teacher else None
     flips = torch.Generator().manual_seed(cfg.seed + 7)
