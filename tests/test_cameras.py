@@ -151,7 +151,9 @@ def test_newest_frame_wins_when_the_consumer_is_slow(tmp_path):
     video = write_video(tmp_path / "v.avi", 40, fps=100.0)
     camera = open_camera(camera_config(kind="file", path=video, realtime=True, queue_size=2)).start()
     try:
-        time.sleep(0.7)                                  # the whole file has been paced out meanwhile
+        deadline = time.monotonic() + 30                 # the consumer reads nothing until the whole file has been paced
+        while camera.delivered < 40 and time.monotonic() < deadline:   # out (0.4 s at 100 fps; longer on a loaded machine)
+            time.sleep(0.05)
         frames = read_all(camera, timeout=1.0)
     finally:
         camera.stop()
