@@ -80,3 +80,17 @@ def test_class_feature_term_pulls_the_class_input_towards_the_teachers_pooled_fe
     assert near["class_feat"] < 1e-5 and abs(far["class_feat"] - 2.0) < 1e-5
     _, without = student_objective(_output(torch.zeros(3, 4)), label, class_index, mask, has_mask, aoi, weights, teacher)
     assert "class_feat" not in without                 # a student built without the projection skips the term
+
+
+def test_a_run_saved_before_the_new_terms_resumes_with_its_own_objective():
+    """A resumed run keeps the objective it started with: terms added later are off for it, on for new runs."""
+    from train.trainer import TrainConfig
+
+    old = TrainConfig.from_dict({"data": "d", "out": "o", "weights": {"image": 1.0}})
+    assert (old.weights.kd_score, old.weights.class_feature, old.weights.aoi_peak, old.map_gate) == (0.0, 0.0, 0.0, 0.0)
+    assert old.class_pool == "cls"
+    new = TrainConfig(data="d", out="o")
+    assert (new.weights.kd_score, new.weights.class_feature, new.weights.aoi_peak, new.map_gate) == (1.0, 1.0, 1.0, 0.25)
+    assert new.class_pool == "cls+map+fine"
+    again = TrainConfig.from_dict(new.to_dict())
+    assert again.weights == new.weights and again.map_gate == new.map_gate

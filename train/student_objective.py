@@ -1,15 +1,17 @@
 """The student's total training objective for one batch, shared by the trainer and the quick recipes.
 
 total = w_image * BCE(score, label) + w_class * CE(class, ignoring -1) + w_map * progressive focal loss
-        + w_aoi * AOI guidance + w_aoi_peak * map peak outside the AOI (when on) + w_kd * KL(teacher logits) + w_feat * feature matching
+        + (AOI guidance on) w_aoi * attention and map mean outside the AOI + w_aoi_peak * map peak outside the AOI
+        + w_kd * KL(teacher logits) + w_feat * feature matching
         + w_defect_class * CE(defect logits only, defective images) + w_kd_defect * KL(teacher's defect logits, defective images)
         + w_kd_score * BCE(score, the teacher's defect probability 1 - p_good)
         + w_class_feature * (1 - cos(class head input projected, the teacher's pooled features))
 
 kd_score hands the teacher's image-level ranking (its hard cases) to the student's score head, which the class
 logits' KL does not reach (magnetic tile validation, full supervision: image AUROC 0.982 -> 0.988, pixel AUROC
-0.955 -> 0.958; defect-class accuracy one image of 39 lower). The two "defect" terms ask exactly what the class accuracy measures (which defect, given that there is one): in
-the plain CE and KL over all classes, ~70% good images and the good-vs-defect margin dominate.
+0.955 -> 0.958; defect-class accuracy one image of 39 lower). The two "defect" terms ask exactly what the class
+accuracy measures (which defect, given that there is one): in the plain CE and KL over all classes, ~70% good
+images and the good-vs-defect margin dominate.
 """
 from __future__ import annotations
 

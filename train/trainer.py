@@ -86,8 +86,8 @@ class TrainConfig:
         data.setdefault("class_pool", "cls")
         data.setdefault("map_gate", 0.0)
         # objective terms added later are off for runs saved before them (a resumed run keeps its objective)
-        saved_weights = {"defect_class": 0.0, "kd_defect": 0.0, "kd_score": 0.0, "balanced_layers": None, "class_feature": 0.0, "aoi_peak": 0.0,
-                         **data.get("weights", {})}
+        saved_weights = {"defect_class": 0.0, "kd_defect": 0.0, "kd_score": 0.0, "balanced_layers": None, "class_feature": 0.0,
+                         "aoi_peak": 0.0, **data.get("weights", {})}
         data["weights"] = ObjectiveWeights(**saved_weights)
         return cls(**data)
 

@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
         aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, teacher_loss=args.teacher_loss,
         distill=not args.no_distill, test_fraction=args.test_fraction, val_fraction=args.val_fraction, patch=args.patch,
         dim=args.dim, depth=args.depth, stem=args.stem, fine_map=not args.no_fine_map, class_pool=args.class_pool,
-        map_gate=args.map_gate, device=args.device, weights=ObjectiveWeights(aoi=args.aoi_weight, aoi_peak=args.aoi_peak_weight, kd=args.kd_weight, temperature=args.kd_temperature,
-                                                      balanced_maps=args.map_balance),
+        map_gate=args.map_gate, device=args.device,
+        weights=ObjectiveWeights(aoi=args.aoi_weight, aoi_peak=args.aoi_peak_weight, kd=args.kd_weight, temperature=args.kd_temperature,
+                                 balanced_maps=args.map_balance),
     )
     run_dir = train(cfg, resume=args.resume)
     print(f"run written to {run_dir}")
