@@ -1,7 +1,6 @@
 """Synthetic defects: inside the AOI only, never empty, size controlled, deterministic given an rng."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -51,14 +50,7 @@ def test_area_is_controlled(kind):
     aoi[10:90, 10:90] = True
     for fraction in (0.01, 0.1):
         mask = perlin_defect_mask((100, 100), aoi, np.random.default_rng(0), fraction, kind)
-        target = round(fraction * aoi.sum())
-        assert not (mask & ~aoi).any()
-        if kind == "blob":
-            assert mask.sum() == target
-        else:   # a line 1-2 px wide: about the target area (fewer when the noise crosses zero less often), and thin
-            assert 6 <= mask.sum() <= 2 * target
-            core = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
-            assert core.sum() <= 0.1 * mask.sum()           # a 3x3 erosion leaves (almost) nothing of a line
+        assert mask.sum() == round(fraction * aoi.sum()) and not (mask & ~aoi).any()
     small = SyntheticDefects(seed=0, area_range=(0.01, 0.01))
     big = SyntheticDefects(seed=0, area_range=(0.2, 0.2))
     assert small.make(_surface(100, 100), aoi)[1].sum() < big.make(_surface(100, 100), aoi)[1].sum()

@@ -37,7 +37,10 @@ def perlin_defect_mask(
     target = int(np.clip(round(area_fraction * inside.size), MIN_DEFECT_PIXELS, inside.size))
     centre = np.unravel_index(inside[int(rng.integers(0, inside.size))], shape)
     if kind == "crack":
-        return _crack_mask(shape, aoi, rng, target, centre)
+        res = int(2 ** rng.integers(0, 3))   # coarse lattice: long winding lines, not a net
+        noise = fractal_perlin(shape, (res, res), rng, octaves=3)
+        sigma = np.sqrt(target) * rng.uniform(1.5, 3.0)
+        score = _bump(shape, centre, sigma) * (1.0 - np.clip(np.abs(noise) * 8.0, 0, 1))
     else:
         res = int(2 ** rng.integers(1, 5))
         noise = fractal_perlin(shape, (res, res), rng, octaves=3)
@@ -48,34 +51,6 @@ def perlin_defect_mask(
     mask = np.zeros(shape[0] * shape[1], bool)
     mask[chosen] = True
     return mask.reshape(shape)
-
-
-def _crack_mask(shape: tuple[int, int], aoi: np.ndarray, rng: np.random.Generator, target: int, centre) -> np.ndarray:
-    """Thin winding lines: the 1-pixel zero crossings of fractal Perlin noise nearest `centre`, `target` pixels of
-    them, one or two pixels wide. Real cracks and scratches are that thin; a band around the crossings is not."""
-    for _ in range(8):
-        res = int(2 ** rng.integers(0, 3))   # coarse lattice: long winding lines, not a net
-        noise = fractal_perlin(shape, (res, res), rng, octaves=3)
-        sign = noise > 0
-        line = np.zeros(shape, bool)
-        line[:, :-1] |= sign[:, :-1] != sign[:, 1:]
-        line[:-1, :] |= sign[:-1, :] != sign[1:, :]
-        width = int(rng.integers(1, 3))
-        length = max(MIN_DEFECT_PIXELS, target // width)
-        line &= aoi.astype(bool)
-        candidates = np.flatnonzero(line)
-        if candidates.size >= MIN_DEFECT_PIXELS:
-            break
-    else:
-        return perlin_defect_mask(shape, aoi, rng, target / max(1, int(np.count_nonzero(aoi))), "blob")
-    rows, cols = np.unravel_index(candidates, shape)
-    nearest = candidates[np.argsort((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2)[:length]]
-    mask = np.zeros(shape[0] * shape[1], bool)
-    mask[nearest] = True
-    mask = mask.reshape(shape)
-    if width > 1:
-        mask = cv2.dilate(mask.astype(np.uint8), np.ones((2, 2), np.uint8)).astype(bool) & aoi.astype(bool)
-    return mask
 
 
 def _is_gray(image: np.ndarray) -> bool:
@@ -93,7 +68,6 @@ class SyntheticDefects:
     beta_range: tuple[float, float] = (0.5, 1.0)      # opacity of the foreign texture
     texture_probability: float = 0.6                  # otherwise an intensity change (dent, burn, bright spot)
     crack_probability: float = 0.35                   # thin winding shape instead of a blob
-    crack_texture_probability: float = 0.25           # a crack is mostly a dark (or bright) line, rarely foreign texture
     sources: list[np.ndarray] | None = None           # other images whose patches may be pasted
 
     def __post_init__(self) -> None:
@@ -113,10 +87,9 @@ class SyntheticDefects:
         kind = "crack" if rng.random() < self.crack_probability else "blob"
         mask = perlin_defect_mask((h, w), aoi, rng, area, kind)
         base = image.astype(np.float32)
-        texture_probability = self.crack_texture_probability if kind == "crack" else self.texture_probability
         for attempt in range(4):
-            use_texture = attempt > 0 or rng.random() < texture_probability
-            fill = self._texture_fill(h, w, rng, image, mask) if use_texture else self._intensity_fill(base, rng)
+            use_texture = attempt > 0 or rng.random() < self.texture_probability
+            fill = self._texture_fill(h, w, rng, image) if use_texture else self._intensity_fill(base, rng)
             beta = rng.uniform(*self.beta_range) if use_texture else 1.0
             out = base.copy()
             out[mask] = (1 - beta) * base[mask] + beta * fill[mask]
@@ -124,15 +97,13 @@ class SyntheticDefects:
                 break
         return np.clip(out, 0, 255).round().astype(np.uint8), mask
 
-    def _texture_fill(self, h: int, w: int, rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _texture_fill(self, h: int, w: int, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
         sources = list(self.sources or []) + [image]
         texture = random_texture(h, w, rng, sources)
         if _is_gray(image):
             # a coloured patch on a grey camera image would teach "colour = defect", which real defects never are
             texture = np.repeat(texture.mean(axis=2, keepdims=True), 3, axis=2)
-        # near the part's own brightness: otherwise a mid-grey texture on a dark part teaches "bright patch = defect"
-        shift = image[mask].mean() - texture[mask].mean() + rng.uniform(-30, 30)
-        return texture + shift
+        return texture
 
     def _intensity_fill(self, base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         gain = rng.uniform(0.25, 0.7) if rng.random() < 0.6 else rng.uniform(1.4, 2.2)
