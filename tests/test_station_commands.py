@@ -4,7 +4,6 @@ The daemon inspects a looping video the whole time; the calibration changes betw
 is computed with either the old or the new calibration (never a mix), and a refused push changes nothing."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import yaml

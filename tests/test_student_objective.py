@@ -94,3 +94,6 @@ def test_a_run_saved_before_the_new_terms_resumes_with_its_own_objective():
     assert new.class_pool == "cls+map+fine"
     again = TrainConfig.from_dict(new.to_dict())
     assert again.weights == new.weights and again.map_gate == new.map_gate
+    assert new.objective_weights().kd_score == 1.0
+    assert TrainConfig(data="d", out="o", supervision="none").objective_weights().kd_score == 0.0   # that teacher saw no defect
+    assert TrainConfig(data="d", out="o", aoi_guidance=False).objective_weights().aoi_guidance is False

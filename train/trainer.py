@@ -73,6 +73,13 @@ class TrainConfig:
         if self.supervision == "weak" and self.teacher_epochs < 1:
             raise OnenError("--supervision weak needs a teacher (its Grad-CAM gives the map targets); use --teacher-epochs >= 1")
 
+    def objective_weights(self) -> ObjectiveWeights:
+        """The student's objective as this run trains it: the configured weights, the AOI guidance switch, and no
+        score distillation under supervision none (that teacher never saw a real defect, so its defect
+        probability is no target for the score)."""
+        return dataclasses.replace(self.weights, aoi_guidance=self.aoi_guidance,
+                                   kd_score=0.0 if self.supervision == "none" else self.weights.kd_score)
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["weights"] = self.weights.to_dict()
@@ -286,9 +293,7 @@ def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run
         torch.set_rng_state(state["torch_rng"])
         start_epoch = state["epoch"] + 1
         log.info("resuming the student at epoch %d/%d", start_epoch + 1, cfg.epochs)
-    weights = ObjectiveWeights(**{**cfg.weights.to_dict(), "aoi_guidance": cfg.aoi_guidance})
-    if cfg.supervision == "none":
-        weights.kd_score = 0.0          # that teacher never saw a real defect: its defect probability is no target for the score
+    weights = cfg.objective_weights()
     use_teacher = teacher is not None and (cfg.distill or cfg.supervision == "weak")
     cache = TeacherCache(teacher, need_masks=cfg.supervision == "weak") if use_teacher else None
     flips = torch.Generator().manual_seed(cfg.seed + 7)
