@@ -66,6 +66,18 @@ def test_other_supervision_levels_train(tiny_csv, tmp_path, supervision):
     assert config["supervision"] == supervision and config["aoi_guidance"] is False
     splits = json.loads((run / "splits.json").read_text())
     assert splits["test"], "the run keeps a held-out test split"
+    from train import runs
+
+    student = runs.load_student(run)
+    if supervision == "none":        # good-feature model on by default: fitted on the good training images, saved fitted
+        fitted = json.loads((run / "good_features.json").read_text())
+        import csv
+
+        labels = {row["image"]: row["label"] for row in csv.DictReader(open(tiny_csv, newline=""))}
+        assert fitted["train_images"] == sum(1 for path in splits["train"] if labels[path] == "0") >= 2
+        assert student.good_features is not None and student.good_features.is_fitted
+    else:
+        assert student.good_features is None and not (run / "good_features.json").exists()
 
 
 def test_bad_input_gives_clear_errors(tmp_path, capsys):

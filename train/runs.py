@@ -20,6 +20,7 @@ CONFIG = "config.json"
 SPLITS = "splits.json"
 STUDENT = "student.pt"
 SUMMARY = "summary.json"
+GOOD_FEATURES = "good_features.json"     # what the student's good-feature model was fitted on
 CHECKPOINTS = "checkpoints"
 STUDENT_LAST = "student_last.pt"
 TEACHER_DIR = "teacher"
