@@ -110,3 +110,16 @@ def test_teacher_export_outputs_in_range(teacher):
     peak = anomaly_map.amax(dim=(1, 2, 3))
     assert torch.all(peak <= score + 1e-6) and torch.all(peak >= 0.8 * score)
     assert torch.allclose(score, 1 - class_logits.softmax(dim=1)[:, 0], atol=1e-6)
+
+
+def test_imagenet_features_are_frozen_stride_16_and_stay_in_eval_mode():
+    from train.models.efficientnet_lite import ImageNetFeatures
+
+    net = ImageNetFeatures().train()
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    out = net(torch.randint(0, 256, (2, 64, 96, 3), dtype=torch.uint8))
+    assert out.shape == (2, ImageNetFeatures.channels, 4, 6)
+    reference = build_teacher(2, pretrained=True).eval()
+    with torch.no_grad():
+        expected = reference.blocks[: ImageNetFeatures.BLOCKS](reference.stem(reference.input(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))))
+        assert torch.equal(net(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)), expected)     # the ImageNet weights, untouched

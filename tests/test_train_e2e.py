@@ -76,6 +76,7 @@ def test_other_supervision_levels_train(tiny_csv, tmp_path, supervision):
         labels = {row["image"]: row["label"] for row in csv.DictReader(open(tiny_csv, newline=""))}
         assert fitted["train_images"] == sum(1 for path in splits["train"] if labels[path] == "0") >= 2
         assert student.good_features is not None and student.good_features.is_fitted
+        assert config["distill_features"] == "auto" and student.projection.out_features == 112   # the ImageNet features' width
     else:
         assert student.good_features is None and not (run / "good_features.json").exists()
 

@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--good-features", choices=("auto", "on", "off"), default="auto",
                         help="student carries Gaussians of good parts' features at every position, fitted after training, "
                              "whose distances join the score and map (auto: on under --supervision none; default)")
+    parser.add_argument("--distill-features", choices=("auto", "head", "imagenet"), default="auto",
+                        help="what the student's tokens learn from: the fine-tuned teacher's last features (head) or the frozen "
+                             "ImageNet Lite0's stride-16 features (imagenet); auto: imagenet under --supervision none (default)")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, teacher_loss=args.teacher_loss,
         distill=not args.no_distill, test_fraction=args.test_fraction, val_fraction=args.val_fraction, patch=args.patch,
         dim=args.dim, depth=args.depth, stem=args.stem, fine_map=not args.no_fine_map, class_pool=args.class_pool,
-        map_gate=args.map_gate, good_features=args.good_features, device=args.device,
+        map_gate=args.map_gate, good_features=args.good_features,
+        distill_features=args.distill_features, device=args.device,
         weights=ObjectiveWeights(aoi=args.aoi_weight, aoi_peak=args.aoi_peak_weight, kd=args.kd_weight, temperature=args.kd_temperature,
                                  balanced_maps=args.map_balance),
     )
