@@ -100,3 +100,37 @@ def test_grey_images_get_grey_defects():
         out, mask = maker.make(image, None, np.random.default_rng(i))
         spread = out.astype(int).max(axis=2) - out.astype(int).min(axis=2)
         assert spread.max() <= 1, "a colour cast would be a shortcut the real grey defects never offer"
+
+
+def test_outside_marks_change_only_pixels_outside_the_aoi_and_keep_label_and_mask(tmp_path):
+    import csv
+
+    import cv2
+
+    from train.data.dataset import InspectionDataset
+    from train.data.readers import load_index
+
+    image = _surface(64, 64)
+    aoi = np.zeros((64, 64), np.uint8)
+    aoi[16:48, 16:48] = 255
+    mask = np.zeros((64, 64), np.uint8)
+    mask[30:34, 30:34] = 255
+    cv2.imwrite(str(tmp_path / "part.png"), image)
+    cv2.imwrite(str(tmp_path / "good.png"), image)
+    cv2.imwrite(str(tmp_path / "aoi.png"), aoi)
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    cv2.imwrite(str(tmp_path / "whole.png"), np.full((64, 64), 255, np.uint8))
+    with open(tmp_path / "data.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label", "class", "mask", "aoi", "split"])
+        writer.writerow(["part.png", 1, "dent", "mask.png", "aoi.png", "train"])
+        writer.writerow(["good.png", 0, "good", "", "whole.png", "train"])     # no outside: nothing to paste on
+    index = load_index(tmp_path / "data.csv")
+    plain = InspectionDataset(index.samples, index.class_names, 64, 64)
+    marked = InspectionDataset(index.samples, index.class_names, 64, 64, outside_marks=SyntheticDefects(seed=1), outside_probability=1.0)
+    before, after = plain[0], marked[0]
+    changed = (before["image"] != after["image"]).any(dim=2).numpy()
+    assert changed.any() and not changed[16:48, 16:48].any()
+    assert int(after["label"]) == 1 and int(after["class_index"]) == int(before["class_index"])
+    assert np.array_equal(after["mask"].numpy(), before["mask"].numpy()) and bool(after["synthetic"])
+    assert np.array_equal(marked[1]["image"].numpy(), plain[1]["image"].numpy()) and not bool(marked[1]["synthetic"])

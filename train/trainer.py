@@ -52,6 +52,8 @@ class TrainConfig:
     test_fraction: float = 0.25
     val_fraction: float = 0.1
     synthetic_probability: float = 0.5
+    outside_marks: float = 0.0             # with AOI guidance: share of training images that also get a synthetic mark
+                                           # outside their AOI, label unchanged (train.data.dataset.InspectionDataset)
     patch: int = 16
     dim: int = 96
     depth: int = 4
@@ -78,6 +80,8 @@ class TrainConfig:
             raise OnenError(f"--epochs must be >= 1, got {self.epochs}")
         if self.good_features not in GOOD_FEATURES:
             raise OnenError(f"--good-features must be one of {', '.join(GOOD_FEATURES)}, got '{self.good_features}'")
+        if not 0 <= self.outside_marks <= 1:
+            raise OnenError(f"--outside-marks must be between 0 and 1 (a share of the training images), got {self.outside_marks}")
         if self.distill_features not in DISTILL_FEATURES:
             raise OnenError(f"--distill-features must be one of {', '.join(DISTILL_FEATURES)}, got '{self.distill_features}'")
         if self.supervision == "weak" and self.teacher_epochs < 1:
@@ -170,8 +174,11 @@ def _datasets(cfg: TrainConfig, index, splits):
         # image labels only: neither the teacher (CEOD falls back to the AOI) nor the student may see pixel masks
         train_samples = [dataclasses.replace(s, mask=None) for s in train_samples]
     aoi = Path(cfg.aoi) if cfg.aoi else index.aoi
+    outside = cfg.outside_marks if cfg.aoi_guidance else 0.0
     train_ds = InspectionDataset(train_samples, index.class_names, cfg.size, cfg.size, aoi=aoi, synthetic=synthetic,
-                                 synthetic_probability=cfg.synthetic_probability, augment=False, seed=cfg.seed, cache=True)
+                                 synthetic_probability=cfg.synthetic_probability, augment=False, seed=cfg.seed, cache=True,
+                                 outside_marks=SyntheticDefects(seed=cfg.seed + 3) if outside > 0 else None,
+                                 outside_probability=outside)
     val_ds = InspectionDataset(list(splits.val), index.class_names, cfg.size, cfg.size, aoi=aoi, seed=cfg.seed, cache=True)
     return train_ds, val_ds
 

@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--aoi-weight", type=float, default=0.2, help="weight of the AOI guidance loss (default 0.2)")
     parser.add_argument("--aoi-peak-weight", type=float, default=1.0,
                         help="weight of the map's peak outside the AOI, part of the AOI guidance (default 1)")
+    parser.add_argument("--outside-marks", type=float, default=0.0,
+                        help="part of the AOI guidance: this share of training images also gets a synthetic mark outside its "
+                             "AOI, still labelled as it was (default 0)")
     parser.add_argument("--teacher-loss", choices=("ce", "ceod"), default="ceod")
     parser.add_argument("--no-distill", action="store_true", help="train the student without the teacher's logits/features")
     parser.add_argument("--patch", type=int, default=16, help="student token stride in px (8 or 16)")
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         data=str(args.data), out=str(args.out), supervision=args.supervision, size=args.size, epochs=args.epochs or 30,
         epochs_given=args.epochs is not None,
         teacher_epochs=args.teacher_epochs, teacher_freeze_blocks=args.teacher_freeze_blocks, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, teacher_loss=args.teacher_loss,
+        aoi=str(args.aoi) if args.aoi else None, aoi_guidance=not args.no_aoi_guidance, outside_marks=args.outside_marks,
+        teacher_loss=args.teacher_loss,
         distill=not args.no_distill, test_fraction=args.test_fraction, val_fraction=args.val_fraction, patch=args.patch,
         dim=args.dim, depth=args.depth, stem=args.stem, fine_map=not args.no_fine_map, class_pool=args.class_pool,
         map_gate=args.map_gate, good_features=args.good_features,

@@ -18,11 +18,12 @@ from train.data.sample import Sample
 from train.data.synthetic import SyntheticDefects
 
 SYNTHETIC_CLASS_INDEX = -1   # synthetic defects have no real class; classifier losses ignore -1
+MIN_OUTSIDE_PIXELS = 64      # an AOI that leaves less outside gets no outside marks
 
 
 class InspectionDataset(Dataset):
     """Items: image uint8 [H,W,3], mask float32 [H,W], has_mask, aoi float32 [H,W], label, class_index,
-    synthetic, path. `has_mask` is True for good images too (their mask is known to be empty) and False for
+    synthetic (some pixels were generated), path. `has_mask` is True for good images too (their mask is known to be empty) and False for
     a defect whose mask is missing or empty (no pixel target for it)."""
 
     def __init__(
@@ -37,13 +38,20 @@ class InspectionDataset(Dataset):
         augment: bool = False,
         seed: int = 0,
         cache: bool = False,
+        outside_marks: SyntheticDefects | None = None,
+        outside_probability: float = 0.0,
     ):
+        """outside_marks: with outside_probability, a synthetic mark is also pasted outside the AOI of an image that has
+        an outside; the label and mask stay as they are, because outside the AOI a mark is not a defect (seed 001's
+        zipper relabelling, made from the AOI alone)."""
         self.samples = list(samples)
         self.class_names = list(class_names)
         self.height, self.width = int(height), int(width)
         self.synthetic = synthetic
         self.synthetic_probability = float(synthetic_probability)
         self.augment = augment
+        self.outside_marks = outside_marks
+        self.outside_probability = float(outside_probability)
         self.seed = int(seed)
         self.epoch = 0
         self.cache: dict[int, tuple] | None = {} if cache else None
@@ -83,6 +91,11 @@ class InspectionDataset(Dataset):
         if self.synthetic is not None and label == 0 and rng.random() < self.synthetic_probability:
             image, mask = self.synthetic.make(image, aoi, rng)
             label, class_index, has_mask, synthetic = 1, SYNTHETIC_CLASS_INDEX, True, True
+        if self.outside_marks is not None and rng.random() < self.outside_probability:
+            outside = ~aoi.astype(bool)
+            if outside.sum() >= MIN_OUTSIDE_PIXELS:
+                image, _ = self.outside_marks.make(image, outside, rng)
+                synthetic = True                         # the pixels are generated: not the file's (no teacher cache)
         if self.augment:
             if rng.random() < 0.5:
                 image, mask, aoi = image[:, ::-1], mask[:, ::-1], aoi[:, ::-1]
