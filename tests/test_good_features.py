@@ -125,3 +125,21 @@ def test_fitting_needs_the_option_and_good_images():
         fit_good_features(_student(), _good_items(np.zeros((1, 64, 64, 3), np.uint8)), [], 4, torch.device("cpu"))
     with pytest.raises(ValueError, match="patch must be >= 8"):
         OneNConfig(patch=4, stem="conv", good_features=True).check()
+
+
+def test_pooled_and_projected_gaussians_measure_in_the_reduced_space():
+    torch.manual_seed(0)
+    features = torch.randn(300, 6, 4, 4) * torch.tensor([3.0, 2.0, 1.0, 0.1, 0.1, 0.1])[None, :, None, None]
+    reduced = PositionGaussian(6, 4, 4, pool=2, components=3)
+    reduced.fit(features)
+    assert reduced.mean.shape == (4, 1, 3) and reduced.precision.shape == (4, 3, 3)
+    probe = torch.randn(2, 6, 4, 4)
+    # the same as a full Gaussian fitted on the pooled, projected features
+    project = lambda f: torch.einsum("kc,nchw->nkhw", reduced.basis, torch.nn.functional.avg_pool2d(f, 2))  # noqa: E731
+    plain = PositionGaussian(3, 2, 2)
+    plain.fit(project(features))
+    assert torch.allclose(reduced.distance(probe), plain.distance(project(probe)), rtol=1e-3, atol=1e-3)
+    # the leading components are the high-variance channels
+    assert set(reduced.basis.abs().argmax(dim=1).tolist()) == {0, 1, 2}
+    with pytest.raises(ValueError, match="pooled"):
+        PositionGaussian(6, 5, 4, pool=2)

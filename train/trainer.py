@@ -317,10 +317,25 @@ def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, floor: float 
     return factor
 
 
+GOOD_FEATURE_KEYS = "good_features."     # fitted after training: not part of a training checkpoint
+
+
+def _without_good_features(state: dict) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith(GOOD_FEATURE_KEYS)}
+
+
+def _load_training_state(model, state: dict) -> None:
+    """A checkpoint's weights; the good-feature model (refitted after training) is neither needed nor kept."""
+    missing, unexpected = model.load_state_dict(_without_good_features(state), strict=False)
+    missing = [k for k in missing if not k.startswith(GOOD_FEATURE_KEYS)]
+    if missing or unexpected:
+        raise OnenError(f"the student checkpoint does not fit this student: missing {missing}, unexpected {unexpected}")
+
+
 def _save_checkpoint(path: Path, model, optimiser, schedule, epoch: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "model_config": model.cfg.to_dict(), "optimiser": optimiser.state_dict(),
+    torch.save({"model": _without_good_features(model.state_dict()), "model_config": model.cfg.to_dict(), "optimiser": optimiser.state_dict(),
                 "schedule": schedule.state_dict(), "epoch": epoch, "torch_rng": torch.get_rng_state()}, tmp)
     tmp.replace(path)
 
@@ -343,7 +358,7 @@ def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run
     last = run_dir / runs.CHECKPOINTS / runs.STUDENT_LAST
     if resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+        _load_training_state(model, state["model"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])

@@ -322,12 +322,13 @@ class OneNStudent(nn.Module):
         patch_logit = self.patch_head(tokens).reshape(n, 1, h, w)
         coarse = self.combine(torch.stack(layer_logits, dim=1)) + patch_logit   # [N, 1, h, w]
         refined = self.fine_head(fine_features, coarse) if self.fine_head is not None else coarse
-        map_logits = F.interpolate(refined, size=(cfg.input_height, cfg.input_width), mode="bilinear", align_corners=False)
         score_source = refined if cfg.score_map == "fine" else coarse
         score_logit = self.score_head(cls).reshape(n) + self.score_from_map * score_source.flatten(1).amax(dim=1)
         class_input = self._class_input(cls, tokens, coarse, refined, fine_features)
+        map_source = refined
         if self.good_features is not None and self.good_features.is_fitted:
-            score_logit, map_logits = self._with_good_features(score_logit, map_logits, fine_features, tokens)
+            score_logit, map_source = self._with_good_features(score_logit, refined, fine_features, tokens)
+        map_logits = F.interpolate(map_source, size=(cfg.input_height, cfg.input_width), mode="bilinear", align_corners=False)
         projected = None
         if self.projection is not None:
             projected = self.projection(tokens).transpose(1, 2).reshape(n, -1, h, w)
@@ -350,22 +351,22 @@ class OneNStudent(nn.Module):
             stem_features=fine_features,
         )
 
-    def _with_good_features(self, score_logit: torch.Tensor, map_logits: torch.Tensor, fine_features: torch.Tensor,
+    def _with_good_features(self, score_logit: torch.Tensor, refined: torch.Tensor, fine_features: torch.Tensor,
                             tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score and map logits with the distances to the good parts' Gaussians added, all in units of the spread
-        of good held-out images (train.models.good_features): score = the three image-level peaks added, map = the
-        two distance maps added to the student's map logit (both weighted by good_own_weight), so the map's peak and the
-        score still agree."""
+        """Score logit and map logit (at the refined map's resolution, [N,1,H/4,W/4]) with the distances to the good parts'
+        Gaussians added, all in units of the spread of good held-out images (train.models.good_features): score =
+        the two distance peaks + good_own_weight x the student's own score, map = the two distance maps + the same
+        weight x the student's map logit, so the map's peak and the score still agree. Fused at the refined map's
+        resolution, so the one upsampling to the input size stays the only full-resolution step."""
         good = self.good_features
         n, (h, w) = tokens.shape[0], self.cfg.grid
         stem_z, token_z = good.distances(fine_features, tokens.transpose(1, 2).reshape(n, -1, h, w))
-        size = map_logits.shape[-2:]
-        up = lambda z: F.interpolate(z.unsqueeze(1), size=size, mode="bilinear", align_corners=False)  # noqa: E731
+        size = refined.shape[-2:]
+        up = lambda z: z if z.shape[-2:] == size else F.interpolate(z, size=size, mode="bilinear", align_corners=False)  # noqa: E731
         own = self.cfg.good_own_weight
-        fused_map = own * good.normaliser(good.MAP, map_logits) + up(stem_z) + up(token_z)
+        fused_map = own * good.normaliser(good.MAP, refined) + up(stem_z.unsqueeze(1)) + up(token_z.unsqueeze(1))
         fused_score = own * good.normaliser(good.SCORE, score_logit) + stem_z.flatten(1).amax(dim=1) + token_z.flatten(1).amax(dim=1)
         return fused_score, fused_map
-
 
     def _class_input(self, cls: torch.Tensor, tokens: torch.Tensor, coarse: torch.Tensor, refined: torch.Tensor,
                      fine_features: torch.Tensor | None) -> torch.Tensor:
