@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aoi-count", type=int, default=1000, help="images of the AOI benchmark (a quarter is the test split)")
     parser.add_argument("--aoi-fresh-count", type=int, default=2000,
                         help="images of the fresh AOI test set (another seed; 0: only the runs' test split)")
+    parser.add_argument("--aoi-fresh-seed", type=int, default=1,
+                        help="seed of the fresh AOI set (the training set is seed 0; choose settings on another seed than 1)")
     parser.add_argument("--recall", type=float, default=0.95, help="recall on real defects at which false rejects are compared")
     parser.add_argument("--repeats", type=int, default=200, help="latency: timed calls per model")
 
@@ -146,12 +148,13 @@ def part_aoi(args, figures: dict) -> None:
     if args.aoi_fresh_count > 0:
         from train.data.readers import load_index
 
-        fresh_dir = args.work / "aoi_fresh"
+        fresh_dir = args.work / ("aoi_fresh" if args.aoi_fresh_seed == 1 else f"aoi_fresh_seed{args.aoi_fresh_seed}")
         fresh_manifest = fresh_dir / "manifest.csv"
         if not fresh_manifest.is_file():
-            generate(fresh_dir, seed=1, count=args.aoi_fresh_count, size=args.size, test_fraction=1.0, val_fraction=0.0)
+            generate(fresh_dir, seed=args.aoi_fresh_seed, count=args.aoi_fresh_count, size=args.size, test_fraction=1.0, val_fraction=0.0)
         fresh_groups = {path: facts["kind"] for path, facts in load_info(fresh_manifest).items()}
-        test_sets["fresh set"] = (fresh_groups, list(load_index(fresh_manifest).samples), "eval-fresh")
+        test_sets[f"fresh set (seed {args.aoi_fresh_seed})"] = (fresh_groups, list(load_index(fresh_manifest).samples),
+                                                              f"eval-{fresh_dir.name}")
     figures["aoi"] = {"target_ratio_max": 0.5}
     for name, (kinds, samples, out_name) in test_sets.items():
         with_guidance = _false_rejects(on, kinds, args.recall, samples, out_name)

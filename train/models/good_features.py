@@ -6,8 +6,9 @@ a patch's features lie from the features good parts show at that same position n
 
 How: after training, a Gaussian (mean, inverse covariance) is fitted at every position of two of the student's
 own feature maps on good training images: the stride-4 stem features averaged to stride 8 (fine detail) and the
-last tokens on their 32 principal components (context). Each Mahalanobis distance map, and the student's own score logit, is normalised by its median and
-spread on held-out good images (`Normaliser`), so the three speak one unit; the image score adds the two
+last tokens on their 32 principal components (context). Each Mahalanobis distance map, and the student's own
+score logit, is normalised by its median and spread on held-out good images (`Normaliser`), so the three speak
+one unit; the image score adds the two
 distance peaks and the student's own score (weighted by OneNConfig.good_own_weight), the map adds the two
 distance maps (upsampled) to the student's normalised map logit (same weight). All of it is fixed tensors
 (buffers) and batched matmuls: the network stays one forward pass and exports to plain ONNX / TensorRT ops.
@@ -17,7 +18,8 @@ Measured on the magnetic tile validation split (supervision none, 128 px), image
   all three added 0.910 (test 0.798 -> 0.851);
 - a student whose tokens learn the frozen ImageNet stride-16 features (the trainer's default under none): alone
   0.835, stem 0.900, tokens 0.908, both 0.933, with the student's own score at weight 0.25 / 0.5 / 1: 0.935 /
-  0.931 / 0.924, hence good_own_weight 0.25.
+  0.931 / 0.924, hence good_own_weight 0.25;
+- the grids and widths of the Gaussians: see GoodFeatureModel.
 """
 from __future__ import annotations
 
