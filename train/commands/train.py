@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--aoi-weight", type=float, default=0.2, help="weight of the AOI guidance loss (default 0.2)")
     parser.add_argument("--aoi-peak-weight", type=float, default=1.0,
                         help="weight of the map's peak outside the AOI, part of the AOI guidance (default 1)")
-    parser.add_argument("--outside-marks", type=float, default=0.0,
+    parser.add_argument("--outside-marks", type=float, default=1.0,
                         help="part of the AOI guidance: this share of training images also gets a synthetic mark outside its "
-                             "AOI, still labelled as it was (default 0)")
+                             "AOI, still labelled as it was (default 1; needs an AOI that leaves an outside)")
     parser.add_argument("--teacher-loss", choices=("ce", "ceod"), default="ceod")
     parser.add_argument("--no-distill", action="store_true", help="train the student without the teacher's logits/features")
     parser.add_argument("--patch", type=int, default=16, help="student token stride in px (8 or 16)")

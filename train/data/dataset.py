@@ -91,9 +91,10 @@ class InspectionDataset(Dataset):
         if self.synthetic is not None and label == 0 and rng.random() < self.synthetic_probability:
             image, mask = self.synthetic.make(image, aoi, rng)
             label, class_index, has_mask, synthetic = 1, SYNTHETIC_CLASS_INDEX, True, True
-        if self.outside_marks is not None and rng.random() < self.outside_probability:
+        if self.outside_marks is not None:
             outside = ~aoi.astype(bool)
-            if outside.sum() >= MIN_OUTSIDE_PIXELS:
+            # no draw without an outside: a data set without an AOI keeps the random stream it had without the option
+            if outside.sum() >= MIN_OUTSIDE_PIXELS and rng.random() < self.outside_probability:
                 image, _ = self.outside_marks.make(image, outside, rng)
                 synthetic = True                         # the pixels are generated: not the file's (no teacher cache)
         if self.augment:
