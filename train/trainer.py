@@ -217,10 +217,12 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
                "batch_size": cfg.batch_size, "freeze_blocks": cfg.teacher_freeze_blocks}
     teacher_cfg = TeacherConfig(**{k: v for k, v in options.items() if k in fields})
     train_ds.augment = True                      # the teacher gets the data set's flips; the student's are in random_flips
+    outside_probability, train_ds.outside_probability = train_ds.outside_probability, 0.0   # outside marks guide the student
     try:
         teacher = fit_teacher(train_ds, val_ds, len(cfg.class_names), teacher_cfg, device, run_dir / runs.TEACHER_DIR)
     finally:
         train_ds.augment = False
+        train_ds.outside_probability = outside_probability
     final.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": teacher.state_dict(), "num_classes": len(cfg.class_names)}, final)
     return teacher.eval()
