@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-distill", action="store_true", help="train the student without the teacher's logits/features")
     parser.add_argument("--patch", type=int, default=16, help="student token stride in px (8 or 16)")
     parser.add_argument("--dim", type=int, default=96)
-    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--depth", type=int, default=3, help="student transformer blocks (default 3)")
     parser.add_argument("--stem", choices=("lite0", "conv"), default="lite0",
                         help="student stem: ImageNet-pretrained Lite0 layers (default) or convs from scratch")
     parser.add_argument("--no-fine-map", action="store_true",
