@@ -90,7 +90,7 @@ def test_a_run_saved_before_the_new_terms_resumes_with_its_own_objective():
     assert (old.weights.kd_score, old.weights.class_feature, old.weights.aoi_peak, old.map_gate) == (0.0, 0.0, 0.0, 0.0)
     assert old.class_pool == "cls"
     new = TrainConfig(data="d", out="o")
-    assert (new.weights.kd_score, new.weights.class_feature, new.weights.aoi_peak, new.map_gate) == (1.0, 1.0, 1.0, 0.25)
+    assert (new.weights.kd_score, new.weights.class_feature, new.weights.aoi_peak, new.map_gate) == (1.0, 1.0, 3.0, 0.25)
     assert new.class_pool == "cls+map+fine"
     again = TrainConfig.from_dict(new.to_dict())
     assert again.weights == new.weights and again.map_gate == new.map_gate

@@ -100,7 +100,7 @@ def train_small_bundle(out_dir: str | Path, seed: int = 0, steps: int = SMALL_ST
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps, pct_start=0.15)
     weights = ObjectiveWeights(aoi_guidance=True, balanced_maps=True, balanced_layers=None, defect_class=0.0, kd_defect=0.0,
-                               kd_score=0.0)
+                               kd_score=0.0, aoi_peak=1.0)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for step in range(steps):

@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--aoi", type=Path, help="one AOI mask for the whole data set")
     parser.add_argument("--no-aoi-guidance", action="store_true", help="do not penalise attention outside the AOI")
     parser.add_argument("--aoi-weight", type=float, default=0.2, help="weight of the AOI guidance loss (default 0.2)")
-    parser.add_argument("--aoi-peak-weight", type=float, default=1.0,
-                        help="weight of the map's peak outside the AOI, part of the AOI guidance (default 1)")
+    parser.add_argument("--aoi-peak-weight", type=float, default=3.0,
+                        help="weight of the map's peak outside the AOI, part of the AOI guidance (default 3)")
     parser.add_argument("--outside-marks", type=float, default=1.0,
                         help="part of the AOI guidance: this share of training images also gets a synthetic mark outside its "
                              "AOI, still labelled as it was (default 1; needs an AOI that leaves an outside)")
