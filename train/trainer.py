@@ -349,12 +349,14 @@ def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run
                   good_sets: tuple | None = None) -> OneNStudent:
     """Train the student; with good_sets (good training images, good held-out images) its good-feature model is
     fitted before the final student is saved."""
-    feature_net = None
-    if teacher is not None and cfg.distill and cfg.distils_imagenet_features():
-        from train.models.efficientnet_lite import ImageNetFeatures
+    feature_net, teacher_dim = None, 0
+    if teacher is not None and cfg.distill:
+        teacher_dim = teacher.cfg.head_channels
+        if cfg.distils_imagenet_features():
+            from train.models.efficientnet_lite import ImageNetFeatures
 
-        feature_net = ImageNetFeatures().to(device)
-    teacher_dim = (feature_net.channels if feature_net is not None else teacher.cfg.head_channels) if (teacher is not None and cfg.distill) else 0
+            feature_net = ImageNetFeatures().to(device)
+            teacher_dim = feature_net.channels
     model = build_run_student(cfg, teacher_dim).to(device)
     steps_per_epoch = max(1, (len(train_ds) + cfg.batch_size - 1) // cfg.batch_size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

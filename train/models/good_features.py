@@ -8,9 +8,9 @@ How: after training, a Gaussian (mean, inverse covariance) is fitted at every po
 own feature maps on good training images: the stride-4 stem features averaged to stride 8 (fine detail) and the
 last tokens on their 32 principal components (context). Each Mahalanobis distance map, and the student's own
 score logit, is normalised by its median and spread on held-out good images (`Normaliser`), so the three speak
-one unit; the image score adds the two
-distance peaks and the student's own score (weighted by OneNConfig.good_own_weight), the map adds the two
-distance maps (upsampled) to the student's normalised map logit (same weight). All of it is fixed tensors
+one unit; the image score adds the two distance peaks and the student's own score (weighted by
+OneNConfig.good_own_weight), the map adds the two distance maps (upsampled) to the student's normalised map
+logit (same weight). All of it is fixed tensors
 (buffers) and batched matmuls: the network stays one forward pass and exports to plain ONNX / TensorRT ops.
 
 Measured on the magnetic tile validation split (supervision none, 128 px), image AUROC:
