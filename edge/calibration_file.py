@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from edge.bundle import MODEL, Bundle, ScoreNormalisation
+from edge.command_message import CommandError, load_command
 from edge.errors import BundleError, OnenError
 from edge.images import read_mask, resize_mask
 from edge.rectify import Rectification
@@ -325,7 +326,6 @@ def install_calibration_message(payload: bytes, bundle: Bundle, target: str | Pa
     import base64
     import binascii
     import hashlib
-    import json
     import os
     import shutil
     import tempfile
@@ -334,11 +334,9 @@ def install_calibration_message(payload: bytes, bundle: Bundle, target: str | Pa
         return CalibrationError(f"calibration pushed for camera {camera!r}: {reason}")
 
     try:
-        message = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise refuse(f"not JSON ({error})") from error
-    if not isinstance(message, dict) or message.get("schema") != MESSAGE_SCHEMA:
-        raise refuse(f"expected schema {MESSAGE_SCHEMA!r}")
+        message = load_command(payload, MESSAGE_SCHEMA, text_fields=("camera", "calibration_yaml", "aoi_png_base64"))
+    except CommandError as error:
+        raise refuse(str(error)) from error
     if message.get("camera") != camera:
         raise refuse(f"it was made for camera {message.get('camera')!r}")
     try:

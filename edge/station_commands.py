@@ -27,13 +27,14 @@ from typing import Callable
 import yaml
 
 from edge.bundle import MODEL, Bundle, load_bundle
+from edge.command_message import request_id_of
 from edge.calibration_file import CalibrationError, CameraCalibration, from_bundle_defaults, install_calibration_message, load_calibration
 from edge.errors import OnenError
 from edge.postprocess import PostProcessor
 from edge.rectify import Rectification
 from edge.result import ModelInfo
 from edge.updates import (ModelStore, UpdateError, drop_unsigned_engines, load_public_key, parse_install_message,
-                          parse_rollback_message, request_id_of, unpack_into, verify_bundle_signature)
+                          parse_rollback_message, unpack_into, verify_bundle_signature)
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,10 @@ class StationCommands:
             handler, args = item
             try:
                 handler(*args)
-            except Exception:    # a handler bug must never end the worker (handlers answer their own errors)
-                log.exception("station command %s failed", handler.__name__)
+            except Exception as error:    # handlers answer their own errors; whatever escapes still gets an answer
+                log.error("station command %s failed: %s: %s", handler.__name__, type(error).__name__, error)
+                log.debug("station command %s failed", handler.__name__, exc_info=True)
+                self.event("command_failed", {"command": handler.__name__, "reason": f"{type(error).__name__}: {error}"})
 
     # ---- calibration -------------------------------------------------------------------------------
     def calibration_target(self, camera_cfg) -> tuple[Path, bool]:

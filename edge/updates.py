@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.bundle import MANIFEST, SIGNATURE, Bundle, load_bundle
+from edge.command_message import load_command, request_id_of
 from edge.errors import BundleError, OnenError
 
 INSTALL_SCHEMA = "onen.model-install/1"
@@ -169,31 +170,9 @@ def rollback_message(model: str | None, request_id: str | None = None) -> tuple[
     return json.dumps({"schema": ROLLBACK_SCHEMA, "model": model, "request_id": request_id}).encode(), request_id
 
 
-def _json_message(payload: bytes, schema: str) -> dict:
-    try:
-        message = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UpdateError(f"message is not JSON ({error})") from error
-    if not isinstance(message, dict) or message.get("schema") != schema:
-        raise UpdateError(f"expected a JSON object with schema {schema!r}")
-    model = message.get("model")
-    if model is not None and not isinstance(model, str):
-        raise UpdateError(f"'model' must be a model name, got {model!r}")
-    return message
-
-
-def request_id_of(payload: bytes) -> str | None:
-    """The request id of a (maybe malformed) command, so even its rejection reaches the sender."""
-    try:
-        value = json.loads(payload).get("request_id")
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return None
-    return str(value) if value is not None else None
-
-
 def parse_install_message(payload: bytes) -> InstallRequest:
-    message = _json_message(payload, INSTALL_SCHEMA)
-    request = InstallRequest(message.get("model"), str(message.get("request_id") or ""))
+    message = load_command(payload, INSTALL_SCHEMA, text_fields=("model", "bundle_tar_base64", "bundle_path"))
+    request = InstallRequest(message.get("model"), request_id_of(payload) or "")
     if message.get("bundle_tar_base64"):
         try:
             request.tar_bytes = base64.b64decode(message["bundle_tar_base64"], validate=True)
@@ -207,8 +186,8 @@ def parse_install_message(payload: bytes) -> InstallRequest:
 
 
 def parse_rollback_message(payload: bytes) -> tuple[str | None, str]:
-    message = _json_message(payload, ROLLBACK_SCHEMA)
-    return message.get("model"), str(message.get("request_id") or "")
+    message = load_command(payload, ROLLBACK_SCHEMA, text_fields=("model",))
+    return message.get("model"), request_id_of(payload) or ""
 
 
 # --- unpacking --------------------------------------------------------------------------------------------
