@@ -69,6 +69,7 @@ class Daemon:
         self._stop = threading.Event()
         self._stopped = False
         self._ready_sent = False
+        self._last_status = ""
         self._early_events: list[tuple[str, dict]] = []
 
     # ---- start --------------------------------------------------------------------------------
@@ -255,6 +256,7 @@ class Daemon:
             "spool_dropped": self.publisher.spool.dropped if self.publisher else 0,
             "engine": {name: engine.describe() for name, engine in self.engines.items()},
             "cameras": cameras, "counters": snapshot["counters"], "healthy": healthy, "problems": problems,
+            "mqtt": self.publisher.link.describe() if self.publisher else None,
         }
 
     # ---- run / stop -------------------------------------------------------------------------------
@@ -294,9 +296,14 @@ class Daemon:
     def _report_health(self) -> None:
         healthy, problems = self.health()
         if healthy:
+            # A broker outage is not a reason to withhold the ping (results wait in the spool), but it is said.
+            status = f"inspecting {len(self.pipelines)} camera(s); " + (self.publisher.link.summary() if self.publisher else "no broker")
             if not self._ready_sent:
                 self._ready_sent = True
-                self.notifier.ready(f"inspecting {len(self.pipelines)} camera(s)")
+                self.notifier.ready(status)
+            elif status != self._last_status:
+                self.notifier.status(status)
+            self._last_status = status
             self.notifier.watchdog()
         else:
             log.error("pipeline unhealthy, withholding the systemd watchdog ping: %s", "; ".join(problems))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.broker_link import BrokerLink, describe_failure
 from edge.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,7 @@ class Publisher:
         self.connects = 0
         self.published = 0
         self.sender_heartbeat = time.monotonic()
+        self.link = BrokerLink(f"{mqtt_cfg.host}:{mqtt_cfg.port}", backlog=lambda: self.pending)
         self.client = self._make_client()
         self._sender = threading.Thread(target=self._send_loop, name="onen-publisher", daemon=True)
 
@@ -128,6 +131,7 @@ class Publisher:
         client.max_inflight_messages_set(self.window)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
@@ -147,10 +151,10 @@ class Publisher:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+            self.link.failed(f"the broker refused the connection: {reason_code}")
             return
         self.connects += 1
-        log.info("connected to %s:%s (connection %d)", self.cfg.host, self.cfg.port, self.connects)
+        self.link.connected(self.connects)
         client.publish(self.topics.availability, "online", qos=1, retain=True)
         with self._handlers_lock:
             for topic_filter in self._handlers:
@@ -165,8 +169,12 @@ class Publisher:
         with self._handlers_lock:
             self._subscribed = False
         if self._connected.is_set() and not self._stop.is_set():
-            log.warning("lost the broker %s:%s (%s); results wait in the spool", self.cfg.host, self.cfg.port, reason_code)
+            self.link.lost(str(reason_code))
         self._connected.clear()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        # paho calls this inside its `except OSError` around the attempt: the exception is the reason.
+        self.link.failed(describe_failure(sys.exc_info()[1]))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Runs in paho's thread while paho holds its own lock: only note the mid, never call paho here.
