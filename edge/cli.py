@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = args.handler(args)
+    except BrokenPipeError:
+        # The reader went away (`onen ... | head -1`): stop quietly, as the Python docs on SIGPIPE advise,
+        # pointing stdout at devnull so the interpreter's last flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OnenError as error:
         print(f"onen {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -82,6 +82,50 @@ def test_class_folders_with_masks_beside_images(tmp_path):
     assert [p.name for p in report.defects_with_empty_mask] == ["u0.jpg"]
 
 
+def test_orphan_masks_and_defects_without_masks_are_flagged_and_the_verdict_is_one_line(tmp_path, capsys):
+    from edge.cli import main
+
+    root = tmp_path / "tiles"
+    for i in range(3):
+        _image(root / "MT_Free" / "Imgs" / f"f{i}.jpg")
+    _mask(root / "MT_Free" / "Imgs" / "lost.png", box=None)        # its image lost.jpg is missing
+    for i in range(2):
+        _image(root / "MT_Crack" / "Imgs" / f"c{i}.jpg")
+        _mask(root / "MT_Crack" / "Imgs" / f"c{i}.png")
+    _image(root / "MT_Crack" / "Imgs" / "c2.jpg")                    # a defect without its mask
+    report = validate(load_index(root), progress=False)
+    assert [p.name for p in report.orphan_masks] == ["lost.png"]
+    assert [p.name for p in report.defects_without_mask] == ["c2.jpg"]
+    assert report.good == 4 and report.defects == 3 and len(report.warnings()) == 2
+
+    assert main(["data", "check", str(root)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == f"{root}: ok with 2 warning(s): 7 images (4 good, 3 defect), 2 masks, sizes 32x24 (7)"
+    assert "lost.png" in lines[1] and "masks without their image" in lines[1]
+    assert "c2.jpg" in lines[2] and "no mask" in lines[2]
+    assert len(lines) == 3
+    assert main(["data", "check", str(root), "--json"]) == 0
+    import json
+    details = json.loads(capsys.readouterr().out)
+    assert details["validation"]["orphan_masks"][0].endswith("lost.png")
+
+
+def test_a_closed_pipe_ends_the_cli_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "parts"
+    _image(root / "ok" / "a.png")
+    _image(root / "scratch" / "with-mask.png")
+    _mask(root / "scratch" / "with-mask_mask.png")
+    for i in range(1500):                  # defects without masks: a --json listing far beyond a pipe's buffer
+        _image(root / "scratch" / f"part-without-a-mask-{i:05d}.png", h=4, w=4)
+    shell = f"{sys.executable} -m edge.cli data check --json {root} | head -1"
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "{\n"
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
 def test_class_folders_png_images_with_mask_suffix_and_gray(tmp_path):
     root = tmp_path / "parts"
     _image(root / "ok" / "a.png", gray=True)

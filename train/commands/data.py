@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", help="read a data set (MVTec folder, class folders or CSV) and open every file")
     check.add_argument("path", type=Path, help="data set folder or CSV manifest")
     check.add_argument("--aoi", type=Path, help="one AOI mask for the whole data set")
+    check.add_argument("--json", action="store_true", help="print every detail as JSON instead of the verdict")
     check.set_defaults(handler=run_check)
 
 
@@ -49,6 +50,11 @@ def run_check(args: argparse.Namespace) -> int:
     from train.data.readers import load_index, validate
 
     index = load_index(args.path, aoi=args.aoi)
-    report = validate(index)
-    print(json.dumps({"summary": index.summary(), "layout": index.meta.get("layout"), "validation": report.to_dict()}, indent=2))
+    report = validate(index, progress=not args.json)
+    if args.json:
+        print(json.dumps({"summary": index.summary(), "layout": index.meta.get("layout"), "validation": report.to_dict()}, indent=2))
+        return 0
+    print(report.verdict(args.path))
+    for warning in report.warnings():
+        print(f"  warning: {warning}")
     return 0
