@@ -64,7 +64,7 @@ def bench_bundle(size: int) -> Path:
     info = ExportInfo(name=f"bench-student-{size}", class_names=["good", "spot", "scratch"], input_height=size, input_width=size,
                       training={"note": "untrained; for speed measurements only"})
     references = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
-    return export_model(model, info, out, references)
+    return export_model(model, info, out, references, force=True)
 
 
 def write_video(path: Path, count: int, size: int) -> Path:

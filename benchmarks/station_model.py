@@ -66,8 +66,8 @@ def main(args: argparse.Namespace) -> int:
     total_min = timings.get("total", 0.0) / 60
     student, teacher = evaluate_run(run), evaluate_run(run, "teacher")
     bundles = args.work / "bundles"
-    student_bundle = export_run(run, bundles / "student")
-    teacher_bundle = export_run(run, bundles / "teacher", teacher=True)
+    student_bundle = export_run(run, bundles / "student", force=True)
+    teacher_bundle = export_run(run, bundles / "teacher", teacher=True, force=True)
     latency = _latency([student_bundle / "model.onnx", teacher_bundle / "model.onnx"], args.size, args.repeats)
     figures = {
         "run": str(run), "size": args.size, "train_images": len(splits["train"]), "val_images": len(splits["val"]),

@@ -194,8 +194,8 @@ def part_latency(args, figures: dict) -> None:
     run = args.work / "mt_full"
     if not (run / "summary.json").is_file():
         run = train_run("mt_full", args.work, args.data, "full", args)
-    student_bundle = export_run(run, args.work / "bundles" / "student")
-    teacher_bundle = export_run(run, args.work / "bundles" / "teacher", teacher=True)
+    student_bundle = export_run(run, args.work / "bundles" / "student", force=True)
+    teacher_bundle = export_run(run, args.work / "bundles" / "teacher", teacher=True, force=True)
     student_ms, teacher_ms = median_latency([student_bundle / "model.onnx", teacher_bundle / "model.onnx"], args.size, args.repeats)
     student, teacher = evaluate_run(run), evaluate_run(run, "teacher")
     gap = None

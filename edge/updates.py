@@ -130,8 +130,11 @@ def verify_bundle_signature(bundle: Bundle | str | Path, public_keys: list[Ed255
             return key_fingerprint(key)
         except InvalidSignature:
             continue
-    raise SignatureError(f"bundle {label}: the signature does not match manifest.json for any of the {len(public_keys)} trusted key(s) "
-                         "(signed by another key, or the manifest was changed after signing)")
+    keys = ", ".join(key_fingerprint(key) for key in public_keys)
+    why = "signed by another key, or the manifest was changed after signing"
+    if path.stat().st_mtime < (root / MANIFEST).stat().st_mtime:
+        why = f"{path} is older than {root / MANIFEST}: the bundle was re-exported after signing; sign it again"
+    raise SignatureError(f"bundle {label}: {path} does not match {root / MANIFEST} for any trusted key ({keys}): {why}")
 
 
 # --- messages over MQTT -----------------------------------------------------------------------------------

@@ -132,6 +132,6 @@ def train_small_bundle(out_dir: str | Path, seed: int = 0, steps: int = SMALL_ST
         thresholds=thresholds, score_normalisation=normalisation,
     )
     reference = np.concatenate([val.images[good][:2], val.images[~good][:2]])
-    bundle = export_model(model, info, out_dir / "bundle", reference)
+    bundle = export_model(model, info, out_dir / "bundle", reference, force=True)   # out_dir is this recipe's own cache
     log.info("small bundle in %.1f s, val image AUROC %.3f", time.monotonic() - started, auroc)
     return bundle

@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="model name in the manifest (default: the run directory's name)")
     parser.add_argument("--version", default="1", help="model version in the manifest")
     parser.add_argument("--references", type=int, default=4, help="reference images stored in the bundle")
+    parser.add_argument("--force", action="store_true", help="replace the bundle already in --out (all of it, its signature too)")
     parser.set_defaults(handler=run)
 
 
@@ -24,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from train.export import export_run
 
     bundle = export_run(args.run, args.out, teacher=args.teacher, name=args.name, version=args.version,
-                        reference_count=args.references)
+                        reference_count=args.references, force=args.force)
     print(f"bundle written to {bundle}")
     return 0
