@@ -298,7 +298,7 @@ class CameraPipeline:
             inspection = serving.post(outputs, 0, flight.prepared.shape[:2])
             result = build_result(station=self.station, camera=self.name, seq=frame.seq, run_id=self.run_id,
                                   captured_at=frame.captured_at, model=serving.model_info, inspection=inspection,
-                                  latency_ms={}, correlation_id=flight.correlation_id)
+                                  latency_ms={}, source=frame.source(), correlation_id=flight.correlation_id)
             latency = {
                 "capture": float(frame.capture_ms),
                 "preprocess": flight.preprocess_ms,

@@ -36,6 +36,11 @@ class ModelInfo:
         return {"name": self.name, "version": self.version, "sha256": self.sha256, "backend": self.backend}
 
 
+def capture_id(run_id: str, camera: str, seq: int) -> str:
+    """One id per captured frame; the archive names a frame's images with it."""
+    return f"{run_id}-{camera}-{int(seq)}"
+
+
 def iso_utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -50,6 +55,7 @@ def build_result(
     model: ModelInfo,
     inspection: Inspection,
     latency_ms: dict[str, float],
+    source: dict[str, Any],
     correlation_id: str | None = None,
 ) -> dict[str, Any]:
     """One result message as a dict, in the shape of the shipped schema."""
@@ -60,6 +66,8 @@ def build_result(
         "camera": camera,
         "seq": int(seq),
         "run_id": run_id,
+        "capture_id": capture_id(run_id, camera, seq),
+        "source": source,
         "captured_at": iso_utc(captured_at),
         "captured_at_epoch": round(float(captured_at), 6),
         "correlation_id": correlation_id,

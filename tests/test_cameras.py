@@ -175,6 +175,9 @@ def test_black_frames_are_rejected_and_reported(tmp_path):
     reports = events.of("frame_rejected")
     assert len(reports) == 1                       # rate-limited: one event, then counted
     assert reports[0]["reason"] == "black" and reports[0]["total"] == 1
+    assert reports[0]["file"] == "v.avi" and reports[0]["frame_index"] == 10     # which frame of which file
+    kept = [f for f in frames if code_of(f.image) == 20][0]
+    assert kept.source() == {"kind": "file", "file": "v.avi", "frame_index": 20}
 
 
 def test_repeated_frames_are_rejected_when_asked(tmp_path):
@@ -296,6 +299,7 @@ def test_folder_delivers_each_new_file_once_after_it_is_complete(tmp_path):
     finally:
         camera.stop()
     assert [f.source_name for f in frames] == ["a.png", "b.png", "c.png"]
+    assert [f.source() for f in frames] == [{"kind": "folder", "file": n} for n in ("a.png", "b.png", "c.png")]
     assert [code_of(f.image) for f in frames] == [1, 2, 3]
     assert camera.rejected == {"unreadable": 1}
     assert events.of("frame_rejected")[0]["file"] == "d.png"

@@ -61,6 +61,9 @@ def test_two_cameras_every_frame_a_valid_result_stats_status_archive(tmp_path, b
         assert result["raw_score"] == pytest.approx(expected, abs=0.02)      # MJPG video: close, not identical
     for camera in ("left", "right"):
         assert unique_in_order([r for r in results if r["camera"] == camera]) == list(range(16))
+    for result in results:      # each verdict says which frame of which file it is about
+        assert result["source"] == {"kind": "file", "file": "parts.avi", "frame_index": result["seq"]}
+        assert result["capture_id"] == f"{result['run_id']}-{result['camera']}-{result['seq']}"
     assert {r["verdict"] for r in results} == {"ok", "defect"}
     # Messages published just before the daemon stopped may still be on their way to the collector.
     def last_stats(c):
@@ -256,6 +259,9 @@ def test_corrupt_frames_and_a_dead_camera_do_not_stop_the_daemon(tmp_path, broke
         assert daemon.pipelines["line"].failed == 1
         cv2.imwrite(str(folder / "d.png"), cv2.cvtColor(images[3], cv2.COLOR_RGB2BGR))
         assert collector.wait(lambda c: len(c.results()) >= 3, 20), "still inspecting after a bad frame"
+        assert sorted(r["source"]["file"] for r in collector.results()) == ["a.png", "c.png", "d.png"]
+        rejected = [e["detail"] for e in collector.events() if e["kind"] == "frame_rejected"]
+        assert rejected and rejected[0]["file"] == "b.png" and rejected[0]["reason"] == "unreadable"
         kinds = lambda c: {e["kind"] for e in c.events()}  # noqa: E731
         assert collector.wait(lambda c: {"frame_error", "camera_reconnecting"} <= kinds(c) or {"frame_error", "camera_lost"} <= kinds(c), 10), kinds(collector)
         assert thread.is_alive() and daemon.pipelines["dead"].alive

@@ -26,7 +26,8 @@ def bundle(tiny_bundle):
 
 def _result(bundle, inspection, seq=0):
     return build_result(station="s1", camera="cam", seq=seq, run_id="r1", captured_at=1_700_000_000.25,
-                        model=ModelInfo.from_bundle(bundle, "onnxruntime"), inspection=inspection, latency_ms=LATENCY)
+                        model=ModelInfo.from_bundle(bundle, "onnxruntime"), inspection=inspection, latency_ms=LATENCY,
+                        source={"kind": "folder", "file": f"part-{seq}.png"})
 
 
 def test_real_bundle_verdicts_scores_and_regions(bundle, tiny_bundle):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from edge.cameras.backoff import Backoff
@@ -55,6 +56,7 @@ class Camera:
         self._blocking = cfg.trigger.mode == "continuous" and (
             source.kind == "folder" or (source.kind == "file" and not source.realtime))
         self._paced = source.kind == "file" and (source.realtime or cfg.trigger.mode != "continuous")
+        self._source_file = Path(source.path).name if source.kind == "file" else None
 
     # -- public API ------------------------------------------------------------------------------------
     def start(self) -> "Camera":
@@ -213,7 +215,7 @@ class Camera:
                 continue
             reason = checks.reason_to_reject(raw.image)
             if reason is not None:
-                self._reject(reason, index=raw.index)
+                self._reject(reason, **self._where(raw))
                 stalled_for = time.monotonic() - last_good
                 if reason == "repeated" and stalled_for > src.read_timeout_s:
                     return f"stalled: only repeated frames for {stalled_for:.1f} s"
@@ -223,11 +225,12 @@ class Camera:
             try:
                 image = raw.image if raw.rgb else to_rgb_uint8(raw.image, source=self.name, assume_bgr=True)
             except DataError:
-                self._reject("unsupported", index=raw.index, dtype=str(raw.image.dtype), shape=list(raw.image.shape))
+                self._reject("unsupported", **self._where(raw), dtype=str(raw.image.dtype), shape=list(raw.image.shape))
                 continue
             frame = Frame(camera=self.name, seq=self._seq, image=image, captured_at=started + capture_ms / 1000.0,
                           capture_ms=capture_ms, source_index=raw.index, source_name=raw.name,
-                          read_started=started_mono, written_at=raw.written_at)
+                          read_started=started_mono, written_at=raw.written_at, source_kind=src.kind,
+                          source_file=self._source_file, connection=self.reconnects)
             self._seq += 1
             if not self._deliver(frame):
                 return "stopped"
@@ -247,6 +250,14 @@ class Camera:
             self.dropped += self._queue.put_newest(frame)
         self.delivered += 1
         return True
+
+    def _where(self, raw) -> dict:
+        """Where a rejected frame came from, in the words of the result's `source` field."""
+        if raw.name is not None:
+            return {"file": raw.name}
+        if self._source_file is not None:
+            return {"file": self._source_file, "frame_index": raw.index}
+        return {"frame_counter": raw.index, "connection": self.reconnects}
 
     def _beat(self) -> None:
         self.heartbeat = time.monotonic()

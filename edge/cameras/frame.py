@@ -22,6 +22,17 @@ class Frame:
     source_name: str | None = None            # folder: the image's file name
     written_at: float | None = None           # folder: the file's mtime (epoch s), when the camera wrote it
     read_started: float = field(default=0.0, repr=False)   # time.monotonic() when its read began
+    source_kind: str = ""                     # the camera's source.kind
+    source_file: str | None = None            # file: the video file's name
+    connection: int = 0                       # live sources: reconnects before this frame
+
+    def source(self) -> dict:
+        """The result's `source` field: enough to find this frame's image again."""
+        if self.source_kind == "folder":
+            return {"kind": "folder", "file": self.source_name or ""}
+        if self.source_kind == "file":
+            return {"kind": "file", "file": self.source_file or "", "frame_index": int(self.source_index)}
+        return {"kind": self.source_kind, "frame_counter": int(self.source_index), "connection": int(self.connection)}
 
 
 class FrameQueue:
