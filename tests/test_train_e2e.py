@@ -81,6 +81,13 @@ def test_other_supervision_levels_train(tiny_csv, tmp_path, supervision):
         assert onen(["export", "--run", str(run), "--out", str(bundle_dir)]) == 0
         outputs = OnnxRuntimeBackend(load_bundle(bundle_dir)).infer(np.zeros((2, 64, 64, 3), np.uint8))
         assert outputs.score.shape == (2,) and np.isfinite(outputs.anomaly_map).all()
+        manifest = load_bundle(bundle_dir).manifest      # no class labels were used: the bundle says so
+        assert manifest.classes_supervised is False and len(manifest.class_names) > 2
+        from edge.calibration_file import from_bundle_defaults
+        from edge.postprocess import PostProcessor
+
+        post = PostProcessor(manifest, from_bundle_defaults(load_bundle(bundle_dir), camera="cam"))
+        assert post.classify(np.array([0.0, 5.0, 1.0]), is_defect=True) == ("defect", None)
     else:
         assert student.good_features is None and not (run / "good_features.json").exists()
 

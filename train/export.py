@@ -32,6 +32,7 @@ class ExportInfo:
     class_names: list[str]
     input_height: int
     input_width: int
+    classes_supervised: bool = True
     family: str = "onen-student"
     version: str = "1"
     training: dict[str, Any] = field(default_factory=dict)
@@ -182,7 +183,7 @@ def export_model(model: nn.Module, info: ExportInfo, out_dir: str | Path, refere
         normalisation = input_layer.normalisation.as_manifest() if input_layer is not None and hasattr(input_layer, "normalisation") else None
     manifest = Manifest(
         name=info.name, version=info.version, family=info.family, input_height=info.input_height, input_width=info.input_width,
-        class_names=list(info.class_names), training=dict(info.training),
+        class_names=list(info.class_names), classes_supervised=info.classes_supervised, training=dict(info.training),
         metrics={**info.metrics, "export_parity": {"score_max_abs_diff": score_diff, "map_max_abs_diff": map_diff}},
         thresholds=info.thresholds, score_normalisation=info.score_normalisation,
         reference=_write_references(out_dir, reference_images, reference),
