@@ -74,7 +74,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
     f1_alternative = None
     if defect is not None:
         f1_alternative = operating_point(f1_optimal_threshold(good.scores, defect.scores), good.scores, defect.scores, request.confidence)
-    pixel = good_maps.fit(request.pixel_margin, defect.maps if defect else None)
+    pixel = good_maps.fit(request.pixel_margin, defect.maps if defect else None, chosen.rank)
     normalisation = fit_normalisation(chosen.threshold, good.scores, defect_scores)
 
     counts = {"good": len(good), "defect": len(defect) if defect else 0}
@@ -87,6 +87,8 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         "escape_rate": at_threshold.escape.rate if at_threshold.escape else None,
         "escape_rate_interval": [at_threshold.escape.low, at_threshold.escape.high] if at_threshold.escape else None,
         "f1_optimal_threshold": f1_alternative.threshold if f1_alternative else None,
+        "map_max": pixel.map_max,
+        "localisation_reason": pixel.reason or None,
         "good_source": str(request.good),
         "defect_source": str(request.defect) if request.defect else None,
     }
@@ -96,6 +98,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         image_threshold=chosen.threshold,
         pixel_threshold=pixel.pixel_threshold,
         min_region_area=pixel.min_region_area,
+        localisation=pixel.localisation,
         normalisation=normalisation,
         aoi=request.aoi,
         rectification=request.rectification,
@@ -127,7 +130,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         "closest_to_reject_good": [{"name": e.name, "score": e.score} for e in good.highest],
         "closest_to_escape_defect": [{"name": e.name, "score": e.score} for e in defect.lowest] if defect else [],
         "notes": _notes(good_source, defect_source, f1_alternative is not None),
-        "warnings": _warnings(chosen.threshold, pixel.pixel_threshold, at_threshold, good),
+        "warnings": _warnings(chosen.threshold, pixel, at_threshold, good),
         "files": ["score_hist.png", "rates.png", "overlays.png"],
     }
     plot_histograms(good.scores, defect_scores, chosen.threshold, f1_alternative.threshold if f1_alternative else None, report_dir / "score_hist.png")
@@ -161,14 +164,11 @@ def _summary(run: RunResult) -> dict[str, float]:
     return {"min": float(scores.min()), "median": float(np.median(scores)), "p99": float(np.quantile(scores, 0.99)), "max": float(scores.max())}
 
 
-def _warnings(threshold: float, pixel_threshold: float, at_threshold, good: RunResult) -> list[str]:
+def _warnings(threshold: float, pixel, at_threshold, good: RunResult) -> list[str]:
     """Signs that the model does not suit this camera: said plainly, the calibration is still written."""
     warnings = []
-    if pixel_threshold >= 1.0:
-        warnings.append(
-            f"pixel threshold {pixel_threshold:.3g} is at or above the anomaly map's maximum (1.0): good images already "
-            "saturate the map, so no region will ever be reported; the model does not localise on this camera's images"
-        )
+    if pixel.localisation == "off":
+        warnings.append(pixel.reason)
     if at_threshold.escape is not None and at_threshold.escape.rate > 0.2:
         warnings.append(
             f"{at_threshold.escape.rate:.0%} of the defective images pass at this threshold: the model separates this "
