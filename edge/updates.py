@@ -129,8 +129,12 @@ def verify_bundle_signature(bundle: Bundle | str | Path, public_keys: list[Ed255
             return key_fingerprint(key)
         except InvalidSignature:
             continue
-    raise SignatureError(f"bundle {label}: the signature does not match manifest.json for any of the {len(public_keys)} trusted key(s) "
-                         "(signed by another key, or the manifest was changed after signing)")
+    tried = ", ".join(key_fingerprint(key) for key in public_keys)
+    stale = (path.stat().st_mtime < (root / MANIFEST).stat().st_mtime)
+    why = ("the signature file is older than the manifest: the bundle was re-exported or changed after signing; sign it again"
+           if stale else "signed by another key, or the manifest was changed after signing")
+    raise SignatureError(f"bundle {label}: signature file {path} does not match {root / MANIFEST} for any trusted key "
+                         f"(tried key fingerprint(s) {tried}): {why}")
 
 
 # --- messages over MQTT -----------------------------------------------------------------------------------

@@ -114,3 +114,34 @@ def test_small_bundle_reference_outputs_reproduce_in_onnx_runtime(tiny_bundle):
     # the small recipe really learnt: defective references score above the image threshold, good ones below
     scores = [r.score for r in manifest.reference]
     assert min(scores[2:]) > manifest.thresholds.image > max(scores[:2])
+
+
+def test_export_over_a_bundle_needs_force_and_leaves_no_stale_signature(tmp_path):
+    """Issue 13 item 4: no silent overwrite; --force replaces every file; a mismatch names the key and the file."""
+    from edge.updates import SignatureError, generate_keys, key_fingerprint, load_private_key, load_public_key, sign_bundle, verify_bundle_signature
+
+    model = OneNStudent(OneNConfig(num_classes=2, input_height=32, input_width=32, patch=16, dim=16, depth=1, heads=2))
+    info = ExportInfo(name="t", class_names=["good", "x"], input_height=32, input_width=32)
+    images = np.zeros((1, 32, 32, 3), np.uint8)
+    bundle = export_model(model, info, tmp_path / "bundle", images)
+    private, public = generate_keys(tmp_path / "keys")
+    sign_bundle(bundle, load_private_key(private))
+    (bundle / "engines").mkdir()
+    with pytest.raises(BundleError, match="already exists.*--force"):
+        export_model(model, info, bundle, images)
+    assert (bundle / "signature").is_file()                      # refused: nothing touched
+    info.version = "2"
+    export_model(model, info, bundle, images, force=True)
+    assert not (bundle / "signature").exists() and not (bundle / "engines").exists()
+    assert load_bundle(bundle).manifest.version == "2"
+    # A signature left from another manifest: the message names the signature file, the manifest and the key.
+    sign_bundle(bundle, load_private_key(private))
+    signature = (bundle / "signature").read_text()
+    info.version = "3"
+    export_model(model, info, bundle, images, force=True)
+    (bundle / "signature").write_text(signature)
+    key = load_public_key(public)
+    with pytest.raises(SignatureError) as caught:
+        verify_bundle_signature(bundle, [key])
+    message = str(caught.value)
+    assert str(bundle / "signature") in message and str(bundle / "manifest.json") in message and key_fingerprint(key) in message

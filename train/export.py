@@ -6,6 +6,7 @@ The export checks itself: ONNX Runtime must reproduce the torch outputs of the r
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,14 +146,18 @@ def _write_references(bundle_dir: Path, images: np.ndarray, outputs) -> list[Ref
     return samples
 
 
-def export_model(model: nn.Module, info: ExportInfo, out_dir: str | Path, reference_images: np.ndarray) -> Path:
-    """Write the bundle directory for any model whose forward gives the 3 outputs (student or teacher)."""
+def export_model(model: nn.Module, info: ExportInfo, out_dir: str | Path, reference_images: np.ndarray, force: bool = False) -> Path:
+    """Write the bundle directory for any model whose forward gives the 3 outputs (student or teacher).
+
+    An existing bundle is replaced only with force, and then wholly (its signature and engines too), so no
+    stale file of the old bundle survives; a non-empty folder that is not a bundle is never touched."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         if not (out_dir / "manifest.json").is_file():
             raise BundleError(f"{out_dir}: exists, is not empty and is not a bundle; choose another --out")
-        for old in [out_dir / MODEL, out_dir / "manifest.json", *sorted((out_dir / "reference").glob("*"))]:
-            old.unlink(missing_ok=True)
+        if not force:
+            raise BundleError(f"{out_dir}: a bundle already exists there; pass --force to replace it (its signature and engines are removed too)")
+        shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reference_images = np.ascontiguousarray(reference_images, dtype=np.uint8)
     expected = (info.input_height, info.input_width, 3)
@@ -184,10 +189,10 @@ def export_model(model: nn.Module, info: ExportInfo, out_dir: str | Path, refere
     return out_dir
 
 
-def export_bundle(model: nn.Module, run_info, out_dir: str | Path, reference_images: np.ndarray, **overrides) -> Path:
+def export_bundle(model: nn.Module, run_info, out_dir: str | Path, reference_images: np.ndarray, force: bool = False, **overrides) -> Path:
     """The interface of INTERFACES.md: a bundle from a trained model + its RunInfo (train.runs)."""
     info = run_info.export_info(**overrides) if hasattr(run_info, "export_info") else run_info
-    return export_model(model, info, out_dir, reference_images)
+    return export_model(model, info, out_dir, reference_images, force)
 
 
 def reference_images_from_run(info, count: int = 4) -> np.ndarray:
@@ -202,7 +207,7 @@ def reference_images_from_run(info, count: int = 4) -> np.ndarray:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, teacher: bool = False, name: str | None = None, version: str = "1",
-               reference_count: int = 4) -> Path:
+               reference_count: int = 4, force: bool = False) -> Path:
     """`onen export`: the run's student (or teacher) as a bundle."""
     from train import runs
 
@@ -216,4 +221,4 @@ def export_run(run_dir: str | Path, out_dir: str | Path, teacher: bool = False, 
     else:
         model = runs.load_student(run_dir)
         export = info.export_info(name=name, version=version)
-    return export_model(model, export, out_dir, reference_images_from_run(info, reference_count))
+    return export_model(model, export, out_dir, reference_images_from_run(info, reference_count), force)
