@@ -271,3 +271,30 @@ def test_class_folders_with_a_top_level_masks_folder(tmp_path):
     masks = {s.image.name: s.mask for s in index.samples}
     assert masks["d1.png"] == tmp_path / "masks" / "dent" / "d1.png"
     assert masks["d2.png"] == tmp_path / "masks" / "dent" / "d2_mask.png" and masks["g.png"] is None
+
+
+def test_onen_data_check_prints_one_line_and_flags_orphan_masks_and_defects_without_masks(tmp_path, capsys):
+    """Issue 13 item 9: a one-line verdict; a lone mask is an orphan, not a good image; a maskless defect is named."""
+    import json
+
+    from edge.cli import main
+
+    root = tmp_path / "tiles"
+    for i in range(3):
+        _image(root / "MT_Free" / "Imgs" / f"f{i}.jpg")
+        _mask(root / "MT_Free" / "Imgs" / f"f{i}.png", box=None)
+    _mask(root / "MT_Free" / "Imgs" / "lost.png", box=None)              # its image was deleted
+    _image(root / "MT_Crack" / "Imgs" / "c0.jpg")
+    _mask(root / "MT_Crack" / "Imgs" / "c0.png")
+    _image(root / "MT_Crack" / "Imgs" / "c1.jpg")                        # a defect without its mask
+    assert main(["data", "check", str(root)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("PROBLEMS:")
+    assert "orphan masks: 1" in lines[0] and "defective images without a mask: 1" in lines[0] and "lost.png" in lines[0]
+    assert main(["data", "check", str(root), "--json"]) == 1
+    details = json.loads(capsys.readouterr().out)
+    assert [Path(p).name for p in details["orphan_masks"]] == ["lost.png"]
+    assert [Path(p).name for p in details["defects_without_mask"]] == ["c1.jpg"]
+    (root / "MT_Free" / "Imgs" / "lost.png").unlink()
+    assert main(["data", "check", str(root)]) == 0
+    assert capsys.readouterr().out.startswith("OK:")
