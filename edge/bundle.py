@@ -62,6 +62,7 @@ class Manifest:
     input_height: int
     input_width: int
     class_names: list[str]       # class 0 == "good"
+    classes_supervised: bool = True   # False: trained without class labels, so only "defect" is published
     channel_order: str = "RGB"
     input_dtype: str = "uint8"
     input_layout: str = "NHWC"

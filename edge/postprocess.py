@@ -78,9 +78,10 @@ class PostProcessor:
         return prepare_batch(frames_rgb, self.manifest.input_height, self.manifest.input_width)
 
     def classify(self, logits: np.ndarray, is_defect: bool) -> tuple[str, float | None]:
-        """Best defect class for a defect, 'good' for an ok part; no head (C == 1) gives no probability."""
+        """Best defect class for a defect, 'good' for an ok part; no head (C == 1) or a bundle trained without
+        class labels (manifest classes_supervised false) gives 'defect'/'good' with no probability."""
         names = self.manifest.class_names
-        if len(logits) <= 1:
+        if len(logits) <= 1 or not self.manifest.classes_supervised:     # no head, or one never taught the classes
             return ("defect" if is_defect else "good"), None
         probabilities = softmax(logits)
         if not is_defect:

@@ -145,3 +145,23 @@ def test_export_over_a_bundle_needs_force_and_leaves_no_stale_signature(tmp_path
         verify_bundle_signature(bundle, [key])
     message = str(caught.value)
     assert str(bundle / "signature") in message and str(bundle / "manifest.json") in message and key_fingerprint(key) in message
+
+
+def test_a_bundle_trained_without_class_labels_publishes_only_defect(tmp_path):
+    """Issue 13 item 5: `--supervision none` -> manifest classes_supervised false -> class 'defect', no probability."""
+    from edge.calibration_file import from_bundle_defaults
+    from edge.postprocess import PostProcessor
+
+    model = OneNStudent(OneNConfig(num_classes=3, input_height=32, input_width=32, patch=16, dim=16, depth=1, heads=2))
+    logits = np.array([0.1, 3.0, 0.2], np.float32)
+    for supervision, expected in (("none", ("defect", None)), ("full", "scratch")):
+        info = ExportInfo(name="t", class_names=["good", "scratch", "spot"], input_height=32, input_width=32,
+                          training={"supervision": supervision})
+        bundle = load_bundle(export_model(model, info, tmp_path / supervision, np.zeros((1, 32, 32, 3), np.uint8)))
+        assert bundle.manifest.classes_supervised is (supervision != "none")
+        assert json.loads((bundle.path / "manifest.json").read_text())["classes_supervised"] is (supervision != "none")
+        name, probability = PostProcessor(bundle.manifest, from_bundle_defaults(bundle)).classify(logits, is_defect=True)
+        if supervision == "none":
+            assert (name, probability) == expected
+        else:
+            assert name == expected and 0 < probability <= 1

@@ -178,6 +178,7 @@ def export_model(model: nn.Module, info: ExportInfo, out_dir: str | Path, refere
     manifest = Manifest(
         name=info.name, version=info.version, family=info.family, input_height=info.input_height, input_width=info.input_width,
         class_names=list(info.class_names), training=dict(info.training),
+        classes_supervised=info.training.get("supervision") != "none",      # `--supervision none`: no class labels
         metrics={**info.metrics, "export_parity": {"score_max_abs_diff": score_diff, "map_max_abs_diff": map_diff}},
         thresholds=info.thresholds, score_normalisation=info.score_normalisation,
         reference=_write_references(out_dir, reference_images, reference),
