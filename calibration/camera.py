@@ -11,11 +11,12 @@ import numpy as np
 from calibration.normalisation import fit_normalisation
 from calibration.pixel import GoodMapStatistics
 from calibration.report import plot_histograms, plot_overlays, plot_rates, write_json
-from calibration.runner import FrameSource, RunResult, open_backend, run_source
+from calibration.runner import FrameSource, RunResult, mask_beside, open_backend, run_source
 from calibration.thresholds import RateEstimate, TooFewGoodImages, f1_optimal_threshold, frr_threshold, needed_good_images, operating_point
 from edge.bundle import load_bundle
 from edge.calibration_file import CameraCalibration, from_bundle_defaults
 from edge.errors import DataError
+from edge.images import read_mask, resize_mask
 from edge.rectify import Rectification
 
 @dataclass
@@ -74,7 +75,8 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
     f1_alternative = None
     if defect is not None:
         f1_alternative = operating_point(f1_optimal_threshold(good.scores, defect.scores), good.scores, defect.scores, request.confidence)
-    pixel = good_maps.fit(request.pixel_margin, defect.maps if defect else None, chosen.rank)
+    defect_masks = _defect_masks(defect, provisional, backend.input_height, backend.input_width) if defect and not defect_source.is_video else None
+    pixel = good_maps.fit(request.pixel_margin, defect.maps if defect else None, chosen.rank, defect_masks)
     normalisation = fit_normalisation(chosen.threshold, good.scores, defect_scores)
 
     counts = {"good": len(good), "defect": len(defect) if defect else 0}
@@ -141,6 +143,21 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
     plot_overlays(groups, chosen.threshold, pixel.pixel_threshold, pixel.min_region_area, report_dir / "overlays.png")
     write_json(report, report_dir)
     return CalibrationOutcome(calibration, yaml_path, report_dir, report)
+
+
+def _defect_masks(run: RunResult, provisional: CameraCalibration, height: int, width: int) -> list[np.ndarray | None] | None:
+    """Ground-truth masks beside the defect images, rectified and resized like the frames (None: no masks at all)."""
+    masks: list[np.ndarray | None] = []
+    for name in run.names:
+        path = mask_beside(Path(name))
+        if path is None:
+            masks.append(None)
+            continue
+        mask = read_mask(path)
+        if provisional.rectification is not None:
+            mask = provisional.rectification.apply_mask(mask)
+        masks.append(resize_mask(mask, height, width))
+    return masks if any(m is not None for m in masks) else None
 
 
 def _escape_by_folder(run: RunResult, root: Path, threshold: float, confidence: float) -> dict[str, dict]:

@@ -55,6 +55,15 @@ def count_images_with_regions(maps: Iterable[np.ndarray], aoi: np.ndarray | None
     return sum(1 for m in maps if find_regions(apply_aoi(np.asarray(m, np.float32), aoi), pixel_threshold, min_area, with_polygon=False))
 
 
+def count_defects_found(maps: list[np.ndarray], masks: list[np.ndarray | None], aoi: np.ndarray | None, pixel_threshold: float, min_area: int) -> int:
+    """Defect images with a region; where a ground-truth mask is given, the region must lie inside the mask."""
+    found = 0
+    for anomaly_map, mask in zip(maps, masks):
+        where = aoi if mask is None else (mask if aoi is None else mask & aoi)
+        found += bool(find_regions(apply_aoi(anomaly_map, where), pixel_threshold, min_area, with_polygon=False))
+    return found
+
+
 class GoodMapStatistics:
     """Accumulates good maps one at a time, keeping only the few that can matter for the min area.
 
@@ -90,12 +99,17 @@ class GoodMapStatistics:
         if peak > self.top_max:
             self.hot.append((peak, apply_aoi(anomaly_map, self.aoi).copy()))
 
-    def fit(self, margin: float = 0.1, defect_maps: Iterable[np.ndarray] | None = None, good_rank: int = 1) -> PixelCalibration:
-        """good_rank: k of the image threshold (the k-th highest good score); bounds the fallback."""
+    def fit(self, margin: float = 0.1, defect_maps: Iterable[np.ndarray] | None = None, good_rank: int = 1,
+            defect_masks: list[np.ndarray | None] | None = None) -> PixelCalibration:
+        """good_rank: k of the image threshold (the k-th highest good score); bounds the fallback.
+        defect_masks: per defect map its ground-truth mask at map size (or None), when the images have masks."""
         if not self.tops:
             raise DataError("pixel calibration needs at least one good anomaly map")
         defect_maps = [np.asarray(m, np.float32) for m in defect_maps] if defect_maps is not None else []
         top_max, median = float(self.top_max), float(np.median(self.medians))
+        self._masks = list(defect_masks) if defect_masks is not None else [None] * len(defect_maps)
+        if len(self._masks) != len(defect_maps):
+            raise DataError(f"{len(self._masks)} defect masks for {len(defect_maps)} defect maps")
         map_max = max([self.peak_max] + [float(_inside(m, self.aoi).max()) for m in defect_maps])
         threshold = top_max + margin * max(top_max - median, 1e-6)
         largest = 0
@@ -124,15 +138,15 @@ class GoodMapStatistics:
                 )
         if defect_maps:
             result.defect_images = len(defect_maps)
-            result.defect_images_with_regions = 0 if result.localisation == "off" else count_images_with_regions(
-                defect_maps, self.aoi, result.pixel_threshold, result.min_region_area)
+            result.defect_images_with_regions = 0 if result.localisation == "off" else count_defects_found(
+                defect_maps, self._masks, self.aoi, result.pixel_threshold, result.min_region_area)
         return result
 
     def _finds_defects(self, result: PixelCalibration, defect_maps: list[np.ndarray]) -> bool:
         """Reachable (below the map's maximum) and, with defect maps, a region on at least one of them."""
         if result.pixel_threshold >= result.map_max:
             return False
-        return not defect_maps or count_images_with_regions(defect_maps, self.aoi, result.pixel_threshold, result.min_region_area) > 0
+        return not defect_maps or count_defects_found(defect_maps, self._masks, self.aoi, result.pixel_threshold, result.min_region_area) > 0
 
 
 def fit_pixel_calibration(
@@ -142,9 +156,10 @@ def fit_pixel_calibration(
     top_fraction: float = 0.001,
     margin: float = 0.1,
     good_rank: int = 1,
+    defect_masks: list[np.ndarray | None] | None = None,
 ) -> PixelCalibration:
     """good_maps: [N, H, W] (or an iterable of [H, W]) anomaly maps at model input size; aoi: bool [H, W] or None."""
     statistics = GoodMapStatistics(aoi, top_fraction)
     for anomaly_map in good_maps:
         statistics.add(anomaly_map)
-    return statistics.fit(margin, defect_maps, good_rank)
+    return statistics.fit(margin, defect_maps, good_rank, defect_masks)

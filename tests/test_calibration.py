@@ -2,6 +2,7 @@
 end to end on the real tiny bundle (ONNX Runtime), checked on fresh good images."""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -152,6 +153,13 @@ def test_pixel_threshold_is_never_above_the_map_maximum():
     assert fallback.localisation == "regions" and fallback.pixel_threshold < 0.95
     assert fallback.defect_images_with_regions == 10
     assert count_images_with_regions(good, None, fallback.pixel_threshold, fallback.min_region_area) <= 2
+    # With ground-truth masks, a region must lie inside the mask: a mask elsewhere finds none -> off.
+    elsewhere = np.zeros((32, 32), bool)
+    elsewhere[0:4, 0:4] = True
+    inside = np.zeros((32, 32), bool)
+    inside[18:28, 18:28] = True
+    assert fit_pixel_calibration(good, None, defect, good_rank=3, defect_masks=[inside] * 10).defect_images_with_regions == 10
+    assert fit_pixel_calibration(good, None, defect, good_rank=3, defect_masks=[elsewhere] * 10).localisation == "off"
     # No defect images: the rank fallback must still stay below the map's maximum.
     assert fit_pixel_calibration(good, None, None, good_rank=3).pixel_threshold < 1.0
 
@@ -319,6 +327,9 @@ def _write_camera_images(folder, seed, count, label):
         background = cv2.resize(clutter, FRAME_WH, interpolation=cv2.INTER_NEAREST)
         frame = _camera_view(data.images[index], background)
         cv2.imwrite(str(folder / f"{seed}_{index:04d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        if label == 1:          # the ground-truth mask beside the defect image, as the camera sees it
+            mask = _camera_view(data.masks[index].astype(np.uint8) * 255, np.zeros((FRAME_WH[1], FRAME_WH[0]), np.uint8), nearest=True)
+            cv2.imwrite(str(folder / f"{seed}_{index:04d}_mask.png"), mask)
     aoi = _camera_view(data.aoi.astype(np.uint8) * 255, np.zeros((FRAME_WH[1], FRAME_WH[0]), np.uint8), nearest=True)
     cv2.imwrite(str(folder.parent / "aoi.png"), aoi)
     return folder
@@ -385,6 +396,8 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
     assert defect_verdicts and all(inspection.localisation == "regions" for inspection in defect_verdicts)
     assert sum(1 for inspection in defect_verdicts if inspection.regions) >= 1
     assert "localisation: regions" in printed
+    pixel_report = json.loads((report_dir / "report.json").read_text())["pixel"]
+    assert pixel_report["defect_images"] == 40 and pixel_report["defect_images_with_regions"] >= 1   # inside their masks
 
     # The maintenance check agrees on the fresh parts, and catches a drifted camera (lens out of focus).
     check = ["check-calibration", "--bundle", str(tiny_bundle), "--calibration", str(out), "--backend", "onnxruntime", "--good"]
