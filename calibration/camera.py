@@ -11,11 +11,12 @@ import numpy as np
 from calibration.normalisation import fit_normalisation
 from calibration.pixel import GoodMapStatistics
 from calibration.report import plot_histograms, plot_overlays, plot_rates, write_json
-from calibration.runner import FrameSource, RunResult, open_backend, run_source
+from calibration.runner import FrameSource, RunResult, mask_beside, open_backend, run_source
 from calibration.thresholds import RateEstimate, TooFewGoodImages, f1_optimal_threshold, frr_threshold, needed_good_images, operating_point
 from edge.bundle import load_bundle
 from edge.calibration_file import CameraCalibration, from_bundle_defaults
 from edge.errors import DataError
+from edge.images import read_mask, resize_mask
 from edge.rectify import Rectification
 
 @dataclass
@@ -74,7 +75,8 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
     f1_alternative = None
     if defect is not None:
         f1_alternative = operating_point(f1_optimal_threshold(good.scores, defect.scores), good.scores, defect.scores, request.confidence)
-    pixel = good_maps.fit(request.pixel_margin, defect.maps if defect else None)
+    defect_masks = _defect_masks(defect, provisional, backend.input_height, backend.input_width) if defect and not defect_source.is_video else None
+    pixel = good_maps.fit(request.pixel_margin, defect.maps if defect else None, chosen.rank, defect_masks)
     normalisation = fit_normalisation(chosen.threshold, good.scores, defect_scores)
 
     counts = {"good": len(good), "defect": len(defect) if defect else 0}
@@ -87,6 +89,8 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         "escape_rate": at_threshold.escape.rate if at_threshold.escape else None,
         "escape_rate_interval": [at_threshold.escape.low, at_threshold.escape.high] if at_threshold.escape else None,
         "f1_optimal_threshold": f1_alternative.threshold if f1_alternative else None,
+        "map_max": pixel.map_max,
+        "localisation_reason": pixel.reason or None,
         "good_source": str(request.good),
         "defect_source": str(request.defect) if request.defect else None,
     }
@@ -96,6 +100,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         image_threshold=chosen.threshold,
         pixel_threshold=pixel.pixel_threshold,
         min_region_area=pixel.min_region_area,
+        localisation=pixel.localisation,
         normalisation=normalisation,
         aoi=request.aoi,
         rectification=request.rectification,
@@ -127,7 +132,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         "closest_to_reject_good": [{"name": e.name, "score": e.score} for e in good.highest],
         "closest_to_escape_defect": [{"name": e.name, "score": e.score} for e in defect.lowest] if defect else [],
         "notes": _notes(good_source, defect_source, f1_alternative is not None),
-        "warnings": _warnings(chosen.threshold, pixel.pixel_threshold, at_threshold, good),
+        "warnings": _warnings(chosen.threshold, pixel, at_threshold, good),
         "files": ["score_hist.png", "rates.png", "overlays.png"],
     }
     plot_histograms(good.scores, defect_scores, chosen.threshold, f1_alternative.threshold if f1_alternative else None, report_dir / "score_hist.png")
@@ -138,6 +143,21 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
     plot_overlays(groups, chosen.threshold, pixel.pixel_threshold, pixel.min_region_area, report_dir / "overlays.png")
     write_json(report, report_dir)
     return CalibrationOutcome(calibration, yaml_path, report_dir, report)
+
+
+def _defect_masks(run: RunResult, provisional: CameraCalibration, height: int, width: int) -> list[np.ndarray | None] | None:
+    """Ground-truth masks beside the defect images, rectified and resized like the frames (None: no masks at all)."""
+    masks: list[np.ndarray | None] = []
+    for name in run.names:
+        path = mask_beside(Path(name))
+        if path is None:
+            masks.append(None)
+            continue
+        mask = read_mask(path)
+        if provisional.rectification is not None:
+            mask = provisional.rectification.apply_mask(mask)
+        masks.append(resize_mask(mask, height, width))
+    return masks if any(m is not None for m in masks) else None
 
 
 def _escape_by_folder(run: RunResult, root: Path, threshold: float, confidence: float) -> dict[str, dict]:
@@ -161,14 +181,11 @@ def _summary(run: RunResult) -> dict[str, float]:
     return {"min": float(scores.min()), "median": float(np.median(scores)), "p99": float(np.quantile(scores, 0.99)), "max": float(scores.max())}
 
 
-def _warnings(threshold: float, pixel_threshold: float, at_threshold, good: RunResult) -> list[str]:
+def _warnings(threshold: float, pixel, at_threshold, good: RunResult) -> list[str]:
     """Signs that the model does not suit this camera: said plainly, the calibration is still written."""
     warnings = []
-    if pixel_threshold >= 1.0:
-        warnings.append(
-            f"pixel threshold {pixel_threshold:.3g} is at or above the anomaly map's maximum (1.0): good images already "
-            "saturate the map, so no region will ever be reported; the model does not localise on this camera's images"
-        )
+    if pixel.localisation == "off":
+        warnings.append(pixel.reason)
     if at_threshold.escape is not None and at_threshold.escape.rate > 0.2:
         warnings.append(
             f"{at_threshold.escape.rate:.0%} of the defective images pass at this threshold: the model separates this "

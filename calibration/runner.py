@@ -57,6 +57,14 @@ def _walk(folder: Path) -> Iterator[Path]:
         yield from (Path(root) / f for f in files if not f.startswith("."))
 
 
+def mask_beside(image: Path) -> Path | None:
+    """The ground-truth mask stored beside a defect image (<stem>.png beside a non-PNG, or <stem>_mask.png)."""
+    image = Path(image)
+    candidates = [image.with_suffix(".png")] if image.suffix.lower() != ".png" else []
+    candidates.append(image.with_name(f"{image.stem}_mask.png"))
+    return next((c for c in candidates if c.is_file()), None)
+
+
 def list_images(folder: Path) -> list[Path]:
     """Every image file under `folder` (recursively, sorted, hidden files and masks beside images skipped)."""
     folder = Path(folder)

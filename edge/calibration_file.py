@@ -27,6 +27,7 @@ from edge.images import read_mask, resize_mask
 from edge.rectify import Rectification
 
 FORMAT_VERSION = 1
+LOCALISATION = ("regions", "off")     # "off": results carry no regions (the model does not localise on this camera)
 
 
 class CalibrationError(OnenError):
@@ -59,6 +60,7 @@ class CameraCalibration:
     pixel_threshold: float                  # on the anomaly map (0..1)
     min_region_area: int                    # px at model input resolution
     normalisation: ScoreNormalisation
+    localisation: str = "regions"           # "regions" | "off": calibration found the model cannot localise here
     aoi: Path | None = None                 # PNG mask at camera resolution (before rectification)
     rectification: Rectification | None = None
     bundle_name: str = ""
@@ -130,6 +132,7 @@ class CameraCalibration:
             "image_threshold": float(self.image_threshold),
             "pixel_threshold": float(self.pixel_threshold),
             "min_region_area": int(self.min_region_area),
+            "localisation": self.localisation,
             "normalisation": {
                 "raw_low": float(self.normalisation.raw_low),
                 "raw_threshold": float(self.normalisation.raw_threshold),
@@ -163,7 +166,7 @@ def _plain(value: Any) -> Any:
 
 
 _REQUIRED = ("camera", "bundle", "image_threshold", "pixel_threshold", "min_region_area", "normalisation")
-_OPTIONAL = ("format_version", "created", "aoi", "rectification", "counts", "statistics")
+_OPTIONAL = ("format_version", "created", "localisation", "aoi", "rectification", "counts", "statistics")
 
 
 def _number(data: dict, key: str, source: str, low: float | None = None, high: float | None = None) -> float:
@@ -223,6 +226,9 @@ def load_calibration(path: str | Path, bundle: Bundle) -> CameraCalibration:
     if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 1:
         raise CalibrationError(f"{path}: key 'min_region_area': expected a whole number of px >= 1, got {min_area!r}")
 
+    localisation = data.get("localisation", "regions")
+    if localisation not in LOCALISATION:
+        raise CalibrationError(f"{path}: key 'localisation': expected one of {', '.join(LOCALISATION)}, got {localisation!r}")
     aoi = data.get("aoi")
     if aoi is not None:
         if not isinstance(aoi, str):
@@ -246,6 +252,7 @@ def load_calibration(path: str | Path, bundle: Bundle) -> CameraCalibration:
         pixel_threshold=pixel_threshold,
         min_region_area=min_area,
         normalisation=normalisation,
+        localisation=localisation,
         aoi=aoi,
         rectification=rectification,
         bundle_name=str(made_for.get("name", "")),

@@ -26,6 +26,7 @@ class Calibration(Protocol):
 
     pixel_threshold: float
     min_region_area: int
+    localisation: str               # "regions" | "off" (no regions reported)
 
     def normalise(self, raw_score: float) -> float: ...
 
@@ -49,6 +50,7 @@ class Inspection:
     anomaly_map: np.ndarray = field(repr=False)   # model input resolution, AOI applied
     frame_hw: tuple[int, int] = (0, 0)
     threshold: float = DECISION
+    localisation: str = "regions"   # "off": the calibration found the model cannot localise, regions stay empty
 
     @property
     def is_defect(self) -> bool:
@@ -93,11 +95,15 @@ class PostProcessor:
         is_defect = bool(self.calibration.is_defect(raw))   # raw > image threshold <=> score > 0.5
         heat = outputs.anomaly_map[index, 0]
         heat = apply_aoi(heat, self.calibration.aoi_for_input(*heat.shape))
-        regions = find_regions(heat, self.calibration.pixel_threshold, max(1, int(self.calibration.min_region_area)))
-        sy, sx = frame_hw[0] / heat.shape[0], frame_hw[1] / heat.shape[1]
-        regions = [_clip_region(r.scaled(sx, sy), frame_hw) for r in regions]
+        localisation = self.calibration.localisation
+        regions = []
+        if localisation == "regions":
+            regions = find_regions(heat, self.calibration.pixel_threshold, max(1, int(self.calibration.min_region_area)))
+            sy, sx = frame_hw[0] / heat.shape[0], frame_hw[1] / heat.shape[1]
+            regions = [_clip_region(r.scaled(sx, sy), frame_hw) for r in regions]
         class_name, probability = self.classify(outputs.class_logits[index], is_defect)
-        return Inspection(raw, score, "defect" if is_defect else "ok", class_name, probability, regions, heat, frame_hw)
+        return Inspection(raw, score, "defect" if is_defect else "ok", class_name, probability, regions, heat, frame_hw,
+                          localisation=localisation)
 
 
 def _clip_region(region: Region, frame_hw: tuple[int, int]) -> Region:

@@ -81,6 +81,7 @@ def build_result(
             {"bbox": [int(v) for v in r.bbox], "area": int(r.area), "peak": round(float(r.peak), 6), "polygon": r.polygon}
             for r in inspection.regions
         ],
+        "localisation": inspection.localisation,
         "frame": {"width": int(width), "height": int(height)},
         "latency_ms": {stage: round(max(0.0, float(latency_ms.get(stage, 0.0))), 3) for stage in STAGES},
     }

@@ -2,6 +2,7 @@
 end to end on the real tiny bundle (ONNX Runtime), checked on fresh good images."""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -134,6 +135,33 @@ def test_pixel_calibration_leaves_good_images_without_regions():
     assert result.pixel_threshold < 0.9
     streamed = fit_pixel_calibration(iter(good), aoi, defect)        # one map at a time, as calibrate feeds it
     assert streamed == result
+    assert result.localisation == "regions" and result.pixel_threshold < result.map_max
+
+
+def test_pixel_threshold_is_never_above_the_map_maximum():
+    """One good image saturating its map (the 1.045 of issue 13) falls back to the FRR rank; when even that
+    finds no defect region, localisation is off, stated, and the threshold still lies within the map's range."""
+    rng = np.random.default_rng(6)
+    good = rng.uniform(0, 0.3, (200, 32, 32)).astype(np.float32)
+    good[0, 5:15, 5:15] = 1.0                                   # one good part with a saturated blob
+    defect = rng.uniform(0, 0.3, (10, 32, 32)).astype(np.float32)
+    defect[:, 20:26, 20:26] = 0.95
+    strict = fit_pixel_calibration(good, None, defect, good_rank=1)
+    assert strict.localisation == "off" and strict.pixel_threshold <= strict.map_max == pytest.approx(1.0)
+    assert "does not localise" in strict.reason and strict.defect_images_with_regions == 0
+    fallback = fit_pixel_calibration(good, None, defect, good_rank=3)   # the image threshold allows 2 good above it
+    assert fallback.localisation == "regions" and fallback.pixel_threshold < 0.95
+    assert fallback.defect_images_with_regions == 10
+    assert count_images_with_regions(good, None, fallback.pixel_threshold, fallback.min_region_area) <= 2
+    # With ground-truth masks, a region must lie inside the mask: a mask elsewhere finds none -> off.
+    elsewhere = np.zeros((32, 32), bool)
+    elsewhere[0:4, 0:4] = True
+    inside = np.zeros((32, 32), bool)
+    inside[18:28, 18:28] = True
+    assert fit_pixel_calibration(good, None, defect, good_rank=3, defect_masks=[inside] * 10).defect_images_with_regions == 10
+    assert fit_pixel_calibration(good, None, defect, good_rank=3, defect_masks=[elsewhere] * 10).localisation == "off"
+    # No defect images: the rank fallback must still stay below the map's maximum.
+    assert fit_pixel_calibration(good, None, None, good_rank=3).pixel_threshold < 1.0
 
 
 def test_calibration_and_its_edge_files_never_import_torch():
@@ -201,6 +229,7 @@ def test_calibration_file_round_trip_and_refusals(tmp_path):
         "order": ({"normalisation": {"raw_low": 0.5, "raw_threshold": 0.3, "raw_high": 0.9}}, "raw_low < raw_threshold < raw_high"),
         "aoi": ({"aoi": "missing.png"}, "key 'aoi': mask file .*missing.png does not exist"),
         "typo": ({"pixel_treshold": 0.5}, "unknown key.*pixel_treshold"),
+        "localisation": ({"localisation": "maybe"}, "key 'localisation': expected one of regions, off"),
     }
     for name, (override, message) in bad_cases.items():
         with pytest.raises(CalibrationError, match=message):
@@ -298,6 +327,9 @@ def _write_camera_images(folder, seed, count, label):
         background = cv2.resize(clutter, FRAME_WH, interpolation=cv2.INTER_NEAREST)
         frame = _camera_view(data.images[index], background)
         cv2.imwrite(str(folder / f"{seed}_{index:04d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        if label == 1:          # the ground-truth mask beside the defect image, as the camera sees it
+            mask = _camera_view(data.masks[index].astype(np.uint8) * 255, np.zeros((FRAME_WH[1], FRAME_WH[0]), np.uint8), nearest=True)
+            cv2.imwrite(str(folder / f"{seed}_{index:04d}_mask.png"), mask)
     aoi = _camera_view(data.aoi.astype(np.uint8) * 255, np.zeros((FRAME_WH[1], FRAME_WH[0]), np.uint8), nearest=True)
     cv2.imwrite(str(folder.parent / "aoi.png"), aoi)
     return folder
@@ -357,6 +389,15 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
         assert inspection.raw_score == pytest.approx(raw, abs=1e-5)
         assert inspection.verdict == ("defect" if raw > calibration.image_threshold else "ok")
         assert (inspection.score > 0.5) == (inspection.verdict == "defect")
+    # The tiny model localises: the file says so and a defect verdict carries its region (issue 13, item 2).
+    assert saved["localisation"] == "regions" and calibration.pixel_threshold < calibration.statistics["map_max"]
+    defect_inspections = [post(outputs, i, frames[i].shape[:2]) for i in range(16, 32)]
+    defect_verdicts = [inspection for inspection in defect_inspections if inspection.verdict == "defect"]
+    assert defect_verdicts and all(inspection.localisation == "regions" for inspection in defect_verdicts)
+    assert sum(1 for inspection in defect_verdicts if inspection.regions) >= 1
+    assert "localisation: regions" in printed
+    pixel_report = json.loads((report_dir / "report.json").read_text())["pixel"]
+    assert pixel_report["defect_images"] == 40 and pixel_report["defect_images_with_regions"] >= 1   # inside their masks
 
     # The maintenance check agrees on the fresh parts, and catches a drifted camera (lens out of focus).
     check = ["check-calibration", "--bundle", str(tiny_bundle), "--calibration", str(out), "--backend", "onnxruntime", "--good"]

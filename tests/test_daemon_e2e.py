@@ -391,7 +391,7 @@ def test_daemon_modules_never_import_torch_or_train():
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['train'] = None\n"
         "import edge.archive, edge.daemon, edge.inference, edge.local_broker, edge.metrics, edge.overlay, edge.pipeline, "
-        "edge.postprocess, edge.publisher, edge.result, edge.spool, edge.stats, edge.systemd_notify, edge.commands.run, edge.commands.demo\n"
+        "edge.postprocess, edge.publisher, edge.result, edge.spool, edge.stats, edge.systemd_notify, edge.commands.run\n"
         "from edge.cli import main\n"
         "sys.exit(main(['run', '--help']))\n"
     )

@@ -82,34 +82,6 @@ def test_class_folders_with_masks_beside_images(tmp_path):
     assert [p.name for p in report.defects_with_empty_mask] == ["u0.jpg"]
 
 
-def test_orphan_masks_and_defects_without_masks_are_flagged_and_the_verdict_is_one_line(tmp_path, capsys):
-    from edge.cli import main
-
-    root = tmp_path / "tiles"
-    for i in range(3):
-        _image(root / "MT_Free" / "Imgs" / f"f{i}.jpg")
-    _mask(root / "MT_Free" / "Imgs" / "lost.png", box=None)        # its image lost.jpg is missing
-    for i in range(2):
-        _image(root / "MT_Crack" / "Imgs" / f"c{i}.jpg")
-        _mask(root / "MT_Crack" / "Imgs" / f"c{i}.png")
-    _image(root / "MT_Crack" / "Imgs" / "c2.jpg")                    # a defect without its mask
-    report = validate(load_index(root), progress=False)
-    assert [p.name for p in report.orphan_masks] == ["lost.png"]
-    assert [p.name for p in report.defects_without_mask] == ["c2.jpg"]
-    assert report.good == 4 and report.defects == 3 and len(report.warnings()) == 2
-
-    assert main(["data", "check", str(root)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == f"{root}: ok with 2 warning(s): 7 images (4 good, 3 defect), 2 masks, sizes 32x24 (7)"
-    assert "lost.png" in lines[1] and "masks without their image" in lines[1]
-    assert "c2.jpg" in lines[2] and "no mask" in lines[2]
-    assert len(lines) == 3
-    assert main(["data", "check", str(root), "--json"]) == 0
-    import json
-    details = json.loads(capsys.readouterr().out)
-    assert details["validation"]["orphan_masks"][0].endswith("lost.png")
-
-
 def test_a_closed_pipe_ends_the_cli_quietly(tmp_path):
     import subprocess
     import sys
@@ -315,3 +287,30 @@ def test_class_folders_with_a_top_level_masks_folder(tmp_path):
     masks = {s.image.name: s.mask for s in index.samples}
     assert masks["d1.png"] == tmp_path / "masks" / "dent" / "d1.png"
     assert masks["d2.png"] == tmp_path / "masks" / "dent" / "d2_mask.png" and masks["g.png"] is None
+
+
+def test_onen_data_check_prints_one_line_and_flags_orphan_masks_and_defects_without_masks(tmp_path, capsys):
+    """Issue 13 item 9: a one-line verdict; a lone mask is an orphan, not a good image; a maskless defect is named."""
+    import json
+
+    from edge.cli import main
+
+    root = tmp_path / "tiles"
+    for i in range(3):
+        _image(root / "MT_Free" / "Imgs" / f"f{i}.jpg")
+        _mask(root / "MT_Free" / "Imgs" / f"f{i}.png", box=None)
+    _mask(root / "MT_Free" / "Imgs" / "lost.png", box=None)              # its image was deleted
+    _image(root / "MT_Crack" / "Imgs" / "c0.jpg")
+    _mask(root / "MT_Crack" / "Imgs" / "c0.png")
+    _image(root / "MT_Crack" / "Imgs" / "c1.jpg")                        # a defect without its mask
+    assert main(["data", "check", str(root)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("PROBLEMS:")
+    assert "orphan masks: 1" in lines[0] and "defective images without a mask: 1" in lines[0] and "lost.png" in lines[0]
+    assert main(["data", "check", str(root), "--json"]) == 1
+    details = json.loads(capsys.readouterr().out)
+    assert [Path(p).name for p in details["orphan_masks"]] == ["lost.png"]
+    assert [Path(p).name for p in details["defects_without_mask"]] == ["c1.jpg"]
+    (root / "MT_Free" / "Imgs" / "lost.png").unlink()
+    assert main(["data", "check", str(root)]) == 0
+    assert capsys.readouterr().out.startswith("OK:")

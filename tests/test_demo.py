@@ -6,12 +6,21 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+from train.commands.demo import DEFAULT_CACHE, RECIPE
+
+
+def _cache(tmp_path, bundle) -> Path:
+    """The demo's cache holding tiny_bundle: the same recipe (small_bundle, seed 0, one torch thread)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "demo.json").write_text(json.dumps({"bundle": str(bundle), "key": RECIPE}))
+    return cache
 
 
 def test_demo_runs_end_to_end_and_exits_0(tmp_path, tiny_bundle):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "demo.json").write_text(json.dumps({"bundle": str(tiny_bundle)}))
+    cache = _cache(tmp_path, tiny_bundle)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--frames", "16", "--cache-dir", str(cache),
                            "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=120, env=env)
@@ -26,12 +35,23 @@ def test_demo_runs_end_to_end_and_exits_0(tmp_path, tiny_bundle):
     assert "latency p50 (ms):" in out and "frames/s" in out
     assert "availability: online -> offline" in out
     assert (tmp_path / "work" / "station.yaml").is_file()
+    assert f"archive of defects: {tmp_path / 'work'}" in out
+
+    # Without --workdir everything is removed, and no path inside the removed folder is printed.
+    done = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--frames", "4", "--fps", "0", "--cache-dir", str(cache)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "onen-demo-" not in done.stdout and "removed with the temp dir" in done.stdout
+
+
+def test_demo_cache_is_where_readme_says_and_keyed_by_the_recipe():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert str(DEFAULT_CACHE).replace(str(Path.home()), "~") in readme
+    assert RECIPE["torch_threads"] == 1 and RECIPE["seed"] == 0
 
 
 def test_demo_refuses_a_bad_frame_count(tmp_path, tiny_bundle):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "demo.json").write_text(json.dumps({"bundle": str(tiny_bundle)}))
+    cache = _cache(tmp_path, tiny_bundle)
     done = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--frames", "0", "--cache-dir", str(cache)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--frames must be at least 1" in done.stderr and "Traceback" not in done.stderr

@@ -87,41 +87,6 @@ def test_export_refuses_wrong_reference_size_and_foreign_folder(tmp_path):
         export_model(model, info, tmp_path / "other", np.zeros((1, 32, 32, 3), np.uint8))
 
 
-def test_export_over_a_bundle_needs_force_and_never_leaves_a_stale_signature(tmp_path):
-    import os
-
-    from edge.bundle import load_bundle
-    from edge.updates import SignatureError, generate_keys, load_private_key, load_public_key, sign_bundle, verify_bundle_signature
-
-    model = OneNStudent(OneNConfig(num_classes=2, input_height=32, input_width=32, patch=16, dim=16, depth=1, heads=2)).eval()
-    info = ExportInfo(name="t", class_names=["good", "x"], input_height=32, input_width=32)
-    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    bundle = export_model(model, info, tmp_path / "bundle", images)
-    private, public = generate_keys(tmp_path / "keys")
-    signature = sign_bundle(bundle, load_private_key(private))
-    with pytest.raises(BundleError, match="already there; pass --force"):
-        export_model(model, info, bundle, images)
-    assert signature.is_file() and verify_bundle_signature(load_bundle(bundle), [load_public_key(public)])
-
-    (bundle / "notes.txt").write_text("from the old bundle")
-    info.version = "2"
-    export_model(model, info, bundle, images, force=True)
-    assert not signature.exists() and not (bundle / "notes.txt").exists(), "the old bundle is replaced whole"
-    assert load_bundle(bundle).manifest.version == "2"
-
-    # A signature older than its manifest (re-exported by hand after signing) is explained, with key and files.
-    sign_bundle(bundle, load_private_key(private))
-    manifest = bundle / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"version": "2"', '"version": "3"'))
-    os.utime(signature, (1, 1))
-    with pytest.raises(SignatureError) as refused:
-        verify_bundle_signature(load_bundle(bundle), [load_public_key(public)])
-    message = str(refused.value)
-    assert str(signature) in message and str(manifest) in message and "older than" in message and "sign it again" in message
-    from edge.updates import key_fingerprint
-    assert key_fingerprint(load_public_key(public)) in message
-
-
 def test_default_thresholds_sit_between_good_and_defective():
     good = np.linspace(0.01, 0.1, 50)
     thresholds, normalisation = default_thresholds(good, np.full((5, 1, 8, 8), 0.02), defect_scores=np.array([0.8, 0.9]),
@@ -149,3 +114,54 @@ def test_small_bundle_reference_outputs_reproduce_in_onnx_runtime(tiny_bundle):
     # the small recipe really learnt: defective references score above the image threshold, good ones below
     scores = [r.score for r in manifest.reference]
     assert min(scores[2:]) > manifest.thresholds.image > max(scores[:2])
+
+
+def test_export_over_a_bundle_needs_force_and_leaves_no_stale_signature(tmp_path):
+    """Issue 13 item 4: no silent overwrite; --force replaces every file; a mismatch names the key and the file."""
+    from edge.updates import SignatureError, generate_keys, key_fingerprint, load_private_key, load_public_key, sign_bundle, verify_bundle_signature
+
+    model = OneNStudent(OneNConfig(num_classes=2, input_height=32, input_width=32, patch=16, dim=16, depth=1, heads=2))
+    info = ExportInfo(name="t", class_names=["good", "x"], input_height=32, input_width=32)
+    images = np.zeros((1, 32, 32, 3), np.uint8)
+    bundle = export_model(model, info, tmp_path / "bundle", images)
+    private, public = generate_keys(tmp_path / "keys")
+    sign_bundle(bundle, load_private_key(private))
+    (bundle / "engines").mkdir()
+    with pytest.raises(BundleError, match="already exists.*--force"):
+        export_model(model, info, bundle, images)
+    assert (bundle / "signature").is_file()                      # refused: nothing touched
+    info.version = "2"
+    export_model(model, info, bundle, images, force=True)
+    assert not (bundle / "signature").exists() and not (bundle / "engines").exists()
+    assert load_bundle(bundle).manifest.version == "2"
+    # A signature left from another manifest: the message names the signature file, the manifest and the key.
+    sign_bundle(bundle, load_private_key(private))
+    signature = (bundle / "signature").read_text()
+    info.version = "3"
+    export_model(model, info, bundle, images, force=True)
+    (bundle / "signature").write_text(signature)
+    key = load_public_key(public)
+    with pytest.raises(SignatureError) as caught:
+        verify_bundle_signature(bundle, [key])
+    message = str(caught.value)
+    assert str(bundle / "signature") in message and str(bundle / "manifest.json") in message and key_fingerprint(key) in message
+
+
+def test_a_bundle_trained_without_class_labels_publishes_only_defect(tmp_path):
+    """Issue 13 item 5: `--supervision none` -> manifest classes_supervised false -> class 'defect', no probability."""
+    from edge.calibration_file import from_bundle_defaults
+    from edge.postprocess import PostProcessor
+
+    model = OneNStudent(OneNConfig(num_classes=3, input_height=32, input_width=32, patch=16, dim=16, depth=1, heads=2))
+    logits = np.array([0.1, 3.0, 0.2], np.float32)
+    for supervision, expected in (("none", ("defect", None)), ("full", "scratch")):
+        info = ExportInfo(name="t", class_names=["good", "scratch", "spot"], input_height=32, input_width=32,
+                          training={"supervision": supervision})
+        bundle = load_bundle(export_model(model, info, tmp_path / supervision, np.zeros((1, 32, 32, 3), np.uint8)))
+        assert bundle.manifest.classes_supervised is (supervision != "none")
+        assert json.loads((bundle.path / "manifest.json").read_text())["classes_supervised"] is (supervision != "none")
+        name, probability = PostProcessor(bundle.manifest, from_bundle_defaults(bundle)).classify(logits, is_defect=True)
+        if supervision == "none":
+            assert (name, probability) == expected
+        else:
+            assert name == expected and 0 < probability <= 1

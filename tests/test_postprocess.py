@@ -112,18 +112,3 @@ def test_schema_rejects_malformed_results(bundle):
         with pytest.raises(jsonschema.ValidationError):
             validate_result(bad)
 
-
-def test_a_bundle_trained_without_class_labels_names_no_class(bundle, tiny_bundle):
-    import dataclasses
-
-    frames, _ = reference_frames(tiny_bundle)
-    unsupervised = dataclasses.replace(bundle.manifest, classes_supervised=False)
-    supervised = PostProcessor(bundle.manifest, from_bundle_defaults(bundle, camera="cam"))
-    honest = PostProcessor(unsupervised, from_bundle_defaults(bundle, camera="cam"))
-    outputs = OnnxRuntimeBackend(bundle, layout=CpuLayout(1, 1)).infer(supervised.to_batch([supervised.prepare(f) for f in frames]))
-    for index, frame in enumerate(frames):
-        named, plain = supervised(outputs, index, frame.shape[:2]), honest(outputs, index, frame.shape[:2])
-        assert plain.verdict == named.verdict and plain.class_probability is None
-        assert plain.class_name == ("defect" if plain.verdict == "defect" else "good")
-        if named.verdict == "defect":
-            assert named.class_name in bundle.manifest.class_names[1:] and named.class_probability is not None

@@ -32,7 +32,6 @@ class ExportInfo:
     class_names: list[str]
     input_height: int
     input_width: int
-    classes_supervised: bool = True
     family: str = "onen-student"
     version: str = "1"
     training: dict[str, Any] = field(default_factory=dict)
@@ -151,12 +150,12 @@ def prepare_out_dir(out_dir: str | Path, force: bool = False) -> Path:
     """An empty folder for a new bundle. An existing bundle is replaced only with `force`, and then whole:
     a file of the old one left behind (its `signature` above all) would contradict the new manifest."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         if not (out_dir / "manifest.json").is_file():
             raise BundleError(f"{out_dir}: exists, is not empty and is not a bundle; choose another --out")
         if not force:
-            raise BundleError(f"{out_dir}: a bundle is already there; pass --force to replace it (all of it, its signature "
-                              "too), or choose another --out")
+            raise BundleError(f"{out_dir}: a bundle already exists there; pass --force to replace it (all of it: its "
+                              "signature and engines too), or choose another --out")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
@@ -183,7 +182,8 @@ def export_model(model: nn.Module, info: ExportInfo, out_dir: str | Path, refere
         normalisation = input_layer.normalisation.as_manifest() if input_layer is not None and hasattr(input_layer, "normalisation") else None
     manifest = Manifest(
         name=info.name, version=info.version, family=info.family, input_height=info.input_height, input_width=info.input_width,
-        class_names=list(info.class_names), classes_supervised=info.classes_supervised, training=dict(info.training),
+        class_names=list(info.class_names), training=dict(info.training),
+        classes_supervised=info.training.get("supervision") != "none",      # `--supervision none`: no class labels
         metrics={**info.metrics, "export_parity": {"score_max_abs_diff": score_diff, "map_max_abs_diff": map_diff}},
         thresholds=info.thresholds, score_normalisation=info.score_normalisation,
         reference=_write_references(out_dir, reference_images, reference),

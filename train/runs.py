@@ -79,7 +79,6 @@ class RunInfo:
         if metrics:
             run_metrics.update(metrics)
         return ExportInfo(name=name or self.run_dir.name, version=version, family=family, class_names=list(self.class_names),
-                          classes_supervised=self.supervision != "none",
                           input_height=self.input_height, input_width=self.input_width, training=training,
                           metrics=run_metrics, thresholds=thresholds, score_normalisation=normalisation)
 

@@ -78,7 +78,11 @@ def run(args: argparse.Namespace) -> int:
         )
     pixel = outcome.report["pixel"]
     regions = f"; defective images with a region: {pixel['defect_images_with_regions']}/{pixel['defect_images']}" if pixel["defect_images"] else ""
-    print(f"pixel threshold {pixel['pixel_threshold']:.4g}, min region area {pixel['min_region_area']} px (no good image yields a region){regions}")
+    if pixel["localisation"] == "off":
+        print(f"localisation: off (results carry no regions): {pixel['reason']}")
+    else:
+        print(f"localisation: regions; pixel threshold {pixel['pixel_threshold']:.4g} (map maximum {pixel['map_max']:.4g}), min region area "
+              f"{pixel['min_region_area']} px, good images with a region: {pixel['good_images_with_regions']}{regions}")
     for warning in outcome.report["warnings"]:
         print(f"WARNING: {warning}")
     print(f"wrote {outcome.yaml_path} and {outcome.report_dir}/ (report.json, score_hist.png, rates.png, overlays.png)")

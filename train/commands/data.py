@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", help="read a data set (MVTec folder, class folders or CSV) and open every file")
     check.add_argument("path", type=Path, help="data set folder or CSV manifest")
     check.add_argument("--aoi", type=Path, help="one AOI mask for the whole data set")
-    check.add_argument("--json", action="store_true", help="print every detail as JSON instead of the verdict")
+    check.add_argument("--json", action="store_true", help="print the full details as JSON instead of the one-line verdict")
     check.set_defaults(handler=run_check)
 
 
@@ -47,14 +47,22 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    """One line: OK or PROBLEMS with the counts (exit 1 on orphan masks); --json for every detail."""
+    from train.data.completeness import check_completeness
     from train.data.readers import load_index, validate
 
     index = load_index(args.path, aoi=args.aoi)
     report = validate(index, progress=not args.json)
+    pairs = check_completeness(index)
+    summary = index.summary()
     if args.json:
-        print(json.dumps({"summary": index.summary(), "layout": index.meta.get("layout"), "validation": report.to_dict()}, indent=2))
-        return 0
-    print(report.verdict(args.path))
-    for warning in report.warnings():
-        print(f"  warning: {warning}")
-    return 0
+        print(json.dumps({"summary": summary, "layout": index.meta.get("layout"), "validation": report.to_dict(),
+                          **pairs.to_dict()}, indent=2))
+    else:
+        defects = sum(1 for s in index.samples if s.label == 1)
+        verdict = "PROBLEMS" if pairs.orphan_masks else "OK"
+        print(f"{verdict}: {args.path}: {summary['images']} images ({summary['images'] - defects} good, {defects} defective in "
+              f"{len(index.class_names) - 1} class(es)), {summary['with_mask']} with a mask; orphan masks: {len(pairs.orphan_masks)}; "
+              f"defective images without a mask: {len(pairs.defects_without_mask)}"
+              + (f"; first orphan: {pairs.orphan_masks[0]}" if pairs.orphan_masks else "") + " (--json for details)")
+    return 1 if pairs.orphan_masks else 0

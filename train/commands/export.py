@@ -13,6 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "training summary, metrics, default thresholds). ONNX Runtime is checked against torch first.")
     parser.add_argument("--run", required=True, type=Path, help="run directory of `onen train`")
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out (all its files, signature included)")
     parser.add_argument("--teacher", action="store_true", help="export the run's CNN teacher instead of the student")
     parser.add_argument("--name", help="model name in the manifest (default: the run directory's name)")
     parser.add_argument("--version", default="1", help="model version in the manifest")

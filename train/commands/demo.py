@@ -1,7 +1,8 @@
 """`onen demo`: the whole product on a fresh machine in about a minute, with real parts only.
 
-1. a small model trained on generated parts (train.recipes.small_bundle), cached in
-   ~/.cache/onen/demo-bundle and reused while it still verifies;
+1. a small model trained on generated parts (train.recipes.small_bundle) with a fixed torch thread count
+   (the model then does not depend on the machine or OMP_NUM_THREADS), cached in
+   ~/.cache/onen-inspect/demo-bundle and reused while it verifies and its recipe key matches;
 2. frames of generated parts (some with spots or scratches) written as a video with OpenCV;
 3. a camera calibrated on generated good parts (`onen calibrate`'s code), else the bundle defaults;
 4. mosquitto on a free loopback port, a station YAML in a temp dir, the daemon on that video;
@@ -20,7 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-DEFAULT_CACHE = Path("~/.cache/onen/demo-bundle").expanduser()
+DEFAULT_CACHE = Path("~/.cache/onen-inspect/demo-bundle").expanduser()
+TRAIN_THREADS = 1  # torch's reductions depend on the thread count: fixed, so every machine trains the same model
+RECIPE = {"recipe": "train.recipes.small_bundle", "seed": 0, "torch_threads": TRAIN_THREADS}
 CAMERA = "demo-cam"
 STATION = "demo"
 SCALE = 4          # generated parts are 64x64; the "camera" films them at 256x256
@@ -48,7 +51,10 @@ def demo_bundle(cache_dir: Path) -> Path:
     marker = cache_dir / "demo.json"
     if marker.is_file():
         try:
-            path = Path(json.loads(marker.read_text())["bundle"])
+            cached = json.loads(marker.read_text())
+            path = Path(cached["bundle"])
+            if cached.get("key") != RECIPE:
+                raise ValueError(f"made by {cached.get('key')}, the demo now trains {RECIPE}")
             load_bundle(path)
             print(f"model: reusing {path}")
             return path
@@ -64,9 +70,16 @@ def demo_bundle(cache_dir: Path) -> Path:
     if cache_dir.exists():
         shutil.rmtree(cache_dir)
     cache_dir.mkdir(parents=True)
-    path = Path(small_bundle(cache_dir, seed=0)).resolve()
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        path = Path(small_bundle(cache_dir, seed=RECIPE["seed"])).resolve()
+    finally:
+        torch.set_num_threads(threads)
     load_bundle(path)
-    marker.write_text(json.dumps({"bundle": str(path)}) + "\n")
+    marker.write_text(json.dumps({"bundle": str(path), "key": RECIPE}) + "\n")
     print(f"model: {path} ready in {time.monotonic() - started:.0f} s")
     return path
 
@@ -131,7 +144,7 @@ def calibrate(bundle: Path, workdir: Path, aoi: Path, seed: int) -> Path | None:
         return None
     cal = outcome.calibration
     print(f"calibration: {len(good_images)} good parts -> image threshold {cal.image_threshold:.4f}, "
-          f"pixel threshold {cal.pixel_threshold:.3f}, min region {cal.min_region_area} px ({outcome.yaml_path})")
+          f"pixel threshold {cal.pixel_threshold:.3f}, min region {cal.min_region_area} px, localisation {cal.localisation}")
     return outcome.yaml_path
 
 
@@ -240,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
         video = workdir / "parts.avi"
         truth = write_video(video, parts, args.fps)
         aoi = write_aoi(workdir / "aoi.png", parts)
-        print(f"video: {len(truth)} frames of generated parts ({sum(t != 'good' for t in truth)} with a defect) -> {video}")
+        print(f"video: {len(truth)} frames of generated parts ({sum(t != 'good' for t in truth)} with a defect)"
+              + (f" -> {video}" if args.workdir else ""))
         calibration = None if args.no_calibrate else calibrate(bundle, workdir, aoi, args.seed)
         with MosquittoBroker() as broker:
             print(f"broker: mosquitto on {broker.host}:{broker.port} (pid {broker.pid})")
@@ -264,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
             printer.close()
             for line in summary(printer.results, truth, daemon.stats.percentiles(), wall):
                 print(line)
-            print(f"availability: {' -> '.join(printer.availability)}; archive of defects: {config.archive.path}")
+            kept = f"archive of defects: {config.archive.path}" if args.workdir else "archive and video removed with the temp dir (pass --workdir to keep them)"
+            print(f"availability: {' -> '.join(printer.availability)}; {kept}")
             if not complete:
                 print(f"warning: {inspected} frames inspected but only {len({r['seq'] for r in printer.results})} results arrived")
                 return 1
