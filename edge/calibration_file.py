@@ -337,12 +337,16 @@ def install_calibration_message(payload: bytes, bundle: Bundle, target: str | Pa
         message = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise refuse(f"not JSON ({error})") from error
+    except RecursionError as error:
+        raise refuse("JSON nested too deeply to read") from error
     if not isinstance(message, dict) or message.get("schema") != MESSAGE_SCHEMA:
         raise refuse(f"expected schema {MESSAGE_SCHEMA!r}")
     if message.get("camera") != camera:
         raise refuse(f"it was made for camera {message.get('camera')!r}")
+    if not isinstance(message.get("calibration_yaml"), str):
+        raise refuse("'calibration_yaml' must be the calibration file's text")
     try:
-        data = yaml.safe_load(message.get("calibration_yaml") or "")
+        data = yaml.safe_load(message["calibration_yaml"])
     except yaml.YAMLError as error:
         raise refuse(f"invalid YAML ({error})") from error
     if not isinstance(data, dict):

@@ -155,8 +155,19 @@ class StationCommands:
             handler, args = item
             try:
                 handler(*args)
-            except Exception:    # a handler bug must never end the worker (handlers answer their own errors)
-                log.exception("station command %s failed", handler.__name__)
+            except Exception as error:    # whatever a message holds, it gets an answer and the worker lives on
+                self._answer_unexpected(handler, args, error)
+
+    def _answer_unexpected(self, handler, args, error: Exception) -> None:
+        """The answer to a command its handler did not foresee (one log line, no traceback: the message is the
+        sender's fault far more often than the station's)."""
+        reason = f"the station could not read this command ({type(error).__name__}: {str(error)[:300]})"
+        log.error("station command %s refused: %s", handler.__name__, reason)
+        if handler == self.apply_calibration:
+            self.event("calibration_rejected", {"camera": args[0], "reason": reason})
+        else:
+            action = "install" if handler == self.install_model else "rollback"
+            self.event("model_update_rejected", {"action": action, "request_id": request_id_of(args[0]), "reason": reason})
 
     # ---- calibration -------------------------------------------------------------------------------
     def calibration_target(self, camera_cfg) -> tuple[Path, bool]:
@@ -177,6 +188,9 @@ class StationCommands:
             calibration = with_config_aoi(install_calibration_message(payload, bundle, target, camera), camera_cfg)
         except OnenError as error:
             self.event("calibration_rejected", {"camera": camera, "reason": str(error)})
+            return False
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as error:
+            self.event("calibration_rejected", {"camera": camera, "reason": f"malformed calibration message ({type(error).__name__}: {error})"})
             return False
         except OSError as error:
             self.event("calibration_rejected", {"camera": camera, "reason": f"cannot write {target}: {error} (the station's service user must be allowed to write there)"})

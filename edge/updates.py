@@ -174,6 +174,8 @@ def _json_message(payload: bytes, schema: str) -> dict:
         message = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UpdateError(f"message is not JSON ({error})") from error
+    except RecursionError as error:
+        raise UpdateError("message is JSON nested too deeply to read") from error
     if not isinstance(message, dict) or message.get("schema") != schema:
         raise UpdateError(f"expected a JSON object with schema {schema!r}")
     model = message.get("model")
@@ -185,10 +187,11 @@ def _json_message(payload: bytes, schema: str) -> dict:
 def request_id_of(payload: bytes) -> str | None:
     """The request id of a (maybe malformed) command, so even its rejection reaches the sender."""
     try:
-        value = json.loads(payload).get("request_id")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        message = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    return str(value) if value is not None else None
+    value = message.get("request_id") if isinstance(message, dict) else None
+    return str(value)[:200] if isinstance(value, (str, int)) and not isinstance(value, bool) else None
 
 
 def parse_install_message(payload: bytes) -> InstallRequest:
