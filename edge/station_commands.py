@@ -31,7 +31,6 @@ from edge.calibration_file import CalibrationError, CameraCalibration, from_bund
 from edge.errors import OnenError
 from edge.postprocess import PostProcessor
 from edge.rectify import Rectification
-from edge.result import ModelInfo
 from edge.updates import (ModelStore, UpdateError, drop_unsigned_engines, load_public_key, parse_install_message,
                           parse_rollback_message, request_id_of, unpack_into, verify_bundle_signature)
 
@@ -131,7 +130,7 @@ class StationCommands:
 
     @property
     def event(self) -> Callable[[str, dict], None]:
-        return self.daemon._event
+        return self.daemon.event
 
     def start(self) -> None:
         publisher, topics = self.daemon.publisher, self.daemon.publisher.topics
@@ -174,7 +173,7 @@ class StationCommands:
         """Where a pushed calibration is stored, and whether a restart reads it (only the file the config names)."""
         if camera_cfg.calibration is not None:
             return Path(camera_cfg.calibration), True
-        base = Path(self.daemon.config.updates.dir) if self.daemon.config.updates else self.daemon._spool_path().parent
+        base = Path(self.daemon.config.updates.dir) if self.daemon.config.updates else self.daemon.state_dir()
         return base / "calibration" / f"{camera_cfg.name}.yaml", False
 
     def apply_calibration(self, camera: str, payload: bytes) -> bool:
@@ -272,20 +271,14 @@ class StationCommands:
 
     def _swap(self, name: str, bundle: Bundle, detail: dict, started: float, promote: Callable[[Path], None], source: Path | None = None) -> bool:
         """Load and check the new engine, prepare every camera's calibration, then swap between frames."""
-        from edge.parity import check_reference
-
         daemon = self.daemon
         old_engine = daemon.engines[name]
         old_info = daemon.model_infos[name]
         model_cfg = daemon.config.models[name]
-        if not bundle.manifest.reference:
-            raise UpdateError(f"bundle {bundle.manifest.name} {bundle.manifest.version} has no reference images; the station cannot check the engine before serving it")
-        backend = daemon._open_backend(bundle, model_cfg)
+        opened = daemon.slots.open(name, bundle, model_cfg)
+        backend, info = opened.backend, opened.info
+        detail["parity"] = opened.parity
         try:
-            parity = check_reference(backend, bundle)
-            detail["parity"] = {"passed": parity.passed, "max_score_diff": parity.max_score_diff, "max_map_mean_abs_diff": parity.max_map_mean_abs_diff}
-            if not parity.passed:
-                raise UpdateError(f"the {backend.name} engine disagrees with the bundle's reference outputs: " + "; ".join(parity.summary_lines()[-1:]))
             pipelines = {cam: p for cam, p in daemon.pipelines.items() if daemon.config.camera(cam).model == name}
             calibrations, sources = {}, {}
             for camera, pipeline in pipelines.items():
@@ -300,7 +293,6 @@ class StationCommands:
             backend.close()
             raise
         engine = daemon.new_engine(name, backend)
-        info = ModelInfo.from_bundle(bundle, backend.name)
         swap_started = time.monotonic()
         daemon.engines[name], daemon.model_infos[name] = engine, info
         daemon.bundle_sources[name] = source or bundle.path
