@@ -138,6 +138,9 @@ class StationCommands:
             publisher.subscribe(topics.calibration(camera), lambda topic, payload, props, c=camera: self._queue.put((self.apply_calibration, (c, payload))))
         publisher.subscribe(topics.model_install, lambda topic, payload, props: self._queue.put((self.install_model, (payload,))))
         publisher.subscribe(topics.model_rollback, lambda topic, payload, props: self._queue.put((self.rollback_model, (payload,))))
+        if self.store is not None:
+            for path in self.store.clean_interrupted():
+                log.warning("removed %s, left by an interrupted model install", path)
         self._thread.start()
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -232,10 +235,11 @@ class StationCommands:
             detail["model"] = name = self._model_name(request.model)
             if self.store is None:
                 raise UpdateError("this station takes no model updates: its config has no 'updates' section (updates: {dir: ..., trusted_keys: [...]})")
-            staging = self.store.staging(name)
-            root = unpack_into(staging, request.tar_bytes, request.path)
-            bundle = load_bundle(root)                                  # every file's sha256
             trusted = [load_public_key(p) for p in self.daemon.config.updates.trusted_keys]
+            self.store.clean_interrupted()
+            staging = self.store.staging(name)
+            root = unpack_into(staging, request.tar_bytes, request.path, trusted=trusted)   # checked before written
+            bundle = load_bundle(root)                                  # every file's sha256
             if trusted:
                 detail["signed_by"] = verify_bundle_signature(bundle, trusted)
                 if drop_unsigned_engines(root):
