@@ -346,8 +346,10 @@ def install_calibration_message(payload: bytes, bundle: Bundle, target: str | Pa
         raise refuse(str(error)) from error
     if message.get("camera") != camera:
         raise refuse(f"it was made for camera {message.get('camera')!r}")
+    if not isinstance(message.get("calibration_yaml"), str):
+        raise refuse("'calibration_yaml' must be the calibration file's text")
     try:
-        data = yaml.safe_load(message.get("calibration_yaml") or "")
+        data = yaml.safe_load(message["calibration_yaml"])
     except yaml.YAMLError as error:
         raise refuse(f"invalid YAML ({error})") from error
     if not isinstance(data, dict):

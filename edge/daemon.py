@@ -25,6 +25,7 @@ from edge.inference import DEFAULT_MODE, SharedEngine
 from edge.pipeline import CameraPipeline, SideWorker
 from edge.postprocess import PostProcessor
 from edge.publisher import Publisher
+from edge.model_slots import ModelSlots
 from edge.result import ModelInfo
 from edge.spool import Spool
 from edge.station_commands import RECALIBRATE, StationCommands, calibration_for
@@ -61,6 +62,7 @@ class Daemon:
         self.model_infos: dict[str, ModelInfo] = {}
         self.bundle_sources: dict[str, Path] = {}      # where each served bundle was loaded from (config or model store)
         self.commands: StationCommands | None = None
+        self.slots = ModelSlots(self._open_backend)
         self.cameras: dict[str, object] = {}
         self.pipelines: dict[str, CameraPipeline] = {}
         self.publisher: Publisher | None = None
@@ -90,6 +92,15 @@ class Daemon:
                 self.publisher.publish_camera_status(camera, CAMERA_STATUS_EVENTS[kind], {"detail": detail})
         except Exception:
             log.exception("could not publish event %s", kind)
+
+    # --- the small public interface the station commands use --------------------------------------------
+    def event(self, kind: str, detail: dict) -> None:
+        """Announce an event on the station's events topic (and the log)."""
+        self._event(kind, detail)
+
+    def state_dir(self) -> Path:
+        """Where the station keeps what it writes itself (next to the spool)."""
+        return self._spool_path().parent
 
     def _spool_path(self) -> Path:
         path = Path(self.config.spool.path)
@@ -140,16 +151,9 @@ class Daemon:
             if name not in needed:
                 continue
             source = self._bundle_source(name, model_cfg)
-            bundle = load_bundle(source)
-            backend = self._open_backend(bundle, model_cfg)
-            if self.options.parity_check and bundle.manifest.reference:
-                from edge.parity import check_reference
-
-                report = check_reference(backend, bundle)
-                if not report.passed:
-                    raise OnenError(f"model {name!r} ({source}): the {backend.name} engine disagrees with the bundle's reference outputs:\n" + "\n".join(report.summary_lines()))
-            self.engines[name] = self.new_engine(name, backend)
-            self.model_infos[name] = ModelInfo.from_bundle(bundle, backend.name)
+            opened = self.slots.open(name, load_bundle(source), model_cfg, check_parity=self.options.parity_check)
+            self.engines[name] = self.new_engine(name, opened.backend)
+            self.model_infos[name] = opened.info
             self.bundle_sources[name] = source
 
     def _calibration(self, camera_cfg, bundle):

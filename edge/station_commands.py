@@ -32,7 +32,6 @@ from edge.calibration_file import CalibrationError, CameraCalibration, from_bund
 from edge.errors import OnenError
 from edge.postprocess import PostProcessor
 from edge.rectify import Rectification
-from edge.result import ModelInfo
 from edge.updates import (ModelStore, UpdateError, drop_unsigned_engines, load_public_key, parse_install_message,
                           parse_rollback_message, unpack_into, verify_bundle_signature)
 
@@ -132,7 +131,7 @@ class StationCommands:
 
     @property
     def event(self) -> Callable[[str, dict], None]:
-        return self.daemon._event
+        return self.daemon.event
 
     def start(self) -> None:
         publisher, topics = self.daemon.publisher, self.daemon.publisher.topics
@@ -140,6 +139,9 @@ class StationCommands:
             publisher.subscribe(topics.calibration(camera), lambda topic, payload, props, c=camera: self._queue.put((self.apply_calibration, (c, payload))))
         publisher.subscribe(topics.model_install, lambda topic, payload, props: self._queue.put((self.install_model, (payload,))))
         publisher.subscribe(topics.model_rollback, lambda topic, payload, props: self._queue.put((self.rollback_model, (payload,))))
+        if self.store is not None:
+            for path in self.store.clean_interrupted():
+                log.warning("removed %s, left by an interrupted model install", path)
         self._thread.start()
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -156,17 +158,26 @@ class StationCommands:
             handler, args = item
             try:
                 handler(*args)
-            except Exception as error:    # handlers answer their own errors; whatever escapes still gets an answer
-                log.error("station command %s failed: %s: %s", handler.__name__, type(error).__name__, error)
-                log.debug("station command %s failed", handler.__name__, exc_info=True)
-                self.event("command_failed", {"command": handler.__name__, "reason": f"{type(error).__name__}: {error}"})
+            except Exception as error:    # whatever a message holds, it gets an answer and the worker lives on
+                self._answer_unexpected(handler, args, error)
+
+    def _answer_unexpected(self, handler, args, error: Exception) -> None:
+        """The answer to a command its handler did not foresee (one log line, no traceback: the message is the
+        sender's fault far more often than the station's)."""
+        reason = f"the station could not read this command ({type(error).__name__}: {str(error)[:300]})"
+        log.error("station command %s refused: %s", handler.__name__, reason)
+        if handler == self.apply_calibration:
+            self.event("calibration_rejected", {"camera": args[0], "reason": reason})
+        else:
+            action = "install" if handler == self.install_model else "rollback"
+            self.event("model_update_rejected", {"action": action, "request_id": request_id_of(args[0]), "reason": reason})
 
     # ---- calibration -------------------------------------------------------------------------------
     def calibration_target(self, camera_cfg) -> tuple[Path, bool]:
         """Where a pushed calibration is stored, and whether a restart reads it (only the file the config names)."""
         if camera_cfg.calibration is not None:
             return Path(camera_cfg.calibration), True
-        base = Path(self.daemon.config.updates.dir) if self.daemon.config.updates else self.daemon._spool_path().parent
+        base = Path(self.daemon.config.updates.dir) if self.daemon.config.updates else self.daemon.state_dir()
         return base / "calibration" / f"{camera_cfg.name}.yaml", False
 
     def apply_calibration(self, camera: str, payload: bytes) -> bool:
@@ -180,6 +191,9 @@ class StationCommands:
             calibration = with_config_aoi(install_calibration_message(payload, bundle, target, camera), camera_cfg)
         except OnenError as error:
             self.event("calibration_rejected", {"camera": camera, "reason": str(error)})
+            return False
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as error:
+            self.event("calibration_rejected", {"camera": camera, "reason": f"malformed calibration message ({type(error).__name__}: {error})"})
             return False
         except OSError as error:
             self.event("calibration_rejected", {"camera": camera, "reason": f"cannot write {target}: {error} (the station's service user must be allowed to write there)"})
@@ -222,10 +236,11 @@ class StationCommands:
             detail["model"] = name = self._model_name(request.model)
             if self.store is None:
                 raise UpdateError("this station takes no model updates: its config has no 'updates' section (updates: {dir: ..., trusted_keys: [...]})")
-            staging = self.store.staging(name)
-            root = unpack_into(staging, request.tar_bytes, request.path)
-            bundle = load_bundle(root)                                  # every file's sha256
             trusted = [load_public_key(p) for p in self.daemon.config.updates.trusted_keys]
+            self.store.clean_interrupted()
+            staging = self.store.staging(name)
+            root = unpack_into(staging, request.tar_bytes, request.path, trusted=trusted)   # checked before written
+            bundle = load_bundle(root)                                  # every file's sha256
             if trusted:
                 detail["signed_by"] = verify_bundle_signature(bundle, trusted)
                 if drop_unsigned_engines(root):
@@ -261,20 +276,14 @@ class StationCommands:
 
     def _swap(self, name: str, bundle: Bundle, detail: dict, started: float, promote: Callable[[Path], None], source: Path | None = None) -> bool:
         """Load and check the new engine, prepare every camera's calibration, then swap between frames."""
-        from edge.parity import check_reference
-
         daemon = self.daemon
         old_engine = daemon.engines[name]
         old_info = daemon.model_infos[name]
         model_cfg = daemon.config.models[name]
-        if not bundle.manifest.reference:
-            raise UpdateError(f"bundle {bundle.manifest.name} {bundle.manifest.version} has no reference images; the station cannot check the engine before serving it")
-        backend = daemon._open_backend(bundle, model_cfg)
+        opened = daemon.slots.open(name, bundle, model_cfg)
+        backend, info = opened.backend, opened.info
+        detail["parity"] = opened.parity
         try:
-            parity = check_reference(backend, bundle)
-            detail["parity"] = {"passed": parity.passed, "max_score_diff": parity.max_score_diff, "max_map_mean_abs_diff": parity.max_map_mean_abs_diff}
-            if not parity.passed:
-                raise UpdateError(f"the {backend.name} engine disagrees with the bundle's reference outputs: " + "; ".join(parity.summary_lines()[-1:]))
             pipelines = {cam: p for cam, p in daemon.pipelines.items() if daemon.config.camera(cam).model == name}
             calibrations, sources = {}, {}
             for camera, pipeline in pipelines.items():
@@ -289,7 +298,6 @@ class StationCommands:
             backend.close()
             raise
         engine = daemon.new_engine(name, backend)
-        info = ModelInfo.from_bundle(bundle, backend.name)
         swap_started = time.monotonic()
         daemon.engines[name], daemon.model_infos[name] = engine, info
         daemon.bundle_sources[name] = source or bundle.path

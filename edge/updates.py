@@ -204,25 +204,136 @@ def _bundle_root(folder: Path) -> Path:
     raise UpdateError(f"the pushed bundle has no {MANIFEST} at its top level or in its single top-level folder")
 
 
-def unpack_into(staging: Path, tar_bytes: bytes | None = None, path: str | Path | None = None) -> Path:
-    """Put the pushed bundle into `staging` (a .tar is extracted with tarfile's 'data' filter: no links out,
-    no absolute paths, no devices) and return the folder holding its manifest."""
+MAX_MANIFEST_BYTES = 8 << 20        # a manifest is text; anything bigger is not one
+SPACE_MARGIN = 1.1                   # the station's disk must hold what the bundle lists with this margin
+
+
+def _manifest_of(manifest_bytes: bytes, signature: bytes | None, trusted: list[Ed25519PublicKey] | None, label: str) -> set[str]:
+    """The files a pushed bundle's manifest lists, after its signature is checked (before anything is written)."""
+    from edge.bundle import Manifest
+
+    if trusted:
+        if signature is None:
+            raise SignatureError(f"bundle {label} is not signed (no '{SIGNATURE}' file); sign it with `onen sign` or `onen push --sign-key`")
+        try:
+            raw = base64.b64decode(signature.decode("ascii").strip(), validate=True)
+        except (binascii.Error, UnicodeDecodeError, ValueError) as error:
+            raise SignatureError(f"bundle {label}: '{SIGNATURE}' is not a base64 ed25519 signature") from error
+        for key in trusted:
+            try:
+                key.verify(raw, manifest_bytes)
+                break
+            except InvalidSignature:
+                continue
+        else:
+            raise SignatureError(f"bundle {label}: the signature does not match manifest.json for any of the {len(trusted)} trusted key(s) "
+                                 "(signed by another key, or the manifest was changed after signing)")
+    try:
+        data = json.loads(manifest_bytes)
+    except (ValueError, RecursionError) as error:
+        raise UpdateError(f"bundle {label}: {MANIFEST} is not JSON ({error})") from error
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        raise UpdateError(f"bundle {label}: {MANIFEST} has no 'files' table")
+    Manifest.from_dict(data, source=f"{label}/{MANIFEST}")
+    return {str(name) for name in data["files"]}
+
+
+def _allowed(relative: str, listed: set[str]) -> bool:
+    return relative in listed or relative in (MANIFEST, SIGNATURE) or relative == "engines" or relative.startswith("engines/")
+
+
+def _check_space(staging: Path, total: int, label: str) -> None:
+    free = shutil.disk_usage(staging).free
+    if total * SPACE_MARGIN > free:
+        raise UpdateError(f"bundle {label}: its files take {total / 1e6:.1f} MB, the station has {free / 1e6:.1f} MB free in {staging.parent}")
+
+
+def _unpack_tar(staging: Path, archive: tarfile.TarFile, trusted: list[Ed25519PublicKey] | None, label: str) -> Path:
+    members = archive.getmembers()
+    names = {m.name.rstrip("/") for m in members}
+    top = "" if MANIFEST in names else None
+    if top is None:
+        nested = sorted(n for n in names if n.count("/") == 1 and n.endswith("/" + MANIFEST))
+        if len(nested) != 1:
+            raise UpdateError(f"the pushed bundle has no {MANIFEST} at its top level or in its single top-level folder")
+        top = nested[0][: -len(MANIFEST)]
+    def read(name: str, limit: int) -> bytes | None:
+        member = next((m for m in members if m.name.rstrip("/") == top + name), None)
+        if member is None:
+            return None
+        if not member.isfile() or member.size > limit:
+            raise UpdateError(f"bundle {label}: {name} is not a regular file of at most {limit} bytes")
+        return archive.extractfile(member).read()
+
+    listed = _manifest_of(read(MANIFEST, MAX_MANIFEST_BYTES), read(SIGNATURE, 4096), trusted, label)
+    total = 0
+    for member in members:
+        name = member.name.rstrip("/")
+        if top and name == top.rstrip("/"):
+            continue
+        if top and not name.startswith(top):
+            raise UpdateError(f"bundle {label}: member {member.name!r} is outside its folder {top.rstrip('/')!r} and not listed in its {MANIFEST}; the station takes only listed files")
+        relative = name[len(top):]
+        if not _allowed(relative, listed) and not (member.isdir() and any(n.startswith(relative + "/") for n in listed)):
+            raise UpdateError(f"bundle {label}: member {member.name!r} is not listed in its {MANIFEST}; the station takes only listed files")
+        if not (member.isfile() or member.isdir()):
+            raise UpdateError(f"bundle {label}: member {member.name!r} is not a regular file or folder")
+        total += member.size
+    _check_space(staging, total, label)
+    archive.extractall(staging, filter="data")
+    return _bundle_root(staging)
+
+
+def unpack_into(staging: Path, tar_bytes: bytes | None = None, path: str | Path | None = None,
+                trusted: list[Ed25519PublicKey] | None = None) -> Path:
+    """Put the pushed bundle into `staging` and return the folder holding its manifest.
+
+    Before anything is written or copied: the manifest is read, its signature checked (when the station trusts
+    keys), every member must be a file the manifest lists (or manifest.json, signature, engines/), and the disk
+    must hold the listed files. A .tar is then extracted with tarfile's 'data' filter (no links out, no absolute
+    paths, no devices); a folder on the station is copied file by file, only what the manifest lists."""
     if tar_bytes is not None:
         try:
             with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:*") as archive:
-                archive.extractall(staging, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as error:
+                return _unpack_tar(staging, archive, trusted, "pushed as .tar")
+        except (tarfile.TarError, EOFError, OSError, zlib_error()) as error:
             raise UpdateError(f"the pushed bundle is not a readable .tar ({type(error).__name__}: {error})") from error
-        return _bundle_root(staging)
     source = Path(str(path)).expanduser()
     if not source.is_absolute():
         raise UpdateError(f"bundle_path must be an absolute path on the station, got {path!r}")
     if source.is_dir():
-        shutil.copytree(source, staging / source.name, symlinks=False)
-        return _bundle_root(staging)
+        manifest = source / MANIFEST
+        if not manifest.is_file():
+            raise UpdateError(f"bundle_path {source} is a folder without {MANIFEST}: not a bundle (nothing was copied)")
+        if manifest.stat().st_size > MAX_MANIFEST_BYTES:
+            raise UpdateError(f"bundle_path {source}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
+        signature = source / SIGNATURE
+        listed = _manifest_of(manifest.read_bytes(), signature.read_bytes() if signature.is_file() else None, trusted, str(source))
+        files = []
+        for name in sorted(listed):
+            file = (source / name)
+            if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file() or file.is_symlink():
+                raise UpdateError(f"bundle_path {source}: listed file {name!r} is missing or not a regular file inside the bundle")
+            files.append(name)
+        _check_space(staging, sum((source / n).stat().st_size for n in files), str(source))
+        root = staging / source.name
+        for name in [*files, MANIFEST, *([SIGNATURE] if signature.is_file() else [])]:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / name, root / name)
+        return root
     if source.is_file():
-        return unpack_into(staging, tar_bytes=source.read_bytes())
+        try:
+            with tarfile.open(source, mode="r:*") as archive:
+                return _unpack_tar(staging, archive, trusted, str(source))
+        except (tarfile.TarError, EOFError, OSError, zlib_error()) as error:
+            raise UpdateError(f"bundle_path {source} is not a readable .tar ({type(error).__name__}: {error})") from error
     raise UpdateError(f"bundle_path {source} does not exist on the station")
+
+
+def zlib_error() -> type:
+    import zlib
+
+    return zlib.error
 
 
 def drop_unsigned_engines(root: Path) -> bool:
@@ -259,6 +370,13 @@ class ModelStore:
 
     def previous(self, model: str) -> Path | None:
         return self._read(model, PREVIOUS)
+
+    def clean_interrupted(self) -> list[Path]:
+        """Remove what an interrupted install left (its `.incoming-*` staging folders); returns them."""
+        left = [p for p in self.root.glob("*/.incoming-*") if p.is_dir()] if self.root.is_dir() else []
+        for path in left:
+            shutil.rmtree(path, ignore_errors=True)
+        return left
 
     def staging(self, model: str) -> Path:
         """A fresh folder next to the versions (same file system, so adding a version is one rename)."""

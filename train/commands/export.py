@@ -18,7 +18,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="model name in the manifest (default: the run directory's name)")
     parser.add_argument("--version", default="1", help="model version in the manifest")
     parser.add_argument("--references", type=int, default=4, help="reference images stored in the bundle")
-    parser.add_argument("--force", action="store_true", help="replace the bundle already in --out (all of it, its signature too)")
     parser.set_defaults(handler=run)
 
 
