@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config_models import (IMAGE_PATTERNS, LIVE_SOURCE_KINDS, SOURCE_KINDS, AnySource,  # noqa: F401 (re-exported)
+from edge.config_models import (IMAGE_PATTERNS, LIVE_SOURCE_KINDS, SOURCE_KINDS, AnySource,  # noqa: F401 (the public API)
                                 ArchiveConfig, CameraConfig, MetricsConfig, ModelConfig, MqttConfig, PublishConfig,
                                 ReviewConfig, SourceConfig, SpoolConfig, StationConfig, TlsConfig, TriggerConfig,
                                 UpdatesConfig, env_references, expand_env, resolve_path, source_config,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import tarfile
+import types
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -293,7 +294,7 @@ def _unwrap(annotation: Any) -> Any:
             annotation = typing.get_args(annotation)[0]
             continue
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        if origin in (typing.Union, types.UnionType) and len(args) == 1:
             annotation = args[0]
             continue
         return annotation
@@ -540,7 +541,27 @@ class SemanticChecks:
             self.add(key, f"AOI mask is {mask.shape[1]}x{mask.shape[0]} but the camera is configured for "
                           f"{width}x{height}", value, expected=f"an AOI mask of {width}x{height} pixels")
 
-    def check_calibration(self, key: KeyPath, value: Any, bundle: Any) -> None:
+    def model_files(self, name: Any) -> list[Path]:
+        """The model.onnx files a camera on model `name` may run: the config's bundle, and the version a
+        model update installed (it replaces the config's bundle across restarts)."""
+        models = self.data.get("models")
+        model = models.get(name) if isinstance(models, dict) else None
+        files = []
+        if isinstance(model, dict) and isinstance(model.get("bundle"), str) and model["bundle"]:
+            files.append(self.path_of(model["bundle"]) / "model.onnx")
+        updates = self.data.get("updates")
+        if isinstance(updates, dict) and isinstance(updates.get("dir"), str) and updates["dir"] and isinstance(name, str):
+            from edge.updates import ModelStore
+
+            try:
+                installed = ModelStore(self.path_of(updates["dir"])).current(name)
+            except (OSError, ValueError):
+                installed = None
+            if installed is not None:
+                files.append(Path(installed) / "model.onnx")
+        return [f for f in files if f.is_file()]
+
+    def check_calibration(self, key: KeyPath, value: Any, model_files: list[Path]) -> None:
         """The calibration must be valid YAML and made for the camera's model (sha256 of its model.onnx)."""
         before = len(self.issues)
         self.check_file(key, value, "calibration file")
@@ -565,14 +586,13 @@ class SemanticChecks:
             return
         made_for = data.get("bundle")
         sha = made_for.get("model_sha256") if isinstance(made_for, dict) else None
-        model_file = self.path_of(bundle) / "model.onnx" if isinstance(bundle, str) and bundle else None
-        if isinstance(sha, str) and model_file is not None and model_file.is_file():
+        if isinstance(sha, str) and model_files:
             from edge.bundle import sha256_file
 
-            actual = sha256_file(model_file)
-            if actual != sha:
+            actual = [sha256_file(f) for f in model_files]
+            if sha not in actual:
                 self.add(key, f"calibration made for another model: recalibrate (made for model.onnx sha256 "
-                              f"{sha[:12]}...; the camera's bundle has {actual[:12]}...)", value,
+                              f"{sha[:12]}...; the camera's bundle has {', '.join(a[:12] + '...' for a in actual)})", value,
                          expected="a calibration made for this camera's bundle: run `onen calibrate` again")
 
     def check_review(self, review: dict) -> None:
@@ -614,9 +634,8 @@ class SemanticChecks:
                          expected="one of " + ", ".join(map(str, models)))
             source = camera.get("source") if isinstance(camera.get("source"), dict) else {}
             self.check_aoi(here + ("aoi",), camera.get("aoi"), source)
-            bundle = models.get(model if model is not None else next(iter(models), None)) if models else None
-            bundle = bundle.get("bundle") if isinstance(bundle, dict) else None
-            self.check_calibration(here + ("calibration",), camera.get("calibration"), bundle)
+            model_name = model if model is not None else next(iter(models), None)
+            self.check_calibration(here + ("calibration",), camera.get("calibration"), self.model_files(model_name))
             if source:
                 self.check_source(here + ("source",), source)
                 owned = self._exclusive_resource(source)

@@ -67,7 +67,7 @@ Seconds = Annotated[float, Field(strict=True, gt=0, le=600)]
 class Section(BaseModel):
     """Every section refuses unknown keys and is checked strictly (no 'true' -> 1, no '8' -> 8)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=False)
+    model_config = ConfigDict(extra="forbid")
 
 
 # -- mqtt ----------------------------------------------------------------------------------------------------

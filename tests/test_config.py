@@ -526,3 +526,22 @@ def test_default_spool_and_archive_follow_the_config_file(station_dir, monkeypat
     config = load_config(_write(station_dir, without))
     assert config.spool.path == station_dir / "spool" and config.archive.path == station_dir / "archive"
     assert config.spool.max_mb == 512 and config.archive.enabled
+
+
+def test_calibration_for_the_installed_model_version_is_accepted(station_dir, capsys):
+    """After `onen push`, the station runs the version in its model store: a calibration for it is right."""
+    from edge.bundle import sha256_file
+    from edge.updates import ModelStore
+
+    store = ModelStore(station_dir / "models")
+    version = store.folder("widget") / "2-abc"
+    version.mkdir(parents=True)
+    (version / "model.onnx").write_bytes(b"the pushed model")
+    (store.folder("widget") / "current").write_text(str(version))
+    assert store.current("widget") == version
+    sha = sha256_file(version / "model.onnx")
+    (station_dir / "calibration.yaml").write_text(f"bundle: {{name: widget, version: '2', model_sha256: {sha}}}\n")
+    status, output = _check(_write(station_dir, _set("updates", {"dir": "models"})), capsys)
+    assert status == 0, output
+    status, output = _check(_write(station_dir, lambda c: c), capsys)       # without the store: another model
+    assert status == 2 and "calibration made for another model" in output
