@@ -158,8 +158,8 @@ def write_station(folder: Path, port: int, bundle: Path, video: Path, cameras: i
         "station": "bench",
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-bench-{port}", "stats_interval_s": 1},
         "models": {"m": {"bundle": str(bundle), "backend": "onnxruntime"}},
-        "cameras": [{"name": f"cam{i}", "model": "m", "source": {"kind": "file", "path": str(video), "realtime": False},
-                     "trigger": {"mode": "continuous", "queue_size": 4}, "publish": {"heatmap": "never"}} for i in range(cameras)],
+        "cameras": {f"cam{i}": {"model": "m", "source": {"kind": "file", "path": str(video), "realtime": False},
+                     "trigger": {"mode": "continuous", "queue_size": 4}, "publish": {"heatmap": "never"}} for i in range(cameras)},
         "spool": {"path": str(folder / "spool")},
         "archive": {"path": str(folder / "archive"), "enabled": False},
     }

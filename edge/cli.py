@@ -75,17 +75,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = args.handler(args)
+        sys.stdout.flush()                # a closed pipe shows here, not as a traceback at exit
     except BrokenPipeError:
-        # The reader went away (`onen ... | head -1`): stop quietly, as the Python docs on SIGPIPE advise,
-        # pointing stdout at devnull so the interpreter's last flush does not complain either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        _quiet_stdout()
+        return 141                        # 128 + SIGPIPE, as a shell reports `onen ... | head -1`
     except OnenError as error:
         print(f"onen {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return int(result or 0)
+
+
+def _quiet_stdout() -> None:
+    """The reader of our output went away (`| head`): point stdout at /dev/null so the interpreter's last
+    flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass                              # stdout is not a real file (captured in tests): nothing to redirect
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

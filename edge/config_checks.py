@@ -1,65 +1,53 @@
-"""Validation of a station config file: YAML syntax, the shipped JSON Schema, then semantic checks.
+"""Validation of a station config file: YAML syntax, the typed models, then semantic checks.
 
 Every problem becomes a `ConfigIssue` with file, line, key path, value and expectation, and all of them
 are collected before anything is raised, so an integrator fixes a config in one round, not ten.
-Line numbers come from `yaml.compose` (the node tree keeps marks), mapped by key path.
+Line numbers come from `yaml.compose` (the node tree keeps marks), mapped by key path; pydantic's error
+locations are mapped back onto the same key paths.
 """
 from __future__ import annotations
 
 import difflib
-import json
 import os
-from functools import lru_cache
-from importlib import resources
+import tarfile
+import types
+import typing
 from pathlib import Path
 from typing import Any, Iterable
 
-import jsonschema
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from edge.config import LIVE_SOURCE_KINDS, ConfigError, ConfigIssue, env_references, resolve_path
+from edge.config import ConfigError, ConfigIssue
+from edge.config_models import (LIVE_SOURCE_KINDS, SOURCE_MODELS, SourceConfig, StationConfig, env_references,
+                                resolve_path)
 
 KeyPath = tuple[Any, ...]
 
-# Which source keys make sense for which kind; anything else is reported (a typo or a misunderstanding).
-_COMMON_SOURCE_KEYS = {"kind", "open_timeout_s", "read_timeout_s", "backoff_initial_s", "backoff_max_s",
-                       "reject_black", "black_level", "reject_repeated"}
-SOURCE_KEYS_BY_KIND = {
-    "v4l2": {"device", "width", "height", "fps", "fourcc"},
-    "rtsp": {"uri"},
-    "http": {"uri"},
-    "gstreamer": {"pipeline"},
-    "file": {"path", "loop", "realtime", "fps"},
-    "folder": {"path", "patterns", "existing", "watch", "settle_s", "poll_s"},
-}
-REQUIRED_SOURCE_KEY = {"v4l2": "device", "rtsp": "uri", "http": "uri", "gstreamer": "pipeline",
-                       "file": "path", "folder": "path"}
+MAX_YAML_NODES = 100_000      # a station file has a few hundred; aliases must not expand it beyond this
 URI_SCHEMES = {"rtsp": ("rtsp://", "rtsps://"), "http": ("http://", "https://")}
 REQUIRED_HINTS = {
     "station": "a station id, e.g. 'station: line3-press'",
     "mqtt": "an mqtt section with at least 'host'",
     "models": "a models section: name -> {bundle: path/to/bundle}",
-    "cameras": "a list of cameras, each with name and source",
-    "host": "the broker's host name or address",
-    "bundle": "the path of a model bundle directory (or .tar)",
-    "name": "a camera name",
+    "cameras": "a cameras section: name -> {source: ...}, e.g. 'cameras: {top: {source: {kind: rtsp, uri: ...}}}'",
     "source": "a source with at least 'kind'",
     "kind": "one of v4l2, rtsp, http, gstreamer, file, folder",
-    "dir": "the folder where pushed model versions are kept, e.g. /var/lib/onen/models",
+}
+_SOURCE_HINTS = {
+    "device": "device: 0 (index) or device: /dev/video0",
+    "uri": "uri: rtsp://host:554/stream (or http://host:port/stream.mjpg)",
+    "pipeline": "pipeline: '... ! videoconvert ! video/x-raw,format=BGR ! appsink'",
+    "path": "path: a video file (kind file) or a folder of images (kind folder)",
 }
 _PASSWORD_HINT = ("passwords are never written in the config: use password_env (the name of an environment "
                   "variable) or password_file (a file readable only by the service user)")
+_CAMERAS_MAPPING_HINT = ("a mapping keyed by camera name, e.g.\n      cameras:\n        top:\n          model: widget\n"
+                         "          source: {kind: rtsp, uri: 'rtsp://10.0.0.5/stream1'}")
 
 
-@lru_cache(maxsize=1)
-def station_schema() -> dict:
-    """The JSON Schema of the station config, shipped as package data."""
-    text = resources.files("edge").joinpath("schemas/station-config.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-def validate_file(path: Path) -> dict:
-    """Return the parsed config as plain data, or raise ConfigError with every issue found."""
+def validate_file(path: Path) -> StationConfig:
+    """Return the validated config, or raise ConfigError with every issue found."""
     name = str(path)
     if not path.is_file():
         raise ConfigError([ConfigIssue(name, None, "", "config file not found" if not path.exists()
@@ -69,28 +57,65 @@ def validate_file(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError([ConfigIssue(name, None, "", f"cannot read the file: {error}",
                                        expected="a readable UTF-8 YAML file")]) from None
+    root, data = parse_yaml(text, name)
+    if data is None:
+        raise ConfigError([ConfigIssue(name, None, "", "the file is empty (or only comments)",
+                                       expected="a mapping with station, mqtt, models and cameras")])
     lines = LineMap(name)
+    issues = lines.index(root)
+    base = path.resolve().parent
+    config, model_issues = validate_models(data, base, lines)
+    issues += model_issues
+    if isinstance(data, dict):
+        issues += SemanticChecks(data, base, lines).run()
+    if issues:
+        raise ConfigError(sorted(_unique(issues), key=lambda i: (i.line or 0, i.key_path)))
+    config._source_path = path.resolve()
+    return config
+
+
+def parse_yaml(text: str, name: str) -> tuple[yaml.Node | None, Any]:
+    """The composed node tree and the plain data of a YAML text; refuses syntax errors (at the line where the
+    construct opens, e.g. an unclosed quote) and alias bombs (before anything expands)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        size = _expanded_size(root)
+        if size > MAX_YAML_NODES:
+            raise ConfigError([ConfigIssue(name, None, "", f"YAML aliases would expand the document to {size:,} nodes",
+                                           expected=f"aliases are limited: at most {MAX_YAML_NODES:,} nodes once "
+                                                    "expanded (write the settings out instead of nesting aliases)")])
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
+        opens = error.context_mark is not None and "end of stream" in str(error.problem)
+        mark = error.context_mark if opens else (error.problem_mark or error.context_mark)
         problem = " ".join(p for p in (error.context, error.problem) if p)
         raise ConfigError([ConfigIssue(name, mark.line + 1 if mark else None, "", f"not valid YAML: {problem}",
                                        expected="valid YAML (check indentation, colons and quotes)")]) from None
     except yaml.YAMLError as error:
         raise ConfigError([ConfigIssue(name, None, "", f"not valid YAML: {error}",
                                        expected="valid YAML")]) from None
-    if data is None:
-        raise ConfigError([ConfigIssue(name, None, "", "the file is empty (or only comments)",
-                                       expected="a mapping with station, mqtt, models and cameras")])
-    issues = lines.index(root)
-    issues += schema_issues(data, lines)
-    if isinstance(data, dict):
-        issues += SemanticChecks(data, path.resolve().parent, lines).run()
-    if issues:
-        raise ConfigError(sorted(_unique(issues), key=lambda i: (i.line or 0, i.key_path)))
-    return data
+    return root, data
+
+
+def _expanded_size(root: yaml.Node | None) -> int:
+    """How many nodes the document has once aliases are expanded (counted without expanding: memoised)."""
+    sizes: dict[int, int] = {}
+    order, stack = [], [root] if root is not None else []
+    while stack:                                   # post-order without recursion
+        node = stack.pop()
+        if id(node) in sizes:
+            continue
+        sizes[id(node)] = -1
+        order.append(node)
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    for node in reversed(order):
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        sizes[id(node)] = min(1 + sum(max(sizes[id(c)], 1) for c in children), 1 << 62)
+    return sizes[id(root)] if root is not None else 0
 
 
 class LineMap:
@@ -147,7 +172,7 @@ def _scalar_key(node: yaml.Node) -> Any:
 
 
 def format_path(path: Iterable[Any]) -> str:
-    """('cameras', 1, 'source', 'uri') -> 'cameras[1].source.uri'."""
+    """('cameras', 'top', 'source', 'uri') -> 'cameras.top.source.uri'; list items as [i]."""
     text = ""
     for part in path:
         if isinstance(part, int) and not isinstance(part, bool):
@@ -158,7 +183,7 @@ def format_path(path: Iterable[Any]) -> str:
 
 
 def _is_secret(path: KeyPath) -> bool:
-    return any(isinstance(p, str) and p == "password" for p in path)
+    return any(isinstance(p, str) and p in ("password", "token") for p in path)
 
 
 def show(value: Any, path: KeyPath = ()) -> str:
@@ -177,73 +202,200 @@ def show(value: Any, path: KeyPath = ()) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-_TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
-               "object": "a mapping (key: value lines)", "array": "a list ('- item' lines)", "null": "nothing (null)"}
+# -- pydantic errors -> issues --------------------------------------------------------------------------------
+_TYPE_WORDS = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+               "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
+               "bool_type": "true or false", "bool_parsing": "true or false", "path_type": "a path (a string)",
+               "dict_type": "a mapping (key: value lines)", "model_type": "a mapping (key: value lines)",
+               "model_attributes_type": "a mapping (key: value lines)", "list_type": "a list ('- item' lines)",
+               "tuple_type": "a list ('- item' lines)", "none_required": "nothing (null)"}
 
 
-def _expected_from_schema(error: jsonschema.ValidationError) -> str:
-    schema, kind, rule = error.schema, error.validator, error.validator_value
-    if kind == "type":
-        types = rule if isinstance(rule, list) else [rule]
-        return " or ".join(_TYPE_WORDS.get(t, t) for t in types)
-    if kind == "enum":
-        return "one of " + ", ".join(show(v) for v in rule)
-    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        low_word = ">" if "exclusiveMinimum" in schema else ">="
-        high = schema.get("maximum")
-        noun = "an integer" if schema.get("type") == "integer" else "a number"
-        if low is not None and high is not None:
-            return f"{noun} from {low} to {high}" if low_word == ">=" else f"{noun} > {low} and <= {high}"
-        return f"{noun} {low_word} {low}" if low is not None else f"{noun} <= {high}"
-    if kind == "pattern":
-        return schema.get("x-expected", f"text matching {rule}")
-    if kind == "minLength":
-        return "a non-empty string"
-    if kind == "maxLength":
-        return f"at most {rule} characters"
-    if kind == "minItems":
-        return f"at least {rule} item{'s' if rule != 1 else ''}"
-    if kind == "minProperties":
-        return f"at least {rule} entr{'ies' if rule != 1 else 'y'}"
-    return error.message
-
-
-def schema_issues(data: Any, lines: LineMap) -> list[ConfigIssue]:
-    """Turn JSON Schema errors into issues: one per unknown key and per missing key, with close-match hints."""
-    validator = jsonschema.Draft202012Validator(station_schema())
+def validate_models(data: Any, base: Path, lines: LineMap) -> tuple[StationConfig | None, list[ConfigIssue]]:
+    """Validate against the models; every error becomes an issue at the key path and line the person wrote."""
     issues: list[ConfigIssue] = []
-    errors = list(validator.iter_errors(data))
-    wrong_type = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
-    for error in errors:
-        path = tuple(error.absolute_path)
-        if error.validator != "type" and path in wrong_type:
-            continue                  # 'high' for qos: "expected an integer" says it; no second enum message
-        if error.validator == "additionalProperties" and error.validator_value is False:
-            known = sorted(error.schema.get("properties", {}))
-            for key in error.instance:
-                if key in known:
-                    continue
-                if key == "password":
-                    issues.append(lines.issue(path + (key,), "unknown key 'password'", show_value=False,
-                                              expected=_PASSWORD_HINT))
-                    continue
-                guess = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean '{guess[0]}'?)" if guess else ""
-                issues.append(lines.issue(path + (key,), f"unknown key '{key}'{hint}", show_value=False,
-                                          expected="one of " + ", ".join(known)))
-        elif error.validator == "required":
-            for key in error.validator_value:
-                if isinstance(error.instance, dict) and key not in error.instance:
-                    issues.append(lines.issue(path + (key,), f"missing required key '{key}'", show_value=False,
-                                              expected=REQUIRED_HINTS.get(key)))
-        elif "propertyNames" in error.schema_path:
-            issues.append(lines.issue(path + (error.instance,), "bad name", error.instance,
-                                      expected=_expected_from_schema(error)))
-        else:
-            issues.append(lines.issue(path, "wrong value" if error.validator != "type" else "wrong type",
-                                      error.instance, expected=_expected_from_schema(error)))
-    return issues
+    if isinstance(data, dict) and isinstance(data.get("cameras"), list):
+        issues.append(lines.issue(("cameras",), "cameras is a list; cameras are now keyed by their name",
+                                  data["cameras"], expected=_CAMERAS_MAPPING_HINT))
+        data = {k: v for k, v in data.items() if k != "cameras"}
+        data["cameras"] = {"_": None}           # keeps the other sections' errors; its own are dropped below
+    try:
+        return StationConfig.model_validate(data, context={"base": base}), issues
+    except ValidationError as error:
+        grouped: dict[KeyPath, list[dict]] = {}
+        for err in error.errors(include_url=False):
+            path, name_error = _data_path(data, err["loc"])
+            if issues and path[:1] == ("cameras",):
+                continue
+            grouped.setdefault((path, name_error), []).append(err)
+        for (path, name_error), errs in grouped.items():
+            issues.append(_issue(data, path, name_error, errs, lines))
+    return None, issues
+
+
+def _data_path(data: Any, loc: tuple) -> tuple[KeyPath, bool]:
+    """A pydantic location as a key path of the YAML data: union tags and branch names left out.
+    The flag says the error is about a mapping key (a bad name), not a value."""
+    path, node = [], data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if part == "[key]":
+            return tuple(path), True
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and last:
+            path.append(part)                  # a missing or unknown key
+    return tuple(path), False
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _models_along(data: Any, path: KeyPath) -> type[BaseModel] | None:
+    """Like _model_at, stepping over mapping keys (models.<name>, cameras.<name>)."""
+    model: Any = StationConfig
+    node: Any = data
+    i = 0
+    while i < len(path):
+        part = path[i]
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        if field is None:
+            return None
+        annotation = _unwrap(field.annotation)
+        node = node.get(part) if isinstance(node, dict) else None
+        if typing.get_origin(annotation) is dict:
+            annotation = _unwrap(typing.get_args(annotation)[1])
+            i += 1
+            if i < len(path):
+                node = node.get(path[i]) if isinstance(node, dict) else None
+            else:
+                return None
+        if part == "source" or annotation is None or typing.get_origin(annotation) is typing.Union:
+            annotation = SOURCE_MODELS.get(node.get("kind")) if isinstance(node, dict) else None
+        model = annotation
+        i += 1
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Optional[X] / Annotated[X, ...] -> X (a discriminated union stays a Union)."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if origin in (typing.Union, types.UnionType) and len(args) == 1:
+            annotation = args[0]
+            continue
+        return annotation
+
+
+def _field(data: Any, path: KeyPath):
+    owner = _models_along(data, path[:-1]) if path else None
+    if owner is None:
+        return None
+    return next((f for n, f in owner.model_fields.items() if (f.alias or n) == path[-1]), None)
+
+
+def _bounds(field, integer: bool) -> str | None:
+    if field is None:
+        return None
+    low = high = None
+    low_word = ">="
+    for meta in field.metadata:
+        for cls_meta in [meta] + list(getattr(meta, "metadata", [])):
+            if getattr(cls_meta, "ge", None) is not None:
+                low = cls_meta.ge
+            if getattr(cls_meta, "gt", None) is not None:
+                low, low_word = cls_meta.gt, ">"
+            if getattr(cls_meta, "le", None) is not None:
+                high = cls_meta.le
+    noun = "an integer" if integer else "a number"
+    if low is not None and high is not None:
+        return f"{noun} from {low} to {high}" if low_word == ">=" else f"{noun} > {low} and <= {high}"
+    if low is not None:
+        return f"{noun} {low_word} {low}"
+    return f"{noun} <= {high}" if high is not None else None
+
+
+def _expected(data: Any, path: KeyPath, err: dict) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    field = _field(data, path)
+    if kind in _TYPE_WORDS:
+        return _TYPE_WORDS[kind]
+    if kind == "literal_error":
+        return "one of " + str(ctx.get("expected", "")).replace(" or ", ", ")
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        value = err.get("input")
+        integer = isinstance(value, int) and not isinstance(value, float)
+        words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+        noun = "an integer" if integer else "a number"
+        from_ctx = " and ".join(f"{words[k]} {v}" for k, v in ctx.items() if k in words)
+        return (_bounds(field, integer) if field is not None and typing.get_origin(_unwrap(field.annotation)) is not typing.Union
+                else None) or f"{noun} {from_ctx}"
+    if kind == "string_pattern_mismatch":
+        return (field.description if field is not None and field.description else f"text matching {ctx.get('pattern')}")
+    if kind in ("string_too_short", "path_empty"):
+        return "a non-empty string"
+    if kind == "string_too_long":
+        return f"at most {ctx.get('max_length')} characters"
+    if kind == "too_short":
+        n = ctx.get("min_length", 1)
+        return f"at least {n} entr{'ies' if n != 1 else 'y'}"
+    return err["msg"]
+
+
+def _issue(data: Any, path: KeyPath, name_error: bool, errs: list[dict], lines: LineMap) -> ConfigIssue:
+    err = errs[0]
+    kind = err["type"]
+    if name_error:
+        key = path[-1]
+        return lines.issue(path, "bad name", key,
+                           expected="a name of letters, digits, '_', '-', '.' (names become part of MQTT topics)")
+    if kind == "extra_forbidden":
+        key = path[-1]
+        owner = _models_along(data, path[:-1])
+        known = sorted((f.alias or n) for n, f in owner.model_fields.items()) if owner else []
+        if key == "password":
+            return lines.issue(path, "unknown key 'password'", show_value=False, expected=_PASSWORD_HINT)
+        if owner in SOURCE_MODELS.values():
+            elsewhere = [k for k, m in SOURCE_MODELS.items() if key in m.model_fields]
+            if elsewhere:
+                own = sorted(set(owner.model_fields) - set(SourceConfig.model_fields) - {"kind"})
+                return lines.issue(path, f"'{key}' does not apply to kind '{_value_at(data, path[:-1])['kind']}'",
+                                   _value_at(data, path), expected=f"for kind {_value_at(data, path[:-1])['kind']}: "
+                                   + ", ".join(own))
+        guess = difflib.get_close_matches(str(key), known, n=1)
+        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+        return lines.issue(path, f"unknown key '{key}'{hint}", show_value=False, expected="one of " + ", ".join(known))
+    if kind in ("missing", "union_tag_not_found"):
+        key = "kind" if kind == "union_tag_not_found" else path[-1]
+        full = path + ("kind",) if kind == "union_tag_not_found" else path
+        field = _field(data, full)
+        hint = REQUIRED_HINTS.get(key) or _SOURCE_HINTS.get(key) if "source" in full else REQUIRED_HINTS.get(key)
+        if hint is None and field is not None:
+            hint = field.description
+        kind_note = ""
+        if "source" in full and key != "kind":
+            kind_note = f" for kind '{_value_at(data, full[:-1]).get('kind')}'"
+        return lines.issue(full, f"missing '{key}'{kind_note}" if kind_note else f"missing required key '{key}'",
+                           show_value=False, expected=hint or "a value")
+    if kind == "union_tag_invalid":
+        return lines.issue(path + ("kind",), "wrong value", err["input"].get("kind"),
+                           expected="one of " + str(err["ctx"]["expected_tags"]).replace("'", ""))
+    expected = " or ".join(dict.fromkeys(_expected(data, path, e) for e in errs))
+    problem = "wrong type" if all(e["type"] in _TYPE_WORDS for e in errs) else "wrong value"
+    return lines.issue(path, problem, err.get("input"), expected=expected)
 
 
 class SemanticChecks:
@@ -267,11 +419,14 @@ class SemanticChecks:
                 if isinstance(model, dict) and isinstance(model.get("bundle"), str):
                     self.check_bundle(("models", name, "bundle"), model["bundle"])
         cameras = self.data.get("cameras")
-        if isinstance(cameras, list):
+        if isinstance(cameras, dict):
             self.check_cameras(cameras, models if isinstance(models, dict) else {})
         updates = self.data.get("updates")
         if isinstance(updates, dict):
             self.check_updates(updates)
+        review = self.data.get("review")
+        if isinstance(review, dict):
+            self.check_review(review)
         return self.issues
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -354,22 +509,122 @@ class SemanticChecks:
         elif path.is_dir() and not (path / "manifest.json").is_file():
             self.add(key, f"not a model bundle (no manifest.json in {path})", value,
                      expected="a bundle directory as written by `onen export`")
+        elif path.is_dir() and not (path / "model.onnx").is_file():
+            self.add(key, f"not a complete model bundle (no model.onnx in {path})", value,
+                     expected="a bundle directory as written by `onen export` (model.onnx next to manifest.json)")
         elif path.is_file() and not path.name.endswith(".tar"):
             self.add(key, f"not a model bundle: {path}", value, expected="a bundle directory or a .tar of one")
+        elif path.is_file() and not _is_tar(path):
+            self.add(key, f"not a tar archive: {path}", value,
+                     expected="a .tar of a bundle directory (as written by `onen export --tar`)")
 
-    def check_cameras(self, cameras: list, models: dict) -> None:
-        first_seen: dict[str, int] = {}
-        exclusive: dict[tuple, int] = {}      # a device or a watched folder serves one camera only
-        for i, camera in enumerate(cameras):
+    def check_aoi(self, key: KeyPath, value: Any, source: dict) -> None:
+        """The AOI must be an image, not all black, and of the camera's resolution when the config states one."""
+        before = len(self.issues)
+        self.check_file(key, value, "AOI mask file")
+        if len(self.issues) > before or not isinstance(value, str) or not value:
+            return
+        import cv2
+        import numpy as np
+
+        path = self.path_of(value)
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            self.add(key, f"AOI mask is not an image: {path}", value,
+                     expected="a PNG (or other image) mask: white = inspected, black = ignored")
+            return
+        if not np.any(mask > 0):
+            self.add(key, f"AOI mask is all black: nothing would be inspected ({path})", value,
+                     expected="a mask with the inspected area in white")
+        width, height = source.get("width"), source.get("height")
+        if isinstance(width, int) and isinstance(height, int) and mask.shape[:2] != (height, width):
+            self.add(key, f"AOI mask is {mask.shape[1]}x{mask.shape[0]} but the camera is configured for "
+                          f"{width}x{height}", value, expected=f"an AOI mask of {width}x{height} pixels")
+
+    def model_files(self, name: Any) -> list[Path]:
+        """The model.onnx files a camera on model `name` may run: the config's bundle, and the version a
+        model update installed (it replaces the config's bundle across restarts)."""
+        models = self.data.get("models")
+        model = models.get(name) if isinstance(models, dict) else None
+        files = []
+        if isinstance(model, dict) and isinstance(model.get("bundle"), str) and model["bundle"]:
+            files.append(self.path_of(model["bundle"]) / "model.onnx")
+        updates = self.data.get("updates")
+        if isinstance(updates, dict) and isinstance(updates.get("dir"), str) and updates["dir"] and isinstance(name, str):
+            from edge.updates import ModelStore
+
+            try:
+                installed = ModelStore(self.path_of(updates["dir"])).current(name)
+            except (OSError, ValueError):
+                installed = None
+            if installed is not None:
+                files.append(Path(installed) / "model.onnx")
+        return [f for f in files if f.is_file()]
+
+    def check_calibration(self, key: KeyPath, value: Any, model_files: list[Path]) -> None:
+        """The calibration must be valid YAML and made for the camera's model (sha256 of its model.onnx)."""
+        before = len(self.issues)
+        self.check_file(key, value, "calibration file")
+        if len(self.issues) > before or not isinstance(value, str) or not value:
+            return
+        path = self.path_of(value)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            self.add(key, f"calibration file is not valid YAML ({where}: {error.problem})", value,
+                     expected="a calibration file as written by `onen calibrate`")
+            return
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            self.add(key, f"calibration file is not valid YAML ({path}: {error})", value,
+                     expected="a calibration file as written by `onen calibrate`")
+            return
+        if not isinstance(data, dict):
+            self.add(key, f"calibration file holds no mapping: {path}", value,
+                     expected="a calibration file as written by `onen calibrate`")
+            return
+        made_for = data.get("bundle")
+        sha = made_for.get("model_sha256") if isinstance(made_for, dict) else None
+        if isinstance(sha, str) and model_files:
+            from edge.bundle import sha256_file
+
+            actual = [sha256_file(f) for f in model_files]
+            if sha not in actual:
+                self.add(key, f"calibration made for another model: recalibrate (made for model.onnx sha256 "
+                              f"{sha[:12]}...; the camera's bundle has {', '.join(a[:12] + '...' for a in actual)})", value,
+                         expected="a calibration made for this camera's bundle: run `onen calibrate` again")
+
+    def check_review(self, review: dict) -> None:
+        """Off the loopback interface the review page needs a token, from the environment or a file."""
+        from edge.config_models import ReviewConfig
+
+        listen = review.get("listen", ReviewConfig.model_fields["listen"].default)
+        env, file = review.get("token_env"), review.get("token_file")
+        if env is not None and file is not None:
+            self.add(("review", "token_file"), "both token_env and token_file are set", show_value=False,
+                     expected="one source of the token")
+        if isinstance(env, str) and not os.environ.get(env):
+            self.add(("review", "token_env"), f"environment variable {env} is not set (or empty)", env,
+                     expected=f"{env} set in the service's environment")
+        if isinstance(file, str) and file:
+            self.check_file(("review", "token_file"), file, "token file")
+        if not isinstance(listen, str) or ":" not in listen or env is not None or file is not None:
+            return
+        try:
+            loopback = ReviewConfig(listen=listen).loopback
+        except ValidationError:
+            return                                  # the models reported it
+        if not loopback:
+            self.add(("review", "listen"), "the review page listens beyond this machine but has no token", listen,
+                     expected="token_env or token_file next to a non-loopback listen address (or 127.0.0.1:PORT)")
+
+    def check_cameras(self, cameras: dict, models: dict) -> None:
+        exclusive: dict[tuple, str] = {}      # a device or a watched folder serves one camera only
+        for name, camera in cameras.items():
             if not isinstance(camera, dict):
                 continue
-            here = ("cameras", i)
-            name = camera.get("name")
-            if isinstance(name, str):
-                if name in first_seen:
-                    self.add(here + ("name",), f"duplicate camera name (also cameras[{first_seen[name]}])", name,
-                             expected="a different name for every camera (names are MQTT topics)")
-                first_seen.setdefault(name, i)
+            here = ("cameras", name)
             model = camera.get("model")
             if model is None and len(models) > 1:
                 self.add(here + ("model",), "missing 'model' (several models are defined)", show_value=False,
@@ -377,33 +632,26 @@ class SemanticChecks:
             elif isinstance(model, str) and models and model not in models:
                 self.add(here + ("model",), "names a model that is not defined under models", model,
                          expected="one of " + ", ".join(map(str, models)))
-            self.check_file(here + ("aoi",), camera.get("aoi"), "AOI mask file")
-            self.check_file(here + ("calibration",), camera.get("calibration"), "calibration file")
-            if isinstance(camera.get("source"), dict):
-                self.check_source(here + ("source",), camera["source"])
-                owned = self._exclusive_resource(camera["source"])
+            source = camera.get("source") if isinstance(camera.get("source"), dict) else {}
+            self.check_aoi(here + ("aoi",), camera.get("aoi"), source)
+            model_name = model if model is not None else next(iter(models), None)
+            self.check_calibration(here + ("calibration",), camera.get("calibration"), self.model_files(model_name))
+            if source:
+                self.check_source(here + ("source",), source)
+                owned = self._exclusive_resource(source)
                 if owned is not None and owned in exclusive:
                     key = "device" if owned[0] == "v4l2" else "path"
-                    self.add(here + ("source", key), f"already used by cameras[{exclusive[owned]}]",
-                             camera["source"][key], expected="one camera per device or watched folder")
+                    self.add(here + ("source", key), f"already used by cameras.{exclusive[owned]}",
+                             source[key], expected="one camera per device or watched folder")
                 elif owned is not None:
-                    exclusive[owned] = i
+                    exclusive[owned] = name
             if isinstance(camera.get("trigger"), dict):
                 self.check_trigger(here + ("trigger",), camera["trigger"])
 
     def check_source(self, here: KeyPath, source: dict) -> None:
         kind = source.get("kind")
-        if kind not in SOURCE_KEYS_BY_KIND:
-            return                                  # the schema reported it
-        allowed = _COMMON_SOURCE_KEYS | SOURCE_KEYS_BY_KIND[kind]
-        for key in source:
-            if key not in allowed and isinstance(key, str) and key in _all_source_keys():
-                self.add(here + (key,), f"'{key}' does not apply to kind '{kind}'", source[key],
-                         expected="for kind " + kind + ": " + ", ".join(sorted(SOURCE_KEYS_BY_KIND[kind])))
-        needed = REQUIRED_SOURCE_KEY[kind]
-        if needed not in source:
-            self.add(here + (needed,), f"missing '{needed}' for kind '{kind}'", show_value=False,
-                     expected=_SOURCE_HINTS[kind])
+        if kind not in SOURCE_MODELS:
+            return                                  # the models reported it
         uri = source.get("uri")
         if kind in URI_SCHEMES and isinstance(uri, str) and not uri.lower().startswith(URI_SCHEMES[kind]):
             self.add(here + ("uri",), f"not a {kind} URL", uri,
@@ -458,19 +706,11 @@ class SemanticChecks:
                      expected="mode: interval, or no interval_s")
 
 
-_SOURCE_HINTS = {
-    "v4l2": "device: 0 (index) or device: /dev/video0",
-    "rtsp": "uri: rtsp://host:554/stream",
-    "http": "uri: http://host:port/stream.mjpg",
-    "gstreamer": "pipeline: '... ! videoconvert ! video/x-raw,format=BGR ! appsink'",
-    "file": "path: a video file",
-    "folder": "path: a folder of images",
-}
-
-
-@lru_cache(maxsize=1)
-def _all_source_keys() -> frozenset[str]:
-    return frozenset(_COMMON_SOURCE_KEYS.union(*SOURCE_KEYS_BY_KIND.values()))
+def _is_tar(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
 
 
 def _number(value: Any) -> bool:

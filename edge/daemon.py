@@ -121,7 +121,7 @@ class Daemon:
 
     def _bundle_source(self, name: str, model_cfg) -> Path:
         """The bundle the config names, unless a model update installed another one (kept across restarts)."""
-        updates = getattr(self.config, "updates", None)
+        updates = self.config.updates
         if updates is None:
             return Path(model_cfg.bundle)
         from edge.updates import ModelStore
@@ -214,7 +214,7 @@ class Daemon:
         self._event("daemon_started", {"run_id": self.run_id, "cameras": list(self.pipelines), "engines": {n: e.describe() for n, e in self.engines.items()}})
 
     def _start_metrics(self) -> None:
-        port = getattr(self.config.metrics, "prometheus_port", None)
+        port = self.config.metrics.prometheus_port
         if port:
             from edge.metrics import start_metrics_server
 
@@ -276,7 +276,7 @@ class Daemon:
 
     def run(self) -> int:
         """Supervise until asked to stop (or, with exit_when_finished, until every source ended)."""
-        stats_every = float(getattr(self.config.mqtt, "stats_interval_s", 10.0) or 10.0)
+        stats_every = self.config.mqtt.stats_interval_s
         watchdog_every = self.notifier.watchdog_interval_s or 5.0
         next_stats = time.monotonic() + stats_every
         next_watchdog = time.monotonic()

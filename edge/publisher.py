@@ -91,7 +91,7 @@ class Publisher:
         self.station = station
         self.spool = spool
         self.topics = Topics(mqtt_cfg.prefix, station)
-        self.qos = int(getattr(mqtt_cfg, "qos", 1))
+        self.qos = mqtt_cfg.qos
         self.window = inflight_window
         self.reconnect_s = (reconnect_min_s, reconnect_max_s)
         self._incoming: queue.SimpleQueue[tuple[str, bytes, int]] = queue.SimpleQueue()
@@ -117,16 +117,16 @@ class Publisher:
     # ---- connection -------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         cfg = self.cfg
-        client_id = getattr(cfg, "client_id", None) or f"onen-{self.station}"
+        client_id = cfg.client_id or f"onen-{self.station}"   # set by the station config; code-built configs may omit it
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
         client.will_set(self.topics.availability, "offline", qos=1, retain=True)
-        tls = getattr(cfg, "tls", None)
+        tls = cfg.tls
         if tls is not None:
-            client.tls_set(ca_certs=_str(getattr(tls, "ca", None)), certfile=_str(getattr(tls, "cert", None)), keyfile=_str(getattr(tls, "key", None)))
-            if getattr(tls, "insecure", False):
+            client.tls_set(ca_certs=_str(tls.ca), certfile=_str(tls.cert), keyfile=_str(tls.key))
+            if tls.insecure:
                 client.tls_insecure_set(True)      # no hostname check: test benches only, the config says so
-        if getattr(cfg, "username", None):
-            client.username_pw_set(cfg.username, getattr(cfg, "password", None))
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password)
         client.reconnect_delay_set(min_delay=self.reconnect_s[0], max_delay=self.reconnect_s[1])
         client.max_inflight_messages_set(self.window)
         client.on_connect = self._on_connect
@@ -138,7 +138,7 @@ class Publisher:
 
     def start(self) -> None:
         """Connect in the background (the broker may be down at start) and start the sender."""
-        self.client.connect_async(self.cfg.host, int(self.cfg.port), keepalive=int(getattr(self.cfg, "keepalive_s", 30)))
+        self.client.connect_async(self.cfg.host, int(self.cfg.port), keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
         self._sender.start()
 

@@ -41,6 +41,8 @@ def write_video(path: Path, frames: list[np.ndarray], count: int, fps: float = 2
 
 
 def write_station(folder: Path, port: int, bundle: Path, cameras: list[dict], station: str = "t1", backend: str = "onnxruntime", **extra) -> Path:
+    """A station YAML; `cameras` is a list of camera dicts each with its "name" (written keyed by name)."""
+    cameras = {cam["name"]: {k: v for k, v in cam.items() if k != "name"} for cam in cameras}
     config = {
         "station": station,
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-{station}-{port}", "stats_interval_s": extra.pop("stats_interval_s", 1)},

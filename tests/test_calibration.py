@@ -471,7 +471,7 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
         config = tmp_path / "station.yaml"
         config.write_text(
             f"station: line1\nmqtt:\n  host: {broker.host}\n  port: {broker.port}\nmodels:\n  m:\n    bundle: {tiny_bundle}\n"
-            f"cameras:\n  - name: cam1\n    source:\n      kind: folder\n      path: {tmp_path / 'incoming'}\n    model: m\n"
+            f"cameras:\n  cam1:\n    source:\n      kind: folder\n      path: {tmp_path / 'incoming'}\n    model: m\n"
             f"spool:\n  path: {tmp_path / 'spool'}\n"
         )
         station = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="onen-line1")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from edge.cameras import CameraError, open_camera, opencv_has_gstreamer
-from edge.config import CameraConfig, SourceConfig, TriggerConfig
+from edge.config import CameraConfig, TriggerConfig, source_config
 
 W, H = 160, 120
 BITS = 10                       # bar code of the frame index: 10 blocks of 16 px
@@ -56,8 +56,8 @@ def write_video(path: Path, count: int, fps: float = 25.0, black: set[int] = fro
 
 
 def camera_config(name="cam", trigger="continuous", queue_size=2, **source) -> CameraConfig:
-    return CameraConfig(name=name, source=SourceConfig(**source), trigger=TriggerConfig(mode=trigger,
-                        queue_size=queue_size), model="m")
+    return CameraConfig.named(name, source=source_config(**source), trigger=TriggerConfig(mode=trigger,
+                              queue_size=queue_size), model="m")
 
 
 class Events:

@@ -113,7 +113,7 @@ def test_keys_generate_refuses_to_overwrite_and_commands_check_usage(tmp_path, t
     assert "private key" in capsys.readouterr().err
     config = tmp_path / "station.yaml"
     config.write_text(yaml.safe_dump({"station": "s", "mqtt": {"host": "127.0.0.1"}, "models": {"m": {"bundle": str(tiny_bundle)}},
-                                      "cameras": [{"name": "c", "source": {"kind": "folder", "path": str(tmp_path)}}]}))
+                                      "cameras": {"c": {"source": {"kind": "folder", "path": str(tmp_path)}}}}))
     assert main(["push", "--config", str(config)]) == 2                                 # neither BUNDLE nor --rollback
     assert main(["push", str(tiny_bundle), "--rollback", "--config", str(config)]) == 2
     assert main(["push", "relative/bundle", "--on-station", "--config", str(config)]) == 2

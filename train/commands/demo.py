@@ -152,7 +152,7 @@ def write_station(workdir: Path, port: int, bundle: Path, video: Path, aoi: Path
     import yaml
 
     camera = {
-        "name": CAMERA, "model": "demo",
+        "model": "demo",
         "source": {"kind": "file", "path": str(video), "realtime": bool(fps)} | ({"fps": fps} if fps else {}),
         "trigger": {"mode": "continuous", "queue_size": 4},
         "aoi": str(aoi),
@@ -164,7 +164,7 @@ def write_station(workdir: Path, port: int, bundle: Path, video: Path, aoi: Path
         "station": STATION,
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-demo-{port}", "stats_interval_s": 2},
         "models": {"demo": {"bundle": str(bundle), "backend": "onnxruntime"}},
-        "cameras": [camera],
+        "cameras": {CAMERA: camera},
         "spool": {"path": str(workdir / "spool"), "max_mb": 64},
         "archive": {"path": str(workdir / "archive"), "max_mb": 64},
     }
