@@ -190,6 +190,30 @@ class UpdatesConfig:
     trusted_keys: list[Path] = field(default_factory=list)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ReviewConfig:
+    """`onen review`: where its page listens, the token a non-loopback listener demands, results kept in memory."""
+
+    listen: str = "127.0.0.1:8765"
+    token: str | None = field(default=None, repr=False)    # resolved from token_env / token_file
+    history: int = 500
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+
 @dataclass
 class StationConfig:
     station: str
@@ -201,6 +225,7 @@ class StationConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source_path: Path = Path("station.yaml")
     updates: UpdatesConfig | None = None     # None: the station refuses model installs
+    review: ReviewConfig = field(default_factory=ReviewConfig)
 
     def camera(self, name: str) -> CameraConfig:
         for camera in self.cameras:
@@ -292,6 +317,7 @@ def _build(raw: dict, source_path: Path) -> StationConfig:
     if updates_raw is not None:
         updates = UpdatesConfig(dir=resolve(updates_raw["dir"]),
                                 trusted_keys=[resolve(k) for k in updates_raw.get("trusted_keys", [])])
+    review = _review(raw.get("review", {}), source_path, resolve)
     return StationConfig(
         station=station,
         mqtt=mqtt,
@@ -303,7 +329,30 @@ def _build(raw: dict, source_path: Path) -> StationConfig:
         metrics=MetricsConfig(**raw.get("metrics", {})),
         source_path=source_path,
         updates=updates,
+        review=review,
     )
+
+
+def _review(raw: dict, source_path: Path, resolve) -> ReviewConfig:
+    """The review section; a listener beyond loopback without a token is refused (anyone could look)."""
+    token = None
+    if raw.get("token_env"):
+        token = os.environ.get(raw["token_env"]) or None
+        if token is None:
+            raise ConfigError([ConfigIssue(str(source_path), None, "review.token_env", "the environment variable is not set",
+                                           raw["token_env"], "a variable holding the review page's token")])
+    elif raw.get("token_file"):
+        file = resolve(raw["token_file"])
+        try:
+            token = file.read_text(encoding="utf-8").strip() or None
+        except OSError as error:
+            raise ConfigError([ConfigIssue(str(source_path), None, "review.token_file", f"cannot read the file: {error}",
+                                           str(file), "a readable file holding the token")]) from None
+    review = ReviewConfig(**{k: v for k, v in raw.items() if k in ("listen", "history")}, token=token)
+    if not review.loopback and not review.token:
+        raise ConfigError([ConfigIssue(str(source_path), None, "review.listen", "a listener beyond loopback needs a token",
+                                       review.listen, "review.token_env or review.token_file, or a 127.0.0.1 address")])
+    return review
 
 
 def resolve_path(value: str, base: Path) -> Path:
