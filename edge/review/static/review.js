@@ -244,8 +244,10 @@ function defects() {
     }
     const regionRows = item.regions.map((r, i) => el("tr", {}, el("td", {text: String(i + 1)}), el("td", {text: r.bbox.join(", ")}), el("td", {text: String(r.area)}), el("td", {text: num(r.peak, 3)})));
     detail.replaceChildren(el("div", {class: "detail", "data-id": id},
-      el("figure", {}, el("img", {src: "/api/defects/" + id + "/file/frame", alt: "original frame", id: "detail-frame"}), svg, el("figcaption", {text: "original with regions"})),
-      el("figure", {}, el("img", {src: "/api/defects/" + id + "/file/overlay", alt: "heat map overlay", id: "detail-overlay"}), el("figcaption", {text: "heat map overlay"})),
+      el("figure", {}, el("div", {class: "frame"}, el("img", {src: "/api/defects/" + id + "/file/frame", alt: "original frame", id: "detail-frame"}), svg),
+        el("figcaption", {text: "original with regions"})),
+      el("figure", {}, el("div", {class: "frame"}, el("img", {src: "/api/defects/" + id + "/file/overlay", alt: "heat map overlay", id: "detail-overlay"})),
+        el("figcaption", {text: "heat map overlay"})),
       el("div", {},
         el("h2", {text: item.camera + " #" + item.seq}),
         kv([["time", when(item.captured_at)], ["class", item.class || "–"], ["score", num(item.score, 3) + " / " + num(item.threshold, 3)]]),
@@ -302,7 +304,7 @@ async function modelPage() {
   const sections = [el("h1", {text: "Model"})];
   for (const m of Object.values(data.models)) {
     if (m.error) { sections.push(el("section", {}, el("h2", {text: m.name}), el("p", {text: m.error}))); continue; }
-    const metrics = Object.entries(m.metrics || {}).map(([k, v]) => [k, typeof v === "number" ? num(v, 4) : JSON.stringify(v)]);
+    const metrics = Object.entries(m.metrics || {}).map(([k, v]) => [k, typeof v === "number" ? (Number.isInteger(v) ? String(v) : num(v, 4)) : JSON.stringify(v)]);
     sections.push(el("section", {class: "model", "data-model": m.name}, el("h2", {text: m.model_name + " " + m.version + " (" + m.name + ")"}),
       kv([["family", m.family], ["created", m.created], ["classes", (m.classes || []).join(", ")], ["model sha256", m.sha256], ["bundle", m.bundle],
         ["default image threshold", num(m.thresholds.image, 4)]]),
@@ -323,7 +325,7 @@ async function modelPage() {
     el("tbody", {}, ...rows))));
   sections.push(el("section", {}, el("h2", {text: "Event log"}), el("table", {id: "events"},
     el("thead", {}, el("tr", {}, el("th", {text: "time"}), el("th", {text: "event"}), el("th", {text: "detail"}))),
-    el("tbody", {}, ...data.events.slice().reverse().map((e) => el("tr", {}, el("td", {text: new Date(e.at * 1000).toLocaleString()}), el("td", {text: e.kind}), el("td", {text: JSON.stringify(e.detail)})))))));
+    el("tbody", {}, ...data.events.slice().reverse().map((e) => el("tr", {}, el("td", {class: "nowrap", text: new Date(e.at * 1000).toLocaleString()}), el("td", {class: "nowrap", text: e.kind}), el("td", {text: JSON.stringify(e.detail)})))))));
   main.replaceChildren(...sections);
   connect(() => {});
 }
