@@ -53,15 +53,24 @@ def create_app(config, state: ReviewState, archive: ArchiveView, model: dict, fl
     async def api_state(request: Request) -> JSONResponse:
         return JSONResponse({"station": station, "fleet": fleet, **state.snapshot()})
 
+    encoded = {"version": -1, "text": ""}      # one JSON encoding per state version, shared by every open page
+
+    def snapshot_text() -> tuple[int, str]:
+        if encoded["version"] != state.version:
+            snapshot = state.snapshot()
+            encoded.update(version=snapshot["version"],
+                           text=json.dumps({"station": station, "fleet": fleet, **snapshot}, default=str))
+        return encoded["version"], encoded["text"]
+
     async def stream(request: Request) -> StreamingResponse:
         async def events():
             sent, idle = -1, 0.0
             yield "retry: 1000\n\n"
             while not await request.is_disconnected():
                 if state.version != sent:
-                    snapshot = state.snapshot()
-                    sent, idle = snapshot["version"], 0.0
-                    yield f"data: {json.dumps({'station': station, 'fleet': fleet, **snapshot}, default=str)}\n\n"
+                    sent, text = snapshot_text()
+                    idle = 0.0
+                    yield f"data: {text}\n\n"
                 elif idle >= STREAM_KEEPALIVE_S:
                     idle = 0.0
                     yield ": keepalive\n\n"
