@@ -12,6 +12,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from daemon_helpers import Collector, file_camera, start_daemon, write_station, write_video
+from edge.bundle import load_bundle
 from edge.config import ConfigError, load_config
 from edge.local_broker import MosquittoBroker
 from edge.review.state import STRIP, ReviewState
@@ -159,3 +160,17 @@ def test_fleet_view_lists_every_station_under_the_prefix(tmp_path, broker, tiny_
         assert state["stations"]["line-1"]["defect"] == 1
     client.loop_stop()
     client.disconnect()
+
+
+def test_model_page_lists_the_store_versions(tmp_path, broker, tiny_bundle):
+    video = write_video(tmp_path / "v.avi", good_then_defect(tiny_bundle, 1, 1), 2)
+    store = tmp_path / "models"
+    (store / "m").mkdir(parents=True)
+    (store / "m" / "current").write_text(str(tiny_bundle))
+    config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video)], updates={"dir": str(store)})
+    with ReviewProcess(config) as review:
+        versions = review.json("/api/model")["models"]["m"]["versions"]
+        assert set(versions) == {"current"} and versions["current"]["version"] == load_bundle(tiny_bundle).manifest.version
+        (store / "m" / "previous").write_text(str(tmp_path / "gone"))
+        versions = review.json("/api/model")["models"]["m"]["versions"]
+        assert "gone" in versions["previous"]["error"], "read per request: a pushed model shows without a restart"

@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edge.review.archive_view import ArchiveView
+from edge.review.model_view import model_report
 from edge.review.state import ReviewState
 
 PAGES = {"live": "Live", "defects": "Defects", "stats": "Stats", "model": "Model"}
@@ -35,7 +36,7 @@ def static_dir() -> Path:
     return Path(str(resources.files("edge.review").joinpath("static")))
 
 
-def create_app(config, state: ReviewState, archive: ArchiveView, model: dict, fleet: bool = False) -> Starlette:
+def create_app(config, state: ReviewState, archive: ArchiveView, fleet: bool = False) -> Starlette:
     token = config.review.token
     station = config.station
 
@@ -126,6 +127,7 @@ def create_app(config, state: ReviewState, archive: ArchiveView, model: dict, fl
         return JSONResponse(state.station_stats(request.query_params.get("station", station)))
 
     async def model_api(request: Request) -> JSONResponse:
+        model = await asyncio.to_thread(model_report, config)
         marks = await asyncio.to_thread(archive.marks)
         marked: dict[str, dict[str, int]] = {}
         for record in marks.values():

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 
 from edge.review.archive_view import ArchiveView
-from edge.review.model_view import model_report
 from edge.review.mqtt_feed import MqttFeed
 from edge.review.state import ReviewState
 
@@ -18,7 +17,7 @@ def serve(config, fleet: bool = False) -> int:
 
     state = ReviewState(config.mqtt.prefix, history=config.review.history)
     feed = MqttFeed(config.mqtt, config.station, state, fleet=fleet)
-    app = create_app(config, state, ArchiveView(config.archive.path), model_report(config), fleet=fleet)
+    app = create_app(config, state, ArchiveView(config.archive.path), fleet=fleet)
     feed.start()
     log.info("review page on http://%s:%d/ (station %s%s)", config.review.host, config.review.port,
              config.station, ", fleet view" if fleet else "")

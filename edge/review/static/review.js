@@ -308,7 +308,9 @@ async function modelPage() {
     sections.push(el("section", {class: "model", "data-model": m.name}, el("h2", {text: m.model_name + " " + m.version + " (" + m.name + ")"}),
       kv([["family", m.family], ["created", m.created], ["classes", (m.classes || []).join(", ")], ["model sha256", m.sha256], ["bundle", m.bundle],
         ["default image threshold", num(m.thresholds.image, 4)]]),
-      el("h3", {text: "training metrics"}), metrics.length ? kv(metrics) : el("p", {class: "muted", text: "the manifest lists no metrics"})));
+      el("h3", {text: "training metrics"}), metrics.length ? kv(metrics) : el("p", {class: "muted", text: "the manifest lists no metrics"}),
+      ...Object.entries(m.versions || {}).map(([pointer, v]) => el("p", {class: "version " + pointer},
+        pointer + " in the model store: " + (v.error || v.model_name + " " + v.version + " (" + String(v.sha256).slice(0, 12) + ", created " + v.created + ")")))));
   }
   const serving = Object.entries(data.serving).filter(([, s]) => s).map(([camera, s]) => [camera, s.name + " " + s.version + " on " + s.backend]);
   sections.push(el("section", {}, el("h2", {text: "Serving now (from results)"}), serving.length ? kv(serving) : el("p", {class: "muted", text: "no results seen yet"})));
