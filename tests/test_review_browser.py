@@ -124,6 +124,8 @@ def test_live_defects_stats_and_model_pages(tmp_path, broker, tiny_bundle, brows
         page.wait_for_selector("#histogram span")
         assert page.locator("#histogram span").count() == 40
         assert "last 18 parts" in page.locator("h2").first.inner_text()
+        shift_counts = [int(t) for t in page.locator("#shifts tbody td:nth-child(3)").all_inner_texts()]
+        assert sum(shift_counts) == sum(r["verdict"] == "defect" for r in results)
         view.shot("stats")
 
         page.goto(review.url + "/model")

@@ -271,6 +271,19 @@ function stats() {
     const hourly = el("table", {}, el("thead", {}, el("tr", {}, ...["hour (local)", "ok", "defect", "defect rate"].map((h) => el("th", {text: h})))),
       el("tbody", {}, ...data.hourly.map((h) => el("tr", {}, el("td", {text: new Date(h.hour * 1000).toLocaleString()}), el("td", {text: String(h.ok)}), el("td", {text: String(h.defect)}),
         el("td", {text: (100 * h.defect / Math.max(1, h.ok + h.defect)).toFixed(1) + " %"})))));
+    const shifts = new Map();          // three 8-hour shifts from 06:00 local time
+    for (const h of data.hourly) {
+      const start = new Date(h.hour * 1000);
+      const offset = (start.getHours() + 24 - 6) % 24;
+      start.setHours(start.getHours() - (offset % 8), 0, 0, 0);
+      const key = start.toLocaleString() + " + 8 h";
+      const entry = shifts.get(key) || {ok: 0, defect: 0};
+      entry.ok += h.ok; entry.defect += h.defect;
+      shifts.set(key, entry);
+    }
+    const shiftTable = el("table", {id: "shifts"}, el("thead", {}, el("tr", {}, ...["shift (06/14/22 h local)", "ok", "defect", "defect rate"].map((h) => el("th", {text: h})))),
+      el("tbody", {}, ...[...shifts].map(([key, c]) => el("tr", {}, el("td", {text: key}), el("td", {text: String(c.ok)}), el("td", {text: String(c.defect)}),
+        el("td", {text: (100 * c.defect / Math.max(1, c.ok + c.defect)).toFixed(1) + " %"})))));
     const classes = el("table", {}, el("thead", {}, el("tr", {}, el("th", {text: "class"}), el("th", {text: "results"}), el("th", {text: "share"}))),
       el("tbody", {}, ...Object.entries(data.classes).map(([name, c]) => el("tr", {}, el("td", {text: name}), el("td", {text: String(c.count)}), el("td", {text: (100 * c.rate).toFixed(1) + " %"})))));
     const bins = new Array(40).fill(0);
@@ -290,6 +303,7 @@ function stats() {
       el("section", {}, el("h2", {text: "Score histogram of the last " + data.scores.length + " parts (threshold " + num(threshold, 3) + ")"}), hist,
         el("p", {class: "muted", text: "Calibrated scores, 0 to 1; good parts drifting towards the threshold show here first."})),
       el("section", {}, el("h2", {text: "Results per hour"}), hourly),
+      el("section", {}, el("h2", {text: "Results per shift"}), shiftTable),
       el("section", {}, el("h2", {text: "Results per class (" + data.total + " total)"}), classes));
   }
   load();
