@@ -174,3 +174,15 @@ def test_model_page_lists_the_store_versions(tmp_path, broker, tiny_bundle):
         (store / "m" / "previous").write_text(str(tmp_path / "gone"))
         versions = review.json("/api/model")["models"]["m"]["versions"]
         assert "gone" in versions["previous"]["error"], "read per request: a pushed model shows without a restart"
+
+
+def test_listen_beyond_loopback_without_a_token_is_refused(tmp_path, tiny_bundle):
+    import subprocess
+    import sys
+
+    video = write_video(tmp_path / "v.avi", good_then_defect(tiny_bundle, 1, 1), 2)
+    config = write_station(tmp_path, 1883, tiny_bundle, [file_camera("cam", video)])
+    for listen, expected in (("0.0.0.0:9999", "needs review.token_env or review.token_file"), ("nonsense", "expected host:port")):
+        done = subprocess.run([sys.executable, "-m", "edge.cli", "review", "--config", str(config), "--listen", listen],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and expected in done.stderr

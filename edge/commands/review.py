@@ -5,8 +5,9 @@ Needs the `[review]` extra (Starlette, uvicorn); imported inside the handler so 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,17 +27,17 @@ def run(args: argparse.Namespace) -> int:
     from edge.config import load_config
 
     config = load_config(args.config)
+    host, port = config.review.host, config.review.port
     if args.listen:
-        review = dataclasses.replace(config.review, listen=args.listen)
-        try:
-            review.port
-        except (ValueError, IndexError):
-            raise UsageError(f"--listen: expected host:port, got {args.listen!r}") from None
-        if not review.loopback and not review.token:
+        host, _, port_text = args.listen.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise UsageError(f"--listen: expected host:port, e.g. 127.0.0.1:8765, got {args.listen!r}")
+        port = int(port_text)
+        if host not in LOOPBACK and not config.review.token:
             raise UsageError(f"--listen {args.listen}: a listener beyond loopback needs review.token_env or review.token_file")
-        config = dataclasses.replace(config, review=review)
     try:
         from edge.review.server import serve
     except ImportError as error:
         raise UsageError(f"the review page needs the [review] extra (pip install 'onen-inspect[review]'): {error}") from None
-    return serve(config, fleet=args.fleet)
+    return serve(config, host, port, fleet=args.fleet)

@@ -26,18 +26,19 @@ class MqttFeed:
                                   clean_session=True, protocol=mqtt.MQTTv311)
         tls = getattr(mqtt_cfg, "tls", None)
         if tls is not None:
-            self.client.tls_set(ca_certs=_str(tls.ca), certfile=_str(tls.cert), keyfile=_str(tls.key))
-            if tls.insecure:
+            self.client.tls_set(ca_certs=_str(getattr(tls, "ca", None)), certfile=_str(getattr(tls, "cert", None)),
+                                keyfile=_str(getattr(tls, "key", None)))
+            if getattr(tls, "insecure", False):
                 self.client.tls_insecure_set(True)
-        if mqtt_cfg.username:
-            self.client.username_pw_set(mqtt_cfg.username, mqtt_cfg.password)
+        if getattr(mqtt_cfg, "username", None):
+            self.client.username_pw_set(mqtt_cfg.username, getattr(mqtt_cfg, "password", None))
         self.client.reconnect_delay_set(min_delay=0.5, max_delay=5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda client, userdata, message: self.state.apply(message.topic, message.payload)
 
     def start(self) -> None:
-        self.client.connect_async(self.cfg.host, int(self.cfg.port), keepalive=int(self.cfg.keepalive_s))
+        self.client.connect_async(self.cfg.host, int(self.cfg.port), keepalive=int(getattr(self.cfg, "keepalive_s", 30)))
         self.client.loop_start()
 
     def stop(self) -> None:

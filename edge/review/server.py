@@ -10,7 +10,7 @@ from edge.review.state import ReviewState
 log = logging.getLogger(__name__)
 
 
-def serve(config, fleet: bool = False) -> int:
+def serve(config, host: str, port: int, fleet: bool = False) -> int:
     import uvicorn
 
     from edge.review.app import create_app
@@ -19,10 +19,10 @@ def serve(config, fleet: bool = False) -> int:
     feed = MqttFeed(config.mqtt, config.station, state, fleet=fleet)
     app = create_app(config, state, ArchiveView(config.archive.path), fleet=fleet)
     feed.start()
-    log.info("review page on http://%s:%d/ (station %s%s)", config.review.host, config.review.port,
+    log.info("review page on http://%s:%d/ (station %s%s)", host, port,
              config.station, ", fleet view" if fleet else "")
     try:
-        uvicorn.run(app, host=config.review.host, port=config.review.port, log_level="warning",
+        uvicorn.run(app, host=host, port=port, log_level="warning",
                     timeout_graceful_shutdown=2)
     finally:
         feed.stop()
