@@ -376,7 +376,7 @@ class StationConfig(Section):
     archive: ArchiveConfig = Field(default_factory=dict, validate_default=True)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     updates: UpdatesConfig | None = None
-    review: ReviewConfig | None = None
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
     _source_path: Path = PrivateAttr(Path("station.yaml"))
 
     @field_validator("spool", "archive", mode="before")

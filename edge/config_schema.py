@@ -5,6 +5,7 @@ the shipped file equals what the models generate, so editors and integrators val
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,7 +27,9 @@ def schema_text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    target = Path(argv[0]) if argv else SCHEMA_FILE
+    parser = argparse.ArgumentParser(prog="python -m edge.config_schema", description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path, default=SCHEMA_FILE, help=f"where to write it (default {SCHEMA_FILE})")
+    target = parser.parse_args(argv).out
     target.write_text(schema_text(), encoding="utf-8")
     print(f"wrote {target}")
     return 0

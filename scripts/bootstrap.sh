@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+# the review page's browser tests drive Debian's Chromium through Playwright (its own download needs the internet)
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "bootstrap: installing Debian packages: ${need_apt[*]}"
@@ -22,6 +24,6 @@ if ! $PY -c "import torch" >/dev/null 2>&1; then
   echo "bootstrap: installing torch (CPU build)"
   $PY -m pip install -q "torch==2.13.0"
 fi
-echo "bootstrap: installing onen-inspect with [train,dev]"
-$PY -m pip install -q --disable-pip-version-check -e ".[train,dev]"
+echo "bootstrap: installing onen-inspect with [train,review,dev]"
+$PY -m pip install -q --disable-pip-version-check -e ".[train,review,dev]"
 echo "bootstrap: ready"

@@ -44,7 +44,6 @@ def summary(config) -> str:
     if config.updates is not None:
         lines.append(f"  updates: models in {config.updates.dir}, calibrations in {config.updates.calibration_dir}, "
                      f"{len(config.updates.trusted_keys)} trusted key(s)")
-    if config.review is not None:
-        token = "with a token" if config.review.token else "no token (loopback only)"
-        lines.append(f"  review page on {config.review.listen}, {token}, last {config.review.history} verdicts")
+    token = "with a token" if config.review.token else "no token (loopback only)"
+    lines.append(f"  review page (onen review) on {config.review.listen}, {token}, last {config.review.history} verdicts")
     return "\n".join(lines)

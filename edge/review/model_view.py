@@ -1,0 +1,70 @@
+"""The model page's data: each configured bundle's manifest (identity, training metrics) and each camera's
+calibration (its thresholds and promised false-reject bound, or "default thresholds" when it has none).
+
+Read from disk on each request (manifests are small), so a pushed model shows up; with an `updates` section
+the current and previous versions of the station's model store are listed too. The serving model as seen in
+results is added by the app.
+"""
+from __future__ import annotations
+
+import logging
+
+from edge.bundle import load_bundle
+from edge.calibration_file import load_calibration
+
+log = logging.getLogger(__name__)
+
+
+def model_report(config) -> dict:
+    models, bundles = {}, {}
+    for name, model_cfg in config.models.items():
+        try:
+            bundle = load_bundle(model_cfg.bundle, verify=False)
+        except Exception as error:      # the page still shows the rest; the daemon reports the real failure
+            models[name] = {"name": name, "error": f"{model_cfg.bundle}: {error}"}
+            continue
+        bundles[name] = bundle
+        manifest = bundle.manifest
+        models[name] = {"name": name, **_describe(bundle), "versions": _store_versions(config, name)}
+    cameras = {}
+    for camera in config.cameras:
+        entry = {"camera": camera.name, "model": camera.model, "default_thresholds": camera.calibration is None}
+        bundle = bundles.get(camera.model)
+        if camera.calibration is not None and bundle is not None:
+            try:
+                calibration = load_calibration(camera.calibration, bundle)
+                entry.update(file=str(camera.calibration), image_threshold=calibration.image_threshold,
+                             pixel_threshold=calibration.pixel_threshold, created=calibration.created,
+                             counts=calibration.counts, statistics=calibration.statistics)
+            except Exception as error:
+                entry.update(file=str(camera.calibration), error=str(error))
+        elif bundle is not None:
+            entry.update(image_threshold=bundle.manifest.thresholds.image)
+        cameras[camera.name] = entry
+    return {"station": config.station, "models": models, "cameras": cameras}
+
+
+def _describe(bundle) -> dict:
+    manifest = bundle.manifest
+    return {"bundle": str(bundle.path), "model_name": manifest.name, "version": manifest.version,
+            "family": manifest.family, "created": manifest.created, "classes": manifest.class_names,
+            "sha256": bundle.onnx_sha256, "metrics": manifest.metrics, "training": manifest.training,
+            "thresholds": {"image": manifest.thresholds.image}}
+
+
+def _store_versions(config, model: str) -> dict:
+    """Current and previous version in the station's model store (`updates.dir`), when it has one."""
+    if config.updates is None:
+        return {}
+    from edge.updates import ModelStore
+
+    store, versions = ModelStore(config.updates.dir), {}
+    for pointer, path in (("current", store.current(model)), ("previous", store.previous(model))):
+        if path is None:
+            continue
+        try:
+            described = _describe(load_bundle(path, verify=False))
+            versions[pointer] = {k: described[k] for k in ("model_name", "version", "sha256", "created", "metrics")}
+        except Exception as error:
+            versions[pointer] = {"error": f"{path}: {error}"}
+    return versions
