@@ -3,9 +3,7 @@
 Each subcommand lives in the package that owns it, as a module in `<package>/commands/` with a
 `register(subparsers)` function, announced as an entry point of group `onen.commands` (pyproject.toml).
 edge names no other package: a command whose package is not installed (an edge-only station) is
-skipped. edge's own `edge.commands` are also scanned, and an installation whose metadata predates the
-entry points falls back to scanning the packages named in `FALLBACK_PACKAGES`. Modules must import
-cheaply (no torch at import time).
+skipped. Modules must import cheaply (no torch at import time).
 """
 from __future__ import annotations
 
@@ -13,35 +11,21 @@ import argparse
 import importlib
 import logging
 import os
-import pkgutil
 import sys
 from importlib.metadata import entry_points
 
 from edge.errors import OnenError
 
 ENTRY_POINT_GROUP = "onen.commands"
-FALLBACK_PACKAGES = ("train.commands", "calibration.commands", "benchmarks.commands")   # names only: for old metadata
 
 
 class UsageError(OnenError):
     """A mistake of the user's (bad path, bad value): printed without a traceback, exit status 2."""
 
 
-def _package_modules(package_name: str) -> list[str]:
-    try:
-        package = importlib.import_module(package_name)
-    except ImportError:
-        return []
-    return [f"{package_name}.{info.name}" for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name)]
-
-
 def command_modules() -> list[str]:
-    """Modules that may hold a `register`: the entry points (sorted by name), then edge's own commands."""
-    announced = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
-    modules = [e.value.split(":")[0] for e in announced]
-    if not modules:
-        modules = [m for package in FALLBACK_PACKAGES for m in _package_modules(package)]
-    return list(dict.fromkeys(modules + _package_modules("edge.commands")))
+    """Modules that hold a `register`: the installed entry points, sorted by name."""
+    return [e.value.split(":")[0] for e in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)]
 
 
 def _discover(subparsers: argparse._SubParsersAction) -> None:
