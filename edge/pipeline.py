@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -30,6 +30,7 @@ from edge.archive import Archive
 from edge.inference import SharedEngine
 from edge.overlay import encode_jpeg, render_overlay
 from edge.postprocess import Inspection, PostProcessor
+from edge.preprocess import PreProcessor
 from edge.result import ModelInfo, build_result, encode
 from edge.stats import RollingStats
 
@@ -49,6 +50,11 @@ class Serving:
     engine: SharedEngine
     post: PostProcessor
     model_info: ModelInfo
+    pre: PreProcessor = field(init=False)
+
+    def __post_init__(self):
+        # rectify + resize with the same bundle and calibration the post-processing reads the outputs with
+        object.__setattr__(self, "pre", PreProcessor(self.post.manifest, self.post.calibration))
 
 
 @dataclass
@@ -275,8 +281,8 @@ class CameraPipeline:
             image = frame.image
             if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
                 raise ValueError(f"frame {frame.seq} is not an RGB uint8 HxWx3 image (got {getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')})")
-            prepared = serving.post.prepare(image)
-            batch = serving.post.to_batch([prepared])
+            prepared = serving.pre.prepare(image)
+            batch = serving.pre.to_batch([prepared])
             preprocess_ms = (time.perf_counter() - started) * 1000
             future = serving.engine.submit(batch)
         except Exception as error:

@@ -1,4 +1,4 @@
-"""From a camera frame to a verdict: rectify, resize, and read the model's three outputs.
+"""From the model's three outputs to a verdict (pre-processing lives in edge.preprocess).
 
 The model answers three questions in one call (score, anomaly map, class logits); this module turns
 those raw outputs into what a line needs: a calibrated 0..1 score with the decision at 0.5, a verdict,
@@ -15,7 +15,6 @@ import numpy as np
 
 from edge.backends.base import ModelOutputs
 from edge.bundle import Manifest
-from edge.images import prepare_batch
 from edge.regions import Region, apply_aoi, find_regions
 
 DECISION = 0.5  # published threshold: a calibrated score above 0.5 is a defect
@@ -31,8 +30,6 @@ class Calibration(Protocol):
     def normalise(self, raw_score: float) -> float: ...
 
     def is_defect(self, raw_score: float) -> bool: ...
-
-    def prepare(self, frame_rgb: np.ndarray) -> np.ndarray: ...
 
     def aoi_for_input(self, height: int, width: int) -> np.ndarray | None: ...
 
@@ -69,13 +66,6 @@ class PostProcessor:
     def __init__(self, manifest: Manifest, calibration: Calibration):
         self.manifest = manifest
         self.calibration = calibration
-
-    def prepare(self, frame_rgb: np.ndarray) -> np.ndarray:
-        """Rectify the frame (when the calibration has corners); resizing comes after."""
-        return self.calibration.prepare(frame_rgb)
-
-    def to_batch(self, frames_rgb: list[np.ndarray]) -> np.ndarray:
-        return prepare_batch(frames_rgb, self.manifest.input_height, self.manifest.input_width)
 
     def classify(self, logits: np.ndarray, is_defect: bool) -> tuple[str, float | None]:
         """Best defect class for a defect, 'good' for an ok part. No head (C == 1), or a head trained without

@@ -378,11 +378,12 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
     # ...and through the daemon's post-processing: same verdicts, score 0.5 at the threshold.
     from edge.images import read_image_rgb
     from edge.postprocess import PostProcessor
+    from edge.preprocess import PreProcessor
 
-    post = PostProcessor(bundle.manifest, calibration)
+    post, pre = PostProcessor(bundle.manifest, calibration), PreProcessor(bundle.manifest, calibration)
     names = result.names[:16] + defects.names[:16]
-    frames = [post.prepare(read_image_rgb(name)) for name in names]
-    outputs = backend.infer(post.to_batch(frames))
+    frames = [pre.prepare(read_image_rgb(name)) for name in names]
+    outputs = backend.infer(pre.to_batch(frames))
     expected = np.concatenate([result.scores[:16], defects.scores[:16]])
     for index, raw in enumerate(expected):
         inspection = post(outputs, index, frames[index].shape[:2])

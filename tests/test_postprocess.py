@@ -14,6 +14,7 @@ from edge.backends.onnxruntime_backend import CpuLayout, OnnxRuntimeBackend
 from edge.bundle import load_bundle
 from edge.calibration_file import from_bundle_defaults
 from edge.postprocess import PostProcessor
+from edge.preprocess import PreProcessor
 from edge.result import ModelInfo, build_result, validate_result
 
 LATENCY = {"capture": 1.0, "preprocess": 0.5, "infer": 2.0, "postprocess": 0.3, "total": 4.0}
@@ -33,8 +34,9 @@ def _result(bundle, inspection, seq=0):
 def test_real_bundle_verdicts_scores_and_regions(bundle, tiny_bundle):
     frames, expected_scores = reference_frames(tiny_bundle)
     post = PostProcessor(bundle.manifest, from_bundle_defaults(bundle, camera="cam"))
+    pre = PreProcessor(bundle.manifest, post.calibration)
     backend = OnnxRuntimeBackend(bundle, layout=CpuLayout(1, 1))
-    outputs = backend.infer(post.to_batch([post.prepare(f) for f in frames]))
+    outputs = backend.infer(pre.to_batch([pre.prepare(f) for f in frames]))
     threshold = bundle.manifest.thresholds.image
     for index, frame in enumerate(frames):
         inspection = post(outputs, index, frame.shape[:2])
