@@ -120,13 +120,7 @@ class Publisher:
         client_id = cfg.client_id or f"onen-{self.station}"   # set by the station config; code-built configs may omit it
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
         client.will_set(self.topics.availability, "offline", qos=1, retain=True)
-        tls = cfg.tls
-        if tls is not None:
-            client.tls_set(ca_certs=_str(tls.ca), certfile=_str(tls.cert), keyfile=_str(tls.key))
-            if tls.insecure:
-                client.tls_insecure_set(True)      # no hostname check: test benches only, the config says so
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password)
+        apply_security(client, cfg)
         client.reconnect_delay_set(min_delay=self.reconnect_s[0], max_delay=self.reconnect_s[1])
         client.max_inflight_messages_set(self.window)
         client.on_connect = self._on_connect
@@ -306,6 +300,16 @@ class Publisher:
         self.client.loop_stop()
         self.spool.close()
         return flushed
+
+
+def apply_security(client: mqtt.Client, cfg: Any) -> None:
+    """TLS and credentials of the station's mqtt config (the daemon and `onen watch` connect alike)."""
+    if cfg.tls is not None:
+        client.tls_set(ca_certs=_str(cfg.tls.ca), certfile=_str(cfg.tls.cert), keyfile=_str(cfg.tls.key))
+        if cfg.tls.insecure:
+            client.tls_insecure_set(True)      # no hostname check: test benches only, the config says so
+    if cfg.username:
+        client.username_pw_set(cfg.username, cfg.password)
 
 
 def _str(value: Any) -> str | None:
