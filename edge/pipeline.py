@@ -28,7 +28,7 @@ import numpy as np
 
 from edge.archive import Archive
 from edge.inference import SharedEngine
-from edge.overlay import encode_jpeg, render_overlay
+from edge.overlay import encode_jpeg, inspection_label, render_overlay
 from edge.postprocess import Inspection, PostProcessor
 from edge.preprocess import PreProcessor
 from edge.result import ModelInfo, build_result, encode
@@ -118,7 +118,8 @@ class SideWorker:
                 return
             camera, frame_rgb, inspection, result, publish_overlay, archive_it, quality = job
             try:
-                jpeg = encode_jpeg(render_overlay(frame_rgb, inspection.anomaly_map, inspection.regions), quality)
+                jpeg = encode_jpeg(render_overlay(frame_rgb, inspection.anomaly_map, inspection.regions,
+                                                  label=inspection_label(inspection), defect=inspection.is_defect), quality)
                 if publish_overlay:
                     self.publisher.publish_overlay(camera, jpeg)
                 if archive_it and self.archive is not None:

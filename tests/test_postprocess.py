@@ -114,3 +114,18 @@ def test_schema_rejects_malformed_results(bundle):
         with pytest.raises(jsonschema.ValidationError):
             validate_result(bad)
 
+
+def test_overlay_is_labelled_with_verdict_banner_and_region_boxes():
+    from edge.overlay import render_overlay
+    from edge.regions import Region
+
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    heat = np.zeros((30, 40), np.float32)
+    region = Region([60, 60, 40, 30], 1200, 0.9)
+    plain = render_overlay(frame, heat, [region])
+    labelled = render_overlay(frame, heat, [region], label="DEFECT 0.912/0.50 scratch 0.83 regions 1", defect=True)
+    banner = labelled[:12]
+    assert (banner[..., 2] > 150).mean() > 0.5 and (banner == 255).all(axis=2).any()   # red banner, white text
+    assert not np.array_equal(plain[:12], banner)
+    assert (labelled[60, 60:100] == 255).all() and (labelled[60:90, 60] == 255).all()   # box at the region
+    assert (plain[70, 80] != 255).any()                                                  # inside is not painted
