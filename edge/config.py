@@ -188,6 +188,11 @@ class UpdatesConfig:
 
     dir: Path
     trusted_keys: list[Path] = field(default_factory=list)
+    calibration_dir: Path | None = None      # pushed calibrations (edge.calibration_store); None: <dir>/calibrations
+
+    def __post_init__(self):
+        if self.calibration_dir is None:
+            self.calibration_dir = Path(self.dir) / "calibrations"
 
 
 @dataclass
@@ -291,7 +296,8 @@ def _build(raw: dict, source_path: Path) -> StationConfig:
     updates = None
     if updates_raw is not None:
         updates = UpdatesConfig(dir=resolve(updates_raw["dir"]),
-                                trusted_keys=[resolve(k) for k in updates_raw.get("trusted_keys", [])])
+                                trusted_keys=[resolve(k) for k in updates_raw.get("trusted_keys", [])],
+                                calibration_dir=resolve(updates_raw.get("calibration_dir")))
     return StationConfig(
         station=station,
         mqtt=mqtt,
