@@ -161,6 +161,16 @@ class StationCommands:
             self.event("model_update_rejected", {"action": action, "request_id": request_id_of(args[0]), "reason": reason})
 
     # ---- calibration -------------------------------------------------------------------------------
+    def _seed(self, camera: str) -> None:
+        """The engineer's file becomes the store's first version (read, never written), so a rollback can
+        come back to it; a seed that cannot be read is logged and the command goes on without it."""
+        path = self.daemon.config.camera(camera).calibration
+        try:
+            if self.calibrations.seed(camera, path) is not None:
+                log.info("camera %s: calibration store %s seeded with %s", camera, self.calibrations.folder(camera), path)
+        except (OnenError, OSError, ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError) as error:
+            log.warning("camera %s: %s not kept in the calibration store (%s: %s)", camera, path, type(error).__name__, error)
+
     def apply_calibration(self, camera: str, payload: bytes) -> bool:
         """A pushed calibration becomes a new version in the store (or a rollback moves to the previous one);
         the engineer's file the config names is only read, as the first version."""
@@ -171,7 +181,7 @@ class StationCommands:
         bundle = serving.engine.backend.bundle
         try:
             message = read_calibration_message(payload, camera)
-            self.calibrations.seed(camera, camera_cfg.calibration)
+            self._seed(camera)
             if message is None:
                 version = self.calibrations.rollback(camera, bundle.onnx_sha256)
             else:
@@ -275,7 +285,7 @@ class StationCommands:
             pipelines = {cam: p for cam, p in daemon.pipelines.items() if daemon.config.camera(cam).model == name}
             calibrations, sources = {}, {}
             for camera, pipeline in pipelines.items():
-                self.calibrations.seed(camera, daemon.config.camera(camera).calibration)
+                self._seed(camera)
                 calibrations[camera], sources[camera] = calibration_for(daemon.config.camera(camera), bundle, pipeline.post.calibration,
                                                                         tolerate_stale=True, store=self.calibrations)
             promote(daemon.bundle_sources[name])
