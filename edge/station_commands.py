@@ -1,7 +1,8 @@
 """What a running station does when the maintenance team sends it a new calibration, model or rollback.
 
 Topics (DESIGN.md `{prefix}/{station}/cmd/#`):
-- `cmd/{camera}/calibration`: a calibration YAML (+ AOI) from `onen push-calibration`;
+- `cmd/{camera}/calibration`: a calibration YAML (+ AOI) from `onen push-calibration` (kept as a new version
+  in edge.calibration_store), or a rollback to the camera's previous calibration;
 - `cmd/model/install`: a bundle (.tar bytes, or a path on the station) from `onen push`;
 - `cmd/model/rollback`: back to the model served before the last install.
 Commands run one at a time on their own thread, so MQTT's network loop (which also carries the

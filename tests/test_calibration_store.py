@@ -16,7 +16,7 @@ from edge.bundle import load_bundle
 from edge.calibration_file import CalibrationError, from_bundle_defaults
 from edge.calibration_store import CalibrationStore
 from edge.cli import main
-from edge.config import load_config
+from edge.config import ConfigError, load_config
 from edge.local_broker import MosquittoBroker
 
 
@@ -94,6 +94,9 @@ def test_config_names_the_store_relative_to_the_config_file(tmp_path, tiny_bundl
     config = write_station(tmp_path, 1883, tiny_bundle, [file_camera("cam", video)],
                            updates={"dir": "models", "calibration_dir": "calib-store"})
     assert load_config(config).updates.calibration_dir == tmp_path / "calib-store"
+    (tmp_path / "calib-store").write_text("a file, not a folder")
+    with pytest.raises(ConfigError, match=r"updates.calibration_dir: not a folder"):
+        load_config(config)
 
 
 # --- on a running station -----------------------------------------------------------------------------------
