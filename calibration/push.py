@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.calibration_file import calibration_message
+from edge.calibration_file import calibration_message, calibration_rollback_message
 from edge.errors import OnenError
 from edge.station_client import send_command
 
@@ -24,7 +24,8 @@ def calibration_topic(prefix: str, station: str, camera: str) -> str:
     return f"{prefix}/{station}/cmd/{camera}/calibration"
 
 
-def push_calibration(yaml_path: Path, station_config: Path, camera: str, wait_s: float = 10.0) -> PushOutcome:
+def push_calibration(yaml_path: Path | None, station_config: Path, camera: str, wait_s: float = 10.0) -> PushOutcome:
+    """Send `yaml_path` (None: a rollback to the camera's previous calibration) and wait for the answer."""
     from edge.config import load_config
 
     config = load_config(station_config)
@@ -35,5 +36,6 @@ def push_calibration(yaml_path: Path, station_config: Path, camera: str, wait_s:
     def is_answer(event: dict) -> bool:
         return str(event.get("kind", "")).startswith("calibration") and (event.get("detail") or {}).get("camera") == camera
 
-    answer = send_command(config, topic, calibration_message(yaml_path), is_answer, wait_s)
+    payload = calibration_rollback_message(camera) if yaml_path is None else calibration_message(yaml_path)
+    answer = send_command(config, topic, payload, is_answer, wait_s)
     return PushOutcome(topic, answer)

@@ -325,25 +325,26 @@ def calibration_message(yaml_path: str | Path) -> bytes:
     return json.dumps(message).encode()
 
 
-def install_calibration_message(payload: bytes, bundle: Bundle, target: str | Path, camera: str) -> CameraCalibration:
-    """Station side: check a pushed calibration completely (schema, camera, bundle sha256, AOI), then make it
-    the camera's calibration file `target` (the path the station config names, so a restart keeps it) and
-    return it. The file it replaces is kept as <target>.previous.yaml (push that back to roll back). Nothing
-    changes when the push is refused, so the running calibration stays in force."""
+ROLLBACK_SCHEMA = "onen.calibration-rollback/1"
+
+
+def read_calibration_message(payload: bytes, camera: str) -> tuple[dict, bytes | None] | None:
+    """Station side: the calibration mapping and AOI bytes a push carries (None for a rollback request);
+    edge.calibration_store.CalibrationStore.add does the checks against the model and keeps it."""
     import base64
     import binascii
-    import hashlib
-    import os
-    import shutil
-    import tempfile
 
     def refuse(reason: str) -> CalibrationError:
         return CalibrationError(f"calibration pushed for camera {camera!r}: {reason}")
 
     try:
-        message = load_command(payload, MESSAGE_SCHEMA, text_fields=("camera", "calibration_yaml", "aoi_png_base64"))
+        message = load_command(payload, (MESSAGE_SCHEMA, ROLLBACK_SCHEMA), text_fields=("camera", "calibration_yaml", "aoi_png_base64"))
     except CommandError as error:
         raise refuse(str(error)) from error
+    if message["schema"] == ROLLBACK_SCHEMA:
+        if message.get("camera") != camera:
+            raise refuse(f"the rollback names camera {message.get('camera')!r}")
+        return None
     if message.get("camera") != camera:
         raise refuse(f"it was made for camera {message.get('camera')!r}")
     if not isinstance(message.get("calibration_yaml"), str):
@@ -354,42 +355,19 @@ def install_calibration_message(payload: bytes, bundle: Bundle, target: str | Pa
         raise refuse(f"invalid YAML ({error})") from error
     if not isinstance(data, dict):
         raise refuse("'calibration_yaml' is not a calibration mapping")
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=target.parent))
-    try:
-        if message.get("aoi_png_base64"):
-            try:
-                aoi_bytes = base64.b64decode(message["aoi_png_base64"], validate=True)
-            except (binascii.Error, TypeError) as error:
-                raise refuse("'aoi_png_base64' is not base64") from error
-            # Named by content: the AOI of the running calibration is never overwritten.
-            data["aoi"] = f"{target.stem}.aoi-{hashlib.sha256(aoi_bytes).hexdigest()[:12]}.png"
-            (staging / data["aoi"]).write_bytes(aoi_bytes)
-        elif data.get("aoi") is not None and not Path(str(data["aoi"])).is_absolute():
-            raise refuse(f"names AOI {data['aoi']!r} but does not carry it")
-        (staging / target.name).write_text(yaml.safe_dump(data, sort_keys=False))
-        load_calibration(staging / target.name, bundle)        # every check, on the staged copy
-        for staged in staging.iterdir():
-            if staged.name != target.name:
-                os.replace(staged, target.parent / staged.name)
-        if target.is_file():
-            shutil.copy2(target, target.with_name(target.stem + ".previous.yaml"))
-        os.replace(staging / target.name, target)              # the switch: one atomic rename
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    _remove_unused_pushed_aois(target)
-    return load_calibration(target, bundle)
-
-
-def _remove_unused_pushed_aois(target: Path) -> None:
-    """Pushed AOIs that neither the calibration nor its .previous names any more."""
-    referenced = set()
-    for path in (target, target.with_name(target.stem + ".previous.yaml")):
+    aoi_bytes = None
+    if message.get("aoi_png_base64"):
         try:
-            referenced.add(Path(str((yaml.safe_load(path.read_text()) or {}).get("aoi"))).name)
-        except (OSError, yaml.YAMLError, AttributeError):
-            continue
-    for aoi in target.parent.glob(f"{target.stem}.aoi-*.png"):
-        if aoi.name not in referenced:
-            aoi.unlink(missing_ok=True)
+            aoi_bytes = base64.b64decode(message["aoi_png_base64"], validate=True)
+        except (binascii.Error, TypeError) as error:
+            raise refuse("'aoi_png_base64' is not base64") from error
+    elif data.get("aoi") is not None and not Path(str(data["aoi"])).is_absolute():
+        raise refuse(f"names AOI {data['aoi']!r} but does not carry it")
+    return data, aoi_bytes
+
+
+def calibration_rollback_message(camera: str) -> bytes:
+    """The payload `onen push-calibration --rollback` sends: back to the camera's previous calibration."""
+    import json
+
+    return json.dumps({"schema": ROLLBACK_SCHEMA, "camera": camera}).encode()

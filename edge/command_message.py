@@ -17,8 +17,11 @@ class CommandError(OnenError):
     """A command message that cannot be read; the text says what was expected."""
 
 
-def load_command(payload: bytes, schema: str, text_fields: tuple[str, ...] = ()) -> dict:
-    """The message as a dict with `schema` == `schema` and every key in `text_fields` absent or a string."""
+def load_command(payload: bytes, schema: str | tuple[str, ...], text_fields: tuple[str, ...] = ()) -> dict:
+    """The message as a dict whose `schema` is `schema` (or one of them), every key in `text_fields` absent or
+    a string."""
+    schemas = (schema,) if isinstance(schema, str) else schema
+    expected = " or ".join(repr(s) for s in schemas)
     if len(payload) > MAX_COMMAND_BYTES:
         raise CommandError(f"message of {len(payload)} bytes is larger than {MAX_COMMAND_BYTES} bytes")
     try:
@@ -28,9 +31,9 @@ def load_command(payload: bytes, schema: str, text_fields: tuple[str, ...] = ())
     except RecursionError as error:
         raise CommandError("message is JSON nested too deeply to read") from error
     if not isinstance(message, dict):
-        raise CommandError(f"expected a JSON object with schema {schema!r}, got a JSON {type(message).__name__}")
-    if message.get("schema") != schema:
-        raise CommandError(f"expected a JSON object with schema {schema!r}, got schema {_short(message.get('schema'))}")
+        raise CommandError(f"expected a JSON object with schema {expected}, got a JSON {type(message).__name__}")
+    if message.get("schema") not in schemas:
+        raise CommandError(f"expected a JSON object with schema {expected}, got schema {_short(message.get('schema'))}")
     for key in text_fields:
         value = message.get(key)
         if value is not None and not isinstance(value, str):

@@ -478,11 +478,15 @@ class SemanticChecks:
                      expected="mqtt.username next to password_env / password_file")
 
     def check_updates(self, updates: dict) -> None:
-        """The versions folder must be a folder (it is created when missing); trusted keys must be ed25519 public keys."""
+        """The versions folders must be folders (it is created when missing); trusted keys must be ed25519 public keys."""
         folder = updates.get("dir")
         if isinstance(folder, str) and folder and self.path_of(folder).exists() and not self.path_of(folder).is_dir():
             self.add(("updates", "dir"), f"not a folder: {self.path_of(folder)}", folder,
                      expected="a folder the station may write model versions into (e.g. /var/lib/onen/models)")
+        folder = updates.get("calibration_dir")
+        if isinstance(folder, str) and folder and self.path_of(folder).exists() and not self.path_of(folder).is_dir():
+            self.add(("updates", "calibration_dir"), f"not a folder: {self.path_of(folder)}", folder,
+                     expected="a folder the station may write calibration versions into (e.g. /var/lib/onen/calibrations)")
         keys = updates.get("trusted_keys")
         if not isinstance(keys, list):
             return

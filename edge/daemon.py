@@ -28,7 +28,7 @@ from edge.publisher import Publisher
 from edge.model_slots import ModelSlots
 from edge.result import ModelInfo
 from edge.spool import Spool
-from edge.station_commands import RECALIBRATE, StationCommands, calibration_for
+from edge.station_commands import RECALIBRATE, StationCommands, calibration_for, calibration_store_of
 from edge.stats import RollingStats
 from edge.systemd_notify import SystemdNotifier
 
@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 SPOOL_FILE = "results.sqlite3"
 CAMERA_STATUS_EVENTS = {"camera_connected": "connected", "camera_lost": "lost", "camera_reconnecting": "reconnecting",
                         "camera_finished": "finished"}
+
+
+def spool_file(config) -> Path:
+    """The spool database of a station config (its folder is where the station keeps what it writes itself)."""
+    path = Path(config.spool.path)
+    return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / SPOOL_FILE
 
 
 @dataclass
@@ -103,8 +109,7 @@ class Daemon:
         return self._spool_path().parent
 
     def _spool_path(self) -> Path:
-        path = Path(self.config.spool.path)
-        return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / SPOOL_FILE
+        return spool_file(self.config)
 
     def _open_backend(self, bundle, model_cfg):
         from edge.backends.factory import create_backend
@@ -161,7 +166,8 @@ class Daemon:
         model, a file made for the old one gives way to the new bundle's defaults (with an event)."""
         source_path = self.bundle_sources.get(camera_cfg.model)
         installed = source_path is not None and source_path != Path(self.config.models[camera_cfg.model].bundle)
-        calibration, source = calibration_for(camera_cfg, bundle, tolerate_stale=installed)
+        calibration, source = calibration_for(camera_cfg, bundle, tolerate_stale=installed,
+                                              store=calibration_store_of(self.config, self.state_dir()))
         if source == RECALIBRATE:
             self._event("calibration_stale", {"camera": camera_cfg.name, "file": str(camera_cfg.calibration), "using": source,
                                               "model_sha256": bundle.onnx_sha256})

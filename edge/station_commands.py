@@ -1,7 +1,8 @@
 """What a running station does when the maintenance team sends it a new calibration, model or rollback.
 
 Topics (DESIGN.md `{prefix}/{station}/cmd/#`):
-- `cmd/{camera}/calibration`: a calibration YAML (+ AOI) from `onen push-calibration`;
+- `cmd/{camera}/calibration`: a calibration YAML (+ AOI) from `onen push-calibration` (kept as a new version
+  in edge.calibration_store), or a rollback to the camera's previous calibration;
 - `cmd/model/install`: a bundle (.tar bytes, or a path on the station) from `onen push`;
 - `cmd/model/rollback`: back to the model served before the last install.
 Commands run one at a time on their own thread, so MQTT's network loop (which also carries the
@@ -16,7 +17,6 @@ command is answered on the events topic (`calibration_updated` / `calibration_re
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import shutil
 import threading
@@ -27,8 +27,9 @@ from typing import Callable
 import yaml
 
 from edge.bundle import MODEL, Bundle, load_bundle
+from edge.calibration_file import CalibrationError, CameraCalibration, from_bundle_defaults, load_calibration, read_calibration_message
+from edge.calibration_store import CalibrationStore
 from edge.command_message import request_id_of
-from edge.calibration_file import CalibrationError, CameraCalibration, from_bundle_defaults, install_calibration_message, load_calibration
 from edge.errors import OnenError
 from edge.postprocess import PostProcessor
 from edge.rectify import Rectification
@@ -65,20 +66,11 @@ def _geometry(path: Path | None, current: CameraCalibration | None) -> tuple[Pat
         return None, None
 
 
-def previous_calibration(path: Path) -> Path:
-    """Where a pushed calibration keeps the file it replaced (edge.calibration_file.install_calibration_message)."""
-    path = Path(path)
-    return path.with_name(path.stem + ".previous.yaml")
-
-
-def restore_previous_calibration(path: Path) -> None:
-    """Swap the camera's calibration file with its .previous.yaml (after a rollback to the model that one was
-    made for), so a restart reads the right one; the other stays as .previous.yaml for the way back."""
-    path, previous = Path(path), previous_calibration(path)
-    parked = path.with_name(f".{path.name}.swap")
-    os.replace(path, parked)
-    os.replace(previous, path)
-    os.replace(parked, previous)
+def calibration_store_of(config, state_dir: Path) -> CalibrationStore:
+    """Where the station keeps pushed calibrations: updates.calibration_dir, else next to the spool."""
+    if config.updates is not None:
+        return CalibrationStore(config.updates.calibration_dir)
+    return CalibrationStore(Path(state_dir) / "calibrations")
 
 
 def with_config_aoi(calibration: CameraCalibration, camera_cfg) -> CameraCalibration:
@@ -89,28 +81,25 @@ def with_config_aoi(calibration: CameraCalibration, camera_cfg) -> CameraCalibra
     return calibration
 
 
-def calibration_for(camera_cfg, bundle: Bundle, current: CameraCalibration | None = None, tolerate_stale: bool = False) -> tuple[CameraCalibration, str]:
+def calibration_for(camera_cfg, bundle: Bundle, current: CameraCalibration | None = None, tolerate_stale: bool = False,
+                    store: CalibrationStore | None = None) -> tuple[CameraCalibration, str]:
     """The camera's calibration for `bundle`, and where it came from.
 
-    The file the config names, when made for this bundle's model (the station config's AOI wins over its
-    AOI). A file made for another model is an error at a normal start; after a model install
-    (`tolerate_stale`) its .previous.yaml is used when made for this model (a rollback), else the camera runs
-    on the new bundle's default thresholds with its AOI and rectification, and the event says to recalibrate."""
+    The store's version last current for this bundle's model, else the file the config names when made for
+    this model (the station config's AOI wins over either's AOI). A file made for another model is an error at
+    a normal start; after a model install (`tolerate_stale`) the camera runs on the new bundle's default
+    thresholds with its AOI and rectification, and the event says to recalibrate."""
+    version = store.for_model(camera_cfg.name, bundle.onnx_sha256) if store is not None else None
+    if version is not None:
+        return with_config_aoi(store.load(version, bundle), camera_cfg), str(version)
     path = camera_cfg.calibration
     if path is not None:
         try:
-            calibration = load_calibration(path, bundle)
-            source = str(path)
+            return with_config_aoi(load_calibration(path, bundle), camera_cfg), str(path)
         except CalibrationError:
             made_for = _made_for_sha(path)
             if not tolerate_stale or made_for is None or made_for == bundle.onnx_sha256:
                 raise
-            calibration = None
-            previous = previous_calibration(path)
-            if previous.is_file() and _made_for_sha(previous) == bundle.onnx_sha256:
-                calibration, source = load_calibration(previous, bundle), str(previous)
-        if calibration is not None:
-            return with_config_aoi(calibration, camera_cfg), source
     elif current is None or not tolerate_stale:
         return from_bundle_defaults(bundle, camera=camera_cfg.name, aoi=camera_cfg.aoi), "bundle defaults"
     aoi, rectification = _geometry(path, current)
@@ -125,6 +114,7 @@ class StationCommands:
     def __init__(self, daemon):
         self.daemon = daemon
         self.store = ModelStore(daemon.config.updates.dir) if daemon.config.updates is not None else None
+        self.calibrations = calibration_store_of(daemon.config, daemon.state_dir())
         self.swaps: list[dict] = []          # figures of every model swap (for benchmarks and tests)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="onen-station-commands", daemon=True)
@@ -173,39 +163,49 @@ class StationCommands:
             self.event("model_update_rejected", {"action": action, "request_id": request_id_of(args[0]), "reason": reason})
 
     # ---- calibration -------------------------------------------------------------------------------
-    def calibration_target(self, camera_cfg) -> tuple[Path, bool]:
-        """Where a pushed calibration is stored, and whether a restart reads it (only the file the config names)."""
-        if camera_cfg.calibration is not None:
-            return Path(camera_cfg.calibration), True
-        base = Path(self.daemon.config.updates.dir) if self.daemon.config.updates else self.daemon.state_dir()
-        return base / "calibration" / f"{camera_cfg.name}.yaml", False
+    def _seed(self, camera: str) -> None:
+        """The engineer's file becomes the store's first version (read, never written), so a rollback can
+        come back to it; a seed that cannot be read is logged and the command goes on without it."""
+        path = self.daemon.config.camera(camera).calibration
+        try:
+            if self.calibrations.seed(camera, path) is not None:
+                log.info("camera %s: calibration store %s seeded with %s", camera, self.calibrations.folder(camera), path)
+        except (OnenError, OSError, ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError) as error:
+            log.warning("camera %s: %s not kept in the calibration store (%s: %s)", camera, path, type(error).__name__, error)
 
     def apply_calibration(self, camera: str, payload: bytes) -> bool:
+        """A pushed calibration becomes a new version in the store (or a rollback moves to the previous one);
+        the engineer's file the config names is only read, as the first version."""
         started = time.monotonic()
         pipeline = self.daemon.pipelines[camera]
         camera_cfg = self.daemon.config.camera(camera)
         serving = pipeline.serving
         bundle = serving.engine.backend.bundle
-        target, kept = self.calibration_target(camera_cfg)
         try:
-            calibration = with_config_aoi(install_calibration_message(payload, bundle, target, camera), camera_cfg)
+            message = read_calibration_message(payload, camera)
+            self._seed(camera)
+            if message is None:
+                version = self.calibrations.rollback(camera, bundle.onnx_sha256)
+            else:
+                version = self.calibrations.add(camera, message[0], message[1], bundle)
+                self.calibrations.make_current(camera, version, "push")
+            calibration = with_config_aoi(self.calibrations.load(version, bundle), camera_cfg)
         except OnenError as error:
             self.event("calibration_rejected", {"camera": camera, "reason": str(error)})
             return False
-        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as error:
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError, yaml.YAMLError) as error:
             self.event("calibration_rejected", {"camera": camera, "reason": f"malformed calibration message ({type(error).__name__}: {error})"})
             return False
         except OSError as error:
-            self.event("calibration_rejected", {"camera": camera, "reason": f"cannot write {target}: {error} (the station's service user must be allowed to write there)"})
+            self.event("calibration_rejected", {"camera": camera, "reason": f"cannot write the calibration store {self.calibrations.root}: {error} (the station's service user must be allowed to write there)"})
             return False
         old = serving.post.calibration
         pipeline.swap(postprocessor=PostProcessor(bundle.manifest, calibration))
-        detail = {"camera": camera, "file": str(target), "kept_across_restart": kept, "apply_ms": round((time.monotonic() - started) * 1000, 1),
+        detail = {"camera": camera, "action": "rollback" if message is None else "push", "version": version.name,
+                  "file": str(version / "calibration.yaml"), "apply_ms": round((time.monotonic() - started) * 1000, 1),
                   "image_threshold": calibration.image_threshold, "pixel_threshold": calibration.pixel_threshold,
                   "min_region_area": calibration.min_region_area, "previous_image_threshold": getattr(old, "image_threshold", None),
                   "aoi": str(calibration.aoi) if calibration.aoi else None, "model_sha256": bundle.onnx_sha256}
-        if not kept:
-            detail["note"] = f"cameras[{camera}] names no calibration file; set calibration: {target} in the station config to keep it after a restart"
         self.event("calibration_updated", detail)
         return True
 
@@ -287,13 +287,13 @@ class StationCommands:
             pipelines = {cam: p for cam, p in daemon.pipelines.items() if daemon.config.camera(cam).model == name}
             calibrations, sources = {}, {}
             for camera, pipeline in pipelines.items():
-                calibrations[camera], sources[camera] = calibration_for(daemon.config.camera(camera), bundle, pipeline.post.calibration, tolerate_stale=True)
+                self._seed(camera)
+                calibrations[camera], sources[camera] = calibration_for(daemon.config.camera(camera), bundle, pipeline.post.calibration,
+                                                                        tolerate_stale=True, store=self.calibrations)
             promote(daemon.bundle_sources[name])
             for camera, calibration_source in sources.items():
-                camera_file = daemon.config.camera(camera).calibration
-                if camera_file is not None and calibration_source == str(previous_calibration(camera_file)):
-                    restore_previous_calibration(camera_file)
-                    sources[camera] = f"{camera_file} (restored from {Path(calibration_source).name})"
+                if Path(calibration_source).parent == self.calibrations.folder(camera):   # a version of the store
+                    self.calibrations.make_current(camera, Path(calibration_source), f"model {detail['action']}")
         except BaseException:
             backend.close()
             raise

@@ -447,15 +447,16 @@ def test_onen_calibrate_from_a_video_file(tiny_bundle, tmp_path, capsys):
 
 
 def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny_bundle, tmp_path, capsys):
-    """The station side here is the part of the daemon that handles the topic: install_calibration_message,
-    then an event. Refused pushes leave the running calibration untouched."""
+    """The station side here is the part of the daemon that handles the topic: read_calibration_message, the
+    calibration store, then an event. Refused pushes leave the running calibration untouched."""
     import json
     import threading
 
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge.calibration_file import install_calibration_message
+    from edge.calibration_file import read_calibration_message
+    from edge.calibration_store import CalibrationStore
     from edge.local_broker import MosquittoBroker
 
     bundle = load_bundle(tiny_bundle)
@@ -466,7 +467,7 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
     other = _fake_bundle(tmp_path / "other", "other-model", b"another model")
     wrong_file = from_bundle_defaults(other, "cam1").save(tmp_path / "wrong" / "cam1.yaml")
     (tmp_path / "incoming").mkdir()
-    station_file = tmp_path / "station" / "cam1.yaml"        # the calibration file the station config names
+    store = CalibrationStore(tmp_path / "station" / "calibrations")
 
     with MosquittoBroker() as broker:
         config = tmp_path / "station.yaml"
@@ -481,7 +482,10 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
 
         def on_message(client, userdata, message):
             try:
-                calibration = install_calibration_message(message.payload, bundle, station_file, "cam1")
+                data, aoi_bytes = read_calibration_message(message.payload, "cam1")
+                version = store.add("cam1", data, aoi_bytes, bundle)
+                store.make_current("cam1", version, "push")
+                calibration = store.load(version, bundle)
                 installed.append(calibration)
                 client.publish("onen/line1/events", json.dumps({"kind": "calibration_updated", "detail": {"camera": "cam1", "image_threshold": calibration.image_threshold}}), qos=1)
             except OnenError as error:
@@ -497,23 +501,23 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
             assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0
             assert "station answered calibration_updated" in capsys.readouterr().out
             assert len(installed) == 1 and installed[0].aoi_for_input(64, 64) is not None
-            stored = load_calibration(station_file, bundle)
+            first = store.current("cam1")
+            stored = store.load(first, bundle)
             assert stored.aoi.read_bytes() == (tmp_path / "cam1.aoi.png").read_bytes()
-            before = station_file.read_text()
 
             assert main(["push-calibration", str(wrong_file), "--config", str(config), "--wait", "10"]) == 1
             answer = capsys.readouterr().out
             assert "calibration_rejected" in answer and "made for bundle 'other-model'" in answer
-            assert station_file.read_text() == before and stored.bundle_sha256 == bundle.onnx_sha256
+            assert store.current("cam1") == first and len(store.history("cam1")) == 1
 
             assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0   # again
-            assert (tmp_path / "station" / "cam1.previous.yaml").read_text() == before
-            assert sorted(p.name for p in station_file.parent.iterdir()) == sorted(["cam1.yaml", "cam1.previous.yaml", stored.aoi.name])
-            # A new AOI: the one only the replaced file named goes once nothing refers to it.
+            assert store.current("cam1") == first and len(store.history("cam1")) == 1      # same content, same version
+            # A new AOI is a new version; the first one stays as it was (previous).
             cv2.imwrite(str(tmp_path / "cam1.aoi.png"), 255 - aoi)
             assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0
-            assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0
-            assert len(list(station_file.parent.glob("cam1.aoi-*.png"))) == 1
+            assert store.previous("cam1") == first and store.current("cam1") != first
+            assert (first / "aoi.png").read_bytes() == stored.aoi.read_bytes()
+            assert store.load(store.current("cam1"), bundle).aoi.read_bytes() == (tmp_path / "cam1.aoi.png").read_bytes()
         finally:
             station.loop_stop()
             station.disconnect()

@@ -4,6 +4,8 @@ The daemon inspects a looping video the whole time; the calibration changes betw
 is computed with either the old or the new calibration (never a mix), and a refused push changes nothing."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
@@ -61,8 +63,10 @@ def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_no
         assert collector.wait(lambda c: any(e["kind"] == "calibration_updated" for e in c.events()), timeout=5)
         updated = [e for e in collector.events() if e["kind"] == "calibration_updated"]
         assert len(updated) == 1 and updated[0]["detail"]["camera"] == "cam"
-        assert updated[0]["detail"]["image_threshold"] == NEW_THRESHOLD and updated[0]["detail"]["kept_across_restart"] is True
-        assert yaml.safe_load(station_calibration.read_text())["image_threshold"] == NEW_THRESHOLD    # a restart keeps it
+        assert updated[0]["detail"]["image_threshold"] == NEW_THRESHOLD
+        stored = Path(updated[0]["detail"]["file"])              # kept in the calibration store, so a restart keeps it
+        assert yaml.safe_load(stored.read_text())["image_threshold"] == NEW_THRESHOLD
+        assert yaml.safe_load(station_calibration.read_text()) == old    # the engineer's file is never written
         assert collector.wait(lambda c: len(c.results()) >= pushed_at + 12, timeout=20)
 
         assert main(["push-calibration", str(other_file), "--config", str(config), "--wait", "10"]) == 1
@@ -71,7 +75,8 @@ def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_no
         assert collector.wait(lambda c: any(e["kind"] == "calibration_rejected" for e in c.events()), timeout=5)
         rejected = [e for e in collector.events() if e["kind"] == "calibration_rejected"]
         assert len(rejected) == 1 and rejected[0]["detail"]["camera"] == "cam" and "other-model" in rejected[0]["detail"]["reason"]
-        assert yaml.safe_load(station_calibration.read_text())["image_threshold"] == NEW_THRESHOLD
+        assert yaml.safe_load(stored.read_text())["image_threshold"] == NEW_THRESHOLD
+        assert daemon.commands.calibrations.current("cam") == stored.parent
         rejected_at = len(collector.results())
         assert collector.wait(lambda c: len(c.results()) >= rejected_at + 12, timeout=20), "daemon alive after a refused push"
         assert thread.is_alive() and daemon.pipelines["cam"].alive

@@ -14,6 +14,7 @@ from daemon_helpers import start_daemon as start_station
 from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
 from edge.bundle import load_bundle
 from edge.calibration_file import from_bundle_defaults
+from edge.calibration_store import CalibrationStore
 from edge.cli import main
 from edge.config import load_config
 from edge.daemon import Daemon
@@ -183,21 +184,24 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         assert store.current("m").parent == tmp_path / "models" / "m" and sha_of(store.current("m")) == new_sha
         assert store.previous("m") == Path(tiny_bundle)
 
-        # The team then calibrates the camera for the new model and pushes it (the old file is kept as .previous).
+        # The team then calibrates the camera for the new model and pushes it (kept in the calibration store).
         calibration_file = tmp_path / "calib" / "cam.yaml"
         for_new = from_bundle_defaults(load_bundle(second_bundle), "cam").save(tmp_path / "pushed" / "cam.yaml")
         assert main(["push-calibration", str(for_new), "--config", str(config)]) == 0
         capsys.readouterr()
-        assert yaml.safe_load(calibration_file.read_text())["bundle"]["model_sha256"] == new_sha
+        calibrations = CalibrationStore(tmp_path / "models" / "calibrations")
+        engineer_bytes = calibration_file.read_bytes()
+        assert yaml.safe_load(calibration_file.read_text())["bundle"]["model_sha256"] == old_sha     # never written
+        assert calibrations.model_sha_of(calibrations.current("cam")) == new_sha
 
         assert main(["push", "--rollback", "--config", str(config)]) == 0
         assert "swapped model 'm'" in capsys.readouterr().out
         assert collector.wait(lambda c: sum(e["kind"] == "model_swapped" for e in c.events()) == 2, timeout=5)
         rolled = [e for e in collector.events() if e["kind"] == "model_swapped"][-1]["detail"]
         assert rolled["action"] == "rollback" and rolled["new"]["sha256"] == old_sha
-        # The old model's calibration comes back with it, also in the file a restart reads.
-        assert rolled["cameras"]["cam"]["calibration"] == f"{calibration_file} (restored from cam.previous.yaml)"
-        assert yaml.safe_load(calibration_file.read_text())["bundle"]["model_sha256"] == old_sha
+        # The old model's calibration comes back with it, also in the store a restart reads.
+        assert rolled["cameras"]["cam"]["calibration"] == str(calibrations.current("cam"))
+        assert calibrations.model_sha_of(calibrations.current("cam")) == old_sha
         count = len(collector.results())
         assert collector.wait(lambda c: len(c.results()) >= count + 10, timeout=20)
         assert store.current("m") == Path(tiny_bundle) and sha_of(store.previous("m")) == new_sha
@@ -207,8 +211,8 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         capsys.readouterr()
         assert collector.wait(lambda c: sum(e["kind"] == "model_swapped" for e in c.events()) == 3, timeout=5)
         again = [e for e in collector.events() if e["kind"] == "model_swapped"][-1]["detail"]
-        assert "restored" in again["cameras"]["cam"]["calibration"] and "recalibrate" not in again
-        assert yaml.safe_load(calibration_file.read_text())["bundle"]["model_sha256"] == new_sha
+        assert again["cameras"]["cam"]["calibration"] == str(calibrations.current("cam")) and "recalibrate" not in again
+        assert calibrations.model_sha_of(calibrations.current("cam")) == new_sha and calibration_file.read_bytes() == engineer_bytes
         assert sha_of(store.current("m")) == new_sha and store.previous("m") == Path(tiny_bundle)
         count = len(collector.results())
         assert collector.wait(lambda c: len(c.results()) >= count + 5, timeout=20)
@@ -240,7 +244,7 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         assert not any(e["kind"] == "calibration_stale" for e in collector.events())
     finally:
         stop_daemon(daemon, thread)
-    shutil.copy(tmp_path / "calib" / "cam.previous.yaml", calibration_file)           # made for the old model
+    shutil.rmtree(tmp_path / "models" / "calibrations")      # only the config's file is left, made for the old model
     collector.messages.clear()
     daemon, thread = start_daemon(config)
     try:
