@@ -55,3 +55,16 @@ def test_demo_refuses_a_bad_frame_count(tmp_path, tiny_bundle):
     done = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--frames", "0", "--cache-dir", str(cache)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--frames must be at least 1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_small_model_does_not_depend_on_the_thread_count(tmp_path, tiny_bundle):
+    """The demo's (and the tests') model is the same whatever OMP_NUM_THREADS or torch's threads say."""
+    from edge.bundle import load_bundle
+
+    code = ("import sys, torch; torch.set_num_threads(2); from train.recipes import small_bundle; "
+            "print(small_bundle(sys.argv[1], seed=0))")
+    env = dict(os.environ, OMP_NUM_THREADS="2", ONEN_SMALL_BUNDLE_CACHE="off")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "again")], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    again, first = load_bundle(done.stdout.strip().splitlines()[-1]), load_bundle(tiny_bundle)
+    assert again.onnx_sha256 == first.onnx_sha256

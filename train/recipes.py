@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 SMALL_SIZE = 64
 SMALL_STEPS = 150
+TRAIN_THREADS = 1   # torch's float reductions depend on the thread count: fixed, so every machine trains the same model
 CACHE_ENV = "ONEN_SMALL_BUNDLE_CACHE"        # a folder; "off" disables the cache
 _SOURCES = ("recipes.py", "tiny_data.py", "export.py", "losses.py", "student_objective.py", "models/onen_vit.py", "models/input_layer.py")
 SMALL_BATCH = 16
@@ -42,7 +43,7 @@ def _cache_dir(seed: int, steps: int) -> Path | None:
     setting = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "onen-inspect" / "small_bundle"))
     if setting.lower() == "off":
         return None
-    digest = hashlib.sha256(f"{seed}:{steps}:{torch.__version__}".encode())
+    digest = hashlib.sha256(f"{seed}:{steps}:{torch.__version__}:{TRAIN_THREADS}".encode())
     here = Path(__file__).resolve().parent
     for name in _SOURCES:
         digest.update((here / name).read_bytes())
@@ -76,7 +77,18 @@ def small_bundle(out_dir: str | Path, seed: int = 0, steps: int = SMALL_STEPS) -
 
 
 def train_small_bundle(out_dir: str | Path, seed: int = 0, steps: int = SMALL_STEPS) -> Path:
-    """Train a small student on generated data, export it to out_dir/bundle, return that bundle dir."""
+    """Train a small student on generated data on TRAIN_THREADS torch threads, export it to out_dir/bundle."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        return _train_small_bundle(out_dir, seed, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_small_bundle(out_dir: str | Path, seed: int, steps: int) -> Path:
     import torch
 
     from train.export import ExportInfo, default_thresholds, export_model, torch_outputs

@@ -1,7 +1,7 @@
 """`onen demo`: the whole product on a fresh machine in about a minute, with real parts only.
 
-1. a small model trained on generated parts (train.recipes.small_bundle) with a fixed torch thread count
-   (the model then does not depend on the machine or OMP_NUM_THREADS), cached in
+1. a small model trained on generated parts (train.recipes.small_bundle, which trains on one torch thread
+   so the model does not depend on the machine or OMP_NUM_THREADS), cached in
    ~/.cache/onen-inspect/demo-bundle and reused while it verifies and its recipe key matches;
 2. frames of generated parts (some with spots or scratches) written as a video with OpenCV;
 3. a camera calibrated on generated good parts (`onen calibrate`'s code), else the bundle defaults;
@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 DEFAULT_CACHE = Path("~/.cache/onen-inspect/demo-bundle").expanduser()
-TRAIN_THREADS = 1  # torch's reductions depend on the thread count: fixed, so every machine trains the same model
-RECIPE = {"recipe": "train.recipes.small_bundle", "seed": 0, "torch_threads": TRAIN_THREADS}
+RECIPE = {"recipe": "train.recipes.small_bundle", "seed": 0, "torch_threads": 1}
 CAMERA = "demo-cam"
 STATION = "demo"
 SCALE = 4          # generated parts are 64x64; the "camera" films them at 256x256
@@ -70,14 +69,7 @@ def demo_bundle(cache_dir: Path) -> Path:
     if cache_dir.exists():
         shutil.rmtree(cache_dir)
     cache_dir.mkdir(parents=True)
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)
-    try:
-        path = Path(small_bundle(cache_dir, seed=RECIPE["seed"])).resolve()
-    finally:
-        torch.set_num_threads(threads)
+    path = Path(small_bundle(cache_dir, seed=RECIPE["seed"])).resolve()
     load_bundle(path)
     marker.write_text(json.dumps({"bundle": str(path), "key": RECIPE}) + "\n")
     print(f"model: {path} ready in {time.monotonic() - started:.0f} s")
