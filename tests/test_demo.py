@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from train.commands.demo import DEFAULT_CACHE, RECIPE
+from train.commands.demo import DEFAULT_CACHE, demo_key
 
 
 def _cache(tmp_path, bundle) -> Path:
-    """The demo's cache holding tiny_bundle: the same recipe (small_bundle, seed 0, one torch thread)."""
+    """The demo's cache holding tiny_bundle: the same recipe (small_bundle, seed 0, one torch thread, this code)."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "demo.json").write_text(json.dumps({"bundle": str(bundle), "key": RECIPE}))
+    (cache / "demo.json").write_text(json.dumps({"bundle": str(bundle), "key": demo_key()}))
     return cache
 
 
@@ -44,10 +44,16 @@ def test_demo_runs_end_to_end_and_exits_0(tmp_path, tiny_bundle):
     assert "onen-demo-" not in done.stdout and "removed with the temp dir" in done.stdout
 
 
-def test_demo_cache_is_where_readme_says_and_keyed_by_the_recipe():
+def test_demo_cache_is_where_readme_says_and_keyed_by_the_recipe(tmp_path, tiny_bundle, capsys):
+    from train.commands.demo import demo_bundle
+
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert str(DEFAULT_CACHE).replace(str(Path.home()), "~") in readme
-    assert RECIPE["torch_threads"] == 1 and RECIPE["seed"] == 0
+    cache = _cache(tmp_path, tiny_bundle)
+    assert demo_bundle(cache) == tiny_bundle
+    (cache / "demo.json").write_text(json.dumps({"bundle": str(tiny_bundle), "key": "made-by-older-code"}))
+    assert demo_bundle(cache) != tiny_bundle        # another recipe's model is not reused: trained again
+    assert "made by recipe made-by-older-code" in capsys.readouterr().out
 
 
 def test_demo_refuses_a_bad_frame_count(tmp_path, tiny_bundle):

@@ -33,21 +33,27 @@ def _small_student(num_classes: int):
     return OneNStudent(cfg)
 
 
-def _cache_dir(seed: int, steps: int) -> Path | None:
-    """Where a finished small bundle is kept, keyed by the code that makes it (any change retrains)."""
+def small_bundle_key(seed: int = 0, steps: int = SMALL_STEPS) -> str:
+    """Names the small bundle by everything that makes it (seed, steps, torch, threads, the code): any change retrains."""
     import hashlib
-    import os
 
     import torch
 
-    setting = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "onen-inspect" / "small_bundle"))
-    if setting.lower() == "off":
-        return None
     digest = hashlib.sha256(f"{seed}:{steps}:{torch.__version__}:{TRAIN_THREADS}".encode())
     here = Path(__file__).resolve().parent
     for name in _SOURCES:
         digest.update((here / name).read_bytes())
-    return Path(setting) / digest.hexdigest()[:16]
+    return digest.hexdigest()[:16]
+
+
+def _cache_dir(seed: int, steps: int) -> Path | None:
+    """Where a finished small bundle is kept, under its key."""
+    import os
+
+    setting = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "onen-inspect" / "small_bundle"))
+    if setting.lower() == "off":
+        return None
+    return Path(setting) / small_bundle_key(seed, steps)
 
 
 def small_bundle(out_dir: str | Path, seed: int = 0, steps: int = SMALL_STEPS) -> Path:
@@ -111,7 +117,7 @@ def _train_small_bundle(out_dir: str | Path, seed: int, steps: int) -> Path:
     model = _small_student(len(data.class_names))
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps, pct_start=0.15)
-    weights = ObjectiveWeights(aoi_guidance=True, balanced_maps=True, balanced_layers=None, defect_class=0.0, kd_defect=0.0,
+    weights = ObjectiveWeights(aoi_guidance=True, balanced_maps=True, balanced_layers=None, defect_class=1.0, kd_defect=0.0,
                                kd_score=0.0, aoi_peak=1.0)
     generator = torch.Generator().manual_seed(seed)
     model.train()

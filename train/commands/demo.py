@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 DEFAULT_CACHE = Path("~/.cache/onen-inspect/demo-bundle").expanduser()
-RECIPE = {"recipe": "train.recipes.small_bundle", "seed": 0, "torch_threads": 1}
+SEED = 0
+
 CAMERA = "demo-cam"
 STATION = "demo"
 SCALE = 4          # generated parts are 64x64; the "camera" films them at 256x256
@@ -42,6 +43,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ---- steps ----------------------------------------------------------------------------------------
+def demo_key() -> str | None:
+    """The small recipe's key (its code, seed, torch and thread count); None without the [train] extra."""
+    try:
+        from train.recipes import small_bundle_key
+    except ImportError:
+        return None
+    return small_bundle_key(SEED)
+
+
 def demo_bundle(cache_dir: Path) -> Path:
     """The cached demo bundle when it verifies, else a freshly trained one (needs torch)."""
     from edge.bundle import load_bundle
@@ -52,8 +62,8 @@ def demo_bundle(cache_dir: Path) -> Path:
         try:
             cached = json.loads(marker.read_text())
             path = Path(cached["bundle"])
-            if cached.get("key") != RECIPE:
-                raise ValueError(f"made by {cached.get('key')}, the demo now trains {RECIPE}")
+            if cached.get("key") != demo_key():
+                raise ValueError(f"made by recipe {cached.get('key')}, the demo now trains {demo_key()}")
             load_bundle(path)
             print(f"model: reusing {path}")
             return path
@@ -69,9 +79,9 @@ def demo_bundle(cache_dir: Path) -> Path:
     if cache_dir.exists():
         shutil.rmtree(cache_dir)
     cache_dir.mkdir(parents=True)
-    path = Path(small_bundle(cache_dir, seed=RECIPE["seed"])).resolve()
+    path = Path(small_bundle(cache_dir, seed=SEED)).resolve()
     load_bundle(path)
-    marker.write_text(json.dumps({"bundle": str(path), "key": RECIPE}) + "\n")
+    marker.write_text(json.dumps({"bundle": str(path), "key": demo_key()}) + "\n")
     print(f"model: {path} ready in {time.monotonic() - started:.0f} s")
     return path
 
