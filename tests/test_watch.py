@@ -60,14 +60,14 @@ def test_watch_prints_one_verdict_line_per_result(station, tmp_path):
     config, broker = station
     lines = _watch(config, broker, tmp_path, messages=[
         ("top", _result("top", 1, "ok", {"kind": "folder", "file": "a/part1.png"})),
-        ("side", _result("side", 7, "defect", {"kind": "file", "frame_index": 41})),
+        ("side", _result("side", 7, "defect", {"kind": "file", "file": "line3.avi", "frame_index": 41})),
     ])
     assert len(lines) == 2
     assert lines[0].split()[:6] == ["top", "seq", "1", "ok", "score", "0.120"]
     assert "class good 0.80" in lines[0] and "regions 0" in lines[0] and lines[0].endswith("a/part1.png")
     assert lines[1].split()[:4] == ["side", "seq", "7", "defect"]
     assert "0.910 / 0.50" in lines[1] and "class scratch 0.80" in lines[1] and "regions 2" in lines[1]
-    assert lines[1].endswith("frame 41")
+    assert lines[1].endswith("line3.avi frame 41")
 
 
 def test_watch_json_prints_the_raw_messages(station, tmp_path):

@@ -29,8 +29,12 @@ def verdict_line(result: dict) -> str:
     probability = cls.get("probability")
     cls_text = cls.get("name", "?") + (f" {probability:.2f}" if isinstance(probability, (int, float)) else "")
     source = result.get("source") or {}
-    where = source.get("file") or (f"frame {source['frame_index']}" if source.get("frame_index") is not None
-                                   else f"frame #{source['frame_counter']}" if source.get("frame_counter") is not None else "")
+    parts = [source.get("file") or ""]
+    if source.get("frame_index") is not None:
+        parts.append(f"frame {source['frame_index']}")
+    elif source.get("frame_counter") is not None:
+        parts.append(f"frame #{source['frame_counter']} (connection {source.get('connection', 0)})")
+    where = " ".join(p for p in parts if p)
     line = (f"{result.get('camera', '?'):<12s} seq {result.get('seq', '?'):>6}  {result.get('verdict', '?'):<6s} "
             f"score {result.get('score', 0.0):.3f} / {result.get('threshold', 0.5):.2f}  class {cls_text:<16s} "
             f"regions {len(result.get('regions') or [])}")
