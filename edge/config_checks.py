@@ -461,14 +461,8 @@ class SemanticChecks:
                 self.add(("mqtt", "tls", missing), f"missing '{missing}'", show_value=False,
                          expected="both cert and key for a client certificate, or neither")
         env, file = mqtt.get("password_env"), mqtt.get("password_file")
-        if env is not None and file is not None:
-            self.add(("mqtt", "password_file"), "both password_env and password_file are set", show_value=False,
-                     expected="one source of the password")
-        if isinstance(env, str) and not os.environ.get(env):
-            self.add(("mqtt", "password_env"), f"environment variable {env} is not set (or empty)", env,
-                     expected=f"{env} set in the service's environment (e.g. the systemd EnvironmentFile)")
+        self.check_secret_source("mqtt", "password", env, file)
         if isinstance(file, str) and file:
-            self.check_file(("mqtt", "password_file"), file, "password file")
             path = self.path_of(file)
             if path.is_file() and os.access(path, os.R_OK) and not path.read_text(errors="replace").strip():
                 self.add(("mqtt", "password_file"), f"password file is empty: {path}", file,
@@ -599,20 +593,24 @@ class SemanticChecks:
                               f"{sha[:12]}...; the camera's bundle has {', '.join(a[:12] + '...' for a in actual)})", value,
                          expected="a calibration made for this camera's bundle: run `onen calibrate` again")
 
+    def check_secret_source(self, section: str, secret: str, env, file) -> None:
+        """A secret comes from one place: `<secret>_env` (a variable that is set) or `<secret>_file` (a file)."""
+        if env is not None and file is not None:
+            self.add((section, f"{secret}_file"), f"both {secret}_env and {secret}_file are set", show_value=False,
+                     expected=f"one source of the {secret}")
+        if isinstance(env, str) and not os.environ.get(env):
+            self.add((section, f"{secret}_env"), f"environment variable {env} is not set (or empty)", env,
+                     expected=f"{env} set in the service's environment (e.g. the systemd EnvironmentFile)")
+        if isinstance(file, str) and file:
+            self.check_file((section, f"{secret}_file"), file, f"{secret} file")
+
     def check_review(self, review: dict) -> None:
         """Off the loopback interface the review page needs a token, from the environment or a file."""
         from edge.config_models import ReviewConfig
 
         listen = review.get("listen", ReviewConfig.model_fields["listen"].default)
         env, file = review.get("token_env"), review.get("token_file")
-        if env is not None and file is not None:
-            self.add(("review", "token_file"), "both token_env and token_file are set", show_value=False,
-                     expected="one source of the token")
-        if isinstance(env, str) and not os.environ.get(env):
-            self.add(("review", "token_env"), f"environment variable {env} is not set (or empty)", env,
-                     expected=f"{env} set in the service's environment")
-        if isinstance(file, str) and file:
-            self.check_file(("review", "token_file"), file, "token file")
+        self.check_secret_source("review", "token", env, file)
         if not isinstance(listen, str) or ":" not in listen or env is not None or file is not None:
             return
         try:
