@@ -14,7 +14,8 @@ from calibration.report import plot_histograms, plot_overlays, plot_rates, write
 from calibration.runner import FrameSource, RunResult, mask_beside, open_backend, run_source
 from calibration.thresholds import RateEstimate, TooFewGoodImages, f1_optimal_threshold, frr_threshold, needed_good_images, operating_point
 from edge.bundle import load_bundle
-from edge.calibration_file import CameraCalibration, from_bundle_defaults
+from edge.calibration_file import calibration_to_dict, from_bundle_defaults, save_calibration
+from edge.calibration_view import CameraCalibration
 from edge.errors import DataError
 from edge.images import read_mask, resize_mask
 from edge.rectify import Rectification
@@ -110,7 +111,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         counts=counts,
         statistics=statistics,
     )
-    yaml_path = calibration.save(request.out)
+    yaml_path = save_calibration(calibration, request.out)
 
     report_dir = request.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         "at_threshold": at_threshold.to_dict(),
         "f1_alternative": f1_alternative.to_dict() if f1_alternative else None,
         "pixel": pixel.to_dict(),
-        "normalisation": calibration.to_dict()["normalisation"],
+        "normalisation": calibration_to_dict(calibration)["normalisation"],
         "score_summary": {name: _summary(run) for name, run in (("good", good), ("defect", defect)) if run is not None},
         "escape_by_folder": _escape_by_folder(defect, request.defect, chosen.threshold, request.confidence) if defect else {},
         "closest_to_reject_good": [{"name": e.name, "score": e.score} for e in good.highest],

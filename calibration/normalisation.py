@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.bundle import ScoreNormalisation
-from edge.calibration_file import check_normalisation
+from edge.calibration_view import check_normalisation
 
 _EPS = 1e-6
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from edge.backends.base import Backend
 from edge.bundle import Bundle
-from edge.calibration_file import CameraCalibration
+from edge.calibration_view import CameraCalibration
 from edge.errors import DataError, OnenError
 from edge.images import prepare_batch, read_image_rgb, to_rgb_uint8
 from edge.regions import apply_aoi

@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from edge.bundle import Bundle
-from edge.calibration_file import CalibrationError, CameraCalibration, load_calibration
+from edge.calibration_file import load_calibration
+from edge.calibration_view import CalibrationError, CameraCalibration
 
 CURRENT, PREVIOUS, HISTORY, FILE, AOI = "current", "previous", "history.jsonl", "calibration.yaml", "aoi.png"
 

@@ -27,7 +27,8 @@ from typing import Callable
 import yaml
 
 from edge.bundle import MODEL, Bundle, load_bundle
-from edge.calibration_file import CalibrationError, CameraCalibration, from_bundle_defaults, load_calibration, read_calibration_message
+from edge.calibration_file import from_bundle_defaults, load_calibration, read_calibration_message
+from edge.calibration_view import CalibrationError, CameraCalibration
 from edge.calibration_store import CalibrationStore
 from edge.command_message import request_id_of
 from edge.errors import OnenError

@@ -19,7 +19,8 @@ from calibration.runner import FrameSource, open_backend, run_source
 from calibration.stats import binom_cdf, clopper_pearson, min_samples_for_zero_failures, upper_bound
 from calibration.thresholds import TooFewGoodImages, f1_optimal_threshold, frr_threshold, operating_point
 from edge.bundle import Manifest, load_bundle, write_manifest
-from edge.calibration_file import CalibrationError, from_bundle_defaults, load_calibration
+from edge.calibration_file import from_bundle_defaults, load_calibration, save_calibration
+from edge.calibration_view import CalibrationError
 from edge.cli import main
 from edge.errors import DataError, OnenError
 from edge.engines.int8_calibration import list_calibration_images
@@ -108,7 +109,7 @@ def test_normalisation_puts_threshold_at_half_and_stays_in_range():
     good, defect = rng.uniform(0.0, 0.3, 500), rng.uniform(0.25, 0.9, 50)
     threshold = 0.28
     for norm in (fit_normalisation(threshold, good, defect), fit_normalisation(threshold, good)):
-        from edge.calibration_file import normalise_score
+        from edge.calibration_view import normalise_score
 
         assert normalise_score(norm, threshold) == pytest.approx(0.5)
         values = normalise_score(norm, np.linspace(-5, 5, 1001))
@@ -212,7 +213,7 @@ def test_calibration_file_round_trip_and_refusals(tmp_path):
     assert calibration.normalise(0.3) == pytest.approx(0.5) and calibration.is_defect(0.31) and not calibration.is_defect(0.3)
     assert calibration.prepare(np.zeros((40, 60, 3), np.uint8)).shape == (30, 50, 3)
     assert calibration.aoi_for_input(32, 32).all()           # the rectified part lies inside the AOI
-    saved = calibration.save(tmp_path / "again" / "cam1.yaml")
+    saved = save_calibration(calibration, tmp_path / "again" / "cam1.yaml")
     assert load_calibration(saved, bundle_a).aoi.resolve() == (tmp_path / "aoi.png").resolve()
 
     with pytest.raises(CalibrationError, match=r"cam1.yaml: made for bundle 'widget-model' version '3'.*runs bundle 'other-model'"):
@@ -463,9 +464,9 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
     aoi = np.zeros((96, 96), np.uint8)
     aoi[8:88, 8:88] = 255
     cv2.imwrite(str(tmp_path / "cam1.aoi.png"), aoi)
-    good_file = from_bundle_defaults(bundle, "cam1", tmp_path / "cam1.aoi.png").save(tmp_path / "calib" / "cam1.yaml")
+    good_file = save_calibration(from_bundle_defaults(bundle, "cam1", tmp_path / "cam1.aoi.png"), tmp_path / "calib" / "cam1.yaml")
     other = _fake_bundle(tmp_path / "other", "other-model", b"another model")
-    wrong_file = from_bundle_defaults(other, "cam1").save(tmp_path / "wrong" / "cam1.yaml")
+    wrong_file = save_calibration(from_bundle_defaults(other, "cam1"), tmp_path / "wrong" / "cam1.yaml")
     (tmp_path / "incoming").mkdir()
     store = CalibrationStore(tmp_path / "station" / "calibrations")
 

@@ -4,7 +4,6 @@ Real parts: real trained bundles, real files, mosquitto, a daemon on a looping v
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,8 @@ import yaml
 from daemon_helpers import start_daemon as start_station
 from daemon_helpers import Collector, file_camera, reference_frames, write_station, write_video
 from edge.bundle import load_bundle
-from edge.calibration_file import CalibrationError, from_bundle_defaults
+from edge.calibration_file import calibration_to_dict, from_bundle_defaults
+from edge.calibration_view import CalibrationError
 from edge.calibration_store import CalibrationStore
 from edge.cli import main
 from edge.config import ConfigError, load_config
@@ -29,7 +29,7 @@ def second_bundle(tmp_path_factory) -> Path:
 
 
 def calibration_data(bundle, threshold: float | None = None) -> dict:
-    data = from_bundle_defaults(bundle, "cam").to_dict()
+    data = calibration_to_dict(from_bundle_defaults(bundle, "cam"))
     if threshold is not None:
         data.update(image_threshold=threshold, normalisation={"raw_low": 0.0, "raw_threshold": threshold, "raw_high": 1.0})
     return data

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 
 import paho.mqtt.client as mqtt
 import pytest

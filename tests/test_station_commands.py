@@ -13,7 +13,7 @@ import yaml
 from daemon_helpers import start_daemon as start_station
 from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
 from edge.bundle import load_bundle
-from edge.calibration_file import from_bundle_defaults
+from edge.calibration_file import from_bundle_defaults, save_calibration
 from edge.cli import main
 from edge.local_broker import MosquittoBroker
 
@@ -38,7 +38,7 @@ def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_no
     bundle = load_bundle(tiny_bundle)
     images, _ = reference_frames(tiny_bundle)
     video = write_video(tmp_path / "parts.avi", images, count=16)
-    station_calibration = from_bundle_defaults(bundle, "cam").save(tmp_path / "station-calib" / "cam.yaml")
+    station_calibration = save_calibration(from_bundle_defaults(bundle, "cam"), tmp_path / "station-calib" / "cam.yaml")
     old = yaml.safe_load(station_calibration.read_text())
     camera = file_camera("cam", video, realtime=True, loop=True)
     camera["calibration"] = str(station_calibration)

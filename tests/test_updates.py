@@ -13,7 +13,7 @@ import yaml
 from daemon_helpers import start_daemon as start_station
 from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
 from edge.bundle import load_bundle
-from edge.calibration_file import from_bundle_defaults
+from edge.calibration_file import from_bundle_defaults, save_calibration
 from edge.calibration_store import CalibrationStore
 from edge.cli import main
 from edge.config import load_config
@@ -68,7 +68,7 @@ def station(tmp_path: Path, broker, bundle: Path, keys: dict | None, calibrated:
     video = write_video(tmp_path / "parts.avi", images, count=16)
     camera = file_camera("cam", video, realtime=True, loop=True)
     if calibrated:
-        camera["calibration"] = str(from_bundle_defaults(load_bundle(bundle), "cam").save(tmp_path / "calib" / "cam.yaml"))
+        camera["calibration"] = str(save_calibration(from_bundle_defaults(load_bundle(bundle), "cam"), tmp_path / "calib" / "cam.yaml"))
     updates = {"dir": str(tmp_path / "models")}
     if keys is not None:
         updates["trusted_keys"] = [str(keys["public"])]
@@ -186,7 +186,7 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
 
         # The team then calibrates the camera for the new model and pushes it (kept in the calibration store).
         calibration_file = tmp_path / "calib" / "cam.yaml"
-        for_new = from_bundle_defaults(load_bundle(second_bundle), "cam").save(tmp_path / "pushed" / "cam.yaml")
+        for_new = save_calibration(from_bundle_defaults(load_bundle(second_bundle), "cam"), tmp_path / "pushed" / "cam.yaml")
         assert main(["push-calibration", str(for_new), "--config", str(config)]) == 0
         capsys.readouterr()
         calibrations = CalibrationStore(tmp_path / "models" / "calibrations")

@@ -24,7 +24,6 @@ def model_report(config) -> dict:
             models[name] = {"name": name, "error": f"{model_cfg.bundle}: {error}"}
             continue
         bundles[name] = bundle
-        manifest = bundle.manifest
         models[name] = {"name": name, **_describe(bundle), "versions": _store_versions(config, name)}
     cameras = {}
     for camera in config.cameras:
