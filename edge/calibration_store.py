@@ -22,6 +22,7 @@ import yaml
 from edge.bundle import Bundle
 from edge.calibration_file import load_calibration
 from edge.calibration_view import CalibrationError, CameraCalibration
+from edge.spool import spool_file
 
 CURRENT, PREVIOUS, HISTORY, FILE, AOI = "current", "previous", "history.jsonl", "calibration.yaml", "aoi.png"
 
@@ -150,3 +151,10 @@ class CalibrationStore:
         temporary = self.folder(camera) / f".{pointer}.tmp"
         temporary.write_text(name + "\n")
         os.replace(temporary, self.folder(camera) / pointer)
+
+
+def calibration_store_of(config) -> CalibrationStore:
+    """Where a station keeps pushed calibrations: updates.calibration_dir, else next to its spool."""
+    if config.updates is not None:
+        return CalibrationStore(config.updates.calibration_dir)
+    return CalibrationStore(spool_file(config).parent / "calibrations")

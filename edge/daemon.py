@@ -28,21 +28,16 @@ from edge.publisher import Publisher
 from edge.model_slots import ModelSlots
 from edge.result import ModelInfo
 from edge.spool import Spool
-from edge.station_commands import RECALIBRATE, StationCommands, calibration_for, calibration_store_of
+from edge.calibration_store import calibration_store_of
+from edge.spool import spool_file
+from edge.station_commands import RECALIBRATE, StationCommands, calibration_for
 from edge.stats import RollingStats
 from edge.systemd_notify import SystemdNotifier
 
 log = logging.getLogger(__name__)
 
-SPOOL_FILE = "results.sqlite3"
 CAMERA_STATUS_EVENTS = {"camera_connected": "connected", "camera_lost": "lost", "camera_reconnecting": "reconnecting",
                         "camera_finished": "finished"}
-
-
-def spool_file(config) -> Path:
-    """The spool database of a station config (its folder is where the station keeps what it writes itself)."""
-    path = Path(config.spool.path)
-    return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / SPOOL_FILE
 
 
 @dataclass
@@ -167,7 +162,7 @@ class Daemon:
         source_path = self.bundle_sources.get(camera_cfg.model)
         installed = source_path is not None and source_path != Path(self.config.models[camera_cfg.model].bundle)
         calibration, source = calibration_for(camera_cfg, bundle, tolerate_stale=installed,
-                                              store=calibration_store_of(self.config, self.state_dir()))
+                                              store=calibration_store_of(self.config))
         if source == RECALIBRATE:
             self._event("calibration_stale", {"camera": camera_cfg.name, "file": str(camera_cfg.calibration), "using": source,
                                               "model_sha256": bundle.onnx_sha256})

@@ -166,3 +166,12 @@ class Spool:
                 pass
             self._db.close()
             self._lock_file.close()
+
+
+SPOOL_FILE = "results.sqlite3"
+
+
+def spool_file(config) -> Path:
+    """The spool database of a station config (its folder is where the station keeps what it writes itself)."""
+    path = Path(config.spool.path)
+    return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / SPOOL_FILE

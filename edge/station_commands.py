@@ -29,7 +29,7 @@ import yaml
 from edge.bundle import MODEL, Bundle, load_bundle
 from edge.calibration_file import from_bundle_defaults, load_calibration, read_calibration_message
 from edge.calibration_view import CalibrationError, CameraCalibration
-from edge.calibration_store import CalibrationStore
+from edge.calibration_store import CalibrationStore, calibration_store_of
 from edge.command_message import request_id_of
 from edge.errors import OnenError
 from edge.postprocess import PostProcessor
@@ -65,13 +65,6 @@ def _geometry(path: Path | None, current: CameraCalibration | None) -> tuple[Pat
         return aoi, rect
     except (OSError, yaml.YAMLError, OnenError, AttributeError, TypeError):
         return None, None
-
-
-def calibration_store_of(config, state_dir: Path) -> CalibrationStore:
-    """Where the station keeps pushed calibrations: updates.calibration_dir, else next to the spool."""
-    if config.updates is not None:
-        return CalibrationStore(config.updates.calibration_dir)
-    return CalibrationStore(Path(state_dir) / "calibrations")
 
 
 def with_config_aoi(calibration: CameraCalibration, camera_cfg) -> CameraCalibration:
@@ -115,7 +108,7 @@ class StationCommands:
     def __init__(self, daemon):
         self.daemon = daemon
         self.store = ModelStore(daemon.config.updates.dir) if daemon.config.updates is not None else None
-        self.calibrations = calibration_store_of(daemon.config, daemon.state_dir())
+        self.calibrations = calibration_store_of(daemon.config)
         self.swaps: list[dict] = []          # figures of every model swap (for benchmarks and tests)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="onen-station-commands", daemon=True)

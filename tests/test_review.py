@@ -185,3 +185,22 @@ def test_listen_beyond_loopback_without_a_token_is_refused(tmp_path, tiny_bundle
         done = subprocess.run([sys.executable, "-m", "edge.cli", "review", "--config", str(config), "--listen", listen],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and expected in done.stderr
+
+
+def test_model_page_shows_a_pushed_calibration_not_default_thresholds(tmp_path, tiny_bundle):
+    from edge.calibration_file import calibration_to_dict, from_bundle_defaults
+    from edge.calibration_store import calibration_store_of
+    from edge.review.model_view import model_report
+
+    video = write_video(tmp_path / "v.avi", good_then_defect(tiny_bundle, 1, 1), 2)
+    config = load_config(write_station(tmp_path, 1883, tiny_bundle, [file_camera("cam", video)],
+                                       updates={"dir": str(tmp_path / "models")}))
+    assert model_report(config)["cameras"]["cam"]["default_thresholds"] is True
+    bundle = load_bundle(tiny_bundle)
+    pushed = dict(calibration_to_dict(from_bundle_defaults(bundle, "cam")), image_threshold=0.9,
+                  normalisation={"raw_low": 0.0, "raw_threshold": 0.9, "raw_high": 1.0})
+    store = calibration_store_of(config)
+    store.make_current("cam", store.add("cam", pushed, None, bundle), "push")
+    entry = model_report(config)["cameras"]["cam"]
+    assert entry["default_thresholds"] is False and entry["image_threshold"] == 0.9
+    assert entry["file"].startswith(str(tmp_path / "models" / "calibrations" / "cam"))

@@ -23,15 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     from edge.config import load_config
-    from edge.daemon import spool_file
+    from edge.calibration_store import calibration_store_of
     from edge.errors import OnenError
-    from edge.station_commands import calibration_store_of
 
     config = load_config(args.config)
     names = [c.name for c in config.cameras]
     if args.camera is not None and args.camera not in names:
         raise OnenError(f"{args.config}: station {config.station!r} has no camera {args.camera!r} (cameras: {', '.join(names)})")
-    store = calibration_store_of(config, spool_file(config).parent)
+    store = calibration_store_of(config)
     for camera in [args.camera] if args.camera else names:
         history = store.history(camera)
         current = store.current(camera)

@@ -11,6 +11,8 @@ import logging
 
 from edge.bundle import load_bundle
 from edge.calibration_file import load_calibration
+from edge.calibration_store import FILE as CALIBRATION_FILE
+from edge.calibration_store import calibration_store_of
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +28,21 @@ def model_report(config) -> dict:
         bundles[name] = bundle
         models[name] = {"name": name, **_describe(bundle), "versions": _store_versions(config, name)}
     cameras = {}
+    store = calibration_store_of(config)
     for camera in config.cameras:
-        entry = {"camera": camera.name, "model": camera.model, "default_thresholds": camera.calibration is None}
         bundle = bundles.get(camera.model)
-        if camera.calibration is not None and bundle is not None:
+        # what the station serves: the store's version for this model when one was pushed, else the YAML's file
+        version = store.for_model(camera.name, bundle.onnx_sha256) if bundle is not None else None
+        path = version / CALIBRATION_FILE if version is not None else camera.calibration
+        entry = {"camera": camera.name, "model": camera.model, "default_thresholds": path is None}
+        if path is not None and bundle is not None:
             try:
-                calibration = load_calibration(camera.calibration, bundle)
-                entry.update(file=str(camera.calibration), image_threshold=calibration.image_threshold,
+                calibration = load_calibration(path, bundle)
+                entry.update(file=str(path), image_threshold=calibration.image_threshold,
                              pixel_threshold=calibration.pixel_threshold, created=calibration.created,
                              counts=calibration.counts, statistics=calibration.statistics)
             except Exception as error:
-                entry.update(file=str(camera.calibration), error=str(error))
+                entry.update(file=str(path), error=str(error))
         elif bundle is not None:
             entry.update(image_threshold=bundle.manifest.thresholds.image)
         cameras[camera.name] = entry
