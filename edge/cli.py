@@ -12,7 +12,7 @@ import importlib
 import logging
 import os
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 
 from edge.errors import OnenError
 
@@ -21,6 +21,14 @@ ENTRY_POINT_GROUP = "onen.commands"
 
 class UsageError(OnenError):
     """A mistake of the user's (bad path, bad value): printed without a traceback, exit status 2."""
+
+
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's, once installed)."""
+    try:
+        return version("onen-inspect")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def command_modules() -> list[str]:
@@ -44,6 +52,7 @@ def _discover(subparsers: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onen", description="Surface inspection: train, export, calibrate, run.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _discover(subparsers)

@@ -38,3 +38,9 @@ def test_onen_help_lists_the_commands():
     assert done.returncode == 0, done.stderr
     for command in ("train", "export", "data", "demo", "calibrate", "check-config", "run", "push"):
         assert command in done.stdout, command
+
+
+def test_onen_version_prints_the_installed_version():
+    done = subprocess.run([sys.executable, "-m", "edge.cli", "--version"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert done.returncode == 0 and done.stdout.strip() == f"onen {declared}", done.stdout + done.stderr
