@@ -22,9 +22,10 @@ import yaml
 from edge.bundle import Bundle
 from edge.calibration_file import load_calibration
 from edge.calibration_view import CalibrationError, CameraCalibration
+from edge.pointers import CURRENT, PREVIOUS, read_pointer, write_pointer
 from edge.spool import spool_file
 
-CURRENT, PREVIOUS, HISTORY, FILE, AOI = "current", "previous", "history.jsonl", "calibration.yaml", "aoi.png"
+HISTORY, FILE, AOI = "history.jsonl", "calibration.yaml", "aoi.png"
 
 
 class CalibrationStore:
@@ -37,16 +38,11 @@ class CalibrationStore:
         return self.root / camera
 
     # ---- reading -------------------------------------------------------------------------------------
-    def _read(self, camera: str, pointer: str) -> Path | None:
-        path = self.folder(camera) / pointer
-        text = path.read_text().strip() if path.is_file() else ""
-        return self.folder(camera) / text if text else None
-
     def current(self, camera: str) -> Path | None:
-        return self._read(camera, CURRENT)
+        return read_pointer(self.folder(camera), CURRENT)
 
     def previous(self, camera: str) -> Path | None:
-        return self._read(camera, PREVIOUS)
+        return read_pointer(self.folder(camera), PREVIOUS)
 
     def history(self, camera: str) -> list[dict]:
         path = self.folder(camera) / HISTORY
@@ -124,8 +120,8 @@ class CalibrationStore:
         if current is not None and current.name == version.name:
             return
         if current is not None:
-            self._write(camera, PREVIOUS, current.name)
-        self._write(camera, CURRENT, version.name)
+            write_pointer(self.folder(camera), PREVIOUS, current)
+        write_pointer(self.folder(camera), CURRENT, version)
         entry = {"version": version.name, "model_sha256": self.model_sha_of(version),
                  "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "action": action}
         if source:
@@ -147,10 +143,6 @@ class CalibrationStore:
         self.make_current(camera, previous, "rollback")
         return previous
 
-    def _write(self, camera: str, pointer: str, name: str) -> None:
-        temporary = self.folder(camera) / f".{pointer}.tmp"
-        temporary.write_text(name + "\n")
-        os.replace(temporary, self.folder(camera) / pointer)
 
 
 def calibration_store_of(config) -> CalibrationStore:

@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from edge.bundle import MANIFEST, SIGNATURE, Bundle, load_bundle
 from edge.command_message import load_command, request_id_of
 from edge.errors import BundleError, OnenError
+from edge.pointers import CURRENT, PREVIOUS, read_pointer, write_pointer
 
 INSTALL_SCHEMA = "onen.model-install/1"
 ROLLBACK_SCHEMA = "onen.model-rollback/1"
-CURRENT, PREVIOUS = "current", "previous"
 
 
 class UpdateError(OnenError):
@@ -355,21 +355,11 @@ class ModelStore:
     def folder(self, model: str) -> Path:
         return self.root / model
 
-    def _read(self, model: str, pointer: str) -> Path | None:
-        path = self.folder(model) / pointer
-        if not path.is_file():
-            return None
-        text = path.read_text().strip()
-        if not text:
-            return None
-        target = Path(text)
-        return target if target.is_absolute() else self.folder(model) / target
-
     def current(self, model: str) -> Path | None:
-        return self._read(model, CURRENT)
+        return read_pointer(self.folder(model), CURRENT)
 
     def previous(self, model: str) -> Path | None:
-        return self._read(model, PREVIOUS)
+        return read_pointer(self.folder(model), PREVIOUS)
 
     def clean_interrupted(self) -> list[Path]:
         """Remove what an interrupted install left (its `.incoming-*` staging folders); returns them."""
@@ -397,22 +387,11 @@ class ModelStore:
         os.replace(bundle_root, target)
         return target
 
-    def _write(self, model: str, pointer: str, target: Path | None) -> None:
-        path = self.folder(model) / pointer
-        if target is None:
-            path.unlink(missing_ok=True)
-            return
-        target = Path(target)
-        text = target.name if target.parent.resolve() == self.folder(model).resolve() else str(target.resolve())
-        temporary = path.with_name(f".{pointer}.tmp")
-        temporary.write_text(text + "\n")
-        os.replace(temporary, path)
-
     def promote(self, model: str, new: Path, serving: Path | None) -> None:
         """`new` becomes current, the bundle served until now becomes previous; older versions go."""
         self.folder(model).mkdir(parents=True, exist_ok=True)
-        self._write(model, PREVIOUS, serving)
-        self._write(model, CURRENT, new)
+        write_pointer(self.folder(model), PREVIOUS, serving)
+        write_pointer(self.folder(model), CURRENT, new)
         self.prune(model)
 
     def rollback(self, model: str) -> None:
@@ -420,8 +399,8 @@ class ModelStore:
         current, previous = self.current(model), self.previous(model)
         if previous is None:
             raise UpdateError(f"model {model!r}: no previous version to roll back to")
-        self._write(model, PREVIOUS, current)
-        self._write(model, CURRENT, previous)
+        write_pointer(self.folder(model), PREVIOUS, current)
+        write_pointer(self.folder(model), CURRENT, previous)
 
     def prune(self, model: str) -> None:
         keep = {p.resolve() for p in (self.current(model), self.previous(model)) if p is not None}
