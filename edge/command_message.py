@@ -47,6 +47,11 @@ def request_id_of(payload: bytes) -> str | None:
         message = json.loads(payload) if len(payload) <= MAX_COMMAND_BYTES else None
     except (ValueError, RecursionError):
         return None
+    return request_id_from(message)
+
+
+def request_id_from(message) -> str | None:
+    """The request id of an already decoded message (a bundle's payload is large: decode it once)."""
     value = message.get("request_id") if isinstance(message, dict) else None
     return _short(value, 200) if value is not None and not isinstance(value, (dict, list)) else None
 

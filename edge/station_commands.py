@@ -223,10 +223,11 @@ class StationCommands:
 
     def install_model(self, payload: bytes) -> bool:
         started = time.monotonic()
-        detail: dict = {"action": "install", "request_id": request_id_of(payload)}
+        detail: dict = {"action": "install", "request_id": None}
         staging = version = None
         try:
-            request = parse_install_message(payload)
+            request = parse_install_message(payload)      # the one decode of a payload that may hold a bundle
+            detail["request_id"] = request.request_id or None
             detail["model"] = name = self._model_name(request.model)
             if self.store is None:
                 raise UpdateError("this station takes no model updates: its config has no 'updates' section (updates: {dir: ..., trusted_keys: [...]})")
@@ -247,6 +248,8 @@ class StationCommands:
         except (OnenError, OSError, ValueError) as error:
             if version is not None:
                 self.store.discard(version)
+            if detail["request_id"] is None:          # unreadable message: still answer its sender if we can
+                detail["request_id"] = request_id_of(payload)
             return self._reject(detail, f"{error}")
         finally:
             if staging is not None:

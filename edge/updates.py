@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.bundle import MANIFEST, SIGNATURE, Bundle, load_bundle
-from edge.command_message import load_command, request_id_of
+from edge.command_message import load_command, request_id_from
 from edge.errors import BundleError, OnenError
 from edge.pointers import CURRENT, PREVIOUS, read_pointer, write_pointer
 
@@ -175,7 +175,7 @@ def rollback_message(model: str | None, request_id: str | None = None) -> tuple[
 
 def parse_install_message(payload: bytes) -> InstallRequest:
     message = load_command(payload, INSTALL_SCHEMA, text_fields=("model", "bundle_tar_base64", "bundle_path"))
-    request = InstallRequest(message.get("model"), request_id_of(payload) or "")
+    request = InstallRequest(message.get("model"), request_id_from(message) or "")
     if message.get("bundle_tar_base64"):
         try:
             request.tar_bytes = base64.b64decode(message["bundle_tar_base64"], validate=True)
@@ -190,7 +190,7 @@ def parse_install_message(payload: bytes) -> InstallRequest:
 
 def parse_rollback_message(payload: bytes) -> tuple[str | None, str]:
     message = load_command(payload, ROLLBACK_SCHEMA, text_fields=("model",))
-    return message.get("model"), request_id_of(payload) or ""
+    return message.get("model"), request_id_from(message) or ""
 
 
 # --- unpacking --------------------------------------------------------------------------------------------
