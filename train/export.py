@@ -146,9 +146,8 @@ def _write_references(bundle_dir: Path, images: np.ndarray, outputs) -> list[Ref
     return samples
 
 
-def prepare_out_dir(out_dir: str | Path, force: bool = False) -> Path:
-    """An empty folder for a new bundle. An existing bundle is replaced only with `force`, and then whole:
-    a file of the old one left behind (its `signature` above all) would contradict the new manifest."""
+def check_out_dir(out_dir: str | Path, force: bool = False) -> Path:
+    """Refuse a non-empty `out_dir` that is not a bundle, and a bundle there without `force`; change nothing."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         if not (out_dir / "manifest.json").is_file():
@@ -156,6 +155,14 @@ def prepare_out_dir(out_dir: str | Path, force: bool = False) -> Path:
         if not force:
             raise BundleError(f"{out_dir}: a bundle already exists there; pass --force to replace it (all of it: its "
                               "signature and engines too), or choose another --out")
+    return out_dir
+
+
+def prepare_out_dir(out_dir: str | Path, force: bool = False) -> Path:
+    """An empty folder for a new bundle. An existing bundle is replaced only with `force`, and then whole:
+    a file of the old one left behind (its `signature` above all) would contradict the new manifest."""
+    out_dir = check_out_dir(out_dir, force)
+    if out_dir.exists() and any(out_dir.iterdir()):
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
@@ -217,7 +224,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, teacher: bool = False, 
     """`onen export`: the run's student (or teacher) as a bundle."""
     from train import runs
 
-    prepare_out_dir(out_dir, force)     # refuse before loading anything
+    check_out_dir(out_dir, force)       # refuse before loading anything; the old bundle goes only at export
 
     info = runs.load_run(run_dir)
     if teacher:
