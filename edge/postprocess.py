@@ -21,7 +21,7 @@ DECISION = 0.5  # published threshold: a calibrated score above 0.5 is a defect
 
 
 class Calibration(Protocol):
-    """What post-processing needs from edge.calibration_file.CameraCalibration."""
+    """What post-processing needs from edge.calibration_view.CameraCalibration."""
 
     pixel_threshold: float
     min_region_area: int

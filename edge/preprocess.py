@@ -14,7 +14,7 @@ from edge.images import prepare_batch
 
 
 class Rectifier(Protocol):
-    """What pre-processing needs from edge.calibration_file.CameraCalibration."""
+    """What pre-processing needs from edge.calibration_view.CameraCalibration."""
 
     def prepare(self, frame_rgb: np.ndarray) -> np.ndarray: ...
 
