@@ -16,6 +16,7 @@ The default model is an untrained OneN student at --size (speed does not depend 
 --bundle measures any bundle instead. Heat-map JPEGs and the archive are off for the throughput runs
 (they are per-defect side work on another thread, and an untrained model's verdicts are arbitrary).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,12 @@ CACHE = Path("~/.cache/onen").expanduser()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", type=Path, help="bundle to measure (default: an untrained OneN student of --size, made once)")
-    parser.add_argument("--size", type=int, default=224, help="input size of the default benchmark student (default 224)")
+    parser.add_argument(
+        "--bundle", type=Path, help="bundle to measure (default: an untrained OneN student of --size, made once)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=224, help="input size of the default benchmark student (default 224)"
+    )
     parser.add_argument("--frames", type=int, default=400, help="frames in the benchmark video (default 400)")
     parser.add_argument("--camera-size", type=int, default=512, help="camera frame size in px (square, default 512)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating bare/daemon repeats (default 5)")
@@ -46,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---- inputs -------------------------------------------------------------------------------------------
 def bench_bundle(size: int) -> Path:
     """An untrained OneN student at size x size, exported once to ~/.cache/onen/bench-bundle-<size>."""
-    from edge.bundle import load_bundle
+    from onen.edge.bundle import load_bundle
 
     out = CACHE / f"bench-bundle-{size}"
     try:
@@ -56,13 +61,18 @@ def bench_bundle(size: int) -> Path:
         pass
     import torch
 
-    from train.export import ExportInfo, export_model
-    from train.models.onen_vit import OneNConfig, OneNStudent
+    from onen.train.export import ExportInfo, export_model
+    from onen.train.models.onen_vit import OneNConfig, OneNStudent
 
     torch.manual_seed(0)
     model = OneNStudent(OneNConfig(num_classes=3, input_height=size, input_width=size)).eval()
-    info = ExportInfo(name=f"bench-student-{size}", class_names=["good", "spot", "scratch"], input_height=size, input_width=size,
-                      training={"note": "untrained; for speed measurements only"})
+    info = ExportInfo(
+        name=f"bench-student-{size}",
+        class_names=["good", "spot", "scratch"],
+        input_height=size,
+        input_width=size,
+        training={"note": "untrained; for speed measurements only"},
+    )
     references = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
     return export_model(model, info, out, references, force=True)
 
@@ -71,7 +81,7 @@ def write_video(path: Path, count: int, size: int) -> Path:
     """Procedural parts (textured, some with spots/scratches) filmed at size x size, MJPG."""
     import cv2
 
-    from train.tiny_data import make_tiny_set
+    from onen.train.tiny_data import make_tiny_set
 
     parts = make_tiny_set(seed=3, count=min(count, 64), size=64)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (size, size))
@@ -109,13 +119,13 @@ def _plain_session(bundle_path: Path, threads: int = 0):
 
 def run_bare(bundle_path: Path, frames: list[np.ndarray]) -> float:
     """frames/s of resize + session.run per frame, one frame after the other, a default session: the reference."""
-    from edge.bundle import OUTPUT_NAMES, load_bundle
-    from edge.images import prepare_batch
+    from onen.edge.bundle import OUTPUT_NAMES, load_bundle
+    from onen.edge.images import prepare_batch
 
     manifest = load_bundle(bundle_path).manifest
     session = _plain_session(bundle_path)
     h, w = manifest.input_height, manifest.input_width
-    for frame in frames[:10]:                 # warm-up (the daemon is warm too: its parity check runs first)
+    for frame in frames[:10]:  # warm-up (the daemon is warm too: its parity check runs first)
         session.run(list(OUTPUT_NAMES), {manifest.input_name: prepare_batch([frame], h, w)})
     first_done = None
     for frame in frames:
@@ -129,8 +139,8 @@ def run_bare(bundle_path: Path, frames: list[np.ndarray]) -> float:
 def run_bare_parallel(bundle_path: Path, frames: list[np.ndarray], callers: int = 2) -> float:
     """For comparison only: the same work split over `callers` threads calling one single-threaded session,
     the layout the daemon uses on a CPU (no decoding, checks, post-processing or MQTT)."""
-    from edge.bundle import OUTPUT_NAMES, load_bundle
-    from edge.images import prepare_batch
+    from onen.edge.bundle import OUTPUT_NAMES, load_bundle
+    from onen.edge.images import prepare_batch
 
     manifest = load_bundle(bundle_path).manifest
     session = _plain_session(bundle_path, threads=1)
@@ -158,8 +168,15 @@ def write_station(folder: Path, port: int, bundle: Path, video: Path, cameras: i
         "station": "bench",
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-bench-{port}", "stats_interval_s": 1},
         "models": {"m": {"bundle": str(bundle), "backend": "onnxruntime"}},
-        "cameras": {f"cam{i}": {"model": "m", "source": {"kind": "file", "path": str(video), "realtime": False},
-                     "trigger": {"mode": "continuous", "queue_size": 4}, "publish": {"heatmap": "never"}} for i in range(cameras)},
+        "cameras": {
+            f"cam{i}": {
+                "model": "m",
+                "source": {"kind": "file", "path": str(video), "realtime": False},
+                "trigger": {"mode": "continuous", "queue_size": 4},
+                "publish": {"heatmap": "never"},
+            }
+            for i in range(cameras)
+        },
         "spool": {"path": str(folder / "spool")},
         "archive": {"path": str(folder / "archive"), "enabled": False},
     }
@@ -199,11 +216,27 @@ def run_daemon(config: Path, broker, expected: int, engine_mode: str) -> dict:
     client.on_message = on_message
     client.on_subscribe = lambda *a: subscribed.set()
     client.connect(broker.host, broker.port)
-    client.subscribe([("onen/bench/+/result", 0), ("onen/bench/stats", 0)])   # QoS 0: the measuring end costs the CPU least
+    client.subscribe(
+        [("onen/bench/+/result", 0), ("onen/bench/stats", 0)]
+    )  # QoS 0: the measuring end costs the CPU least
     client.loop_start()
     subscribed.wait(5)
-    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--exit-when-finished",
-                                "--engine-mode", engine_mode], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "onen.edge.cli",
+            "run",
+            "--config",
+            str(config),
+            "--exit-when-finished",
+            "--engine-mode",
+            engine_mode,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     peak = [0]
     stop = threading.Event()
     watcher = threading.Thread(target=_rss_watch, args=(process.pid, peak, stop), daemon=True)
@@ -217,14 +250,16 @@ def run_daemon(config: Path, broker, expected: int, engine_mode: str) -> dict:
     client.loop_stop()
     client.disconnect()
     if process.returncode != 0 or len(arrivals) < expected:
-        raise RuntimeError(f"daemon run failed (exit {process.returncode}, {len(arrivals)}/{expected} results):\n{output[-3000:]}")
+        raise RuntimeError(
+            f"daemon run failed (exit {process.returncode}, {len(arrivals)}/{expected} results):\n{output[-3000:]}"
+        )
     fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
     return {"fps": fps, "stats": stats[-1] if stats else {}, "peak_rss_mb": peak[0] / 1024}
 
 
 # ---- main ----------------------------------------------------------------------------------------------------
 def main(args: argparse.Namespace) -> int:
-    from edge.local_broker import MosquittoBroker
+    from onen.edge.local_broker import MosquittoBroker
 
     bundle = args.bundle or bench_bundle(args.size)
     work = Path(tempfile.mkdtemp(prefix="onen-bench-daemon-"))
@@ -238,35 +273,61 @@ def main(args: argparse.Namespace) -> int:
             bare.append(run_bare(bundle, frames))
             daemon_runs.append(run_daemon(one, broker, len(frames), "thread"))
             bare_parallel.append(run_bare_parallel(bundle, frames))
-            print(f"  repeat {repeat + 1}: bare {bare[-1]:.1f} fps, daemon {daemon_runs[-1]['fps']:.1f} fps, "
-                  f"bare with 2 callers {bare_parallel[-1]:.1f} fps")
+            print(
+                f"  repeat {repeat + 1}: bare {bare[-1]:.1f} fps, daemon {daemon_runs[-1]['fps']:.1f} fps, "
+                f"bare with 2 callers {bare_parallel[-1]:.1f} fps"
+            )
         two = write_station(work, broker.port, bundle, video, 2)
         modes = {}
         for mode in [m.strip() for m in args.engine_modes.split(",") if m.strip()]:
             modes[mode] = run_daemon(two, broker, 2 * len(frames), mode)
     bare_fps = statistics.median(bare)
     daemon_fps = statistics.median(r["fps"] for r in daemon_runs)
-    paired = [r["fps"] / b for r, b in zip(daemon_runs, bare)]      # each daemon run vs the bare run just before it
+    paired = [
+        r["fps"] / b for r, b in zip(daemon_runs, bare, strict=True)
+    ]  # each daemon run vs the bare run just before it
     latency = daemon_runs[len(daemon_runs) // 2]["stats"].get("latency_ms", {})
     figures = {
-        "bundle": str(bundle), "frames": len(frames), "camera_size": args.camera_size,
-        "bare_fps_median": round(bare_fps, 2), "daemon_fps_median": round(daemon_fps, 2),
+        "bundle": str(bundle),
+        "frames": len(frames),
+        "camera_size": args.camera_size,
+        "bare_fps_median": round(bare_fps, 2),
+        "daemon_fps_median": round(daemon_fps, 2),
         "bare_two_callers_fps_median": round(statistics.median(bare_parallel), 2),
         "ratio_of_medians": round(daemon_fps / bare_fps, 3),
-        "paired_ratios": [round(r, 3) for r in paired], "ratio_median_paired": round(statistics.median(paired), 3),
+        "paired_ratios": [round(r, 3) for r in paired],
+        "ratio_median_paired": round(statistics.median(paired), 3),
         "load_average_1m": os.getloadavg()[0],
         "latency_ms_one_camera": latency,
-        "two_cameras": {mode: {"fps_total": round(r["fps"], 2), "peak_rss_mb": round(r["peak_rss_mb"], 1),
-                               "latency_ms": r["stats"].get("latency_ms", {})} for mode, r in modes.items()},
+        "two_cameras": {
+            mode: {
+                "fps_total": round(r["fps"], 2),
+                "peak_rss_mb": round(r["peak_rss_mb"], 1),
+                "latency_ms": r["stats"].get("latency_ms", {}),
+            }
+            for mode, r in modes.items()
+        },
     }
-    print(f"throughput: daemon {daemon_fps:.1f} fps vs bare ONNX Runtime {bare_fps:.1f} fps (medians) -> ratio {figures['ratio_of_medians']:.3f}; "
-          f"paired ratios {figures['paired_ratios']} -> median {figures['ratio_median_paired']:.3f} (target >= 0.95); "
-          f"load average {figures['load_average_1m']:.1f} on {os.cpu_count()} cores")
-    print(f"for comparison, bare work on 2 threads sharing a 1-thread session: {figures['bare_two_callers_fps_median']:.1f} fps "
-          f"(daemon / that = {daemon_fps / figures['bare_two_callers_fps_median']:.3f})")
-    print("latency per stage, one camera (ms): " + "; ".join(f"{s} p50 {v['p50']:.2f} p99 {v['p99']:.2f}" for s, v in latency.items()))
+    print(
+        f"throughput: daemon {daemon_fps:.1f} fps vs bare ONNX Runtime {bare_fps:.1f} fps (medians) -> ratio "
+        f"{figures['ratio_of_medians']:.3f}; "
+        f"paired ratios {figures['paired_ratios']} -> median {figures['ratio_median_paired']:.3f} (target >= 0.95); "
+        f"load average {figures['load_average_1m']:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        "for comparison, bare work on 2 threads sharing a 1-thread session: "
+        f"{figures['bare_two_callers_fps_median']:.1f} fps "
+        f"(daemon / that = {daemon_fps / figures['bare_two_callers_fps_median']:.3f})"
+    )
+    print(
+        "latency per stage, one camera (ms): "
+        + "; ".join(f"{s} p50 {v['p50']:.2f} p99 {v['p99']:.2f}" for s, v in latency.items())
+    )
     for mode, values in figures["two_cameras"].items():
-        print(f"two cameras, engine mode {mode}: {values['fps_total']:.1f} fps total, peak RSS {values['peak_rss_mb']:.0f} MB (target <= 400)")
+        print(
+            f"two cameras, engine mode {mode}: {values['fps_total']:.1f} fps total, peak RSS "
+            f"{values['peak_rss_mb']:.0f} MB (target <= 400)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

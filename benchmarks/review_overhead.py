@@ -7,6 +7,7 @@ Throughput is results / time between the first and the last result at a subscrib
 result arrival at the subscriber -> the tile showing that seq in the page (wall clocks of one machine;
 tiles skip seqs under load, latest wins, so only shown seqs count). Figures are printed, never asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,15 @@ WATCH_SEQ = """([camera]) => {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", type=Path, help="bundle to run (default: the untrained benchmark student of --size, "
-                        "as in `onen bench daemon`: a station-sized model, not the 64 px demo that runs at 800 frames/s)")
-    parser.add_argument("--size", type=int, default=224, help="input size of the default benchmark student (default 224)")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        help="bundle to run (default: the untrained benchmark student of --size, "
+        "as in `onen bench daemon`: a station-sized model, not the 64 px demo that runs at 800 frames/s)",
+    )
+    parser.add_argument(
+        "--size", type=int, default=224, help="input size of the default benchmark student (default 224)"
+    )
     parser.add_argument("--camera-size", type=int, default=512, help="camera frame size in px (square, default 512)")
     parser.add_argument("--frames", type=int, default=400, help="frames in the video (default 400)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating none/two-pages repeats (default 3)")
@@ -44,11 +51,20 @@ def station(folder: Path, port: int, bundle: Path, video: Path) -> Path:
     import yaml
 
     config = {
-        "station": "bench", "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-bench-{port}", "stats_interval_s": 1},
+        "station": "bench",
+        "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-bench-{port}", "stats_interval_s": 1},
         "models": {"m": {"bundle": str(bundle), "backend": "onnxruntime"}},
-        "cameras": [{"name": "cam", "model": "m", "source": {"kind": "file", "path": str(video), "realtime": False},
-                     "trigger": {"mode": "continuous", "queue_size": 4}, "publish": {"heatmap": "on_defect"}}],
-        "spool": {"path": str(folder / "spool")}, "archive": {"path": str(folder / "archive"), "max_mb": 64},
+        "cameras": [
+            {
+                "name": "cam",
+                "model": "m",
+                "source": {"kind": "file", "path": str(video), "realtime": False},
+                "trigger": {"mode": "continuous", "queue_size": 4},
+                "publish": {"heatmap": "on_defect"},
+            }
+        ],
+        "spool": {"path": str(folder / "spool")},
+        "archive": {"path": str(folder / "archive"), "max_mb": 64},
     }
     path = folder / "station.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -98,8 +114,14 @@ def run_daemon(config: Path, broker, frames: int, env: dict) -> tuple[float, dic
     client.subscribe("onen/bench/+/result", qos=1)
     client.loop_start()
     subscribed.wait(5)
-    subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(config), "--exit-when-finished"],
-                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+    subprocess.run(
+        [sys.executable, "-m", "onen.edge.cli", "run", "--config", str(config), "--exit-when-finished"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=900,
+    )
     deadline = time.monotonic() + 10
     while len(ticks) < frames and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -112,14 +134,20 @@ def run_daemon(config: Path, broker, frames: int, env: dict) -> tuple[float, dic
 def main(args: argparse.Namespace) -> int:
     from playwright.sync_api import sync_playwright
 
-    from edge.local_broker import MosquittoBroker, free_port, port_accepts
-
-    from benchmarks.daemon import bench_bundle, write_video
+    from onen.benchmarks.daemon import bench_bundle, write_video
+    from onen.edge.local_broker import MosquittoBroker, free_port, port_accepts
 
     bundle = args.bundle or bench_bundle(args.size)
-    env = {**os.environ, "PYTHONPATH": f"{Path(__file__).resolve().parents[1]}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{Path(__file__).resolve().parents[1]}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
     figures: dict[str, list[float]] = {"none": [], "two_pages": [], "two_streams": [], "update_ms": [], "load_ms": []}
-    with tempfile.TemporaryDirectory(prefix="onen-review-bench-") as tmp, MosquittoBroker() as broker, sync_playwright() as pw:
+    with (
+        tempfile.TemporaryDirectory(prefix="onen-review-bench-") as tmp,
+        MosquittoBroker() as broker,
+        sync_playwright() as pw,
+    ):
         folder = Path(tmp)
         video = write_video(folder / "v.avi", args.frames, args.camera_size)
         config = station(folder, broker.port, bundle, video)
@@ -128,8 +156,21 @@ def main(args: argparse.Namespace) -> int:
             fps, _ = run_daemon(config, broker, args.frames, env)
             figures["none"].append(fps)
             port = free_port()
-            review = subprocess.Popen([sys.executable, "-m", "edge.cli", "review", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            review = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "onen.edge.cli",
+                    "review",
+                    "--config",
+                    str(config),
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 while not port_accepts("127.0.0.1", port):
                     time.sleep(0.1)
@@ -149,15 +190,19 @@ def main(args: argparse.Namespace) -> int:
                         if seq in arrivals:
                             figures["update_ms"].append(shown_ms - 1000 * arrivals[seq])
                     page.close()
-                streams = [SseReader(port) for _ in range(2)]      # the server's share alone: no rendering
+                streams = [SseReader(port) for _ in range(2)]  # the server's share alone: no rendering
                 figures["two_streams"].append(run_daemon(config, broker, args.frames, env)[0])
                 for reader in streams:
                     reader.close()
             finally:
                 review.terminate()
                 review.wait(10)
-            print(f"repeat {repeat + 1}: none {figures['none'][-1]:.1f} fps, two pages {figures['two_pages'][-1]:.1f} fps, "
-                  f"two streams without a browser {figures['two_streams'][-1]:.1f} fps", flush=True)
+            print(
+                f"repeat {repeat + 1}: none {figures['none'][-1]:.1f} fps, two pages {figures['two_pages'][-1]:.1f} "
+                "fps, "
+                f"two streams without a browser {figures['two_streams'][-1]:.1f} fps",
+                flush=True,
+            )
         browser.close()
 
     def p95(values):
@@ -166,18 +211,30 @@ def main(args: argparse.Namespace) -> int:
     none, two = statistics.median(figures["none"]), statistics.median(figures["two_pages"])
     streams = statistics.median(figures["two_streams"])
     report = {
-        "fps_none": round(none, 2), "fps_two_pages": round(two, 2), "ratio": round(two / none, 4) if none else None,
-        "fps_two_streams": round(streams, 2), "ratio_streams": round(streams / none, 4) if none else None,
+        "fps_none": round(none, 2),
+        "fps_two_pages": round(two, 2),
+        "ratio": round(two / none, 4) if none else None,
+        "fps_two_streams": round(streams, 2),
+        "ratio_streams": round(streams / none, 4) if none else None,
         "update_ms_median": round(statistics.median(figures["update_ms"]), 1) if figures["update_ms"] else None,
         "update_ms_p95": round(p95(figures["update_ms"]), 1) if figures["update_ms"] else None,
         "update_samples": len(figures["update_ms"]),
-        "page_load_ms_median": round(statistics.median(figures["load_ms"]), 1), "page_load_ms_p95": round(p95(figures["load_ms"]), 1),
+        "page_load_ms_median": round(statistics.median(figures["load_ms"]), 1),
+        "page_load_ms_p95": round(p95(figures["load_ms"]), 1),
     }
     print(f"daemon fps: none {none:.1f}, two review pages {two:.1f} (ratio {report['ratio']}; target within 5 %)")
-    print(f"daemon fps with two event streams but no browser on this machine: {streams:.1f} (ratio {report['ratio_streams']})")
-    print(f"update latency (result at subscriber -> tile shows it): median {report['update_ms_median']} ms, "
-          f"p95 {report['update_ms_p95']} ms over {report['update_samples']} shown results")
-    print(f"page load (goto -> live stream open): median {report['page_load_ms_median']} ms, p95 {report['page_load_ms_p95']} ms")
+    print(
+        f"daemon fps with two event streams but no browser on this machine: {streams:.1f} (ratio "
+        f"{report['ratio_streams']})"
+    )
+    print(
+        f"update latency (result at subscriber -> tile shows it): median {report['update_ms_median']} ms, "
+        f"p95 {report['update_ms_p95']} ms over {report['update_samples']} shown results"
+    )
+    print(
+        f"page load (goto -> live stream open): median {report['page_load_ms_median']} ms, p95 "
+        f"{report['page_load_ms_p95']} ms"
+    )
     if getattr(args, "json", None):
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

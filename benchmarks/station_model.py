@@ -8,6 +8,7 @@ ONNX Runtime latency at 256 px (batch 1, median, one thread and ONNX Runtime's d
 A run that exists in --work is reused (its recorded times are printed again), so the timing is the one
 of the run that trained.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,17 +16,23 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.train_targets import DEFAULT_DATA, evaluate_run, median_latency, train_run
+from onen.benchmarks.train_targets import DEFAULT_DATA, evaluate_run, median_latency, train_run
 
 BUDGET_MIN = 20.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="magnetic tile folder (about 1000 training+validation images)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/onen-station-model"), help="run, bundles and reports go here")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="magnetic tile folder (about 1000 training+validation images)"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/onen-station-model"), help="run, bundles and reports go here"
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=4, help="student epochs of the station recipe (default 4)")
-    parser.add_argument("--teacher-epochs", type=int, default=2, help="teacher epochs of the station recipe (default 2)")
+    parser.add_argument(
+        "--teacher-epochs", type=int, default=2, help="teacher epochs of the station recipe (default 2)"
+    )
     parser.add_argument("--supervision", default="full", choices=("none", "weak", "full"))
     parser.add_argument("--repeats", type=int, default=200, help="latency: timed calls per model")
 
@@ -55,7 +62,7 @@ def _latency(paths: list[Path], size: int, repeats: int) -> dict[str, list[float
 
 
 def main(args: argparse.Namespace) -> int:
-    from train.export import export_run
+    from onen.train.export import export_run
 
     args.work.mkdir(parents=True, exist_ok=True)
     name = f"station_{args.supervision}_{args.size}"
@@ -70,23 +77,43 @@ def main(args: argparse.Namespace) -> int:
     teacher_bundle = export_run(run, bundles / "teacher", teacher=True, force=True)
     latency = _latency([student_bundle / "model.onnx", teacher_bundle / "model.onnx"], args.size, args.repeats)
     figures = {
-        "run": str(run), "size": args.size, "train_images": len(splits["train"]), "val_images": len(splits["val"]),
-        "epochs": args.epochs, "teacher_epochs": args.teacher_epochs, "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
-        "timings_s": timings, "total_min": round(total_min, 2), "budget_min": BUDGET_MIN,
+        "run": str(run),
+        "size": args.size,
+        "train_images": len(splits["train"]),
+        "val_images": len(splits["val"]),
+        "epochs": args.epochs,
+        "teacher_epochs": args.teacher_epochs,
+        "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
+        "timings_s": timings,
+        "total_min": round(total_min, 2),
+        "budget_min": BUDGET_MIN,
         "student_test": {k: student.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "class_accuracy", "f1")},
         "teacher_test": {k: teacher.get(k) for k in ("image_auroc", "pixel_auroc", "class_accuracy")},
-        "latency_ms": {"student": {k: v[0] for k, v in latency.items()}, "teacher": {k: v[1] for k, v in latency.items()}},
+        "latency_ms": {
+            "student": {k: v[0] for k, v in latency.items()},
+            "teacher": {k: v[1] for k, v in latency.items()},
+        },
     }
-    print(f"station model: {figures['train_images']} training + {figures['val_images']} validation images at {args.size}px, "
-          f"teacher {args.teacher_epochs} + student {args.epochs} epochs: teacher {timings.get('teacher', 0):.0f} s + student "
-          f"{timings.get('student', 0):.0f} s = {total_min:.1f} min (target <= {BUDGET_MIN:.0f} min: "
-          f"{'met' if 0 < total_min <= BUDGET_MIN else 'NOT met'})")
+    print(
+        f"station model: {figures['train_images']} training + {figures['val_images']} validation images at "
+        f"{args.size}px, "
+        f"teacher {args.teacher_epochs} + student {args.epochs} epochs: teacher {timings.get('teacher', 0):.0f} s + "
+        "student "
+        f"{timings.get('student', 0):.0f} s = {total_min:.1f} min (target <= {BUDGET_MIN:.0f} min: "
+        f"{'met' if 0 < total_min <= BUDGET_MIN else 'NOT met'})"
+    )
     s, t = figures["student_test"], figures["teacher_test"]
-    print(f"test split: student image AUROC {s['image_auroc']}, pixel AUROC {s['pixel_auroc']}, class accuracy {s['class_accuracy']}; "
-          f"teacher image AUROC {t['image_auroc']}, class accuracy {t['class_accuracy']}")
+    print(
+        f"test split: student image AUROC {s['image_auroc']}, pixel AUROC {s['pixel_auroc']}, class accuracy "
+        f"{s['class_accuracy']}; "
+        f"teacher image AUROC {t['image_auroc']}, class accuracy {t['class_accuracy']}"
+    )
     one, default = latency["one_thread"], latency["default_threads"]
-    print(f"ONNX Runtime batch 1 at {args.size}px, median: student {one[0]:.2f} ms (1 thread) / {default[0]:.2f} ms (default threads); "
-          f"teacher {one[1]:.2f} / {default[1]:.2f} ms")
+    print(
+        f"ONNX Runtime batch 1 at {args.size}px, median: student {one[0]:.2f} ms (1 thread) / {default[0]:.2f} ms "
+        "(default threads); "
+        f"teacher {one[1]:.2f} / {default[1]:.2f} ms"
+    )
     if getattr(args, "json", None):
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
     return 0

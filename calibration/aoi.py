@@ -4,6 +4,7 @@ Two ways: polygons typed in (YAML/JSON, e.g. from an image editor's coordinates)
 a reference image by thresholding (Otsu or fixed), keeping the largest component, filling its holes,
 then eroding (keep away from the part's edge, where the background bleeds in) or dilating.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,19 +16,26 @@ import cv2
 import numpy as np
 import yaml
 
-from edge.errors import DataError
+from onen.edge.errors import DataError
 
 
 @dataclass
 class PolygonSpec:
-    polygons: list[np.ndarray]                     # each [K, 2] float (x, y) camera pixels
+    polygons: list[np.ndarray]  # each [K, 2] float (x, y) camera pixels
     exclude: list[np.ndarray] = field(default_factory=list)
-    size: tuple[int, int] | None = None            # (width, height) when the file states it
+    size: tuple[int, int] | None = None  # (width, height) when the file states it
 
 
 def _points(value: Any, where: str) -> np.ndarray:
-    ok = isinstance(value, list) and len(value) >= 3 and all(
-        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p) for p in value
+    ok = (
+        isinstance(value, list)
+        and len(value) >= 3
+        and all(
+            isinstance(p, (list, tuple))
+            and len(p) == 2
+            and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p)
+            for p in value
+        )
     )
     if not ok:
         raise DataError(f"{where}: expected a polygon of at least 3 [x, y] points, got {str(value)[:120]}")
@@ -35,8 +43,14 @@ def _points(value: Any, where: str) -> np.ndarray:
 
 
 def _polygon_list(value: Any, where: str) -> list[np.ndarray]:
-    if isinstance(value, list) and value and isinstance(value[0], list) and value[0] and isinstance(value[0][0], (int, float)):
-        return [_points(value, where)]            # a single polygon
+    if (
+        isinstance(value, list)
+        and value
+        and isinstance(value[0], list)
+        and value[0]
+        and isinstance(value[0][0], (int, float))
+    ):
+        return [_points(value, where)]  # a single polygon
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: expected a polygon (list of [x, y]) or a list of polygons, got {str(value)[:120]}")
     return [_points(p, f"{where}[{i}]") for i, p in enumerate(value)]
@@ -67,10 +81,15 @@ def load_polygons(path: str | Path) -> PolygonSpec:
     if isinstance(data, list):
         return PolygonSpec(_polygon_list(data, str(path)))
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a list of [x, y] points or a mapping with 'polygons', got {type(data).__name__}")
+        raise DataError(
+            f"{path}: expected a list of [x, y] points or a mapping with 'polygons', got {type(data).__name__}"
+        )
     unknown = set(data) - {"polygons", "polygon", "exclude", "size"}
     if unknown:
-        raise DataError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; expected polygons (or polygon), exclude, size")
+        raise DataError(
+            f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; expected polygons (or polygon), "
+            "exclude, size"
+        )
     key = "polygons" if "polygons" in data else "polygon" if "polygon" in data else None
     if key is None:
         raise DataError(f"{path}: missing key 'polygons' (a list of polygons, each a list of [x, y] points)")
@@ -90,7 +109,10 @@ def mask_from_polygons(spec: PolygonSpec, size: tuple[int, int], source: str = "
             outside = (polygon[:, 0] < 0) | (polygon[:, 0] > width) | (polygon[:, 1] < 0) | (polygon[:, 1] > height)
             if outside.any():
                 point = polygon[np.flatnonzero(outside)[0]].tolist()
-                raise DataError(f"{source}: {kind}[{index}] point {point} lies outside the {width}x{height} image; wrong --size or coordinates?")
+                raise DataError(
+                    f"{source}: {kind}[{index}] point {point} lies outside the {width}x{height} image; wrong --size "
+                    "or coordinates?"
+                )
     mask = np.zeros((height, width), np.uint8)
     cv2.fillPoly(mask, [np.round(p).astype(np.int32) for p in spec.polygons], 1)
     if spec.exclude:
@@ -164,7 +186,10 @@ def preview(mask: np.ndarray, background_rgb: np.ndarray | None = None) -> np.nd
     if background_rgb is None:
         background_rgb = np.full(mask.shape + (3,), 128, np.uint8)
     if background_rgb.shape[:2] != mask.shape:
-        raise DataError(f"preview image is {background_rgb.shape[1]}x{background_rgb.shape[0]} but the AOI is {mask.shape[1]}x{mask.shape[0]}")
+        raise DataError(
+            f"preview image is {background_rgb.shape[1]}x{background_rgb.shape[0]} but the AOI is "
+            f"{mask.shape[1]}x{mask.shape[0]}"
+        )
     out = background_rgb.astype(np.float32)
     out[~mask] = out[~mask] * 0.35 + np.array([160, 0, 0], np.float32) * 0.3
     out = np.clip(out, 0, 255).astype(np.uint8)
@@ -189,7 +214,7 @@ def order_corners(points: np.ndarray) -> np.ndarray:
     nearest the image origin), the order edge.rectify expects."""
     points = np.asarray(points, np.float64).reshape(4, 2)
     centre = points.mean(axis=0)
-    angles = np.arctan2(points[:, 1] - centre[1], points[:, 0] - centre[0])   # y down: increasing = clockwise
+    angles = np.arctan2(points[:, 1] - centre[1], points[:, 0] - centre[0])  # y down: increasing = clockwise
     clockwise = points[np.argsort(angles)]
     start = int(np.argmin(clockwise.sum(axis=1)))
     return np.roll(clockwise, -start, axis=0)
@@ -205,7 +230,11 @@ def find_part_corners(mask: np.ndarray, source: str = "reference image") -> np.n
     for fraction in (0.01, 0.02, 0.03, 0.05, 0.08):
         approx = cv2.approxPolyDP(contour, fraction * perimeter, True)
         # The quadrilateral must really be the outline (a disc also simplifies to 4 points, at 64 % of its area).
-        if len(approx) == 4 and cv2.isContourConvex(approx) and abs(cv2.contourArea(approx) / cv2.contourArea(contour) - 1) < 0.06:
+        if (
+            len(approx) == 4
+            and cv2.isContourConvex(approx)
+            and abs(cv2.contourArea(approx) / cv2.contourArea(contour) - 1) < 0.06
+        ):
             return order_corners(approx.reshape(4, 2))
     raise DataError(
         f"{source}: the part's outline is not a quadrilateral; give the four corners with --rectify x1,y1,...,x4,y4 "

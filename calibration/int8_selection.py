@@ -8,6 +8,7 @@ better than a random draw and gives the same list for the same seed.
 The list file (one path per line, relative to the file, '#' comments) is read by
 edge.engines.int8_calibration.list_calibration_images.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,16 +21,16 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from calibration.runner import list_images
-from edge.errors import DataError
-from edge.images import read_image_rgb
-from edge.rectify import Rectification
+from onen.calibration.runner import list_images
+from onen.edge.errors import DataError
+from onen.edge.images import read_image_rgb
+from onen.edge.rectify import Rectification
 
 
 @dataclass
 class Selection:
     paths: list[Path]
-    per_stratum: dict[str, int]      # "good/<sub>" or "defect/<sub>" -> images taken
+    per_stratum: dict[str, int]  # "good/<sub>" or "defect/<sub>" -> images taken
     available: dict[str, int]
     seed: int
 
@@ -72,7 +73,9 @@ def _systematic(paths: list[Path], count: int, rng: np.random.Generator) -> list
     return [paths[min(len(paths) - 1, int(offset + i * stride))] for i in range(count)]
 
 
-def select_int8_images(good: Path, defect: Path | None, count: int, defect_fraction: float = 0.25, seed: int = 0) -> Selection:
+def select_int8_images(
+    good: Path, defect: Path | None, count: int, defect_fraction: float = 0.25, seed: int = 0
+) -> Selection:
     if count < 1:
         raise DataError(f"--count must be >= 1, got {count}")
     if not 0.0 <= defect_fraction < 1.0:
@@ -84,7 +87,7 @@ def select_int8_images(good: Path, defect: Path | None, count: int, defect_fract
     if defect_strata and defect_fraction > 0:
         want_defect = max(want_defect, min(1, n_defect))
     want_good = min(n_good, count - want_defect)
-    want_defect = min(n_defect, count - want_good)     # fill from defects when good images run short
+    want_defect = min(n_defect, count - want_good)  # fill from defects when good images run short
     rng = np.random.default_rng(seed)
     chosen: list[Path] = []
     per_stratum: dict[str, int] = {}
@@ -94,7 +97,9 @@ def select_int8_images(good: Path, defect: Path | None, count: int, defect_fract
             picked = _systematic(strata[key], allocation[key], rng)
             per_stratum[key] = len(picked)
             chosen.extend(picked)
-    return Selection(chosen, per_stratum, {key: len(paths) for key, paths in {**good_strata, **defect_strata}.items()}, seed)
+    return Selection(
+        chosen, per_stratum, {key: len(paths) for key, paths in {**good_strata, **defect_strata}.items()}, seed
+    )
 
 
 def rectification_of(calibration_yaml: Path) -> Rectification | None:

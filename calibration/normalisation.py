@@ -4,12 +4,13 @@ raw_low is the lowest good score seen (a typical good part publishes ~0), raw_hi
 score seen (a clear defect publishes ~1); without defective images the upper part mirrors the lower
 one around the threshold. Operators then read one scale on every camera whatever the model.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from edge.bundle import ScoreNormalisation
-from edge.calibration_view import check_normalisation
+from onen.edge.bundle import ScoreNormalisation
+from onen.edge.calibration_view import check_normalisation
 
 _EPS = 1e-6
 
@@ -24,4 +25,7 @@ def fit_normalisation(threshold: float, good_scores, defect_scores=None) -> Scor
     above = defect[defect > threshold]
     high = float(above.max()) if above.size else mirrored
     high = max(high, threshold + _EPS)
-    return check_normalisation(ScoreNormalisation(raw_threshold=float(threshold), raw_low=float(low), raw_high=float(high)), "fitted normalisation")
+    return check_normalisation(
+        ScoreNormalisation(raw_threshold=float(threshold), raw_low=float(low), raw_high=float(high)),
+        "fitted normalisation",
+    )

@@ -14,30 +14,31 @@ promised share of good parts shows a region), with min_region_area just above th
 count. When that fails too, the model does not localise on this camera: localisation = "off", stated in
 the calibration file and in every result, and no region is reported.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 import numpy as np
 
-from edge.errors import DataError
-from edge.regions import apply_aoi, find_regions
+from onen.edge.errors import DataError
+from onen.edge.regions import apply_aoi, find_regions
 
 
 @dataclass
 class PixelCalibration:
     pixel_threshold: float
-    min_region_area: int            # px at model input resolution
-    top_value_max: float            # hottest good image's top value
+    min_region_area: int  # px at model input resolution
+    top_value_max: float  # hottest good image's top value
     median_good_pixel: float
-    largest_good_speck: int         # px above the threshold in one good component (0 = none)
-    good_images_with_regions: int   # after calibration (0 by construction)
+    largest_good_speck: int  # px above the threshold in one good component (0 = none)
+    good_images_with_regions: int  # after calibration (0 by construction)
     defect_images_with_regions: int | None = None
     defect_images: int | None = None
-    localisation: str = "regions"   # "regions" | "off" (the model cannot localise at the promised FRR)
-    map_max: float = 1.0            # highest anomaly-map value seen on good and defect images
-    reason: str = ""                # why localisation is off, or which fallback was used
+    localisation: str = "regions"  # "regions" | "off" (the model cannot localise at the promised FRR)
+    map_max: float = 1.0  # highest anomaly-map value seen on good and defect images
+    reason: str = ""  # why localisation is off, or which fallback was used
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,15 +51,27 @@ def _inside(anomaly_map: np.ndarray, aoi: np.ndarray | None) -> np.ndarray:
     return values
 
 
-def count_images_with_regions(maps: Iterable[np.ndarray], aoi: np.ndarray | None, pixel_threshold: float, min_area: int) -> int:
+def count_images_with_regions(
+    maps: Iterable[np.ndarray], aoi: np.ndarray | None, pixel_threshold: float, min_area: int
+) -> int:
     """How many maps produce at least one region, exactly as the daemon would find them."""
-    return sum(1 for m in maps if find_regions(apply_aoi(np.asarray(m, np.float32), aoi), pixel_threshold, min_area, with_polygon=False))
+    return sum(
+        1
+        for m in maps
+        if find_regions(apply_aoi(np.asarray(m, np.float32), aoi), pixel_threshold, min_area, with_polygon=False)
+    )
 
 
-def count_defects_found(maps: list[np.ndarray], masks: list[np.ndarray | None], aoi: np.ndarray | None, pixel_threshold: float, min_area: int) -> int:
+def count_defects_found(
+    maps: list[np.ndarray],
+    masks: list[np.ndarray | None],
+    aoi: np.ndarray | None,
+    pixel_threshold: float,
+    min_area: int,
+) -> int:
     """Defect images with a region; where a ground-truth mask is given, the region must lie inside the mask."""
     found = 0
-    for anomaly_map, mask in zip(maps, masks):
+    for anomaly_map, mask in zip(maps, masks, strict=True):
         where = aoi if mask is None else (mask if aoi is None else mask & aoi)
         found += bool(find_regions(apply_aoi(anomaly_map, where), pixel_threshold, min_area, with_polygon=False))
     return found
@@ -80,7 +93,7 @@ class GoodMapStatistics:
         self.top_max = -np.inf
         self.peak_max = -np.inf
         self.pixels = 0
-        self.hot: list[tuple[float, np.ndarray]] = []     # (peak, map) with peak > top_max
+        self.hot: list[tuple[float, np.ndarray]] = []  # (peak, map) with peak > top_max
 
     def add(self, anomaly_map: np.ndarray) -> None:
         anomaly_map = np.asarray(anomaly_map, np.float32)
@@ -99,8 +112,13 @@ class GoodMapStatistics:
         if peak > self.top_max:
             self.hot.append((peak, apply_aoi(anomaly_map, self.aoi).copy()))
 
-    def fit(self, margin: float = 0.1, defect_maps: Iterable[np.ndarray] | None = None, good_rank: int = 1,
-            defect_masks: list[np.ndarray | None] | None = None) -> PixelCalibration:
+    def fit(
+        self,
+        margin: float = 0.1,
+        defect_maps: Iterable[np.ndarray] | None = None,
+        good_rank: int = 1,
+        defect_masks: list[np.ndarray | None] | None = None,
+    ) -> PixelCalibration:
         """good_rank: k of the image threshold (the k-th highest good score); bounds the fallback.
         defect_masks: per defect map its ground-truth mask at map size (or None), when the images have masks."""
         if not self.tops:
@@ -118,7 +136,9 @@ class GoodMapStatistics:
                 largest = max([largest] + [r.area for r in find_regions(anomaly_map, threshold, 1, with_polygon=False)])
         min_area = largest + 1
         good_with = count_images_with_regions((m for _, m in self.hot), None, threshold, min_area)
-        result = PixelCalibration(float(threshold), int(min_area), top_max, median, int(largest), int(good_with), map_max=map_max)
+        result = PixelCalibration(
+            float(threshold), int(min_area), top_max, median, int(largest), int(good_with), map_max=map_max
+        )
         if not self._finds_defects(result, defect_maps):
             # Fallback: the good top value at the image threshold's rank; at most k - 1 good images lie above it.
             tops = np.sort(np.asarray(self.tops))[::-1]
@@ -126,27 +146,41 @@ class GoodMapStatistics:
             result.pixel_threshold = fallback
             result.min_region_area = int(np.ceil((1.0 - self.quantile) * self.pixels)) + 1
             result.good_images_with_regions = int(np.sum(tops > fallback))
-            result.reason = f"no-false-region threshold {threshold:.4g} finds no defect region below the map maximum {map_max:.4g}; used the good top value at rank {good_rank}"
+            result.reason = (
+                f"no-false-region threshold {threshold:.4g} finds no defect region below the map maximum "
+                f"{map_max:.4g}; used the good top value at rank {good_rank}"
+            )
             if not self._finds_defects(result, defect_maps):
                 result.localisation = "off"
                 result.pixel_threshold = float(map_max)
                 result.good_images_with_regions = 0
                 result.reason = (
-                    f"the model does not localise on these images: a pixel threshold that keeps good parts within the promised "
-                    f"false-reject rate ({fallback:.4g}) is not below the anomaly map's maximum ({map_max:.4g}) or finds no region "
+                    "the model does not localise on these images: a pixel threshold that keeps good parts within "
+                    "the promised "
+                    f"false-reject rate ({fallback:.4g}) is not below the anomaly map's maximum ({map_max:.4g}) or "
+                    "finds no region "
                     "on any defect image; results carry no regions (localisation: off)"
                 )
         if defect_maps:
             result.defect_images = len(defect_maps)
-            result.defect_images_with_regions = 0 if result.localisation == "off" else count_defects_found(
-                defect_maps, self._masks, self.aoi, result.pixel_threshold, result.min_region_area)
+            result.defect_images_with_regions = (
+                0
+                if result.localisation == "off"
+                else count_defects_found(
+                    defect_maps, self._masks, self.aoi, result.pixel_threshold, result.min_region_area
+                )
+            )
         return result
 
     def _finds_defects(self, result: PixelCalibration, defect_maps: list[np.ndarray]) -> bool:
         """Reachable (below the map's maximum) and, with defect maps, a region on at least one of them."""
         if result.pixel_threshold >= result.map_max:
             return False
-        return not defect_maps or count_defects_found(defect_maps, self._masks, self.aoi, result.pixel_threshold, result.min_region_area) > 0
+        return (
+            not defect_maps
+            or count_defects_found(defect_maps, self._masks, self.aoi, result.pixel_threshold, result.min_region_area)
+            > 0
+        )
 
 
 def fit_pixel_calibration(

@@ -4,6 +4,7 @@ score_hist.png  good vs defective score histograms with the chosen (and F1-optim
 rates.png       expected false-reject and escape rates with their confidence intervals
 overlays.png    the good images closest to rejection and the defects closest to escaping, with heat maps
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from calibration.runner import Example
-from edge.regions import find_regions
+from onen.calibration.runner import Example
+from onen.edge.regions import find_regions
 
 
 def write_json(report: dict[str, Any], out_dir: Path) -> Path:
@@ -34,7 +35,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def plot_histograms(good: np.ndarray, defect: np.ndarray | None, threshold: float, f1_threshold: float | None, path: Path) -> Path:
+def plot_histograms(
+    good: np.ndarray, defect: np.ndarray | None, threshold: float, f1_threshold: float | None, path: Path
+) -> Path:
     figure = Figure(figsize=(7, 4), dpi=110)
     axes = figure.add_subplot()
     values = np.concatenate([good, defect]) if defect is not None and defect.size else good
@@ -78,8 +81,20 @@ def plot_rates(report: dict[str, Any], path: Path) -> Path:
     axes.bar(x, rates, color=colours, alpha=0.7)
     axes.errorbar(x, rates, yerr=[lows, highs], fmt="none", ecolor="black", capsize=6)
     bound = report["image_threshold"]["frr_upper_bound"]
-    axes.scatter([0], [bound], marker="v", color="black", zorder=3, label=f"FRR upper bound {bound:.3%} ({report['image_threshold']['confidence']:.0%} conf.)")
-    axes.axhline(report["image_threshold"]["target_frr"], color="grey", linestyle=":", label=f"target FRR {report['image_threshold']['target_frr']:.3%}")
+    axes.scatter(
+        [0],
+        [bound],
+        marker="v",
+        color="black",
+        zorder=3,
+        label=f"FRR upper bound {bound:.3%} ({report['image_threshold']['confidence']:.0%} conf.)",
+    )
+    axes.axhline(
+        report["image_threshold"]["target_frr"],
+        color="grey",
+        linestyle=":",
+        label=f"target FRR {report['image_threshold']['target_frr']:.3%}",
+    )
     axes.set_xticks(x, labels, fontsize=8)
     axes.set_ylabel("rate")
     axes.legend(fontsize=8)
@@ -93,7 +108,7 @@ def overlay(example: Example, pixel_threshold: float, min_area: int) -> np.ndarr
     """RGB image with the heat map blended in and the daemon's regions boxed."""
     heat = np.clip(example.anomaly_map, 0.0, 1.0)
     coloured = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
-    alpha = np.clip(heat * 1.5, 0.0, 0.7)[:, :, None]          # cold pixels keep the part visible
+    alpha = np.clip(heat * 1.5, 0.0, 0.7)[:, :, None]  # cold pixels keep the part visible
     blended = ((1 - alpha) * example.image + alpha * coloured).astype(np.uint8)
     for region in find_regions(example.anomaly_map, pixel_threshold, min_area, with_polygon=False):
         x, y, w, h = region.bbox
@@ -101,7 +116,9 @@ def overlay(example: Example, pixel_threshold: float, min_area: int) -> np.ndarr
     return blended
 
 
-def plot_overlays(groups: list[tuple[str, list[Example]]], threshold: float, pixel_threshold: float, min_area: int, path: Path) -> Path | None:
+def plot_overlays(
+    groups: list[tuple[str, list[Example]]], threshold: float, pixel_threshold: float, min_area: int, path: Path
+) -> Path | None:
     groups = [(title, examples) for title, examples in groups if examples]
     if not groups:
         return None
@@ -112,7 +129,9 @@ def plot_overlays(groups: list[tuple[str, list[Example]]], threshold: float, pix
             axes = figure.add_subplot(len(groups), columns, row * columns + column + 1)
             axes.imshow(overlay(example, pixel_threshold, min_area))
             verdict = "REJECT" if example.score > threshold else "pass"
-            axes.set_title(f"{title}\n{Path(example.name.split('#')[0]).name[:24]} {example.score:.3g} {verdict}", fontsize=7)
+            axes.set_title(
+                f"{title}\n{Path(example.name.split('#')[0]).name[:24]} {example.score:.3g} {verdict}", fontsize=7
+            )
             axes.axis("off")
     figure.tight_layout()
     figure.savefig(path)

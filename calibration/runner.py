@@ -4,24 +4,25 @@ Per frame: calibration.prepare (rectification) -> resize to the model input -> b
 masked with the AOI at model input size. Same functions as the daemon, so the thresholds fitted on
 these outputs mean the same thing on the line.
 """
+
 from __future__ import annotations
 
 import heapq
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge.backends.base import Backend
-from edge.bundle import Bundle
-from edge.calibration_view import CameraCalibration
-from edge.errors import DataError, OnenError
-from edge.images import prepare_batch, read_image_rgb, to_rgb_uint8
-from edge.regions import apply_aoi
+from onen.edge.backends.base import Backend
+from onen.edge.bundle import Bundle
+from onen.edge.calibration_view import CameraCalibration
+from onen.edge.errors import DataError, OnenError
+from onen.edge.images import prepare_batch, read_image_rgb, to_rgb_uint8
+from onen.edge.regions import apply_aoi
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", ".mjpg", ".ts"}
@@ -30,9 +31,9 @@ VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", "
 def open_backend(bundle: Bundle, kind: str = "auto") -> Backend:
     """The daemon's backend factory when present (TensorRT on a GPU station), else ONNX Runtime."""
     try:
-        from edge.backends.factory import create_backend
+        from onen.edge.backends.factory import create_backend
     except ImportError:
-        from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(bundle)
     return create_backend(bundle, kind)
@@ -40,7 +41,9 @@ def open_backend(bundle: Bundle, kind: str = "auto") -> Backend:
 
 def _is_mask(path: Path, stems_with_photo: set[tuple[Path, str]]) -> bool:
     """Masks stored beside images (magnetic-tile style same-name .png, or *_mask.png) are not camera images."""
-    return path.stem.lower().endswith("_mask") or (path.suffix.lower() == ".png" and (path.parent, path.stem) in stems_with_photo)
+    return path.stem.lower().endswith("_mask") or (
+        path.suffix.lower() == ".png" and (path.parent, path.stem) in stems_with_photo
+    )
 
 
 def _walk(folder: Path) -> Iterator[Path]:
@@ -81,7 +84,7 @@ class FrameSource:
     """A folder of images or a video file; yields (name, RGB frame)."""
 
     path: Path
-    every: int = 1          # video: take every n-th frame (consecutive frames are nearly the same part)
+    every: int = 1  # video: take every n-th frame (consecutive frames are nearly the same part)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -91,7 +94,10 @@ class FrameSource:
             raise DataError(f"--every must be >= 1, got {self.every}")
         self.is_video = self.path.is_file()
         if self.is_video and self.path.suffix.lower() not in VIDEO_EXTENSIONS:
-            raise DataError(f"{self.path}: not a folder and not a video file (expected one of {', '.join(sorted(VIDEO_EXTENSIONS))})")
+            raise DataError(
+                f"{self.path}: not a folder and not a video file (expected one of "
+                f"{', '.join(sorted(VIDEO_EXTENSIONS))})"
+            )
         self.files = [] if self.is_video else list_images(self.path)
 
     def __len__(self) -> int:
@@ -130,18 +136,18 @@ class FrameSource:
 class Example:
     name: str
     score: float
-    image: np.ndarray        # uint8 [H, W, 3] as the model saw it
+    image: np.ndarray  # uint8 [H, W, 3] as the model saw it
     anomaly_map: np.ndarray  # float32 [H, W], AOI applied
 
 
 @dataclass
 class RunResult:
     names: list[str]
-    scores: np.ndarray              # float64 [N] raw scores
-    maps: np.ndarray | None         # float16 [N, H, W], AOI applied (None when not kept)
-    predicted_class: np.ndarray     # int [N], argmax of class_logits
-    highest: list[Example] = field(default_factory=list)   # highest scores first
-    lowest: list[Example] = field(default_factory=list)    # lowest scores first
+    scores: np.ndarray  # float64 [N] raw scores
+    maps: np.ndarray | None  # float16 [N, H, W], AOI applied (None when not kept)
+    predicted_class: np.ndarray  # int [N], argmax of class_logits
+    highest: list[Example] = field(default_factory=list)  # highest scores first
+    lowest: list[Example] = field(default_factory=list)  # lowest scores first
 
     def __len__(self) -> int:
         return len(self.names)
@@ -164,7 +170,7 @@ def run_source(
     scores: list[float] = []
     maps: list[np.ndarray] = []
     classes: list[int] = []
-    highest: list[tuple] = []   # min-heaps of (key, counter, Example)
+    highest: list[tuple] = []  # min-heaps of (key, counter, Example)
     lowest: list[tuple] = []
 
     def keep(heap: list, key: float, example_factory) -> None:
@@ -180,7 +186,8 @@ def run_source(
             score = float(outputs.score[i])
             anomaly_map = apply_aoi(outputs.anomaly_map[i, 0].astype(np.float32), aoi)
             if keep_examples:
-                make = lambda: Example(name, score, batch[i].copy(), anomaly_map)  # noqa: E731
+                # called at once by keep(), inside this iteration: copies the frame only when it is kept
+                make = lambda: Example(name, score, batch[i].copy(), anomaly_map)  # noqa: E731, B023
                 keep(highest, score, make)
                 keep(lowest, -score, make)
             names.append(name)

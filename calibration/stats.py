@@ -2,6 +2,7 @@
 
 All in log space so that thousands of images and small rates neither underflow nor lose precision.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,8 @@ def binom_logcdf(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return -math.inf
     log_ratio = math.log(p) - math.log1p(-p)
-    log_pmf = n * math.log1p(-p)          # P(X = 0)
-    if k < 64:                            # plain Python is faster than numpy's call overhead here
+    log_pmf = n * math.log1p(-p)  # P(X = 0)
+    if k < 64:  # plain Python is faster than numpy's call overhead here
         log_cdf = log_pmf
         for i in range(k):
             log_pmf += math.log((n - i) / (i + 1)) + log_ratio

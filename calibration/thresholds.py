@@ -10,6 +10,7 @@ We take the largest k with that probability <= 1 - confidence (the lowest thresh
 promise). This is the Clopper-Pearson one-sided bound read backwards; ties in the scores only make it
 more conservative. k >= 1 needs n >= ln(1 - confidence) / ln(1 - target) good images.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from calibration.stats import log_add_exp, clopper_pearson, min_samples_for_zero_failures, upper_bound
-from edge.errors import DataError
+from onen.calibration.stats import clopper_pearson, log_add_exp, min_samples_for_zero_failures, upper_bound
+from onen.edge.errors import DataError
 
 
 class TooFewGoodImages(DataError):
@@ -27,7 +28,8 @@ class TooFewGoodImages(DataError):
     def __init__(self, have: int, need: int, target: float, confidence: float, source: str = ""):
         self.have, self.need = have, need
         super().__init__(
-            f"{source + ': ' if source else ''}{have} good image(s) cannot show a false-reject rate <= {target:g} at {confidence:.0%} confidence: "
+            f"{source + ': ' if source else ''}{have} good image(s) cannot show a false-reject rate <= {target:g} at "
+            f"{confidence:.0%} confidence: "
             f"that needs at least {need} good images (n >= ln(1-{confidence:g})/ln(1-{target:g})); "
             f"add {need - have} more, or relax --target-frr / --confidence"
         )
@@ -35,15 +37,15 @@ class TooFewGoodImages(DataError):
 
 @dataclass
 class FrrThreshold:
-    threshold: float            # raw score; reject when score > threshold
+    threshold: float  # raw score; reject when score > threshold
     n_good: int
-    rank: int                   # k: the threshold is the k-th largest good score
+    rank: int  # k: the threshold is the k-th largest good score
     target_frr: float
     confidence: float
-    frr_upper_bound: float      # P(true FRR > this) <= 1 - confidence (<= target_frr)
-    frr_expected: float         # mean of the true FRR's distribution, k / (n + 1)
-    rejects_in_sample: int      # good calibration images above the threshold
-    min_good_images: int        # fewest good images this target/confidence needs
+    frr_upper_bound: float  # P(true FRR > this) <= 1 - confidence (<= target_frr)
+    frr_expected: float  # mean of the true FRR's distribution, k / (n + 1)
+    rejects_in_sample: int  # good calibration images above the threshold
+    min_good_images: int  # fewest good images this target/confidence needs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,10 +94,10 @@ def _largest_rank(n: int, target: float, log_alpha: float) -> int:
     """Largest k with log P(Bin(n, target) <= k - 1) <= log_alpha (cumulated once, not per k)."""
     log_ratio = math.log(target) - math.log1p(-target)
     log_pmf = n * math.log1p(-target)
-    log_cdf = log_pmf                       # P(X <= 0): k = 1 is valid (checked by the caller)
+    log_cdf = log_pmf  # P(X <= 0): k = 1 is valid (checked by the caller)
     rank = 1
     while rank < n:
-        log_pmf += math.log((n - rank + 1) / rank) + log_ratio     # P(X = rank)
+        log_pmf += math.log((n - rank + 1) / rank) + log_ratio  # P(X = rank)
         log_cdf = log_add_exp(log_cdf, log_pmf)
         if log_cdf > log_alpha:
             break
@@ -115,7 +117,7 @@ class RateEstimate:
     confidence: float
 
     @classmethod
-    def of(cls, count: int, n: int, confidence: float) -> "RateEstimate":
+    def of(cls, count: int, n: int, confidence: float) -> RateEstimate:
         low, high = clopper_pearson(count, n, confidence)
         return cls(int(count), int(n), count / n if n else float("nan"), low, high, confidence)
 

@@ -4,6 +4,7 @@ Layout: <archive>/<camera>/<YYYY-MM-DD>/<time>_<seq>_{frame.png,overlay.jpg,resu
 PNG (lossless: what the model saw, reusable for retraining), the overlay JPEG. When the cap is hit the
 oldest files go first, so the archive always holds the most recent defects.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ class Archive:
         self.enabled = enabled
         self.removed = 0
         self._lock = threading.Lock()
-        self._files: list[tuple[float, int, Path]] | None = None   # (mtime, size, path), oldest first
+        self._files: list[tuple[float, int, Path]] | None = None  # (mtime, size, path), oldest first
         self._bytes = 0
         if enabled:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,9 @@ class Archive:
         self._files = files
         self._bytes = sum(size for _, size, _ in files)
 
-    def save(self, camera: str, seq: int, frame_rgb: np.ndarray, overlay_jpeg: bytes | None, result: dict) -> Path | None:
+    def save(
+        self, camera: str, seq: int, frame_rgb: np.ndarray, overlay_jpeg: bytes | None, result: dict
+    ) -> Path | None:
         """Write one defect; returns its folder. Never raises on a full disk: logs and skips."""
         if not self.enabled:
             return None

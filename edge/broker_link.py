@@ -5,6 +5,7 @@ growing spool. Every failure's reason (refused, DNS, TLS, authentication, timeou
 at once and then with a backoff (after 10 s, 30 s, 1 min, then every 5 min) so an outage of hours does
 not flood the journal, and handed to `stats` and the systemd status line.
 """
+
 from __future__ import annotations
 
 import errno
@@ -13,11 +14,11 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
-log = logging.getLogger("edge.mqtt")
+log = logging.getLogger("onen.edge.mqtt")
 
-REPEAT_AFTER_S = (10.0, 30.0, 60.0, 300.0)   # then every 300 s
+REPEAT_AFTER_S = (10.0, 30.0, 60.0, 300.0)  # then every 300 s
 
 
 def describe_failure(error: BaseException | None) -> str:
@@ -49,7 +50,7 @@ class BrokerLink:
         self._lock = threading.Lock()
         self.state = "connecting"
         self.reason: str | None = None
-        self.failures = 0             # attempts failed since the last good connection
+        self.failures = 0  # attempts failed since the last good connection
         self._failing_since: float | None = None
         self._next_log_at = 0.0
         self._repeats = 0
@@ -66,7 +67,9 @@ class BrokerLink:
             self.state, self.reason = "lost", reason
             self._failing_since = self._clock()
             self._next_log_at = 0.0
-        log.warning("mqtt: lost the broker %s (%s); results wait in the spool (%d)", self.address, reason, self._backlog())
+        log.warning(
+            "mqtt: lost the broker %s (%s); results wait in the spool (%d)", self.address, reason, self._backlog()
+        )
 
     def failed(self, reason: str) -> None:
         """One connection attempt failed: log now if it is the first or the backoff says so."""
@@ -82,13 +85,26 @@ class BrokerLink:
                 self._repeats += 1
             failures, since = self.failures, now - self._failing_since
         if due:
-            log.warning("mqtt: cannot connect to %s: %s; retrying with backoff (%d attempt(s) over %.0f s, %d result(s) in the spool)",
-                        self.address, reason, failures, since, self._backlog())
+            log.warning(
+                "mqtt: cannot connect to %s: %s; retrying with backoff (%d attempt(s) over %.0f s, %d result(s) in "
+                "the spool)",
+                self.address,
+                reason,
+                failures,
+                since,
+                self._backlog(),
+            )
 
     def describe(self) -> dict:
         with self._lock:
             since = None if self._failing_since is None else round(self._clock() - self._failing_since, 1)
-            return {"broker": self.address, "state": self.state, "reason": self.reason, "failed_attempts": self.failures, "failing_for_s": since}
+            return {
+                "broker": self.address,
+                "state": self.state,
+                "reason": self.reason,
+                "failed_attempts": self.failures,
+                "failing_for_s": since,
+            }
 
     def summary(self) -> str:
         """One line for the systemd status and `onen run`."""
@@ -97,4 +113,6 @@ class BrokerLink:
             return f"mqtt connected to {self.address}"
         if d["state"] == "connecting":
             return f"mqtt connecting to {self.address}"
-        return f"mqtt {d['state']} ({self.address}: {d['reason']}, {d['failing_for_s']:.0f} s, {self._backlog()} in spool)"
+        return (
+            f"mqtt {d['state']} ({self.address}: {d['reason']}, {d['failing_for_s']:.0f} s, {self._backlog()} in spool)"
+        )

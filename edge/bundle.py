@@ -3,6 +3,7 @@
 Training writes it (`write_manifest`), everything else reads it (`load_bundle`). Loading verifies the
 sha256 of every file the manifest lists, so a half-copied or tampered bundle never reaches a camera.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge.errors import BundleError
+from onen.edge.errors import BundleError
 
 FORMAT_VERSION = 1
 OUTPUT_NAMES = ("score", "anomaly_map", "class_logits")
@@ -29,9 +30,9 @@ SIGNATURE = "signature"
 class Thresholds:
     """Default decision thresholds; a camera's calibration file overrides them."""
 
-    image: float = 0.5          # on the raw model score
-    pixel: float = 0.5          # on the anomaly map, for regions
-    min_region_area: int = 16   # px at model input resolution
+    image: float = 0.5  # on the raw model score
+    pixel: float = 0.5  # on the anomaly map, for regions
+    min_region_area: int = 16  # px at model input resolution
 
 
 @dataclass
@@ -47,32 +48,39 @@ class ScoreNormalisation:
 class ReferenceSample:
     """An image stored in the bundle with the outputs the exporting framework computed for it."""
 
-    file: str                    # path inside the bundle, e.g. reference/000.png (RGB at input size)
+    file: str  # path inside the bundle, e.g. reference/000.png (RGB at input size)
     score: float
     class_logits: list[float]
     anomaly_map_mean: float
-    anomaly_map_file: str        # .npy with the float32 [H, W] map
+    anomaly_map_file: str  # .npy with the float32 [H, W] map
 
 
 @dataclass
 class Manifest:
     name: str
     version: str
-    family: str                  # "onen-student", "teacher-cnn", ...
+    family: str  # "onen-student", "teacher-cnn", ...
     input_height: int
     input_width: int
-    class_names: list[str]       # class 0 == "good"
-    classes_supervised: bool = True   # False: trained without class labels; results then say only "defect"
+    class_names: list[str]  # class 0 == "good"
+    classes_supervised: bool = True  # False: trained without class labels; results then say only "defect"
     channel_order: str = "RGB"
     input_dtype: str = "uint8"
     input_layout: str = "NHWC"
-    normalisation: dict[str, Any] = field(default_factory=lambda: {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "scale": 255.0, "in_graph": True})
+    normalisation: dict[str, Any] = field(
+        default_factory=lambda: {
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "scale": 255.0,
+            "in_graph": True,
+        }
+    )
     input_name: str = INPUT_NAME
     output_names: list[str] = field(default_factory=lambda: list(OUTPUT_NAMES))
     format_version: int = FORMAT_VERSION
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    files: dict[str, str] = field(default_factory=dict)          # relative path -> sha256
-    training: dict[str, Any] = field(default_factory=dict)       # data summary, supervision, seed...
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    training: dict[str, Any] = field(default_factory=dict)  # data summary, supervision, seed...
     metrics: dict[str, Any] = field(default_factory=dict)
     thresholds: Thresholds = field(default_factory=Thresholds)
     score_normalisation: ScoreNormalisation = field(default_factory=ScoreNormalisation)
@@ -86,7 +94,7 @@ class Manifest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = MANIFEST) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any], source: str = MANIFEST) -> Manifest:
         data = dict(data)
         try:
             data["thresholds"] = Thresholds(**data.get("thresholds", {}))
@@ -96,7 +104,10 @@ class Manifest:
         except TypeError as error:
             raise BundleError(f"{source}: does not follow manifest format {FORMAT_VERSION}: {error}") from error
         if manifest.format_version > FORMAT_VERSION:
-            raise BundleError(f"{source}: format_version {manifest.format_version} is newer than this software reads ({FORMAT_VERSION}); update onen")
+            raise BundleError(
+                f"{source}: format_version {manifest.format_version} is newer than this software reads "
+                f"({FORMAT_VERSION}); update onen"
+            )
         if not manifest.class_names or manifest.class_names[0] != "good":
             raise BundleError(f"{source}: class_names must start with 'good', got {manifest.class_names}")
         return manifest
@@ -183,7 +194,10 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
                 raise BundleError(f"{file_path}: listed in {MANIFEST} but missing")
             actual = sha256_file(file_path)
             if actual != expected:
-                raise BundleError(f"{file_path}: sha256 {actual[:12]}... does not match {MANIFEST} ({expected[:12]}...); bundle damaged or modified")
+                raise BundleError(
+                    f"{file_path}: sha256 {actual[:12]}... does not match {MANIFEST} ({expected[:12]}...); bundle "
+                    "damaged or modified"
+                )
     return Bundle(path=path, manifest=manifest)
 
 

@@ -7,6 +7,7 @@ such as metrics or notes is rewritten and the scores stay the same) and loading 
 
 What the file holds is used per frame through `edge.calibration_view.CameraCalibration`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,14 +16,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from edge.bundle import MODEL, Bundle, ScoreNormalisation
-from edge.calibration_view import CalibrationError, CameraCalibration, check_normalisation
-from edge.command_message import CommandError, load_command
-from edge.errors import BundleError, OnenError
-from edge.rectify import Rectification
+from onen.edge.bundle import MODEL, Bundle, ScoreNormalisation
+from onen.edge.calibration_view import CalibrationError, CameraCalibration, check_normalisation
+from onen.edge.command_message import CommandError, load_command
+from onen.edge.errors import BundleError, OnenError
+from onen.edge.rectify import Rectification
 
 FORMAT_VERSION = 1
-LOCALISATION = ("regions", "off")     # "off": results carry no regions (the model does not localise on this camera)
+LOCALISATION = ("regions", "off")  # "off": results carry no regions (the model does not localise on this camera)
 
 
 def calibration_to_dict(calibration: CameraCalibration, relative_to: Path | None = None) -> dict[str, Any]:
@@ -38,7 +39,11 @@ def calibration_to_dict(calibration: CameraCalibration, relative_to: Path | None
     return {
         "format_version": FORMAT_VERSION,
         "camera": calibration.camera,
-        "bundle": {"name": calibration.bundle_name, "version": calibration.bundle_version, "model_sha256": calibration.bundle_sha256},
+        "bundle": {
+            "name": calibration.bundle_name,
+            "version": calibration.bundle_version,
+            "model_sha256": calibration.bundle_sha256,
+        },
         "created": calibration.created,
         "image_threshold": float(calibration.image_threshold),
         "pixel_threshold": float(calibration.pixel_threshold),
@@ -60,7 +65,10 @@ def save_calibration(calibration: CameraCalibration, path: str | Path) -> Path:
     """Write the calibration YAML (with a header naming camera and bundle); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = f"# onen camera calibration for {calibration.camera!r}; made for bundle {calibration.bundle_name} {calibration.bundle_version}\n"
+    header = (
+        f"# onen camera calibration for {calibration.camera!r}; "
+        f"made for bundle {calibration.bundle_name} {calibration.bundle_version}\n"
+    )
     path.write_text(header + yaml.safe_dump(calibration_to_dict(calibration, relative_to=path.parent), sort_keys=False))
     return path
 
@@ -109,21 +117,28 @@ def load_calibration(path: str | Path, bundle: Bundle) -> CameraCalibration:
         raise CalibrationError(f"{path}: missing key(s) {', '.join(missing)}")
     unknown = [k for k in data if k not in _REQUIRED + _OPTIONAL]
     if unknown:
-        raise CalibrationError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; expected {', '.join(_REQUIRED + _OPTIONAL)}")
+        raise CalibrationError(
+            f"{path}: unknown key(s) {', '.join(map(str, unknown))}; expected {', '.join(_REQUIRED + _OPTIONAL)}"
+        )
     version = data.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CalibrationError(f"{path}: key 'format_version': this software reads version {FORMAT_VERSION}, got {version!r}")
+        raise CalibrationError(
+            f"{path}: key 'format_version': this software reads version {FORMAT_VERSION}, got {version!r}"
+        )
     if not isinstance(data["camera"], str) or not data["camera"]:
         raise CalibrationError(f"{path}: key 'camera': expected the camera name, got {data['camera']!r}")
 
     made_for = data["bundle"]
     if not isinstance(made_for, dict) or not isinstance(made_for.get("model_sha256"), str):
-        raise CalibrationError(f"{path}: key 'bundle': expected a mapping with name, version and model_sha256 (sha256 of {MODEL})")
+        raise CalibrationError(
+            f"{path}: key 'bundle': expected a mapping with name, version and model_sha256 (sha256 of {MODEL})"
+        )
     if made_for["model_sha256"] != bundle.onnx_sha256:
         raise CalibrationError(
             f"{path}: made for bundle {made_for.get('name')!r} version {made_for.get('version')!r} "
             f"({MODEL} sha256 {made_for['model_sha256'][:12]}...), but the camera runs bundle "
-            f"{bundle.manifest.name!r} version {bundle.manifest.version!r} ({MODEL} sha256 {bundle.onnx_sha256[:12]}...); "
+            f"{bundle.manifest.name!r} version {bundle.manifest.version!r} ({MODEL} sha256 "
+            f"{bundle.onnx_sha256[:12]}...); "
             f"recalibrate with `onen calibrate --bundle {bundle.path} ...`"
         )
 
@@ -133,7 +148,10 @@ def load_calibration(path: str | Path, bundle: Bundle) -> CameraCalibration:
     normalisation = check_normalisation(ScoreNormalisation(**norm), f"{path}: key 'normalisation'")
     image_threshold = _number(data, "image_threshold", str(path))
     if abs(image_threshold - normalisation.raw_threshold) > 1e-9:
-        raise CalibrationError(f"{path}: key 'normalisation.raw_threshold' ({normalisation.raw_threshold}) must equal image_threshold ({image_threshold})")
+        raise CalibrationError(
+            f"{path}: key 'normalisation.raw_threshold' ({normalisation.raw_threshold}) must equal image_threshold "
+            f"({image_threshold})"
+        )
     pixel_threshold = _number(data, "pixel_threshold", str(path), 0.0, None)
     min_area = data["min_region_area"]
     if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 1:
@@ -141,7 +159,9 @@ def load_calibration(path: str | Path, bundle: Bundle) -> CameraCalibration:
 
     localisation = data.get("localisation", "regions")
     if localisation not in LOCALISATION:
-        raise CalibrationError(f"{path}: key 'localisation': expected one of {', '.join(LOCALISATION)}, got {localisation!r}")
+        raise CalibrationError(
+            f"{path}: key 'localisation': expected one of {', '.join(LOCALISATION)}, got {localisation!r}"
+        )
     aoi = data.get("aoi")
     if aoi is not None:
         if not isinstance(aoi, str):
@@ -190,7 +210,10 @@ def from_bundle_defaults(
     norm = manifest.score_normalisation
     if abs(norm.raw_threshold - manifest.thresholds.image) > 1e-9:
         # Older manifests may carry a default normalisation; centre it on the bundle's image threshold.
-        low, high = min(norm.raw_low, manifest.thresholds.image - 1e-6), max(norm.raw_high, manifest.thresholds.image + 1e-6)
+        low, high = (
+            min(norm.raw_low, manifest.thresholds.image - 1e-6),
+            max(norm.raw_high, manifest.thresholds.image + 1e-6),
+        )
         norm = ScoreNormalisation(raw_threshold=manifest.thresholds.image, raw_low=low, raw_high=high)
     source = f"{bundle.path}/manifest.json: score_normalisation"
     try:
@@ -233,8 +256,14 @@ def calibration_message(yaml_path: str | Path) -> bytes:
         if not aoi_path.is_file():
             raise CalibrationError(f"{yaml_path}: key 'aoi': mask file {aoi_path} does not exist")
         aoi_name, aoi_b64 = aoi_path.name, base64.b64encode(aoi_path.read_bytes()).decode("ascii")
-    message = {"schema": MESSAGE_SCHEMA, "camera": data.get("camera") if isinstance(data, dict) else None,
-               "file_name": yaml_path.name, "calibration_yaml": text, "aoi_name": aoi_name, "aoi_png_base64": aoi_b64}
+    message = {
+        "schema": MESSAGE_SCHEMA,
+        "camera": data.get("camera") if isinstance(data, dict) else None,
+        "file_name": yaml_path.name,
+        "calibration_yaml": text,
+        "aoi_name": aoi_name,
+        "aoi_png_base64": aoi_b64,
+    }
     return json.dumps(message).encode()
 
 
@@ -251,7 +280,9 @@ def read_calibration_message(payload: bytes, camera: str) -> tuple[dict, bytes |
         return CalibrationError(f"calibration pushed for camera {camera!r}: {reason}")
 
     try:
-        message = load_command(payload, (MESSAGE_SCHEMA, ROLLBACK_SCHEMA), text_fields=("camera", "calibration_yaml", "aoi_png_base64"))
+        message = load_command(
+            payload, (MESSAGE_SCHEMA, ROLLBACK_SCHEMA), text_fields=("camera", "calibration_yaml", "aoi_png_base64")
+        )
     except CommandError as error:
         raise refuse(str(error)) from error
     if message["schema"] == ROLLBACK_SCHEMA:

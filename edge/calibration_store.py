@@ -7,6 +7,7 @@ a file the engineer made (the file the station YAML names is only read, as the s
 must find the calibration that was current for that model however many pushes ago (the last history line
 for its sha). Versions are small and never deleted.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from edge.bundle import Bundle
-from edge.calibration_file import load_calibration
-from edge.calibration_view import CalibrationError, CameraCalibration
-from edge.pointers import CURRENT, PREVIOUS, read_pointer, write_pointer
-from edge.spool import spool_file
+from onen.edge.bundle import Bundle
+from onen.edge.calibration_file import load_calibration
+from onen.edge.calibration_view import CalibrationError, CameraCalibration
+from onen.edge.pointers import CURRENT, PREVIOUS, read_pointer, write_pointer
+from onen.edge.spool import spool_file
 
 HISTORY, FILE, AOI = "history.jsonl", "calibration.yaml", "aoi.png"
 
@@ -91,7 +92,7 @@ class CalibrationStore:
             if not isinstance(made_for, str):
                 raise CalibrationError(f"calibration for camera {camera!r}: key 'bundle.model_sha256' is missing")
             if bundle is not None:
-                load_calibration(staging / FILE, bundle)                 # every check, on the staged copy
+                load_calibration(staging / FILE, bundle)  # every check, on the staged copy
             number = 1 + sum(1 for p in self.folder(camera).iterdir() if p.is_dir() and not p.name.startswith("."))
             target = self.folder(camera) / f"{number:04d}-{sha12}"
             os.replace(staging, target)
@@ -122,8 +123,12 @@ class CalibrationStore:
         if current is not None:
             write_pointer(self.folder(camera), PREVIOUS, current)
         write_pointer(self.folder(camera), CURRENT, version)
-        entry = {"version": version.name, "model_sha256": self.model_sha_of(version),
-                 "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "action": action}
+        entry = {
+            "version": version.name,
+            "model_sha256": self.model_sha_of(version),
+            "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "action": action,
+        }
         if source:
             entry["source"] = source
         with open(self.folder(camera) / HISTORY, "a") as history:
@@ -138,11 +143,12 @@ class CalibrationStore:
             raise CalibrationError(f"camera {camera!r}: no previous calibration to roll back to")
         made_for = self.model_sha_of(previous)
         if made_for != model_sha256:
-            raise CalibrationError(f"camera {camera!r}: the previous calibration {previous.name} was made for model sha256 "
-                                   f"{made_for[:12]}..., but the camera runs {model_sha256[:12]}...")
+            raise CalibrationError(
+                f"camera {camera!r}: the previous calibration {previous.name} was made for model sha256 "
+                f"{made_for[:12]}..., but the camera runs {model_sha256[:12]}..."
+            )
         self.make_current(camera, previous, "rollback")
         return previous
-
 
 
 def calibration_store_of(config) -> CalibrationStore:

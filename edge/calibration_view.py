@@ -6,6 +6,7 @@ Decision rule (used by calibration when fitting and by the daemon when deciding)
 A region is a connected set of anomaly-map pixels > pixel_threshold (inside the AOI) of at least
 min_region_area px at the model input resolution. Reading and writing the file is `edge.calibration_file`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle import ScoreNormalisation
-from edge.errors import OnenError
-from edge.images import read_mask, resize_mask
-from edge.rectify import Rectification
+from onen.edge.bundle import ScoreNormalisation
+from onen.edge.errors import OnenError
+from onen.edge.images import read_mask, resize_mask
+from onen.edge.rectify import Rectification
 
 
 class CalibrationError(OnenError):
@@ -46,19 +47,19 @@ class CameraCalibration:
     """What the daemon needs to turn one camera's model outputs into a verdict and regions."""
 
     camera: str
-    bundle_sha256: str                      # sha256 of the bundle's model.onnx
-    image_threshold: float                  # on the raw model score
-    pixel_threshold: float                  # on the anomaly map (0..1)
-    min_region_area: int                    # px at model input resolution
+    bundle_sha256: str  # sha256 of the bundle's model.onnx
+    image_threshold: float  # on the raw model score
+    pixel_threshold: float  # on the anomaly map (0..1)
+    min_region_area: int  # px at model input resolution
     normalisation: ScoreNormalisation
-    localisation: str = "regions"           # "regions" | "off": calibration found the model cannot localise here
-    aoi: Path | None = None                 # PNG mask at camera resolution (before rectification)
+    localisation: str = "regions"  # "regions" | "off": calibration found the model cannot localise here
+    aoi: Path | None = None  # PNG mask at camera resolution (before rectification)
     rectification: Rectification | None = None
     bundle_name: str = ""
     bundle_version: str = ""
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    counts: dict[str, int] = field(default_factory=dict)        # images used: good, defect
-    statistics: dict[str, Any] = field(default_factory=dict)    # target FRR, confidence, bounds (informational)
+    counts: dict[str, int] = field(default_factory=dict)  # images used: good, defect
+    statistics: dict[str, Any] = field(default_factory=dict)  # target FRR, confidence, bounds (informational)
     source_path: Path | None = None
     _aoi_mask: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _aoi_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -83,8 +84,10 @@ class CameraCalibration:
         height, width = frame_rgb.shape[:2]
         if any(not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5) for x, y in self.rectification.corners):
             raise CalibrationError(
-                f"{self.source_path or 'calibration'}: rectification corners {[list(c) for c in self.rectification.corners]} lie outside "
-                f"the {width}x{height} frames of camera {self.camera!r}; was the camera's resolution changed? recalibrate"
+                f"{self.source_path or 'calibration'}: rectification corners "
+                f"{[list(c) for c in self.rectification.corners]} lie outside "
+                f"the {width}x{height} frames of camera {self.camera!r}; was the camera's resolution changed? "
+                "recalibrate"
             )
         return self.rectification.apply(frame_rgb)
 

@@ -2,9 +2,10 @@
 
 Each subcommand lives in the package that owns it, as a module in `<package>/commands/` with a
 `register(subparsers)` function, announced as an entry point of group `onen.commands` (pyproject.toml).
-edge names no other package: a command whose package is not installed (an edge-only station) is
-skipped. Modules must import cheaply (no torch at import time).
+Modules must import cheaply (no torch at import time): on a station without the [train] extra, a
+training command still lists, and running it names the extra to install.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,8 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
-from edge.errors import OnenError
+from onen.edge.errors import OnenError
+from onen.edge.extras import missing_module_message
 
 ENTRY_POINT_GROUP = "onen.commands"
 
@@ -38,13 +40,7 @@ def command_modules() -> list[str]:
 
 def _discover(subparsers: argparse._SubParsersAction) -> None:
     for module_name in command_modules():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            if error.name and module_name.startswith(error.name.split(".")[0]) and not module_name.startswith("edge."):
-                continue                        # that package is not installed here (edge-only station)
-            raise
-        register = getattr(module, "register", None)
+        register = getattr(importlib.import_module(module_name), "register", None)
         if register is not None:
             register(subparsers)
 
@@ -68,12 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = args.handler(args)
-        sys.stdout.flush()                # a closed pipe shows here, not as a traceback at exit
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
     except BrokenPipeError:
         _quiet_stdout()
-        return 141                        # 128 + SIGPIPE, as a shell reports `onen ... | head -1`
+        return 141  # 128 + SIGPIPE, as a shell reports `onen ... | head -1`
     except OnenError as error:
         print(f"onen {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] == "onen":
+            raise
+        print(f"onen {args.command}: error: {missing_module_message(error.name)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -87,7 +88,7 @@ def _quiet_stdout() -> None:
     try:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
-        pass                              # stdout is not a real file (captured in tests): nothing to redirect
+        pass  # stdout is not a real file (captured in tests): nothing to redirect
     finally:
         os.close(devnull)
 

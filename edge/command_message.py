@@ -4,13 +4,14 @@ Anyone who can publish on the station's `cmd/` topics can send any bytes: deeply
 RecursionError in the decoder), a list, a number, binary. Every such message must end in a clean
 rejection that the sender sees on `events`, never in a traceback, so every command reads its payload here.
 """
+
 from __future__ import annotations
 
 import json
 
-from edge.errors import OnenError
+from onen.edge.errors import OnenError
 
-MAX_COMMAND_BYTES = 64 * 1024 * 1024   # a bundle travels base64 in the message; anything larger is refused unread
+MAX_COMMAND_BYTES = 64 * 1024 * 1024  # a bundle travels base64 in the message; anything larger is refused unread
 
 
 class CommandError(OnenError):

@@ -8,17 +8,65 @@ password variable...). Every issue names the file, the line, the key path, the b
 what was expected. Relative paths resolve against the config file's folder. Passwords never appear in
 `repr`/`str` of the config nor in error messages.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config_models import (IMAGE_PATTERNS, LIVE_SOURCE_KINDS, SOURCE_KINDS, AnySource,  # noqa: F401 (the public API)
-                                ArchiveConfig, CameraConfig, MetricsConfig, ModelConfig, MqttConfig, PublishConfig,
-                                ReviewConfig, SourceConfig, SpoolConfig, StationConfig, TlsConfig, TriggerConfig,
-                                UpdatesConfig, env_references, expand_env, resolve_path, source_config,
-                                strip_credentials)
-from edge.errors import OnenError
+from onen.edge.config_models import (  # the config tree, re-exported: the public API of this module
+    IMAGE_PATTERNS,
+    LIVE_SOURCE_KINDS,
+    SOURCE_KINDS,
+    AnySource,
+    ArchiveConfig,
+    CameraConfig,
+    MetricsConfig,
+    ModelConfig,
+    MqttConfig,
+    PublishConfig,
+    ReviewConfig,
+    SourceConfig,
+    SpoolConfig,
+    StationConfig,
+    TlsConfig,
+    TriggerConfig,
+    UpdatesConfig,
+    env_references,
+    expand_env,
+    resolve_path,
+    source_config,
+    strip_credentials,
+)
+from onen.edge.errors import OnenError
+
+__all__ = [
+    "IMAGE_PATTERNS",
+    "LIVE_SOURCE_KINDS",
+    "SOURCE_KINDS",
+    "AnySource",
+    "ArchiveConfig",
+    "CameraConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "MqttConfig",
+    "PublishConfig",
+    "ReviewConfig",
+    "SourceConfig",
+    "SpoolConfig",
+    "StationConfig",
+    "TlsConfig",
+    "TriggerConfig",
+    "UpdatesConfig",
+    "env_references",
+    "expand_env",
+    "resolve_path",
+    "source_config",
+    "strip_credentials",
+    "ConfigIssue",
+    "ConfigError",
+    "load_config",
+]
 
 
 @dataclass(frozen=True)
@@ -27,9 +75,9 @@ class ConfigIssue:
 
     file: str
     line: int | None
-    key_path: str          # e.g. "cameras.top.source.uri"; "" for the whole document
-    problem: str           # what is wrong
-    value: str | None = None     # the bad value as written (redacted for secrets), None if absent
+    key_path: str  # e.g. "cameras.top.source.uri"; "" for the whole document
+    problem: str  # what is wrong
+    value: str | None = None  # the bad value as written (redacted for secrets), None if absent
     expected: str | None = None  # what would be right
 
     def __str__(self) -> str:
@@ -58,7 +106,7 @@ class ConfigError(OnenError):
 
 def load_config(path: str | Path) -> StationConfig:
     """Read, validate and resolve a station config; raises ConfigError listing every mistake."""
-    from edge import config_checks
+    from onen.edge import config_checks
 
     path = Path(path)
-    return config_checks.validate_file(path)     # raises ConfigError
+    return config_checks.validate_file(path)  # raises ConfigError

@@ -2,20 +2,33 @@
 
 `StationConfig.model_validate(raw, context={"base": folder})` checks a parsed YAML document and resolves
 relative paths against the config file's folder. The shipped JSON Schema is generated from these models
-(`python -m edge.config_schema`); `edge.config_checks` turns validation errors into line-numbered issues and
+(`python -m onen.edge.config_schema`); `edge.config_checks` turns validation errors into line-numbered issues and
 adds the checks a schema cannot express (files on disk, references between sections, secrets).
 Passwords are private attributes: never in `repr`, `str`, the schema or a dump.
 """
+
 from __future__ import annotations
 
 import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr,
-                      TypeAdapter, ValidationInfo, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 LIVE_SOURCE_KINDS = ("v4l2", "rtsp", "http", "gstreamer")
@@ -81,23 +94,30 @@ class TlsConfig(Section):
 class MqttConfig(Section):
     host: StrictStr = Field(min_length=1, description="the broker's host name or address")
     port: StrictInt = Field(1883, ge=1, le=65535)
-    client_id: StrictStr | None = Field(None, min_length=1, max_length=128,
-                                        description="default: onen-<station>")
-    prefix: StrictStr = Field("onen", pattern=r"^[^/+#\s]+(/[^/+#\s]+)*$",
-                              description="a topic prefix without wildcards ('+', '#'), spaces, or leading/trailing '/'")
+    client_id: StrictStr | None = Field(None, min_length=1, max_length=128, description="default: onen-<station>")
+    prefix: StrictStr = Field(
+        "onen",
+        pattern=r"^[^/+#\s]+(/[^/+#\s]+)*$",
+        description="a topic prefix without wildcards ('+', '#'), spaces, or leading/trailing '/'",
+    )
     qos: Literal[0, 1, 2] = 1
     keepalive_s: StrictInt = Field(30, ge=5, le=65535)
     stats_interval_s: Number = Field(10.0, gt=0)
     tls: TlsConfig | None = None
     username: StrictStr | None = Field(None, min_length=1)
-    password_env: StrictStr | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                                           description="the NAME of an environment variable holding the password (letters, digits, '_')")
-    password_file: ConfigPath | None = Field(None, description="a file holding the password, readable only by the service user")
+    password_env: StrictStr | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the NAME of an environment variable holding the password (letters, digits, '_')",
+    )
+    password_file: ConfigPath | None = Field(
+        None, description="a file holding the password, readable only by the service user"
+    )
     _password: str | None = PrivateAttr(None)
 
     @model_validator(mode="wrap")
     @classmethod
-    def _password_in_code(cls, data: Any, handler, info: ValidationInfo) -> "MqttConfig":
+    def _password_in_code(cls, data: Any, handler, info: ValidationInfo) -> MqttConfig:
         """Code (tests, tools) may hand over a password directly; a config file never can (no context)."""
         password = None
         if info.context is None and isinstance(data, dict) and "password" in data:
@@ -140,10 +160,18 @@ class ModelConfig(Section):
     bundle: ConfigPath = Field(description="the path of a model bundle directory (or .tar)")
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     parallel_calls: StrictInt | None = Field(
-        None, ge=1, le=16, description="ONNX Runtime on CPU: engine calls running at once on different frames "
-        "(default 2 on 2+ cores; 1 = one call on all cores, lowest latency per triggered frame)")
+        None,
+        ge=1,
+        le=16,
+        description="ONNX Runtime on CPU: engine calls running at once on different frames "
+        "(default 2 on 2+ cores; 1 = one call on all cores, lowest latency per triggered frame)",
+    )
     threads_per_call: StrictInt | None = Field(
-        None, ge=1, le=256, description="ONNX Runtime on CPU: threads of one engine call (default: cores / parallel_calls)")
+        None,
+        ge=1,
+        le=256,
+        description="ONNX Runtime on CPU: threads of one engine call (default: cores / parallel_calls)",
+    )
     _name: str = PrivateAttr("")
 
     @property
@@ -158,8 +186,9 @@ class _Source(Section):
     backoff_initial_s: Seconds = 0.5
     backoff_max_s: Number = Field(30.0, gt=0, le=3600)
     reject_black: StrictBool = True
-    black_level: StrictInt = Field(10, ge=0, le=254,
-                                   description="a frame whose pixels are all <= this is 'black' (not really captured)")
+    black_level: StrictInt = Field(
+        10, ge=0, le=254, description="a frame whose pixels are all <= this is 'black' (not really captured)"
+    )
     reject_repeated: StrictBool | None = Field(None, description="default: yes for live sources, no for file/folder")
 
     @property
@@ -186,13 +215,13 @@ def _expanded(value: Any) -> Any:
 
 class V4l2Source(_Source):
     kind: Literal["v4l2"]
-    device: Union[Annotated[StrictInt, Field(ge=0)], Annotated[StrictStr, Field(min_length=1)]] = Field(
-        description="a device index (0) or path (/dev/video0)")
+    device: Annotated[StrictInt, Field(ge=0)] | Annotated[StrictStr, Field(min_length=1)] = Field(
+        description="a device index (0) or path (/dev/video0)"
+    )
     width: StrictInt | None = Field(None, ge=1, le=32768, description="requested capture size")
     height: StrictInt | None = Field(None, ge=1, le=32768)
     fps: Number | None = Field(None, gt=0, le=1000, description="requested rate")
-    fourcc: StrictStr | None = Field(None, pattern=r"^.{4}$",
-                                     description="a four-character code such as MJPG or YUYV")
+    fourcc: StrictStr | None = Field(None, pattern=r"^.{4}$", description="a four-character code such as MJPG or YUYV")
 
 
 class RtspSource(_Source):
@@ -204,7 +233,9 @@ class RtspSource(_Source):
 
 class HttpSource(_Source):
     kind: Literal["http"]
-    uri: StrictStr = Field(min_length=1, description="http://host:port/stream.mjpg; ${VAR} is replaced from the environment")
+    uri: StrictStr = Field(
+        min_length=1, description="http://host:port/stream.mjpg; ${VAR} is replaced from the environment"
+    )
 
     _expand = field_validator("uri", mode="after")(staticmethod(_expanded))
 
@@ -220,15 +251,18 @@ class FileSource(_Source):
     kind: Literal["file"]
     path: ConfigPath = Field(description="a video file")
     loop: StrictBool = Field(False, description="start again at the end")
-    realtime: StrictBool = Field(True, description="pace at the file's fps (newest wins); false: every frame, back-pressure")
+    realtime: StrictBool = Field(
+        True, description="pace at the file's fps (newest wins); false: every frame, back-pressure"
+    )
     fps: Number | None = Field(None, gt=0, le=1000, description="pacing rate instead of the file's own")
 
 
 class FolderSource(_Source):
     kind: Literal["folder"]
     path: ConfigPath = Field(description="a folder of images")
-    patterns: tuple[Annotated[StrictStr, Field(min_length=1)], ...] = Field(IMAGE_PATTERNS, min_length=1,
-                                                                          description="which files are images")
+    patterns: tuple[Annotated[StrictStr, Field(min_length=1)], ...] = Field(
+        IMAGE_PATTERNS, min_length=1, description="which files are images"
+    )
     existing: StrictBool = Field(False, description="also process files already there at start")
     watch: StrictBool = Field(True, description="keep watching for new files (false: finish after existing)")
     settle_s: Number = Field(0.3, ge=0, le=600, description="a file's size must be stable this long before it is read")
@@ -240,12 +274,15 @@ class FolderSource(_Source):
         return tuple(value) if isinstance(value, list) else value
 
 
-AnySource = Annotated[Union[V4l2Source, RtspSource, HttpSource, GstreamerSource, FileSource, FolderSource],
-                         Field(discriminator="kind")]
-SOURCE_MODELS = {m.model_fields["kind"].annotation.__args__[0]: m
-                 for m in (V4l2Source, RtspSource, HttpSource, GstreamerSource, FileSource, FolderSource)}
+AnySource = Annotated[
+    V4l2Source | RtspSource | HttpSource | GstreamerSource | FileSource | FolderSource, Field(discriminator="kind")
+]
+SOURCE_MODELS = {
+    m.model_fields["kind"].annotation.__args__[0]: m
+    for m in (V4l2Source, RtspSource, HttpSource, GstreamerSource, FileSource, FolderSource)
+}
 SOURCE_KINDS = tuple(SOURCE_MODELS)
-SourceConfig = _Source      # what every kind's model is (for type hints)
+SourceConfig = _Source  # what every kind's model is (for type hints)
 _SOURCE_ADAPTER = TypeAdapter(AnySource)
 
 
@@ -275,7 +312,7 @@ class CameraConfig(Section):
         return self._name
 
     @classmethod
-    def named(cls, name: str, **fields: Any) -> "CameraConfig":
+    def named(cls, name: str, **fields: Any) -> CameraConfig:
         """A camera built in code (the station file names cameras by their key)."""
         camera = cls(**fields)
         camera._name = name
@@ -309,10 +346,12 @@ class UpdatesConfig(Section):
 
     dir: ConfigPath = Field(description="the folder where pushed model versions are kept, e.g. /var/lib/onen/models")
     trusted_keys: list[ConfigPath] = Field(default_factory=list)
-    calibration_dir: ConfigPath | None = Field(None, description="where pushed calibrations are kept (default: <dir>/calibrations)")
+    calibration_dir: ConfigPath | None = Field(
+        None, description="where pushed calibrations are kept (default: <dir>/calibrations)"
+    )
 
     @model_validator(mode="after")
-    def _default_calibration_dir(self) -> "UpdatesConfig":
+    def _default_calibration_dir(self) -> UpdatesConfig:
         if self.calibration_dir is None:
             self.calibration_dir = self.dir / "calibrations"
         return self
@@ -321,10 +360,16 @@ class UpdatesConfig(Section):
 class ReviewConfig(Section):
     """The review web page: where it listens, who may use it, how many verdicts it keeps."""
 
-    listen: StrictStr = Field("127.0.0.1:8765", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$",
-                              description="host:port to listen on, e.g. 127.0.0.1:8765 ([::1]:8765 for IPv6)")
-    token_env: StrictStr | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                                        description="the NAME of an environment variable holding the access token")
+    listen: StrictStr = Field(
+        "127.0.0.1:8765",
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$",
+        description="host:port to listen on, e.g. 127.0.0.1:8765 ([::1]:8765 for IPv6)",
+    )
+    token_env: StrictStr | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the NAME of an environment variable holding the access token",
+    )
     token_file: ConfigPath | None = Field(None, description="a file holding the access token")
     history: StrictInt = Field(500, ge=1, le=1_000_000, description="verdicts kept for the page")
     _token: str | None = PrivateAttr(None)
@@ -354,7 +399,7 @@ class ReviewConfig(Section):
         self._token = read_secret(self.token_env, self.token_file)
 
 
-_NAMES_ONLY = {"additionalProperties": False}     # keys that do not match the name pattern are refused
+_NAMES_ONLY = {"additionalProperties": False}  # keys that do not match the name pattern are refused
 
 
 # -- the station ---------------------------------------------------------------------------------------------
@@ -364,15 +409,21 @@ class StationConfig(Section):
 
     model_config = ConfigDict(extra="forbid", title="onen station config")
 
-    station: Name = Field(description="a station id of letters, digits, '_', '-', '.' (it becomes part of MQTT "
-                                      "topics; no '/', '+', '#' or spaces)")
+    station: Name = Field(
+        description="a station id of letters, digits, '_', '-', '.' (it becomes part of MQTT "
+        "topics; no '/', '+', '#' or spaces)"
+    )
     mqtt: MqttConfig
-    models: dict[Name, ModelConfig] = Field(min_length=1, description="name -> {bundle: path/to/bundle}",
-                                            json_schema_extra=_NAMES_ONLY)
-    camera_map: dict[Name, CameraConfig] = Field(alias="cameras", min_length=1,
-                                                 description="camera name -> {source: ..., model: ...}",
-                                                 json_schema_extra=_NAMES_ONLY)
-    spool: SpoolConfig = Field(default_factory=dict, validate_default=True)     # validated: paths follow the file
+    models: dict[Name, ModelConfig] = Field(
+        min_length=1, description="name -> {bundle: path/to/bundle}", json_schema_extra=_NAMES_ONLY
+    )
+    camera_map: dict[Name, CameraConfig] = Field(
+        alias="cameras",
+        min_length=1,
+        description="camera name -> {source: ..., model: ...}",
+        json_schema_extra=_NAMES_ONLY,
+    )
+    spool: SpoolConfig = Field(default_factory=dict, validate_default=True)  # validated: paths follow the file
     archive: ArchiveConfig = Field(default_factory=dict, validate_default=True)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     updates: UpdatesConfig | None = None
@@ -385,7 +436,7 @@ class StationConfig(Section):
         return {} if value is None else value
 
     @model_validator(mode="after")
-    def _fill_names(self) -> "StationConfig":
+    def _fill_names(self) -> StationConfig:
         for name, model in self.models.items():
             model._name = name
         only_model = next(iter(self.models)) if len(self.models) == 1 else ""

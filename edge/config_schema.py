@@ -1,8 +1,9 @@
 """The station config's JSON Schema, generated from the typed models (`edge.config_models`).
 
-`python -m edge.config_schema` rewrites the shipped `edge/schemas/station-config.schema.json`; a test checks
+`python -m onen.edge.config_schema` rewrites the shipped `edge/schemas/station-config.schema.json`; a test checks
 the shipped file equals what the models generate, so editors and integrators validate against the real thing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from edge.config_models import StationConfig
+from onen.edge.config_models import StationConfig
 
 SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "station-config.schema.json"
 SCHEMA_ID = "https://onen-inspect.example/schemas/station-config.schema.json"
@@ -27,8 +28,10 @@ def schema_text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge.config_schema", description=__doc__.splitlines()[0])
-    parser.add_argument("out", nargs="?", type=Path, default=SCHEMA_FILE, help=f"where to write it (default {SCHEMA_FILE})")
+    parser = argparse.ArgumentParser(prog="python -m onen.edge.config_schema", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "out", nargs="?", type=Path, default=SCHEMA_FILE, help=f"where to write it (default {SCHEMA_FILE})"
+    )
     target = parser.parse_args(argv).out
     target.write_text(schema_text(), encoding="utf-8")
     print(f"wrote {target}")

@@ -8,6 +8,7 @@ publish "offline", exit 0. Under systemd it sends READY=1, then WATCHDOG=1 only 
 healthy (every camera and pipeline thread beating, no engine call stuck), so systemd restarts a hung
 station.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,38 +19,41 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.archive import Archive
-from edge.bundle import load_bundle
-from edge.errors import OnenError
-from edge.inference import DEFAULT_MODE, SharedEngine
-from edge.pipeline import CameraPipeline, SideWorker
-from edge.postprocess import PostProcessor
-from edge.publisher import Publisher
-from edge.model_slots import ModelSlots
-from edge.result import ModelInfo
-from edge.spool import Spool
-from edge.calibration_store import calibration_store_of
-from edge.spool import spool_file
-from edge.station_commands import RECALIBRATE, StationCommands, calibration_for
-from edge.stats import RollingStats
-from edge.systemd_notify import SystemdNotifier
+from onen.edge.archive import Archive
+from onen.edge.bundle import load_bundle
+from onen.edge.calibration_store import calibration_store_of
+from onen.edge.errors import OnenError
+from onen.edge.inference import DEFAULT_MODE, SharedEngine
+from onen.edge.model_slots import ModelSlots
+from onen.edge.pipeline import CameraPipeline, SideWorker
+from onen.edge.postprocess import PostProcessor
+from onen.edge.publisher import Publisher
+from onen.edge.result import ModelInfo
+from onen.edge.spool import Spool, spool_file
+from onen.edge.station_commands import RECALIBRATE, StationCommands, calibration_for
+from onen.edge.stats import RollingStats
+from onen.edge.systemd_notify import SystemdNotifier
 
 log = logging.getLogger(__name__)
 
-CAMERA_STATUS_EVENTS = {"camera_connected": "connected", "camera_lost": "lost", "camera_reconnecting": "reconnecting",
-                        "camera_finished": "finished"}
+CAMERA_STATUS_EVENTS = {
+    "camera_connected": "connected",
+    "camera_lost": "lost",
+    "camera_reconnecting": "reconnecting",
+    "camera_finished": "finished",
+}
 
 
 @dataclass
 class DaemonOptions:
-    exit_when_finished: bool = False     # stop once every camera source has ended (files, tests, benchmarks)
+    exit_when_finished: bool = False  # stop once every camera source has ended (files, tests, benchmarks)
     engine_mode: str = DEFAULT_MODE
     spool_synchronous: str = "FULL"
     flush_timeout_s: float = 10.0
-    engine_stuck_s: float = 30.0         # one engine call longer than this = hung engine
-    pipeline_stale_s: float = 15.0       # a pipeline loop not beating for this long = stuck
+    engine_stuck_s: float = 30.0  # one engine call longer than this = hung engine
+    pipeline_stale_s: float = 15.0  # a pipeline loop not beating for this long = stuck
     parity_check: bool = True
-    metrics_address: str = "0.0.0.0"     # where the Prometheus endpoint listens (a scraper is on another host)
+    metrics_address: str = "0.0.0.0"  # where the Prometheus endpoint listens (a scraper is on another host)
 
 
 class Daemon:
@@ -61,7 +65,7 @@ class Daemon:
         self.notifier = SystemdNotifier()
         self.engines: dict[str, SharedEngine] = {}
         self.model_infos: dict[str, ModelInfo] = {}
-        self.bundle_sources: dict[str, Path] = {}      # where each served bundle was loaded from (config or model store)
+        self.bundle_sources: dict[str, Path] = {}  # where each served bundle was loaded from (config or model store)
         self.commands: StationCommands | None = None
         self.slots = ModelSlots(self._open_backend)
         self.cameras: dict[str, object] = {}
@@ -80,7 +84,7 @@ class Daemon:
         """Camera/backend events go to the events topic; camera state changes also to its status topic."""
         log.info("event %s %s", kind, detail)
         self.stats.count(f"events.{kind}")
-        if self.publisher is None:             # e.g. a backend fallback while models load: sent once MQTT exists
+        if self.publisher is None:  # e.g. a backend fallback while models load: sent once MQTT exists
             self._early_events.append((kind, detail))
             return
         self._publish_event(kind, detail)
@@ -107,8 +111,8 @@ class Daemon:
         return spool_file(self.config)
 
     def _open_backend(self, bundle, model_cfg):
-        from edge.backends.factory import create_backend
-        from edge.backends.onnxruntime_backend import CpuLayout
+        from onen.edge.backends.factory import create_backend
+        from onen.edge.backends.onnxruntime_backend import CpuLayout
 
         layout = CpuLayout.choose(model_cfg.parallel_calls, model_cfg.threads_per_call)
         return create_backend(bundle, model_cfg.backend, on_event=self._event, cpu_layout=layout)
@@ -124,25 +128,51 @@ class Daemon:
         updates = self.config.updates
         if updates is None:
             return Path(model_cfg.bundle)
-        from edge.updates import ModelStore
+        from onen.edge.updates import ModelStore
 
         installed = ModelStore(updates.dir).current(name)
         if installed is None:
             return Path(model_cfg.bundle)
         if not installed.exists():
-            log.error("model %s: the installed version %s is missing; serving the config's bundle %s", name, installed, model_cfg.bundle)
-            self._event("model_store_ignored", {"model": name, "missing": str(installed), "serving": str(model_cfg.bundle)})
+            log.error(
+                "model %s: the installed version %s is missing; serving the config's bundle %s",
+                name,
+                installed,
+                model_cfg.bundle,
+            )
+            self._event(
+                "model_store_ignored", {"model": name, "missing": str(installed), "serving": str(model_cfg.bundle)}
+            )
             return Path(model_cfg.bundle)
         if updates.trusted_keys and installed != Path(model_cfg.bundle):
-            from edge.updates import load_public_key, verify_bundle_signature
+            from onen.edge.updates import load_public_key, verify_bundle_signature
 
-            try:      # the store is on disk between restarts: check it is still what a trusted key signed
+            try:  # the store is on disk between restarts: check it is still what a trusted key signed
                 verify_bundle_signature(installed, [load_public_key(k) for k in updates.trusted_keys])
             except OnenError as error:
-                log.error("model %s: the installed version %s fails its signature check (%s); serving the config's bundle %s", name, installed, error, model_cfg.bundle)
-                self._event("model_store_ignored", {"model": name, "installed": str(installed), "reason": str(error), "serving": str(model_cfg.bundle)})
+                log.error(
+                    "model %s: the installed version %s fails its signature check (%s); serving the config's bundle %s",
+                    name,
+                    installed,
+                    error,
+                    model_cfg.bundle,
+                )
+                self._event(
+                    "model_store_ignored",
+                    {
+                        "model": name,
+                        "installed": str(installed),
+                        "reason": str(error),
+                        "serving": str(model_cfg.bundle),
+                    },
+                )
                 return Path(model_cfg.bundle)
-        log.info("model %s: serving the installed version %s (not the config's %s; `onen push --rollback` goes back)", name, installed, model_cfg.bundle)
+        log.info(
+            "model %s: serving the installed version %s (not the config's %s; `onen push --rollback` goes back)",
+            name,
+            installed,
+            model_cfg.bundle,
+        )
         return installed
 
     def _open_models(self) -> None:
@@ -161,18 +191,26 @@ class Daemon:
         model, a file made for the old one gives way to the new bundle's defaults (with an event)."""
         source_path = self.bundle_sources.get(camera_cfg.model)
         installed = source_path is not None and source_path != Path(self.config.models[camera_cfg.model].bundle)
-        calibration, source = calibration_for(camera_cfg, bundle, tolerate_stale=installed,
-                                              store=calibration_store_of(self.config))
+        calibration, source = calibration_for(
+            camera_cfg, bundle, tolerate_stale=installed, store=calibration_store_of(self.config)
+        )
         if source == RECALIBRATE:
-            self._event("calibration_stale", {"camera": camera_cfg.name, "file": str(camera_cfg.calibration), "using": source,
-                                              "model_sha256": bundle.onnx_sha256})
+            self._event(
+                "calibration_stale",
+                {
+                    "camera": camera_cfg.name,
+                    "file": str(camera_cfg.calibration),
+                    "using": source,
+                    "model_sha256": bundle.onnx_sha256,
+                },
+            )
         return calibration
 
     def start(self) -> None:
         """Open everything (failing early and clearly), then start cameras and pipelines."""
         import cv2
 
-        from edge.cameras import open_camera
+        from onen.edge.cameras import open_camera
 
         # The daemon already runs its work on parallel threads (cameras, pipelines, engine calls); OpenCV's own
         # thread pool inside every resize/decode only adds contention for the same cores.
@@ -185,26 +223,40 @@ class Daemon:
             postprocessors[camera_cfg.name] = PostProcessor(bundle.manifest, self._calibration(camera_cfg, bundle))
         spool = Spool(self._spool_path(), cfg.spool.max_mb, self.options.spool_synchronous)
         self.publisher = Publisher(cfg.mqtt, cfg.station, spool)
-        for kind, detail in self._early_events:     # already logged and counted when they happened
+        for kind, detail in self._early_events:  # already logged and counted when they happened
             self._publish_event(kind, detail)
-        spool.on_drop = lambda count, oldest: self._event("spool_overflow", {"dropped": count, "oldest_id": oldest, "dropped_total": spool.dropped, "max_mb": cfg.spool.max_mb})
+        spool.on_drop = lambda count, oldest: self._event(
+            "spool_overflow",
+            {"dropped": count, "oldest_id": oldest, "dropped_total": spool.dropped, "max_mb": cfg.spool.max_mb},
+        )
         archive = Archive(cfg.archive.path, cfg.archive.max_mb, cfg.archive.enabled) if cfg.archive.enabled else None
         self.side_worker = SideWorker(self.publisher, archive, self.stats)
         for camera_cfg in cfg.cameras:
             camera = open_camera(camera_cfg, on_event=self._event)
             self.cameras[camera_cfg.name] = camera
             self.pipelines[camera_cfg.name] = CameraPipeline(
-                camera_cfg=camera_cfg, camera=camera, engine=self.engines[camera_cfg.model],
-                postprocessor=postprocessors[camera_cfg.name], model_info=self.model_infos[camera_cfg.model],
-                station=cfg.station, run_id=self.run_id, publisher=self.publisher, stats=self.stats,
-                side_worker=self.side_worker, on_event=self._event,
-                fresh_frame_timeout_s=max(1.0, float(camera_cfg.source.read_timeout_s)))
+                camera_cfg=camera_cfg,
+                camera=camera,
+                engine=self.engines[camera_cfg.model],
+                postprocessor=postprocessors[camera_cfg.name],
+                model_info=self.model_infos[camera_cfg.model],
+                station=cfg.station,
+                run_id=self.run_id,
+                publisher=self.publisher,
+                stats=self.stats,
+                side_worker=self.side_worker,
+                on_event=self._event,
+                fresh_frame_timeout_s=max(1.0, float(camera_cfg.source.read_timeout_s)),
+            )
         if spool.depth:
             log.info("spool %s holds %d result(s) from before; they go out first", spool.path, spool.depth)
         self.publisher.start()
         for name, pipeline in self.pipelines.items():
             if pipeline.mode == "mqtt":
-                self.publisher.subscribe(self.publisher.topics.trigger(name), lambda topic, payload, props, p=pipeline: p.trigger(payload, props))
+                self.publisher.subscribe(
+                    self.publisher.topics.trigger(name),
+                    lambda topic, payload, props, p=pipeline: p.trigger(payload, props),
+                )
         self.commands = StationCommands(self)
         self.commands.start()
         self._start_metrics()
@@ -212,12 +264,19 @@ class Daemon:
             self.publisher.publish_camera_status(name, "starting")
             self.cameras[name].start()
             self.pipelines[name].start()
-        self._event("daemon_started", {"run_id": self.run_id, "cameras": list(self.pipelines), "engines": {n: e.describe() for n, e in self.engines.items()}})
+        self._event(
+            "daemon_started",
+            {
+                "run_id": self.run_id,
+                "cameras": list(self.pipelines),
+                "engines": {n: e.describe() for n, e in self.engines.items()},
+            },
+        )
 
     def _start_metrics(self) -> None:
         port = self.config.metrics.prometheus_port
         if port:
-            from edge.metrics import start_metrics_server
+            from onen.edge.metrics import start_metrics_server
 
             self.metrics_server = start_metrics_server(int(port), self, self.options.metrics_address)
 
@@ -231,10 +290,15 @@ class Daemon:
             if pipeline.finished or camera.status in ("finished", "stopped"):
                 continue
             source = camera.cfg.source
-            camera_limit = float(source.backoff_max_s) + float(source.open_timeout_s) + float(source.read_timeout_s) + 10.0
+            camera_limit = (
+                float(source.backoff_max_s) + float(source.open_timeout_s) + float(source.read_timeout_s) + 10.0
+            )
             if now - camera.heartbeat > camera_limit:
                 problems.append(f"camera {name} thread silent for {now - camera.heartbeat:.0f} s")
-            if not pipeline.alive or now - pipeline.heartbeat > self.options.pipeline_stale_s + self.options.engine_stuck_s:
+            if (
+                not pipeline.alive
+                or now - pipeline.heartbeat > self.options.pipeline_stale_s + self.options.engine_stuck_s
+            ):
                 problems.append(f"pipeline {name} stuck for {now - pipeline.heartbeat:.0f} s")
         for name, engine in self.engines.items():
             if engine.stuck(self.options.engine_stuck_s):
@@ -246,21 +310,33 @@ class Daemon:
     def stats_message(self) -> dict:
         snapshot = self.stats.snapshot()
         cameras = {
-            name: {"status": camera.status, "dropped": camera.dropped, "queue_depth": camera.queue_depth,
-                   "inspected": self.pipelines[name].inspected, "failed": self.pipelines[name].failed,
-                   "rejected": getattr(camera, "rejected", {})}
+            name: {
+                "status": camera.status,
+                "dropped": camera.dropped,
+                "queue_depth": camera.queue_depth,
+                "inspected": self.pipelines[name].inspected,
+                "failed": self.pipelines[name].failed,
+                "rejected": getattr(camera, "rejected", {}),
+            }
             for name, camera in self.cameras.items()
         }
         healthy, problems = self.health()
         return {
-            "station": self.config.station, "run_id": self.run_id, "at": time.time(),
-            "uptime_s": snapshot["uptime_s"], "fps": snapshot["fps"], "latency_ms": snapshot["latency_ms"],
+            "station": self.config.station,
+            "run_id": self.run_id,
+            "at": time.time(),
+            "uptime_s": snapshot["uptime_s"],
+            "fps": snapshot["fps"],
+            "latency_ms": snapshot["latency_ms"],
             "dropped_frames": sum(c["dropped"] for c in cameras.values()),
             "queue_depth": sum(c["queue_depth"] for c in cameras.values()),
             "spool_depth": self.publisher.spool.depth if self.publisher else 0,
             "spool_dropped": self.publisher.spool.dropped if self.publisher else 0,
             "engine": {name: engine.describe() for name, engine in self.engines.items()},
-            "cameras": cameras, "counters": snapshot["counters"], "healthy": healthy, "problems": problems,
+            "cameras": cameras,
+            "counters": snapshot["counters"],
+            "healthy": healthy,
+            "problems": problems,
             "mqtt": self.publisher.link.describe() if self.publisher else None,
         }
 
@@ -302,7 +378,9 @@ class Daemon:
         healthy, problems = self.health()
         if healthy:
             # A broker outage is not a reason to withhold the ping (results wait in the spool), but it is said.
-            status = f"inspecting {len(self.pipelines)} camera(s); " + (self.publisher.link.summary() if self.publisher else "no broker")
+            status = f"inspecting {len(self.pipelines)} camera(s); " + (
+                self.publisher.link.summary() if self.publisher else "no broker"
+            )
             if not self._ready_sent:
                 self._ready_sent = True
                 self.notifier.ready(status)
@@ -339,7 +417,11 @@ class Daemon:
             self.publisher.publish_stats(self.stats_message())
             flushed = self.publisher.stop(self.options.flush_timeout_s)
             if not flushed:
-                log.warning("%d result(s) stay in the spool %s; they go out at the next start", self.publisher.spool.depth, self._spool_path())
+                log.warning(
+                    "%d result(s) stay in the spool %s; they go out at the next start",
+                    self.publisher.spool.depth,
+                    self._spool_path(),
+                )
         for engine in self.engines.values():
             engine.close()
         if self.metrics_server is not None:

@@ -1,4 +1,5 @@
 """Errors shared by every part: each names the file and what was expected."""
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 The bundle's `model.onnx` takes uint8 RGB `[N, H, W, 3]` and normalises inside the graph, so the only
 pre-processing outside the graph is this: decode, force 3-channel RGB, resize with OpenCV.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.errors import DataError
+from onen.edge.errors import DataError
 
 # INTER_AREA for shrinking (no aliasing of fine scratches), INTER_LINEAR for enlarging.
 _SHRINK = cv2.INTER_AREA

@@ -12,6 +12,7 @@ two frames in two single-threaded calls at once keep the cores busier than one c
 exactly one engine call.
 The engine also reports whether a call has been running suspiciously long, for the systemd watchdog.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from edge.backends.base import Backend, ModelOutputs
+from onen.edge.backends.base import Backend, ModelOutputs
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,17 @@ class SharedEngine:
         self.max_batch = max(1, max_batch)
         self.workers = max(1, int(getattr(backend, "concurrent_calls", 1)))
         self.calls = 0
-        self._busy: dict[int, float] = {}    # thread id -> monotonic start of its running call
-        self._users = 0                       # frames queued or running on this engine (see hold/release)
+        self._busy: dict[int, float] = {}  # thread id -> monotonic start of its running call
+        self._users = 0  # frames queued or running on this engine (see hold/release)
         self._users_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(self.workers)     # lock mode: calls running at once
+        self._slots = threading.BoundedSemaphore(self.workers)  # lock mode: calls running at once
         self._requests: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         if mode == "thread":
             for index in range(self.workers):
-                thread = threading.Thread(target=self._serve, name=f"onen-engine-{backend.bundle.manifest.name}-{index}", daemon=True)
+                thread = threading.Thread(
+                    target=self._serve, name=f"onen-engine-{backend.bundle.manifest.name}-{index}", daemon=True
+                )
                 thread.start()
                 self._threads.append(thread)
 
@@ -85,7 +88,12 @@ class SharedEngine:
             time.sleep(0.005)
         idle = self.in_use == 0
         if not idle:
-            log.warning("engine %s still held by %d frame(s) after %.0f s; closing it anyway", self.backend.bundle.manifest.name, self.in_use, timeout_s)
+            log.warning(
+                "engine %s still held by %d frame(s) after %.0f s; closing it anyway",
+                self.backend.bundle.manifest.name,
+                self.in_use,
+                timeout_s,
+            )
         self.close()
         return idle
 
@@ -124,7 +132,9 @@ class SharedEngine:
 
     def _run_batch(self, pending: list[tuple[np.ndarray, Future]]) -> None:
         try:
-            outputs, milliseconds = self._call(np.concatenate([batch for batch, _ in pending]) if len(pending) > 1 else pending[0][0])
+            outputs, milliseconds = self._call(
+                np.concatenate([batch for batch, _ in pending]) if len(pending) > 1 else pending[0][0]
+            )
         except Exception as error:  # every waiting camera learns about the failure
             for _, future in pending:
                 future.set_exception(error)
@@ -132,7 +142,14 @@ class SharedEngine:
         start = 0
         for batch, future in pending:
             stop = start + len(batch)
-            future.set_result((ModelOutputs(outputs.score[start:stop], outputs.anomaly_map[start:stop], outputs.class_logits[start:stop]), milliseconds))
+            future.set_result(
+                (
+                    ModelOutputs(
+                        outputs.score[start:stop], outputs.anomaly_map[start:stop], outputs.class_logits[start:stop]
+                    ),
+                    milliseconds,
+                )
+            )
             start = stop
 
     def stuck(self, limit_s: float) -> bool:

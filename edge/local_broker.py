@@ -5,6 +5,7 @@ restart is a real outage that forgets retained messages, which is exactly what c
 `persistence=True` keeps sessions across a restart (a test subscriber with a persistent session then
 misses nothing published while it reconnects).
 """
+
 from __future__ import annotations
 
 import getpass
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.errors import OnenError
+from onen.edge.errors import OnenError
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto")
 
@@ -33,7 +34,10 @@ def find_mosquitto() -> str:
     found = shutil.which("mosquitto")
     if found:
         return found
-    raise BrokerError("mosquitto is not installed; install it (Debian/Ubuntu: apt-get install mosquitto) or point the station at another broker")
+    raise BrokerError(
+        "mosquitto is not installed; install it (Debian/Ubuntu: apt-get install mosquitto) or point the station at "
+        "another broker"
+    )
 
 
 def free_port() -> int:
@@ -55,11 +59,17 @@ class MosquittoBroker:
 
     host = "127.0.0.1"
 
-    def __init__(self, port: int | None = None, start_timeout_s: float = 10.0, persistence: bool = False,
-                 anonymous: bool = True, extra_config: str = ""):
+    def __init__(
+        self,
+        port: int | None = None,
+        start_timeout_s: float = 10.0,
+        persistence: bool = False,
+        anonymous: bool = True,
+        extra_config: str = "",
+    ):
         self.port = port or free_port()
-        self.persistence = persistence    # True: sessions and retained messages survive a stop()/start()
-        self.anonymous = anonymous        # False: clients need a user from a password_file in extra_config
+        self.persistence = persistence  # True: sessions and retained messages survive a stop()/start()
+        self.anonymous = anonymous  # False: clients need a user from a password_file in extra_config
         self.extra_config = extra_config  # more lines for the listener, e.g. cafile/certfile/keyfile for TLS
         self.start_timeout_s = start_timeout_s
         self.binary = find_mosquitto()
@@ -89,23 +99,30 @@ class MosquittoBroker:
         )
         return config
 
-    def start(self) -> "MosquittoBroker":
+    def start(self) -> MosquittoBroker:
         """Start (or restart, on the same port) and wait until the port accepts connections."""
         if self.running:
             return self
         config = self._write_config()
-        self._process = subprocess.Popen([self.binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._process = subprocess.Popen(
+            [self.binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 error = (self._process.stderr.read() or b"").decode(errors="replace") if self._process.stderr else ""
                 log_text = self._log.read_text(errors="replace") if self._log.exists() else ""
-                raise BrokerError(f"mosquitto exited with status {self._process.returncode} on port {self.port}: {error or log_text}".strip())
+                raise BrokerError(
+                    f"mosquitto exited with status {self._process.returncode} on port {self.port}: "
+                    f"{(error or log_text).strip()}"
+                )
             if port_accepts(self.host, self.port):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"mosquitto did not accept connections on {self.host}:{self.port} within {self.start_timeout_s:.0f} s")
+        raise BrokerError(
+            f"mosquitto did not accept connections on {self.host}:{self.port} within {self.start_timeout_s:.0f} s"
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM by PID, SIGKILL if it does not exit in time; waits until the port is closed."""
@@ -124,7 +141,7 @@ class MosquittoBroker:
         while port_accepts(self.host, self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def __enter__(self) -> "MosquittoBroker":
+    def __enter__(self) -> MosquittoBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -3,9 +3,10 @@
 prometheus_client is imported only when the port is configured, so a station without it still runs.
 Values are read from the daemon at scrape time (a custom collector), nothing is double-counted.
 """
+
 from __future__ import annotations
 
-from edge.errors import OnenError
+from onen.edge.errors import OnenError
 
 
 def start_metrics_server(port: int, daemon, address: str = "0.0.0.0"):
@@ -13,28 +14,36 @@ def start_metrics_server(port: int, daemon, address: str = "0.0.0.0"):
         from prometheus_client import start_http_server
         from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
     except ImportError as error:
-        raise OnenError(f"metrics.prometheus_port is set ({port}) but prometheus_client is not installed "
-                        f"({error}); pip install 'prometheus_client>=0.17' or remove metrics.prometheus_port") from error
+        raise OnenError(
+            f"metrics.prometheus_port is set ({port}) but prometheus_client is not installed "
+            f"({error}); pip install 'prometheus_client>=0.17' or remove metrics.prometheus_port"
+        ) from error
 
     class DaemonCollector:
         def collect(self):
             stats = daemon.stats_message()
             frames = CounterMetricFamily("onen_frames_inspected", "Frames inspected", labels=["camera"])
             failed = CounterMetricFamily("onen_frames_failed", "Frames that failed inspection", labels=["camera"])
-            dropped = CounterMetricFamily("onen_frames_dropped", "Frames dropped by the camera queue", labels=["camera"])
+            dropped = CounterMetricFamily(
+                "onen_frames_dropped", "Frames dropped by the camera queue", labels=["camera"]
+            )
             fps = GaugeMetricFamily("onen_fps", "Inspected frames per second (recent window)", labels=["camera"])
             for camera, values in stats["cameras"].items():
                 frames.add_metric([camera], values["inspected"])
                 failed.add_metric([camera], values["failed"])
                 dropped.add_metric([camera], values["dropped"])
                 fps.add_metric([camera], stats["fps"].get(camera, 0.0))
-            latency = GaugeMetricFamily("onen_latency_ms", "Latency percentiles per stage", labels=["stage", "quantile"])
+            latency = GaugeMetricFamily(
+                "onen_latency_ms", "Latency percentiles per stage", labels=["stage", "quantile"]
+            )
             for stage, percentiles in stats["latency_ms"].items():
                 for name, value in percentiles.items():
                     latency.add_metric([stage, f"0.{name[1:]}"], value)
             yield from (frames, failed, dropped, fps, latency)
             yield GaugeMetricFamily("onen_spool_depth", "Results waiting for a broker ack", value=stats["spool_depth"])
-            yield GaugeMetricFamily("onen_healthy", "1 when every camera and engine is healthy", value=1.0 if stats["healthy"] else 0.0)
+            yield GaugeMetricFamily(
+                "onen_healthy", "1 when every camera and engine is healthy", value=1.0 if stats["healthy"] else 0.0
+            )
             yield GaugeMetricFamily("onen_uptime_seconds", "Daemon uptime", value=stats["uptime_s"])
 
     collector = DaemonCollector()

@@ -4,14 +4,15 @@ A bundle is served only when its engine keeps the contract the manifest states (
 outputs `score`, `anomaly_map`, `class_logits`) and agrees with the bundle's reference outputs; a
 bundle without reference images is refused (nothing could show the engine computes what was trained).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from edge.bundle import OUTPUT_NAMES, Bundle
-from edge.errors import OnenError
-from edge.result import ModelInfo
+from onen.edge.bundle import OUTPUT_NAMES, Bundle
+from onen.edge.errors import OnenError
+from onen.edge.result import ModelInfo
 
 
 class ModelRefused(OnenError):
@@ -38,9 +39,11 @@ def contract_problems(backend, bundle: Bundle) -> list[str]:
         shape = inputs[manifest.input_name]
         spatial = shape[1:3] if manifest.input_layout == "NHWC" else shape[2:4]
         expected = [manifest.input_height, manifest.input_width]
-        if len(shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(spatial, expected)):
-            problems.append(f"input {manifest.input_name!r} has shape {shape}, the manifest says {manifest.input_layout} "
-                            f"{manifest.input_height}x{manifest.input_width}")
+        if len(shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(spatial, expected, strict=True)):
+            problems.append(
+                f"input {manifest.input_name!r} has shape {shape}, the manifest says {manifest.input_layout} "
+                f"{manifest.input_height}x{manifest.input_width}"
+            )
     outputs = {o.name for o in session.get_outputs()}
     missing = [name for name in OUTPUT_NAMES if name not in outputs]
     if missing:
@@ -55,12 +58,14 @@ class ModelSlots:
         self._open_backend = open_backend
 
     def open(self, name: str, bundle: Bundle, model_cfg, check_parity: bool = True) -> OpenedModel:
-        from edge.parity import check_reference
+        from onen.edge.parity import check_reference
 
         label = f"model {name!r}: bundle {bundle.manifest.name} {bundle.manifest.version} ({bundle.path})"
         if not bundle.manifest.reference:
-            raise ModelRefused(f"{label} has no reference images; the station cannot check the engine before serving it "
-                               "(export the bundle again with its reference samples)")
+            raise ModelRefused(
+                f"{label} has no reference images; the station cannot check the engine before serving it "
+                "(export the bundle again with its reference samples)"
+            )
         backend = self._open_backend(bundle, model_cfg)
         try:
             problems = contract_problems(backend, bundle)
@@ -71,10 +76,20 @@ class ModelSlots:
                 try:
                     report = check_reference(backend, bundle)
                 except (ValueError, KeyError, RuntimeError) as error:
-                    raise ModelRefused(f"{label}: the {backend.name} engine cannot run the reference images ({type(error).__name__}: {error})") from error
-                parity = {"passed": report.passed, "max_score_diff": report.max_score_diff, "max_map_mean_abs_diff": report.max_map_mean_abs_diff}
+                    raise ModelRefused(
+                        f"{label}: the {backend.name} engine cannot run the reference images "
+                        f"({type(error).__name__}: {error})"
+                    ) from error
+                parity = {
+                    "passed": report.passed,
+                    "max_score_diff": report.max_score_diff,
+                    "max_map_mean_abs_diff": report.max_map_mean_abs_diff,
+                }
                 if not report.passed:
-                    raise ModelRefused(f"{label}: the {backend.name} engine disagrees with the bundle's reference outputs:\n" + "\n".join(report.summary_lines()))
+                    raise ModelRefused(
+                        f"{label}: the {backend.name} engine disagrees with the bundle's reference outputs:\n"
+                        + "\n".join(report.summary_lines())
+                    )
             return OpenedModel(backend, ModelInfo.from_bundle(bundle, backend.name), parity)
         except BaseException:
             backend.close()

@@ -5,16 +5,17 @@ Export stores a few reference images with the outputs the training framework com
 drops after conversion are the most common complaint about other tools, so the daemon runs this before
 it serves a newly built engine and `onen verify-engine` runs it on demand.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from edge.backends.base import Backend
-from edge.bundle import Bundle
-from edge.errors import BundleError
-from edge.images import prepare_batch, read_image_rgb
+from onen.edge.backends.base import Backend
+from onen.edge.bundle import Bundle
+from onen.edge.errors import BundleError
+from onen.edge.images import prepare_batch, read_image_rgb
 
 
 @dataclass
@@ -69,7 +70,8 @@ class ParityReport:
         verdict = "PASSED" if self.passed else "FAILED"
         lines.append(
             f"parity {verdict} on {self.backend}: max score diff {self.max_score_diff:.4f} (tol {self.score_tol}), "
-            f"max map mean abs diff {self.max_map_mean_abs_diff:.4f} (tol {self.map_mean_tol}), {len(self.comparisons)} reference image(s)"
+            f"max map mean abs diff {self.max_map_mean_abs_diff:.4f} (tol {self.map_mean_tol}), "
+            f"{len(self.comparisons)} reference image(s)"
         )
         return lines
 
@@ -89,7 +91,9 @@ def _load_reference_map(bundle: Bundle, relative: str) -> np.ndarray:
     return anomaly_map.astype(np.float32)
 
 
-def check_reference(backend: Backend, bundle: Bundle, score_tol: float = 0.01, map_mean_tol: float = 0.01) -> ParityReport:
+def check_reference(
+    backend: Backend, bundle: Bundle, score_tol: float = 0.01, map_mean_tol: float = 0.01
+) -> ParityReport:
     """Run `backend` on the bundle's reference images and compare with the stored outputs."""
     references = bundle.manifest.reference
     if not references:
@@ -105,7 +109,10 @@ def check_reference(backend: Backend, bundle: Bundle, score_tol: float = 0.01, m
         expected_logits = np.asarray(ref.class_logits, dtype=np.float32)
         actual_logits = outputs.class_logits[index]
         if expected_logits.shape != actual_logits.shape:
-            raise BundleError(f"{bundle.path}: reference {ref.file} has {expected_logits.size} class logits, the model gives {actual_logits.size}")
+            raise BundleError(
+                f"{bundle.path}: reference {ref.file} has {expected_logits.size} class logits, the model gives "
+                f"{actual_logits.size}"
+            )
         score = float(outputs.score[index])
         score_diff = abs(score - float(ref.score))
         map_diff = float(np.mean(np.abs(actual_map - expected_map)))

@@ -12,6 +12,7 @@ A frame that fails (corrupt image, a backend error) is counted and reported as a
 ends the loop. Heavy side work (overlay JPEG, defect archive) runs on a separate worker so it does not
 slow the line down.
 """
+
 from __future__ import annotations
 
 import collections
@@ -20,19 +21,20 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from edge.archive import Archive
-from edge.inference import SharedEngine
-from edge.overlay import encode_jpeg, inspection_label, render_overlay
-from edge.postprocess import Inspection, PostProcessor
-from edge.preprocess import PreProcessor
-from edge.result import ModelInfo, build_result, encode
-from edge.stats import RollingStats
+from onen.edge.archive import Archive
+from onen.edge.inference import SharedEngine
+from onen.edge.overlay import encode_jpeg, inspection_label, render_overlay
+from onen.edge.postprocess import Inspection, PostProcessor
+from onen.edge.preprocess import PreProcessor
+from onen.edge.result import ModelInfo, build_result, encode
+from onen.edge.stats import RollingStats
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +120,16 @@ class SideWorker:
                 return
             camera, frame_rgb, inspection, result, publish_overlay, archive_it, quality = job
             try:
-                jpeg = encode_jpeg(render_overlay(frame_rgb, inspection.anomaly_map, inspection.regions,
-                                                  label=inspection_label(inspection), defect=inspection.is_defect), quality)
+                jpeg = encode_jpeg(
+                    render_overlay(
+                        frame_rgb,
+                        inspection.anomaly_map,
+                        inspection.regions,
+                        label=inspection_label(inspection),
+                        defect=inspection.is_defect,
+                    ),
+                    quality,
+                )
                 if publish_overlay:
                     self.publisher.publish_overlay(camera, jpeg)
                 if archive_it and self.archive is not None:
@@ -135,10 +145,23 @@ class SideWorker:
 class CameraPipeline:
     """A thread per camera. `heartbeat` is the monotonic time of its last loop (for the watchdog)."""
 
-    def __init__(self, *, camera_cfg, camera, engine: SharedEngine, postprocessor: PostProcessor,
-                 model_info: ModelInfo, station: str, run_id: str, publisher, stats: RollingStats,
-                 side_worker: SideWorker | None = None, on_event: EventCallback | None = None,
-                 fresh_frame_timeout_s: float = 5.0, max_in_flight: int | None = None):
+    def __init__(
+        self,
+        *,
+        camera_cfg,
+        camera,
+        engine: SharedEngine,
+        postprocessor: PostProcessor,
+        model_info: ModelInfo,
+        station: str,
+        run_id: str,
+        publisher,
+        stats: RollingStats,
+        side_worker: SideWorker | None = None,
+        on_event: EventCallback | None = None,
+        fresh_frame_timeout_s: float = 5.0,
+        max_in_flight: int | None = None,
+    ):
         self.cfg = camera_cfg
         self.name = camera_cfg.name
         self.camera = camera
@@ -151,7 +174,7 @@ class CameraPipeline:
         self.side_worker = side_worker
         self.on_event = on_event or (lambda kind, detail: None)
         self.fresh_frame_timeout_s = fresh_frame_timeout_s
-        self.max_in_flight = max_in_flight   # continuous: None = the engine's workers + 1
+        self.max_in_flight = max_in_flight  # continuous: None = the engine's workers + 1
         self.mode = camera_cfg.trigger.mode
         self.triggers: queue.Queue[Trigger] = queue.Queue(maxsize=max(1, camera_cfg.trigger.queue_size))
         self.heartbeat = time.monotonic()
@@ -175,8 +198,13 @@ class CameraPipeline:
     def model_info(self) -> ModelInfo:
         return self.serving.model_info
 
-    def swap(self, *, engine: SharedEngine | None = None, postprocessor: PostProcessor | None = None,
-             model_info: ModelInfo | None = None) -> Serving:
+    def swap(
+        self,
+        *,
+        engine: SharedEngine | None = None,
+        postprocessor: PostProcessor | None = None,
+        model_info: ModelInfo | None = None,
+    ) -> Serving:
         """Between frames: the next frame uses the new parts, frames in flight finish with the old ones.
         Returns the serving it replaced. Once every pipeline swapped, an old engine only loses users
         (`SharedEngine.in_use`), so it can be closed when that reaches 0."""
@@ -208,7 +236,10 @@ class CameraPipeline:
             self.triggers.put_nowait(request)
         except queue.Full:
             self.stats.count(f"triggers_refused.{self.name}")
-            self.on_event("trigger_refused", {"camera": self.name, "correlation_id": request.correlation_id, "reason": "trigger queue full"})
+            self.on_event(
+                "trigger_refused",
+                {"camera": self.name, "correlation_id": request.correlation_id, "reason": "trigger queue full"},
+            )
 
     # ---- loop ---------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -228,7 +259,15 @@ class CameraPipeline:
                     frame = self.camera.fresh_frame(timeout=self.fresh_frame_timeout_s)
                     if frame is None:
                         self.stats.count(f"triggers_failed.{self.name}")
-                        self.on_event("trigger_failed", {"camera": self.name, "correlation_id": correlation, "reason": f"no fresh frame within {self.fresh_frame_timeout_s:.1f} s", "camera_status": self.camera.status})
+                        self.on_event(
+                            "trigger_failed",
+                            {
+                                "camera": self.name,
+                                "correlation_id": correlation,
+                                "reason": f"no fresh frame within {self.fresh_frame_timeout_s:.1f} s",
+                                "camera_status": self.camera.status,
+                            },
+                        )
                         continue
                 elif self.mode == "interval":
                     wait = next_due - time.monotonic()
@@ -258,13 +297,13 @@ class CameraPipeline:
                 pending.append(flight)
             while len(pending) >= self._in_flight_limit():
                 self._finish(pending.popleft())
-        while pending:                      # stop requested: finish the frames in flight
+        while pending:  # stop requested: finish the frames in flight
             self._finish(pending.popleft())
         self.heartbeat = time.monotonic()
 
     def _in_flight_limit(self) -> int:
         if self.mode != "continuous":
-            return 1                         # a triggered frame is published before the next trigger is taken
+            return 1  # a triggered frame is published before the next trigger is taken
         return max(1, self.max_in_flight or self.serving.engine.workers + 1)
 
     def inspect(self, frame, correlation_id: str | None = None) -> dict | None:
@@ -272,16 +311,25 @@ class CameraPipeline:
         flight = self._begin(frame, correlation_id)
         return None if flight is None else self._finish(flight)
 
-    def _begin(self, frame, correlation_id: str | None) -> "InFlight | None":
+    def _begin(self, frame, correlation_id: str | None) -> InFlight | None:
         """Pre-process and queue the frame on the engine (ONE call per frame)."""
         started = time.perf_counter()
-        with self._serving_lock:            # a swap happens wholly before or after this frame takes its serving
+        with self._serving_lock:  # a swap happens wholly before or after this frame takes its serving
             serving = self.serving
             serving.engine.hold()
         try:
             image = frame.image
-            if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
-                raise ValueError(f"frame {frame.seq} is not an RGB uint8 HxWx3 image (got {getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')})")
+            if (
+                not isinstance(image, np.ndarray)
+                or image.dtype != np.uint8
+                or image.ndim != 3
+                or image.shape[2] != 3
+                or image.size == 0
+            ):
+                raise ValueError(
+                    f"frame {frame.seq} is not an RGB uint8 HxWx3 image (got {getattr(image, 'dtype', type(image))} "
+                    f"{getattr(image, 'shape', '')})"
+                )
             prepared = serving.pre.prepare(image)
             batch = serving.pre.to_batch([prepared])
             preprocess_ms = (time.perf_counter() - started) * 1000
@@ -292,7 +340,7 @@ class CameraPipeline:
             return None
         return InFlight(frame, correlation_id, prepared, future, preprocess_ms, serving)
 
-    def _finish(self, flight: "InFlight") -> dict | None:
+    def _finish(self, flight: InFlight) -> dict | None:
         frame = flight.frame
         serving = flight.serving or self.serving
         try:
@@ -303,9 +351,18 @@ class CameraPipeline:
                     flight.serving.engine.release()
             started = time.perf_counter()
             inspection = serving.post(outputs, 0, flight.prepared.shape[:2])
-            result = build_result(station=self.station, camera=self.name, seq=frame.seq, run_id=self.run_id,
-                                  captured_at=frame.captured_at, model=serving.model_info, inspection=inspection,
-                                  latency_ms={}, source=frame.source(), correlation_id=flight.correlation_id)
+            result = build_result(
+                station=self.station,
+                camera=self.name,
+                seq=frame.seq,
+                run_id=self.run_id,
+                captured_at=frame.captured_at,
+                model=serving.model_info,
+                inspection=inspection,
+                latency_ms={},
+                source=frame.source(),
+                correlation_id=flight.correlation_id,
+            )
             latency = {
                 "capture": float(frame.capture_ms),
                 "preprocess": flight.preprocess_ms,
@@ -332,13 +389,23 @@ class CameraPipeline:
         publish_overlay = heatmap == "always" or (heatmap == "on_defect" and inspection.is_defect)
         archive_it = inspection.is_defect and self.side_worker.archive is not None
         if publish_overlay or archive_it:
-            self.side_worker.submit((self.name, frame_rgb, inspection, result, publish_overlay, archive_it, self.cfg.publish.jpeg_quality))
+            self.side_worker.submit(
+                (self.name, frame_rgb, inspection, result, publish_overlay, archive_it, self.cfg.publish.jpeg_quality)
+            )
 
     def _failed(self, kind: str, error: Exception, seq: int | None = None) -> None:
         self.failed += 1
         self.stats.count(f"{kind}s.{self.name}")
         now = time.monotonic()
-        if now - self._last_error_event >= 5.0:   # one event per 5 s per camera, not one per bad frame
+        if now - self._last_error_event >= 5.0:  # one event per 5 s per camera, not one per bad frame
             self._last_error_event = now
             log.warning("camera %s: %s (seq %s): %s", self.name, kind, seq, error)
-            self.on_event(kind, {"camera": self.name, "seq": seq, "error": f"{type(error).__name__}: {error}", "failed_total": self.failed})
+            self.on_event(
+                kind,
+                {
+                    "camera": self.name,
+                    "seq": seq,
+                    "error": f"{type(error).__name__}: {error}",
+                    "failed_total": self.failed,
+                },
+            )

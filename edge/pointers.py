@@ -4,6 +4,7 @@ A pointer is a one-line text file naming a version folder: its name when it sits
 else its absolute path (a model served from the path the station YAML names). It is replaced atomically
 (write beside, then rename), so a crash leaves the old pointer or the new one, never half of either.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ CURRENT, PREVIOUS = "current", "previous"
 def read_pointer(folder: Path, pointer: str) -> Path | None:
     path = folder / pointer
     text = path.read_text().strip() if path.is_file() else ""
-    return (folder / text) if text else None       # an absolute path stays absolute
+    return (folder / text) if text else None  # an absolute path stays absolute
 
 
 def write_pointer(folder: Path, pointer: str, target: Path | None) -> None:

@@ -6,6 +6,7 @@ the most likely defect class, and defect regions in *frame* pixels, counted only
 area of interest (AOI). The image score itself is the model's (calibration thresholds were measured
 on it), the AOI decides where regions count.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.backends.base import ModelOutputs
-from edge.bundle import Manifest
-from edge.regions import Region, apply_aoi, find_regions
+from onen.edge.backends.base import ModelOutputs
+from onen.edge.bundle import Manifest
+from onen.edge.regions import Region, apply_aoi, find_regions
 
 DECISION = 0.5  # published threshold: a calibrated score above 0.5 is a defect
 
@@ -25,7 +26,7 @@ class Calibration(Protocol):
 
     pixel_threshold: float
     min_region_area: int
-    localisation: str               # "regions" | "off" (no regions reported)
+    localisation: str  # "regions" | "off" (no regions reported)
 
     def normalise(self, raw_score: float) -> float: ...
 
@@ -39,15 +40,15 @@ class Inspection:
     """The post-processed answer for one frame."""
 
     raw_score: float
-    score: float                    # calibrated, 0..1
-    verdict: str                    # "ok" | "defect"
+    score: float  # calibrated, 0..1
+    verdict: str  # "ok" | "defect"
     class_name: str
     class_probability: float | None
-    regions: list[Region]           # frame coordinates
-    anomaly_map: np.ndarray = field(repr=False)   # model input resolution, AOI applied
+    regions: list[Region]  # frame coordinates
+    anomaly_map: np.ndarray = field(repr=False)  # model input resolution, AOI applied
     frame_hw: tuple[int, int] = (0, 0)
     threshold: float = DECISION
-    localisation: str = "regions"   # "off": the calibration found the model cannot localise, regions stay empty
+    localisation: str = "regions"  # "off": the calibration found the model cannot localise, regions stay empty
 
     @property
     def is_defect(self) -> bool:
@@ -82,18 +83,29 @@ class PostProcessor:
     def __call__(self, outputs: ModelOutputs, index: int, frame_hw: tuple[int, int]) -> Inspection:
         raw = float(outputs.score[index])
         score = float(np.clip(self.calibration.normalise(raw), 0.0, 1.0))
-        is_defect = bool(self.calibration.is_defect(raw))   # raw > image threshold <=> score > 0.5
+        is_defect = bool(self.calibration.is_defect(raw))  # raw > image threshold <=> score > 0.5
         heat = outputs.anomaly_map[index, 0]
         heat = apply_aoi(heat, self.calibration.aoi_for_input(*heat.shape))
         localisation = self.calibration.localisation
         regions = []
         if localisation == "regions":
-            regions = find_regions(heat, self.calibration.pixel_threshold, max(1, int(self.calibration.min_region_area)))
+            regions = find_regions(
+                heat, self.calibration.pixel_threshold, max(1, int(self.calibration.min_region_area))
+            )
             sy, sx = frame_hw[0] / heat.shape[0], frame_hw[1] / heat.shape[1]
             regions = [_clip_region(r.scaled(sx, sy), frame_hw) for r in regions]
         class_name, probability = self.classify(outputs.class_logits[index], is_defect)
-        return Inspection(raw, score, "defect" if is_defect else "ok", class_name, probability, regions, heat, frame_hw,
-                          localisation=localisation)
+        return Inspection(
+            raw,
+            score,
+            "defect" if is_defect else "ok",
+            class_name,
+            probability,
+            regions,
+            heat,
+            frame_hw,
+            localisation=localisation,
+        )
 
 
 def _clip_region(region: Region, frame_hw: tuple[int, int]) -> Region:

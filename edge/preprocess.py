@@ -3,14 +3,15 @@
 Kept apart from post-processing (which reads the model's outputs) so each has one job; the same
 steps run here, in calibration and in the parity check, so the model sees the same pixels everywhere.
 """
+
 from __future__ import annotations
 
 from typing import Protocol
 
 import numpy as np
 
-from edge.bundle import Manifest
-from edge.images import prepare_batch
+from onen.edge.bundle import Manifest
+from onen.edge.images import prepare_batch
 
 
 class Rectifier(Protocol):

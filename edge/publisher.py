@@ -9,6 +9,7 @@ Availability is retained, with a last will "offline", and republished on every (
 a broker restarted without persistence forgets retained messages. The client id is unique per
 station: two clients sharing one make the broker kick them in turn and availability flap.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,18 +18,19 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.broker_link import BrokerLink, describe_failure
-from edge.spool import Spool
+from onen.edge.broker_link import BrokerLink, describe_failure
+from onen.edge.spool import Spool
 
 log = logging.getLogger(__name__)
 
-MessageHandler = Callable[[str, bytes, Any], None]   # topic, payload, properties
+MessageHandler = Callable[[str, bytes, Any], None]  # topic, payload, properties
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,15 @@ class Topics:
 class Publisher:
     """One MQTT connection per station: results via the spool, plus availability, events, stats, status."""
 
-    def __init__(self, mqtt_cfg: Any, station: str, spool: Spool, inflight_window: int = 64,
-                 reconnect_min_s: float = 0.5, reconnect_max_s: float = 10.0):
+    def __init__(
+        self,
+        mqtt_cfg: Any,
+        station: str,
+        spool: Spool,
+        inflight_window: int = 64,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 10.0,
+    ):
         self.cfg = mqtt_cfg
         self.station = station
         self.spool = spool
@@ -95,17 +104,17 @@ class Publisher:
         self.window = inflight_window
         self.reconnect_s = (reconnect_min_s, reconnect_max_s)
         self._incoming: queue.SimpleQueue[tuple[str, bytes, int]] = queue.SimpleQueue()
-        self._unspooled: list[tuple[str, bytes, int]] = []   # a batch the spool could not take yet
+        self._unspooled: list[tuple[str, bytes, int]] = []  # a batch the spool could not take yet
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self._ack_lock = threading.Lock()         # guards _acked_mids (appended by the paho thread)
+        self._ack_lock = threading.Lock()  # guards _acked_mids (appended by the paho thread)
         self._acked_mids: list[int] = []
-        self._inflight: dict[int, int] = {}       # paho mid -> spool row id; sender thread only
+        self._inflight: dict[int, int] = {}  # paho mid -> spool row id; sender thread only
         self._last_sent_id = 0
         self._handlers: dict[str, MessageHandler] = {}
-        self._handlers_lock = threading.Lock()    # subscribe() vs the subscriptions _on_connect makes
-        self._subscribed = False                  # this connection has subscribed every handler's filter
+        self._handlers_lock = threading.Lock()  # subscribe() vs the subscriptions _on_connect makes
+        self._subscribed = False  # this connection has subscribed every handler's filter
         self._camera_status: dict[str, dict] = {}
         self.connects = 0
         self.published = 0
@@ -117,8 +126,10 @@ class Publisher:
     # ---- connection -------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         cfg = self.cfg
-        client_id = cfg.client_id or f"onen-{self.station}"   # set by the station config; code-built configs may omit it
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
+        client_id = cfg.client_id or f"onen-{self.station}"  # set by the station config; code-built configs may omit it
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311
+        )
         client.will_set(self.topics.availability, "offline", qos=1, retain=True)
         apply_security(client, cfg)
         client.reconnect_delay_set(min_delay=self.reconnect_s[0], max_delay=self.reconnect_s[1])
@@ -227,7 +238,7 @@ class Publisher:
         try:
             self.spool.put_many(batch)
         except Exception:
-            self._unspooled = batch         # disk full/locked: keep them, in order, and try again
+            self._unspooled = batch  # disk full/locked: keep them, in order, and try again
             raise
         self.spool.delete(self._take_acked_rows())
         if not self.connected:
@@ -307,7 +318,7 @@ def apply_security(client: mqtt.Client, cfg: Any) -> None:
     if cfg.tls is not None:
         client.tls_set(ca_certs=_str(cfg.tls.ca), certfile=_str(cfg.tls.cert), keyfile=_str(cfg.tls.key))
         if cfg.tls.insecure:
-            client.tls_insecure_set(True)      # no hostname check: test benches only, the config says so
+            client.tls_insecure_set(True)  # no hostname check: test benches only, the config says so
     if cfg.username:
         client.username_pw_set(cfg.username, cfg.password)
 

@@ -4,6 +4,7 @@ A camera that looks at the part at an angle sees it as a trapezoid; the model wa
 square-on. Calibration and the daemon both call `Rectification.apply` (through
 `CameraCalibration.prepare`), so the model sees exactly the same pixels in both places.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.errors import DataError
+from onen.edge.errors import DataError
 
 CORNER_ORDER = "top-left, top-right, bottom-right, bottom-left"
 
@@ -54,31 +55,44 @@ class Rectification:
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Warp a camera frame (HxW or HxWxC) to the upright rectangle (bilinear)."""
-        return cv2.warpPerspective(image, self.matrix(), self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpPerspective(
+            image, self.matrix(), self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
 
     def apply_mask(self, mask: np.ndarray) -> np.ndarray:
         """Warp a bool mask (e.g. the AOI at camera resolution) the same way; nearest neighbour keeps it binary."""
-        warped = cv2.warpPerspective(mask.astype(np.uint8), self.matrix(), self.size, flags=cv2.INTER_NEAREST, borderValue=0)
+        warped = cv2.warpPerspective(
+            mask.astype(np.uint8), self.matrix(), self.size, flags=cv2.INTER_NEAREST, borderValue=0
+        )
         return warped.astype(bool)
 
     def to_dict(self) -> dict[str, Any]:
         return {"corners": [[x, y] for x, y in self.corners], "width": self.width, "height": self.height}
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "rectification") -> "Rectification":
+    def from_dict(cls, data: Any, source: str = "rectification") -> Rectification:
         if not isinstance(data, dict) or "corners" not in data:
-            raise DataError(f"{source}: expected a mapping with 'corners' (4 [x, y] points, {CORNER_ORDER}) and optional width/height")
-        return cls(corners=_parse_points(data["corners"], f"{source}.corners"), width=_int(data.get("width", 0), f"{source}.width"), height=_int(data.get("height", 0), f"{source}.height"))
+            raise DataError(
+                f"{source}: expected a mapping with 'corners' (4 [x, y] points, {CORNER_ORDER}) and optional "
+                "width/height"
+            )
+        return cls(
+            corners=_parse_points(data["corners"], f"{source}.corners"),
+            width=_int(data.get("width", 0), f"{source}.width"),
+            height=_int(data.get("height", 0), f"{source}.height"),
+        )
 
     @classmethod
-    def parse(cls, text: str, size: tuple[int, int] | None = None) -> "Rectification":
+    def parse(cls, text: str, size: tuple[int, int] | None = None) -> Rectification:
         """From the CLI form "x1,y1,x2,y2,x3,y3,x4,y4" (corners in CORNER_ORDER)."""
         try:
             values = [float(v) for v in text.replace(" ", "").split(",") if v != ""]
         except ValueError as error:
             raise DataError(f"--rectify {text!r}: expected 8 numbers x1,y1,...,x4,y4 ({CORNER_ORDER})") from error
         if len(values) != 8:
-            raise DataError(f"--rectify {text!r}: expected 8 numbers x1,y1,...,x4,y4 ({CORNER_ORDER}), got {len(values)}")
+            raise DataError(
+                f"--rectify {text!r}: expected 8 numbers x1,y1,...,x4,y4 ({CORNER_ORDER}), got {len(values)}"
+            )
         corners = tuple((values[i], values[i + 1]) for i in range(0, 8, 2))
         width, height = size or (0, 0)
         return cls(corners=corners, width=width, height=height)
@@ -91,8 +105,15 @@ def _int(value: Any, key: str) -> int:
 
 
 def _parse_points(value: Any, key: str) -> tuple[tuple[float, float], ...]:
-    ok = isinstance(value, (list, tuple)) and len(value) == 4 and all(
-        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p) for p in value
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) == 4
+        and all(
+            isinstance(p, (list, tuple))
+            and len(p) == 2
+            and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p)
+            for p in value
+        )
     )
     if not ok:
         raise DataError(f"{key}: expected 4 [x, y] points ({CORNER_ORDER}), got {value!r}")
@@ -123,4 +144,3 @@ def _size_from_corners(points: np.ndarray) -> tuple[int, int]:
     height = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
     # Corners are the centres of the part's corner pixels: an edge of length L spans L + 1 pixels.
     return max(2, int(round(width)) + 1), max(2, int(round(height)) + 1)
-

@@ -1,4 +1,5 @@
 """Turning an anomaly map into regions: AOI masking, pixel threshold, connected components."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -9,19 +10,24 @@ import numpy as np
 
 @dataclass
 class Region:
-    bbox: list[int]          # x, y, w, h in the coordinates of the map it was found in
-    area: int                # px
-    peak: float              # highest map value inside
+    bbox: list[int]  # x, y, w, h in the coordinates of the map it was found in
+    area: int  # px
+    peak: float  # highest map value inside
     polygon: list[list[int]] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def scaled(self, sx: float, sy: float) -> "Region":
+    def scaled(self, sx: float, sy: float) -> Region:
         """The same region in another resolution (e.g. model input -> camera frame)."""
         x, y, w, h = self.bbox
         polygon = [[round(px * sx), round(py * sy)] for px, py in self.polygon] if self.polygon else None
-        return Region([round(x * sx), round(y * sy), max(1, round(w * sx)), max(1, round(h * sy))], round(self.area * sx * sy), self.peak, polygon)
+        return Region(
+            [round(x * sx), round(y * sy), max(1, round(w * sx)), max(1, round(h * sy))],
+            round(self.area * sx * sy),
+            self.peak,
+            polygon,
+        )
 
 
 def apply_aoi(anomaly_map: np.ndarray, aoi: np.ndarray | None) -> np.ndarray:
@@ -42,7 +48,7 @@ def find_regions(
 ) -> list[Region]:
     """Connected components of `map > threshold` with at least `min_area` px, largest peak first."""
     if anomaly_map.size == 0 or float(anomaly_map.max()) <= pixel_threshold:
-        return []                      # the usual good part: nothing above the threshold, no labelling needed
+        return []  # the usual good part: nothing above the threshold, no labelling needed
     binary = (anomaly_map > pixel_threshold).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     regions: list[Region] = []

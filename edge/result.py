@@ -3,6 +3,7 @@
 A PLC/MES integrator codes against `edge/schemas/result.schema.json`; tests validate every message
 against it, so the schema and what the daemon sends cannot drift apart.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from edge.bundle import Bundle
-from edge.postprocess import Inspection
+from onen.edge.bundle import Bundle
+from onen.edge.postprocess import Inspection
 
 SCHEMA_VERSION = 1
 STAGES = ("capture", "preprocess", "infer", "postprocess", "total")
@@ -29,7 +30,7 @@ class ModelInfo:
     backend: str
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, backend: str) -> "ModelInfo":
+    def from_bundle(cls, bundle: Bundle, backend: str) -> ModelInfo:
         return cls(bundle.manifest.name, bundle.manifest.version, bundle.onnx_sha256, backend)
 
     def to_dict(self) -> dict[str, str]:
@@ -76,9 +77,17 @@ def build_result(
         "score": round(inspection.score, 6),
         "threshold": inspection.threshold,
         "raw_score": round(inspection.raw_score, 6),
-        "class": {"name": inspection.class_name, "probability": None if inspection.class_probability is None else round(inspection.class_probability, 6)},
+        "class": {
+            "name": inspection.class_name,
+            "probability": None if inspection.class_probability is None else round(inspection.class_probability, 6),
+        },
         "regions": [
-            {"bbox": [int(v) for v in r.bbox], "area": int(r.area), "peak": round(float(r.peak), 6), "polygon": r.polygon}
+            {
+                "bbox": [int(v) for v in r.bbox],
+                "area": int(r.area),
+                "peak": round(float(r.peak), 6),
+                "polygon": r.polygon,
+            }
             for r in inspection.regions
         ],
         "localisation": inspection.localisation,

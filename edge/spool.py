@@ -11,17 +11,18 @@ constructor option for storage where fsync is very slow.
 The size cap counts payload bytes plus a per-row overhead. Only when the cap is hit the oldest rows
 are dropped; the number is counted and reported through `on_drop` (the daemon publishes an event).
 """
+
 from __future__ import annotations
 
 import fcntl
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from edge.errors import OnenError
+from onen.edge.errors import OnenError
 
 ROW_OVERHEAD = 64  # bytes of SQLite bookkeeping per row, roughly; keeps many tiny rows honest
 
@@ -37,8 +38,10 @@ def _exclusive_lock(path: Path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         handle.close()
-        raise SpoolError(f"{path.with_suffix('')}: the spool is in use by another running daemon (lock {path}); "
-                         f"give each station its own spool.path") from error
+        raise SpoolError(
+            f"{path.with_suffix('')}: the spool is in use by another running daemon (lock {path}); "
+            f"give each station its own spool.path"
+        ) from error
     return handle
 
 
@@ -53,8 +56,13 @@ class SpoolItem:
 class Spool:
     """A FIFO of outgoing messages on disk. Thread-safe; meant for one writer thread."""
 
-    def __init__(self, path: str | Path, max_mb: float = 512, synchronous: str = "FULL",
-                 on_drop: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        max_mb: float = 512,
+        synchronous: str = "FULL",
+        on_drop: Callable[[int, int], None] | None = None,
+    ):
         if synchronous not in ("FULL", "NORMAL"):
             raise SpoolError(f"spool synchronous must be FULL or NORMAL, got {synchronous!r}")
         self.path = Path(path)
@@ -95,7 +103,10 @@ class Spool:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for topic, payload, qos in items:
-                    cursor = self._db.execute("INSERT INTO outbox (topic, payload, qos, created) VALUES (?, ?, ?, ?)", (topic, payload, qos, now))
+                    cursor = self._db.execute(
+                        "INSERT INTO outbox (topic, payload, qos, created) VALUES (?, ?, ?, ?)",
+                        (topic, payload, qos, now),
+                    )
                     ids.append(int(cursor.lastrowid))
                 dropped, oldest = self._enforce_cap_locked(sum(len(p) + ROW_OVERHEAD for _, p, _ in items))
                 self._db.execute("COMMIT")
@@ -132,7 +143,9 @@ class Spool:
     def after(self, last_id: int, limit: int) -> list[SpoolItem]:
         """The next messages to send, oldest first, with id > last_id."""
         with self._lock:
-            rows = self._db.execute("SELECT id, topic, payload, qos FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit)).fetchall()
+            rows = self._db.execute(
+                "SELECT id, topic, payload, qos FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit)
+            ).fetchall()
         return [SpoolItem(int(r[0]), r[1], bytes(r[2]), int(r[3])) for r in rows]
 
     def delete(self, ids: list[int]) -> int:
@@ -146,7 +159,9 @@ class Spool:
                 for start in range(0, len(ids), 500):
                     chunk = ids[start : start + 500]
                     marks = ",".join("?" * len(chunk))
-                    size = self._db.execute(f"SELECT COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM outbox WHERE id IN ({marks})", chunk).fetchone()
+                    size = self._db.execute(
+                        f"SELECT COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM outbox WHERE id IN ({marks})", chunk
+                    ).fetchone()
                     self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
                     self._bytes -= int(size[0]) + ROW_OVERHEAD * int(size[1])
                     self._depth -= int(size[1])

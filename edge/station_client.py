@@ -4,14 +4,15 @@ Used by `onen push`. The station answers every command on `{prefix}/{station}/ev
 recognised by the request id the command carried. The client uses the station config's broker settings
 (TLS, user/password) but its own client id: reusing the station's would disconnect the daemon.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
 
-from edge.errors import OnenError
+from onen.edge.errors import OnenError
 
 
 class StationUnreachable(OnenError):
@@ -42,7 +43,9 @@ def send_command(config, topic: str, payload: bytes, answered: Callable[[dict], 
             answer.update(event)
             got_answer.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"onen-push-{config.station}-{os.getpid()}", clean_session=True)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"onen-push-{config.station}-{os.getpid()}", clean_session=True
+    )
     if cfg.tls is not None:
         client.tls_set(ca_certs=_str(cfg.tls.ca), certfile=_str(cfg.tls.cert), keyfile=_str(cfg.tls.key))
         if getattr(cfg.tls, "insecure", False):
@@ -54,13 +57,15 @@ def send_command(config, topic: str, payload: bytes, answered: Callable[[dict], 
     try:
         client.connect(cfg.host, cfg.port, keepalive=30)
     except OSError as error:
-        raise StationUnreachable(f"cannot reach the MQTT broker {cfg.host}:{cfg.port} of station {config.station!r} ({error})") from error
+        raise StationUnreachable(
+            f"cannot reach the MQTT broker {cfg.host}:{cfg.port} of station {config.station!r} ({error})"
+        ) from error
     client.loop_start()
     try:
         if not subscribed.wait(10):
             raise StationUnreachable(f"MQTT broker {cfg.host}:{cfg.port} did not accept the connection within 10 s")
         info = client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=max(10.0, len(payload) / 1e6))     # a few MB take a moment on a slow link
+        info.wait_for_publish(timeout=max(10.0, len(payload) / 1e6))  # a few MB take a moment on a slow link
         if not info.is_published():
             raise StationUnreachable(f"MQTT broker {cfg.host}:{cfg.port} did not acknowledge the command on {topic}")
         got_answer.wait(wait_s)

@@ -14,6 +14,7 @@ CameraPipeline.swap): no frame is lost or inspected half with the old and half w
 command is answered on the events topic (`calibration_updated` / `calibration_rejected`,
 `model_swapped` / `model_update_rejected`) with the reason; a refused update changes nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,21 +22,29 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
-from edge.bundle import MODEL, Bundle, load_bundle
-from edge.calibration_file import from_bundle_defaults, load_calibration, read_calibration_message
-from edge.calibration_view import CalibrationError, CameraCalibration
-from edge.calibration_store import CalibrationStore, calibration_store_of
-from edge.command_message import request_id_of
-from edge.errors import OnenError
-from edge.postprocess import PostProcessor
-from edge.rectify import Rectification
-from edge.updates import (ModelStore, UpdateError, drop_unsigned_engines, load_public_key, parse_install_message,
-                          parse_rollback_message, unpack_into, verify_bundle_signature)
+from onen.edge.bundle import MODEL, Bundle, load_bundle
+from onen.edge.calibration_file import from_bundle_defaults, load_calibration, read_calibration_message
+from onen.edge.calibration_store import CalibrationStore, calibration_store_of
+from onen.edge.calibration_view import CalibrationError, CameraCalibration
+from onen.edge.command_message import request_id_of
+from onen.edge.errors import OnenError
+from onen.edge.postprocess import PostProcessor
+from onen.edge.rectify import Rectification
+from onen.edge.updates import (
+    ModelStore,
+    UpdateError,
+    drop_unsigned_engines,
+    load_public_key,
+    parse_install_message,
+    parse_rollback_message,
+    unpack_into,
+    verify_bundle_signature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +84,13 @@ def with_config_aoi(calibration: CameraCalibration, camera_cfg) -> CameraCalibra
     return calibration
 
 
-def calibration_for(camera_cfg, bundle: Bundle, current: CameraCalibration | None = None, tolerate_stale: bool = False,
-                    store: CalibrationStore | None = None) -> tuple[CameraCalibration, str]:
+def calibration_for(
+    camera_cfg,
+    bundle: Bundle,
+    current: CameraCalibration | None = None,
+    tolerate_stale: bool = False,
+    store: CalibrationStore | None = None,
+) -> tuple[CameraCalibration, str]:
     """The camera's calibration for `bundle`, and where it came from.
 
     The store's version last current for this bundle's model, else the file the config names when made for
@@ -97,7 +111,9 @@ def calibration_for(camera_cfg, bundle: Bundle, current: CameraCalibration | Non
     elif current is None or not tolerate_stale:
         return from_bundle_defaults(bundle, camera=camera_cfg.name, aoi=camera_cfg.aoi), "bundle defaults"
     aoi, rectification = _geometry(path, current)
-    calibration = from_bundle_defaults(bundle, camera=camera_cfg.name, aoi=camera_cfg.aoi or aoi, rectification=rectification)
+    calibration = from_bundle_defaults(
+        bundle, camera=camera_cfg.name, aoi=camera_cfg.aoi or aoi, rectification=rectification
+    )
     return calibration, (RECALIBRATE if path is not None else "bundle defaults")
 
 
@@ -109,7 +125,7 @@ class StationCommands:
         self.daemon = daemon
         self.store = ModelStore(daemon.config.updates.dir) if daemon.config.updates is not None else None
         self.calibrations = calibration_store_of(daemon.config)
-        self.swaps: list[dict] = []          # figures of every model swap (for benchmarks and tests)
+        self.swaps: list[dict] = []  # figures of every model swap (for benchmarks and tests)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="onen-station-commands", daemon=True)
 
@@ -120,9 +136,16 @@ class StationCommands:
     def start(self) -> None:
         publisher, topics = self.daemon.publisher, self.daemon.publisher.topics
         for camera in self.daemon.pipelines:
-            publisher.subscribe(topics.calibration(camera), lambda topic, payload, props, c=camera: self._queue.put((self.apply_calibration, (c, payload))))
-        publisher.subscribe(topics.model_install, lambda topic, payload, props: self._queue.put((self.install_model, (payload,))))
-        publisher.subscribe(topics.model_rollback, lambda topic, payload, props: self._queue.put((self.rollback_model, (payload,))))
+            publisher.subscribe(
+                topics.calibration(camera),
+                lambda topic, payload, props, c=camera: self._queue.put((self.apply_calibration, (c, payload))),
+            )
+        publisher.subscribe(
+            topics.model_install, lambda topic, payload, props: self._queue.put((self.install_model, (payload,)))
+        )
+        publisher.subscribe(
+            topics.model_rollback, lambda topic, payload, props: self._queue.put((self.rollback_model, (payload,)))
+        )
         if self.store is not None:
             for path in self.store.clean_interrupted():
                 log.warning("removed %s, left by an interrupted model install", path)
@@ -142,7 +165,7 @@ class StationCommands:
             handler, args = item
             try:
                 handler(*args)
-            except Exception as error:    # whatever a message holds, it gets an answer and the worker lives on
+            except Exception as error:  # whatever a message holds, it gets an answer and the worker lives on
                 self._answer_unexpected(handler, args, error)
 
     def _answer_unexpected(self, handler, args, error: Exception) -> None:
@@ -154,7 +177,9 @@ class StationCommands:
             self.event("calibration_rejected", {"camera": args[0], "reason": reason})
         else:
             action = "install" if handler == self.install_model else "rollback"
-            self.event("model_update_rejected", {"action": action, "request_id": request_id_of(args[0]), "reason": reason})
+            self.event(
+                "model_update_rejected", {"action": action, "request_id": request_id_of(args[0]), "reason": reason}
+            )
 
     # ---- calibration -------------------------------------------------------------------------------
     def _seed(self, camera: str) -> None:
@@ -163,9 +188,13 @@ class StationCommands:
         path = self.daemon.config.camera(camera).calibration
         try:
             if self.calibrations.seed(camera, path) is not None:
-                log.info("camera %s: calibration store %s seeded with %s", camera, self.calibrations.folder(camera), path)
+                log.info(
+                    "camera %s: calibration store %s seeded with %s", camera, self.calibrations.folder(camera), path
+                )
         except (OnenError, OSError, ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError) as error:
-            log.warning("camera %s: %s not kept in the calibration store (%s: %s)", camera, path, type(error).__name__, error)
+            log.warning(
+                "camera %s: %s not kept in the calibration store (%s: %s)", camera, path, type(error).__name__, error
+            )
 
     def apply_calibration(self, camera: str, payload: bytes) -> bool:
         """A pushed calibration becomes a new version in the store (or a rollback moves to the previous one);
@@ -188,18 +217,36 @@ class StationCommands:
             self.event("calibration_rejected", {"camera": camera, "reason": str(error)})
             return False
         except (ValueError, TypeError, AttributeError, KeyError, RecursionError, yaml.YAMLError) as error:
-            self.event("calibration_rejected", {"camera": camera, "reason": f"malformed calibration message ({type(error).__name__}: {error})"})
+            self.event(
+                "calibration_rejected",
+                {"camera": camera, "reason": f"malformed calibration message ({type(error).__name__}: {error})"},
+            )
             return False
         except OSError as error:
-            self.event("calibration_rejected", {"camera": camera, "reason": f"cannot write the calibration store {self.calibrations.root}: {error} (the station's service user must be allowed to write there)"})
+            self.event(
+                "calibration_rejected",
+                {
+                    "camera": camera,
+                    "reason": f"cannot write the calibration store {self.calibrations.root}: {error} "
+                    "(the station's service user must be allowed to write there)",
+                },
+            )
             return False
         old = serving.post.calibration
         pipeline.swap(postprocessor=PostProcessor(bundle.manifest, calibration))
-        detail = {"camera": camera, "action": "rollback" if message is None else "push", "version": version.name,
-                  "file": str(version / "calibration.yaml"), "apply_ms": round((time.monotonic() - started) * 1000, 1),
-                  "image_threshold": calibration.image_threshold, "pixel_threshold": calibration.pixel_threshold,
-                  "min_region_area": calibration.min_region_area, "previous_image_threshold": getattr(old, "image_threshold", None),
-                  "aoi": str(calibration.aoi) if calibration.aoi else None, "model_sha256": bundle.onnx_sha256}
+        detail = {
+            "camera": camera,
+            "action": "rollback" if message is None else "push",
+            "version": version.name,
+            "file": str(version / "calibration.yaml"),
+            "apply_ms": round((time.monotonic() - started) * 1000, 1),
+            "image_threshold": calibration.image_threshold,
+            "pixel_threshold": calibration.pixel_threshold,
+            "min_region_area": calibration.min_region_area,
+            "previous_image_threshold": getattr(old, "image_threshold", None),
+            "aoi": str(calibration.aoi) if calibration.aoi else None,
+            "model_sha256": bundle.onnx_sha256,
+        }
         self.event("calibration_updated", detail)
         return True
 
@@ -208,10 +255,14 @@ class StationCommands:
         used = sorted({c.model for c in self.daemon.config.cameras})
         if requested is None:
             if len(used) != 1:
-                raise UpdateError(f"the station serves several models ({', '.join(used)}); name one (onen push --model NAME)")
+                raise UpdateError(
+                    f"the station serves several models ({', '.join(used)}); name one (onen push --model NAME)"
+                )
             return used[0]
         if requested not in self.daemon.config.models:
-            raise UpdateError(f"the station has no model {requested!r} (models: {', '.join(self.daemon.config.models)})")
+            raise UpdateError(
+                f"the station has no model {requested!r} (models: {', '.join(self.daemon.config.models)})"
+            )
         if requested not in used:
             raise UpdateError(f"no camera of the station uses model {requested!r}")
         return requested
@@ -226,16 +277,19 @@ class StationCommands:
         detail: dict = {"action": "install", "request_id": None}
         staging = version = None
         try:
-            request = parse_install_message(payload)      # the one decode of a payload that may hold a bundle
+            request = parse_install_message(payload)  # the one decode of a payload that may hold a bundle
             detail["request_id"] = request.request_id or None
             detail["model"] = name = self._model_name(request.model)
             if self.store is None:
-                raise UpdateError("this station takes no model updates: its config has no 'updates' section (updates: {dir: ..., trusted_keys: [...]})")
+                raise UpdateError(
+                    "this station takes no model updates: its config has no 'updates' section (updates: {dir: ..., "
+                    "trusted_keys: [...]})"
+                )
             trusted = [load_public_key(p) for p in self.daemon.config.updates.trusted_keys]
             self.store.clean_interrupted()
             staging = self.store.staging(name)
-            root = unpack_into(staging, request.tar_bytes, request.path, trusted=trusted)   # checked before written
-            bundle = load_bundle(root)                                  # every file's sha256
+            root = unpack_into(staging, request.tar_bytes, request.path, trusted=trusted)  # checked before written
+            bundle = load_bundle(root)  # every file's sha256
             if trusted:
                 detail["signed_by"] = verify_bundle_signature(bundle, trusted)
                 if drop_unsigned_engines(root):
@@ -244,11 +298,17 @@ class StationCommands:
                 raise UpdateError(f"model {name!r} already serves this {MODEL} (sha256 {bundle.onnx_sha256[:12]}...)")
             version = self.store.add(name, root, bundle)
             bundle = Bundle(path=version, manifest=bundle.manifest)
-            return self._swap(name, bundle, detail, started, promote=lambda serving_path: self.store.promote(name, version, serving_path))
+            return self._swap(
+                name,
+                bundle,
+                detail,
+                started,
+                promote=lambda serving_path: self.store.promote(name, version, serving_path),
+            )
         except (OnenError, OSError, ValueError) as error:
             if version is not None:
                 self.store.discard(version)
-            if detail["request_id"] is None:          # unreadable message: still answer its sender if we can
+            if detail["request_id"] is None:  # unreadable message: still answer its sender if we can
                 detail["request_id"] = request_id_of(payload)
             return self._reject(detail, f"{error}")
         finally:
@@ -267,11 +327,21 @@ class StationCommands:
             if previous is None:
                 raise UpdateError(f"model {name!r}: no previous version to roll back to")
             bundle = load_bundle(previous)
-            return self._swap(name, bundle, detail, started, promote=lambda serving_path: self.store.rollback(name), source=previous)
+            return self._swap(
+                name, bundle, detail, started, promote=lambda serving_path: self.store.rollback(name), source=previous
+            )
         except (OnenError, OSError, ValueError) as error:
             return self._reject(detail, f"{error}")
 
-    def _swap(self, name: str, bundle: Bundle, detail: dict, started: float, promote: Callable[[Path], None], source: Path | None = None) -> bool:
+    def _swap(
+        self,
+        name: str,
+        bundle: Bundle,
+        detail: dict,
+        started: float,
+        promote: Callable[[Path], None],
+        source: Path | None = None,
+    ) -> bool:
         """Load and check the new engine, prepare every camera's calibration, then swap between frames."""
         daemon = self.daemon
         old_engine = daemon.engines[name]
@@ -285,11 +355,16 @@ class StationCommands:
             calibrations, sources = {}, {}
             for camera, pipeline in pipelines.items():
                 self._seed(camera)
-                calibrations[camera], sources[camera] = calibration_for(daemon.config.camera(camera), bundle, pipeline.post.calibration,
-                                                                        tolerate_stale=True, store=self.calibrations)
+                calibrations[camera], sources[camera] = calibration_for(
+                    daemon.config.camera(camera),
+                    bundle,
+                    pipeline.post.calibration,
+                    tolerate_stale=True,
+                    store=self.calibrations,
+                )
             promote(daemon.bundle_sources[name])
             for camera, calibration_source in sources.items():
-                if Path(calibration_source).parent == self.calibrations.folder(camera):   # a version of the store
+                if Path(calibration_source).parent == self.calibrations.folder(camera):  # a version of the store
                     self.calibrations.make_current(camera, Path(calibration_source), f"model {detail['action']}")
         except BaseException:
             backend.close()
@@ -299,20 +374,38 @@ class StationCommands:
         daemon.engines[name], daemon.model_infos[name] = engine, info
         daemon.bundle_sources[name] = source or bundle.path
         for camera, pipeline in pipelines.items():
-            pipeline.swap(engine=engine, postprocessor=PostProcessor(bundle.manifest, calibrations[camera]), model_info=info)
+            pipeline.swap(
+                engine=engine, postprocessor=PostProcessor(bundle.manifest, calibrations[camera]), model_info=info
+            )
         swap_ms = (time.monotonic() - swap_started) * 1000
         figures = {"prepare_ms": round((swap_started - started) * 1000, 1), "swap_ms": round(swap_ms, 3)}
-        detail.update({
-            "old": {"name": old_info.name, "version": old_info.version, "sha256": old_info.sha256},
-            "new": {"name": info.name, "version": info.version, "sha256": info.sha256, "path": str(bundle.path), "backend": info.backend},
-            "cameras": {camera: {"calibration": sources[camera]} for camera in pipelines},
-            **figures,
-        })
+        detail.update(
+            {
+                "old": {"name": old_info.name, "version": old_info.version, "sha256": old_info.sha256},
+                "new": {
+                    "name": info.name,
+                    "version": info.version,
+                    "sha256": info.sha256,
+                    "path": str(bundle.path),
+                    "backend": info.backend,
+                },
+                "cameras": {camera: {"calibration": sources[camera]} for camera in pipelines},
+                **figures,
+            }
+        )
         stale = [camera for camera, source in sources.items() if source == RECALIBRATE]
         if stale:
             detail["recalibrate"] = stale
         self.event("model_swapped", detail)
         drained = old_engine.close_when_idle(timeout_s=30.0)
         self.swaps.append({**figures, "old_engine_drained": drained, "model": name, "action": detail["action"]})
-        log.info("model %s: %s %s -> %s %s (%s)", name, old_info.version, old_info.sha256[:12], info.version, info.sha256[:12], detail["action"])
+        log.info(
+            "model %s: %s %s -> %s %s (%s)",
+            name,
+            old_info.version,
+            old_info.sha256[:12],
+            info.version,
+            info.sha256[:12],
+            detail["action"],
+        )
         return True

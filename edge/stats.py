@@ -5,13 +5,14 @@ seconds for fps) so a station that runs for months keeps constant memory, and a 
 the line runs *now*. Frames are counted per bucket, never kept one timestamp each, so fps is right at
 any rate.
 """
+
 from __future__ import annotations
 
 import math
 import threading
 import time
 from collections import Counter, deque
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class RollingStats:
         self._fps_window_s = int(fps_window_s)
         self._clock = clock
         self._latency: dict[str, deque[float]] = {}
-        self._done: dict[str, deque[list[int]]] = {}      # camera -> [second, frames finished in it]
+        self._done: dict[str, deque[list[int]]] = {}  # camera -> [second, frames finished in it]
         self.counters: Counter[str] = Counter()
         self.started = clock()
 
@@ -51,7 +52,9 @@ class RollingStats:
     def percentiles(self) -> dict[str, dict[str, float]]:
         with self._lock:
             samples = {stage: np.fromiter(values, float) for stage, values in self._latency.items() if values}
-        return {stage: {f"p{p}": round(float(np.percentile(v, p)), 3) for p in PERCENTILES} for stage, v in samples.items()}
+        return {
+            stage: {f"p{p}": round(float(np.percentile(v, p)), 3) for p in PERCENTILES} for stage, v in samples.items()
+        }
 
     def fps(self) -> dict[str, float]:
         """Frames per second per camera over the last `fps_window_s` whole seconds (and 'total').
@@ -68,7 +71,7 @@ class RollingStats:
                 frames = sum(count for second, count in buckets if first <= second < current)
                 if span > 0:
                     result[camera] = round(frames / span, 3)
-                else:   # less than a second since start: the best figure there is
+                else:  # less than a second since start: the best figure there is
                     elapsed = now - self.started
                     result[camera] = round(sum(c for _, c in buckets) / elapsed, 3) if elapsed > 0 else 0.0
         result["total"] = round(sum(result.values()), 3)
@@ -80,4 +83,9 @@ class RollingStats:
     def snapshot(self) -> dict:
         with self._lock:
             counters = dict(self.counters)
-        return {"fps": self.fps(), "latency_ms": self.percentiles(), "counters": counters, "uptime_s": round(self.uptime_s(), 1)}
+        return {
+            "fps": self.fps(),
+            "latency_ms": self.percentiles(),
+            "counters": counters,
+            "uptime_s": round(self.uptime_s(), 1),
+        }

@@ -2,6 +2,7 @@
 
 Outside systemd (no NOTIFY_SOCKET) every call is a no-op, so the daemon runs the same by hand.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,9 @@ class SystemdNotifier:
         usec = os.environ.get("WATCHDOG_USEC")
         pid = os.environ.get("WATCHDOG_PID")
         watchdog_for_us = usec and usec.isdigit() and (not pid or pid == str(os.getpid()))
-        self.watchdog_interval_s: float | None = int(usec) / 1e6 / 2 if watchdog_for_us else None   # ping at half the timeout
+        self.watchdog_interval_s: float | None = (
+            int(usec) / 1e6 / 2 if watchdog_for_us else None
+        )  # ping at half the timeout
 
     @property
     def enabled(self) -> bool:
@@ -25,7 +28,7 @@ class SystemdNotifier:
         if not self.address:
             return False
         address = self.address
-        if address.startswith("@"):            # abstract namespace socket
+        if address.startswith("@"):  # abstract namespace socket
             address = "\0" + address[1:]
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:

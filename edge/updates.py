@@ -12,6 +12,7 @@ files, `current` and `previous` (a version folder name, or an absolute path for 
 config names). The daemon serves `current` after a restart, and a rollback swaps the two pointers.
 Anything older than `previous` is deleted: a Jetson's disk is small.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,10 +32,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.bundle import MANIFEST, SIGNATURE, Bundle, load_bundle
-from edge.command_message import load_command, request_id_from
-from edge.errors import BundleError, OnenError
-from edge.pointers import CURRENT, PREVIOUS, read_pointer, write_pointer
+from onen.edge.bundle import MANIFEST, SIGNATURE, Bundle, load_bundle
+from onen.edge.command_message import load_command, request_id_from
+from onen.edge.errors import BundleError, OnenError
+from onen.edge.pointers import CURRENT, PREVIOUS, read_pointer, write_pointer
 
 INSTALL_SCHEMA = "onen.model-install/1"
 ROLLBACK_SCHEMA = "onen.model-rollback/1"
@@ -59,11 +60,15 @@ def generate_keys(out_dir: str | Path, name: str = "onen-signing") -> tuple[Path
         if path.exists():
             raise UpdateError(f"{path}: already exists; not overwriting a key (choose another --out or --name)")
     key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(private_pem)
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    public_path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return private_path, public_path
 
 
@@ -74,7 +79,9 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     except OSError as error:
         raise UpdateError(f"{path}: cannot read the signing key ({error.strerror})") from error
     except (ValueError, TypeError) as error:
-        raise UpdateError(f"{path}: not an unencrypted PEM private key ({error}); make one with `onen keys generate`") from error
+        raise UpdateError(
+            f"{path}: not an unencrypted PEM private key ({error}); make one with `onen keys generate`"
+        ) from error
     if not isinstance(key, Ed25519PrivateKey):
         raise UpdateError(f"{path}: expected an ed25519 private key, got {type(key).__name__}")
     return key
@@ -87,7 +94,9 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     except OSError as error:
         raise UpdateError(f"{path}: cannot read the public key ({error.strerror})") from error
     except (ValueError, TypeError) as error:
-        raise UpdateError(f"{path}: not a PEM public key ({error}); use the .pub.pem of `onen keys generate`") from error
+        raise UpdateError(
+            f"{path}: not a PEM public key ({error}); use the .pub.pem of `onen keys generate`"
+        ) from error
     if not isinstance(key, Ed25519PublicKey):
         raise UpdateError(f"{path}: expected an ed25519 public key, got {type(key).__name__}")
     return key
@@ -103,7 +112,7 @@ def key_fingerprint(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
 # --- signatures -------------------------------------------------------------------------------------------
 def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey) -> Path:
     """Check the bundle's hashes, then write its detached signature over manifest.json."""
-    bundle = load_bundle(bundle_dir)            # never sign a damaged bundle
+    bundle = load_bundle(bundle_dir)  # never sign a damaged bundle
     signature = private_key.sign((bundle.path / MANIFEST).read_bytes())
     path = bundle.path / SIGNATURE
     path.write_text(base64.b64encode(signature).decode("ascii") + "\n")
@@ -118,7 +127,9 @@ def verify_bundle_signature(bundle: Bundle | str | Path, public_keys: list[Ed255
         raise SignatureError("no trusted keys to verify the bundle's signature with")
     path = root / SIGNATURE
     if not path.is_file():
-        raise SignatureError(f"bundle {label} is not signed (no '{SIGNATURE}' file); sign it with `onen sign` or `onen push --sign-key`")
+        raise SignatureError(
+            f"bundle {label} is not signed (no '{SIGNATURE}' file); sign it with `onen sign` or `onen push --sign-key`"
+        )
     try:
         signature = base64.b64decode(path.read_text().strip(), validate=True)
     except (binascii.Error, UnicodeDecodeError, ValueError) as error:
@@ -142,8 +153,8 @@ def verify_bundle_signature(bundle: Bundle | str | Path, public_keys: list[Ed255
 class InstallRequest:
     model: str | None
     request_id: str
-    tar_bytes: bytes | None = None     # the bundle itself, packed
-    path: str | None = None            # or a bundle (directory or .tar) already on the station's file system
+    tar_bytes: bytes | None = None  # the bundle itself, packed
+    path: str | None = None  # or a bundle (directory or .tar) already on the station's file system
 
 
 def pack_bundle_bytes(bundle_dir: str | Path) -> bytes:
@@ -155,7 +166,9 @@ def pack_bundle_bytes(bundle_dir: str | Path) -> bytes:
     return buffer.getvalue()
 
 
-def install_message(*, model: str | None, tar_bytes: bytes | None = None, path: str | None = None, request_id: str | None = None) -> tuple[bytes, str]:
+def install_message(
+    *, model: str | None, tar_bytes: bytes | None = None, path: str | None = None, request_id: str | None = None
+) -> tuple[bytes, str]:
     """JSON payload for {prefix}/{station}/cmd/model/install, and its request id (echoed in the answer)."""
     if (tar_bytes is None) == (path is None):
         raise ValueError("give the bundle as tar bytes or as a path on the station, not both")
@@ -204,17 +217,22 @@ def _bundle_root(folder: Path) -> Path:
     raise UpdateError(f"the pushed bundle has no {MANIFEST} at its top level or in its single top-level folder")
 
 
-MAX_MANIFEST_BYTES = 8 << 20        # a manifest is text; anything bigger is not one
-SPACE_MARGIN = 1.1                   # the station's disk must hold what the bundle lists with this margin
+MAX_MANIFEST_BYTES = 8 << 20  # a manifest is text; anything bigger is not one
+SPACE_MARGIN = 1.1  # the station's disk must hold what the bundle lists with this margin
 
 
-def _manifest_of(manifest_bytes: bytes, signature: bytes | None, trusted: list[Ed25519PublicKey] | None, label: str) -> set[str]:
+def _manifest_of(
+    manifest_bytes: bytes, signature: bytes | None, trusted: list[Ed25519PublicKey] | None, label: str
+) -> set[str]:
     """The files a pushed bundle's manifest lists, after its signature is checked (before anything is written)."""
-    from edge.bundle import Manifest
+    from onen.edge.bundle import Manifest
 
     if trusted:
         if signature is None:
-            raise SignatureError(f"bundle {label} is not signed (no '{SIGNATURE}' file); sign it with `onen sign` or `onen push --sign-key`")
+            raise SignatureError(
+                f"bundle {label} is not signed (no '{SIGNATURE}' file); sign it with `onen sign` or `onen push "
+                "--sign-key`"
+            )
         try:
             raw = base64.b64decode(signature.decode("ascii").strip(), validate=True)
         except (binascii.Error, UnicodeDecodeError, ValueError) as error:
@@ -226,8 +244,11 @@ def _manifest_of(manifest_bytes: bytes, signature: bytes | None, trusted: list[E
             except InvalidSignature:
                 continue
         else:
-            raise SignatureError(f"bundle {label}: the signature does not match manifest.json for any of the {len(trusted)} trusted key(s) "
-                                 "(signed by another key, or the manifest was changed after signing)")
+            raise SignatureError(
+                f"bundle {label}: the signature does not match manifest.json for any of the {len(trusted)} trusted "
+                "key(s) "
+                "(signed by another key, or the manifest was changed after signing)"
+            )
     try:
         data = json.loads(manifest_bytes)
     except (ValueError, RecursionError) as error:
@@ -239,13 +260,21 @@ def _manifest_of(manifest_bytes: bytes, signature: bytes | None, trusted: list[E
 
 
 def _allowed(relative: str, listed: set[str]) -> bool:
-    return relative in listed or relative in (MANIFEST, SIGNATURE) or relative == "engines" or relative.startswith("engines/")
+    return (
+        relative in listed
+        or relative in (MANIFEST, SIGNATURE)
+        or relative == "engines"
+        or relative.startswith("engines/")
+    )
 
 
 def _check_space(staging: Path, total: int, label: str) -> None:
     free = shutil.disk_usage(staging).free
     if total * SPACE_MARGIN > free:
-        raise UpdateError(f"bundle {label}: its files take {total / 1e6:.1f} MB, the station has {free / 1e6:.1f} MB free in {staging.parent}")
+        raise UpdateError(
+            f"bundle {label}: its files take {total / 1e6:.1f} MB, the station has {free / 1e6:.1f} MB free in "
+            f"{staging.parent}"
+        )
 
 
 def _unpack_tar(staging: Path, archive: tarfile.TarFile, trusted: list[Ed25519PublicKey] | None, label: str) -> Path:
@@ -257,6 +286,7 @@ def _unpack_tar(staging: Path, archive: tarfile.TarFile, trusted: list[Ed25519Pu
         if len(nested) != 1:
             raise UpdateError(f"the pushed bundle has no {MANIFEST} at its top level or in its single top-level folder")
         top = nested[0][: -len(MANIFEST)]
+
     def read(name: str, limit: int) -> bytes | None:
         member = next((m for m in members if m.name.rstrip("/") == top + name), None)
         if member is None:
@@ -272,10 +302,18 @@ def _unpack_tar(staging: Path, archive: tarfile.TarFile, trusted: list[Ed25519Pu
         if top and name == top.rstrip("/"):
             continue
         if top and not name.startswith(top):
-            raise UpdateError(f"bundle {label}: member {member.name!r} is outside its folder {top.rstrip('/')!r} and not listed in its {MANIFEST}; the station takes only listed files")
-        relative = name[len(top):]
-        if not _allowed(relative, listed) and not (member.isdir() and any(n.startswith(relative + "/") for n in listed)):
-            raise UpdateError(f"bundle {label}: member {member.name!r} is not listed in its {MANIFEST}; the station takes only listed files")
+            raise UpdateError(
+                f"bundle {label}: member {member.name!r} is outside its folder {top.rstrip('/')!r} and not listed in "
+                f"its {MANIFEST}; the station takes only listed files"
+            )
+        relative = name[len(top) :]
+        if not _allowed(relative, listed) and not (
+            member.isdir() and any(n.startswith(relative + "/") for n in listed)
+        ):
+            raise UpdateError(
+                f"bundle {label}: member {member.name!r} is not listed in its {MANIFEST}; the station takes only "
+                "listed files"
+            )
         if not (member.isfile() or member.isdir()):
             raise UpdateError(f"bundle {label}: member {member.name!r} is not a regular file or folder")
         total += member.size
@@ -284,8 +322,12 @@ def _unpack_tar(staging: Path, archive: tarfile.TarFile, trusted: list[Ed25519Pu
     return _bundle_root(staging)
 
 
-def unpack_into(staging: Path, tar_bytes: bytes | None = None, path: str | Path | None = None,
-                trusted: list[Ed25519PublicKey] | None = None) -> Path:
+def unpack_into(
+    staging: Path,
+    tar_bytes: bytes | None = None,
+    path: str | Path | None = None,
+    trusted: list[Ed25519PublicKey] | None = None,
+) -> Path:
     """Put the pushed bundle into `staging` and return the folder holding its manifest.
 
     Before anything is written or copied: the manifest is read, its signature checked (when the station trusts
@@ -308,12 +350,16 @@ def unpack_into(staging: Path, tar_bytes: bytes | None = None, path: str | Path 
         if manifest.stat().st_size > MAX_MANIFEST_BYTES:
             raise UpdateError(f"bundle_path {source}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
         signature = source / SIGNATURE
-        listed = _manifest_of(manifest.read_bytes(), signature.read_bytes() if signature.is_file() else None, trusted, str(source))
+        listed = _manifest_of(
+            manifest.read_bytes(), signature.read_bytes() if signature.is_file() else None, trusted, str(source)
+        )
         files = []
         for name in sorted(listed):
-            file = (source / name)
+            file = source / name
             if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file() or file.is_symlink():
-                raise UpdateError(f"bundle_path {source}: listed file {name!r} is missing or not a regular file inside the bundle")
+                raise UpdateError(
+                    f"bundle_path {source}: listed file {name!r} is missing or not a regular file inside the bundle"
+                )
             files.append(name)
         _check_space(staging, sum((source / n).stat().st_size for n in files), str(source))
         root = staging / source.name
@@ -326,7 +372,9 @@ def unpack_into(staging: Path, tar_bytes: bytes | None = None, path: str | Path 
             with tarfile.open(source, mode="r:*") as archive:
                 return _unpack_tar(staging, archive, trusted, str(source))
         except (tarfile.TarError, EOFError, OSError, zlib_error()) as error:
-            raise UpdateError(f"bundle_path {source} is not a readable .tar ({type(error).__name__}: {error})") from error
+            raise UpdateError(
+                f"bundle_path {source} is not a readable .tar ({type(error).__name__}: {error})"
+            ) from error
     raise UpdateError(f"bundle_path {source} does not exist on the station")
 
 
@@ -379,11 +427,11 @@ class ModelStore:
         target = self.folder(model) / name
         if target.exists():
             named = {p.resolve() for p in (self.current(model), self.previous(model)) if p is not None}
-            if target.resolve() in named:     # pushed again after a rollback: keep the copy a pointer names
+            if target.resolve() in named:  # pushed again after a rollback: keep the copy a pointer names
                 shutil.rmtree(bundle_root, ignore_errors=True)
-                load_bundle(target)           # and make sure it is still intact
+                load_bundle(target)  # and make sure it is still intact
                 return target
-            shutil.rmtree(target)             # a leftover nobody names: the fresh copy wins
+            shutil.rmtree(target)  # a leftover nobody names: the fresh copy wins
         os.replace(bundle_root, target)
         return target
 

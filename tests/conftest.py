@@ -1,4 +1,5 @@
 """Shared fixtures. Real parts only: real bundles trained here, real brokers, real files."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A small real OneN bundle, trained once per test session on generated data and exported."""
-    from train.recipes import small_bundle
+    from onen.train.recipes import small_bundle
 
     return small_bundle(tmp_path_factory.mktemp("tiny-bundle"), seed=0)
 

@@ -1,4 +1,5 @@
 """Helpers shared by the daemon tests: real videos, real station files, a real MQTT subscriber."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.bundle import load_bundle
-from edge.images import read_image_rgb
+from onen.edge.bundle import load_bundle
+from onen.edge.images import read_image_rgb
 
 SCALE = 2
 
@@ -40,12 +41,25 @@ def write_video(path: Path, frames: list[np.ndarray], count: int, fps: float = 2
     return path
 
 
-def write_station(folder: Path, port: int, bundle: Path, cameras: list[dict], station: str = "t1", backend: str = "onnxruntime", **extra) -> Path:
+def write_station(
+    folder: Path,
+    port: int,
+    bundle: Path,
+    cameras: list[dict],
+    station: str = "t1",
+    backend: str = "onnxruntime",
+    **extra,
+) -> Path:
     """A station YAML; `cameras` is a list of camera dicts each with its "name" (written keyed by name)."""
     cameras = {cam["name"]: {k: v for k, v in cam.items() if k != "name"} for cam in cameras}
     config = {
         "station": station,
-        "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-{station}-{port}", "stats_interval_s": extra.pop("stats_interval_s", 1)},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": port,
+            "client_id": f"onen-{station}-{port}",
+            "stats_interval_s": extra.pop("stats_interval_s", 1),
+        },
         "models": {"m": {"bundle": str(bundle), "backend": backend}},
         "cameras": cameras,
         "spool": {"path": str(folder / "spool")},
@@ -71,7 +85,9 @@ class Collector:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.topics = [topics] if isinstance(topics, str) else topics
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"collector-{time.monotonic_ns()}")
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"collector-{time.monotonic_ns()}"
+        )
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
@@ -125,13 +141,15 @@ def start_daemon(config_path: Path, wait_connected_s: float = 0.0, **options):
     """A Daemon of the station YAML, started, with its run loop on a thread. wait_connected_s > 0: return
     only once it is connected and subscribed to its command topics (a command sent before that is lost,
     as it would be on a real broker); 0 for tests where the broker is down at start."""
-    from edge.config import load_config
-    from edge.daemon import Daemon, DaemonOptions
+    from onen.edge.config import load_config
+    from onen.edge.daemon import Daemon, DaemonOptions
 
     daemon = Daemon(load_config(config_path), DaemonOptions(**options))
     daemon.start()
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     if wait_connected_s:
-        assert daemon.publisher.wait_connected(wait_connected_s), f"the station did not connect to its broker within {wait_connected_s} s"
+        assert daemon.publisher.wait_connected(wait_connected_s), (
+            f"the station did not connect to its broker within {wait_connected_s} s"
+        )
     return daemon, thread

@@ -1,4 +1,5 @@
 """Helpers of the review tests: a real `onen review` process on a free loopback port, and station videos."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-
 from daemon_helpers import reference_frames
-from edge.bundle import load_bundle
-from edge.local_broker import free_port, port_accepts
+
+from onen.edge.bundle import load_bundle
+from onen.edge.local_broker import free_port, port_accepts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,10 +24,12 @@ def good_then_defect(bundle_dir: Path, good: int, defect: int) -> list[np.ndarra
     """`good` frames the bundle scores below its threshold, then `defect` frames above it."""
     frames, scores = reference_frames(bundle_dir)
     threshold = load_bundle(bundle_dir).manifest.thresholds.image
-    good_frames = [f for f, s in zip(frames, scores) if s < threshold]
-    defect_frames = [f for f, s in zip(frames, scores) if s > threshold]
+    good_frames = [f for f, s in zip(frames, scores, strict=True) if s < threshold]
+    defect_frames = [f for f, s in zip(frames, scores, strict=True) if s > threshold]
     assert good_frames and defect_frames, "the bundle's references hold good and defective images"
-    return [good_frames[i % len(good_frames)] for i in range(good)] + [defect_frames[i % len(defect_frames)] for i in range(defect)]
+    return [good_frames[i % len(good_frames)] for i in range(good)] + [
+        defect_frames[i % len(defect_frames)] for i in range(defect)
+    ]
 
 
 class ReviewProcess:
@@ -39,8 +42,22 @@ class ReviewProcess:
         self.log_path = log_path or config.parent / f"review-{self.port}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "review", "--config", str(config), "--listen", f"127.0.0.1:{self.port}", *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            [
+                sys.executable,
+                "-m",
+                "onen.edge.cli",
+                "review",
+                "--config",
+                str(config),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                *extra,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
         deadline = time.monotonic() + 30
         while not port_accepts("127.0.0.1", self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -62,8 +79,9 @@ class ReviewProcess:
         return json.loads(body)
 
     def post_json(self, path: str, data: dict) -> tuple[int, dict]:
-        request = urllib.request.Request(self.url + path, data=json.dumps(data).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(data).encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read())
@@ -88,7 +106,7 @@ class ReviewProcess:
                 self.process.wait(5)
         self._log.close()
 
-    def __enter__(self) -> "ReviewProcess":
+    def __enter__(self) -> ReviewProcess:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,4 +1,5 @@
 """AOI authoring: polygons and reference images -> PNG masks at camera resolution, with previews."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration.aoi import load_polygons, mask_from_polygons, mask_from_reference
-from edge.cli import main
-from edge.errors import DataError
-from edge.images import read_image_rgb, read_mask
+from onen.calibration.aoi import load_polygons, mask_from_polygons, mask_from_reference
+from onen.edge.cli import main
+from onen.edge.errors import DataError
+from onen.edge.images import read_image_rgb, read_mask
 
 
 def _reference(path):
@@ -25,7 +26,10 @@ def _reference(path):
 
 def test_polygon_file_to_mask_with_exclusion(tmp_path):
     spec_path = tmp_path / "aoi.yaml"
-    spec_path.write_text("polygons:\n  - [[10, 10], [90, 10], [90, 50], [10, 50]]\nexclude:\n  - [[40, 20], [60, 20], [60, 40], [40, 40]]\nsize: 100x60\n")
+    spec_path.write_text(
+        "polygons:\n  - [[10, 10], [90, 10], [90, 50], [10, 50]]\nexclude:\n  - [[40, 20], [60, 20], [60, 40], [40, "
+        "40]]\nsize: 100x60\n"
+    )
     spec = load_polygons(spec_path)
     mask = mask_from_polygons(spec, spec.size)
     assert mask.shape == (60, 100)
@@ -35,7 +39,10 @@ def test_polygon_file_to_mask_with_exclusion(tmp_path):
 
 def test_onen_aoi_polygon_json_writes_mask_and_preview(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps([[0, 0], [63, 0], [63, 31], [0, 31]]))
-    assert main(["aoi", "--polygon", str(tmp_path / "p.json"), "--size", "64x48", "--out", str(tmp_path / "cam.aoi.png")]) == 0
+    assert (
+        main(["aoi", "--polygon", str(tmp_path / "p.json"), "--size", "64x48", "--out", str(tmp_path / "cam.aoi.png")])
+        == 0
+    )
     mask = read_mask(tmp_path / "cam.aoi.png")
     assert mask.shape == (48, 64) and mask[:30].all() and not mask[33:].any()
     preview = read_image_rgb(tmp_path / "cam.aoi.preview.png")

@@ -1,4 +1,5 @@
 """The defect archive: frame PNG + overlay JPEG + result JSON per defect, oldest removed at the size cap."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,14 @@ import time
 import cv2
 import numpy as np
 
-from edge.archive import Archive
-from edge.overlay import encode_jpeg, render_overlay
-from edge.regions import Region
+from onen.edge.archive import Archive
+from onen.edge.overlay import encode_jpeg, render_overlay
+from onen.edge.regions import Region
 
 
 def _defect(seq: int):
     rng = np.random.default_rng(seq)
-    frame = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)       # noise: PNG cannot shrink it much
+    frame = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)  # noise: PNG cannot shrink it much
     heat = np.zeros((32, 32), np.float32)
     heat[8:16, 8:16] = 0.9
     overlay = encode_jpeg(render_overlay(frame, heat, [Region([24, 24, 32, 24], 768, 0.9)]), 80)
@@ -36,7 +37,7 @@ def test_archive_writes_reviewable_files(tmp_path):
 
 def test_archive_cap_removes_the_oldest_first(tmp_path):
     one = sum(len(x) for x in (cv2.imencode(".png", _defect(0)[0])[1].tobytes(), _defect(0)[1])) + 100
-    archive = Archive(tmp_path / "archive", max_mb=3.5 * one / (1024 * 1024))      # room for about three defects
+    archive = Archive(tmp_path / "archive", max_mb=3.5 * one / (1024 * 1024))  # room for about three defects
     for seq in range(8):
         frame, overlay, result = _defect(seq)
         archive.save("cam", seq, frame, overlay, result)

@@ -1,4 +1,5 @@
 """Backend choice: `auto` falls back to ONNX Runtime (with an event), `tensorrt` fails clearly without TensorRT/GPU."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,15 +9,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edge.backends.factory import BackendUnavailable, create_backend, probe_tensorrt
-from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-from edge.bundle import Manifest, load_bundle, write_manifest
-from edge.errors import OnenError
+from onen.edge.backends.factory import BackendUnavailable, create_backend, probe_tensorrt
+from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+from onen.edge.bundle import Manifest, load_bundle, write_manifest
+from onen.edge.errors import OnenError
 
 HEIGHT, WIDTH = 32, 40
 
 TRT_PROBE = probe_tensorrt()
-needs_no_tensorrt = pytest.mark.skipif(TRT_PROBE.available, reason="TensorRT and a GPU are present; this checks the machine without them")
+needs_no_tensorrt = pytest.mark.skipif(
+    TRT_PROBE.available, reason="TensorRT and a GPU are present; this checks the machine without them"
+)
 
 
 def write_mean_bundle(directory: Path, height: int = HEIGHT, width: int = WIDTH) -> Path:
@@ -48,7 +51,17 @@ def write_mean_bundle(directory: Path, height: int = HEIGHT, width: int = WIDTH)
     onnx.checker.check_model(model, full_check=True)
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(model, directory / "model.onnx")
-    write_manifest(directory, Manifest(name="mean", version="1", family="test-mean", input_height=height, input_width=width, class_names=["good", "defect"]))
+    write_manifest(
+        directory,
+        Manifest(
+            name="mean",
+            version="1",
+            family="test-mean",
+            input_height=height,
+            input_width=width,
+            class_names=["good", "defect"],
+        ),
+    )
     return directory
 
 
@@ -97,7 +110,7 @@ def test_unknown_backend_kind_is_refused(mean_bundle):
 
 # --- `onen build-engine` / `onen verify-engine` argument errors and the no-TensorRT message ----------
 
-from edge.cli import main as onen  # noqa: E402
+from onen.edge.cli import main as onen  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -130,7 +143,12 @@ def test_build_engine_without_tensorrt_exits_2_with_what_to_install(mean_bundle)
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "edge.cli", "build-engine", str(mean_bundle.path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "onen.edge.cli", "build-engine", str(mean_bundle.path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "onen build-engine: error: cannot build a TensorRT engine here" in result.stderr
     assert "python3-libnvinfer" in result.stderr and "Traceback" not in result.stderr

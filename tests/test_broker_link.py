@@ -1,4 +1,5 @@
 """A broker the station cannot reach is said at once, with the reason, then with a backoff; real mosquitto."""
+
 from __future__ import annotations
 
 import json
@@ -9,14 +10,14 @@ import subprocess
 import time
 
 import pytest
-
 from daemon_helpers import Collector
-from edge.broker_link import BrokerLink, describe_failure
-from edge.config import MqttConfig, TlsConfig
-from edge.local_broker import MosquittoBroker, free_port
-from edge.publisher import Publisher
-from edge.spool import Spool
 from test_publisher import _tls_files
+
+from onen.edge.broker_link import BrokerLink, describe_failure
+from onen.edge.config import MqttConfig, TlsConfig
+from onen.edge.local_broker import MosquittoBroker, free_port
+from onen.edge.publisher import Publisher
+from onen.edge.spool import Spool
 
 
 def _publisher(tmp_path, port, name="p1", **cfg) -> Publisher:
@@ -34,11 +35,11 @@ def _wait(predicate, timeout=10.0) -> bool:
 
 
 def _mqtt_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "edge.mqtt" and r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "onen.edge.mqtt" and r.levelno >= logging.WARNING]
 
 
 def test_wrong_port_is_logged_at_once_with_the_reason_then_the_spool_drains(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="edge.mqtt")
+    caplog.set_level(logging.INFO, logger="onen.edge.mqtt")
     port = free_port()
     publisher = _publisher(tmp_path, port)
     publisher.start()
@@ -69,21 +70,28 @@ def test_wrong_port_is_logged_at_once_with_the_reason_then_the_spool_drains(tmp_
 
 
 def test_bad_password_and_untrusted_tls_are_named(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="edge.mqtt")
+    caplog.set_level(logging.INFO, logger="onen.edge.mqtt")
     files = _tls_files(tmp_path)
     passwords = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "line3", "s3cret"], check=True, capture_output=True)
     extra = f"cafile {files['ca']}\ncertfile {files['cert']}\nkeyfile {files['key']}\npassword_file {passwords}\n"
     with MosquittoBroker(anonymous=False, extra_config=extra) as broker:
-        wrong = _publisher(tmp_path, broker.port, "auth", tls=TlsConfig(ca=files["ca"]), username="line3", password="wrong")
+        wrong = _publisher(
+            tmp_path, broker.port, "auth", tls=TlsConfig(ca=files["ca"]), username="line3", password="wrong"
+        )
         (tmp_path / "other").mkdir()
-        other_ca = _tls_files(tmp_path / "other")       # a CA the broker's certificate was not signed by
-        untrusted = _publisher(tmp_path, broker.port, "tls", tls=TlsConfig(ca=other_ca["ca"]), username="line3", password="s3cret")
+        other_ca = _tls_files(tmp_path / "other")  # a CA the broker's certificate was not signed by
+        untrusted = _publisher(
+            tmp_path, broker.port, "tls", tls=TlsConfig(ca=other_ca["ca"]), username="line3", password="s3cret"
+        )
         wrong.start()
         untrusted.start()
         try:
             assert _wait(lambda: wrong.link.failures and untrusted.link.failures, timeout=5)
-            assert "not authorized" in wrong.link.reason.lower() or "bad user name or password" in wrong.link.reason.lower()
+            assert (
+                "not authorized" in wrong.link.reason.lower()
+                or "bad user name or password" in wrong.link.reason.lower()
+            )
             assert "TLS" in untrusted.link.reason and "certificate" in untrusted.link.reason
             logged = "\n".join(_mqtt_warnings(caplog))
             assert logged.count("cannot connect") >= 2 and "s3cret" not in logged and "wrong" not in logged
@@ -93,26 +101,39 @@ def test_bad_password_and_untrusted_tls_are_named(tmp_path, caplog):
 
 
 def test_backoff_of_repeated_log_lines(caplog):
-    caplog.set_level(logging.INFO, logger="edge.mqtt")
+    caplog.set_level(logging.INFO, logger="onen.edge.mqtt")
     clock = [0.0]
     link = BrokerLink("h:1", backlog=lambda: 3, clock=lambda: clock[0])
-    for _ in range(400):                    # one failed attempt per second for 400 s
+    for _ in range(400):  # one failed attempt per second for 400 s
         link.failed("connection refused")
         clock[0] += 1.0
-    times = [float(r.getMessage().split(" over ")[1].split(" s")[0]) for r in caplog.records if "cannot connect" in r.getMessage()]
-    assert times == [0.0, 10.0, 40.0, 100.0]       # at once, then after 10 s, 30 s, 60 s; next in 300 s
+    times = [
+        float(r.getMessage().split(" over ")[1].split(" s")[0])
+        for r in caplog.records
+        if "cannot connect" in r.getMessage()
+    ]
+    assert times == [0.0, 10.0, 40.0, 100.0]  # at once, then after 10 s, 30 s, 60 s; next in 300 s
     link.connected(2)
-    assert link.describe() == {"broker": "h:1", "state": "connected", "reason": None, "failed_attempts": 0, "failing_for_s": None}
+    assert link.describe() == {
+        "broker": "h:1",
+        "state": "connected",
+        "reason": None,
+        "failed_attempts": 0,
+        "failing_for_s": None,
+    }
 
 
-@pytest.mark.parametrize("error, words", [
-    (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "DNS"),
-    (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
-    (TimeoutError("timed out"), "timed out"),
-    (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "TLS handshake failed"),
-    (OSError(113, "No route to host"), "no route to host"),
-    (None, "no reason given"),
-])
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "DNS"),
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (TimeoutError("timed out"), "timed out"),
+        (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "TLS handshake failed"),
+        (OSError(113, "No route to host"), "no route to host"),
+        (None, "no reason given"),
+    ],
+)
 def test_failure_reasons_in_words(error, words):
     assert words in describe_failure(error)
 
@@ -120,7 +141,7 @@ def test_failure_reasons_in_words(error, words):
 def test_a_station_on_a_wrong_port_says_so_in_its_stats_and_keeps_inspecting(tmp_path, tiny_bundle, caplog):
     from daemon_helpers import file_camera, reference_frames, start_daemon, write_station, write_video
 
-    caplog.set_level(logging.INFO, logger="edge.mqtt")
+    caplog.set_level(logging.INFO, logger="onen.edge.mqtt")
     images, _ = reference_frames(tiny_bundle)
     video = write_video(tmp_path / "parts.avi", images, count=6)
     port = free_port()

@@ -1,5 +1,6 @@
 """Calibration: threshold statistics, pixel/normalisation fits, the calibration file, and `onen calibrate`
 end to end on the real tiny bundle (ONNX Runtime), checked on fresh good images."""
+
 from __future__ import annotations
 
 import json
@@ -12,18 +13,18 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from calibration.int8_selection import select_int8_images, write_list
-from calibration.normalisation import fit_normalisation
-from calibration.pixel import count_images_with_regions, fit_pixel_calibration
-from calibration.runner import FrameSource, open_backend, run_source
-from calibration.stats import binom_cdf, clopper_pearson, min_samples_for_zero_failures, upper_bound
-from calibration.thresholds import TooFewGoodImages, f1_optimal_threshold, frr_threshold, operating_point
-from edge.bundle import Manifest, load_bundle, write_manifest
-from edge.calibration_file import from_bundle_defaults, load_calibration, save_calibration
-from edge.calibration_view import CalibrationError
-from edge.cli import main
-from edge.errors import DataError, OnenError
-from edge.engines.int8_calibration import list_calibration_images
+from onen.calibration.int8_selection import select_int8_images, write_list
+from onen.calibration.normalisation import fit_normalisation
+from onen.calibration.pixel import count_images_with_regions, fit_pixel_calibration
+from onen.calibration.runner import FrameSource, open_backend, run_source
+from onen.calibration.stats import binom_cdf, clopper_pearson, min_samples_for_zero_failures, upper_bound
+from onen.calibration.thresholds import TooFewGoodImages, f1_optimal_threshold, frr_threshold, operating_point
+from onen.edge.bundle import Manifest, load_bundle, write_manifest
+from onen.edge.calibration_file import from_bundle_defaults, load_calibration, save_calibration
+from onen.edge.calibration_view import CalibrationError
+from onen.edge.cli import main
+from onen.edge.engines.int8_calibration import list_calibration_images
+from onen.edge.errors import DataError, OnenError
 
 # --- exact statistics ------------------------------------------------------------------------------------
 
@@ -57,7 +58,7 @@ def test_true_frr_exceeds_target_no_more_often_than_promised(n, target, confiden
     for _ in range(trials):
         chosen = frr_threshold(rng.normal(size=n), target, confidence)
         rank = chosen.rank
-        true_frr = 0.5 * math.erfc(chosen.threshold / math.sqrt(2))      # 1 - Phi(t)
+        true_frr = 0.5 * math.erfc(chosen.threshold / math.sqrt(2))  # 1 - Phi(t)
         exceeded += true_frr > target
         assert chosen.frr_upper_bound <= target + 1e-12
     promised = scipy_stats.binom.cdf(rank - 1, n, target)
@@ -75,7 +76,7 @@ def test_fresh_samples_stay_within_the_bound_across_seeds():
         chosen = frr_threshold(rng.gamma(2.0, 1.0, size=700), 0.005, 0.95)
         fresh = rng.gamma(2.0, 1.0, size=200_000)
         above.append(float(np.mean(fresh > chosen.threshold)) > chosen.frr_upper_bound)
-    assert sum(above) <= 3          # expected ~1 of 20 at 95 %; 3 or fewer has probability > 0.98
+    assert sum(above) <= 3  # expected ~1 of 20 at 95 %; 3 or fewer has probability > 0.98
 
 
 def test_ties_and_bad_scores():
@@ -109,7 +110,7 @@ def test_normalisation_puts_threshold_at_half_and_stays_in_range():
     good, defect = rng.uniform(0.0, 0.3, 500), rng.uniform(0.25, 0.9, 50)
     threshold = 0.28
     for norm in (fit_normalisation(threshold, good, defect), fit_normalisation(threshold, good)):
-        from edge.calibration_view import normalise_score
+        from onen.edge.calibration_view import normalise_score
 
         assert normalise_score(norm, threshold) == pytest.approx(0.5)
         values = normalise_score(norm, np.linspace(-5, 5, 1001))
@@ -123,18 +124,18 @@ def test_normalisation_puts_threshold_at_half_and_stays_in_range():
 def test_pixel_calibration_leaves_good_images_without_regions():
     rng = np.random.default_rng(5)
     good = rng.uniform(0, 0.3, (60, 48, 48)).astype(np.float32)
-    good[np.arange(60), rng.integers(0, 48, 60), rng.integers(0, 48, 60)] = 0.6       # single hot pixels
+    good[np.arange(60), rng.integers(0, 48, 60), rng.integers(0, 48, 60)] = 0.6  # single hot pixels
     defect = rng.uniform(0, 0.3, (20, 48, 48)).astype(np.float32)
     defect[:, 20:26, 20:26] = 0.9
     aoi = np.ones((48, 48), bool)
     aoi[:, :4] = False
-    good[:, :, :4] = 1.0                                   # outside the AOI: must not matter
+    good[:, :, :4] = 1.0  # outside the AOI: must not matter
     result = fit_pixel_calibration(good, aoi, defect)
     assert result.good_images_with_regions == 0
     assert count_images_with_regions(good, aoi, result.pixel_threshold, result.min_region_area) == 0
     assert result.defect_images_with_regions == 20
     assert result.pixel_threshold < 0.9
-    streamed = fit_pixel_calibration(iter(good), aoi, defect)        # one map at a time, as calibrate feeds it
+    streamed = fit_pixel_calibration(iter(good), aoi, defect)  # one map at a time, as calibrate feeds it
     assert streamed == result
     assert result.localisation == "regions" and result.pixel_threshold < result.map_max
 
@@ -144,13 +145,13 @@ def test_pixel_threshold_is_never_above_the_map_maximum():
     finds no defect region, localisation is off, stated, and the threshold still lies within the map's range."""
     rng = np.random.default_rng(6)
     good = rng.uniform(0, 0.3, (200, 32, 32)).astype(np.float32)
-    good[0, 5:15, 5:15] = 1.0                                   # one good part with a saturated blob
+    good[0, 5:15, 5:15] = 1.0  # one good part with a saturated blob
     defect = rng.uniform(0, 0.3, (10, 32, 32)).astype(np.float32)
     defect[:, 20:26, 20:26] = 0.95
     strict = fit_pixel_calibration(good, None, defect, good_rank=1)
     assert strict.localisation == "off" and strict.pixel_threshold <= strict.map_max == pytest.approx(1.0)
     assert "does not localise" in strict.reason and strict.defect_images_with_regions == 0
-    fallback = fit_pixel_calibration(good, None, defect, good_rank=3)   # the image threshold allows 2 good above it
+    fallback = fit_pixel_calibration(good, None, defect, good_rank=3)  # the image threshold allows 2 good above it
     assert fallback.localisation == "regions" and fallback.pixel_threshold < 0.95
     assert fallback.defect_images_with_regions == 10
     assert count_images_with_regions(good, None, fallback.pixel_threshold, fallback.min_region_area) <= 2
@@ -159,7 +160,10 @@ def test_pixel_threshold_is_never_above_the_map_maximum():
     elsewhere[0:4, 0:4] = True
     inside = np.zeros((32, 32), bool)
     inside[18:28, 18:28] = True
-    assert fit_pixel_calibration(good, None, defect, good_rank=3, defect_masks=[inside] * 10).defect_images_with_regions == 10
+    assert (
+        fit_pixel_calibration(good, None, defect, good_rank=3, defect_masks=[inside] * 10).defect_images_with_regions
+        == 10
+    )
     assert fit_pixel_calibration(good, None, defect, good_rank=3, defect_masks=[elsewhere] * 10).localisation == "off"
     # No defect images: the rank fallback must still stay below the map's maximum.
     assert fit_pixel_calibration(good, None, None, good_rank=3).pixel_threshold < 1.0
@@ -169,10 +173,22 @@ def test_calibration_and_its_edge_files_never_import_torch():
     import subprocess
     import sys
 
-    modules = ["edge.calibration_file", "edge.rectify", "calibration.camera", "calibration.aoi", "calibration.int8_selection",
-               "calibration.push", "calibration.verify", "calibration.commands.calibrate", "calibration.commands.aoi"]
+    modules = [
+        "onen.edge.calibration_file",
+        "onen.edge.rectify",
+        "onen.calibration.camera",
+        "onen.calibration.aoi",
+        "onen.calibration.int8_selection",
+        "onen.calibration.push",
+        "onen.calibration.verify",
+        "onen.calibration.commands.calibrate",
+        "onen.calibration.commands.aoi",
+    ]
     code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules or 'train' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 # --- the calibration file ------------------------------------------------------------------------------
@@ -182,14 +198,21 @@ def _fake_bundle(path, name, payload):
     """A bundle with a stand-in model file: enough for sha256 checks, which never run the model."""
     path.mkdir()
     (path / "model.onnx").write_bytes(payload)
-    write_manifest(path, Manifest(name=name, version="3", family="test", input_height=32, input_width=32, class_names=["good", "dent"]))
+    write_manifest(
+        path,
+        Manifest(name=name, version="3", family="test", input_height=32, input_width=32, class_names=["good", "dent"]),
+    )
     return load_bundle(path)
 
 
 def _write_calibration(path, bundle, **override):
     data = {
         "camera": "cam1",
-        "bundle": {"name": bundle.manifest.name, "version": bundle.manifest.version, "model_sha256": bundle.onnx_sha256},
+        "bundle": {
+            "name": bundle.manifest.name,
+            "version": bundle.manifest.version,
+            "model_sha256": bundle.onnx_sha256,
+        },
         "image_threshold": 0.3,
         "pixel_threshold": 0.6,
         "min_region_area": 5,
@@ -208,26 +231,39 @@ def test_calibration_file_round_trip_and_refusals(tmp_path):
     aoi = np.zeros((40, 60), np.uint8)
     aoi[5:35, 5:55] = 255
     cv2.imwrite(str(tmp_path / "aoi.png"), aoi)
-    path = _write_calibration(tmp_path / "cam1.yaml", bundle_a, aoi="aoi.png", rectification={"corners": [[5, 5], [54, 5], [54, 34], [5, 34]]})
+    path = _write_calibration(
+        tmp_path / "cam1.yaml", bundle_a, aoi="aoi.png", rectification={"corners": [[5, 5], [54, 5], [54, 34], [5, 34]]}
+    )
     calibration = load_calibration(path, bundle_a)
-    assert calibration.normalise(0.3) == pytest.approx(0.5) and calibration.is_defect(0.31) and not calibration.is_defect(0.3)
+    assert (
+        calibration.normalise(0.3) == pytest.approx(0.5)
+        and calibration.is_defect(0.31)
+        and not calibration.is_defect(0.3)
+    )
     assert calibration.prepare(np.zeros((40, 60, 3), np.uint8)).shape == (30, 50, 3)
-    assert calibration.aoi_for_input(32, 32).all()           # the rectified part lies inside the AOI
+    assert calibration.aoi_for_input(32, 32).all()  # the rectified part lies inside the AOI
     saved = save_calibration(calibration, tmp_path / "again" / "cam1.yaml")
     assert load_calibration(saved, bundle_a).aoi.resolve() == (tmp_path / "aoi.png").resolve()
 
-    with pytest.raises(CalibrationError, match=r"cam1.yaml: made for bundle 'widget-model' version '3'.*runs bundle 'other-model'"):
+    with pytest.raises(
+        CalibrationError, match=r"cam1.yaml: made for bundle 'widget-model' version '3'.*runs bundle 'other-model'"
+    ):
         load_calibration(path, bundle_b)
     with pytest.raises(CalibrationError, match="AOI is 60x40 but camera 'cam1' delivers 80x40"):
         calibration.prepare(np.zeros((40, 80, 3), np.uint8))
     calibration.aoi = None
     calibration.load_aoi()
-    with pytest.raises(CalibrationError, match="cam1.yaml: rectification corners .* outside the 40x30 frames of camera 'cam1'"):
+    with pytest.raises(
+        CalibrationError, match="cam1.yaml: rectification corners .* outside the 40x30 frames of camera 'cam1'"
+    ):
         calibration.prepare(np.zeros((30, 40, 3), np.uint8))
     bad_cases = {
         "min_region_area": ({"min_region_area": 0}, "key 'min_region_area'"),
         "threshold": ({"image_threshold": "high"}, "key 'image_threshold': expected a number"),
-        "order": ({"normalisation": {"raw_low": 0.5, "raw_threshold": 0.3, "raw_high": 0.9}}, "raw_low < raw_threshold < raw_high"),
+        "order": (
+            {"normalisation": {"raw_low": 0.5, "raw_threshold": 0.3, "raw_high": 0.9}},
+            "raw_low < raw_threshold < raw_high",
+        ),
         "aoi": ({"aoi": "missing.png"}, "key 'aoi': mask file .*missing.png does not exist"),
         "typo": ({"pixel_treshold": 0.5}, "unknown key.*pixel_treshold"),
         "localisation": ({"localisation": "maybe"}, "key 'localisation': expected one of regions, off"),
@@ -239,7 +275,10 @@ def test_calibration_file_round_trip_and_refusals(tmp_path):
     with pytest.raises(CalibrationError, match="broken.yaml: invalid YAML at line"):
         load_calibration(tmp_path / "broken.yaml", bundle_a)
     defaults = from_bundle_defaults(bundle_a, "cam9")
-    assert defaults.normalise(defaults.image_threshold) == pytest.approx(0.5) and defaults.bundle_sha256 == bundle_a.onnx_sha256
+    assert (
+        defaults.normalise(defaults.image_threshold) == pytest.approx(0.5)
+        and defaults.bundle_sha256 == bundle_a.onnx_sha256
+    )
 
 
 # --- sources ---------------------------------------------------------------------------------------------
@@ -291,8 +330,24 @@ def test_int8_selection_is_stratified_and_reproducible(tmp_path):
     assert again.paths == selection.paths
     # A rectifying camera: the list names rectified copies, as the engine will see them.
     (tmp_path / "cam.yaml").write_text(yaml.safe_dump({"rectification": {"corners": [[1, 1], [6, 1], [6, 5], [1, 5]]}}))
-    assert main(["int8-images", "--good", str(tmp_path / "good"), "--defect", str(tmp_path / "defect"), "--count", "10",
-                 "--calibration", str(tmp_path / "cam.yaml"), "--out", str(tmp_path / "lists" / "int8.txt")]) == 0
+    assert (
+        main(
+            [
+                "int8-images",
+                "--good",
+                str(tmp_path / "good"),
+                "--defect",
+                str(tmp_path / "defect"),
+                "--count",
+                "10",
+                "--calibration",
+                str(tmp_path / "cam.yaml"),
+                "--out",
+                str(tmp_path / "lists" / "int8.txt"),
+            ]
+        )
+        == 0
+    )
     copies = list_calibration_images(tmp_path / "lists" / "int8.txt")
     assert len(copies) == 10 and all(p.parent.name == "int8.images" for p in copies)
     assert cv2.imread(str(copies[0])).shape == (5, 6, 3)
@@ -318,7 +373,7 @@ def _camera_view(image_or_mask: np.ndarray, background: np.ndarray, nearest: boo
 
 def _write_camera_images(folder, seed, count, label):
     """Images generated like the tiny bundle's training data, as the tilted camera sees them."""
-    from train.tiny_data import make_tiny_set
+    from onen.train.tiny_data import make_tiny_set
 
     data = make_tiny_set(seed=seed, count=count, size=64)
     rng = np.random.default_rng(seed)
@@ -328,8 +383,10 @@ def _write_camera_images(folder, seed, count, label):
         background = cv2.resize(clutter, FRAME_WH, interpolation=cv2.INTER_NEAREST)
         frame = _camera_view(data.images[index], background)
         cv2.imwrite(str(folder / f"{seed}_{index:04d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        if label == 1:          # the ground-truth mask beside the defect image, as the camera sees it
-            mask = _camera_view(data.masks[index].astype(np.uint8) * 255, np.zeros((FRAME_WH[1], FRAME_WH[0]), np.uint8), nearest=True)
+        if label == 1:  # the ground-truth mask beside the defect image, as the camera sees it
+            mask = _camera_view(
+                data.masks[index].astype(np.uint8) * 255, np.zeros((FRAME_WH[1], FRAME_WH[0]), np.uint8), nearest=True
+            )
             cv2.imwrite(str(folder / f"{seed}_{index:04d}_mask.png"), mask)
     aoi = _camera_view(data.aoi.astype(np.uint8) * 255, np.zeros((FRAME_WH[1], FRAME_WH[0]), np.uint8), nearest=True)
     cv2.imwrite(str(folder.parent / "aoi.png"), aoi)
@@ -337,13 +394,35 @@ def _write_camera_images(folder, seed, count, label):
 
 
 def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, tmp_path, capsys):
-    good = _write_camera_images(tmp_path / "good", seed=11, count=300, label=0)            # 150 good
-    defect = _write_camera_images(tmp_path / "defect", seed=12, count=80, label=1)         # 40 defective
+    good = _write_camera_images(tmp_path / "good", seed=11, count=300, label=0)  # 150 good
+    defect = _write_camera_images(tmp_path / "defect", seed=12, count=80, label=1)  # 40 defective
     out = tmp_path / "calib" / "cam1.yaml"
     rectify = ",".join(str(v) for point in CORNERS for v in point)
-    args = ["calibrate", "--bundle", str(tiny_bundle), "--camera", "cam1", "--good", str(good), "--defect", str(defect),
-            "--aoi", str(tmp_path / "aoi.png"), "--rectify", rectify, "--rectify-size", "64x64",
-            "--target-frr", "0.02", "--confidence", "0.9", "--backend", "onnxruntime", "--out", str(out)]
+    args = [
+        "calibrate",
+        "--bundle",
+        str(tiny_bundle),
+        "--camera",
+        "cam1",
+        "--good",
+        str(good),
+        "--defect",
+        str(defect),
+        "--aoi",
+        str(tmp_path / "aoi.png"),
+        "--rectify",
+        rectify,
+        "--rectify-size",
+        "64x64",
+        "--target-frr",
+        "0.02",
+        "--confidence",
+        "0.9",
+        "--backend",
+        "onnxruntime",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "false-reject rate <=" in printed and "escape rate" in printed
@@ -360,26 +439,31 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
     assert bound <= 0.02
 
     # Fresh good parts, generated and seen the same way, through the calibration's own path...
-    fresh = _write_camera_images(tmp_path / "fresh", seed=13, count=800, label=0)            # 400 good
+    fresh = _write_camera_images(tmp_path / "fresh", seed=13, count=800, label=0)  # 400 good
     backend = open_backend(bundle, "onnxruntime")
     result = run_source(backend, calibration, FrameSource(fresh), "fresh", batch_size=32, keep_examples=0)
     rejects = int(np.sum(result.scores > calibration.image_threshold))
     fresh_frr = rejects / len(result)
     fresh_low, _ = clopper_pearson(rejects, len(result), 0.98)
-    print(f"tiny bundle: threshold {calibration.image_threshold:.4g}, bound {bound:.3%}, fresh FRR {fresh_frr:.3%} ({rejects}/{len(result)})")
+    print(
+        f"tiny bundle: threshold {calibration.image_threshold:.4g}, bound {bound:.3%}, fresh FRR {fresh_frr:.3%} "
+        f"({rejects}/{len(result)})"
+    )
     assert fresh_low <= bound, f"fresh FRR {fresh_frr:.3%} is significantly above the stated bound {bound:.3%}"
     aoi = calibration.aoi_for_input(64, 64)
-    assert aoi[32, 32] and not aoi[0, 0]          # the rectified AOI: the part's centre, not its border
-    assert count_images_with_regions(result.maps.astype(np.float32), aoi, calibration.pixel_threshold, calibration.min_region_area) <= rejects + 0.05 * len(result)
+    assert aoi[32, 32] and not aoi[0, 0]  # the rectified AOI: the part's centre, not its border
+    assert count_images_with_regions(
+        result.maps.astype(np.float32), aoi, calibration.pixel_threshold, calibration.min_region_area
+    ) <= rejects + 0.05 * len(result)
     defects = run_source(backend, calibration, FrameSource(defect), "defect", batch_size=32, keep_examples=0)
     detected = np.mean(defects.scores > calibration.image_threshold)
-    assert detected >= 0.5                                  # the tiny model is not blind to its defects...
-    assert calibration.statistics["escape_rate"] == pytest.approx(1 - detected)   # ...and the file states its escapes
+    assert detected >= 0.5  # the tiny model is not blind to its defects...
+    assert calibration.statistics["escape_rate"] == pytest.approx(1 - detected)  # ...and the file states its escapes
 
     # ...and through the daemon's post-processing: same verdicts, score 0.5 at the threshold.
-    from edge.images import read_image_rgb
-    from edge.postprocess import PostProcessor
-    from edge.preprocess import PreProcessor
+    from onen.edge.images import read_image_rgb
+    from onen.edge.postprocess import PostProcessor
+    from onen.edge.preprocess import PreProcessor
 
     post, pre = PostProcessor(bundle.manifest, calibration), PreProcessor(bundle.manifest, calibration)
     names = result.names[:16] + defects.names[:16]
@@ -399,10 +483,19 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
     assert sum(1 for inspection in defect_verdicts if inspection.regions) >= 1
     assert "localisation: regions" in printed
     pixel_report = json.loads((report_dir / "report.json").read_text())["pixel"]
-    assert pixel_report["defect_images"] == 40 and pixel_report["defect_images_with_regions"] >= 1   # inside their masks
+    assert pixel_report["defect_images"] == 40 and pixel_report["defect_images_with_regions"] >= 1  # inside their masks
 
     # The maintenance check agrees on the fresh parts, and catches a drifted camera (lens out of focus).
-    check = ["check-calibration", "--bundle", str(tiny_bundle), "--calibration", str(out), "--backend", "onnxruntime", "--good"]
+    check = [
+        "check-calibration",
+        "--bundle",
+        str(tiny_bundle),
+        "--calibration",
+        str(out),
+        "--backend",
+        "onnxruntime",
+        "--good",
+    ]
     assert main(check + [str(fresh)]) == 0
     drifted = tmp_path / "drifted"
     drifted.mkdir()
@@ -416,7 +509,10 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
     few.mkdir()
     for path in sorted(good.iterdir())[:20]:
         shutil.copy(path, few)
-    assert main(args[:6] + [str(few), "--target-frr", "0.02", "--confidence", "0.9", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert (
+        main(args[:6] + [str(few), "--target-frr", "0.02", "--confidence", "0.9", "--out", str(tmp_path / "x.yaml")])
+        == 2
+    )
     assert "few: 20 good image(s)" in (err := capsys.readouterr().err) and "needs at least 114 good images" in err
     other = _fake_bundle(tmp_path / "other", "other-model", b"another model")
     with pytest.raises(CalibrationError, match="made for bundle"):
@@ -427,7 +523,7 @@ def test_onen_calibrate_from_a_video_file(tiny_bundle, tmp_path, capsys):
     """Frames of a real MJPG video (OpenCV), one in two used; the report says frames are not independent."""
     import json
 
-    from train.tiny_data import make_tiny_set
+    from onen.train.tiny_data import make_tiny_set
 
     data = make_tiny_set(seed=31, count=240, size=64)
     video = tmp_path / "good.avi"
@@ -436,8 +532,30 @@ def test_onen_calibrate_from_a_video_file(tiny_bundle, tmp_path, capsys):
         writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     writer.release()
     out = tmp_path / "cam2.yaml"
-    assert main(["calibrate", "--bundle", str(tiny_bundle), "--camera", "cam2", "--good", str(video), "--every", "2",
-                 "--target-frr", "0.05", "--confidence", "0.9", "--backend", "onnxruntime", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--bundle",
+                str(tiny_bundle),
+                "--camera",
+                "cam2",
+                "--good",
+                str(video),
+                "--every",
+                "2",
+                "--target-frr",
+                "0.05",
+                "--confidence",
+                "0.9",
+                "--backend",
+                "onnxruntime",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert yaml.safe_load(out.read_text())["counts"]["good"] == 60
     report = json.loads((tmp_path / "cam2.report" / "report.json").read_text())
     assert any("not independent" in note for note in report["notes"])
@@ -456,15 +574,17 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge.calibration_file import read_calibration_message
-    from edge.calibration_store import CalibrationStore
-    from edge.local_broker import MosquittoBroker
+    from onen.edge.calibration_file import read_calibration_message
+    from onen.edge.calibration_store import CalibrationStore
+    from onen.edge.local_broker import MosquittoBroker
 
     bundle = load_bundle(tiny_bundle)
     aoi = np.zeros((96, 96), np.uint8)
     aoi[8:88, 8:88] = 255
     cv2.imwrite(str(tmp_path / "cam1.aoi.png"), aoi)
-    good_file = save_calibration(from_bundle_defaults(bundle, "cam1", tmp_path / "cam1.aoi.png"), tmp_path / "calib" / "cam1.yaml")
+    good_file = save_calibration(
+        from_bundle_defaults(bundle, "cam1", tmp_path / "cam1.aoi.png"), tmp_path / "calib" / "cam1.yaml"
+    )
     other = _fake_bundle(tmp_path / "other", "other-model", b"another model")
     wrong_file = save_calibration(from_bundle_defaults(other, "cam1"), tmp_path / "wrong" / "cam1.yaml")
     (tmp_path / "incoming").mkdir()
@@ -473,7 +593,8 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
     with MosquittoBroker() as broker:
         config = tmp_path / "station.yaml"
         config.write_text(
-            f"station: line1\nmqtt:\n  host: {broker.host}\n  port: {broker.port}\nmodels:\n  m:\n    bundle: {tiny_bundle}\n"
+            f"station: line1\nmqtt:\n  host: {broker.host}\n  port: {broker.port}\nmodels:\n  m:\n    bundle: "
+            f"{tiny_bundle}\n"
             f"cameras:\n  cam1:\n    source:\n      kind: folder\n      path: {tmp_path / 'incoming'}\n    model: m\n"
             f"spool:\n  path: {tmp_path / 'spool'}\n"
         )
@@ -488,9 +609,22 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
                 store.make_current("cam1", version, "push")
                 calibration = store.load(version, bundle)
                 installed.append(calibration)
-                client.publish("onen/line1/events", json.dumps({"kind": "calibration_updated", "detail": {"camera": "cam1", "image_threshold": calibration.image_threshold}}), qos=1)
+                client.publish(
+                    "onen/line1/events",
+                    json.dumps(
+                        {
+                            "kind": "calibration_updated",
+                            "detail": {"camera": "cam1", "image_threshold": calibration.image_threshold},
+                        }
+                    ),
+                    qos=1,
+                )
             except OnenError as error:
-                client.publish("onen/line1/events", json.dumps({"kind": "calibration_rejected", "detail": {"camera": "cam1", "reason": str(error)}}), qos=1)
+                client.publish(
+                    "onen/line1/events",
+                    json.dumps({"kind": "calibration_rejected", "detail": {"camera": "cam1", "reason": str(error)}}),
+                    qos=1,
+                )
 
         station.on_connect = lambda client, *args: client.subscribe("onen/line1/cmd/+/calibration", qos=1)
         station.on_subscribe = lambda *args: ready.set()
@@ -511,15 +645,16 @@ def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny
             assert "calibration_rejected" in answer and "made for bundle 'other-model'" in answer
             assert store.current("cam1") == first and len(store.history("cam1")) == 1
 
-            assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0   # again
-            assert store.current("cam1") == first and len(store.history("cam1")) == 1      # same content, same version
+            assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0  # again
+            assert store.current("cam1") == first and len(store.history("cam1")) == 1  # same content, same version
             # A new AOI is a new version; the first one stays as it was (previous).
             cv2.imwrite(str(tmp_path / "cam1.aoi.png"), 255 - aoi)
             assert main(["push-calibration", str(good_file), "--config", str(config), "--wait", "10"]) == 0
             assert store.previous("cam1") == first and store.current("cam1") != first
             assert (first / "aoi.png").read_bytes() == stored.aoi.read_bytes()
-            assert store.load(store.current("cam1"), bundle).aoi.read_bytes() == (tmp_path / "cam1.aoi.png").read_bytes()
+            assert (
+                store.load(store.current("cam1"), bundle).aoi.read_bytes() == (tmp_path / "cam1.aoi.png").read_bytes()
+            )
         finally:
             station.loop_stop()
             station.disconnect()
-

@@ -1,6 +1,7 @@
 """Versioned calibrations (issue 13 item 1): every pushed calibration kept as its own version bound to its
 model, the engineer's file never written, a model rollback bringing back that model's calibration.
 Real parts: real trained bundles, real files, mosquitto, a daemon on a looping video, the real CLI."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,22 +9,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from daemon_helpers import start_daemon as start_station
 from daemon_helpers import Collector, file_camera, reference_frames, write_station, write_video
-from edge.bundle import load_bundle
-from edge.calibration_file import calibration_to_dict, from_bundle_defaults
-from edge.calibration_view import CalibrationError
-from edge.calibration_store import CalibrationStore
-from edge.cli import main
-from edge.config import ConfigError, load_config
-from edge.local_broker import MosquittoBroker
+from daemon_helpers import start_daemon as start_station
+
+from onen.edge.bundle import load_bundle
+from onen.edge.calibration_file import calibration_to_dict, from_bundle_defaults
+from onen.edge.calibration_store import CalibrationStore
+from onen.edge.calibration_view import CalibrationError
+from onen.edge.cli import main
+from onen.edge.config import ConfigError, load_config
+from onen.edge.local_broker import MosquittoBroker
 
 
 @pytest.fixture(scope="module")
 def second_bundle(tmp_path_factory) -> Path:
     """Another real bundle (same recipe, another seed): another model.onnx sha256."""
-    from train.recipes import small_bundle
+    from onen.train.recipes import small_bundle
 
     return small_bundle(tmp_path_factory.mktemp("second-bundle"), seed=1)
 
@@ -31,7 +32,9 @@ def second_bundle(tmp_path_factory) -> Path:
 def calibration_data(bundle, threshold: float | None = None) -> dict:
     data = calibration_to_dict(from_bundle_defaults(bundle, "cam"))
     if threshold is not None:
-        data.update(image_threshold=threshold, normalisation={"raw_low": 0.0, "raw_threshold": threshold, "raw_high": 1.0})
+        data.update(
+            image_threshold=threshold, normalisation={"raw_low": 0.0, "raw_threshold": threshold, "raw_high": 1.0}
+        )
     return data
 
 
@@ -55,7 +58,7 @@ def test_store_keeps_versions_with_pointers_and_history(tmp_path, tiny_bundle, s
 
     assert store.rollback("cam", v1.onnx_sha256) == first
     assert store.current("cam") == first and store.previous("cam") == second
-    assert store.add("cam", calibration_data(v1, 0.991), None, v1) == first          # same content: same version
+    assert store.add("cam", calibration_data(v1, 0.991), None, v1) == first  # same content: same version
     assert [e["action"] for e in store.history("cam")] == ["push", "push", "rollback"]
     assert {e["model_sha256"] for e in store.history("cam")} == {v1.onnx_sha256}
     assert store.for_model("cam", v1.onnx_sha256) == first and store.for_model("cam", v2.onnx_sha256) is None
@@ -63,7 +66,7 @@ def test_store_keeps_versions_with_pointers_and_history(tmp_path, tiny_bundle, s
     for_v2 = store.add("cam", calibration_data(v2, 0.993), None, v2)
     store.make_current("cam", for_v2, "push")
     with pytest.raises(CalibrationError, match="made for model sha256"):
-        store.rollback("cam", v2.onnx_sha256)                      # previous was made for v1
+        store.rollback("cam", v2.onnx_sha256)  # previous was made for v1
     assert store.current("cam") == for_v2 and store.for_model("cam", v1.onnx_sha256) == first
 
 
@@ -72,7 +75,11 @@ def test_store_refuses_a_calibration_made_for_another_model_and_keeps_nothing(tm
     store = CalibrationStore(tmp_path / "calibrations")
     with pytest.raises(CalibrationError, match="made for bundle"):
         store.add("cam", calibration_data(v2), None, v1)
-    assert [p.name for p in store.folder("cam").iterdir()] == [] and store.current("cam") is None and store.history("cam") == []
+    assert (
+        [p.name for p in store.folder("cam").iterdir()] == []
+        and store.current("cam") is None
+        and store.history("cam") == []
+    )
 
 
 def test_seed_copies_the_engineers_file_without_writing_it(tmp_path, tiny_bundle):
@@ -83,7 +90,7 @@ def test_seed_copies_the_engineers_file_without_writing_it(tmp_path, tiny_bundle
     store = CalibrationStore(tmp_path / "calibrations")
     seeded = store.seed("cam", engineer)
     assert store.current("cam") == seeded and store.load(seeded, v1).image_threshold == 0.994
-    assert store.seed("cam", engineer) is None                      # only once
+    assert store.seed("cam", engineer) is None  # only once
     assert engineer.read_bytes() == before and store.history("cam")[0]["source"] == str(engineer)
 
 
@@ -91,8 +98,13 @@ def test_config_names_the_store_relative_to_the_config_file(tmp_path, tiny_bundl
     video = write_video(tmp_path / "v.avi", reference_frames(tiny_bundle)[0], count=2)
     config = write_station(tmp_path, 1883, tiny_bundle, [file_camera("cam", video)], updates={"dir": "models"})
     assert load_config(config).updates.calibration_dir == tmp_path / "models" / "calibrations"
-    config = write_station(tmp_path, 1883, tiny_bundle, [file_camera("cam", video)],
-                           updates={"dir": "models", "calibration_dir": "calib-store"})
+    config = write_station(
+        tmp_path,
+        1883,
+        tiny_bundle,
+        [file_camera("cam", video)],
+        updates={"dir": "models", "calibration_dir": "calib-store"},
+    )
     assert load_config(config).updates.calibration_dir == tmp_path / "calib-store"
     (tmp_path / "calib-store").write_text("a file, not a folder")
     with pytest.raises(ConfigError, match=r"updates.calibration_dir: not a folder"):
@@ -104,14 +116,18 @@ def serving_threshold(daemon) -> float:
     return daemon.pipelines["cam"].post.calibration.image_threshold
 
 
-def test_pushes_keep_every_version_and_a_model_rollback_restores_its_calibration(tmp_path, tiny_bundle, second_bundle, capsys):
+def test_pushes_keep_every_version_and_a_model_rollback_restores_its_calibration(
+    tmp_path, tiny_bundle, second_bundle, capsys
+):
     v1, v2 = load_bundle(tiny_bundle), load_bundle(second_bundle)
     images, _ = reference_frames(tiny_bundle)
     video = write_video(tmp_path / "parts.avi", images, count=16)
     engineer = write_calibration(tmp_path / "calib" / "tile.yaml", calibration_data(v1, 0.9990))
     engineer_bytes = engineer.read_bytes()
-    pushed = {name: write_calibration(tmp_path / "pushed" / f"{name}.yaml", calibration_data(bundle, threshold))
-              for name, bundle, threshold in (("tile-v2", v2, 0.9991), ("tile", v1, 0.9992), ("tile.previous", v1, 0.9993))}
+    pushed = {
+        name: write_calibration(tmp_path / "pushed" / f"{name}.yaml", calibration_data(bundle, threshold))
+        for name, bundle, threshold in (("tile-v2", v2, 0.9991), ("tile", v1, 0.9992), ("tile.previous", v1, 0.9993))
+    }
     camera = file_camera("cam", video, realtime=True, loop=True)
     camera["calibration"] = str(engineer)
     with MosquittoBroker() as broker:
@@ -119,29 +135,36 @@ def test_pushes_keep_every_version_and_a_model_rollback_restores_its_calibration
         collector = Collector(broker.host, broker.port)
         daemon, thread = start_station(config, wait_connected_s=10)
         try:
+
             def swapped(count):
-                assert collector.wait(lambda c: sum(e["kind"] == "model_swapped" for e in c.events()) == count, timeout=10)
+                assert collector.wait(
+                    lambda c: sum(e["kind"] == "model_swapped" for e in c.events()) == count, timeout=10
+                )
                 return [e for e in collector.events() if e["kind"] == "model_swapped"][-1]["detail"]
 
             def serves(threshold):
-                assert collector.wait(lambda c: serving_threshold(daemon) == threshold, timeout=10), f"serves {serving_threshold(daemon)}"
+                assert collector.wait(lambda c: serving_threshold(daemon) == threshold, timeout=10), (
+                    f"serves {serving_threshold(daemon)}"
+                )
 
             assert main(["push", str(second_bundle), "--config", str(config)]) == 0
             assert swapped(1)["recalibrate"] == ["cam"]
             assert main(["push-calibration", str(pushed["tile-v2"]), "--config", str(config)]) == 0
             serves(0.9991)
             assert main(["push", "--rollback", "--config", str(config)]) == 0
-            assert Path(swapped(2)["cameras"]["cam"]["calibration"]).name.startswith("0001-")   # the engineer's, as seeded
+            assert Path(swapped(2)["cameras"]["cam"]["calibration"]).name.startswith(
+                "0001-"
+            )  # the engineer's, as seeded
             serves(0.9990)
             for name in ("tile", "tile.previous"):
                 assert main(["push-calibration", str(pushed[name]), "--config", str(config)]) == 0
             serves(0.9993)
             assert main(["push-calibration", "--rollback", "--camera", "cam", "--config", str(config)]) == 0
             serves(0.9992)
-            assert main(["push", "--rollback", "--config", str(config)]) == 0         # back to v2, three pushes later
+            assert main(["push", "--rollback", "--config", str(config)]) == 0  # back to v2, three pushes later
             assert Path(swapped(3)["cameras"]["cam"]["calibration"]).name.startswith("0002-")
             serves(0.9991)
-            assert main(["push", "--rollback", "--config", str(config)]) == 0         # and v1 with its last one
+            assert main(["push", "--rollback", "--config", str(config)]) == 0  # and v1 with its last one
             swapped(4)
             serves(0.9992)
             capsys.readouterr()
@@ -157,7 +180,9 @@ def test_pushes_keep_every_version_and_a_model_rollback_restores_its_calibration
         assert thresholds == [0.9990, 0.9991, 0.9992, 0.9993]
         assert list(made_for.values()) == [v1.onnx_sha256, v2.onnx_sha256, v1.onnx_sha256, v1.onnx_sha256]
         assert len({hashlib.sha256((p / "calibration.yaml").read_bytes()).hexdigest() for p in versions}) == 4
-        assert all(p.name.endswith(hashlib.sha256((p / "calibration.yaml").read_bytes()).hexdigest()[:12]) for p in versions)
+        assert all(
+            p.name.endswith(hashlib.sha256((p / "calibration.yaml").read_bytes()).hexdigest()[:12]) for p in versions
+        )
         assert engineer.read_bytes() == engineer_bytes
         assert sorted(p.name for p in engineer.parent.iterdir()) == ["tile.yaml"]
 

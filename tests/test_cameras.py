@@ -3,6 +3,7 @@ HTTP MJPEG stream served by a real ffmpeg on 127.0.0.1 that the tests kill, stal
 
 Every frame of the test videos carries its index as a binary bar code, so order, repeats and staleness
 are checked on the pixels the camera delivered, not on counters."""
+
 from __future__ import annotations
 
 import os
@@ -18,21 +19,21 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.cameras import CameraError, open_camera, opencv_has_gstreamer
-from edge.config import CameraConfig, TriggerConfig, source_config
+from onen.edge.cameras import CameraError, open_camera, opencv_has_gstreamer
+from onen.edge.config import CameraConfig, TriggerConfig, source_config
 
 W, H = 160, 120
-BITS = 10                       # bar code of the frame index: 10 blocks of 16 px
+BITS = 10  # bar code of the frame index: 10 blocks of 16 px
 
 
 def frame_image(index: int) -> np.ndarray:
     """BGR test frame: a red patch (to check RGB order) and the index as a bar code."""
     image = np.full((H, W, 3), 70, np.uint8)
-    image[0:30, 0:30] = (0, 0, 255)                      # red in BGR
-    image[40:70, 40:120] = (index * 37) % 200 + 30       # texture that changes with the index
+    image[0:30, 0:30] = (0, 0, 255)  # red in BGR
+    image[40:70, 40:120] = (index * 37) % 200 + 30  # texture that changes with the index
     for bit in range(BITS):
         if (index >> bit) & 1:
-            image[90:120, bit * 16:(bit + 1) * 16] = 255
+            image[90:120, bit * 16 : (bit + 1) * 16] = 255
     return image
 
 
@@ -40,8 +41,9 @@ def code_of(rgb: np.ndarray) -> int:
     return sum(1 << bit for bit in range(BITS) if rgb[105, bit * 16 + 8].mean() > 160)
 
 
-def write_video(path: Path, count: int, fps: float = 25.0, black: set[int] = frozenset(),
-                repeat_of: dict[int, int] | None = None) -> Path:
+def write_video(
+    path: Path, count: int, fps: float = 25.0, black: set[int] = frozenset(), repeat_of: dict[int, int] | None = None
+) -> Path:
     """MJPG .avi: frame i shows code i; `black` frames are all zero; repeat_of[i] = j repeats frame j."""
     repeat_of = repeat_of or {}
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (W, H))
@@ -56,8 +58,9 @@ def write_video(path: Path, count: int, fps: float = 25.0, black: set[int] = fro
 
 
 def camera_config(name="cam", trigger="continuous", queue_size=2, **source) -> CameraConfig:
-    return CameraConfig.named(name, source=source_config(**source), trigger=TriggerConfig(mode=trigger,
-                              queue_size=queue_size), model="m")
+    return CameraConfig.named(
+        name, source=source_config(**source), trigger=TriggerConfig(mode=trigger, queue_size=queue_size), model="m"
+    )
 
 
 class Events:
@@ -82,8 +85,9 @@ class Events:
             while len(self.of(kind, since)) < count:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"no {count}x {kind} within {timeout} s; events: "
-                                         f"{[(k, d) for _, k, d in self.items]}")
+                    raise AssertionError(
+                        f"no {count}x {kind} within {timeout} s; events: {[(k, d) for _, k, d in self.items]}"
+                    )
                 self._cond.wait(remaining)
             return self.of(kind, since)
 
@@ -110,10 +114,10 @@ def test_file_every_frame_in_order_without_realtime(tmp_path):
         assert [f.source_index for f in frames] == list(range(60))
         first = frames[0].image
         assert first.dtype == np.uint8 and first.shape == (H, W, 3)
-        assert first[15, 15, 0] > 200 and first[15, 15, 2] < 60        # red patch arrives as RGB
+        assert first[15, 15, 0] > 200 and first[15, 15, 2] < 60  # red patch arrives as RGB
         assert camera.finished and camera.status == "finished" and camera.dropped == 0
         assert events.of("camera_finished")[0]["delivered"] == 60
-        assert camera.read(0.1) is None                                   # at once, not after a timeout
+        assert camera.read(0.1) is None  # at once, not after a timeout
     finally:
         camera.stop()
 
@@ -140,7 +144,7 @@ def test_file_realtime_pacing_follows_the_file_fps(tmp_path):
         elapsed = time.monotonic() - started
     finally:
         camera.stop()
-    assert [code_of(f.image) for f in frames] == list(range(count))      # consumer keeps up: nothing dropped
+    assert [code_of(f.image) for f in frames] == list(range(count))  # consumer keeps up: nothing dropped
     # Pacing can only make delivery slower than decoding (a few ms here): the schedule is a lower bound.
     assert elapsed >= 0.9 * (count - 1) / fps
     gaps = np.diff([f.captured_at for f in frames])
@@ -151,14 +155,16 @@ def test_newest_frame_wins_when_the_consumer_is_slow(tmp_path):
     video = write_video(tmp_path / "v.avi", 40, fps=100.0)
     camera = open_camera(camera_config(kind="file", path=video, realtime=True, queue_size=2)).start()
     try:
-        deadline = time.monotonic() + 30                 # the consumer reads nothing until the whole file has been paced
-        while camera.delivered < 40 and time.monotonic() < deadline:   # out (0.4 s at 100 fps; longer on a loaded machine)
+        deadline = time.monotonic() + 30  # the consumer reads nothing until the whole file has been paced
+        while (
+            camera.delivered < 40 and time.monotonic() < deadline
+        ):  # out (0.4 s at 100 fps; longer on a loaded machine)
             time.sleep(0.05)
         frames = read_all(camera, timeout=1.0)
     finally:
         camera.stop()
     codes = [code_of(f.image) for f in frames]
-    assert codes == [38, 39]                             # the two newest; the rest counted as dropped
+    assert codes == [38, 39]  # the two newest; the rest counted as dropped
     assert camera.dropped == 38
 
 
@@ -173,9 +179,9 @@ def test_black_frames_are_rejected_and_reported(tmp_path):
     assert [code_of(f.image) for f in frames] == [i for i in range(30) if not 10 <= i <= 14]
     assert camera.rejected == {"black": 5}
     reports = events.of("frame_rejected")
-    assert len(reports) == 1                       # rate-limited: one event, then counted
+    assert len(reports) == 1  # rate-limited: one event, then counted
     assert reports[0]["reason"] == "black" and reports[0]["total"] == 1
-    assert reports[0]["file"] == "v.avi" and reports[0]["frame_index"] == 10     # which frame of which file
+    assert reports[0]["file"] == "v.avi" and reports[0]["frame_index"] == 10  # which frame of which file
     kept = [f for f in frames if code_of(f.image) == 20][0]
     assert kept.source() == {"kind": "file", "file": "v.avi", "frame_index": 20}
 
@@ -183,8 +189,7 @@ def test_black_frames_are_rejected_and_reported(tmp_path):
 def test_repeated_frames_are_rejected_when_asked(tmp_path):
     video = write_video(tmp_path / "v.avi", 30, repeat_of={i: 19 for i in range(20, 25)})
     events = Events()
-    camera = open_camera(camera_config(kind="file", path=video, realtime=False, reject_repeated=True),
-                         events).start()
+    camera = open_camera(camera_config(kind="file", path=video, realtime=False, reject_repeated=True), events).start()
     try:
         frames = read_all(camera)
     finally:
@@ -204,13 +209,22 @@ def test_repeated_frames_are_rejected_when_asked(tmp_path):
 def test_frozen_source_is_treated_as_stalled_and_never_redelivered(tmp_path):
     video = write_video(tmp_path / "frozen.avi", 40, fps=50.0, repeat_of={i: 0 for i in range(40)})
     events = Events()
-    camera = open_camera(camera_config(kind="file", path=video, loop=True, reject_repeated=True,
-                                       read_timeout_s=0.4, backoff_initial_s=0.05, backoff_max_s=0.1),
-                         events).start()
+    camera = open_camera(
+        camera_config(
+            kind="file",
+            path=video,
+            loop=True,
+            reject_repeated=True,
+            read_timeout_s=0.4,
+            backoff_initial_s=0.05,
+            backoff_max_s=0.1,
+        ),
+        events,
+    ).start()
     try:
         first = camera.read(3.0)
-        lost = events.wait_for("camera_lost", count=2, timeout=5)          # stalled, reconnected, stalled
-        assert camera.read(0.3) is None                                    # the frozen image never comes back
+        lost = events.wait_for("camera_lost", count=2, timeout=5)  # stalled, reconnected, stalled
+        assert camera.read(0.3) is None  # the frozen image never comes back
     finally:
         camera.stop()
     assert first is not None and code_of(first.image) == 0
@@ -230,7 +244,7 @@ def test_fresh_frame_is_read_after_the_call(tmp_path):
             assert frame is not None and frame.read_started >= called
             seen.append(frame.seq)
         assert seen == sorted(set(seen))
-        assert camera.read(0.05) is None            # mqtt trigger: nothing queued for continuous reading
+        assert camera.read(0.05) is None  # mqtt trigger: nothing queued for continuous reading
     finally:
         camera.stop()
 
@@ -245,15 +259,16 @@ def test_gstreamer_without_gstreamer_support_is_a_clear_error():
 
 def test_missing_v4l2_device_retries_with_growing_backoff():
     events = Events()
-    camera = open_camera(camera_config(kind="v4l2", device="/dev/video97", backoff_initial_s=0.05,
-                                       backoff_max_s=0.4), events).start()
+    camera = open_camera(
+        camera_config(kind="v4l2", device="/dev/video97", backoff_initial_s=0.05, backoff_max_s=0.4), events
+    ).start()
     try:
         attempts = events.wait_for("camera_reconnecting", count=4, timeout=10)
         assert camera.status == "reconnecting"
     finally:
         camera.stop()
     delays = [a["delay_s"] for a in attempts[:4]]
-    assert delays[1] > delays[0] and delays[2] > delays[1]             # x2 per attempt beats +-20% jitter
+    assert delays[1] > delays[0] and delays[2] > delays[1]  # x2 per attempt beats +-20% jitter
     assert max(a["delay_s"] for a in attempts) <= 0.4
     assert camera.status == "stopped"
 
@@ -273,8 +288,9 @@ def test_folder_delivers_each_new_file_once_after_it_is_complete(tmp_path):
     _write_png(folder / "old-0.png", 900)
     _write_png(folder / "old-1.png", 901)
     events = Events()
-    camera = open_camera(camera_config(kind="folder", path=folder, settle_s=0.3, poll_s=0.05, queue_size=4),
-                         events).start()
+    camera = open_camera(
+        camera_config(kind="folder", path=folder, settle_s=0.3, poll_s=0.05, queue_size=4), events
+    ).start()
     try:
         events.wait_for("camera_connected")
         _write_png(folder / "a.png", 1)
@@ -288,14 +304,14 @@ def test_folder_delivers_each_new_file_once_after_it_is_complete(tmp_path):
             handle.flush()
             time.sleep(0.2)
             handle.write(data[half:].tobytes())
-        (folder / "d.png").write_bytes(b"not a png at all")           # a corrupt image: counted, not delivered
+        (folder / "d.png").write_bytes(b"not a png at all")  # a corrupt image: counted, not delivered
         frames = []
         deadline = time.monotonic() + 8
         while len(frames) < 3 and time.monotonic() < deadline:
             frame = camera.read(0.5)
             if frame is not None:
                 frames.append(frame)
-        assert camera.read(0.8) is None                                 # nothing more: each file once
+        assert camera.read(0.8) is None  # nothing more: each file once
     finally:
         camera.stop()
     assert [f.source_name for f in frames] == ["a.png", "b.png", "c.png"]
@@ -309,14 +325,15 @@ def test_folder_existing_files_without_watching_finishes(tmp_path):
     for i in range(5):
         _write_png(tmp_path / f"{i:03d}.png", i)
         os.utime(tmp_path / f"{i:03d}.png", (1_000_000 + i, 1_000_000 + i))
-    camera = open_camera(camera_config(kind="folder", path=tmp_path, existing=True, watch=False,
-                                       settle_s=0.0, queue_size=2)).start()
+    camera = open_camera(
+        camera_config(kind="folder", path=tmp_path, existing=True, watch=False, settle_s=0.0, queue_size=2)
+    ).start()
     try:
         frames = read_all(camera, timeout=5)
     finally:
         camera.stop()
-    assert [code_of(f.image) for f in frames] == [0, 1, 2, 3, 4]    # back-pressure: nothing dropped
-    assert [f.written_at for f in frames] == [1_000_000 + i for i in range(5)]    # when the file was written
+    assert [code_of(f.image) for f in frames] == [0, 1, 2, 3, 4]  # back-pressure: nothing dropped
+    assert [f.written_at for f in frames] == [1_000_000 + i for i in range(5)]  # when the file was written
     assert camera.finished and camera.status == "finished"
 
 
@@ -346,15 +363,33 @@ class FfmpegStream:
         self.video, self.port, self.process = video, port, None
         self.url = f"http://127.0.0.1:{port}/stream.mjpg"
 
-    def start(self, attempts: int = 3) -> "FfmpegStream":
+    def start(self, attempts: int = 3) -> FfmpegStream:
         """Start and wait until it listens. A camera that keeps reconnecting can take ffmpeg's one client
         (-listen 1) and drop it before this loop saw the port listening (a loaded machine): ffmpeg then
         exits, and it is started again, up to `attempts` times."""
         for _ in range(attempts):
             self.process = subprocess.Popen(
-                [FFMPEG, "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(self.video),
-                 "-c", "copy", "-f", "mpjpeg", "-listen", "1", self.url],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    FFMPEG,
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-re",
+                    "-stream_loop",
+                    "-1",
+                    "-i",
+                    str(self.video),
+                    "-c",
+                    "copy",
+                    "-f",
+                    "mpjpeg",
+                    "-listen",
+                    "1",
+                    self.url,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             deadline = time.monotonic() + 5
             while not _listening(self.port) and self.process.poll() is None:
                 assert time.monotonic() < deadline, "ffmpeg did not listen"
@@ -387,8 +422,18 @@ def streams():
 
 
 def http_camera(url: str, events: Events):
-    return open_camera(camera_config(kind="http", uri=url, open_timeout_s=1.5, read_timeout_s=1.0,
-                                     backoff_initial_s=0.2, backoff_max_s=1.0, queue_size=8), events)
+    return open_camera(
+        camera_config(
+            kind="http",
+            uri=url,
+            open_timeout_s=1.5,
+            read_timeout_s=1.0,
+            backoff_initial_s=0.2,
+            backoff_max_s=1.0,
+            queue_size=8,
+        ),
+        events,
+    )
 
 
 def collect(camera, seconds: float) -> list:
@@ -403,7 +448,7 @@ def collect(camera, seconds: float) -> list:
 
 def assert_no_repeats(received: list) -> None:
     codes = [code_of(frame.image) for _, frame in received]
-    assert all(a != b for a, b in zip(codes, codes[1:])), f"repeated frame delivered: {codes}"
+    assert all(a != b for a, b in zip(codes, codes[1:], strict=False)), f"repeated frame delivered: {codes}"
 
 
 @needs_ffmpeg
@@ -425,11 +470,11 @@ def test_http_stream_killed_then_restarted_reconnects_with_backoff(stream_video,
         attempts = events.wait_for("camera_reconnecting", since=killed, count=3, timeout=10)
         delays = [a["delay_s"] for a in attempts]
         assert delays[1] > delays[0] and delays[2] > delays[1] and max(delays) <= 1.0
-        in_flight = collect(camera, 0.05)                      # queued before the loss: real, older frames
+        in_flight = collect(camera, 0.05)  # queued before the loss: real, older frames
         assert all(frame.captured_at < time.time() - 0.05 for _, frame in in_flight)
-        assert collect(camera, 0.4) == []                      # nothing while nobody serves
+        assert collect(camera, 0.4) == []  # nothing while nobody serves
         restarted = time.monotonic()
-        streams.append(FfmpegStream(stream_video, port).start())            # the same port
+        streams.append(FfmpegStream(stream_video, port).start())  # the same port
         events.wait_for("camera_connected", since=restarted, timeout=10)
         after = collect(camera, 1.0)
         assert len(after) >= 5 and camera.status == "connected"
@@ -462,7 +507,7 @@ def test_http_stream_stalled_delivers_no_stale_frame_then_resumes(stream_video, 
         assert len(after) >= 5 and all(f.captured_at >= resumed_at for _, f in after)
         assert_no_repeats(before + during + after)
         codes = [code_of(f.image) for _, f in before + during + after]
-        assert len(codes) == len(set(codes))                          # each stream frame at most once
+        assert len(codes) == len(set(codes))  # each stream frame at most once
         assert not events.of("camera_lost", since=stopped)
         # A long stall (over the read timeout): lost, no frame captured while stalled, then back.
         streams[0].signal(signal.SIGSTOP)
@@ -473,7 +518,7 @@ def test_http_stream_stalled_delivers_no_stale_frame_then_resumes(stream_video, 
         assert "timed out" in lost[0]["reason"] and camera.status == "reconnecting"
         streams[0].signal(signal.SIGCONT)
         continued = time.monotonic()
-        try:                                   # ffmpeg -listen 1 serves one client; ours hung up: it exits
+        try:  # ffmpeg -listen 1 serves one client; ours hung up: it exits
             streams[0].process.wait(3)
             streams.append(FfmpegStream(stream_video, port).start())
         except subprocess.TimeoutExpired:

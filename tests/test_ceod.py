@@ -1,4 +1,5 @@
 """CEOD (seed 001, eq. 7-8) against hand-made cases."""
+
 from __future__ import annotations
 
 import math
@@ -7,13 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.losses_ceod import (CLIP_EPS, ceod_loss, classification_loss, defect_cross_entropy,
-                               overlap_distance, spread_mask)
+from onen.train.losses_ceod import (
+    CLIP_EPS,
+    ceod_loss,
+    classification_loss,
+    defect_cross_entropy,
+    overlap_distance,
+    spread_mask,
+)
 
 
 def _square(size: int, top: int, left: int, side: int) -> torch.Tensor:
     mask = torch.zeros(1, size, size)
-    mask[0, top:top + side, left:left + side] = 1.0
+    mask[0, top : top + side, left : left + side] = 1.0
     return mask
 
 
@@ -28,10 +35,10 @@ def test_kernel_of_half_on_a_single_pixel():
 
 def test_kernel_of_half_on_a_square_is_capped_at_one():
     spread = spread_mask(_square(7, 2, 2, 3))[0]
-    assert torch.all(spread[2:5, 2:5] == 1.0)                  # inside: 4.5 raw, capped
-    assert spread[1, 3] == 1.0 and spread[3, 1] == 1.0          # next to an edge: 3 neighbours * 0.5
-    assert spread[1, 1] == 0.5 and spread[5, 5] == 0.5          # diagonal corner: one neighbour
-    assert spread[0, 0] == 0.0 and spread[3, 6] == 0.0          # two pixels away: nothing
+    assert torch.all(spread[2:5, 2:5] == 1.0)  # inside: 4.5 raw, capped
+    assert spread[1, 3] == 1.0 and spread[3, 1] == 1.0  # next to an edge: 3 neighbours * 0.5
+    assert spread[1, 1] == 0.5 and spread[5, 5] == 0.5  # diagonal corner: one neighbour
+    assert spread[0, 0] == 0.0 and spread[3, 6] == 0.0  # two pixels away: nothing
 
 
 def test_heat_map_inside_the_aoi_gives_zero():
@@ -55,7 +62,7 @@ def test_disjoint_heat_map_gives_a_large_value():
 
 def test_distance_near_is_penalised_less_than_far():
     aoi = _square(32, 8, 8, 8)
-    touching = _square(32, 8, 16, 4)      # starts in the first column outside the AOI: the 0.5 ring
+    touching = _square(32, 8, 16, 4)  # starts in the first column outside the AOI: the 0.5 ring
     far = _square(32, 8, 26, 4)
     assert overlap_distance(touching, aoi).item() < overlap_distance(far, aoi).item()
 
@@ -64,7 +71,7 @@ def test_half_inside_gives_log_two():
     aoi = _square(32, 0, 0, 16)
     aoi[:, 16:, :] = 0
     cam = torch.zeros(1, 32, 32)
-    cam[0, 4:8, 12:20] = 1.0              # columns 12..15 inside, 16 in the ring, 17..19 outside
+    cam[0, 4:8, 12:20] = 1.0  # columns 12..15 inside, 16 in the ring, 17..19 outside
     ratio = (cam * spread_mask(aoi)).sum() / torch.minimum(cam.sum(), spread_mask(aoi).sum())
     assert overlap_distance(cam, aoi).item() == pytest.approx(-math.log(ratio.item()), rel=1e-5)
     assert 0.3 < overlap_distance(cam, aoi).item() < 0.7
@@ -97,7 +104,7 @@ def test_defective_image_adds_omega_times_od():
     is_defect = torch.tensor([True, False])
     omega = 0.001
     loss = ceod_loss(logits, targets, cam, mask, is_defect, omega=omega)
-    expected = F.cross_entropy(logits, targets) + omega * (-math.log(CLIP_EPS)) / 2   # mean over N = 2
+    expected = F.cross_entropy(logits, targets) + omega * (-math.log(CLIP_EPS)) / 2  # mean over N = 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -114,8 +121,8 @@ def test_unknown_defect_class_counts_as_any_defect():
 def test_od_gradient_pulls_the_heat_map_into_the_aoi():
     aoi = _square(16, 0, 0, 8)
     cam = torch.zeros(1, 16, 16)
-    cam[0, 4:6, 4:14] = 0.5                 # a compact detection, half of it outside the AOI
+    cam[0, 4:6, 4:14] = 0.5  # a compact detection, half of it outside the AOI
     cam.requires_grad_(True)
     overlap_distance(cam, aoi).sum().backward()
     grad = cam.grad[0]
-    assert grad[4, 5] < 0 < grad[4, 12]     # descending raises heat inside, lowers it outside
+    assert grad[4, 5] < 0 < grad[4, 12]  # descending raises heat inside, lowers it outside

@@ -1,4 +1,5 @@
 """The `onen` CLI: edge names no other package, commands come from entry points, `onen --help` lists them."""
+
 from __future__ import annotations
 
 import ast
@@ -6,8 +7,9 @@ import importlib
 import pkgutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("train", "calibration", "torch")
@@ -17,16 +19,32 @@ def test_edge_source_imports_no_train_calibration_or_torch():
     offenders = []
     for path in sorted((ROOT / "edge").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in FORBIDDEN
+            ]
     assert not offenders, "\n".join(offenders)
 
 
 def test_pyproject_announces_every_command_module_and_each_has_register():
     announced = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["onen.commands"]
     modules = {value.split(":")[0] for value in announced.values()}
-    on_disk = {f"{package}.{info.name}" for package in ("train.commands", "calibration.commands", "edge.commands", "benchmarks.commands")
-               for info in pkgutil.iter_modules(importlib.import_module(package).__path__)}
+    on_disk = {
+        f"{package}.{info.name}"
+        for package in (
+            "onen.train.commands",
+            "onen.calibration.commands",
+            "onen.edge.commands",
+            "onen.benchmarks.commands",
+        )
+        for info in pkgutil.iter_modules(importlib.import_module(package).__path__)
+    }
     assert modules == on_disk
     for value in announced.values():
         module, attribute = value.split(":")
@@ -34,13 +52,17 @@ def test_pyproject_announces_every_command_module_and_each_has_register():
 
 
 def test_onen_help_lists_the_commands():
-    done = subprocess.run([sys.executable, "-m", "edge.cli", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "onen.edge.cli", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     for command in ("train", "export", "data", "demo", "calibrate", "check-config", "run", "push"):
         assert command in done.stdout, command
 
 
 def test_onen_version_prints_the_installed_version():
-    done = subprocess.run([sys.executable, "-m", "edge.cli", "--version"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "onen.edge.cli", "--version"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert done.returncode == 0 and done.stdout.strip() == f"onen {declared}", done.stdout + done.stderr

@@ -1,4 +1,5 @@
 """The shared pieces every part relies on: image reading, resizing, regions, bundle hashing."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import Manifest, load_bundle, write_manifest
-from edge.errors import BundleError, DataError
-from edge.images import prepare_batch, read_image_rgb, read_mask
-from edge.regions import apply_aoi, find_regions
+from onen.edge.bundle import Manifest, load_bundle, write_manifest
+from onen.edge.errors import BundleError, DataError
+from onen.edge.images import prepare_batch, read_image_rgb, read_mask
+from onen.edge.regions import apply_aoi, find_regions
 
 
 def test_read_image_gray_and_16bit_become_rgb_uint8(tmp_path):
@@ -46,8 +47,8 @@ def test_prepare_batch_shape():
 
 def test_regions_respect_threshold_area_and_aoi():
     heat = np.zeros((64, 64), np.float32)
-    heat[10:20, 10:20] = 0.9       # 100 px blob
-    heat[40:42, 40:42] = 0.8       # 4 px speck
+    heat[10:20, 10:20] = 0.9  # 100 px blob
+    heat[40:42, 40:42] = 0.8  # 4 px speck
     regions = find_regions(heat, 0.5, min_area=10)
     assert len(regions) == 1
     assert regions[0].bbox == [10, 10, 10, 10] and regions[0].area == 100
@@ -59,7 +60,10 @@ def test_regions_respect_threshold_area_and_aoi():
 
 def test_bundle_hashes_detect_tampering(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"onnx bytes")
-    write_manifest(tmp_path, Manifest(name="m", version="1", family="test", input_height=8, input_width=8, class_names=["good", "scratch"]))
+    write_manifest(
+        tmp_path,
+        Manifest(name="m", version="1", family="test", input_height=8, input_width=8, class_names=["good", "scratch"]),
+    )
     bundle = load_bundle(tmp_path)
     assert bundle.manifest.class_names == ["good", "scratch"]
     assert json.loads((tmp_path / "manifest.json").read_text())["files"]["model.onnx"] == bundle.onnx_sha256

@@ -1,4 +1,5 @@
 """The whole daemon with real parts: trained bundle, ONNX Runtime, OpenCV videos/folders, mosquitto, processes."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,19 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from daemon_helpers import (
+    Collector,
+    file_camera,
+    reference_frames,
+    start_daemon,
+    unique_in_order,
+    write_station,
+    write_video,
+)
 
-from daemon_helpers import Collector, file_camera, reference_frames, start_daemon, unique_in_order, write_station, write_video
-from edge.cameras.frame import Frame
-from edge.local_broker import MosquittoBroker, free_port
-from edge.result import validate_result
+from onen.edge.cameras.frame import Frame
+from onen.edge.local_broker import MosquittoBroker, free_port
+from onen.edge.result import validate_result
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "total")
 
@@ -36,19 +45,26 @@ def broker():
         yield running
 
 
-_start = start_daemon      # the broker may be down at start here: no waiting for the connection
+_start = start_daemon  # the broker may be down at start here: no waiting for the connection
 
 
 def _subprocess(config_path: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config_path), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "onen.edge.cli", "run", "--config", str(config_path), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 def test_two_cameras_every_frame_a_valid_result_stats_status_archive(tmp_path, broker, tiny_bundle, frames):
     images, expected_scores = frames
     video = write_video(tmp_path / "parts.avi", images, count=16)
-    config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("left", video), file_camera("right", video)])
+    config = write_station(
+        tmp_path, broker.port, tiny_bundle, [file_camera("left", video), file_camera("right", video)]
+    )
     collector = Collector(broker.host, broker.port)
     daemon, thread = _start(config, exit_when_finished=True)
     thread.join(60)
@@ -58,25 +74,33 @@ def test_two_cameras_every_frame_a_valid_result_stats_status_archive(tmp_path, b
     for result in results:
         validate_result(result)
         expected = expected_scores[result["seq"] % len(expected_scores)]
-        assert result["raw_score"] == pytest.approx(expected, abs=0.02)      # MJPG video: close, not identical
+        assert result["raw_score"] == pytest.approx(expected, abs=0.02)  # MJPG video: close, not identical
     for camera in ("left", "right"):
         assert unique_in_order([r for r in results if r["camera"] == camera]) == list(range(16))
-    for result in results:      # each verdict says which frame of which file it is about
+    for result in results:  # each verdict says which frame of which file it is about
         assert result["source"] == {"kind": "file", "file": "parts.avi", "frame_index": result["seq"]}
         assert result["capture_id"] == f"{result['run_id']}-{result['camera']}-{result['seq']}"
     assert {r["verdict"] for r in results} == {"ok", "defect"}
+
     # Messages published just before the daemon stopped may still be on their way to the collector.
     def last_stats(c):
         stats = [json.loads(p) for p, _ in c.on("/stats")]
         return stats[-1] if stats else None
 
-    assert collector.wait(lambda c: (last_stats(c) or {}).get("counters", {}).get("frames") == 32), "final stats published"
+    assert collector.wait(lambda c: (last_stats(c) or {}).get("counters", {}).get("frames") == 32), (
+        "final stats published"
+    )
     last = last_stats(collector)
-    assert last["counters"]["frames"] == 32 and last["spool_depth"] >= 0 and last["engine"]["m"]["backend"] == "onnxruntime"
+    assert (
+        last["counters"]["frames"] == 32
+        and last["spool_depth"] >= 0
+        and last["engine"]["m"]["backend"] == "onnxruntime"
+    )
     assert set(last["latency_ms"]) == set(STAGES)
     assert all(set(v) == {"p50", "p95", "p99"} for v in last["latency_ms"].values())
     for key in ("fps", "dropped_frames", "queue_depth", "uptime_s"):
         assert key in last
+
     def statuses(c):
         return [json.loads(p)["status"] for p, _ in c.on("/left/status")]
 
@@ -106,16 +130,21 @@ def test_broker_outage_mid_run_every_result_arrives_in_order(tmp_path, tiny_bund
         watcher.reconnect_delay_set(0.2, 1)
         watcher.connect(broker.host, broker.port)
         watcher.loop_start()
-        config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video, realtime=True, trigger={"mode": "continuous", "queue_size": 8})])
+        config = write_station(
+            tmp_path,
+            broker.port,
+            tiny_bundle,
+            [file_camera("cam", video, realtime=True, trigger={"mode": "continuous", "queue_size": 8})],
+        )
         daemon, thread = _start(config, exit_when_finished=True)
         deadline = time.monotonic() + 20
         while len(received) < 10 and time.monotonic() < deadline:
             time.sleep(0.02)
-        broker.stop()                                   # outage in the middle of the run
+        broker.stop()  # outage in the middle of the run
         inspected_before = daemon.pipelines["cam"].inspected
         time.sleep(1.0)
         assert daemon.pipelines["cam"].inspected > inspected_before, "inspection goes on during the outage"
-        broker.start()                                  # same port
+        broker.start()  # same port
         thread.join(60)
         assert not thread.is_alive()
         inspected = daemon.pipelines["cam"].inspected
@@ -141,7 +170,7 @@ def _datagrams(sock: socket.socket, seconds: float) -> list[str]:
     while time.monotonic() < deadline:
         try:
             messages.append(sock.recv(4096).decode())
-        except socket.timeout:
+        except TimeoutError:
             pass
     return messages
 
@@ -154,7 +183,9 @@ def test_sigterm_finishes_flushes_publishes_offline_and_exits_0(tmp_path, broker
     notify = _notify_socket(tmp_path / "notify.sock")
     process = _subprocess(config, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"})
     try:
-        assert collector.wait(lambda c: len(c.results()) >= 5, 30), process.stdout.read() if process.poll() is not None else ""
+        assert collector.wait(lambda c: len(c.results()) >= 5, 30), (
+            process.stdout.read() if process.poll() is not None else ""
+        )
         systemd = _datagrams(notify, 0.6)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
@@ -166,7 +197,9 @@ def test_sigterm_finishes_flushes_publishes_offline_and_exits_0(tmp_path, broker
     assert systemd[0].startswith("READY=1") and "WATCHDOG=1" in systemd and "STOPPING=1" in systemd, systemd
     assert collector.wait(lambda c: c.on("/availability") and c.on("/availability")[-1][0] == b"offline")
     final_stats = json.loads(collector.on("/stats")[-1][0])
-    assert len(unique_in_order(collector.results())) == final_stats["counters"]["frames"], "every inspected frame was published before exit"
+    assert len(unique_in_order(collector.results())) == final_stats["counters"]["frames"], (
+        "every inspected frame was published before exit"
+    )
     spool = sqlite3.connect(str(tmp_path / "spool" / "results.sqlite3"))
     assert spool.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
     collector.close()
@@ -175,7 +208,7 @@ def test_sigterm_finishes_flushes_publishes_offline_and_exits_0(tmp_path, broker
 def test_kill_9_then_restart_delivers_every_spooled_result(tmp_path, tiny_bundle, frames):
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=12)
-    port = free_port()                                 # no broker yet: every result stays in the spool
+    port = free_port()  # no broker yet: every result stays in the spool
     config = write_station(tmp_path, port, tiny_bundle, [file_camera("cam", video)])
     spool_path = tmp_path / "spool" / "results.sqlite3"
     process = _subprocess(config)
@@ -193,7 +226,9 @@ def test_kill_9_then_restart_delivers_every_spooled_result(tmp_path, tiny_bundle
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.communicate(timeout=10)
-    spooled = [json.loads(p) for (p,) in sqlite3.connect(str(spool_path)).execute("SELECT payload FROM outbox ORDER BY id")]
+    spooled = [
+        json.loads(p) for (p,) in sqlite3.connect(str(spool_path)).execute("SELECT payload FROM outbox ORDER BY id")
+    ]
     first_run = spooled[0]["run_id"]
     assert [r["seq"] for r in spooled] == list(range(12))
     with MosquittoBroker(port=port) as broker:
@@ -203,7 +238,9 @@ def test_kill_9_then_restart_delivers_every_spooled_result(tmp_path, tiny_bundle
         assert restarted.returncode == 0, output
         results = collector.results()
         old = [r["seq"] for r in results if r["run_id"] == first_run]
-        assert list(dict.fromkeys(old)) == list(range(12)), "every result spooled before kill -9 was delivered, in order"
+        assert list(dict.fromkeys(old)) == list(range(12)), (
+            "every result spooled before kill -9 was delivered, in order"
+        )
         assert len(unique_in_order([r for r in results if r["run_id"] != first_run])) == 12
         assert sqlite3.connect(str(spool_path)).execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
         collector.close()
@@ -245,16 +282,37 @@ def test_corrupt_frames_and_a_dead_camera_do_not_stop_the_daemon(tmp_path, broke
     cv2.imwrite(str(folder / "a.png"), cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR))
     (folder / "b.png").write_bytes(b"\x89PNG but truncated garbage")
     cv2.imwrite(str(folder / "c.png"), cv2.cvtColor(images[2], cv2.COLOR_RGB2BGR))
-    dead = {"name": "dead", "model": "m", "source": {"kind": "http", "uri": f"http://127.0.0.1:{free_port()}/stream.mjpg",
-                                                     "open_timeout_s": 1, "read_timeout_s": 1, "backoff_initial_s": 0.2, "backoff_max_s": 0.5}}
-    folder_cam = {"name": "line", "model": "m", "source": {"kind": "folder", "path": str(folder), "existing": True, "watch": True}}
+    dead = {
+        "name": "dead",
+        "model": "m",
+        "source": {
+            "kind": "http",
+            "uri": f"http://127.0.0.1:{free_port()}/stream.mjpg",
+            "open_timeout_s": 1,
+            "read_timeout_s": 1,
+            "backoff_initial_s": 0.2,
+            "backoff_max_s": 0.5,
+        },
+    }
+    folder_cam = {
+        "name": "line",
+        "model": "m",
+        "source": {"kind": "folder", "path": str(folder), "existing": True, "watch": True},
+    }
     config = write_station(tmp_path, broker.port, tiny_bundle, [folder_cam, dead])
     collector = Collector(broker.host, broker.port)
     daemon, thread = _start(config)
     try:
         assert collector.wait(lambda c: len(c.results()) >= 2, 20)
         # a frame that is not an image reaches the pipeline: counted, reported, and the loop goes on
-        broken = Frame(camera="line", seq=999, image=np.zeros((0, 0), np.uint8), captured_at=time.time(), capture_ms=0.0, source_index=999)
+        broken = Frame(
+            camera="line",
+            seq=999,
+            image=np.zeros((0, 0), np.uint8),
+            captured_at=time.time(),
+            capture_ms=0.0,
+            source_index=999,
+        )
         assert daemon.pipelines["line"].inspect(broken) is None
         assert daemon.pipelines["line"].failed == 1
         cv2.imwrite(str(folder / "d.png"), cv2.cvtColor(images[3], cv2.COLOR_RGB2BGR))
@@ -263,11 +321,14 @@ def test_corrupt_frames_and_a_dead_camera_do_not_stop_the_daemon(tmp_path, broke
         rejected = [e["detail"] for e in collector.events() if e["kind"] == "frame_rejected"]
         assert rejected and rejected[0]["file"] == "b.png" and rejected[0]["reason"] == "unreadable"
         kinds = lambda c: {e["kind"] for e in c.events()}  # noqa: E731
-        assert collector.wait(lambda c: {"frame_error", "camera_reconnecting"} <= kinds(c) or {"frame_error", "camera_lost"} <= kinds(c), 10), kinds(collector)
+        assert collector.wait(
+            lambda c: {"frame_error", "camera_reconnecting"} <= kinds(c) or {"frame_error", "camera_lost"} <= kinds(c),
+            10,
+        ), kinds(collector)
         assert thread.is_alive() and daemon.pipelines["dead"].alive
         assert {r["camera"] for r in collector.results()} == {"line"}
         healthy, problems = daemon.health()
-        assert healthy, problems        # a camera that is reconnecting is not a hung pipeline
+        assert healthy, problems  # a camera that is reconnecting is not a hung pipeline
     finally:
         daemon.request_stop()
         thread.join(30)
@@ -289,9 +350,9 @@ def test_watchdog_pings_stop_while_the_engine_hangs(tmp_path, broker, tiny_bundl
         backend = daemon.engines["m"].backend
         release = threading.Event()
         real_infer = backend.infer
-        backend.infer = lambda batch: (release.wait(10), real_infer(batch))[1]    # every engine call hangs
+        backend.infer = lambda batch: (release.wait(10), real_infer(batch))[1]  # every engine call hangs
         try:
-            _datagrams(notify, 0.8)                 # time for the pipeline heartbeat to go stale
+            _datagrams(notify, 0.8)  # time for the pipeline heartbeat to go stale
             hung = _datagrams(notify, 1.0)
         finally:
             backend.infer = real_infer
@@ -307,8 +368,14 @@ def test_watchdog_pings_stop_while_the_engine_hangs(tmp_path, broker, tiny_bundl
 def test_spool_cap_drops_oldest_and_announces_it_after_reconnect(tmp_path, tiny_bundle, frames):
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=10)
-    port = free_port()                                          # broker down: results pile up in a tiny spool
-    config = write_station(tmp_path, port, tiny_bundle, [file_camera("cam", video)], spool={"path": str(tmp_path / "spool"), "max_mb": 0.004})
+    port = free_port()  # broker down: results pile up in a tiny spool
+    config = write_station(
+        tmp_path,
+        port,
+        tiny_bundle,
+        [file_camera("cam", video)],
+        spool={"path": str(tmp_path / "spool"), "max_mb": 0.004},
+    )
     daemon, thread = _start(config, exit_when_finished=False)
     deadline = time.monotonic() + 20
     while daemon.pipelines["cam"].inspected < 10 and time.monotonic() < deadline:
@@ -330,17 +397,38 @@ def test_run_check_and_a_calibration_for_another_model_fail_before_cameras_open(
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=4)
     good = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video)])
-    check = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(good), "--check"], capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "onen.edge.cli", "run", "--config", str(good), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 0 and "OK" in check.stdout
     wrong = tmp_path / "other.yaml"
-    wrong.write_text(yaml.safe_dump({"camera": "cam", "bundle": {"name": "x", "version": "1", "model_sha256": "0" * 64},
-                                     "image_threshold": 0.5, "pixel_threshold": 0.5, "min_region_area": 4,
-                                     "normalisation": {"raw_low": 0.0, "raw_threshold": 0.5, "raw_high": 1.0}}))
+    wrong.write_text(
+        yaml.safe_dump(
+            {
+                "camera": "cam",
+                "bundle": {"name": "x", "version": "1", "model_sha256": "0" * 64},
+                "image_threshold": 0.5,
+                "pixel_threshold": 0.5,
+                "min_region_area": 4,
+                "normalisation": {"raw_low": 0.0, "raw_threshold": 0.5, "raw_high": 1.0},
+            }
+        )
+    )
     camera = {**file_camera("cam", video), "calibration": str(wrong)}
     bad = write_station(tmp_path, broker.port, tiny_bundle, [camera])
     collector = Collector(broker.host, broker.port)
-    run = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(bad)], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and "other.yaml" in run.stderr and "recalibrate" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "onen.edge.cli", "run", "--config", str(bad)], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        run.returncode == 2
+        and "other.yaml" in run.stderr
+        and "recalibrate" in run.stderr
+        and "Traceback" not in run.stderr
+    ), run.stderr
     assert collector.results() == [] and collector.on("/status") == [], "nothing started"
     collector.close()
 
@@ -352,7 +440,9 @@ def test_prometheus_endpoint_serves_the_stats(tmp_path, broker, tiny_bundle, fra
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=8)
     port = free_port()
-    config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video)], metrics={"prometheus_port": port})
+    config = write_station(
+        tmp_path, broker.port, tiny_bundle, [file_camera("cam", video)], metrics={"prometheus_port": port}
+    )
     daemon, thread = _start(config, metrics_address="127.0.0.1")
     try:
         deadline = time.monotonic() + 20
@@ -370,7 +460,7 @@ def test_interval_trigger_inspects_one_fresh_frame_per_interval(tmp_path, broker
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=20, fps=25)
     camera = file_camera("cam", video, realtime=True, loop=True, trigger={"mode": "interval", "interval_s": 0.4})
-    config = write_station(tmp_path, broker.port, tiny_bundle, [camera], backend="auto")   # no GPU here: ONNX Runtime
+    config = write_station(tmp_path, broker.port, tiny_bundle, [camera], backend="auto")  # no GPU here: ONNX Runtime
     collector = Collector(broker.host, broker.port)
     daemon, thread = _start(config)
     try:
@@ -380,19 +470,22 @@ def test_interval_trigger_inspects_one_fresh_frame_per_interval(tmp_path, broker
         thread.join(30)
     captured = [r["captured_at_epoch"] for r in collector.results()]
     gaps = np.diff(captured)
-    assert (gaps > 0.3).all() and (gaps < 1.5).all(), gaps     # about one every 0.4 s, not every video frame
+    assert (gaps > 0.3).all() and (gaps < 1.5).all(), gaps  # about one every 0.4 s, not every video frame
     if not daemon.engines["m"].backend.name == "tensorrt":
-        assert any(e["kind"] == "backend_fallback" for e in collector.events()), "the fallback is announced on the events topic"
+        assert any(e["kind"] == "backend_fallback" for e in collector.events()), (
+            "the fallback is announced on the events topic"
+        )
     collector.close()
 
 
 def test_daemon_modules_never_import_torch_or_train():
-    """An edge station has no torch: every daemon module and `onen run` must load with torch and train blocked."""
+    """An edge station has no torch: every daemon module and `onen run` must load with torch blocked."""
     code = (
-        "import sys; sys.modules['torch'] = None; sys.modules['train'] = None\n"
-        "import edge.archive, edge.daemon, edge.inference, edge.local_broker, edge.metrics, edge.overlay, edge.pipeline, "
-        "edge.postprocess, edge.publisher, edge.result, edge.spool, edge.stats, edge.systemd_notify, edge.commands.run\n"
-        "from edge.cli import main\n"
+        "import sys; sys.modules['torch'] = None\n"
+        "import onen.edge.archive, onen.edge.daemon, onen.edge.inference, onen.edge.local_broker, onen.edge.metrics, "
+        "onen.edge.overlay, onen.edge.pipeline, onen.edge.postprocess, onen.edge.publisher, onen.edge.result, "
+        "onen.edge.spool, onen.edge.stats, onen.edge.systemd_notify, onen.edge.commands.run\n"
+        "from onen.edge.cli import main\n"
         "sys.exit(main(['run', '--help']))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

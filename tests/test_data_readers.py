@@ -1,4 +1,5 @@
 """Readers for the three layouts, on small real files written here and on the real magnetic tile set."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from edge.errors import DataError
-from train.data.dataset import SYNTHETIC_CLASS_INDEX, InspectionDataset
-from train.data.readers import load_index, validate
-from train.data.synthetic import SyntheticDefects
+from onen.edge.errors import DataError
+from onen.train.data.dataset import SYNTHETIC_CLASS_INDEX, InspectionDataset
+from onen.train.data.readers import load_index, validate
+from onen.train.data.synthetic import SyntheticDefects
 
 
 def _image(path: Path, h: int = 24, w: int = 32, value: int = 120, gray: bool = False) -> Path:
@@ -73,7 +74,7 @@ def test_class_folders_with_masks_beside_images(tmp_path):
         _image(root / "MT_Crack" / "Imgs" / f"c{i}.jpg")
         _mask(root / "MT_Crack" / "Imgs" / f"c{i}.png")
     _image(root / "MT_Uneven" / "Imgs" / "u0.jpg")
-    _mask(root / "MT_Uneven" / "Imgs" / "u0.png", box=None)   # empty mask on a defect: still a defect
+    _mask(root / "MT_Uneven" / "Imgs" / "u0.png", box=None)  # empty mask on a defect: still a defect
     index = load_index(root)
     assert index.class_names == ["good", "crack", "uneven"]
     assert index.summary()["per_class"] == {"good": 3, "crack": 2, "uneven": 1}
@@ -101,17 +102,20 @@ def test_csv_manifest_with_shared_aoi(tmp_path):
     _image(tmp_path / "img" / "d0.png")
     _mask(tmp_path / "masks" / "d0.png")
     _mask(tmp_path / "aoi" / "part.png", box=(0, 0, 20, 30))
-    csv = _write_csv(tmp_path / "data.csv", [
-        "img/g0.png,0,good,,,train",
-        "img/g1.png,0,,,aoi/part.png,test",
-        "img/d0.png,1,scratch,masks/d0.png,,",
-    ])
+    csv = _write_csv(
+        tmp_path / "data.csv",
+        [
+            "img/g0.png,0,good,,,train",
+            "img/g1.png,0,,,aoi/part.png,test",
+            "img/d0.png,1,scratch,masks/d0.png,,",
+        ],
+    )
     index = load_index(csv, aoi=tmp_path / "aoi" / "part.png")
     assert index.class_names == ["good", "scratch"]
     assert index.aoi == tmp_path / "aoi" / "part.png"
     assert [s.split for s in index.samples] == ["train", "test", None]
     assert index.samples[1].aoi is not None and index.samples[1].class_name == "good"
-    assert load_index(tmp_path).meta["layout"] == "csv"      # a folder holding one CSV
+    assert load_index(tmp_path).meta["layout"] == "csv"  # a folder holding one CSV
     validate(index, progress=False)
 
 
@@ -170,13 +174,16 @@ def test_empty_class_folder_is_an_error(tmp_path):
         load_index(tmp_path)
 
 
-@pytest.mark.parametrize("row, message", [
-    ("a.png,1,good,,,", "class 'good' contradicts label 1"),
-    ("a.png,0,scratch,,,", "label 0 .* contradicts class 'scratch'"),
-    ("a.png,1,,,,", "label 1 .* needs a class"),
-    ("a.png,2,good,,,", "label must be 0"),
-    ("a.png,0,good,,,later", "split must be one of"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("a.png,1,good,,,", "class 'good' contradicts label 1"),
+        ("a.png,0,scratch,,,", "label 0 .* contradicts class 'scratch'"),
+        ("a.png,1,,,,", "label 1 .* needs a class"),
+        ("a.png,2,good,,,", "label must be 0"),
+        ("a.png,0,good,,,later", "split must be one of"),
+    ],
+)
 def test_csv_label_contradictions_are_named(tmp_path, row, message):
     _image(tmp_path / "a.png")
     with pytest.raises(DataError, match=rf"bad\.csv:2: {message}"):
@@ -226,8 +233,17 @@ def test_dataset_items_resize_flip_and_synthetic(tmp_path):
     assert item["label"] == 1 and item["class_index"] == 1 and bool(item["has_mask"])
     assert item["aoi"].sum() > 0 and item["aoi"][0, 0] == 0
 
-    synthetic = InspectionDataset(index.samples, index.class_names, 32, 48, aoi=index.aoi,
-                                  synthetic=SyntheticDefects(seed=0), synthetic_probability=1.0, augment=True, seed=3)
+    synthetic = InspectionDataset(
+        index.samples,
+        index.class_names,
+        32,
+        48,
+        aoi=index.aoi,
+        synthetic=SyntheticDefects(seed=0),
+        synthetic_probability=1.0,
+        augment=True,
+        seed=3,
+    )
     good = next(i for i, s in enumerate(index.samples) if s.label == 0)
     made = synthetic[good]
     assert made["label"] == 1 and made["class_index"] == SYNTHETIC_CLASS_INDEX and bool(made["synthetic"])
@@ -241,14 +257,14 @@ def test_dataset_items_resize_flip_and_synthetic(tmp_path):
         flipped.set_epoch(epoch)
         flips.append(flipped[dent]["mask"])
     corners = {(int(m[0, 0]), int(m[0, -1]), int(m[-1, 0]), int(m[-1, -1])) for m in flips}
-    assert len(corners) > 1          # some epochs flip, and the mask moved with the image
+    assert len(corners) > 1  # some epochs flip, and the mask moved with the image
 
 
 def test_thin_defect_survives_downscaling_and_empty_defect_mask_has_no_target(tmp_path):
     _image(tmp_path / "good" / "g.png", h=90, w=90)
     _image(tmp_path / "crack" / "c.jpg", h=90, w=90)
     thin = np.zeros((90, 90), np.uint8)
-    thin[40, 10:80] = 255                      # 1 px line: nearest-neighbour at 1/3 scale may drop it
+    thin[40, 10:80] = 255  # 1 px line: nearest-neighbour at 1/3 scale may drop it
     cv2.imwrite(str(tmp_path / "crack" / "c.png"), thin)
     _image(tmp_path / "uneven" / "u.jpg", h=90, w=90)
     _mask(tmp_path / "uneven" / "u.png", h=90, w=90, box=None)
@@ -277,16 +293,16 @@ def test_onen_data_check_prints_one_line_and_flags_orphan_masks_and_defects_with
     """Issue 13 item 9: a one-line verdict; a lone mask is an orphan, not a good image; a maskless defect is named."""
     import json
 
-    from edge.cli import main
+    from onen.edge.cli import main
 
     root = tmp_path / "tiles"
     for i in range(3):
         _image(root / "MT_Free" / "Imgs" / f"f{i}.jpg")
         _mask(root / "MT_Free" / "Imgs" / f"f{i}.png", box=None)
-    _mask(root / "MT_Free" / "Imgs" / "lost.png", box=None)              # its image was deleted
+    _mask(root / "MT_Free" / "Imgs" / "lost.png", box=None)  # its image was deleted
     _image(root / "MT_Crack" / "Imgs" / "c0.jpg")
     _mask(root / "MT_Crack" / "Imgs" / "c0.png")
-    _image(root / "MT_Crack" / "Imgs" / "c1.jpg")                        # a defect without its mask
+    _image(root / "MT_Crack" / "Imgs" / "c1.jpg")  # a defect without its mask
     assert main(["data", "check", str(root)]) == 1
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("PROBLEMS:")

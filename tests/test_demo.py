@@ -1,4 +1,5 @@
 """`onen demo` as a user runs it (a real subprocess), with the demo model cache pre-filled by tiny_bundle."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from train.commands.demo import DEFAULT_CACHE, demo_key
+from onen.train.commands.demo import DEFAULT_CACHE, demo_key
 
 
 def _cache(tmp_path, bundle) -> Path:
@@ -22,14 +23,32 @@ def _cache(tmp_path, bundle) -> Path:
 def test_demo_runs_end_to_end_and_exits_0(tmp_path, tiny_bundle):
     cache = _cache(tmp_path, tiny_bundle)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--frames", "16", "--cache-dir", str(cache),
-                           "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onen.edge.cli",
+            "demo",
+            "--frames",
+            "16",
+            "--cache-dir",
+            str(cache),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert f"model: reusing {tiny_bundle}" in out
     lines = [line for line in out.splitlines() if line.strip().startswith("seq ")]
     assert len(lines) == 16 and all(re.search(r"(ok|defect) +score \d\.\d{3}", line) for line in lines)
-    summary = re.search(r"summary: 16 results \((\d+) ok, (\d+) defect\); verdict matches the generated truth on (\d+)/16", out)
+    summary = re.search(
+        r"summary: 16 results \((\d+) ok, (\d+) defect\); verdict matches the generated truth on (\d+)/16", out
+    )
     assert summary, out
     assert int(summary.group(3)) >= 12, "the small model tells generated good and defective parts apart"
     assert "latency p50 (ms):" in out and "frames/s" in out
@@ -38,39 +57,52 @@ def test_demo_runs_end_to_end_and_exits_0(tmp_path, tiny_bundle):
     assert f"archive of defects: {tmp_path / 'work'}" in out
 
     # Without --workdir everything is removed, and no path inside the removed folder is printed.
-    done = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--frames", "4", "--fps", "0", "--cache-dir", str(cache)],
-                          capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "onen.edge.cli", "demo", "--frames", "4", "--fps", "0", "--cache-dir", str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "onen-demo-" not in done.stdout and "removed with the temp dir" in done.stdout
 
 
 def test_demo_cache_is_where_readme_says_and_keyed_by_the_recipe(tmp_path, tiny_bundle, capsys):
-    from train.commands.demo import demo_bundle
+    from onen.train.commands.demo import demo_bundle
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert str(DEFAULT_CACHE).replace(str(Path.home()), "~") in readme
     cache = _cache(tmp_path, tiny_bundle)
     assert demo_bundle(cache) == tiny_bundle
     (cache / "demo.json").write_text(json.dumps({"bundle": str(tiny_bundle), "key": "made-by-older-code"}))
-    assert demo_bundle(cache) != tiny_bundle        # another recipe's model is not reused: trained again
+    assert demo_bundle(cache) != tiny_bundle  # another recipe's model is not reused: trained again
     assert "made by recipe made-by-older-code" in capsys.readouterr().out
 
 
 def test_demo_refuses_a_bad_frame_count(tmp_path, tiny_bundle):
     cache = _cache(tmp_path, tiny_bundle)
-    done = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--frames", "0", "--cache-dir", str(cache)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "onen.edge.cli", "demo", "--frames", "0", "--cache-dir", str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "--frames must be at least 1" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_the_small_model_does_not_depend_on_the_thread_count(tmp_path, tiny_bundle):
     """The demo's (and the tests') model is the same whatever OMP_NUM_THREADS or torch's threads say."""
-    from edge.bundle import load_bundle
+    from onen.edge.bundle import load_bundle
 
-    code = ("import sys, torch; torch.set_num_threads(2); from train.recipes import small_bundle; "
-            "print(small_bundle(sys.argv[1], seed=0))")
+    code = (
+        "import sys, torch; torch.set_num_threads(2); from train.recipes import small_bundle; "
+        "print(small_bundle(sys.argv[1], seed=0))"
+    )
     env = dict(os.environ, OMP_NUM_THREADS="2", ONEN_SMALL_BUNDLE_CACHE="off")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "again")], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "again")], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     again, first = load_bundle(done.stdout.strip().splitlines()[-1]), load_bundle(tiny_bundle)
     assert again.onnx_sha256 == first.onnx_sha256

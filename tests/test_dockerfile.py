@@ -1,4 +1,5 @@
 """Dockerfile.jetson: hadolint finds nothing (not even info), and the image keeps the promises docs/jetson.md makes."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ def hadolint_binary() -> str:
 
 
 def test_hadolint_reports_nothing():
-    result = subprocess.run([hadolint_binary(), "--no-color", "--failure-threshold", "info", "--format", "json", str(DOCKERFILE)],
-                            capture_output=True, text=True, timeout=60, cwd=DOCKERFILE.parent)
+    result = subprocess.run(
+        [hadolint_binary(), "--no-color", "--failure-threshold", "info", "--format", "json", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=DOCKERFILE.parent,
+    )
     findings = json.loads(result.stdout or "[]")
     assert findings == [], "\n".join(f"line {f['line']} {f['code']} {f['level']}: {f['message']}" for f in findings)
     assert result.returncode == 0, result.stderr

@@ -1,5 +1,6 @@
 """How a model's engine uses the CPU: the layout chosen from the config, and an engine that runs two
 calls at once on a real ONNX Runtime session still gives every frame its own outputs, in order."""
+
 from __future__ import annotations
 
 import threading
@@ -7,20 +8,23 @@ import time
 
 import numpy as np
 import pytest
-
-from edge.backends.factory import create_backend
-from edge.backends.onnxruntime_backend import CpuLayout, OnnxRuntimeBackend
-from edge.inference import SharedEngine
 from test_backend_factory import HEIGHT, WIDTH, mean_bundle  # noqa: F401  (fixture)
 
+from onen.edge.backends.factory import create_backend
+from onen.edge.backends.onnxruntime_backend import CpuLayout, OnnxRuntimeBackend
+from onen.edge.inference import SharedEngine
 
-@pytest.mark.parametrize("parallel, threads, cores, expected", [
-    (None, None, 2, CpuLayout(2, 1)),      # the default on this 2-core machine: two single-threaded calls
-    (None, None, 8, CpuLayout(2, 4)),
-    (None, None, 1, CpuLayout(1, 1)),      # one core: nothing to run in parallel
-    (1, None, 2, CpuLayout(1, 2)),         # the latency layout: one call on every core
-    (3, 2, 4, CpuLayout(3, 2)),            # what the config says wins
-])
+
+@pytest.mark.parametrize(
+    "parallel, threads, cores, expected",
+    [
+        (None, None, 2, CpuLayout(2, 1)),  # the default on this 2-core machine: two single-threaded calls
+        (None, None, 8, CpuLayout(2, 4)),
+        (None, None, 1, CpuLayout(1, 1)),  # one core: nothing to run in parallel
+        (1, None, 2, CpuLayout(1, 2)),  # the latency layout: one call on every core
+        (3, 2, 4, CpuLayout(3, 2)),  # what the config says wins
+    ],
+)
 def test_cpu_layout_fills_what_the_config_leaves_out(parallel, threads, cores, expected):
     assert CpuLayout.choose(parallel, threads, cores) == expected
 
@@ -46,7 +50,7 @@ class Overlap:
             self.running += 1
             self.most = max(self.most, self.running)
         try:
-            time.sleep(self.hold_s)         # long enough for a second call to start if the engine allows it
+            time.sleep(self.hold_s)  # long enough for a second call to start if the engine allows it
             return self.backend.infer(batch)
         finally:
             with self.lock:
@@ -71,7 +75,7 @@ def test_engine_runs_as_many_calls_at_once_as_the_backend_allows(mean_bundle, mo
     levels = [10, 60, 110, 160, 210, 250]
     results: dict[int, float] = {}
 
-    def camera(level: int) -> None:      # lock mode calls in the camera's own thread
+    def camera(level: int) -> None:  # lock mode calls in the camera's own thread
         outputs, _ = engine.submit(np.full((1, HEIGHT, WIDTH, 3), level, np.uint8)).result(timeout=10)
         results[level] = float(outputs.score[0])
 
@@ -82,7 +86,7 @@ def test_engine_runs_as_many_calls_at_once_as_the_backend_allows(mean_bundle, mo
         thread.join(10)
     engine.close()
     assert backend.most == 2, "two calls overlapped, never more"
-    for level in levels:                 # the mean model's score is the image mean / 255: no frame got another's outputs
+    for level in levels:  # the mean model's score is the image mean / 255: no frame got another's outputs
         assert results[level] == pytest.approx(level / 255, rel=1e-5)
     assert engine.calls == len(levels)
 

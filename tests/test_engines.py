@@ -1,4 +1,5 @@
 """Engine cache keys, sidecars, selection (load vs rebuild), the build lock and INT8 calibration batching."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.engines.int8_calibration import calibration_batches, list_calibration_images, pad_batch
-from edge.engines.keys import (
+from onen.edge.engines.int8_calibration import calibration_batches, list_calibration_images, pad_batch
+from onen.edge.engines.keys import (
     EngineSidecar,
     RuntimeTarget,
     TensorSpec,
@@ -23,16 +24,22 @@ from edge.engines.keys import (
     sidecar_path,
     write_sidecar,
 )
-from edge.engines.lock import EngineLockTimeout, FileLock
-from edge.engines.selection import LOAD, REBUILD, EngineRecord, choose_engine, scan_engines
-from edge.errors import BundleError, DataError
-from edge.images import prepare_batch, read_image_rgb
+from onen.edge.engines.lock import EngineLockTimeout, FileLock
+from onen.edge.engines.selection import LOAD, REBUILD, EngineRecord, choose_engine, scan_engines
+from onen.edge.errors import BundleError, DataError
+from onen.edge.images import prepare_batch, read_image_rgb
 
 ORIN = RuntimeTarget("8.7", "10.3.0", "Orin")
 ONNX_SHA = "a" * 64
 
 
-def make_sidecar(target: RuntimeTarget = ORIN, precision: str = "fp16", onnx_sha: str = ONNX_SHA, built_at: str = "2026-11-25T10:00:00+00:00", **extra) -> EngineSidecar:
+def make_sidecar(
+    target: RuntimeTarget = ORIN,
+    precision: str = "fp16",
+    onnx_sha: str = ONNX_SHA,
+    built_at: str = "2026-11-25T10:00:00+00:00",
+    **extra,
+) -> EngineSidecar:
     return EngineSidecar(
         tensorrt_version=target.tensorrt_version,
         compute_capability=target.compute_capability,
@@ -54,6 +61,7 @@ def record(sidecar: EngineSidecar, problem: str = "") -> EngineRecord:
 
 # --- keys -------------------------------------------------------------------------------------------
 
+
 def test_engine_file_name_round_trips():
     name = engine_file_name(ORIN, "fp16")
     assert name == "8.7_trt10.3.0_fp16.engine"
@@ -69,8 +77,13 @@ def test_engine_file_name_round_trips():
 
 def test_sidecar_round_trip(tmp_path):
     engine = tmp_path / engine_file_name(ORIN, "fp16")
-    original = make_sidecar(used="fp32", build_seconds=93.5, build_options={"max_batch": 4, "workspace_gb": 2.0},
-                            notes=["platform has no fast FP16: built FP32"], parity={"passed": True, "max_score_diff": 0.001})
+    original = make_sidecar(
+        used="fp32",
+        build_seconds=93.5,
+        build_options={"max_batch": 4, "workspace_gb": 2.0},
+        notes=["platform has no fast FP16: built FP32"],
+        parity={"passed": True, "max_score_diff": 0.001},
+    )
     path = write_sidecar(engine, original)
     assert path == sidecar_path(engine) == tmp_path / "8.7_trt10.3.0_fp16.json"
     assert read_sidecar(path) == original
@@ -94,6 +107,7 @@ def test_sidecar_errors_name_file_and_key(tmp_path):
 
 
 # --- selection --------------------------------------------------------------------------------------
+
 
 def test_matching_engine_is_loaded():
     decision = choose_engine([record(make_sidecar())], ORIN, ONNX_SHA)
@@ -152,7 +166,7 @@ def test_newest_matching_engine_wins():
 
 
 def test_scan_finds_missing_sidecars_and_replaced_engines(tmp_path):
-    from edge.bundle import sha256_file
+    from onen.edge.bundle import sha256_file
 
     good = tmp_path / engine_file_name(ORIN, "fp16")
     good.write_bytes(b"serialized engine bytes")
@@ -177,7 +191,7 @@ HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from edge.engines.lock import FileLock
+    from onen.edge.engines.lock import FileLock
     with FileLock(Path(sys.argv[1])):
         print("locked", flush=True)
         time.sleep(float(sys.argv[2]))
@@ -207,7 +221,9 @@ def test_lock_excludes_a_second_process(tmp_path):
 
 def test_lock_is_freed_when_the_holder_dies(tmp_path):
     lock_file = tmp_path / "x.lock"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock_file), "60"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock_file), "60"], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "locked"
     holder.kill()
     holder.wait(timeout=10)
@@ -216,6 +232,7 @@ def test_lock_is_freed_when_the_holder_dies(tmp_path):
 
 
 # --- INT8 calibration batching ----------------------------------------------------------------------
+
 
 @pytest.fixture
 def calibration_folder(tmp_path):
@@ -282,10 +299,10 @@ STAND_IN_BUILD = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from edge.bundle import load_bundle, sha256_file
-    from edge.engines.builder import BuildOptions, BuildResult
-    from edge.engines.keys import EngineSidecar, RuntimeTarget, engine_file_name, write_sidecar
-    from edge.engines.manager import ensure_engine
+    from onen.edge.bundle import load_bundle, sha256_file
+    from onen.edge.engines.builder import BuildOptions, BuildResult
+    from onen.edge.engines.keys import EngineSidecar, RuntimeTarget, engine_file_name, write_sidecar
+    from onen.edge.engines.manager import ensure_engine
 
     def stand_in_build(bundle, options, target):
         with open(BUILD_LOG, "a") as handle:
@@ -310,46 +327,66 @@ def stand_in_namespace(build_log: Path, seconds: float) -> dict:
 @pytest.fixture
 def plain_bundle(tmp_path):
     """A bundle whose model.onnx is never parsed here (the build is a stand-in)."""
-    from edge.bundle import Manifest, load_bundle, write_manifest
+    from onen.edge.bundle import Manifest, load_bundle, write_manifest
 
     directory = tmp_path / "bundle"
     directory.mkdir()
     (directory / "model.onnx").write_bytes(b"onnx bytes")
-    write_manifest(directory, Manifest(name="m", version="1", family="test", input_height=8, input_width=8, class_names=["good"]))
+    write_manifest(
+        directory, Manifest(name="m", version="1", family="test", input_height=8, input_width=8, class_names=["good"])
+    )
     return load_bundle(directory)
 
 
 def test_ensure_engine_builds_once_then_loads(plain_bundle, tmp_path):
-    from edge.engines.builder import BuildOptions
-    from edge.engines.manager import ensure_engine
+    from onen.edge.engines.builder import BuildOptions
+    from onen.edge.engines.manager import ensure_engine
 
     namespace = stand_in_namespace(tmp_path / "builds.log", 0.0)
     events = []
-    first = ensure_engine(plain_bundle, ORIN, BuildOptions(), lambda kind, detail: events.append((kind, detail)), build=namespace["stand_in_build"])
+    first = ensure_engine(
+        plain_bundle,
+        ORIN,
+        BuildOptions(),
+        lambda kind, detail: events.append((kind, detail)),
+        build=namespace["stand_in_build"],
+    )
     assert first.built and first.engine_path.name == "8.7_trt10.3.0_fp16.engine"
     assert [kind for kind, _ in events] == ["engine_build_started", "engine_built"]
-    assert events[0][1]["reason"] == "no engine built yet for this bundle" and events[0][1]["compute_capability"] == "8.7"
+    assert (
+        events[0][1]["reason"] == "no engine built yet for this bundle" and events[0][1]["compute_capability"] == "8.7"
+    )
     events.clear()
-    second = ensure_engine(plain_bundle, ORIN, BuildOptions(), lambda kind, detail: events.append(kind), build=namespace["stand_in_build"])
+    second = ensure_engine(
+        plain_bundle, ORIN, BuildOptions(), lambda kind, detail: events.append(kind), build=namespace["stand_in_build"]
+    )
     assert not second.built and second.engine_path == first.engine_path and events == []
     # a TensorRT upgrade on the station makes the engine stale: rebuilt, old one left alone
     upgraded = RuntimeTarget("8.7", "10.4.0", "Orin")
-    third = ensure_engine(plain_bundle, upgraded, BuildOptions(), lambda kind, detail: events.append((kind, detail)), build=namespace["stand_in_build"])
+    third = ensure_engine(
+        plain_bundle,
+        upgraded,
+        BuildOptions(),
+        lambda kind, detail: events.append((kind, detail)),
+        build=namespace["stand_in_build"],
+    )
     assert third.built and third.engine_path.name == "8.7_trt10.4.0_fp16.engine"
     assert "built with TensorRT 10.3.0, this station runs 10.4.0" in events[0][1]["reason"]
     assert (tmp_path / "builds.log").read_text().count("\n") == 2
 
 
 def test_failed_build_is_announced(plain_bundle):
-    from edge.engines.builder import BuildOptions, EngineBuildError
-    from edge.engines.manager import ensure_engine
+    from onen.edge.engines.builder import BuildOptions, EngineBuildError
+    from onen.edge.engines.manager import ensure_engine
 
     def failing_build(bundle, options, target):
         raise EngineBuildError("model.onnx: node 7 'attn' (Einsum): UNSUPPORTED_NODE")
 
     events = []
     with pytest.raises(EngineBuildError, match="UNSUPPORTED_NODE"):
-        ensure_engine(plain_bundle, ORIN, BuildOptions(), lambda kind, detail: events.append((kind, detail)), build=failing_build)
+        ensure_engine(
+            plain_bundle, ORIN, BuildOptions(), lambda kind, detail: events.append((kind, detail)), build=failing_build
+        )
     assert [kind for kind, _ in events] == ["engine_build_started", "engine_build_failed"]
     assert "UNSUPPORTED_NODE" in events[1][1]["error"]
 
@@ -364,7 +401,10 @@ def test_two_processes_build_the_same_engine_only_once(plain_bundle, tmp_path):
         print("built" if outcome.built else "loaded", outcome.engine_path.name, flush=True)
         """
     )
-    processes = [subprocess.Popen([sys.executable, "-c", script, str(plain_bundle.path)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, str(plain_bundle.path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = sorted(p.communicate(timeout=60)[0].strip() for p in processes)
     assert [p.returncode for p in processes] == [0, 0]
     assert outputs == ["built 8.7_trt10.3.0_fp16.engine", "loaded 8.7_trt10.3.0_fp16.engine"]
@@ -372,7 +412,13 @@ def test_two_processes_build_the_same_engine_only_once(plain_bundle, tmp_path):
 
 
 def test_build_options_are_checked_before_anything_runs():
-    from edge.engines.builder import BuildOptions, BuildOptionsError, batch_profile, check_network_input, EngineBuildError
+    from onen.edge.engines.builder import (
+        BuildOptions,
+        BuildOptionsError,
+        EngineBuildError,
+        batch_profile,
+        check_network_input,
+    )
 
     with pytest.raises(BuildOptionsError, match="--int8 needs --calib-images"):
         BuildOptions(precision="int8").validate()
@@ -414,16 +460,18 @@ class ParserErrorLike:
 
 
 def test_parser_errors_are_reported_by_node():
-    from edge.engines.builder import describe_parser_error
+    from onen.edge.engines.builder import describe_parser_error
 
-    assert describe_parser_error(ParserErrorLike(12, "/blocks.0/attn/Einsum", "Einsum")) == \
-        "node 12 '/blocks.0/attn/Einsum' (Einsum): ErrorCode.UNSUPPORTED_NODE: no importer registered for op"
+    assert (
+        describe_parser_error(ParserErrorLike(12, "/blocks.0/attn/Einsum", "Einsum"))
+        == "node 12 '/blocks.0/attn/Einsum' (Einsum): ErrorCode.UNSUPPORTED_NODE: no importer registered for op"
+    )
     assert describe_parser_error(ParserErrorLike(-1)) == "ErrorCode.UNSUPPORTED_NODE: no importer registered for op"
 
 
 def test_engine_that_failed_parity_is_not_rebuilt_in_a_loop(plain_bundle, tmp_path):
-    from edge.engines.builder import BuildOptions
-    from edge.engines.manager import EngineParityError, ensure_engine
+    from onen.edge.engines.builder import BuildOptions
+    from onen.edge.engines.manager import EngineParityError, ensure_engine
 
     namespace = stand_in_namespace(tmp_path / "builds.log", 0.0)
     built = ensure_engine(plain_bundle, ORIN, BuildOptions(), build=namespace["stand_in_build"])
@@ -443,9 +491,11 @@ def test_engine_that_failed_parity_is_not_rebuilt_in_a_loop(plain_bundle, tmp_pa
 
 
 def test_int8_calibration_cache_is_reused_only_for_the_same_model_and_images():
-    from edge.engines.builder import BuildOptions, calibration_cache_is_stale
+    from onen.edge.engines.builder import BuildOptions, calibration_cache_is_stale
 
-    previous = make_sidecar(precision="int8", build_options=BuildOptions(precision="int8", calib_images=Path("int8.txt")).to_dict())
+    previous = make_sidecar(
+        precision="int8", build_options=BuildOptions(precision="int8", calib_images=Path("int8.txt")).to_dict()
+    )
     assert not calibration_cache_is_stale(previous, ONNX_SHA, Path("int8.txt"))
     assert calibration_cache_is_stale(previous, "c" * 64, Path("int8.txt"))
     assert calibration_cache_is_stale(previous, ONNX_SHA, Path("other.txt"))

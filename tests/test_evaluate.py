@@ -1,4 +1,5 @@
 """evaluate() and `onen eval`: report keys, known answers on a hand-built set, plots on disk."""
+
 from __future__ import annotations
 
 import csv
@@ -9,11 +10,20 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.cli import main as onen
-from train.data.readers import load_index
-from train.evaluate import EvaluationError, evaluate
+from onen.edge.cli import main as onen
+from onen.train.data.readers import load_index
+from onen.train.evaluate import EvaluationError, evaluate
 
-REQUIRED_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1", "accuracy", "class_accuracy", "confusion_matrix", "threshold")
+REQUIRED_KEYS = (
+    "image_auroc",
+    "pixel_auroc",
+    "aupro",
+    "f1",
+    "accuracy",
+    "class_accuracy",
+    "confusion_matrix",
+    "threshold",
+)
 PLOTS = ("roc.png", "score_hist.png", "worst_defects.png", "worst_good.png")
 
 
@@ -54,8 +64,17 @@ def _bright_square_model(batch: np.ndarray):
 
 def test_evaluate_known_answers_and_files(tmp_path):
     index = load_index(_squares_dataset(tmp_path / "data"), aoi=tmp_path / "data" / "aoi.png")
-    report = evaluate(_bright_square_model, index.samples, ["good", "small", "big"], 48, 48, tmp_path / "out",
-                      aoi=index.aoi, batch_size=5, progress=False)
+    report = evaluate(
+        _bright_square_model,
+        index.samples,
+        ["good", "small", "big"],
+        48,
+        48,
+        tmp_path / "out",
+        aoi=index.aoi,
+        batch_size=5,
+        progress=False,
+    )
     for key in REQUIRED_KEYS:
         assert key in report
     assert report["image_auroc"] == 1.0 and report["pixel_auroc"] == 1.0 and report["aupro"] == 1.0
@@ -73,20 +92,29 @@ def test_evaluate_known_answers_and_files(tmp_path):
 
 def test_evaluate_given_threshold_blind_model_and_no_masks(tmp_path):
     index = load_index(_squares_dataset(tmp_path / "data"))
-    unmasked = [s.__class__(s.image, s.label, s.class_name) for s in index.samples]   # labels only
+    unmasked = [s.__class__(s.image, s.label, s.class_name) for s in index.samples]  # labels only
 
-    def blind(batch):   # sees nothing: same score everywhere, single-class head
+    def blind(batch):  # sees nothing: same score everywhere, single-class head
         n = len(batch)
         return np.full(n, 0.3, np.float32), np.zeros((n, 1, 48, 48), np.float32), np.zeros((n, 1), np.float32)
 
-    report = evaluate(blind, unmasked, ["good", "small", "big"], 48, 48, tmp_path / "out", threshold=0.5, progress=False)
+    report = evaluate(
+        blind, unmasked, ["good", "small", "big"], 48, 48, tmp_path / "out", threshold=0.5, progress=False
+    )
     assert report["image_auroc"] == 0.5 and report["pixel_auroc"] is None and report["aupro"] is None
     assert report["threshold"] == 0.5 and report["threshold_source"] == "given"
     assert report["f1"] == 0.0 and report["accuracy"] == pytest.approx(6 / 18) and report["class_accuracy"] is None
     assert report["confusion_matrix"]["matrix"] == [[6, 0], [12, 0]]
     with pytest.raises(EvaluationError, match="expected"):
-        evaluate(lambda b: (np.zeros(2), np.zeros((2, 1, 48, 48)), np.zeros((2, 1))), unmasked[:3], ["good", "small", "big"],
-                 48, 48, tmp_path / "bad", progress=False)
+        evaluate(
+            lambda b: (np.zeros(2), np.zeros((2, 1, 48, 48)), np.zeros((2, 1))),
+            unmasked[:3],
+            ["good", "small", "big"],
+            48,
+            48,
+            tmp_path / "bad",
+            progress=False,
+        )
 
 
 def test_onen_eval_bundle_on_other_data(tiny_bundle, tmp_path):
@@ -102,10 +130,12 @@ def test_onen_eval_bundle_on_other_data(tiny_bundle, tmp_path):
         assert (out / name).is_file()
 
     # on the generated AOI benchmark the report also counts rejections per kind of image
-    from train.data.synth_benchmark import generate
+    from onen.train.data.synth_benchmark import generate
 
     bench = generate(tmp_path / "bench", seed=1, count=10, size=64, progress=False)
-    assert onen(["eval", "--bundle", str(tiny_bundle), "--data", str(bench), "--out", str(tmp_path / "eval-bench")]) == 0
+    assert (
+        onen(["eval", "--bundle", str(tiny_bundle), "--data", str(bench), "--out", str(tmp_path / "eval-bench")]) == 0
+    )
     groups = json.loads((tmp_path / "eval-bench" / "report.json").read_text())["groups"]
     assert set(groups) == {"good_plain", "good_outside", "scratch", "spot", "crack"}
     assert sum(g["images"] for g in groups.values()) == 10

@@ -1,4 +1,5 @@
 """The student's model of good parts: per-position Gaussians, their normalisation, and how they join the outputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,13 +7,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edge.errors import OnenError
-from train.export import ExportInfo, export_model, torch_outputs
-from train.good_feature_fit import fit_good_features
-from train.metrics_quick import image_auroc
-from train.models.good_features import Normaliser, PositionGaussian
-from train.models.onen_vit import OneNConfig, OneNStudent
-from train.tiny_data import make_tiny_set
+from onen.edge.errors import OnenError
+from onen.train.export import ExportInfo, export_model, torch_outputs
+from onen.train.good_feature_fit import fit_good_features
+from onen.train.metrics_quick import image_auroc
+from onen.train.models.good_features import Normaliser, PositionGaussian
+from onen.train.models.onen_vit import OneNConfig, OneNStudent
+from onen.train.tiny_data import make_tiny_set
 
 
 def test_distance_is_the_mahalanobis_distance_at_each_position():
@@ -23,12 +24,12 @@ def test_distance_is_the_mahalanobis_distance_at_each_position():
     features = torch.from_numpy(samples.transpose(0, 2, 1).reshape(4000, 3, 1, 2)).float()
     gaussian = PositionGaussian(3, 1, 2)
     gaussian.fit(features)
-    probe = torch.tensor([[[[1.0, 5.0]], [[0.5, -4.0]], [[-0.2, 1.3]]]])        # [1, C=3, 1, 2]
+    probe = torch.tensor([[[[1.0, 5.0]], [[0.5, -4.0]], [[-0.2, 1.3]]]])  # [1, C=3, 1, 2]
     got = gaussian.distance(probe)[0, 0].numpy()
     for position in range(2):
         x = samples[:, position]
         mean, covariance = x.mean(axis=0), np.cov(x, rowvar=False)
-        covariance += 0.01 * np.diag(covariance).mean() * np.eye(3)              # the ridge of PositionGaussian
+        covariance += 0.01 * np.diag(covariance).mean() * np.eye(3)  # the ridge of PositionGaussian
         delta = probe[0, :, 0, position].numpy() - mean
         assert got[position] == pytest.approx(float(np.sqrt(delta @ np.linalg.inv(covariance) @ delta)), rel=1e-3)
     at_mean = gaussian.distance(gaussian.mean.reshape(2, 3).T.reshape(1, 3, 1, 2))
@@ -48,7 +49,7 @@ def test_normaliser_puts_the_median_at_zero_and_the_interquartile_range_at_one()
     normaliser.fit(1, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
     assert float(normaliser(1, torch.tensor(3.0))) == pytest.approx(0.0)
     assert float(normaliser(1, torch.tensor(5.0))) == pytest.approx(1.0)
-    normaliser.fit(0, torch.tensor([2.0, 2.0, 2.0]))                             # no spread: still a finite scale
+    normaliser.fit(0, torch.tensor([2.0, 2.0, 2.0]))  # no spread: still a finite scale
     assert torch.isfinite(normaliser(0, torch.tensor(3.0)))
 
 
@@ -58,8 +59,17 @@ def _good_items(images: np.ndarray) -> list[dict]:
 
 def _student(seed: int = 0, good_features: bool = True) -> OneNStudent:
     torch.manual_seed(seed)
-    cfg = OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, stem="conv",
-                     good_features=good_features)
+    cfg = OneNConfig(
+        num_classes=3,
+        input_height=64,
+        input_width=64,
+        patch=16,
+        dim=32,
+        depth=2,
+        heads=2,
+        stem="conv",
+        good_features=good_features,
+    )
     return OneNStudent(cfg).eval()
 
 
@@ -68,7 +78,9 @@ def fitted():
     data = make_tiny_set(seed=11, count=160, size=64)
     good = data.images[data.labels == 0]
     model = _student()
-    summary = fit_good_features(model, _good_items(good[:60]), _good_items(good[60:]), batch_size=16, device=torch.device("cpu"))
+    summary = fit_good_features(
+        model, _good_items(good[:60]), _good_items(good[60:]), batch_size=16, device=torch.device("cpu")
+    )
     return model, data, summary
 
 
@@ -76,7 +88,7 @@ def test_an_unfitted_model_leaves_the_student_as_it_is():
     images = make_tiny_set(seed=2, count=4, size=64).images
     plain, carrying = _student(good_features=False), _student(good_features=True)
     carrying.load_state_dict(plain.state_dict(), strict=False)
-    for ours, theirs in zip(torch_outputs(carrying, images), torch_outputs(plain, images)):
+    for ours, theirs in zip(torch_outputs(carrying, images), torch_outputs(plain, images), strict=True):
         assert np.array_equal(ours, theirs)
 
 
@@ -87,9 +99,17 @@ def test_fitted_distances_tell_defects_from_good_parts_even_untrained(fitted):
     test = make_tiny_set(seed=12, count=80, size=64)
     score, anomaly_map, _ = torch_outputs(model, test.images)
     assert image_auroc(score, test.labels) > 0.8
-    peak_inside = [float(m[0][mask].max()) for m, mask, label in zip(anomaly_map, test.masks, test.labels) if label == 1]
-    median_elsewhere = [float(np.median(m[0][~mask])) for m, mask, label in zip(anomaly_map, test.masks, test.labels) if label == 1]
-    assert np.median(peak_inside) > np.median(median_elsewhere)                 # the map is bright where the defect is
+    peak_inside = [
+        float(m[0][mask].max())
+        for m, mask, label in zip(anomaly_map, test.masks, test.labels, strict=True)
+        if label == 1
+    ]
+    median_elsewhere = [
+        float(np.median(m[0][~mask]))
+        for m, mask, label in zip(anomaly_map, test.masks, test.labels, strict=True)
+        if label == 1
+    ]
+    assert np.median(peak_inside) > np.median(median_elsewhere)  # the map is bright where the defect is
 
 
 def test_checkpoint_round_trip_keeps_the_fitted_model(fitted, tmp_path):
@@ -102,7 +122,7 @@ def test_checkpoint_round_trip_keeps_the_fitted_model(fitted, tmp_path):
     again.load_state_dict(state["model"])
     assert again.good_features.is_fitted
     images = fitted[1].images[:3]
-    for ours, theirs in zip(torch_outputs(again, images), torch_outputs(model, images)):
+    for ours, theirs in zip(torch_outputs(again, images), torch_outputs(model, images), strict=True):
         assert np.array_equal(ours, theirs)
 
 
@@ -114,7 +134,7 @@ def test_fitted_student_exports_with_parity(fitted, tmp_path):
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(bundle / "model.onnx"), options, providers=["CPUExecutionProvider"])
     images = data.images[2:7]
-    for ours, theirs in zip(session.run(None, {"image": images}), torch_outputs(model, images)):
+    for ours, theirs in zip(session.run(None, {"image": images}), torch_outputs(model, images), strict=True):
         assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 1e-4
 
 

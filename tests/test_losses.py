@@ -1,12 +1,22 @@
 """Student losses against hand-made cases: progressive weights, focal loss, AOI guidance, distillation."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from train.losses import (aoi_guidance_loss, attention_overlap_loss, feature_distillation_loss, focal_loss_with_logits,
-                          logit_distillation_loss, masked_cross_entropy, out_of_aoi_mass, outside_peak_loss, progressive_focal_loss,
-                          progressive_weights)
+from onen.train.losses import (
+    aoi_guidance_loss,
+    attention_overlap_loss,
+    feature_distillation_loss,
+    focal_loss_with_logits,
+    logit_distillation_loss,
+    masked_cross_entropy,
+    out_of_aoi_mass,
+    outside_peak_loss,
+    progressive_focal_loss,
+    progressive_weights,
+)
 
 
 def test_progressive_weights_increase_with_depth_and_sum_to_one():
@@ -26,24 +36,24 @@ def _square_target() -> torch.Tensor:
 
 def test_focal_loss_perfect_map_near_zero_inverted_map_large():
     target = _square_target()
-    perfect = (target * 2 - 1) * 12           # logits +-12 -> p = 1 - 6e-6
+    perfect = (target * 2 - 1) * 12  # logits +-12 -> p = 1 - 6e-6
     inverted = -perfect
     assert float(focal_loss_with_logits(perfect, target)) < 1e-6
     assert float(focal_loss_with_logits(inverted, target)) > 10
-    uncertain = torch.zeros_like(target)      # p = 0.5 everywhere: BCE ln2 times (0.5)^2
+    uncertain = torch.zeros_like(target)  # p = 0.5 everywhere: BCE ln2 times (0.5)^2
     assert float(focal_loss_with_logits(uncertain, target)) == pytest.approx(0.25 * 0.6931, rel=1e-3)
 
 
 def test_focal_loss_down_weights_easy_pixels_relative_to_bce():
     target = torch.tensor([1.0, 1.0])
-    logits = torch.tensor([3.0, -3.0])      # one easy, one hard
+    logits = torch.tensor([3.0, -3.0])  # one easy, one hard
     losses = focal_loss_with_logits(logits, target, reduction="none")
     assert float(losses[0]) < 0.01 * float(losses[1])
 
 
 def test_progressive_focal_loss_perfect_layers_zero_and_ignores_invalid_images():
     target = torch.cat([_square_target(), torch.ones(1, 16, 16)])
-    coarse = torch.nn.functional.avg_pool2d(target[:, None], 4)[:, 0]          # 4x4 grid
+    coarse = torch.nn.functional.avg_pool2d(target[:, None], 4)[:, 0]  # 4x4 grid
     layers = [(coarse * 2 - 1) * 30 for _ in range(3)]
     final = ((target * 2 - 1) * 30)[:, None]
     valid = torch.tensor([True, False])
@@ -71,9 +81,9 @@ def test_aoi_penalty_zero_inside_large_outside():
     aoi = torch.zeros(1, 32, 32)
     aoi[:, 8:24, 8:24] = 1
     inside = torch.zeros(1, 8, 8)
-    inside[:, 3:5, 3:5] = 0.2                # all attention mass in the AOI's centre
+    inside[:, 3:5, 3:5] = 0.2  # all attention mass in the AOI's centre
     outside = torch.zeros(1, 8, 8)
-    outside[:, 0, 0] = 0.8                   # all attention mass in a corner far from the AOI
+    outside[:, 0, 0] = 0.8  # all attention mass in a corner far from the AOI
     assert float(attention_overlap_loss(inside, aoi)[0]) == pytest.approx(0.0, abs=1e-5)
     assert float(attention_overlap_loss(outside, aoi)[0]) > 10
     assert float(out_of_aoi_mass(inside, aoi)[0]) == pytest.approx(0.0)
@@ -91,14 +101,14 @@ def test_outside_peak_loss_sees_one_bright_spot_beside_the_part():
     aoi[:, 8:24, 8:24] = 1
     dark = torch.full((2, 1, 32, 32), -8.0)
     spot_outside, spot_inside = dark.clone(), dark.clone()
-    spot_outside[:, 0, 1:4, 1:4] = 6.0                     # 9 pixels: more than the top 1 % (10 of 1024 pixels)
+    spot_outside[:, 0, 1:4, 1:4] = 6.0  # 9 pixels: more than the top 1 % (10 of 1024 pixels)
     spot_inside[:, 0, 15, 15] = 6.0
     assert float(outside_peak_loss(dark, aoi)) < 1e-3
     assert float(outside_peak_loss(spot_inside, aoi)) < 1e-3
     assert float(outside_peak_loss(spot_outside, aoi)) > 4.0
     outside = 1 - aoi
     mean_outside = float((torch.sigmoid(spot_outside)[:, 0] * outside).sum() / outside.sum())
-    assert mean_outside < 0.02                              # the mean outside (aoi_guidance_loss) barely notices the same spot
+    assert mean_outside < 0.02  # the mean outside (aoi_guidance_loss) barely notices the same spot
     assert float(outside_peak_loss(spot_outside, torch.ones(2, 32, 32))) == 0.0
     with torch.enable_grad():
         logits = spot_outside.clone().requires_grad_(True)
@@ -110,7 +120,7 @@ def test_distillation_losses():
     logits = torch.tensor([[2.0, -1.0, 0.5]])
     assert float(logit_distillation_loss(logits, logits)) == pytest.approx(0.0, abs=1e-6)
     assert float(logit_distillation_loss(logits, torch.tensor([[-2.0, 3.0, 0.0]]))) > 0.5
-    assert float(logit_distillation_loss(torch.zeros(2, 1), torch.ones(2, 1))) == 0.0   # no classes, nothing to distil
+    assert float(logit_distillation_loss(torch.zeros(2, 1), torch.ones(2, 1))) == 0.0  # no classes, nothing to distil
     features = torch.randn(2, 8, 2, 2)
     projected = torch.nn.functional.interpolate(features, size=(4, 4), mode="bilinear", align_corners=False)
     assert float(feature_distillation_loss(projected, features)) == pytest.approx(0.0, abs=1e-5)
@@ -125,12 +135,16 @@ def test_masked_cross_entropy_ignores_unknown_class():
 
 def test_balanced_focal_gives_small_defects_the_weight_of_large_ones():
     target = torch.zeros(2, 32, 32)
-    target[0, 10:12, 10:12] = 1          # 4 px defect
-    target[1, 4:28, 4:28] = 1            # 576 px defect
-    missed = torch.where(target > 0, torch.full_like(target, -4.0), torch.full_like(target, -4.0))   # map dark everywhere
-    plain = [float(progressive_focal_loss([], missed[i:i + 1], target[i:i + 1])) for i in range(2)]
-    balanced = [float(progressive_focal_loss([], missed[i:i + 1], target[i:i + 1], balanced=True)) for i in range(2)]
-    assert plain[0] < 0.05 * plain[1]                        # the plain mean barely notices the small miss
+    target[0, 10:12, 10:12] = 1  # 4 px defect
+    target[1, 4:28, 4:28] = 1  # 576 px defect
+    missed = torch.where(
+        target > 0, torch.full_like(target, -4.0), torch.full_like(target, -4.0)
+    )  # map dark everywhere
+    plain = [float(progressive_focal_loss([], missed[i : i + 1], target[i : i + 1])) for i in range(2)]
+    balanced = [
+        float(progressive_focal_loss([], missed[i : i + 1], target[i : i + 1], balanced=True)) for i in range(2)
+    ]
+    assert plain[0] < 0.05 * plain[1]  # the plain mean barely notices the small miss
     assert balanced[0] == pytest.approx(balanced[1], rel=0.05)
 
 
@@ -138,18 +152,23 @@ def test_batch_balanced_focal_weighs_defect_pixels_by_area_across_images():
     """balanced="batch": one mean over all defect pixels of the batch, so missing a large region costs more than
     missing a small one; a good image (empty target) only adds background pixels."""
     target = torch.zeros(3, 32, 32)
-    target[0, 10:12, 10:12] = 1          # 4 px defect
-    target[1, 4:28, 4:28] = 1            # 576 px defect; image 2 is good
+    target[0, 10:12, 10:12] = 1  # 4 px defect
+    target[1, 4:28, 4:28] = 1  # 576 px defect; image 2 is good
     found = torch.where(target > 0, torch.full_like(target, 4.0), torch.full_like(target, -4.0))
     miss_small, miss_large = found.clone(), found.clone()
     miss_small[0] = -4.0
     miss_large[1] = -4.0
-    loss = {name: float(progressive_focal_loss([], logits.unsqueeze(1), target, balanced="batch"))
-            for name, logits in (("found", found), ("small", miss_small), ("large", miss_large))}
+    loss = {
+        name: float(progressive_focal_loss([], logits.unsqueeze(1), target, balanced="batch"))
+        for name, logits in (("found", found), ("small", miss_small), ("large", miss_large))
+    }
     assert loss["found"] < loss["small"] < loss["large"]
     assert loss["large"] > 20 * loss["small"]
-    per_image = [float(progressive_focal_loss([], l.unsqueeze(1), target, balanced="image")) for l in (miss_small, miss_large)]
-    assert per_image[0] == pytest.approx(per_image[1], rel=0.05)          # the per-image mode treats both misses alike
+    per_image = [
+        float(progressive_focal_loss([], miss.unsqueeze(1), target, balanced="image"))
+        for miss in (miss_small, miss_large)
+    ]
+    assert per_image[0] == pytest.approx(per_image[1], rel=0.05)  # the per-image mode treats both misses alike
     good_only = float(progressive_focal_loss([], found[2:].unsqueeze(1), target[2:], balanced="batch"))
     assert good_only < 0.01
     with pytest.raises(ValueError, match="balanced"):
@@ -162,9 +181,13 @@ def test_layer_maps_can_be_balanced_apart_from_the_final_map():
     layer = [torch.zeros(2, 4, 4)]
     final = torch.full((2, 1, 16, 16), -3.0)
     mixed = progressive_focal_loss(layer, final, target, balanced="batch", layer_balanced="image")
-    layers_only = progressive_focal_loss(layer, final * 0 + 30.0, target, balanced="batch", layer_balanced="image") \
-        - progressive_focal_loss([], final * 0 + 30.0, target, balanced="batch")
-    expected = progressive_focal_loss(layer, final, target, balanced="image") - progressive_focal_loss([], final, target, balanced="image") \
+    layers_only = progressive_focal_loss(
+        layer, final * 0 + 30.0, target, balanced="batch", layer_balanced="image"
+    ) - progressive_focal_loss([], final * 0 + 30.0, target, balanced="batch")
+    expected = (
+        progressive_focal_loss(layer, final, target, balanced="image")
+        - progressive_focal_loss([], final, target, balanced="image")
         + progressive_focal_loss([], final, target, balanced="batch")
+    )
     assert float(mixed) == pytest.approx(float(expected), rel=1e-5)
     assert float(layers_only) > 0

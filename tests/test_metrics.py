@@ -1,11 +1,12 @@
 """Metrics on hand-made cases whose answers are known."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from train import metrics
+from onen.train import metrics
 
 
 def test_image_auroc_perfect_reversed_tied_and_undefined():
@@ -26,8 +27,10 @@ def test_pixel_auroc_exact_with_ties_and_aoi():
     assert metrics.pixel_auroc(masks, 1 - perfect) == 0.0
     rng = np.random.default_rng(0)
     noisy_masks = rng.random((4, 16, 16)) < 0.1
-    values = (rng.random(noisy_masks.shape) + 0.3 * noisy_masks).round(1).astype(np.float32)   # many ties
-    assert metrics.pixel_auroc(noisy_masks, values) == pytest.approx(roc_auc_score(noisy_masks.ravel(), values.ravel()), abs=1e-12)
+    values = (rng.random(noisy_masks.shape) + 0.3 * noisy_masks).round(1).astype(np.float32)  # many ties
+    assert metrics.pixel_auroc(noisy_masks, values) == pytest.approx(
+        roc_auc_score(noisy_masks.ravel(), values.ravel()), abs=1e-12
+    )
     # a bright good pixel outside the AOI does not count
     hot_outside = perfect.copy()
     hot_outside[1, 7, 7] = 5.0
@@ -91,7 +94,7 @@ def test_recall_thresholds_and_group_rates():
     labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     scores = np.array([0.9, 0.8, 0.7, 0.2, 0.75, 0.1, 0.85, 0.3])
     assert metrics.threshold_for_recall(labels, scores, 1.0) == 0.2
-    assert metrics.threshold_for_recall(labels, scores, 0.75) == 0.7       # one of four may be missed
+    assert metrics.threshold_for_recall(labels, scores, 0.75) == 0.7  # one of four may be missed
     groups = np.array(["dent", "dent", "dent", "dent", "good_outside", "good_plain", "good_outside", "good_plain"])
     rates = metrics.group_rates(groups, labels, scores, threshold=0.5)
     assert rates["good_outside"]["called_defective"] == 1.0 and rates["good_plain"]["called_defective"] == 0.0

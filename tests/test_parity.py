@@ -1,4 +1,5 @@
 """Parity check on the real tiny bundle with ONNX Runtime, and failure on a deliberately perturbed reference."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-from edge.bundle import Manifest, load_bundle, write_manifest
-from edge.errors import BundleError
-from edge.parity import check_reference
+from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+from onen.edge.bundle import Manifest, load_bundle, write_manifest
+from onen.edge.errors import BundleError
+from onen.edge.parity import check_reference
 
 
 @pytest.fixture
@@ -33,13 +34,18 @@ def test_onnxruntime_reproduces_the_bundle_references(tiny_bundle):
     assert report.max_score_diff < 1e-3 and report.max_map_mean_abs_diff < 1e-3
     assert all(c.same_class for c in report.comparisons)
     data = report.to_dict()
-    assert data["passed"] is True and data["backend"] == "onnxruntime" and len(data["comparisons"]) == len(report.comparisons)
+    assert (
+        data["passed"] is True
+        and data["backend"] == "onnxruntime"
+        and len(data["comparisons"]) == len(report.comparisons)
+    )
     assert report.summary_lines()[-1].startswith("parity PASSED on onnxruntime")
 
 
 def test_perturbed_reference_score_fails(bundle_copy):
     def shift_score(manifest):
         manifest.reference[0].score += 0.05
+
     rewrite_manifest(bundle_copy, shift_score)
     bundle = load_bundle(bundle_copy)
     report = check_reference(OnnxRuntimeBackend(bundle), bundle)

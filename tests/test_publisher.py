@@ -1,4 +1,5 @@
 """MQTT publishing against a real mosquitto: spool-backed QoS 1 results, outages, availability, last will."""
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,13 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from daemon_helpers import Collector
 from paho.mqtt.enums import CallbackAPIVersion
 
-from daemon_helpers import Collector
-from edge.config import MqttConfig
-from edge.local_broker import MosquittoBroker
-from edge.publisher import Publisher
-from edge.spool import Spool
+from onen.edge.config import MqttConfig
+from onen.edge.local_broker import MosquittoBroker
+from onen.edge.publisher import Publisher
+from onen.edge.spool import Spool
 
 
 @pytest.fixture
@@ -59,9 +60,9 @@ def test_availability_retained_online_then_offline_on_stop(broker, tmp_path):
     publisher = _publisher(broker, tmp_path)
     publisher.start()
     assert publisher.wait_connected(5)
-    late = Collector(broker.host, broker.port, "onen/p1/availability")     # subscribes after the fact
+    late = Collector(broker.host, broker.port, "onen/p1/availability")  # subscribes after the fact
     assert late.wait(lambda c: c.on("/availability"))
-    assert late.on("/availability")[0] == (b"online", True)                # retained
+    assert late.on("/availability")[0] == (b"online", True)  # retained
     assert publisher.stop() is True
     assert late.wait(lambda c: c.on("/availability")[-1][0] == b"offline")
     after = Collector(broker.host, broker.port, "onen/p1/availability")
@@ -89,19 +90,19 @@ def test_broker_outage_every_result_arrives_in_order(tmp_path):
             publisher.publish_result("cam", _result(seq))
         assert publisher.flush(10)
         broker.stop()
-        for seq in range(30, 80):                      # the line keeps inspecting during the outage
+        for seq in range(30, 80):  # the line keeps inspecting during the outage
             publisher.publish_result("cam", _result(seq))
             time.sleep(0.01)
         deadline = time.monotonic() + 5
         while publisher.spool.depth < 50 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert publisher.spool.depth == 50, "results made during the outage wait on disk"
-        broker.start()                                 # same port
+        broker.start()  # same port
         assert publisher.flush(20), f"{publisher.spool.depth} results never acknowledged"
         deadline = time.monotonic() + 10
         while len(set(received)) < 80 and time.monotonic() < deadline:
             time.sleep(0.05)
-        unique = list(dict.fromkeys(received))         # QoS 1 may redeliver; dedupe by seq keeps first arrival
+        unique = list(dict.fromkeys(received))  # QoS 1 may redeliver; dedupe by seq keeps first arrival
         assert unique == list(range(80))
         assert publisher.connects >= 2
         publisher.stop()
@@ -119,7 +120,7 @@ def test_availability_and_subscriptions_restored_after_broker_restart(broker, tm
     time.sleep(0.3)
     sender.client.publish("onen/p1/cmd/cam/trigger", b"before", qos=1)
     assert sender.wait(lambda c: triggers == [b"before"], 5)
-    broker.stop()                                     # forgets the retained "online" (no persistence)
+    broker.stop()  # forgets the retained "online" (no persistence)
     deadline = time.monotonic() + 5
     while publisher.connected and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -142,9 +143,9 @@ def test_availability_and_subscriptions_restored_after_broker_restart(broker, tm
 
 CRASHER = textwrap.dedent("""
     import sys, time
-    from edge.config import MqttConfig
-    from edge.publisher import Publisher
-    from edge.spool import Spool
+    from onen.edge.config import MqttConfig
+    from onen.edge.publisher import Publisher
+    from onen.edge.spool import Spool
     cfg = MqttConfig(host="127.0.0.1", port=int(sys.argv[1]), client_id="onen-crash", prefix="onen")
     publisher = Publisher(cfg, "crash", Spool(sys.argv[2]))
     publisher.start()
@@ -156,7 +157,9 @@ CRASHER = textwrap.dedent("""
 
 def test_last_will_says_offline_when_the_process_dies(broker, tmp_path):
     collector = Collector(broker.host, broker.port, "onen/crash/availability")
-    process = subprocess.Popen([sys.executable, "-c", CRASHER, str(broker.port), str(tmp_path / "s.db")], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", CRASHER, str(broker.port), str(tmp_path / "s.db")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout.readline().strip() == "connected"
         assert collector.wait(lambda c: [p for p, _ in c.on("/availability")] == [b"online"], 5)
@@ -204,19 +207,38 @@ def _tls_files(folder):
     from cryptography.x509.oid import NameOID
 
     def key_pem(key):
-        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
 
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "onen test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(1).not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
-    server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-              .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(2)
-              .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-              .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-              .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     files = {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
     files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files["cert"].write_bytes(server.public_bytes(serialization.Encoding.PEM))
@@ -225,17 +247,27 @@ def _tls_files(folder):
 
 
 def test_tls_and_credentials_from_the_config(tmp_path):
-    from edge.config import TlsConfig
+    from onen.edge.config import TlsConfig
 
     files = _tls_files(tmp_path)
     passwords = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "line3", "s3cret"], check=True, capture_output=True)
     extra = f"cafile {files['ca']}\ncertfile {files['cert']}\nkeyfile {files['key']}\npassword_file {passwords}\n"
     with MosquittoBroker(anonymous=False, extra_config=extra) as broker:
+
         def connect(password):
-            cfg = MqttConfig(host="127.0.0.1", port=broker.port, client_id=f"onen-tls-{password}", prefix="onen",
-                             tls=TlsConfig(ca=files["ca"]), username="line3", password=password)
-            publisher = Publisher(cfg, "tls", Spool(tmp_path / f"{password}.db"), reconnect_min_s=0.2, reconnect_max_s=1.0)
+            cfg = MqttConfig(
+                host="127.0.0.1",
+                port=broker.port,
+                client_id=f"onen-tls-{password}",
+                prefix="onen",
+                tls=TlsConfig(ca=files["ca"]),
+                username="line3",
+                password=password,
+            )
+            publisher = Publisher(
+                cfg, "tls", Spool(tmp_path / f"{password}.db"), reconnect_min_s=0.2, reconnect_max_s=1.0
+            )
             publisher.start()
             return publisher
 

@@ -1,4 +1,5 @@
 """`onen review` over HTTP: a real mosquitto, the real daemon on the small bundle, the real review process."""
+
 from __future__ import annotations
 
 import csv
@@ -8,14 +9,14 @@ import json
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
-
 from daemon_helpers import Collector, file_camera, start_daemon, write_station, write_video
-from edge.bundle import load_bundle
-from edge.config import ConfigError, load_config
-from edge.local_broker import MosquittoBroker
-from edge.review.state import STRIP, ReviewState
+from paho.mqtt.enums import CallbackAPIVersion
 from review_helpers import ReviewProcess, good_then_defect
+
+from onen.edge.bundle import load_bundle
+from onen.edge.config import ConfigError, load_config
+from onen.edge.local_broker import MosquittoBroker
+from onen.edge.review.state import STRIP, ReviewState
 
 pytest.importorskip("starlette", reason="the [review] extra (starlette, uvicorn) is not installed")
 pytest.importorskip("uvicorn", reason="the [review] extra (starlette, uvicorn) is not installed")
@@ -39,7 +40,13 @@ def test_review_config_defaults_token_and_refusals(tmp_path, tiny_bundle, monkey
     video = write_video(tmp_path / "v.avi", good_then_defect(tiny_bundle, 1, 1), 2)
     path = write_station(tmp_path, 1883, tiny_bundle, [file_camera("cam", video)])
     review = load_config(path).review
-    assert (review.listen, review.host, review.port, review.token, review.history) == ("127.0.0.1:8765", "127.0.0.1", 8765, None, 500)
+    assert (review.listen, review.host, review.port, review.token, review.history) == (
+        "127.0.0.1:8765",
+        "127.0.0.1",
+        8765,
+        None,
+        500,
+    )
 
     _with_review(path, {"listen": "0.0.0.0:9000"})
     with pytest.raises(ConfigError) as refused:
@@ -64,8 +71,14 @@ def test_state_is_bounded_latest_wins_and_ignores_garbage():
     state = ReviewState("onen", history=20)
     for seq in range(200):
         verdict = "defect" if seq % 4 == 0 else "ok"
-        result = {"verdict": verdict, "seq": seq, "score": seq / 200, "threshold": 0.5, "class": {"name": "spot" if verdict == "defect" else "good"},
-                  "captured_at_epoch": 1_800_000_000 + seq}
+        result = {
+            "verdict": verdict,
+            "seq": seq,
+            "score": seq / 200,
+            "threshold": 0.5,
+            "class": {"name": "spot" if verdict == "defect" else "good"},
+            "captured_at_epoch": 1_800_000_000 + seq,
+        }
         state.apply("onen/s1/cam/result", json.dumps(result).encode())
         state.apply("onen/s1/cam/overlay", f"jpeg-{seq}".encode())
     state.apply("onen/s1/cam/result", b"{not json")
@@ -91,10 +104,17 @@ def test_counts_archive_marks_and_files_match_the_station(tmp_path, broker, tiny
         assert collector.wait(lambda c: len(c.results()) == 14)
         results = collector.results()
         ok, defect = sum(r["verdict"] == "ok" for r in results), sum(r["verdict"] == "defect" for r in results)
-        state = review.wait_state(lambda s: s["stations"]["t1"]["cameras"]["cam"]["ok"] + s["stations"]["t1"]["cameras"]["cam"]["defect"] == 14)
+        state = review.wait_state(
+            lambda s: (
+                s["stations"]["t1"]["cameras"]["cam"]["ok"] + s["stations"]["t1"]["cameras"]["cam"]["defect"] == 14
+            )
+        )
         camera = state["stations"]["t1"]["cameras"]["cam"]
         assert (camera["ok"], camera["defect"]) == (ok, defect) and defect > 0
-        assert camera["last"]["seq"] == results[-1]["seq"] and camera["last"]["model"]["name"] == results[-1]["model"]["name"]
+        assert (
+            camera["last"]["seq"] == results[-1]["seq"]
+            and camera["last"]["model"]["name"] == results[-1]["model"]["name"]
+        )
 
         archived = sorted((tmp_path / "archive").glob("*/*/*_result.json"))
         listing = review.json("/api/defects")
@@ -133,13 +153,19 @@ def test_counts_archive_marks_and_files_match_the_station(tmp_path, broker, tiny
 def test_a_token_guards_every_request(tmp_path, broker, tiny_bundle):
     video = write_video(tmp_path / "v.avi", good_then_defect(tiny_bundle, 1, 1), 2)
     (tmp_path / "token").write_text("tok-123\n")
-    config = _with_review(write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video)]), {"token_file": "token"})
+    config = _with_review(
+        write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video)]), {"token_file": "token"}
+    )
     with ReviewProcess(config) as review:
         assert review.get("/")[0] == 401 and review.get("/api/state")[0] == 401
         assert review.get("/api/state", {"Authorization": "Bearer wrong"})[0] == 401
         assert review.get("/api/state", {"Authorization": "Bearer tok-123"})[0] == 200
         status, _, headers = review.get("/?token=tok-123")
-        assert status == 200 and "onen_review_token=tok-123" in headers["set-cookie"] and "HttpOnly" in headers["set-cookie"]
+        assert (
+            status == 200
+            and "onen_review_token=tok-123" in headers["set-cookie"]
+            and "HttpOnly" in headers["set-cookie"]
+        )
         assert review.get("/api/state", {"Cookie": "onen_review_token=tok-123"})[0] == 200
 
 
@@ -153,8 +179,14 @@ def test_fleet_view_lists_every_station_under_the_prefix(tmp_path, broker, tiny_
         client.publish(f"onen/{station}/availability", online, qos=1, retain=True).wait_for_publish(5)
     with ReviewProcess(config, "--fleet") as review:
         state = review.wait_state(lambda s: {"line-1", "line-2"} <= set(s["stations"]))
-        assert state["fleet"] and state["stations"]["line-1"]["online"] is True and state["stations"]["line-2"]["online"] is False
-        client.publish("onen/line-1/cam/result", json.dumps({"verdict": "defect", "seq": 3, "score": 0.9, "threshold": 0.5}), qos=1).wait_for_publish(5)
+        assert (
+            state["fleet"]
+            and state["stations"]["line-1"]["online"] is True
+            and state["stations"]["line-2"]["online"] is False
+        )
+        client.publish(
+            "onen/line-1/cam/result", json.dumps({"verdict": "defect", "seq": 3, "score": 0.9, "threshold": 0.5}), qos=1
+        ).wait_for_publish(5)
         state = review.wait_state(lambda s: "cam" in s["stations"]["line-1"]["cameras"])
         assert state["stations"]["line-1"]["defect"] == 1
     client.loop_stop()
@@ -169,7 +201,9 @@ def test_model_page_lists_the_store_versions(tmp_path, broker, tiny_bundle):
     config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video)], updates={"dir": str(store)})
     with ReviewProcess(config) as review:
         versions = review.json("/api/model")["models"]["m"]["versions"]
-        assert set(versions) == {"current"} and versions["current"]["version"] == load_bundle(tiny_bundle).manifest.version
+        assert (
+            set(versions) == {"current"} and versions["current"]["version"] == load_bundle(tiny_bundle).manifest.version
+        )
         (store / "m" / "previous").write_text(str(tmp_path / "gone"))
         versions = review.json("/api/model")["models"]["m"]["versions"]
         assert "gone" in versions["previous"]["error"], "read per request: a pushed model shows without a restart"
@@ -181,24 +215,37 @@ def test_listen_beyond_loopback_without_a_token_is_refused(tmp_path, tiny_bundle
 
     video = write_video(tmp_path / "v.avi", good_then_defect(tiny_bundle, 1, 1), 2)
     config = write_station(tmp_path, 1883, tiny_bundle, [file_camera("cam", video)])
-    for listen, expected in (("0.0.0.0:9999", "needs review.token_env or review.token_file"), ("nonsense", "expected host:port")):
-        done = subprocess.run([sys.executable, "-m", "edge.cli", "review", "--config", str(config), "--listen", listen],
-                              capture_output=True, text=True, timeout=60)
+    for listen, expected in (
+        ("0.0.0.0:9999", "needs review.token_env or review.token_file"),
+        ("nonsense", "expected host:port"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "onen.edge.cli", "review", "--config", str(config), "--listen", listen],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 2 and expected in done.stderr
 
 
 def test_model_page_shows_a_pushed_calibration_not_default_thresholds(tmp_path, tiny_bundle):
-    from edge.calibration_file import calibration_to_dict, from_bundle_defaults
-    from edge.calibration_store import calibration_store_of
-    from edge.review.model_view import model_report
+    from onen.edge.calibration_file import calibration_to_dict, from_bundle_defaults
+    from onen.edge.calibration_store import calibration_store_of
+    from onen.edge.review.model_view import model_report
 
     video = write_video(tmp_path / "v.avi", good_then_defect(tiny_bundle, 1, 1), 2)
-    config = load_config(write_station(tmp_path, 1883, tiny_bundle, [file_camera("cam", video)],
-                                       updates={"dir": str(tmp_path / "models")}))
+    config = load_config(
+        write_station(
+            tmp_path, 1883, tiny_bundle, [file_camera("cam", video)], updates={"dir": str(tmp_path / "models")}
+        )
+    )
     assert model_report(config)["cameras"]["cam"]["default_thresholds"] is True
     bundle = load_bundle(tiny_bundle)
-    pushed = dict(calibration_to_dict(from_bundle_defaults(bundle, "cam")), image_threshold=0.9,
-                  normalisation={"raw_low": 0.0, "raw_threshold": 0.9, "raw_high": 1.0})
+    pushed = dict(
+        calibration_to_dict(from_bundle_defaults(bundle, "cam")),
+        image_threshold=0.9,
+        normalisation={"raw_low": 0.0, "raw_threshold": 0.9, "raw_high": 1.0},
+    )
     store = calibration_store_of(config)
     store.make_current("cam", store.add("cam", pushed, None, bundle), "push")
     entry = model_report(config)["cameras"]["cam"]

@@ -5,6 +5,7 @@ Playwright's own browser download needs the internet, so the system Chromium is 
 (scripts/bootstrap.sh installs it). Screenshots of every page go to the test's tmp folder and to
 screenshots-latest/ in the checkout (git-ignored) for a person to look at.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,17 +15,19 @@ from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-
 from daemon_helpers import Collector, file_camera, start_daemon, write_station, write_video
-from edge.bundle import load_bundle
-from edge.local_broker import MosquittoBroker
+from paho.mqtt.enums import CallbackAPIVersion
 from review_helpers import REPO, ReviewProcess, good_then_defect
+
+from onen.edge.bundle import load_bundle
+from onen.edge.local_broker import MosquittoBroker
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium; scripts/bootstrap.sh does)",
-                allow_module_level=True)
+    pytest.skip(
+        f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium; scripts/bootstrap.sh does)",
+        allow_module_level=True,
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 pytest.importorskip("starlette", reason="the [review] extra (starlette, uvicorn) is not installed")
 
@@ -90,19 +93,31 @@ def test_live_defects_stats_and_model_pages(tmp_path, broker, tiny_bundle, brows
         page.wait_for_selector("#conn:text('live')")
 
         daemon, thread = start_daemon(config, wait_connected_s=10, exit_when_finished=True)
-        assert collector.wait(lambda c: any(r["verdict"] == "defect" for r in c.results()), timeout=60), "the station published a defect"
+        assert collector.wait(lambda c: any(r["verdict"] == "defect" for r in c.results()), timeout=60), (
+            "the station published a defect"
+        )
         page.wait_for_selector('.tile[data-camera="cam"][data-verdict="defect"]', timeout=2000)
         assert page.locator('.tile[data-camera="cam"] .verdict').inner_text() == "DEFECT"
         thread.join(120)
         assert collector.wait(lambda c: len(c.on("/result")) == 18)
         results = [json.loads(p) for p, _ in collector.on("/result")]
-        expected = f"ok {sum(r['verdict'] == 'ok' for r in results)} · defect {sum(r['verdict'] == 'defect' for r in results)}"
-        page.wait_for_function("([sel, text]) => document.querySelectorAll(sel)[4]?.textContent === text",
-                               arg=['.tile[data-camera="cam"] dd', expected])
+        expected = (
+            f"ok {sum(r['verdict'] == 'ok' for r in results)} · defect {sum(r['verdict'] == 'defect' for r in results)}"
+        )
+        page.wait_for_function(
+            "([sel, text]) => document.querySelectorAll(sel)[4]?.textContent === text",
+            arg=['.tile[data-camera="cam"] dd', expected],
+        )
         assert _tile_counts(page, "cam") == expected
         assert page.locator('.tile[data-camera="cam"] .strip span').count() == 18
-        assert page.locator(".banner.defaults").inner_text().startswith("Camera cam runs on the model's default thresholds")
-        page.wait_for_function("document.querySelector('.tile img').complete && document.querySelector('.tile img').naturalWidth > 0")
+        assert (
+            page.locator(".banner.defaults")
+            .inner_text()
+            .startswith("Camera cam runs on the model's default thresholds")
+        )
+        page.wait_for_function(
+            "document.querySelector('.tile img').complete && document.querySelector('.tile img').naturalWidth > 0"
+        )
         view.shot("live")
 
         archived = sorted((tmp_path / "archive").glob("*/*/*_result.json"))
@@ -112,10 +127,16 @@ def test_live_defects_stats_and_model_pages(tmp_path, broker, tiny_bundle, brows
         view.shot("defects")
         page.locator(".card").first.click()
         page.wait_for_selector("#detail-overlay")
-        page.wait_for_function("['detail-overlay', 'detail-frame'].every((id) => document.getElementById(id).naturalWidth > 0)")
+        page.wait_for_function(
+            "['detail-overlay', 'detail-frame'].every((id) => document.getElementById(id).naturalWidth > 0)"
+        )
         shown = json.loads(page.locator("#result-json").inner_text())
         assert shown["verdict"] == "defect" and shown["regions"]
-        assert page.locator("#regions rect").count() == len(shown["regions"]) == page.locator("#region-table tbody tr").count()
+        assert (
+            page.locator("#regions rect").count()
+            == len(shown["regions"])
+            == page.locator("#region-table tbody tr").count()
+        )
         page.get_by_role("button", name="false reject").click()
         page.wait_for_selector("#mark-status:text('marked: false reject')")
         view.shot("defect-detail")
@@ -162,8 +183,11 @@ def test_broker_restart_shows_offline_and_recovers_without_reload(tmp_path, brok
 
             broker.start()
             page.wait_for_selector("#banner-offline", state="detached", timeout=20000)
-            page.wait_for_function("([sel, before]) => document.querySelectorAll(sel)[4]?.textContent !== before",
-                                   arg=['.tile[data-camera="cam"] dd', counts_before], timeout=20000)
+            page.wait_for_function(
+                "([sel, before]) => document.querySelectorAll(sel)[4]?.textContent !== before",
+                arg=['.tile[data-camera="cam"] dd', counts_before],
+                timeout=20000,
+            )
             assert page.evaluate("window.__sameDocument") is True, "the page recovered without a reload"
             view.shot("recovered")
             view.assert_only_loopback()
@@ -189,8 +213,15 @@ def test_names_render_as_text_never_as_markup(tmp_path, broker, tiny_bundle, bro
         client.connect(broker.host, broker.port)
         client.loop_start()
         for seq, name in enumerate(hostile):
-            result = {"verdict": "defect", "seq": seq, "score": 0.9, "threshold": 0.5, "class": {"name": "<b>bold</b>"},
-                      "captured_at": "2026-01-01T00:00:00Z", "model": {"name": "<i>m</i>", "version": "1", "backend": "x"}}
+            result = {
+                "verdict": "defect",
+                "seq": seq,
+                "score": 0.9,
+                "threshold": 0.5,
+                "class": {"name": "<b>bold</b>"},
+                "captured_at": "2026-01-01T00:00:00Z",
+                "model": {"name": "<i>m</i>", "version": "1", "backend": "x"},
+            }
             client.publish(f"onen/t1/{name}/result", json.dumps(result), qos=1).wait_for_publish(5)
             client.publish(f"onen/t1/{name}/status", json.dumps({"status": "lost"}), qos=1).wait_for_publish(5)
         page.wait_for_function("document.querySelectorAll('.tile').length === 2")
@@ -198,7 +229,9 @@ def test_names_render_as_text_never_as_markup(tmp_path, broker, tiny_bundle, bro
         assert titles == sorted(hostile)
         assert page.locator("main script, main img[src='x'], main b, #banners b").count() == 0
         assert page.locator(".tile dd").nth(1).inner_text() == "<b>bold</b>"
-        assert sorted(page.locator(".banner.lost").all_inner_texts()) == sorted(f"Camera {n} lost (lost)" for n in hostile)
+        assert sorted(page.locator(".banner.lost").all_inner_texts()) == sorted(
+            f"Camera {n} lost (lost)" for n in hostile
+        )
         assert page.evaluate("window.__pwned") is None and not dialogs
         view.shot("hostile-names")
         view.assert_only_loopback()

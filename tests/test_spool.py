@@ -1,4 +1,5 @@
 """The on-disk spool: order, delete-on-ack, size cap, and nothing lost on kill -9 (real SQLite, real processes)."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import textwrap
 
 import pytest
 
-from edge.spool import ROW_OVERHEAD, Spool, SpoolError
+from onen.edge.spool import ROW_OVERHEAD, Spool, SpoolError
 
 
 def test_fifo_order_delete_and_reopen(tmp_path):
@@ -20,10 +21,12 @@ def test_fifo_order_delete_and_reopen(tmp_path):
     first = spool.after(0, 4)
     assert [item.payload for item in first] == [b"m0", b"m1", b"m2", b"m3"]
     assert [item.payload for item in spool.after(first[-1].id, 100)][:2] == [b"m4", b"m5"]
-    assert spool.delete([first[0].id, first[2].id, 999999]) == 2      # an unknown id is ignored
+    assert spool.delete([first[0].id, first[2].id, 999999]) == 2  # an unknown id is ignored
     spool.close()
     reopened = Spool(tmp_path / "s.db")
-    assert [item.payload for item in reopened.after(0, 100)] == [b"m1", b"m3"] + [f"m{i}".encode() for i in range(4, 10)]
+    assert [item.payload for item in reopened.after(0, 100)] == [b"m1", b"m3"] + [
+        f"m{i}".encode() for i in range(4, 10)
+    ]
     assert reopened.depth == 8
     assert reopened.size_bytes == sum(len(f"m{i}") + ROW_OVERHEAD for i in (1, 3, 4, 5, 6, 7, 8, 9))
 
@@ -31,7 +34,7 @@ def test_fifo_order_delete_and_reopen(tmp_path):
 def test_wal_mode_and_synchronous(tmp_path):
     spool = Spool(tmp_path / "s.db")
     assert spool._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 2          # FULL
+    assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     spool.close()
     assert Spool(tmp_path / "n.db", synchronous="NORMAL")._db.execute("PRAGMA synchronous").fetchone()[0] == 1
     with pytest.raises(SpoolError, match="FULL or NORMAL"):
@@ -41,7 +44,7 @@ def test_wal_mode_and_synchronous(tmp_path):
 def test_cap_drops_oldest_only_when_full_and_reports(tmp_path):
     drops = []
     payload = b"x" * 1000
-    cap_mb = 10 * (len(payload) + ROW_OVERHEAD) / (1024 * 1024)          # room for exactly 10 messages
+    cap_mb = 10 * (len(payload) + ROW_OVERHEAD) / (1024 * 1024)  # room for exactly 10 messages
     spool = Spool(tmp_path / "s.db", max_mb=cap_mb, on_drop=lambda count, oldest: drops.append((count, oldest)))
     ids = [spool.put("t", payload) for _ in range(10)]
     assert spool.depth == 10 and drops == [] and spool.dropped == 0
@@ -49,7 +52,7 @@ def test_cap_drops_oldest_only_when_full_and_reports(tmp_path):
     spool.put("t", payload)
     assert spool.depth == 10 and spool.dropped == 2
     assert drops == [(1, ids[0]), (1, ids[1])]
-    assert spool.after(0, 1)[0].id == ids[2]                                  # the oldest went first
+    assert spool.after(0, 1)[0].id == ids[2]  # the oldest went first
 
 
 def test_unwritable_spool_names_the_file(tmp_path):
@@ -61,7 +64,7 @@ def test_unwritable_spool_names_the_file(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from edge.spool import Spool
+    from onen.edge.spool import Spool
     spool = Spool(sys.argv[1])
     for i in range(int(sys.argv[2])):
         spool.put("onen/s/cam/result", f"result {i}".encode())
@@ -99,4 +102,4 @@ def test_one_daemon_per_spool(tmp_path):
     with pytest.raises(SpoolError, match="in use by another running daemon"):
         Spool(tmp_path / "s.db")
     first.close()
-    Spool(tmp_path / "s.db").close()          # free again once the first one closed
+    Spool(tmp_path / "s.db").close()  # free again once the first one closed

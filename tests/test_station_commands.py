@@ -2,6 +2,7 @@
 
 The daemon inspects a looping video the whole time; the calibration changes between frames, every result
 is computed with either the old or the new calibration (never a mix), and a refused push changes nothing."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from daemon_helpers import start_daemon as start_station
 from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
-from edge.bundle import load_bundle
-from edge.calibration_file import from_bundle_defaults, save_calibration
-from edge.cli import main
-from edge.local_broker import MosquittoBroker
+from daemon_helpers import start_daemon as start_station
 
-NEW_THRESHOLD = 0.9995        # above every reference score: the defective references become "ok"
+from onen.edge.bundle import load_bundle
+from onen.edge.calibration_file import from_bundle_defaults, save_calibration
+from onen.edge.cli import main
+from onen.edge.local_broker import MosquittoBroker
+
+NEW_THRESHOLD = 0.9995  # above every reference score: the defective references become "ok"
 
 
 @pytest.fixture
@@ -34,7 +35,9 @@ def expected_score(raw: float, low: float, threshold: float, high: float) -> flo
     return float(np.clip(np.interp(raw, [low, threshold, high], [0.0, 0.5, 1.0]), 0.0, 1.0))
 
 
-def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_nothing(tmp_path, broker, tiny_bundle, capsys):
+def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_nothing(
+    tmp_path, broker, tiny_bundle, capsys
+):
     bundle = load_bundle(tiny_bundle)
     images, _ = reference_frames(tiny_bundle)
     video = write_video(tmp_path / "parts.avi", images, count=16)
@@ -44,7 +47,11 @@ def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_no
     camera["calibration"] = str(station_calibration)
     config = write_station(tmp_path, broker.port, tiny_bundle, [camera])
 
-    new = dict(old, image_threshold=NEW_THRESHOLD, normalisation={"raw_low": 0.0, "raw_threshold": NEW_THRESHOLD, "raw_high": 1.0})
+    new = dict(
+        old,
+        image_threshold=NEW_THRESHOLD,
+        normalisation={"raw_low": 0.0, "raw_threshold": NEW_THRESHOLD, "raw_high": 1.0},
+    )
     (tmp_path / "pushed").mkdir()
     new_file = tmp_path / "pushed" / "cam.yaml"
     new_file.write_text(yaml.safe_dump(new, sort_keys=False))
@@ -64,9 +71,9 @@ def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_no
         updated = [e for e in collector.events() if e["kind"] == "calibration_updated"]
         assert len(updated) == 1 and updated[0]["detail"]["camera"] == "cam"
         assert updated[0]["detail"]["image_threshold"] == NEW_THRESHOLD
-        stored = Path(updated[0]["detail"]["file"])              # kept in the calibration store, so a restart keeps it
+        stored = Path(updated[0]["detail"]["file"])  # kept in the calibration store, so a restart keeps it
         assert yaml.safe_load(stored.read_text())["image_threshold"] == NEW_THRESHOLD
-        assert yaml.safe_load(station_calibration.read_text()) == old    # the engineer's file is never written
+        assert yaml.safe_load(station_calibration.read_text()) == old  # the engineer's file is never written
         assert collector.wait(lambda c: len(c.results()) >= pushed_at + 12, timeout=20)
 
         assert main(["push-calibration", str(other_file), "--config", str(config), "--wait", "10"]) == 1
@@ -74,11 +81,17 @@ def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_no
         assert "calibration_rejected" in answer and "other-model" in answer
         assert collector.wait(lambda c: any(e["kind"] == "calibration_rejected" for e in c.events()), timeout=5)
         rejected = [e for e in collector.events() if e["kind"] == "calibration_rejected"]
-        assert len(rejected) == 1 and rejected[0]["detail"]["camera"] == "cam" and "other-model" in rejected[0]["detail"]["reason"]
+        assert (
+            len(rejected) == 1
+            and rejected[0]["detail"]["camera"] == "cam"
+            and "other-model" in rejected[0]["detail"]["reason"]
+        )
         assert yaml.safe_load(stored.read_text())["image_threshold"] == NEW_THRESHOLD
         assert daemon.commands.calibrations.current("cam") == stored.parent
         rejected_at = len(collector.results())
-        assert collector.wait(lambda c: len(c.results()) >= rejected_at + 12, timeout=20), "daemon alive after a refused push"
+        assert collector.wait(lambda c: len(c.results()) >= rejected_at + 12, timeout=20), (
+            "daemon alive after a refused push"
+        )
         assert thread.is_alive() and daemon.pipelines["cam"].alive
         dropped = daemon.cameras["cam"].dropped - dropped_before
         failed = daemon.pipelines["cam"].failed
@@ -105,8 +118,13 @@ def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_no
             pytest.fail(f"result seq {seq} matches neither calibration: {r}")
     switch = which.index("new")
     assert set(which[:switch]) == {"old"} and set(which[switch:]) == {"new"}, which
-    assert any(r["raw_score"] > old["image_threshold"] and r["verdict"] == "ok" for r in list(results.values())[switch:])
+    assert any(
+        r["raw_score"] > old["image_threshold"] and r["verdict"] == "ok" for r in list(results.values())[switch:]
+    )
     assert failed == 0
     order = unique_in_order(collector.results())
-    print(f"calibration swap: checked, stored and applied in {apply_ms} ms; {len(order)} results, switch at seq {sorted(results)[switch]}, camera dropped {dropped} frame(s) "
-          f"during the pushes, seq gaps {order[-1] + 1 - len(order)}")
+    print(
+        f"calibration swap: checked, stored and applied in {apply_ms} ms; {len(order)} results, switch at seq "
+        f"{sorted(results)[switch]}, camera dropped {dropped} frame(s) "
+        f"during the pushes, seq gaps {order[-1] + 1 - len(order)}"
+    )

@@ -1,9 +1,10 @@
 """The stats message's figures: fps right at any rate, bounded memory, latency percentiles."""
+
 from __future__ import annotations
 
 import pytest
 
-from edge.stats import RollingStats
+from onen.edge.stats import RollingStats
 
 
 class FakeClock:
@@ -21,7 +22,7 @@ def test_fps_is_right_at_any_rate(rate):
     clock = FakeClock()
     stats = RollingStats(fps_window_s=10, clock=clock)
     step = 1.0 / rate
-    for _ in range(int(rate * 30)):        # 30 s at a steady rate, two cameras
+    for _ in range(int(rate * 30)):  # 30 s at a steady rate, two cameras
         stats.record("a", {"total": 1.0})
         stats.record("b", {"total": 1.0})
         clock.now += step
@@ -38,7 +39,7 @@ def test_fps_memory_is_bounded_and_old_frames_fall_out():
         stats.record("a", {"total": 1.0})
         clock.now += 0.0001
     assert len(stats._done["a"]) <= 11
-    clock.now += 60                         # the camera stopped a minute ago
+    clock.now += 60  # the camera stopped a minute ago
     assert stats.fps()["a"] == 0.0
     assert stats.counters["frames.a"] == 100_000
 
@@ -56,6 +57,6 @@ def test_latency_percentiles():
     stats = RollingStats(window=100)
     for value in range(1, 201):
         stats.record("a", {"infer": float(value)})
-    p = stats.percentiles()["infer"]        # only the last 100 samples (101..200) count
+    p = stats.percentiles()["infer"]  # only the last 100 samples (101..200) count
     assert p["p50"] == pytest.approx(150.5)
     assert p["p99"] == pytest.approx(199.01)

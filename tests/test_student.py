@@ -1,10 +1,11 @@
 """The OneN student: the three bundle outputs and the per-layer attention maps, for C == 1 and C > 1."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from train.models.onen_vit import FineMapHead, OneNConfig, OneNStudent
+from onen.train.models.onen_vit import FineMapHead, OneNConfig, OneNStudent
 
 
 def _images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -14,7 +15,9 @@ def _images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("num_classes", [1, 4])
 def test_outputs_shapes_and_ranges(num_classes):
     torch.manual_seed(0)
-    cfg = OneNConfig(num_classes=num_classes, input_height=64, input_width=96, patch=16, dim=32, depth=3, heads=2, teacher_dim=24)
+    cfg = OneNConfig(
+        num_classes=num_classes, input_height=64, input_width=96, patch=16, dim=32, depth=3, heads=2, teacher_dim=24
+    )
     model = OneNStudent(cfg).eval()
     with torch.no_grad():
         out = model(_images(3, 64, 96))
@@ -46,7 +49,7 @@ def test_attention_maps_per_layer_are_cls_distributions():
 def test_gradients_reach_attention_from_the_map():
     cfg = OneNConfig(num_classes=2, input_height=32, input_width=32, patch=8, dim=16, depth=2, heads=2)
     model = OneNStudent(cfg)
-    with torch.enable_grad():            # independent of what earlier code in the session switched off
+    with torch.enable_grad():  # independent of what earlier code in the session switched off
         out = model(_images(2, 32, 32))
         out.anomaly_map.mean().backward()
     assert model.blocks[0].attn.qkv.weight.grad is not None
@@ -69,15 +72,20 @@ def test_untrained_fine_map_head_starts_from_the_attention_map():
     expected = torch.nn.functional.interpolate(coarse, size=(16, 16), mode="bilinear", align_corners=False)
     assert torch.equal(head(features, coarse), expected)
     model = OneNStudent(OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2))
-    assert model.fine_head is not None and model.stem.fine_channels_in == 24      # on by default, on the Lite0 stride-4 features
+    assert (
+        model.fine_head is not None and model.stem.fine_channels_in == 24
+    )  # on by default, on the Lite0 stride-4 features
 
 
 @pytest.mark.parametrize("stem", ["lite0", "conv"])
 def test_fine_map_head_resolves_detail_below_one_token(stem):
-    """With the head active, the map varies inside a token cell differently from a bilinear upsampling of the token grid,
+    """With the head active, the map varies inside a token cell differently from a bilinear upsampling of the token
+    grid,
     and the map's gradient reaches the stride-4 stem features and the attention."""
     torch.manual_seed(1)
-    cfg = OneNConfig(num_classes=2, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, stem=stem, fine_map=True)
+    cfg = OneNConfig(
+        num_classes=2, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, stem=stem, fine_map=True
+    )
     model = OneNStudent(cfg)
     assert model.fine_head is not None
     torch.nn.init.normal_(model.fine_head.net[-1].weight, std=0.5)
@@ -94,7 +102,9 @@ def test_fine_map_head_resolves_detail_below_one_token(stem):
 
 
 def test_class_head_reading_map_pooled_tokens():
-    cfg = OneNConfig(num_classes=5, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, class_pool="cls+map")
+    cfg = OneNConfig(
+        num_classes=5, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, class_pool="cls+map"
+    )
     model = OneNStudent(cfg).eval()
     assert model.class_head.in_features == 64
     with torch.no_grad():
@@ -102,13 +112,34 @@ def test_class_head_reading_map_pooled_tokens():
     assert out.class_logits.shape == (3, 5)
     with pytest.raises(ValueError, match="class_pool"):
         OneNStudent(OneNConfig(class_pool="mean"))
-    fine = OneNStudent(OneNConfig(num_classes=5, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2,
-                                  class_pool="cls+map+fine")).eval()
-    assert fine.class_head.in_features == 64 + 24                     # + the Lite0 stem's 24 stride-4 channels
+    fine = OneNStudent(
+        OneNConfig(
+            num_classes=5,
+            input_height=64,
+            input_width=64,
+            patch=16,
+            dim=32,
+            depth=2,
+            heads=2,
+            class_pool="cls+map+fine",
+        )
+    ).eval()
+    assert fine.class_head.in_features == 64 + 24  # + the Lite0 stem's 24 stride-4 channels
     with torch.no_grad():
         assert fine(_images(3, 64, 64)).class_logits.shape == (3, 5)
-    no_fine_head = OneNStudent(OneNConfig(num_classes=5, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2,
-                                          class_pool="cls+map+fine", fine_map=False)).eval()
+    no_fine_head = OneNStudent(
+        OneNConfig(
+            num_classes=5,
+            input_height=64,
+            input_width=64,
+            patch=16,
+            dim=32,
+            depth=2,
+            heads=2,
+            class_pool="cls+map+fine",
+            fine_map=False,
+        )
+    ).eval()
     with torch.no_grad():
         assert no_fine_head(_images(2, 64, 64)).class_logits.shape == (2, 5)
     with pytest.raises(ValueError, match="score_map"):
@@ -119,10 +150,12 @@ def test_checkpoint_config_without_the_new_options_builds_the_old_network():
     """Runs saved before fine_map/class_pool existed load into the network they were trained as."""
     old = OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, fine_map=False)
     state = OneNStudent(old).state_dict()
-    saved = {k: v for k, v in old.to_dict().items() if k not in ("fine_map", "fine_channels", "class_pool", "score_map")}
+    saved = {
+        k: v for k, v in old.to_dict().items() if k not in ("fine_map", "fine_channels", "class_pool", "score_map")
+    }
     restored = OneNConfig.from_dict(saved)
     assert restored.fine_map is False and restored.class_pool == "cls" and restored.score_map == "coarse"
-    OneNStudent(restored).load_state_dict(state)            # strict: same keys and shapes
+    OneNStudent(restored).load_state_dict(state)  # strict: same keys and shapes
 
 
 def test_map_is_gated_by_the_score():
@@ -148,10 +181,25 @@ def test_map_is_gated_by_the_score():
 
 
 def test_class_distill_projects_the_class_input_for_training_only():
-    cfg = OneNConfig(num_classes=4, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, teacher_dim=40,
-                     class_pool="cls+map", class_distill=True)
+    cfg = OneNConfig(
+        num_classes=4,
+        input_height=64,
+        input_width=64,
+        patch=16,
+        dim=32,
+        depth=2,
+        heads=2,
+        teacher_dim=40,
+        class_pool="cls+map",
+        class_distill=True,
+    )
     model = OneNStudent(cfg).eval()
     with torch.no_grad():
         out = model(_images(2, 64, 64))
     assert out.class_projected.shape == (2, 40) and model.class_projection.in_features == 64
-    assert OneNStudent(OneNConfig(num_classes=4, input_height=64, input_width=64, dim=32, depth=2, heads=2)).class_projection is None
+    assert (
+        OneNStudent(
+            OneNConfig(num_classes=4, input_height=64, input_width=64, dim=32, depth=2, heads=2)
+        ).class_projection
+        is None
+    )

@@ -1,17 +1,24 @@
 """The student's total objective: the defect-class terms ask "which defect" on defective images only."""
+
 from __future__ import annotations
 
 import torch
 
-from train.models.onen_vit import StudentOutput
-from train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
+from onen.train.models.onen_vit import StudentOutput
+from onen.train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
 
 
 def _output(class_logits: torch.Tensor) -> StudentOutput:
     n = class_logits.shape[0]
-    return StudentOutput(score=torch.full((n,), 0.5), anomaly_map=torch.zeros(n, 1, 8, 8), class_logits=class_logits,
-                         attention_maps=[torch.full((n, 2, 2), 0.1)], layer_map_logits=[torch.full((n, 2, 2), -4.0)],
-                         map_logits=torch.full((n, 1, 8, 8), -4.0), score_logit=torch.zeros(n))
+    return StudentOutput(
+        score=torch.full((n,), 0.5),
+        anomaly_map=torch.zeros(n, 1, 8, 8),
+        class_logits=class_logits,
+        attention_maps=[torch.full((n, 2, 2), 0.1)],
+        layer_map_logits=[torch.full((n, 2, 2), -4.0)],
+        map_logits=torch.full((n, 1, 8, 8), -4.0),
+        score_logit=torch.zeros(n),
+    )
 
 
 def _batch(n: int = 3):
@@ -25,7 +32,7 @@ def test_defect_class_terms_reward_the_right_defect_and_ignore_good_images():
     right = torch.full((3, 4), -5.0)
     right[0, 0], right[1, 2], right[2, 3] = 5.0, 5.0, 5.0
     wrong_defect = right.clone()
-    wrong_defect[1, 2], wrong_defect[1, 3] = -5.0, 5.0                 # image 1 called class 3 instead of 2
+    wrong_defect[1, 2], wrong_defect[1, 3] = -5.0, 5.0  # image 1 called class 3 instead of 2
     teacher = TeacherTargets(logits=right.clone())
     weights = ObjectiveWeights(classes=0.0, kd=0.0, defect_class=1.0, kd_defect=1.0, aoi_guidance=False)
     _, good_parts = student_objective(_output(right), label, class_index, mask, has_mask, aoi, weights, teacher)
@@ -35,21 +42,30 @@ def test_defect_class_terms_reward_the_right_defect_and_ignore_good_images():
     # the good image's logits do not enter the defect terms
     other_good = right.clone()
     other_good[0] = torch.tensor([-5.0, 5.0, -5.0, -5.0])
-    _, parts = student_objective(_output(other_good), label, class_index, mask, has_mask, aoi, weights,
-                                 TeacherTargets(logits=right.clone()))
+    _, parts = student_objective(
+        _output(other_good), label, class_index, mask, has_mask, aoi, weights, TeacherTargets(logits=right.clone())
+    )
     assert parts["defect_class"] == good_parts["defect_class"] and parts["kd_defect"] == good_parts["kd_defect"]
 
 
 def test_defect_class_terms_are_off_by_weight_and_without_defects():
-    label, class_index, mask, has_mask, aoi = _batch(1)                 # one good image only
+    label, class_index, mask, has_mask, aoi = _batch(1)  # one good image only
     logits = torch.zeros(1, 4, requires_grad=True)
     weights = ObjectiveWeights(defect_class=1.0, kd_defect=1.0, aoi_guidance=False)
-    total, parts = student_objective(_output(logits), label, class_index, mask, has_mask, aoi, weights,
-                                     TeacherTargets(logits=torch.zeros(1, 4)))
+    total, parts = student_objective(
+        _output(logits), label, class_index, mask, has_mask, aoi, weights, TeacherTargets(logits=torch.zeros(1, 4))
+    )
     assert parts["defect_class"] == 0.0 and parts["kd_defect"] == 0.0
-    total.backward()                                                      # still differentiable
-    _, parts = student_objective(_output(torch.zeros(1, 4)), label, class_index, mask, has_mask, aoi,
-                                 ObjectiveWeights(defect_class=0.0, kd_defect=0.0, aoi_guidance=False))
+    total.backward()  # still differentiable
+    _, parts = student_objective(
+        _output(torch.zeros(1, 4)),
+        label,
+        class_index,
+        mask,
+        has_mask,
+        aoi,
+        ObjectiveWeights(defect_class=0.0, kd_defect=0.0, aoi_guidance=False),
+    )
     assert "defect_class" not in parts and "kd_defect" not in parts
 
 
@@ -78,22 +94,31 @@ def test_class_feature_term_pulls_the_class_input_towards_the_teachers_pooled_fe
     _, near = student_objective(aligned, label, class_index, mask, has_mask, aoi, weights, teacher)
     _, far = student_objective(opposite, label, class_index, mask, has_mask, aoi, weights, teacher)
     assert near["class_feat"] < 1e-5 and abs(far["class_feat"] - 2.0) < 1e-5
-    _, without = student_objective(_output(torch.zeros(3, 4)), label, class_index, mask, has_mask, aoi, weights, teacher)
-    assert "class_feat" not in without                 # a student built without the projection skips the term
+    _, without = student_objective(
+        _output(torch.zeros(3, 4)), label, class_index, mask, has_mask, aoi, weights, teacher
+    )
+    assert "class_feat" not in without  # a student built without the projection skips the term
 
 
 def test_a_run_saved_before_the_new_terms_resumes_with_its_own_objective():
     """A resumed run keeps the objective it started with: terms added later are off for it, on for new runs."""
-    from train.trainer import TrainConfig
+    from onen.train.trainer import TrainConfig
 
     old = TrainConfig.from_dict({"data": "d", "out": "o", "weights": {"image": 1.0}})
     assert (old.weights.kd_score, old.weights.class_feature, old.weights.aoi_peak, old.map_gate) == (0.0, 0.0, 0.0, 0.0)
     assert old.class_pool == "cls"
     new = TrainConfig(data="d", out="o")
-    assert (new.weights.kd_score, new.weights.class_feature, new.weights.aoi_peak, new.map_gate) == (1.0, 1.0, 3.0, 0.25)
+    assert (new.weights.kd_score, new.weights.class_feature, new.weights.aoi_peak, new.map_gate) == (
+        1.0,
+        1.0,
+        3.0,
+        0.25,
+    )
     assert new.class_pool == "cls+map+fine"
     again = TrainConfig.from_dict(new.to_dict())
     assert again.weights == new.weights and again.map_gate == new.map_gate
     assert new.objective_weights().kd_score == 1.0
-    assert TrainConfig(data="d", out="o", supervision="none").objective_weights().kd_score == 0.0   # that teacher saw no defect
+    assert (
+        TrainConfig(data="d", out="o", supervision="none").objective_weights().kd_score == 0.0
+    )  # that teacher saw no defect
     assert TrainConfig(data="d", out="o", aoi_guidance=False).objective_weights().aoi_guidance is False

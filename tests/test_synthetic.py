@@ -1,11 +1,12 @@
 """Synthetic defects: inside the AOI only, never empty, size controlled, deterministic given an rng."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from train.data.perlin import fractal_perlin, perlin_2d
-from train.data.synthetic import SyntheticDefects, perlin_defect_mask
+from onen.train.data.perlin import fractal_perlin, perlin_2d
+from onen.train.data.synthetic import SyntheticDefects, perlin_defect_mask
 
 
 def _surface(h: int = 96, w: int = 128) -> np.ndarray:
@@ -18,8 +19,8 @@ def test_perlin_is_smooth_and_seeded():
     a = perlin_2d((64, 64), (4, 4), np.random.default_rng(1))
     b = perlin_2d((64, 64), (4, 4), np.random.default_rng(1))
     assert np.array_equal(a, b) and a.std() > 0.05
-    assert np.abs(np.diff(a, axis=1)).max() < 0.2          # neighbouring pixels differ little: smooth
-    assert abs(float(a[0, 0])) < 1e-6                     # zero at the lattice points
+    assert np.abs(np.diff(a, axis=1)).max() < 0.2  # neighbouring pixels differ little: smooth
+    assert abs(float(a[0, 0])) < 1e-6  # zero at the lattice points
 
 
 def test_defects_stay_inside_aoi_and_are_never_empty():
@@ -30,7 +31,7 @@ def test_defects_stay_inside_aoi_and_are_never_empty():
     for i in range(30):
         out, mask = maker.make(image, aoi, np.random.default_rng(i))
         assert mask.any() and not (mask & ~aoi).any()
-        assert np.array_equal(out[~mask], image[~mask])      # nothing changes outside the defect
+        assert np.array_equal(out[~mask], image[~mask])  # nothing changes outside the defect
         assert np.abs(out[mask].astype(int) - image[mask]).mean() > 5
 
 
@@ -64,9 +65,9 @@ def test_tiny_aoi_is_refused():
 
 
 def test_benchmark_generator_writes_a_consistent_csv(tmp_path):
-    from edge.images import read_image_rgb, read_mask
-    from train.data.readers import load_index, validate
-    from train.data.synth_benchmark import generate, load_info
+    from onen.edge.images import read_image_rgb, read_mask
+    from onen.train.data.readers import load_index, validate
+    from onen.train.data.synth_benchmark import generate, load_info
 
     manifest = generate(tmp_path / "a", seed=4, count=12, size=96, progress=False)
     index = load_index(manifest)
@@ -94,7 +95,7 @@ def test_benchmark_generator_writes_a_consistent_csv(tmp_path):
 
 
 def test_grey_images_get_grey_defects():
-    image = _surface()          # all three channels equal
+    image = _surface()  # all three channels equal
     maker = SyntheticDefects(seed=0, texture_probability=1.0)
     for i in range(6):
         out, mask = maker.make(image, None, np.random.default_rng(i))
@@ -107,8 +108,8 @@ def test_outside_marks_change_only_pixels_outside_the_aoi_and_keep_label_and_mas
 
     import cv2
 
-    from train.data.dataset import InspectionDataset
-    from train.data.readers import load_index
+    from onen.train.data.dataset import InspectionDataset
+    from onen.train.data.readers import load_index
 
     image = _surface(64, 64)
     aoi = np.zeros((64, 64), np.uint8)
@@ -124,10 +125,12 @@ def test_outside_marks_change_only_pixels_outside_the_aoi_and_keep_label_and_mas
         writer = csv.writer(handle)
         writer.writerow(["image", "label", "class", "mask", "aoi", "split"])
         writer.writerow(["part.png", 1, "dent", "mask.png", "aoi.png", "train"])
-        writer.writerow(["good.png", 0, "good", "", "whole.png", "train"])     # no outside: nothing to paste on
+        writer.writerow(["good.png", 0, "good", "", "whole.png", "train"])  # no outside: nothing to paste on
     index = load_index(tmp_path / "data.csv")
     plain = InspectionDataset(index.samples, index.class_names, 64, 64)
-    marked = InspectionDataset(index.samples, index.class_names, 64, 64, outside_marks=SyntheticDefects(seed=1), outside_probability=1.0)
+    marked = InspectionDataset(
+        index.samples, index.class_names, 64, 64, outside_marks=SyntheticDefects(seed=1), outside_probability=1.0
+    )
     before, after = plain[0], marked[0]
     changed = (before["image"] != after["image"]).any(dim=2).numpy()
     assert changed.any() and not changed[16:48, 16:48].any()

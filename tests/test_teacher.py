@@ -1,4 +1,5 @@
 """The EfficientNet-Lite0 teacher: strict ImageNet load, shapes, Grad-CAM through the graph, export outputs."""
+
 from __future__ import annotations
 
 import cv2
@@ -6,12 +7,18 @@ import matplotlib.cbook
 import pytest
 import torch
 
-from train.gradcam import grad_cam
-from train.losses_ceod import ceod_loss
-from train.models.efficientnet_lite import (EfficientNetLite, EfficientNetLiteConfig, TeacherExport,
-                                            build_teacher, imagenet_weights_path, load_imagenet_weights)
+from onen.train.gradcam import grad_cam
+from onen.train.losses_ceod import ceod_loss
+from onen.train.models.efficientnet_lite import (
+    EfficientNetLite,
+    EfficientNetLiteConfig,
+    TeacherExport,
+    build_teacher,
+    imagenet_weights_path,
+    load_imagenet_weights,
+)
 
-MILITARY_UNIFORM = 652   # ImageNet class of the classic Grace Hopper portrait
+MILITARY_UNIFORM = 652  # ImageNet class of the classic Grace Hopper portrait
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,7 @@ def test_imagenet_weights_classify_a_real_photo():
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
     side = min(h, w)
-    rgb = rgb[(h - side) // 2:(h + side) // 2, (w - side) // 2:(w + side) // 2]
+    rgb = rgb[(h - side) // 2 : (h + side) // 2, (w - side) // 2 : (w + side) // 2]
     image = torch.from_numpy(cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA))[None]
     model = EfficientNetLite(EfficientNetLiteConfig(num_classes=1000))
     load_imagenet_weights(model)
@@ -44,11 +51,11 @@ def test_imagenet_weights_classify_a_real_photo():
 def test_strict_load_maps_every_tensor_and_replaces_only_the_classifier(teacher):
     source = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
     ours = teacher.state_dict()
-    assert len(ours) == len(source)                     # one to one, classifier included
+    assert len(ours) == len(source)  # one to one, classifier included
     assert torch.equal(ours["blocks.15.project.conv.weight"], source["_blocks.15._project_conv.weight"])
     assert torch.equal(ours["head.bn.running_var"], source["_bn1.running_var"])
     assert teacher.classifier.weight.shape == (4, 1280)
-    for name, tensor in ours.items():                   # sane BN statistics everywhere
+    for name, tensor in ours.items():  # sane BN statistics everywhere
         if name.endswith("running_var"):
             # The TF checkpoint has a few dead channels (ReLU6 always 0 upstream -> variance exactly 0).
             assert torch.isfinite(tensor).all() and torch.all(tensor >= 0), name
@@ -113,7 +120,7 @@ def test_teacher_export_outputs_in_range(teacher):
 
 
 def test_imagenet_features_are_frozen_stride_16_and_stay_in_eval_mode():
-    from train.models.efficientnet_lite import ImageNetFeatures
+    from onen.train.models.efficientnet_lite import ImageNetFeatures
 
     net = ImageNetFeatures().train()
     assert not net.training and not any(p.requires_grad for p in net.parameters())
@@ -121,5 +128,9 @@ def test_imagenet_features_are_frozen_stride_16_and_stay_in_eval_mode():
     assert out.shape == (2, ImageNetFeatures.channels, 4, 6)
     reference = build_teacher(2, pretrained=True).eval()
     with torch.no_grad():
-        expected = reference.blocks[: ImageNetFeatures.BLOCKS](reference.stem(reference.input(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))))
-        assert torch.equal(net(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)), expected)     # the ImageNet weights, untouched
+        expected = reference.blocks[: ImageNetFeatures.BLOCKS](
+            reference.stem(reference.input(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)))
+        )
+        assert torch.equal(
+            net(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)), expected
+        )  # the ImageNet weights, untouched

@@ -1,4 +1,5 @@
 """fit_teacher on a tiny generated data set: CEOD runs, checkpoints resume exactly, pseudo masks."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from train.data.dataset import InspectionDataset
-from train.data.sample import Sample
-from train.data.synthetic import SyntheticDefects
-from train.teacher_training import (CHECKPOINT, TeacherCheckpointError, TeacherConfig, fit_teacher, load_teacher,
-                                    pseudo_masks)
+from onen.train.data.dataset import InspectionDataset
+from onen.train.data.sample import Sample
+from onen.train.data.synthetic import SyntheticDefects
+from onen.train.teacher_training import (
+    CHECKPOINT,
+    TeacherCheckpointError,
+    TeacherConfig,
+    fit_teacher,
+    load_teacher,
+    pseudo_masks,
+)
 
 CLASSES = ["good", "spot"]
 SIZE = 64
@@ -41,12 +48,13 @@ def _write_data(root: Path, n_good: int = 6, n_spot: int = 4) -> list[Sample]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> InspectionDataset:
     samples = _write_data(tmp_path_factory.mktemp("teacher-data"))
-    return InspectionDataset(samples, CLASSES, SIZE, SIZE, synthetic=SyntheticDefects(seed=0),
-                             synthetic_probability=0.5, seed=0, cache=True)
+    return InspectionDataset(
+        samples, CLASSES, SIZE, SIZE, synthetic=SyntheticDefects(seed=0), synthetic_probability=0.5, seed=0, cache=True
+    )
 
 
 def test_ceod_training_handles_unknown_classes_and_resumes_exactly(dataset, tmp_path):
-    assert any(dataset[i]["class_index"].item() == -1 for i in range(len(dataset)))   # synthetic defects present
+    assert any(dataset[i]["class_index"].item() == -1 for i in range(len(dataset)))  # synthetic defects present
     cfg = TeacherConfig(epochs=2, batch_size=4, loss="ceod", omega=0.01, input_height=SIZE, input_width=SIZE)
     straight = fit_teacher(dataset, dataset, len(CLASSES), cfg, device="cpu", out_dir=tmp_path / "straight")
     assert len(straight.history) == 2
@@ -66,12 +74,18 @@ def test_ceod_training_handles_unknown_classes_and_resumes_exactly(dataset, tmp_
         assert torch.allclose(reloaded(image), resumed(image), atol=1e-5)
 
     with pytest.raises(TeacherCheckpointError, match="another teacher configuration"):
-        fit_teacher(dataset, None, len(CLASSES), TeacherConfig(**{**cfg.__dict__, "loss": "ce"}),
-                    device="cpu", out_dir=tmp_path / "resumed")
+        fit_teacher(
+            dataset,
+            None,
+            len(CLASSES),
+            TeacherConfig(**{**cfg.__dict__, "loss": "ce"}),
+            device="cpu",
+            out_dir=tmp_path / "resumed",
+        )
 
 
 def test_plain_ce_training_with_frozen_leading_blocks(dataset, tmp_path):
-    from train.models.efficientnet_lite import build_teacher
+    from onen.train.models.efficientnet_lite import build_teacher
 
     cfg = TeacherConfig(epochs=1, batch_size=5, loss="ce", freeze_blocks=3, input_height=SIZE, input_width=SIZE)
     model = fit_teacher(dataset, None, len(CLASSES), cfg, device="cpu")
@@ -79,21 +93,21 @@ def test_plain_ce_training_with_frozen_leading_blocks(dataset, tmp_path):
     imagenet = build_teacher(len(CLASSES)).state_dict()
     trained = model.state_dict()
     for name in ("stem.conv.weight", "stem.bn.running_mean", "blocks.2.project.bn.running_var"):
-        assert torch.equal(trained[name], imagenet[name]), name           # frozen: weights and BN stats
+        assert torch.equal(trained[name], imagenet[name]), name  # frozen: weights and BN stats
     assert not torch.equal(trained["blocks.3.project.conv.weight"], imagenet["blocks.3.project.conv.weight"])
     assert not (tmp_path / CHECKPOINT).exists()
 
 
 def test_pseudo_masks_at_input_resolution(dataset):
-    from train.models.efficientnet_lite import build_teacher
+    from onen.train.models.efficientnet_lite import build_teacher
 
     teacher = build_teacher(len(CLASSES)).train()
     images = torch.stack([dataset[i]["image"] for i in range(3)])
     maps = pseudo_masks(teacher, images, batch_size=2)
     assert maps.shape == (3, SIZE, SIZE) and not maps.requires_grad
     assert maps.min() >= 0 and maps.max() <= 1
-    peaks = maps.amax(dim=(1, 2))        # normalised per image: peak 1, or 0 when ReLU left nothing
+    peaks = maps.amax(dim=(1, 2))  # normalised per image: peak 1, or 0 when ReLU left nothing
     assert torch.all((peaks > 0.9) | (peaks == 0)) and peaks.max() > 0.9
-    assert teacher.training                                        # mode restored
-    assert all(p.grad is None for p in teacher.parameters())       # weights untouched
+    assert teacher.training  # mode restored
+    assert all(p.grad is None for p in teacher.parameters())  # weights untouched
     assert torch.allclose(teacher.pseudo_masks(images), maps)

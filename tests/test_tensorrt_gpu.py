@@ -6,6 +6,7 @@ run yet: this project's machines have no GPU (see docs/jetson.md). On a Jetson w
 ONEN_GPU_TEST_BUNDLE at a bundle made elsewhere (e.g. `python -c "from train.recipes import small_bundle; ..."`)
 instead of training the tiny bundle here.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.backends.factory import create_backend, probe_tensorrt
-from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-from edge.bundle import load_bundle
-from edge.cli import main as onen
-from edge.engines.keys import RuntimeTarget, engine_file_name, read_sidecar, sidecar_path, write_sidecar
-from edge.images import prepare_batch, read_image_rgb
+from onen.edge.backends.factory import create_backend, probe_tensorrt
+from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+from onen.edge.bundle import load_bundle
+from onen.edge.cli import main as onen
+from onen.edge.engines.keys import RuntimeTarget, engine_file_name, read_sidecar, sidecar_path, write_sidecar
+from onen.edge.images import prepare_batch, read_image_rgb
 
 PROBE = probe_tensorrt()
 pytestmark = [
@@ -57,9 +58,14 @@ def test_build_engine_fp16_then_verify(bundle_dir, capsys):
     assert sidecar.parity["passed"] is True
     manifest = load_bundle(bundle_dir).manifest
     assert [s.name for s in sidecar.inputs] == ["image"]
-    assert sidecar.inputs[0].shape == [-1, manifest.input_height, manifest.input_width, 3] and sidecar.inputs[0].dtype == "uint8"
+    assert (
+        sidecar.inputs[0].shape == [-1, manifest.input_height, manifest.input_width, 3]
+        and sidecar.inputs[0].dtype == "uint8"
+    )
     assert {s.name for s in sidecar.outputs} == {"score", "anomaly_map", "class_logits"}
-    assert (bundle_dir / "engines" / f"timing_{target.compute_capability}_trt{target.tensorrt_version}.cache").stat().st_size > 0
+    assert (
+        bundle_dir / "engines" / f"timing_{target.compute_capability}_trt{target.tensorrt_version}.cache"
+    ).stat().st_size > 0
     # built once: a second call finds it
     assert onen(["build-engine", str(bundle_dir), "--no-verify"]) == 0
     assert "already built" in capsys.readouterr().out
@@ -73,7 +79,7 @@ def test_backend_builds_checks_and_serves_like_onnxruntime(bundle_dir):
     backend = create_backend(bundle, "tensorrt", on_event=lambda kind, detail: events.append(kind))
     try:
         assert events == ["engine_build_started", "engine_built", "engine_parity"]
-        batch = reference_batch(bundle, 6)          # more than max batch 4: served in two chunks
+        batch = reference_batch(bundle, 6)  # more than max batch 4: served in two chunks
         engine_out = backend.infer(batch)
         ort_out = OnnxRuntimeBackend(bundle).infer(batch)
         assert engine_out.score.shape == ort_out.score.shape == (6,)
@@ -91,7 +97,7 @@ def test_backend_builds_checks_and_serves_like_onnxruntime(bundle_dir):
 
 
 def test_engine_for_another_tensorrt_version_is_never_loaded(bundle_dir):
-    from edge.backends.tensorrt_backend import EngineMismatch, TensorRtBackend
+    from onen.edge.backends.tensorrt_backend import EngineMismatch, TensorRtBackend
 
     assert onen(["build-engine", str(bundle_dir), "--no-verify"]) == 0
     engine = next((bundle_dir / "engines").glob("*.engine"))
@@ -101,20 +107,24 @@ def test_engine_for_another_tensorrt_version_is_never_loaded(bundle_dir):
     with pytest.raises(EngineMismatch, match="built with TensorRT 9.9.9"):
         TensorRtBackend(load_bundle(bundle_dir), engine_path=engine)
     events = []
-    backend = create_backend(load_bundle(bundle_dir), "tensorrt", on_event=lambda kind, detail: events.append((kind, detail)))
+    backend = create_backend(
+        load_bundle(bundle_dir), "tensorrt", on_event=lambda kind, detail: events.append((kind, detail))
+    )
     backend.close()
     assert events[0][0] == "engine_build_started" and "9.9.9" in json.dumps(events[0][1])
 
 
 def test_engine_failing_parity_is_not_served_and_auto_falls_back(bundle_dir):
-    from edge.bundle import Manifest, write_manifest
-    from edge.engines.manager import EngineParityError
+    from onen.edge.bundle import Manifest, write_manifest
+    from onen.edge.engines.manager import EngineParityError
 
     manifest = Manifest.from_dict(json.loads((bundle_dir / "manifest.json").read_text()))
-    manifest.reference[0].score += 0.5             # no engine can match this reference
+    manifest.reference[0].score += 0.5  # no engine can match this reference
     write_manifest(bundle_dir, manifest)
     events = []
-    backend = create_backend(load_bundle(bundle_dir), "auto", on_event=lambda kind, detail: events.append((kind, detail)))
+    backend = create_backend(
+        load_bundle(bundle_dir), "auto", on_event=lambda kind, detail: events.append((kind, detail))
+    )
     assert backend.name == "onnxruntime"
     kinds = [kind for kind, _ in events]
     assert kinds == ["engine_build_started", "engine_built", "engine_parity", "backend_fallback"]

@@ -1,4 +1,5 @@
 """End to end on generated data: onen train -> onen eval -> onen export, through the real `onen` command."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-from edge.bundle import load_bundle
-from edge.cli import main as onen
-from train.tiny_data import write_tiny_dataset
+from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+from onen.edge.bundle import load_bundle
+from onen.edge.cli import main as onen
+from onen.train.tiny_data import write_tiny_dataset
 
 TINY = ["--size", "64", "--patch", "8", "--dim", "32", "--depth", "2", "--batch-size", "16"]
 
@@ -21,15 +22,44 @@ def tiny_csv(tmp_path_factory):
 
 def test_train_eval_export(tiny_csv, tmp_path):
     run = tmp_path / "run"
-    assert onen(["train", "--data", str(tiny_csv), "--supervision", "full", "--out", str(run), "--epochs", "2",
-                 "--teacher-epochs", "1", *TINY]) == 0
-    for name in ("config.json", "splits.json", "student.pt", "summary.json", "checkpoints/student_last.pt", "teacher/teacher.pt"):
+    assert (
+        onen(
+            [
+                "train",
+                "--data",
+                str(tiny_csv),
+                "--supervision",
+                "full",
+                "--out",
+                str(run),
+                "--epochs",
+                "2",
+                "--teacher-epochs",
+                "1",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    for name in (
+        "config.json",
+        "splits.json",
+        "student.pt",
+        "summary.json",
+        "checkpoints/student_last.pt",
+        "teacher/teacher.pt",
+    ):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     assert {"student", "teacher", "timings_s"} <= set(summary)
 
     # resume asks for one more epoch: continues from the checkpoint, does not start over
-    assert onen(["train", "--data", str(tiny_csv), "--supervision", "full", "--out", str(run), "--epochs", "3", "--resume"]) == 0
+    assert (
+        onen(
+            ["train", "--data", str(tiny_csv), "--supervision", "full", "--out", str(run), "--epochs", "3", "--resume"]
+        )
+        == 0
+    )
     import torch
 
     assert torch.load(run / "checkpoints/student_last.pt", weights_only=False)["epoch"] == 2
@@ -42,7 +72,9 @@ def test_train_eval_export(tiny_csv, tmp_path):
     bundle_dir = tmp_path / "bundle"
     assert onen(["export", "--run", str(run), "--out", str(bundle_dir)]) == 0
     bundle = load_bundle(bundle_dir)
-    assert bundle.manifest.metrics["test"]["image_auroc"] == report["image_auroc"]     # the run's eval went into the manifest
+    assert (
+        bundle.manifest.metrics["test"]["image_auroc"] == report["image_auroc"]
+    )  # the run's eval went into the manifest
     assert bundle.manifest.training["supervision"] == "full" and bundle.manifest.training["split_counts"]["test"]
     assert 0 < bundle.manifest.thresholds.image < 1
     backend = OnnxRuntimeBackend(bundle)
@@ -53,38 +85,58 @@ def test_train_eval_export(tiny_csv, tmp_path):
 
     graph = onnx.load(str(bundle_dir / "model.onnx")).graph
     weights = " ".join(i.name for i in graph.initializer) + " " + " ".join(n.name for n in graph.node)
-    assert "class_head" in weights                                                # names do come from the modules
-    assert "class_projection" not in weights and "projection" not in weights    # the distillation heads are training-only
+    assert "class_head" in weights  # names do come from the modules
+    assert "class_projection" not in weights and "projection" not in weights  # the distillation heads are training-only
 
 
 @pytest.mark.parametrize("supervision", ["none", "weak"])
 def test_other_supervision_levels_train(tiny_csv, tmp_path, supervision):
     run = tmp_path / supervision
-    assert onen(["train", "--data", str(tiny_csv), "--supervision", supervision, "--out", str(run), "--epochs", "1",
-                 "--teacher-epochs", "1", "--no-aoi-guidance", *TINY]) == 0
+    assert (
+        onen(
+            [
+                "train",
+                "--data",
+                str(tiny_csv),
+                "--supervision",
+                supervision,
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--teacher-epochs",
+                "1",
+                "--no-aoi-guidance",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["supervision"] == supervision and config["aoi_guidance"] is False
     splits = json.loads((run / "splits.json").read_text())
     assert splits["test"], "the run keeps a held-out test split"
-    from train import runs
+    from onen.train import runs
 
     student = runs.load_student(run)
-    if supervision == "none":        # good-feature model on by default: fitted on the good training images, saved fitted
+    if supervision == "none":  # good-feature model on by default: fitted on the good training images, saved fitted
         fitted = json.loads((run / "good_features.json").read_text())
         import csv
 
         labels = {row["image"]: row["label"] for row in csv.DictReader(open(tiny_csv, newline=""))}
         assert fitted["train_images"] == sum(1 for path in splits["train"] if labels[path] == "0") >= 2
         assert student.good_features is not None and student.good_features.is_fitted
-        assert config["distill_features"] == "auto" and student.projection.out_features == 112   # the ImageNet features' width
-        bundle_dir = tmp_path / "bundle"                # the fitted model exports (export checks ONNX Runtime against torch)
+        assert (
+            config["distill_features"] == "auto" and student.projection.out_features == 112
+        )  # the ImageNet features' width
+        bundle_dir = tmp_path / "bundle"  # the fitted model exports (export checks ONNX Runtime against torch)
         assert onen(["export", "--run", str(run), "--out", str(bundle_dir)]) == 0
         outputs = OnnxRuntimeBackend(load_bundle(bundle_dir)).infer(np.zeros((2, 64, 64, 3), np.uint8))
         assert outputs.score.shape == (2,) and np.isfinite(outputs.anomaly_map).all()
-        manifest = load_bundle(bundle_dir).manifest      # no class labels were used: the bundle says so
+        manifest = load_bundle(bundle_dir).manifest  # no class labels were used: the bundle says so
         assert manifest.classes_supervised is False and len(manifest.class_names) > 2
-        from edge.calibration_file import from_bundle_defaults
-        from edge.postprocess import PostProcessor
+        from onen.edge.calibration_file import from_bundle_defaults
+        from onen.edge.postprocess import PostProcessor
 
         post = PostProcessor(manifest, from_bundle_defaults(load_bundle(bundle_dir), camera="cam"))
         assert post.classify(np.array([0.0, 5.0, 1.0]), is_defect=True) == ("defect", None)
@@ -93,7 +145,9 @@ def test_other_supervision_levels_train(tiny_csv, tmp_path, supervision):
 
 
 def test_bad_input_gives_clear_errors(tmp_path, capsys):
-    assert onen(["train", "--data", str(tmp_path / "missing"), "--supervision", "full", "--out", str(tmp_path / "r")]) == 2
+    assert (
+        onen(["train", "--data", str(tmp_path / "missing"), "--supervision", "full", "--out", str(tmp_path / "r")]) == 2
+    )
     assert "missing" in capsys.readouterr().err
     assert onen(["export", "--run", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
     assert "not a training run" in capsys.readouterr().err
@@ -111,6 +165,9 @@ def test_good_only_data_needs_supervision_none(tmp_path, capsys):
         for i in range(8):
             cv2.imwrite(str(tmp_path / f"images/{i}.png"), np.full((32, 32), 100 + i, np.uint8))
             writer.writerow([f"images/{i}.png", 0, "good", "", "", ""])
-    assert onen(["train", "--data", str(tmp_path / "data.csv"), "--supervision", "full", "--out", str(tmp_path / "run")]) == 2
+    assert (
+        onen(["train", "--data", str(tmp_path / "data.csv"), "--supervision", "full", "--out", str(tmp_path / "run")])
+        == 2
+    )
     assert "--supervision none" in capsys.readouterr().err
-    assert not (tmp_path / "run" / "config.json").exists()      # nothing half-written: the same --out can be used again
+    assert not (tmp_path / "run" / "config.json").exists()  # nothing half-written: the same --out can be used again

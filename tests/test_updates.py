@@ -1,5 +1,6 @@
 """Model updates on a running station: signatures, install, refusals, rollback, restart. Real parts only:
 two real trained bundles, ONNX Runtime, a looping video, mosquitto, and the real `onen push`/`keys`/`sign`."""
+
 from __future__ import annotations
 
 import json
@@ -9,27 +10,36 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from daemon_helpers import start_daemon as start_station
 from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
-from edge.bundle import load_bundle
-from edge.calibration_file import from_bundle_defaults, save_calibration
-from edge.calibration_store import CalibrationStore
-from edge.cli import main
-from edge.config import load_config
-from edge.daemon import Daemon
-from edge.local_broker import MosquittoBroker
-from edge.publisher import Topics
-from edge.station_client import send_command
-from edge.station_commands import RECALIBRATE
-from edge.updates import (ModelStore, SignatureError, generate_keys, install_message, load_private_key,
-                          load_public_key, pack_bundle_bytes, sign_bundle, verify_bundle_signature)
+from daemon_helpers import start_daemon as start_station
+
+from onen.edge.bundle import load_bundle
+from onen.edge.calibration_file import from_bundle_defaults, save_calibration
+from onen.edge.calibration_store import CalibrationStore
+from onen.edge.cli import main
+from onen.edge.config import load_config
+from onen.edge.daemon import Daemon
+from onen.edge.local_broker import MosquittoBroker
+from onen.edge.publisher import Topics
+from onen.edge.station_client import send_command
+from onen.edge.station_commands import RECALIBRATE
+from onen.edge.updates import (
+    ModelStore,
+    SignatureError,
+    generate_keys,
+    install_message,
+    load_private_key,
+    load_public_key,
+    pack_bundle_bytes,
+    sign_bundle,
+    verify_bundle_signature,
+)
 
 
 @pytest.fixture(scope="module")
 def second_bundle(tmp_path_factory) -> Path:
     """Another real bundle: the same recipe with another seed (another model.onnx, other reference outputs)."""
-    from train.recipes import small_bundle
+    from onen.train.recipes import small_bundle
 
     return small_bundle(tmp_path_factory.mktemp("second-bundle"), seed=1)
 
@@ -68,7 +78,9 @@ def station(tmp_path: Path, broker, bundle: Path, keys: dict | None, calibrated:
     video = write_video(tmp_path / "parts.avi", images, count=16)
     camera = file_camera("cam", video, realtime=True, loop=True)
     if calibrated:
-        camera["calibration"] = str(save_calibration(from_bundle_defaults(load_bundle(bundle), "cam"), tmp_path / "calib" / "cam.yaml"))
+        camera["calibration"] = str(
+            save_calibration(from_bundle_defaults(load_bundle(bundle), "cam"), tmp_path / "calib" / "cam.yaml")
+        )
     updates = {"dir": str(tmp_path / "models")}
     if keys is not None:
         updates["trusted_keys"] = [str(keys["public"])]
@@ -95,7 +107,7 @@ def test_sign_and_verify_and_tampering(tmp_path, tiny_bundle, keys, capsys):
     with pytest.raises(SignatureError, match="does not match"):
         verify_bundle_signature(load_bundle(bundle), [stranger])
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["thresholds"]["image"] = 0.01                      # hashes of the files still fine, manifest changed
+    manifest["thresholds"]["image"] = 0.01  # hashes of the files still fine, manifest changed
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
     with pytest.raises(SignatureError, match="does not match"):
         verify_bundle_signature(load_bundle(bundle), [trusted])
@@ -110,12 +122,22 @@ def test_keys_generate_refuses_to_overwrite_and_commands_check_usage(tmp_path, t
     assert oct((tmp_path / "k" / "onen-signing.pem").stat().st_mode & 0o777) == "0o600"
     assert main(["keys", "generate", "--out", str(tmp_path / "k")]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["sign", str(tiny_bundle), "--key", str(tmp_path / "k" / "onen-signing.pub.pem")]) == 2   # a public key cannot sign
+    assert (
+        main(["sign", str(tiny_bundle), "--key", str(tmp_path / "k" / "onen-signing.pub.pem")]) == 2
+    )  # a public key cannot sign
     assert "private key" in capsys.readouterr().err
     config = tmp_path / "station.yaml"
-    config.write_text(yaml.safe_dump({"station": "s", "mqtt": {"host": "127.0.0.1"}, "models": {"m": {"bundle": str(tiny_bundle)}},
-                                      "cameras": {"c": {"source": {"kind": "folder", "path": str(tmp_path)}}}}))
-    assert main(["push", "--config", str(config)]) == 2                                 # neither BUNDLE nor --rollback
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "station": "s",
+                "mqtt": {"host": "127.0.0.1"},
+                "models": {"m": {"bundle": str(tiny_bundle)}},
+                "cameras": {"c": {"source": {"kind": "folder", "path": str(tmp_path)}}},
+            }
+        )
+    )
+    assert main(["push", "--config", str(config)]) == 2  # neither BUNDLE nor --rollback
     assert main(["push", str(tiny_bundle), "--rollback", "--config", str(config)]) == 2
     assert main(["push", "relative/bundle", "--on-station", "--config", str(config)]) == 2
     assert "absolute path on the station" in capsys.readouterr().err
@@ -130,7 +152,7 @@ def test_model_store_keeps_current_and_previous_and_rolls_back_both_ways(tmp_pat
     manifest["version"] = "3 (tuned)"
     (third / "manifest.json").write_text(json.dumps(manifest))
     versions = []
-    serving = Path(tiny_bundle)                          # what the config names
+    serving = Path(tiny_bundle)  # what the config names
     for source in (second_bundle, third):
         staging = store.staging("m")
         root = copy_bundle(source, staging / "b")
@@ -139,8 +161,14 @@ def test_model_store_keeps_current_and_previous_and_rolls_back_both_ways(tmp_pat
         shutil.rmtree(staging)
         versions.append(version)
         serving = version
-    assert versions[1].name.startswith("3__tuned_-") and store.current("m") == versions[1] and store.previous("m") == versions[0]
-    assert (tmp_path / "models" / "m" / "current").read_text().strip() == versions[1].name      # relative: the store can move
+    assert (
+        versions[1].name.startswith("3__tuned_-")
+        and store.current("m") == versions[1]
+        and store.previous("m") == versions[0]
+    )
+    assert (tmp_path / "models" / "m" / "current").read_text().strip() == versions[
+        1
+    ].name  # relative: the store can move
     store.rollback("m")
     assert store.current("m") == versions[0] and store.previous("m") == versions[1]
     store.rollback("m")
@@ -150,7 +178,9 @@ def test_model_store_keeps_current_and_previous_and_rolls_back_both_ways(tmp_pat
     newest = store.add("m", root, load_bundle(root))
     store.promote("m", newest, store.current("m"))
     shutil.rmtree(staging)
-    assert sorted(p.name for p in (tmp_path / "models" / "m").iterdir() if p.is_dir()) == sorted([newest.name, versions[1].name])
+    assert sorted(p.name for p in (tmp_path / "models" / "m").iterdir() if p.is_dir()) == sorted(
+        [newest.name, versions[1].name]
+    )
 
 
 # --- on a running station ------------------------------------------------------------------------------------
@@ -186,12 +216,14 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
 
         # The team then calibrates the camera for the new model and pushes it (kept in the calibration store).
         calibration_file = tmp_path / "calib" / "cam.yaml"
-        for_new = save_calibration(from_bundle_defaults(load_bundle(second_bundle), "cam"), tmp_path / "pushed" / "cam.yaml")
+        for_new = save_calibration(
+            from_bundle_defaults(load_bundle(second_bundle), "cam"), tmp_path / "pushed" / "cam.yaml"
+        )
         assert main(["push-calibration", str(for_new), "--config", str(config)]) == 0
         capsys.readouterr()
         calibrations = CalibrationStore(tmp_path / "models" / "calibrations")
         engineer_bytes = calibration_file.read_bytes()
-        assert yaml.safe_load(calibration_file.read_text())["bundle"]["model_sha256"] == old_sha     # never written
+        assert yaml.safe_load(calibration_file.read_text())["bundle"]["model_sha256"] == old_sha  # never written
         assert calibrations.model_sha_of(calibrations.current("cam")) == new_sha
 
         assert main(["push", "--rollback", "--config", str(config)]) == 0
@@ -212,7 +244,10 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         assert collector.wait(lambda c: sum(e["kind"] == "model_swapped" for e in c.events()) == 3, timeout=5)
         again = [e for e in collector.events() if e["kind"] == "model_swapped"][-1]["detail"]
         assert again["cameras"]["cam"]["calibration"] == str(calibrations.current("cam")) and "recalibrate" not in again
-        assert calibrations.model_sha_of(calibrations.current("cam")) == new_sha and calibration_file.read_bytes() == engineer_bytes
+        assert (
+            calibrations.model_sha_of(calibrations.current("cam")) == new_sha
+            and calibration_file.read_bytes() == engineer_bytes
+        )
         assert sha_of(store.current("m")) == new_sha and store.previous("m") == Path(tiny_bundle)
         count = len(collector.results())
         assert collector.wait(lambda c: len(c.results()) >= count + 5, timeout=20)
@@ -230,8 +265,11 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
     assert runs == [old_sha, new_sha, old_sha, new_sha]
     assert failed == 0
     order = unique_in_order(collector.results())
-    print(f"model install: prepared in {install_figures['prepare_ms']} ms, swapped in {install_figures['swap_ms']} ms, "
-          f"camera dropped {dropped_install} frame(s) during the install; {len(order)} results, seq gaps {order[-1] + 1 - len(order)}")
+    print(
+        f"model install: prepared in {install_figures['prepare_ms']} ms, swapped in {install_figures['swap_ms']} ms, "
+        f"camera dropped {dropped_install} frame(s) during the install; {len(order)} results, seq gaps "
+        f"{order[-1] + 1 - len(order)}"
+    )
 
     # A restart serves the installed version with the calibration made for it; a calibration file made for
     # another model gives way to the bundle's defaults (announced) instead of keeping the line down.
@@ -244,7 +282,7 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         assert not any(e["kind"] == "calibration_stale" for e in collector.events())
     finally:
         stop_daemon(daemon, thread)
-    shutil.rmtree(tmp_path / "models" / "calibrations")      # only the config's file is left, made for the old model
+    shutil.rmtree(tmp_path / "models" / "calibrations")  # only the config's file is left, made for the old model
     collector.messages.clear()
     daemon, thread = start_daemon(config)
     try:
@@ -262,13 +300,20 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
     daemon, thread = start_daemon(config)
     try:
         assert daemon.model_infos["m"].sha256 == old_sha
-        assert collector.wait(lambda c: any(e["kind"] == "model_store_ignored" and "signature" in e["detail"]["reason"] for e in c.events()), timeout=5)
+        assert collector.wait(
+            lambda c: any(
+                e["kind"] == "model_store_ignored" and "signature" in e["detail"]["reason"] for e in c.events()
+            ),
+            timeout=5,
+        )
     finally:
         stop_daemon(daemon, thread)
         collector.close()
 
 
-def test_broken_updates_are_refused_and_the_old_model_keeps_serving(tmp_path, broker, tiny_bundle, second_bundle, keys, capsys):
+def test_broken_updates_are_refused_and_the_old_model_keeps_serving(
+    tmp_path, broker, tiny_bundle, second_bundle, keys, capsys
+):
     old_sha = sha_of(tiny_bundle)
     config = station(tmp_path, broker, tiny_bundle, keys)
     station_config = load_config(config)
@@ -277,7 +322,9 @@ def test_broken_updates_are_refused_and_the_old_model_keeps_serving(tmp_path, br
     parity_bad = copy_bundle(second_bundle, tmp_path / "parity-bad")
     manifest = json.loads((parity_bad / "manifest.json").read_text())
     for reference in manifest["reference"]:
-        reference["score"] = min(1.0, reference["score"] + 0.3) if reference["score"] < 0.5 else reference["score"] - 0.3
+        reference["score"] = (
+            min(1.0, reference["score"] + 0.3) if reference["score"] < 0.5 else reference["score"] - 0.3
+        )
     (parity_bad / "manifest.json").write_text(json.dumps(manifest, indent=2))
     sign_bundle(parity_bad, load_private_key(keys["private"]))
     signed = copy_bundle(second_bundle, tmp_path / "signed")
@@ -289,7 +336,9 @@ def test_broken_updates_are_refused_and_the_old_model_keeps_serving(tmp_path, br
     daemon, thread = start_daemon(config)
 
     def refused(payload: bytes, request_id: str) -> str:
-        answer = send_command(station_config, topic, payload, lambda e: (e.get("detail") or {}).get("request_id") == request_id, 30)
+        answer = send_command(
+            station_config, topic, payload, lambda e: (e.get("detail") or {}).get("request_id") == request_id, 30
+        )
         assert answer is not None and answer["kind"] == "model_update_rejected", answer
         return answer["detail"]["reason"]
 
@@ -301,7 +350,7 @@ def test_broken_updates_are_refused_and_the_old_model_keeps_serving(tmp_path, br
         assert "bundle_path must be an absolute path" in refused(*install_message(model="m", path="relative/bundle"))
         assert "no model 'other'" in refused(*install_message(model="other", path=str(signed)))
 
-        assert main(["push", str(second_bundle), "--config", str(config)]) == 1                          # unsigned
+        assert main(["push", str(second_bundle), "--config", str(config)]) == 1  # unsigned
         assert "not signed" in capsys.readouterr().out
         assert main(["push", str(second_bundle), "--config", str(config), "--sign-key", str(keys["stranger"])]) == 1
         assert "does not match" in capsys.readouterr().out
@@ -317,8 +366,10 @@ def test_broken_updates_are_refused_and_the_old_model_keeps_serving(tmp_path, br
         assert thread.is_alive() and daemon.pipelines["cam"].alive and daemon.pipelines["cam"].failed == 0
         assert {r["model"]["sha256"] for r in collector.results()} == {old_sha}
         assert not any(e["kind"] == "model_swapped" for e in collector.events())
-        leftovers = [p.name for p in (tmp_path / "models" / "m").iterdir()] if (tmp_path / "models" / "m").exists() else []
-        assert leftovers == [], leftovers                                              # nothing half-installed
+        leftovers = (
+            [p.name for p in (tmp_path / "models" / "m").iterdir()] if (tmp_path / "models" / "m").exists() else []
+        )
+        assert leftovers == [], leftovers  # nothing half-installed
     finally:
         stop_daemon(daemon, thread)
         collector.close()
@@ -344,8 +395,13 @@ def test_no_frame_is_lost_or_mixed_during_a_swap_with_back_pressure(tmp_path, br
     images, _ = reference_frames(tiny_bundle)
     frames = 400
     video = write_video(tmp_path / "parts.avi", images, count=frames)
-    config = write_station(tmp_path, broker.port, tiny_bundle, [file_camera("cam", video, realtime=False)],
-                           updates={"dir": str(tmp_path / "models")})
+    config = write_station(
+        tmp_path,
+        broker.port,
+        tiny_bundle,
+        [file_camera("cam", video, realtime=False)],
+        updates={"dir": str(tmp_path / "models")},
+    )
     collector = Collector(broker.host, broker.port)
     daemon, thread = start_daemon(config, exit_when_finished=True)
     try:
@@ -367,17 +423,23 @@ def test_no_frame_is_lost_or_mixed_during_a_swap_with_back_pressure(tmp_path, br
     assert set(shas[:switch]) == {old_sha} and set(shas[switch:]) == {new_sha}
     assert daemon.pipelines["cam"].failed == 0
     figures = daemon.commands.swaps[-1]
-    print(f"back-pressure swap: {frames} frames, {frames} results, switch at seq {switch}, prepared {figures['prepare_ms']} ms, swap {figures['swap_ms']} ms")
+    print(
+        f"back-pressure swap: {frames} frames, {frames} results, switch at seq {switch}, prepared "
+        f"{figures['prepare_ms']} ms, swap {figures['swap_ms']} ms"
+    )
 
 
 def test_update_modules_load_without_torch():
-    """A station has no torch: the update modules and commands must load with torch and train blocked."""
+    """A station has no torch: the update modules and commands must load with torch blocked."""
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['train'] = None\n"
-            "import edge.updates, edge.station_commands, edge.station_client, edge.commands.push, edge.commands.keys\n"
-            "from edge.cli import main\n"
-            "sys.exit(main(['push', '--help']))\n")
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import onen.edge.updates, onen.edge.station_commands, onen.edge.station_client, onen.edge.commands.push, "
+        "onen.edge.commands.keys\n"
+        "from onen.edge.cli import main\n"
+        "sys.exit(main(['push', '--help']))\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--rollback" in done.stdout, done.stderr

@@ -1,6 +1,7 @@
 """What a model install checks before it writes or copies anything (issue 13 item 11): the manifest, its
 signature and the members it lists. Real bundles, real tar files, real folders; the staging folder must stay
 empty when a push is refused."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from edge.updates import (ModelStore, SignatureError, UpdateError, generate_keys, load_private_key, load_public_key,
-                          pack_bundle_bytes, sign_bundle, unpack_into)
+from onen.edge.updates import (
+    ModelStore,
+    SignatureError,
+    UpdateError,
+    generate_keys,
+    load_private_key,
+    load_public_key,
+    pack_bundle_bytes,
+    sign_bundle,
+    unpack_into,
+)
 
 
 class Zeros(io.RawIOBase):
@@ -61,7 +71,9 @@ def test_a_signed_bundle_with_an_unlisted_member_is_refused_before_writing(tmp_p
     with pytest.raises(UpdateError, match="not listed in its manifest.json"):
         unpack_into(staging, tar_bytes=packed, trusted=signed["trusted"])
     assert written(staging) == []
-    root = unpack_into(staging, tar_bytes=pack_bundle_bytes(signed["bundle"]), trusted=signed["trusted"])   # the clean one goes in
+    root = unpack_into(
+        staging, tar_bytes=pack_bundle_bytes(signed["bundle"]), trusted=signed["trusted"]
+    )  # the clean one goes in
     assert (root / "manifest.json").is_file() and (root / "model.onnx").is_file()
 
 
@@ -74,9 +86,9 @@ def test_a_gigabyte_of_zeros_is_refused_before_anything_is_written(tmp_path, sig
         archive.addfile(info, Zeros(info.size))
     staging = tmp_path / "staging"
     staging.mkdir()
-    with pytest.raises(SignatureError, match="not signed"):                  # a station that trusts keys
+    with pytest.raises(SignatureError, match="not signed"):  # a station that trusts keys
         unpack_into(staging, path=str(archive_path), trusted=signed["trusted"])
-    with pytest.raises(UpdateError, match="'b/zeros.bin' is not listed"):    # and one that does not
+    with pytest.raises(UpdateError, match="'b/zeros.bin' is not listed"):  # and one that does not
         unpack_into(staging, path=str(archive_path))
     assert written(staging) == []
 

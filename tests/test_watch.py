@@ -1,4 +1,5 @@
 """`onen watch` against a real mosquitto: one verdict line per published result, or raw JSON."""
+
 from __future__ import annotations
 
 import json
@@ -6,31 +7,55 @@ import subprocess
 import sys
 
 import pytest
-
 from daemon_helpers import write_station
-from edge.config import MqttConfig
-from edge.local_broker import MosquittoBroker
-from edge.publisher import Publisher
-from edge.spool import Spool
+
+from onen.edge.config import MqttConfig
+from onen.edge.local_broker import MosquittoBroker
+from onen.edge.publisher import Publisher
+from onen.edge.spool import Spool
 
 
 def _result(camera: str, seq: int, verdict: str, source: dict) -> bytes:
-    return json.dumps({
-        "camera": camera, "seq": seq, "verdict": verdict, "score": 0.91 if verdict == "defect" else 0.12, "threshold": 0.5,
-        "class": {"name": "scratch" if verdict == "defect" else "good", "probability": 0.8},
-        "regions": [{"bbox": [1, 2, 3, 4], "area": 12, "peak": 0.9, "polygon": None}] * (2 if verdict == "defect" else 0),
-        "source": source,
-    }).encode()
+    return json.dumps(
+        {
+            "camera": camera,
+            "seq": seq,
+            "verdict": verdict,
+            "score": 0.91 if verdict == "defect" else 0.12,
+            "threshold": 0.5,
+            "class": {"name": "scratch" if verdict == "defect" else "good", "probability": 0.8},
+            "regions": [{"bbox": [1, 2, 3, 4], "area": 12, "peak": 0.9, "polygon": None}]
+            * (2 if verdict == "defect" else 0),
+            "source": source,
+        }
+    ).encode()
 
 
 def _watch(config, broker, tmp_path, *flags, messages):
-    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "watch", "--config", str(config), "--count", str(len(messages)), *flags],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "onen.edge.cli",
+            "watch",
+            "--config",
+            str(config),
+            "--count",
+            str(len(messages)),
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = process.stdout.readline()
         assert first.startswith("mqtt: watching onen/w1/+/result"), first + process.stderr.read()
-        publisher = Publisher(MqttConfig(host=broker.host, port=broker.port, client_id="onen-w1-test", prefix="onen"),
-                              "w1", Spool(tmp_path / f"spool{len(flags)}.db"))
+        publisher = Publisher(
+            MqttConfig(host=broker.host, port=broker.port, client_id="onen-w1-test", prefix="onen"),
+            "w1",
+            Spool(tmp_path / f"spool{len(flags)}.db"),
+        )
         publisher.start()
         assert publisher.wait_connected(5)
         for camera, payload in messages:
@@ -49,8 +74,12 @@ def _watch(config, broker, tmp_path, *flags, messages):
 def station(tmp_path, tiny_bundle):
     broker = MosquittoBroker().start()
     (tmp_path / "images").mkdir()
-    camera = {"name": "top", "model": "m", "source": {"kind": "folder", "path": str(tmp_path / "images")},
-              "trigger": {"mode": "continuous", "queue_size": 2}}
+    camera = {
+        "name": "top",
+        "model": "m",
+        "source": {"kind": "folder", "path": str(tmp_path / "images")},
+        "trigger": {"mode": "continuous", "queue_size": 2},
+    }
     config = write_station(tmp_path, broker.port, tiny_bundle, [camera], station="w1")
     yield config, broker
     broker.stop()
@@ -58,10 +87,15 @@ def station(tmp_path, tiny_bundle):
 
 def test_watch_prints_one_verdict_line_per_result(station, tmp_path):
     config, broker = station
-    lines = _watch(config, broker, tmp_path, messages=[
-        ("top", _result("top", 1, "ok", {"kind": "folder", "file": "a/part1.png"})),
-        ("side", _result("side", 7, "defect", {"kind": "file", "file": "line3.avi", "frame_index": 41})),
-    ])
+    lines = _watch(
+        config,
+        broker,
+        tmp_path,
+        messages=[
+            ("top", _result("top", 1, "ok", {"kind": "folder", "file": "a/part1.png"})),
+            ("side", _result("side", 7, "defect", {"kind": "file", "file": "line3.avi", "frame_index": 41})),
+        ],
+    )
     assert len(lines) == 2
     assert lines[0].split()[:6] == ["top", "seq", "1", "ok", "score", "0.120"]
     assert "class good 0.80" in lines[0] and "regions 0" in lines[0] and lines[0].endswith("a/part1.png")

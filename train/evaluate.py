@@ -5,23 +5,24 @@ same code evaluates a torch model after training and an exported bundle through 
 needs no torch itself. Pixel metrics use the images whose mask is known (good images: empty) and only
 the pixels inside the AOI, because outside it a mark is not a defect.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge.errors import OnenError
-from train import metrics, plots
-from train.data.loading import load_resized, shared_aoi_at
-from train.data.sample import GOOD, Sample
+from onen.edge.errors import OnenError
+from onen.train import metrics, plots
+from onen.train.data.loading import load_resized, shared_aoi_at
+from onen.train.data.sample import GOOD, Sample
 
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 REPORT = "report.json"
@@ -36,14 +37,24 @@ def _check_outputs(outputs, n: int, height: int, width: int) -> tuple[np.ndarray
     try:
         score, anomaly_map, logits = (np.asarray(o, dtype=np.float32) for o in outputs)
     except (TypeError, ValueError) as error:
-        raise EvaluationError(f"predict must return (score [N], anomaly_map [N,1,H,W], class_logits [N,C]): {error}") from error
+        raise EvaluationError(
+            f"predict must return (score [N], anomaly_map [N,1,H,W], class_logits [N,C]): {error}"
+        ) from error
     score = score.reshape(-1)
     if anomaly_map.ndim == 4 and anomaly_map.shape[1] == 1:
         anomaly_map = anomaly_map[:, 0]
-    if score.shape[0] != n or anomaly_map.ndim != 3 or anomaly_map.shape[0] != n or logits.ndim != 2 or logits.shape[0] != n:
-        raise EvaluationError(f"predict returned score {score.shape}, anomaly_map {anomaly_map.shape}, class_logits {logits.shape} "
-                              f"for a batch of {n}; expected [N], [N,1,H,W], [N,C]")
-    if anomaly_map.shape[1:] != (height, width):   # a model may give a coarser map: compare at input size
+    if (
+        score.shape[0] != n
+        or anomaly_map.ndim != 3
+        or anomaly_map.shape[0] != n
+        or logits.ndim != 2
+        or logits.shape[0] != n
+    ):
+        raise EvaluationError(
+            f"predict returned score {score.shape}, anomaly_map {anomaly_map.shape}, class_logits {logits.shape} "
+            f"for a batch of {n}; expected [N], [N,1,H,W], [N,C]"
+        )
+    if anomaly_map.shape[1:] != (height, width):  # a model may give a coarser map: compare at input size
         anomaly_map = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR) for m in anomaly_map])
     return score, anomaly_map, logits
 
@@ -57,8 +68,10 @@ def _worst(labels: np.ndarray, scores: np.ndarray, count: int) -> tuple[list[int
     """Defects with the lowest scores (misses) and good images with the highest (false alarms)."""
     defects = np.flatnonzero(labels == 1)
     goods = np.flatnonzero(labels == 0)
-    return (defects[np.argsort(scores[defects], kind="stable")][:count].tolist(),
-            goods[np.argsort(-scores[goods], kind="stable")][:count].tolist())
+    return (
+        defects[np.argsort(scores[defects], kind="stable")][:count].tolist(),
+        goods[np.argsort(-scores[goods], kind="stable")][:count].tolist(),
+    )
 
 
 def evaluate(
@@ -107,9 +120,9 @@ def evaluate(
             infer_seconds += time.perf_counter() - tick
             scores[start : start + len(chunk)] = score
             logits_all.append(logits)
-            for (_, mask, region), heat, sample in zip(loaded, anomaly_map, chunk):
+            for (_, mask, region), heat, sample in zip(loaded, anomaly_map, chunk, strict=True):
                 if sample.label == 1 and (mask is None or not mask.any()):
-                    continue          # a defect without a (non-empty) mask tells nothing about pixels
+                    continue  # a defect without a (non-empty) mask tells nothing about pixels
                 if sample.label == 1:
                     with_mask_defects += 1
                 pixel_masks.append(mask if mask is not None else np.zeros((height, width), bool))
@@ -140,7 +153,9 @@ def evaluate(
     predicted = metrics.predicted_classes(scores, class_logits, used)
     rates = metrics.rates_at(labels, scores, used)
     per_class_recall = {
-        name: float((scores[truths == i] >= used).mean()) for i, name in enumerate(truth_names) if i > 0 and (truths == i).any()
+        name: float((scores[truths == i] >= used).mean())
+        for i, name in enumerate(truth_names)
+        if i > 0 and (truths == i).any()
     }
     report = {
         "image_auroc": image_auroc,
@@ -168,15 +183,32 @@ def evaluate(
         "pixel_region": "aoi" if (shared_aoi is not None or any(s.aoi for s in samples)) else "image",
         "class_names": list(class_names),
         "input": {"height": height, "width": width},
-        "timing": {"total_s": round(elapsed, 3), "images_per_s": round(n / elapsed, 2) if elapsed else None,
-                   "model_ms_per_image": round(1000 * infer_seconds / n, 3)},
+        "timing": {
+            "total_s": round(elapsed, 3),
+            "images_per_s": round(n / elapsed, 2) if elapsed else None,
+            "model_ms_per_image": round(1000 * infer_seconds / n, 3),
+        },
         **(extra or {}),
     }
     if groups:
         names = np.array([groups.get(str(s.image), s.class_name) for s in samples])
         report["groups"] = metrics.group_rates(names, labels, scores, used)
-    report["plots"] = _write_plots(out_dir, predict, samples, labels, scores, used, image_auroc, pixel_curve,
-                                   pixel_auroc, rates, height, width, shared_aoi, worst)
+    report["plots"] = _write_plots(
+        out_dir,
+        predict,
+        samples,
+        labels,
+        scores,
+        used,
+        image_auroc,
+        pixel_curve,
+        pixel_auroc,
+        rates,
+        height,
+        width,
+        shared_aoi,
+        worst,
+    )
     _write_scores(out_dir / SCORES, samples, scores, predicted, report["confusion_matrix"]["predicted"])
     (out_dir / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -184,41 +216,78 @@ def evaluate(
 
 def _confusion(truths, truth_names, predicted, class_names, has_head: bool) -> dict:
     """Rows: true classes (incl. ones the model does not know); columns: what the station would report."""
-    if not has_head:   # no classification head: good vs defect
+    if not has_head:  # no classification head: good vs defect
         names = [GOOD, "defect"]
-        return {"true": names, "predicted": names, "matrix": metrics.confusion_matrix((truths > 0).astype(int), predicted, 2, 2)}
-    return {"true": list(truth_names), "predicted": list(class_names),
-            "matrix": metrics.confusion_matrix(truths, predicted, len(truth_names), len(class_names))}
+        return {
+            "true": names,
+            "predicted": names,
+            "matrix": metrics.confusion_matrix((truths > 0).astype(int), predicted, 2, 2),
+        }
+    return {
+        "true": list(truth_names),
+        "predicted": list(class_names),
+        "matrix": metrics.confusion_matrix(truths, predicted, len(truth_names), len(class_names)),
+    }
 
 
-def _write_plots(out_dir, predict, samples, labels, scores, threshold, image_auc, pixel_curve, pixel_auc, rates,
-                 height, width, shared_aoi, worst) -> dict[str, str]:
+def _write_plots(
+    out_dir,
+    predict,
+    samples,
+    labels,
+    scores,
+    threshold,
+    image_auc,
+    pixel_curve,
+    pixel_auc,
+    rates,
+    height,
+    width,
+    shared_aoi,
+    worst,
+) -> dict[str, str]:
     written = {}
     image_curve = None
     if image_auc is not None:
         fpr, tpr, _ = metrics.image_roc(labels, scores)
         image_curve = (fpr, tpr)
-    point = (rates["false_reject_rate"], rates["recall"]) if None not in (rates["false_reject_rate"], rates["recall"]) else None
+    point = (
+        (rates["false_reject_rate"], rates["recall"])
+        if None not in (rates["false_reject_rate"], rates["recall"])
+        else None
+    )
     written["roc"] = str(plots.roc_plot(out_dir / "roc.png", image_curve, image_auc, pixel_curve, pixel_auc, point))
     written["score_hist"] = str(plots.score_histogram(out_dir / "score_hist.png", scores, labels, threshold))
     missed, alarms = _worst(labels, scores, worst)
-    for name, chosen, title in (("worst_defects", missed, "Defects with the lowest scores"),
-                                ("worst_good", alarms, "Good images with the highest scores")):
+    for name, chosen, title in (
+        ("worst_defects", missed, "Defects with the lowest scores"),
+        ("worst_good", alarms, "Good images with the highest scores"),
+    ):
         if not chosen:
             continue
         loaded = [load_resized(samples[i], height, width, shared_aoi) for i in chosen]
         _, maps, _ = _check_outputs(predict(np.stack([image for image, _, _ in loaded])), len(chosen), height, width)
-        rows = [{"image": image, "map": heat, "aoi": region,
-                 "mask": mask if mask is not None or samples[i].label == 1 else np.zeros(image.shape[:2], bool),
-                 "caption": f"{samples[i].image.name} [{samples[i].class_name}] score {scores[i]:.3f}"}
-                for i, (image, mask, region), heat in zip(chosen, loaded, maps)]
+        rows = [
+            {
+                "image": image,
+                "map": heat,
+                "aoi": region,
+                "mask": mask if mask is not None or samples[i].label == 1 else np.zeros(image.shape[:2], bool),
+                "caption": f"{samples[i].image.name} [{samples[i].class_name}] score {scores[i]:.3f}",
+            }
+            for i, (image, mask, region), heat in zip(chosen, loaded, maps, strict=True)
+        ]
         written[name] = str(plots.overlay_grid(out_dir / f"{name}.png", rows, title))
     return written
 
 
-def _write_scores(path: Path, samples: list[Sample], scores: np.ndarray, predicted: np.ndarray, predicted_names: list[str]) -> None:
+def _write_scores(
+    path: Path, samples: list[Sample], scores: np.ndarray, predicted: np.ndarray, predicted_names: list[str]
+) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "label", "class", "score", "predicted"])
-        for sample, score, guess in zip(samples, scores, predicted):
-            writer.writerow([str(sample.image), sample.label, sample.class_name, f"{float(score):.6f}", predicted_names[int(guess)]])
+        for sample, score, guess in zip(samples, scores, predicted, strict=True):
+            writer.writerow(
+                [str(sample.image), sample.label, sample.class_name, f"{float(score):.6f}", predicted_names[int(guess)]]
+            )

@@ -3,6 +3,7 @@
 The export checks itself: ONNX Runtime must reproduce the torch outputs of the reference images
 (score and map within 1e-4) before the manifest is written, so a bundle that exists is a bundle that works.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge.bundle import INPUT_NAME, MODEL, OUTPUT_NAMES, Manifest, ReferenceSample, ScoreNormalisation, Thresholds, write_manifest
-from edge.errors import BundleError
+from onen.edge.bundle import (
+    INPUT_NAME,
+    MODEL,
+    OUTPUT_NAMES,
+    Manifest,
+    ReferenceSample,
+    ScoreNormalisation,
+    Thresholds,
+    write_manifest,
+)
+from onen.edge.errors import BundleError
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -64,9 +74,15 @@ def _sigmoid(x: float) -> float:
     return float(1 / (1 + np.exp(-x)))
 
 
-def default_thresholds(good_scores: np.ndarray, good_maps: np.ndarray | None = None, defect_scores: np.ndarray | None = None,
-                       defect_pixels: np.ndarray | None = None, quantile: float = 0.99, pixel_quantile: float = 0.999,
-                       min_region_area: int = 16) -> tuple[Thresholds, ScoreNormalisation]:
+def default_thresholds(
+    good_scores: np.ndarray,
+    good_maps: np.ndarray | None = None,
+    defect_scores: np.ndarray | None = None,
+    defect_pixels: np.ndarray | None = None,
+    quantile: float = 0.99,
+    pixel_quantile: float = 0.999,
+    min_region_area: int = 16,
+) -> tuple[Thresholds, ScoreNormalisation]:
     """Default thresholds from validation outputs; a camera's calibration replaces them on the station.
 
     Image threshold: the `quantile` of good scores; when defect scores are given and lie above it, the
@@ -104,13 +120,24 @@ def export_onnx(model: nn.Module, path: Path, height: int, width: int) -> Path:
     dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          opset_version=OPSET, dynamic_axes=dynamic, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=OPSET,
+            dynamic_axes=dynamic,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     proto = onnx.load(str(path), load_external_data=False)
     onnx.checker.check_model(proto)
     for tensor in proto.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise BundleError(f"{path}: initializer {tensor.name} is stored outside the file; a bundle's model must be self-contained")
+            raise BundleError(
+                f"{path}: initializer {tensor.name} is stored outside the file; a bundle's model must be self-contained"
+            )
     return path
 
 
@@ -141,8 +168,15 @@ def _write_references(bundle_dir: Path, images: np.ndarray, outputs) -> list[Ref
         map_file = f"reference/{index:03d}_map.npy"
         cv2.imwrite(str(bundle_dir / image_file), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         np.save(bundle_dir / map_file, anomaly_map[index, 0].astype(np.float32))
-        samples.append(ReferenceSample(file=image_file, score=float(score[index]), class_logits=[float(v) for v in logits[index]],
-                                       anomaly_map_mean=float(anomaly_map[index, 0].mean()), anomaly_map_file=map_file))
+        samples.append(
+            ReferenceSample(
+                file=image_file,
+                score=float(score[index]),
+                class_logits=[float(v) for v in logits[index]],
+                anomaly_map_mean=float(anomaly_map[index, 0].mean()),
+                anomaly_map_file=map_file,
+            )
+        )
     return samples
 
 
@@ -153,8 +187,10 @@ def check_out_dir(out_dir: str | Path, force: bool = False) -> Path:
         if not (out_dir / "manifest.json").is_file():
             raise BundleError(f"{out_dir}: exists, is not empty and is not a bundle; choose another --out")
         if not force:
-            raise BundleError(f"{out_dir}: a bundle already exists there; pass --force to replace it (all of it: its "
-                              "signature and engines too), or choose another --out")
+            raise BundleError(
+                f"{out_dir}: a bundle already exists there; pass --force to replace it (all of it: its "
+                "signature and engines too), or choose another --out"
+            )
     return out_dir
 
 
@@ -168,13 +204,17 @@ def prepare_out_dir(out_dir: str | Path, force: bool = False) -> Path:
     return out_dir
 
 
-def export_model(model: nn.Module, info: ExportInfo, out_dir: str | Path, reference_images: np.ndarray, force: bool = False) -> Path:
+def export_model(
+    model: nn.Module, info: ExportInfo, out_dir: str | Path, reference_images: np.ndarray, force: bool = False
+) -> Path:
     """Write the bundle directory for any model whose forward gives the 3 outputs (student or teacher)."""
     out_dir = prepare_out_dir(out_dir, force)
     reference_images = np.ascontiguousarray(reference_images, dtype=np.uint8)
     expected = (info.input_height, info.input_width, 3)
     if reference_images.ndim != 4 or tuple(reference_images.shape[1:]) != expected:
-        raise BundleError(f"reference images must be uint8 [N, {expected[0]}, {expected[1]}, 3], got {reference_images.shape}")
+        raise BundleError(
+            f"reference images must be uint8 [N, {expected[0]}, {expected[1]}, 3], got {reference_images.shape}"
+        )
     model = model.eval().cpu()
     model_path = export_onnx(model, out_dir / MODEL, info.input_height, info.input_width)
     reference = torch_outputs(model, reference_images)
@@ -182,17 +222,30 @@ def export_model(model: nn.Module, info: ExportInfo, out_dir: str | Path, refere
     score_diff = float(np.abs(reference[0] - runtime[0]).max())
     map_diff = float(np.abs(reference[1] - runtime[1]).max())
     if score_diff > PARITY_TOLERANCE or map_diff > PARITY_TOLERANCE:
-        raise BundleError(f"{model_path}: ONNX Runtime differs from torch (score {score_diff:.2e}, map {map_diff:.2e} > {PARITY_TOLERANCE})")
+        raise BundleError(
+            f"{model_path}: ONNX Runtime differs from torch (score {score_diff:.2e}, map {map_diff:.2e} > "
+            f"{PARITY_TOLERANCE})"
+        )
     normalisation = info.normalisation
     if normalisation is None:
         input_layer = getattr(model, "input", None)
-        normalisation = input_layer.normalisation.as_manifest() if input_layer is not None and hasattr(input_layer, "normalisation") else None
+        normalisation = (
+            input_layer.normalisation.as_manifest()
+            if input_layer is not None and hasattr(input_layer, "normalisation")
+            else None
+        )
     manifest = Manifest(
-        name=info.name, version=info.version, family=info.family, input_height=info.input_height, input_width=info.input_width,
-        class_names=list(info.class_names), training=dict(info.training),
-        classes_supervised=info.training.get("supervision") != "none",      # `--supervision none`: no class labels
+        name=info.name,
+        version=info.version,
+        family=info.family,
+        input_height=info.input_height,
+        input_width=info.input_width,
+        class_names=list(info.class_names),
+        training=dict(info.training),
+        classes_supervised=info.training.get("supervision") != "none",  # `--supervision none`: no class labels
         metrics={**info.metrics, "export_parity": {"score_max_abs_diff": score_diff, "map_max_abs_diff": map_diff}},
-        thresholds=info.thresholds, score_normalisation=info.score_normalisation,
+        thresholds=info.thresholds,
+        score_normalisation=info.score_normalisation,
         reference=_write_references(out_dir, reference_images, reference),
     )
     if normalisation is not None:
@@ -202,7 +255,9 @@ def export_model(model: nn.Module, info: ExportInfo, out_dir: str | Path, refere
     return out_dir
 
 
-def export_bundle(model: nn.Module, run_info, out_dir: str | Path, reference_images: np.ndarray, force: bool = False, **overrides) -> Path:
+def export_bundle(
+    model: nn.Module, run_info, out_dir: str | Path, reference_images: np.ndarray, force: bool = False, **overrides
+) -> Path:
     """The interface of INTERFACES.md: a bundle from a trained model + its RunInfo (train.runs)."""
     info = run_info.export_info(**overrides) if hasattr(run_info, "export_info") else run_info
     return export_model(model, info, out_dir, reference_images, force=force)
@@ -210,7 +265,7 @@ def export_bundle(model: nn.Module, run_info, out_dir: str | Path, reference_ima
 
 def reference_images_from_run(info, count: int = 4) -> np.ndarray:
     """A few images of the run's validation (or test) split at input size: good ones and defective ones."""
-    from edge.images import read_image_rgb, resize_to_input
+    from onen.edge.images import read_image_rgb, resize_to_input
 
     pool = list(info.splits.val) or list(info.splits.test) or list(info.splits.train)
     good = [s for s in pool if s.label == 0][: (count + 1) // 2]
@@ -219,16 +274,23 @@ def reference_images_from_run(info, count: int = 4) -> np.ndarray:
     return np.stack([resize_to_input(read_image_rgb(s.image), info.input_height, info.input_width) for s in chosen])
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, teacher: bool = False, name: str | None = None, version: str = "1",
-               reference_count: int = 4, force: bool = False) -> Path:
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    teacher: bool = False,
+    name: str | None = None,
+    version: str = "1",
+    reference_count: int = 4,
+    force: bool = False,
+) -> Path:
     """`onen export`: the run's student (or teacher) as a bundle."""
-    from train import runs
+    from onen.train import runs
 
-    check_out_dir(out_dir, force)       # refuse before loading anything; the old bundle goes only at export
+    check_out_dir(out_dir, force)  # refuse before loading anything; the old bundle goes only at export
 
     info = runs.load_run(run_dir)
     if teacher:
-        from train.models.efficientnet_lite import TeacherExport
+        from onen.train.models.efficientnet_lite import TeacherExport
 
         model = TeacherExport(runs.load_teacher(run_dir))
         export = info.export_info(name=(name or info.run_dir.name) + "-teacher", version=version, family="teacher-cnn")

@@ -5,6 +5,7 @@ flips), then each signal's median and spread from held-out good images, because 
 images it was fitted on than to new ones. With fewer than MIN_HELD_OUT held-out good images the training
 images serve for both (the spread is then too small, which calibration on the station corrects anyway).
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from edge.errors import OnenError
-from train.models.onen_vit import OneNStudent
+from onen.edge.errors import OnenError
+from onen.train.models.onen_vit import OneNStudent
 
 log = logging.getLogger(__name__)
 MIN_HELD_OUT = 8
@@ -46,7 +47,7 @@ def fit_good_features(model: OneNStudent, good_train, good_held_out, batch_size:
         raise OnenError(f"fitting the good-feature model needs at least 2 good training images, got {len(good_train)}")
     was_training = model.training
     model.eval()
-    good.is_fitted = False                      # raw student outputs while fitting
+    good.is_fitted = False  # raw student outputs while fitting
     try:
         stem, tokens, _, _ = _features(model, good_train, batch_size, device, "good features: fit")
         good.stem.fit(stem)
@@ -56,13 +57,22 @@ def fit_good_features(model: OneNStudent, good_train, good_held_out, batch_size:
         stem, tokens, scores, peaks = _features(model, held_out, batch_size, device, "good features: normalise")
         stem_peak = good.stem.distance(stem.to(device)).flatten(1).amax(dim=1)
         token_peak = good.tokens.distance(tokens.to(device)).flatten(1).amax(dim=1)
-        for index, values in ((good.STEM, stem_peak), (good.TOKENS, token_peak), (good.SCORE, scores), (good.MAP, peaks)):
+        for index, values in (
+            (good.STEM, stem_peak),
+            (good.TOKENS, token_peak),
+            (good.SCORE, scores),
+            (good.MAP, peaks),
+        ):
             good.normaliser.fit(index, values)
         good.mark_fitted()
     finally:
         model.train(was_training)
-    summary = {"train_images": len(good_train), "held_out_images": len(held_out),
-               "held_out_is_train": held_out is good_train,
-               "location": good.normaliser.location.tolist(), "spread": good.normaliser.spread.tolist()}
+    summary = {
+        "train_images": len(good_train),
+        "held_out_images": len(held_out),
+        "held_out_is_train": held_out is good_train,
+        "location": good.normaliser.location.tolist(),
+        "spread": good.normaliser.spread.tolist(),
+    }
     log.info("good-feature model fitted on %d good images, normalised on %d", len(good_train), len(held_out))
     return summary

@@ -5,13 +5,19 @@ the autograd graph: the gradient of the class logit w.r.t. the features is taken
 and the loss can then move both the backbone (through the features) and the classifier (through the
 importance weights).
 """
+
 from __future__ import annotations
 
 import torch
 
 
-def grad_cam(features: torch.Tensor, logits: torch.Tensor, class_index: torch.Tensor,
-             create_graph: bool = True, eps: float = 1e-6) -> torch.Tensor:
+def grad_cam(
+    features: torch.Tensor,
+    logits: torch.Tensor,
+    class_index: torch.Tensor,
+    create_graph: bool = True,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     """Heat maps [N, h, w] in 0..1 of class `class_index[n]` for every image n.
 
     features: last conv activations [N, K, h, w] that `logits` [N, C] were computed from (they must be

@@ -25,6 +25,7 @@ Choices (documented here because the OneN paper is only known to us by its abstr
   features resized to the student grid, and between the class head's projected input and the teacher's
   pooled features (what its classifier reads).
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,8 +40,9 @@ def progressive_weights(depth: int, device=None) -> torch.Tensor:
     return layers / layers.sum()
 
 
-def focal_loss_with_logits(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = None,
-                           reduction: str = "mean") -> torch.Tensor:
+def focal_loss_with_logits(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = None, reduction: str = "mean"
+) -> torch.Tensor:
     """Binary focal loss on logits against 0..1 targets (same shape)."""
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     p = torch.sigmoid(logits)
@@ -55,8 +57,9 @@ def focal_loss_with_logits(logits: torch.Tensor, target: torch.Tensor, gamma: fl
     return loss.mean()
 
 
-def _per_image_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float | None,
-                     balanced: bool = False) -> torch.Tensor:
+def _per_image_focal(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float | None, balanced: bool = False
+) -> torch.Tensor:
     """Focal loss per image [N]. balanced: mean over defect pixels and mean over the other pixels, averaged,
     so a 20-pixel blowhole weighs as much as a large crack (a plain mean lets the background drown it)."""
     loss = focal_loss_with_logits(logits, target, gamma, alpha, reduction="none").flatten(1)
@@ -71,8 +74,9 @@ def _per_image_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float, a
     return has_positive * 0.5 * (pos_term + neg_term) + (1 - has_positive) * neg_term
 
 
-def _batch_balanced_focal(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gamma: float,
-                          alpha: float | None) -> torch.Tensor:
+def _batch_balanced_focal(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gamma: float, alpha: float | None
+) -> torch.Tensor:
     """Focal loss as the mean over all defect pixels of the batch and the mean over all other pixels, averaged.
     Each defect pixel counts alike, as in pixel AUROC: a large uneven region weighs by its area. weight [N]."""
     loss = focal_loss_with_logits(logits, target, gamma, alpha, reduction="none").flatten(1)
@@ -84,9 +88,16 @@ def _batch_balanced_focal(logits: torch.Tensor, target: torch.Tensor, weight: to
     return 0.5 * ((loss * positive).sum() / positive.sum() + neg_term)
 
 
-def progressive_focal_loss(layer_logits: list[torch.Tensor], final_logits: torch.Tensor, target: torch.Tensor,
-                           valid: torch.Tensor | None = None, gamma: float = 2.0, alpha: float | None = None,
-                           balanced: bool | str = False, layer_balanced: bool | str | None = None) -> torch.Tensor:
+def progressive_focal_loss(
+    layer_logits: list[torch.Tensor],
+    final_logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    gamma: float = 2.0,
+    alpha: float | None = None,
+    balanced: bool | str = False,
+    layer_balanced: bool | str | None = None,
+) -> torch.Tensor:
     """sum_l w_l * FL(upsample(layer_l), target) + FL(final, target), averaged over images with a valid target.
 
     layer_logits: per layer [N,h,w] map logits; final_logits [N,1,H,W] or [N,H,W]; target [N,H,W] in 0..1;
@@ -104,15 +115,18 @@ def progressive_focal_loss(layer_logits: list[torch.Tensor], final_logits: torch
         return final_logits.sum() * 0.0
     weights = progressive_weights(len(layer_logits), device=target.device) if layer_logits else []
     final = final_logits[:, 0] if final_logits.dim() == 4 else final_logits
-    upsampled = [F.interpolate(logits.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-                 for logits in layer_logits]
+    upsampled = [
+        F.interpolate(logits.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+        for logits in layer_logits
+    ]
+
     def focal(logits: torch.Tensor, how: str) -> torch.Tensor:
         if how == "batch":
             return _batch_balanced_focal(logits, target, weight, gamma, alpha)
         per_image = _per_image_focal(logits, target, gamma, alpha, how == "image")
         return (per_image * weight).sum() / weight.sum()
 
-    total = sum(w_l * focal(up, layer_mode) for w_l, up in zip(weights, upsampled))
+    total = sum(w_l * focal(up, layer_mode) for w_l, up in zip(weights, upsampled, strict=True))
     return total + focal(final, mode)
 
 
@@ -139,15 +153,23 @@ def attention_overlap_loss(attention: torch.Tensor, aoi: torch.Tensor, eps: floa
     return -torch.log((inside / denominator).clamp(min=eps, max=1.0))
 
 
-def aoi_guidance_loss(attention_maps: list[torch.Tensor], aoi: torch.Tensor, final_map: torch.Tensor | None = None,
-                      map_weight: float = 1.0) -> torch.Tensor:
+def aoi_guidance_loss(
+    attention_maps: list[torch.Tensor],
+    aoi: torch.Tensor,
+    final_map: torch.Tensor | None = None,
+    map_weight: float = 1.0,
+) -> torch.Tensor:
     """Progressively weighted CEOD overlap of every layer's attention with the AOI (+ out-of-AOI map mean)."""
     weights = progressive_weights(len(attention_maps), device=aoi.device)
-    loss = sum(w * attention_overlap_loss(a, aoi).mean() for w, a in zip(weights, attention_maps))
+    loss = sum(w * attention_overlap_loss(a, aoi).mean() for w, a in zip(weights, attention_maps, strict=True))
     if final_map is not None:
         probability = final_map[:, 0] if final_map.dim() == 4 else final_map
         outside = 1.0 - aoi
-        loss = loss + map_weight * (probability * outside).flatten(1).sum(1).div(outside.flatten(1).sum(1).clamp(min=1.0)).mean()
+        loss = (
+            loss
+            + map_weight
+            * (probability * outside).flatten(1).sum(1).div(outside.flatten(1).sum(1).clamp(min=1.0)).mean()
+        )
     return loss
 
 
@@ -156,12 +178,12 @@ def outside_peak_loss(map_logits: torch.Tensor, aoi: torch.Tensor, top_fraction:
     that have an outside. The score reads the map's maximum, so one bright spot on the clutter beside a good part
     rejects it; a mean over the outside (as in aoi_guidance_loss) barely sees such a spot, its peak does."""
     logits = (map_logits[:, 0] if map_logits.dim() == 4 else map_logits).flatten(1)
-    outside = (aoi.flatten(1) < 0.5)
+    outside = aoi.flatten(1) < 0.5
     counts = outside.sum(dim=1)
     if int(counts.max()) == 0:
         return logits.sum() * 0.0
     k = max(1, int(top_fraction * logits.shape[1]))
-    top = logits.masked_fill(~outside, float("-inf")).topk(k, dim=1).values           # [N, k]; -inf where too few outside
+    top = logits.masked_fill(~outside, float("-inf")).topk(k, dim=1).values  # [N, k]; -inf where too few outside
     valid = torch.isfinite(top)
     peak = torch.where(valid, top, torch.zeros_like(top)).sum(1) / valid.sum(1).clamp(min=1)
     has_outside = (counts > 0).float()
@@ -176,23 +198,29 @@ def out_of_aoi_mass(attention: torch.Tensor, aoi: torch.Tensor) -> torch.Tensor:
     return (attention * (1 - grid)).flatten(1).sum(1) / total
 
 
-def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+def logit_distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0
+) -> torch.Tensor:
     """Hinton KL(teacher || student) at temperature T, times T^2 so gradients keep their scale."""
     if student_logits.shape[1] < 2:
         return student_logits.sum() * 0.0
     log_student = F.log_softmax(student_logits / temperature, dim=1)
     teacher = F.softmax(teacher_logits.detach() / temperature, dim=1)
-    return F.kl_div(log_student, teacher, reduction="batchmean") * temperature ** 2
+    return F.kl_div(log_student, teacher, reduction="batchmean") * temperature**2
 
 
 def feature_distillation_loss(student_projected: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
-    """1 - cosine similarity per position between student tokens (projected) and teacher features on the student grid."""
-    teacher = F.interpolate(teacher_features.detach(), size=student_projected.shape[-2:], mode="bilinear", align_corners=False)
+    """1 - cosine similarity per position between student tokens (projected) and teacher features on the student
+    grid."""
+    teacher = F.interpolate(
+        teacher_features.detach(), size=student_projected.shape[-2:], mode="bilinear", align_corners=False
+    )
     return (1 - F.cosine_similarity(student_projected, teacher, dim=1)).mean()
 
 
 def pooled_feature_distillation_loss(student_vector: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
-    """1 - cosine similarity between a per-image student vector [N,C] and the teacher's features pooled over space [N,C,h,w]."""
+    """1 - cosine similarity between a per-image student vector [N,C] and the teacher's features pooled over
+    space [N,C,h,w]."""
     return (1 - F.cosine_similarity(student_vector, teacher_features.detach().float().mean(dim=(2, 3)), dim=1)).mean()
 
 

@@ -12,6 +12,7 @@ Images whose defect class is unknown (synthetic defects, class index -1) are a "
 cross-entropy is -log(sum of the defect classes' probabilities) = -log(1 - p(good)), which trains the
 score without claiming a class, and they still get the OD term.
 """
+
 from __future__ import annotations
 
 import torch
@@ -61,9 +62,16 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return defect_cross_entropy(logits, targets).mean()
 
 
-def ceod_loss(logits: torch.Tensor, targets: torch.Tensor, cam: torch.Tensor, aoi_or_mask: torch.Tensor,
-              is_defect: torch.Tensor, omega: float = OMEGA, eps: float = CLIP_EPS,
-              return_terms: bool = False):
+def ceod_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    cam: torch.Tensor,
+    aoi_or_mask: torch.Tensor,
+    is_defect: torch.Tensor,
+    omega: float = OMEGA,
+    eps: float = CLIP_EPS,
+    return_terms: bool = False,
+):
     """Eq. 7: mean over the batch of ce_i + omega * y_i * OD_i (y_i = is_defect). Scalar.
 
     With return_terms=True also returns (mean ce, mean OD over the defective images, or 0 when none)

@@ -5,6 +5,7 @@ score >= threshold. AUROC and the ROC curve come from scikit-learn; AUPRO (the p
 MVTec AD) is computed here, with thresholds placed at quantiles of the good pixels so the FPR range
 that matters (0..0.3) is sampled finely whatever the map's value range.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -13,7 +14,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 PRO_MAX_FPR = 0.3
 PRO_STEPS = 600
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz   # numpy 2 renamed trapz
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed trapz
 RECALL_POINTS = (0.9, 0.95, 0.99)
 
 
@@ -45,7 +46,9 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None = 
     return float(((below + below_or_equal) / 2).sum() / (positives.size * negatives.size))
 
 
-def pixel_roc(masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None = None, points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+def pixel_roc(
+    masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None = None, points: int = 400
+) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) of the pixel ROC at `points` thresholds spread over the values' quantiles (for plots)."""
     truth, values = _pixels(masks, maps, valid)
     positives, negatives = np.sort(values[truth]), np.sort(values[~truth])
@@ -70,8 +73,13 @@ def _pixels(masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None) -> tu
     return masks[valid], maps[valid]
 
 
-def aupro(masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None = None, max_fpr: float = PRO_MAX_FPR,
-          steps: int = PRO_STEPS) -> float | None:
+def aupro(
+    masks: np.ndarray,
+    maps: np.ndarray,
+    valid: np.ndarray | None = None,
+    max_fpr: float = PRO_MAX_FPR,
+    steps: int = PRO_STEPS,
+) -> float | None:
     """Area under the per-region-overlap curve for FPR in [0, max_fpr], divided by max_fpr (1.0 is perfect).
 
     Regions are the 8-connected components of each ground-truth mask; PRO at a threshold is the mean, over
@@ -84,7 +92,7 @@ def aupro(masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None = None, 
     valid = np.ones_like(masks) if valid is None else np.broadcast_to(np.asarray(valid, bool), masks.shape)
     negatives = np.sort(maps[valid & ~masks])
     regions: list[np.ndarray] = []
-    for mask, heat, inside in zip(masks, maps, valid):
+    for mask, heat, inside in zip(masks, maps, valid, strict=True):
         count, labels = cv2.connectedComponents((mask & inside).astype(np.uint8), connectivity=8)
         regions += [np.sort(heat[labels == label]) for label in range(1, count)]
     if not regions or negatives.size == 0:
@@ -102,7 +110,7 @@ def aupro(masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None = None, 
     order = np.lexsort((pro, fpr))
     fpr, pro = fpr[order], pro[order]
     keep = fpr <= max_fpr
-    if fpr[keep].size == 0 or fpr[keep][-1] < max_fpr:   # close the curve exactly at max_fpr
+    if fpr[keep].size == 0 or fpr[keep][-1] < max_fpr:  # close the curve exactly at max_fpr
         end = np.interp(max_fpr, fpr, pro)
         fpr_k, pro_k = np.append(fpr[keep], max_fpr), np.append(pro[keep], end)
     else:
@@ -179,7 +187,7 @@ def predicted_classes(scores: np.ndarray, class_logits: np.ndarray, threshold: f
 def confusion_matrix(true_classes: np.ndarray, predicted: np.ndarray, n_true: int, n_predicted: int) -> list[list[int]]:
     """matrix[true][predicted] counts; rows may include classes the model does not know (n_true > n_predicted)."""
     matrix = np.zeros((n_true, n_predicted), dtype=int)
-    for t, p in zip(np.asarray(true_classes).astype(int), np.asarray(predicted).astype(int)):
+    for t, p in zip(np.asarray(true_classes).astype(int), np.asarray(predicted).astype(int), strict=True):
         if 0 <= t < n_true and 0 <= p < n_predicted:
             matrix[t, p] += 1
     return matrix.tolist()
@@ -190,7 +198,7 @@ def threshold_for_recall(labels: np.ndarray, scores: np.ndarray, recall: float) 
     defect_scores = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(labels).astype(bool)])
     if defect_scores.size == 0:
         return None
-    missed = int(np.floor((1.0 - recall) * defect_scores.size + 1e-9))   # how many may fall below
+    missed = int(np.floor((1.0 - recall) * defect_scores.size + 1e-9))  # how many may fall below
     return float(defect_scores[missed])
 
 
@@ -207,6 +215,8 @@ def group_rates(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, thre
             "images": int(chosen.size),
             "mean_score": float(chosen.mean()),
             "called_defective": float((chosen >= threshold).mean()),
-            "called_defective_at_recall": {str(r): (float((chosen >= t).mean()) if t is not None else None) for r, t in at_recall.items()},
+            "called_defective_at_recall": {
+                str(r): (float((chosen >= t).mean()) if t is not None else None) for r, t in at_recall.items()
+            },
         }
     return result

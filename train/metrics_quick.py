@@ -3,6 +3,7 @@
 The full evaluation report (PRO, plots, confusion matrix) is train.evaluate; this stays tiny so a
 training loop can call it every epoch.
 """
+
 from __future__ import annotations
 
 import numpy as np

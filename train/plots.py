@@ -1,5 +1,6 @@
 """Evaluation figures: ROC and score histograms with matplotlib (Agg: no display needed), image sheets with
 OpenCV (a grid of many small matplotlib axes takes seconds per figure)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,15 +13,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def roc_plot(path: Path, image_curve: tuple[np.ndarray, np.ndarray] | None, image_auc: float | None,
-             pixel_curve: tuple[np.ndarray, np.ndarray] | None = None, pixel_auc: float | None = None,
-             operating_point: tuple[float, float] | None = None) -> Path:
+def roc_plot(
+    path: Path,
+    image_curve: tuple[np.ndarray, np.ndarray] | None,
+    image_auc: float | None,
+    pixel_curve: tuple[np.ndarray, np.ndarray] | None = None,
+    pixel_auc: float | None = None,
+    operating_point: tuple[float, float] | None = None,
+) -> Path:
     """Image ROC (and pixel ROC when masks exist), with the chosen operating point marked."""
     figure, axis = plt.subplots(figsize=(5, 5), dpi=100)
     if image_curve is not None:
-        axis.plot(image_curve[0], image_curve[1], label=f"image AUROC {image_auc:.3f}" if image_auc is not None else "image")
+        axis.plot(
+            image_curve[0], image_curve[1], label=f"image AUROC {image_auc:.3f}" if image_auc is not None else "image"
+        )
     if pixel_curve is not None:
-        axis.plot(pixel_curve[0], pixel_curve[1], label=f"pixel AUROC {pixel_auc:.3f}" if pixel_auc is not None else "pixel")
+        axis.plot(
+            pixel_curve[0], pixel_curve[1], label=f"pixel AUROC {pixel_auc:.3f}" if pixel_auc is not None else "pixel"
+        )
     if operating_point is not None:
         axis.plot([operating_point[0]], [operating_point[1]], "o", color="black", label="threshold")
     axis.plot([0, 1], [0, 1], ":", color="grey")
@@ -54,13 +64,19 @@ def _panel(image_rgb: np.ndarray, caption: str, side: int) -> np.ndarray:
     scale = side / image_rgb.shape[0]
     panel = cv2.resize(image_rgb, (max(1, round(image_rgb.shape[1] * scale)), side), interpolation=cv2.INTER_NEAREST)
     strip = np.full((18, panel.shape[1], 3), 255, np.uint8)
-    cv2.putText(strip, caption[: max(8, panel.shape[1] // 7)], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        strip, caption[: max(8, panel.shape[1] // 7)], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA
+    )
     return np.concatenate([strip, panel], axis=0)
 
 
-def heat_overlay(image_rgb: np.ndarray, heat: np.ndarray, aoi: np.ndarray | None = None, alpha: float = 0.45) -> np.ndarray:
+def heat_overlay(
+    image_rgb: np.ndarray, heat: np.ndarray, aoi: np.ndarray | None = None, alpha: float = 0.45
+) -> np.ndarray:
     """The image with its anomaly map (0..1, jet colours) blended on top and the AOI outlined in white."""
-    colours = cv2.cvtColor(cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    colours = cv2.cvtColor(
+        cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
+    )
     out = cv2.addWeighted(image_rgb, 1 - alpha, colours, alpha, 0)
     if aoi is not None and not aoi.all():
         contours, _ = cv2.findContours(aoi.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -75,7 +91,9 @@ def overlay_grid(path: Path, rows: list[dict], title: str, side: int = 192) -> P
     for row in rows:
         image = row["image"]
         truth = row.get("mask")
-        truth_rgb = np.repeat(((truth if truth is not None else np.zeros(image.shape[:2], bool)) * 255).astype(np.uint8)[..., None], 3, 2)
+        truth_rgb = np.repeat(
+            ((truth if truth is not None else np.zeros(image.shape[:2], bool)) * 255).astype(np.uint8)[..., None], 3, 2
+        )
         panels = [
             _panel(image, row["caption"], side),
             _panel(heat_overlay(image, row["map"], row.get("aoi")), "anomaly map", side),

@@ -1,12 +1,13 @@
 """A training run on disk: everything needed to evaluate, export or resume it.
 
-    RUN_DIR/config.json        TrainConfig + class names + input size (written before training starts)
-    RUN_DIR/splits.json        the stratified split (train.data.splits)
-    RUN_DIR/teacher/           the teacher's checkpoints (train.teacher_training)
-    RUN_DIR/checkpoints/       student_last.pt (every epoch, for --resume)
-    RUN_DIR/student.pt         the final student (config + weights)
-    RUN_DIR/summary.json       timings, validation figures, default thresholds
+RUN_DIR/config.json        TrainConfig + class names + input size (written before training starts)
+RUN_DIR/splits.json        the stratified split (train.data.splits)
+RUN_DIR/teacher/           the teacher's checkpoints (train.teacher_training)
+RUN_DIR/checkpoints/       student_last.pt (every epoch, for --resume)
+RUN_DIR/student.pt         the final student (config + weights)
+RUN_DIR/summary.json       timings, validation figures, default thresholds
 """
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.errors import OnenError
+from onen.edge.errors import OnenError
 
 CONFIG = "config.json"
 SPLITS = "splits.json"
 STUDENT = "student.pt"
 SUMMARY = "summary.json"
-GOOD_FEATURES = "good_features.json"     # what the student's good-feature model was fitted on
+GOOD_FEATURES = "good_features.json"  # what the student's good-feature model was fitted on
 CHECKPOINTS = "checkpoints"
 STUDENT_LAST = "student_last.pt"
 TEACHER_DIR = "teacher"
@@ -42,20 +43,22 @@ class RunInfo:
     aoi: Path | None = None
     aoi_guidance: bool = True
     seed: int = 0
-    config: dict[str, Any] = field(default_factory=dict)       # the TrainConfig as saved
-    summary: dict[str, Any] = field(default_factory=dict)      # summary.json when training finished
-    splits: Any = None                                         # train.data.splits.Splits (loaded lazily by load_run)
-    index: Any = None                                          # train.data.sample.DataIndex
+    config: dict[str, Any] = field(default_factory=dict)  # the TrainConfig as saved
+    summary: dict[str, Any] = field(default_factory=dict)  # summary.json when training finished
+    splits: Any = None  # train.data.splits.Splits (loaded lazily by load_run)
+    index: Any = None  # train.data.sample.DataIndex
 
     def samples(self, split: str) -> list:
         if self.splits is None:
             raise RunError(f"{self.run_dir}: run has no splits loaded")
         return self.splits[split]
 
-    def export_info(self, name: str | None = None, version: str = "1", family: str = "onen-student", metrics: dict | None = None):
+    def export_info(
+        self, name: str | None = None, version: str = "1", family: str = "onen-student", metrics: dict | None = None
+    ):
         """ExportInfo for train.export from what the run knows (thresholds from its validation outputs)."""
-        from edge.bundle import ScoreNormalisation, Thresholds
-        from train.export import ExportInfo
+        from onen.edge.bundle import ScoreNormalisation, Thresholds
+        from onen.train.export import ExportInfo
 
         own = self.summary.get("student" if family == "onen-student" else "teacher", {})
         thresholds = Thresholds(**own.get("thresholds", {}))
@@ -78,9 +81,18 @@ class RunInfo:
             run_metrics["test"] = report
         if metrics:
             run_metrics.update(metrics)
-        return ExportInfo(name=name or self.run_dir.name, version=version, family=family, class_names=list(self.class_names),
-                          input_height=self.input_height, input_width=self.input_width, training=training,
-                          metrics=run_metrics, thresholds=thresholds, score_normalisation=normalisation)
+        return ExportInfo(
+            name=name or self.run_dir.name,
+            version=version,
+            family=family,
+            class_names=list(self.class_names),
+            input_height=self.input_height,
+            input_width=self.input_width,
+            training=training,
+            metrics=run_metrics,
+            thresholds=thresholds,
+            score_normalisation=normalisation,
+        )
 
 
 def find_eval_report(run_dir: Path) -> dict | None:
@@ -122,13 +134,22 @@ def load_run(run_dir: str | Path, with_data: bool = True) -> RunInfo:
             raise RunError(f"{run_dir / CONFIG}: missing key '{key}'")
     summary_path = run_dir / SUMMARY
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    info = RunInfo(run_dir=run_dir, data=config["data"], class_names=list(config["class_names"]),
-                   input_height=int(config["size"]), input_width=int(config["size"]), supervision=config["supervision"],
-                   aoi=Path(config["aoi"]) if config.get("aoi") else None, aoi_guidance=bool(config.get("aoi_guidance", True)),
-                   seed=int(config.get("seed", 0)), config=config, summary=summary)
+    info = RunInfo(
+        run_dir=run_dir,
+        data=config["data"],
+        class_names=list(config["class_names"]),
+        input_height=int(config["size"]),
+        input_width=int(config["size"]),
+        supervision=config["supervision"],
+        aoi=Path(config["aoi"]) if config.get("aoi") else None,
+        aoi_guidance=bool(config.get("aoi_guidance", True)),
+        seed=int(config.get("seed", 0)),
+        config=config,
+        summary=summary,
+    )
     if with_data:
-        from train.data.readers import load_index
-        from train.data.splits import Splits
+        from onen.train.data.readers import load_index
+        from onen.train.data.splits import Splits
 
         info.index = load_index(info.data, info.aoi)
         if list(info.index.class_names) != info.class_names:
@@ -140,7 +161,7 @@ def load_run(run_dir: str | Path, with_data: bool = True) -> RunInfo:
 def load_student(run_dir: str | Path, checkpoint: str = STUDENT):
     import torch
 
-    from train.models.onen_vit import OneNConfig, OneNStudent
+    from onen.train.models.onen_vit import OneNConfig, OneNStudent
 
     path = Path(run_dir) / checkpoint
     if not path.is_file():
@@ -155,7 +176,7 @@ def load_teacher(run_dir: str | Path):
     """The run's fine-tuned teacher (EfficientNetLite) in eval mode."""
     import torch
 
-    from train.models.efficientnet_lite import build_teacher
+    from onen.train.models.efficientnet_lite import build_teacher
 
     path = Path(run_dir) / TEACHER_DIR / TEACHER_FINAL
     if not path.is_file():

@@ -3,7 +3,8 @@
 total = w_image * BCE(score, label) + w_class * CE(class, ignoring -1) + w_map * progressive focal loss
         + (AOI guidance on) w_aoi * attention and map mean outside the AOI + w_aoi_peak * map peak outside the AOI
         + w_kd * KL(teacher logits) + w_feat * feature matching
-        + w_defect_class * CE(defect logits only, defective images) + w_kd_defect * KL(teacher's defect logits, defective images)
+        + w_defect_class * CE(defect logits only, defective images) + w_kd_defect * KL(teacher's defect logits,
+        defective images)
         + w_kd_score * BCE(score, the teacher's defect probability 1 - p_good)
         + w_class_feature * (1 - cos(class head input projected, the teacher's pooled features))
 
@@ -13,6 +14,7 @@ logits' KL does not reach (magnetic tile validation, full supervision: image AUR
 accuracy measures (which defect, given that there is one): in the plain CE and KL over all classes, ~70% good
 images and the good-vs-defect margin dominate.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -20,9 +22,16 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from train.losses import (aoi_guidance_loss, feature_distillation_loss, logit_distillation_loss, masked_cross_entropy,
-                          outside_peak_loss, pooled_feature_distillation_loss, progressive_focal_loss)
-from train.models.onen_vit import StudentOutput
+from onen.train.losses import (
+    aoi_guidance_loss,
+    feature_distillation_loss,
+    logit_distillation_loss,
+    masked_cross_entropy,
+    outside_peak_loss,
+    pooled_feature_distillation_loss,
+    progressive_focal_loss,
+)
+from onen.train.models.onen_vit import StudentOutput
 
 
 @dataclass
@@ -31,8 +40,8 @@ class ObjectiveWeights:
     classes: float = 1.0
     maps: float = 4.0
     aoi: float = 0.2
-    aoi_peak: float = 3.0          # part of the AOI guidance: the map's peak outside the AOI (train.losses.outside_peak_loss);
-                                   # AOI bench seed-2 set, 3-block students: ratio 0.75 at 1, 0.50 at 3 (0.60 with aoi 0.5)
+    aoi_peak: float = 3.0  # part of the AOI guidance: the map's peak outside the AOI (train.losses.outside_peak_loss);
+    # AOI bench seed-2 set, 3-block students: ratio 0.75 at 1, 0.50 at 3 (0.60 with aoi 0.5)
     kd: float = 0.5
     feature: float = 0.5
     temperature: float = 2.0
@@ -40,11 +49,13 @@ class ObjectiveWeights:
     aoi_guidance: bool = True
     defect_class: float = 1.0
     kd_defect: float = 1.0
-    kd_score: float = 1.0          # the trainer turns it off for supervision "none" (that teacher never saw a real defect)
-    class_feature: float = 1.0     # the class head's input vs the teacher's pooled features (needs OneNConfig.class_distill)
-    balanced_maps: bool | str = "batch"   # focal loss averaged separately over defect and other pixels: True/"image"
-                                          # per image, "batch" over the batch's pixels, False plain (train.losses)
-    balanced_layers: bool | str | None = "image"   # the same for the per-layer attention maps (None: as balanced_maps).
+    kd_score: float = 1.0  # the trainer turns it off for supervision "none" (that teacher never saw a real defect)
+    class_feature: float = (
+        1.0  # the class head's input vs the teacher's pooled features (needs OneNConfig.class_distill)
+    )
+    balanced_maps: bool | str = "batch"  # focal loss averaged separately over defect and other pixels: True/"image"
+    # per image, "batch" over the batch's pixels, False plain (train.losses)
+    balanced_layers: bool | str | None = "image"  # the same for the per-layer attention maps (None: as balanced_maps).
     # Measured on magnetic tile validation (8 epochs): batch-balancing the attention layers too pulled the CLS token
     # towards large defect regions and cost image AUROC (0.82 vs 0.89); the final map gains either way.
 
@@ -56,13 +67,20 @@ class ObjectiveWeights:
 class TeacherTargets:
     """What the teacher says about a batch (computed without gradients)."""
 
-    logits: torch.Tensor | None = None        # [N,C]
-    features: torch.Tensor | None = None      # [N,Cf,h,w]
+    logits: torch.Tensor | None = None  # [N,C]
+    features: torch.Tensor | None = None  # [N,Cf,h,w]
 
 
-def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torch.Tensor, mask: torch.Tensor,
-                      has_mask: torch.Tensor, aoi: torch.Tensor, weights: ObjectiveWeights,
-                      teacher: TeacherTargets | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def student_objective(
+    out: StudentOutput,
+    label: torch.Tensor,
+    class_index: torch.Tensor,
+    mask: torch.Tensor,
+    has_mask: torch.Tensor,
+    aoi: torch.Tensor,
+    weights: ObjectiveWeights,
+    teacher: TeacherTargets | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss and its parts (floats, for the progress bar) for one batch.
 
     label [N] 0/1; class_index [N] (-1 = unknown class); mask [N,H,W] target 0..1 (a good image's target is
@@ -72,8 +90,15 @@ def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torc
     parts["image"] = F.binary_cross_entropy_with_logits(out.score_logit, label.float())
     parts["class"] = masked_cross_entropy(out.class_logits, class_index)
     valid = has_mask | (label == 0)
-    parts["map"] = progressive_focal_loss(out.layer_map_logits, out.map_logits, mask, valid, gamma=weights.focal_gamma,
-                                         balanced=weights.balanced_maps, layer_balanced=weights.balanced_layers)
+    parts["map"] = progressive_focal_loss(
+        out.layer_map_logits,
+        out.map_logits,
+        mask,
+        valid,
+        gamma=weights.focal_gamma,
+        balanced=weights.balanced_maps,
+        layer_balanced=weights.balanced_layers,
+    )
     total = weights.image * parts["image"] + weights.classes * parts["class"] + weights.maps * parts["map"]
     if weights.aoi_guidance and weights.aoi > 0:
         ungated = torch.sigmoid(out.map_logits) if out.map_logits is not None else out.anomaly_map
@@ -87,13 +112,16 @@ def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torc
         total = total + weights.kd * parts["kd"]
     defective = class_index >= 1
     if weights.defect_class > 0 and out.class_logits.shape[1] > 2:
-        parts["defect_class"] = masked_cross_entropy(out.class_logits[:, 1:], torch.where(defective, class_index - 1, -1))
+        parts["defect_class"] = masked_cross_entropy(
+            out.class_logits[:, 1:], torch.where(defective, class_index - 1, -1)
+        )
         total = total + weights.defect_class * parts["defect_class"]
     if teacher is not None and teacher.logits is not None and weights.kd_defect > 0 and out.class_logits.shape[1] > 2:
         with_defect = label > 0
         if with_defect.any():
-            parts["kd_defect"] = logit_distillation_loss(out.class_logits[with_defect, 1:], teacher.logits[with_defect, 1:],
-                                                         weights.temperature)
+            parts["kd_defect"] = logit_distillation_loss(
+                out.class_logits[with_defect, 1:], teacher.logits[with_defect, 1:], weights.temperature
+            )
         else:
             parts["kd_defect"] = out.class_logits.sum() * 0.0
         total = total + weights.kd_defect * parts["kd_defect"]
@@ -104,7 +132,12 @@ def student_objective(out: StudentOutput, label: torch.Tensor, class_index: torc
     if teacher is not None and teacher.features is not None and out.projected is not None and weights.feature > 0:
         parts["feat"] = feature_distillation_loss(out.projected, teacher.features)
         total = total + weights.feature * parts["feat"]
-    if teacher is not None and teacher.features is not None and out.class_projected is not None and weights.class_feature > 0:
+    if (
+        teacher is not None
+        and teacher.features is not None
+        and out.class_projected is not None
+        and weights.class_feature > 0
+    ):
         parts["class_feat"] = pooled_feature_distillation_loss(out.class_projected, teacher.features)
         total = total + weights.class_feature * parts["class_feat"]
     return total, {name: float(value.detach()) for name, value in parts.items()}

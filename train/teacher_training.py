@@ -12,6 +12,7 @@ Checkpoints are written after every epoch (model, optimiser, history); running a
 out_dir resumes after the last finished epoch. Data order is seeded per epoch, so a resumed run sees
 the batches an uninterrupted run would have seen.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from edge.errors import OnenError
-from train.gradcam import grad_cam
-from train.losses_ceod import CLIP_EPS, OMEGA, ceod_loss, classification_loss
-from train.models.efficientnet_lite import EfficientNetLite, build_teacher
+from onen.edge.errors import OnenError
+from onen.train.gradcam import grad_cam
+from onen.train.losses_ceod import CLIP_EPS, OMEGA, ceod_loss, classification_loss
+from onen.train.models.efficientnet_lite import EfficientNetLite, build_teacher
 
 CHECKPOINT = "teacher_checkpoint.pt"
 HISTORY = "teacher_history.json"
@@ -39,12 +40,12 @@ HISTORY = "teacher_history.json"
 class TeacherConfig:
     epochs: int = 10
     batch_size: int = 16
-    lr: float = 0.002                  # adamax, as in seed 001
+    lr: float = 0.002  # adamax, as in seed 001
     weight_decay: float = 0.0
-    loss: str = "ceod"                 # "ce" | "ceod"
+    loss: str = "ceod"  # "ce" | "ceod"
     omega: float = OMEGA
     clip_eps: float = CLIP_EPS
-    input_height: int = 160            # what the data set delivers; recorded with the checkpoint
+    input_height: int = 160  # what the data set delivers; recorded with the checkpoint
     input_width: int = 160
     seed: int = 0
     pretrained: bool = True
@@ -58,7 +59,9 @@ class TeacherConfig:
         if self.loss not in ("ce", "ceod"):
             raise OnenError(f"TeacherConfig.loss must be 'ce' or 'ceod', got {self.loss!r}")
         if not 0 <= self.freeze_blocks <= 16:
-            raise OnenError(f"TeacherConfig.freeze_blocks must be 0..16 (Lite0 has 16 blocks), got {self.freeze_blocks}")
+            raise OnenError(
+                f"TeacherConfig.freeze_blocks must be 0..16 (Lite0 has 16 blocks), got {self.freeze_blocks}"
+            )
 
 
 class TeacherCheckpointError(OnenError):
@@ -110,8 +113,16 @@ def training_step(model: EfficientNetLite, batch: dict, cfg: TeacherConfig, devi
         return loss, loss.detach(), torch.zeros(())
     is_defect = batch["label"].to(device) == 1
     cam = grad_cam(features, logits, defect_class_for_cam(logits, targets))
-    return ceod_loss(logits, targets, cam, target_region(batch, device), is_defect,
-                     omega=cfg.omega, eps=cfg.clip_eps, return_terms=True)
+    return ceod_loss(
+        logits,
+        targets,
+        cam,
+        target_region(batch, device),
+        is_defect,
+        omega=cfg.omega,
+        eps=cfg.clip_eps,
+        return_terms=True,
+    )
 
 
 @torch.no_grad()
@@ -143,27 +154,36 @@ def teacher_metrics(predictions: dict) -> dict:
         "image_auroc": float(roc_auc_score(label, score)) if len(set(label.tolist())) == 2 else None,
         "accuracy": float(((score >= 0.5).astype(int) == label).mean()),
         "class_accuracy": float((predictions["predicted"][known] == predictions["class_index"][known]).mean())
-        if known.any() else None,
+        if known.any()
+        else None,
     }
     defective = known & (label == 1)
-    metrics["defect_class_accuracy"] = (float((predictions["predicted"][defective]
-                                               == predictions["class_index"][defective]).mean())
-                                        if defective.any() else None)
+    metrics["defect_class_accuracy"] = (
+        float((predictions["predicted"][defective] == predictions["class_index"][defective]).mean())
+        if defective.any()
+        else None
+    )
     return metrics
 
 
 def _config_key(cfg: TeacherConfig, num_classes: int) -> dict:
     key = asdict(cfg)
-    key.pop("epochs")          # more epochs may be asked for on resume
+    key.pop("epochs")  # more epochs may be asked for on resume
     key.pop("num_workers")
-    if cfg.loss == "ce":       # the OD settings do not change a plain cross-entropy run
+    if cfg.loss == "ce":  # the OD settings do not change a plain cross-entropy run
         key.pop("omega")
         key.pop("clip_eps")
     return {**key, "num_classes": num_classes}
 
 
-def fit_teacher(train_ds: Dataset, val_ds: Dataset | None, num_classes: int, cfg: TeacherConfig,
-                device: str | torch.device | None = None, out_dir: str | Path | None = None) -> EfficientNetLite:
+def fit_teacher(
+    train_ds: Dataset,
+    val_ds: Dataset | None,
+    num_classes: int,
+    cfg: TeacherConfig,
+    device: str | torch.device | None = None,
+    out_dir: str | Path | None = None,
+) -> EfficientNetLite:
     """Fine-tune EfficientNet-Lite0 on (good + K classes); returns the model (eval mode) after the last epoch.
 
     With out_dir, a checkpoint is written after each epoch and an existing one is resumed.
@@ -185,7 +205,8 @@ def fit_teacher(train_ds: Dataset, val_ds: Dataset | None, num_classes: int, cfg
             if state["config_key"] != _config_key(cfg, num_classes):
                 raise TeacherCheckpointError(
                     f"{checkpoint_path} was written by another teacher configuration "
-                    f"({state['config_key']}); use a new out_dir or delete the checkpoint")
+                    f"({state['config_key']}); use a new out_dir or delete the checkpoint"
+                )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             history, start_epoch = state["history"], state["epoch"]
@@ -194,12 +215,18 @@ def fit_teacher(train_ds: Dataset, val_ds: Dataset | None, num_classes: int, cfg
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         for module in frozen:
-            module.eval()                              # keep the ImageNet BN statistics of frozen layers
+            module.eval()  # keep the ImageNet BN statistics of frozen layers
         if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)                  # fresh synthetic defects / flips, reproducibly
+            train_ds.set_epoch(epoch)  # fresh synthetic defects / flips, reproducibly
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
-                            generator=generator, num_workers=cfg.num_workers)
+        loader = DataLoader(
+            train_ds,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            drop_last=len(train_ds) > cfg.batch_size,
+            generator=generator,
+            num_workers=cfg.num_workers,
+        )
         sums = {"loss": 0.0, "ce": 0.0, "od": 0.0}
         started = time.perf_counter()
         bar = tqdm(loader, desc=f"teacher {cfg.loss} epoch {epoch + 1}/{cfg.epochs}", leave=False)
@@ -211,16 +238,28 @@ def fit_teacher(train_ds: Dataset, val_ds: Dataset | None, num_classes: int, cfg
             for name, value in (("loss", loss), ("ce", ce), ("od", od)):
                 sums[name] += float(value.detach())
             bar.set_postfix(loss=f"{sums['loss'] / step:.4f}", od=f"{sums['od'] / step:.3f}")
-        record = {"epoch": epoch + 1, "seconds": time.perf_counter() - started,
-                  **{k: v / max(len(loader), 1) for k, v in sums.items()}}
+        record = {
+            "epoch": epoch + 1,
+            "seconds": time.perf_counter() - started,
+            **{k: v / max(len(loader), 1) for k, v in sums.items()},
+        }
         if val_ds is not None and len(val_ds) > 0:
             record["val"] = teacher_metrics(predict(model, val_ds, cfg.batch_size, device))
         history.append(record)
         tqdm.write(f"teacher epoch {epoch + 1}/{cfg.epochs}: " + json.dumps(record))
         if out_dir is not None:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                        "history": history, "config_key": _config_key(cfg, num_classes),
-                        "config": asdict(cfg), "torch_rng": torch.get_rng_state()}, out_dir / CHECKPOINT)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "config_key": _config_key(cfg, num_classes),
+                    "config": asdict(cfg),
+                    "torch_rng": torch.get_rng_state(),
+                },
+                out_dir / CHECKPOINT,
+            )
             (out_dir / HISTORY).write_text(json.dumps(history, indent=2))
     model.history = history
     return model.eval()
@@ -246,7 +285,7 @@ def pseudo_masks(teacher: EfficientNetLite, images: torch.Tensor, batch_size: in
     teacher.eval()
     maps = []
     for start in range(0, images.shape[0], batch_size):
-        chunk = images[start:start + batch_size].to(device)
+        chunk = images[start : start + batch_size].to(device)
         with torch.no_grad():
             features = teacher.features(chunk)
         features.requires_grad_(True)
@@ -254,7 +293,10 @@ def pseudo_masks(teacher: EfficientNetLite, images: torch.Tensor, batch_size: in
             logits = teacher.classify_features(features)
             defect_class = logits.detach()[:, 1:].argmax(dim=1) + 1
             cam = grad_cam(features, logits, defect_class, create_graph=False).detach()
-        maps.append(F.interpolate(cam[:, None], size=tuple(chunk.shape[1:3]), mode="bilinear",
-                                  align_corners=False)[:, 0].clamp(0.0, 1.0))
+        maps.append(
+            F.interpolate(cam[:, None], size=tuple(chunk.shape[1:3]), mode="bilinear", align_corners=False)[:, 0].clamp(
+                0.0, 1.0
+            )
+        )
     teacher.train(was_training)
     return torch.cat(maps)

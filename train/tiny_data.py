@@ -4,6 +4,7 @@ Textured gray parts with a darker AOI border; defects are dark spots or bright s
 (label 1, with a mask). Deterministic for a seed. The richer AOI benchmark is train.data.synth_benchmark;
 this one exists so a bundle can be trained in seconds without depending on anything else.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,11 +19,11 @@ CLASSES = ("good", "spot", "scratch")
 
 @dataclass
 class TinySet:
-    images: np.ndarray      # uint8 [N,H,W,3]
-    masks: np.ndarray       # bool [N,H,W]
-    labels: np.ndarray      # int64 [N] 0/1
-    classes: np.ndarray     # int64 [N] index into CLASSES
-    aoi: np.ndarray         # bool [H,W]
+    images: np.ndarray  # uint8 [N,H,W,3]
+    masks: np.ndarray  # bool [N,H,W]
+    labels: np.ndarray  # int64 [N] 0/1
+    classes: np.ndarray  # int64 [N] index into CLASSES
+    aoi: np.ndarray  # bool [H,W]
     class_names: tuple[str, ...] = CLASSES
 
 
@@ -82,8 +83,16 @@ def write_tiny_dataset(out_dir: str | Path, seed: int = 0, count: int = 96, size
         if data.labels[index]:
             mask_name = f"masks/{index:04d}.png"
             cv2.imwrite(str(out_dir / mask_name), data.masks[index].astype(np.uint8) * 255)
-        rows.append({"image": image_name, "label": int(data.labels[index]), "class": data.class_names[data.classes[index]],
-                     "mask": mask_name, "aoi": "aoi.png", "split": ""})
+        rows.append(
+            {
+                "image": image_name,
+                "label": int(data.labels[index]),
+                "class": data.class_names[data.classes[index]],
+                "mask": mask_name,
+                "aoi": "aoi.png",
+                "split": "",
+            }
+        )
     csv_path = out_dir / "data.csv"
     with open(csv_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image", "label", "class", "mask", "aoi", "split"])

@@ -7,6 +7,7 @@ distilled from it, under one of three supervision levels.
 
 Fixed seeds, CPU by default (CUDA when present), a checkpoint every epoch that `--resume` continues.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,10 +22,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from edge.errors import OnenError
-from train import runs
-from train.models.onen_vit import OneNConfig, OneNStudent
-from train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
+from onen.edge.errors import OnenError
+from onen.train import runs
+from onen.train.models.onen_vit import OneNConfig, OneNStudent
+from onen.train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
 
 log = logging.getLogger(__name__)
 SUPERVISION = ("none", "weak", "full")
@@ -40,38 +41,40 @@ class TrainConfig:
     size: int = 128
     epochs: int = 30
     teacher_epochs: int = 8
-    teacher_freeze_blocks: int = 10        # Lite0 stem + leading blocks kept at ImageNet weights: faster, and better on few hundred images
+    teacher_freeze_blocks: int = (
+        10  # Lite0 stem + leading blocks kept at ImageNet weights: faster, and better on few hundred images
+    )
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.05
     seed: int = 0
     aoi: str | None = None
     aoi_guidance: bool = True
-    teacher_loss: str = "ceod"             # "ce" or "ceod" (the teacher helper's TeacherConfig.loss)
-    distill: bool = True                   # distil from the teacher (KL on logits + feature matching)
+    teacher_loss: str = "ceod"  # "ce" or "ceod" (the teacher helper's TeacherConfig.loss)
+    distill: bool = True  # distil from the teacher (KL on logits + feature matching)
     test_fraction: float = 0.25
     val_fraction: float = 0.1
     synthetic_probability: float = 0.5
-    outside_marks: float = 1.0             # with AOI guidance: share of training images that also get a synthetic mark
-                                           # outside their AOI, label unchanged (train.data.dataset.InspectionDataset).
+    outside_marks: float = 1.0  # with AOI guidance: share of training images that also get a synthetic mark
+    # outside their AOI, label unchanged (train.data.dataset.InspectionDataset).
     # AOI benchmark, false rejects of good parts with outside marks, with / without guidance, on a fresh generated set
     # of seed 2 (600 such parts): share 0, 0.25, 0.5, 0.75, 1 -> ratio 0.71, 0.63, 0.46, 0.54, 0.38
     patch: int = 16
     dim: int = 96
-    depth: int = 3                         # MT validation, all three supervisions, vs 4: as good or better, 1 block less to run
+    depth: int = 3  # MT validation, all three supervisions, vs 4: as good or better, 1 block less to run
     heads: int = 4
     stem: str = "lite0"
-    fine_map: bool = True                  # student map refined on the stem's stride-4 features (OneNConfig.fine_map)
-    class_pool: str = "cls+map+fine"       # student class head input (OneNConfig.class_pool)
-    map_gate: float = 0.25                 # exported map = map * score ** map_gate (OneNConfig.map_gate)
-    good_features: str = "auto"            # Gaussians of good parts' features in the student (OneNConfig.good_features):
-                                           # "on", "off", or "auto" = on under supervision none
-    distill_features: str = "auto"         # what the student's tokens learn: "head" = the fine-tuned teacher's last features,
-                                           # "imagenet" = the frozen ImageNet Lite0's stride-16 features; "auto" = imagenet under none
+    fine_map: bool = True  # student map refined on the stem's stride-4 features (OneNConfig.fine_map)
+    class_pool: str = "cls+map+fine"  # student class head input (OneNConfig.class_pool)
+    map_gate: float = 0.25  # exported map = map * score ** map_gate (OneNConfig.map_gate)
+    good_features: str = "auto"  # Gaussians of good parts' features in the student (OneNConfig.good_features):
+    # "on", "off", or "auto" = on under supervision none
+    distill_features: str = "auto"  # what the student's tokens learn: "head" = the fine-tuned teacher's last features,
+    # "imagenet" = the frozen ImageNet Lite0's stride-16 features; "auto" = imagenet under none
     device: str = "auto"
     weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
     class_names: list[str] = field(default_factory=list)
-    epochs_given: bool = True              # False: --resume keeps the run's saved epoch count
+    epochs_given: bool = True  # False: --resume keeps the run's saved epoch count
 
     def check(self) -> None:
         if self.supervision not in SUPERVISION:
@@ -83,26 +86,37 @@ class TrainConfig:
         if self.good_features not in GOOD_FEATURES:
             raise OnenError(f"--good-features must be one of {', '.join(GOOD_FEATURES)}, got '{self.good_features}'")
         if not 0 <= self.outside_marks <= 1:
-            raise OnenError(f"--outside-marks must be between 0 and 1 (a share of the training images), got {self.outside_marks}")
+            raise OnenError(
+                f"--outside-marks must be between 0 and 1 (a share of the training images), got {self.outside_marks}"
+            )
         if self.distill_features not in DISTILL_FEATURES:
-            raise OnenError(f"--distill-features must be one of {', '.join(DISTILL_FEATURES)}, got '{self.distill_features}'")
+            raise OnenError(
+                f"--distill-features must be one of {', '.join(DISTILL_FEATURES)}, got '{self.distill_features}'"
+            )
         if self.supervision == "weak" and self.teacher_epochs < 1:
-            raise OnenError("--supervision weak needs a teacher (its Grad-CAM gives the map targets); use --teacher-epochs >= 1")
+            raise OnenError(
+                "--supervision weak needs a teacher (its Grad-CAM gives the map targets); use --teacher-epochs >= 1"
+            )
 
     def objective_weights(self) -> ObjectiveWeights:
         """The student's objective as this run trains it: the configured weights, the AOI guidance switch, and no
         score distillation under supervision none (that teacher never saw a real defect, so its defect
         probability is no target for the score)."""
-        return dataclasses.replace(self.weights, aoi_guidance=self.aoi_guidance,
-                                   kd_score=0.0 if self.supervision == "none" else self.weights.kd_score)
+        return dataclasses.replace(
+            self.weights,
+            aoi_guidance=self.aoi_guidance,
+            kd_score=0.0 if self.supervision == "none" else self.weights.kd_score,
+        )
 
     def uses_good_features(self) -> bool:
         """Whether the student carries the good-feature model: chosen on magnetic tile validation, where it lifts
-        supervision none (image AUROC 0.853 -> 0.910 on one student); under weak and full real defects teach the score."""
+        supervision none (image AUROC 0.853 -> 0.910 on one student); under weak and full real defects teach the
+        score."""
         return self.good_features == "on" or (self.good_features == "auto" and self.supervision == "none")
 
     def distils_imagenet_features(self) -> bool:
-        """Whether the student's tokens learn the frozen ImageNet features (train.models.efficientnet_lite.ImageNetFeatures).
+        """Whether the student's tokens learn the frozen ImageNet features
+        (train.models.efficientnet_lite.ImageNetFeatures).
         Under none, magnetic tile validation image AUROC 0.910 -> 0.933 with the good-feature model: the features of
         a teacher fine-tuned on synthetic defects are narrower than ImageNet's."""
         return self.distill_features == "imagenet" or (self.distill_features == "auto" and self.supervision == "none")
@@ -113,18 +127,25 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        data.setdefault("teacher_freeze_blocks", 0)          # runs written before the option fine-tuned everything
-        data.setdefault("fine_map", False)                   # ... and before these, the student had neither
+        data.setdefault("teacher_freeze_blocks", 0)  # runs written before the option fine-tuned everything
+        data.setdefault("fine_map", False)  # ... and before these, the student had neither
         data.setdefault("class_pool", "cls")
         data.setdefault("map_gate", 0.0)
         data.setdefault("good_features", "off")
         data.setdefault("distill_features", "head")
         data.setdefault("outside_marks", 0.0)
         # objective terms added later are off for runs saved before them (a resumed run keeps its objective)
-        saved_weights = {"defect_class": 0.0, "kd_defect": 0.0, "kd_score": 0.0, "balanced_layers": None, "class_feature": 0.0,
-                         "aoi_peak": 0.0, **data.get("weights", {})}
+        saved_weights = {
+            "defect_class": 0.0,
+            "kd_defect": 0.0,
+            "kd_score": 0.0,
+            "balanced_layers": None,
+            "class_feature": 0.0,
+            "aoi_peak": 0.0,
+            **data.get("weights", {}),
+        }
         data["weights"] = ObjectiveWeights(**saved_weights)
         return cls(**data)
 
@@ -144,14 +165,16 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------------------------------ data
 def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool):
     """Index, split (saved once; a resumed run reuses it), and the run's config.json."""
-    from train.data.readers import load_index
-    from train.data.splits import Splits, stratified_split
+    from onen.train.data.readers import load_index
+    from onen.train.data.splits import Splits, stratified_split
 
     index = load_index(cfg.data, cfg.aoi)
     cfg.class_names = list(index.class_names)
     if len(cfg.class_names) < 2 and cfg.supervision != "none":
-        raise OnenError(f"{cfg.data}: only the class 'good' was found; --supervision {cfg.supervision} needs defective images "
-                        "(use --supervision none to train from good images with synthetic defects)")
+        raise OnenError(
+            f"{cfg.data}: only the class 'good' was found; --supervision {cfg.supervision} needs defective images "
+            "(use --supervision none to train from good images with synthetic defects)"
+        )
     splits_path = run_dir / runs.SPLITS
     if resume and splits_path.is_file():
         splits = Splits.load(splits_path, index)
@@ -163,8 +186,8 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool):
 
 
 def _datasets(cfg: TrainConfig, index, splits):
-    from train.data.dataset import InspectionDataset
-    from train.data.synthetic import SyntheticDefects
+    from onen.train.data.dataset import InspectionDataset
+    from onen.train.data.synthetic import SyntheticDefects
 
     train_samples = list(splits.train)
     synthetic = None
@@ -178,29 +201,49 @@ def _datasets(cfg: TrainConfig, index, splits):
         train_samples = [dataclasses.replace(s, mask=None) for s in train_samples]
     aoi = Path(cfg.aoi) if cfg.aoi else index.aoi
     outside = cfg.outside_marks if cfg.aoi_guidance else 0.0
-    train_ds = InspectionDataset(train_samples, index.class_names, cfg.size, cfg.size, aoi=aoi, synthetic=synthetic,
-                                 synthetic_probability=cfg.synthetic_probability, augment=False, seed=cfg.seed, cache=True,
-                                 outside_marks=SyntheticDefects(seed=cfg.seed + 3) if outside > 0 else None,
-                                 outside_probability=outside)
-    val_ds = InspectionDataset(list(splits.val), index.class_names, cfg.size, cfg.size, aoi=aoi, seed=cfg.seed, cache=True)
+    train_ds = InspectionDataset(
+        train_samples,
+        index.class_names,
+        cfg.size,
+        cfg.size,
+        aoi=aoi,
+        synthetic=synthetic,
+        synthetic_probability=cfg.synthetic_probability,
+        augment=False,
+        seed=cfg.seed,
+        cache=True,
+        outside_marks=SyntheticDefects(seed=cfg.seed + 3) if outside > 0 else None,
+        outside_probability=outside,
+    )
+    val_ds = InspectionDataset(
+        list(splits.val), index.class_names, cfg.size, cfg.size, aoi=aoi, seed=cfg.seed, cache=True
+    )
     return train_ds, val_ds
 
 
 def _good_sets(cfg: TrainConfig, index, train_ds, val_ds):
     """Good training images as they are (no synthetic defects) and the good validation images: what the student's
     good-feature model is fitted and normalised on."""
-    from train.data.dataset import InspectionDataset
+    from onen.train.data.dataset import InspectionDataset
 
     def good_only(samples):
-        return InspectionDataset([s for s in samples if s.label == 0], index.class_names, cfg.size, cfg.size, aoi=train_ds.aoi_path,
-                                 seed=cfg.seed)
+        return InspectionDataset(
+            [s for s in samples if s.label == 0],
+            index.class_names,
+            cfg.size,
+            cfg.size,
+            aoi=train_ds.aoi_path,
+            seed=cfg.seed,
+        )
 
     return good_only(train_ds.samples), good_only(val_ds.samples)
 
 
 def _loader(dataset, cfg: TrainConfig, shuffle: bool, epoch: int = 0) -> DataLoader:
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=0, generator=generator, drop_last=False)
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=0, generator=generator, drop_last=False
+    )
 
 
 # ------------------------------------------------------------------------------------------ teacher
@@ -210,14 +253,24 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
     if final.is_file():
         log.info("teacher already trained: %s", final)
         return runs.load_teacher(run_dir).to(device)
-    from train.teacher_training import TeacherConfig, fit_teacher
+    from onen.train.teacher_training import TeacherConfig, fit_teacher
 
     fields = TeacherConfig.__dataclass_fields__
-    options = {"epochs": cfg.teacher_epochs, "loss": cfg.teacher_loss, "input_height": cfg.size, "input_width": cfg.size, "seed": cfg.seed,
-               "batch_size": cfg.batch_size, "freeze_blocks": cfg.teacher_freeze_blocks}
+    options = {
+        "epochs": cfg.teacher_epochs,
+        "loss": cfg.teacher_loss,
+        "input_height": cfg.size,
+        "input_width": cfg.size,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "freeze_blocks": cfg.teacher_freeze_blocks,
+    }
     teacher_cfg = TeacherConfig(**{k: v for k, v in options.items() if k in fields})
-    train_ds.augment = True                      # the teacher gets the data set's flips; the student's are in random_flips
-    outside_probability, train_ds.outside_probability = train_ds.outside_probability, 0.0   # outside marks guide the student
+    train_ds.augment = True  # the teacher gets the data set's flips; the student's are in random_flips
+    outside_probability, train_ds.outside_probability = (
+        train_ds.outside_probability,
+        0.0,
+    )  # outside marks guide the student
     try:
         teacher = fit_teacher(train_ds, val_ds, len(cfg.class_names), teacher_cfg, device, run_dir / runs.TEACHER_DIR)
     finally:
@@ -231,7 +284,7 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
 def teacher_targets(teacher, images: torch.Tensor, label: torch.Tensor, need_masks: bool, feature_net=None):
     """Teacher logits + features (no gradients) and, for weak supervision, Grad-CAM pseudo-masks [N,H,W].
     With feature_net the distillation features are that network's (the Grad-CAM still reads the teacher's)."""
-    from train.gradcam import grad_cam
+    from onen.train.gradcam import grad_cam
 
     with torch.no_grad():
         features, logits = teacher.forward_features(images)
@@ -246,8 +299,12 @@ def teacher_targets(teacher, images: torch.Tensor, label: torch.Tensor, need_mas
             probabilities = torch.softmax(cam_logits[:, 1:], dim=1) if cam_logits.shape[1] > 1 else None
             defect_class = (probabilities.argmax(dim=1) + 1) if probabilities is not None else torch.zeros_like(label)
             cam = grad_cam(features_for_cam, cam_logits, defect_class, create_graph=False)
-            pseudo = torch.nn.functional.interpolate(cam.unsqueeze(1), size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
-    return TeacherTargets(logits=logits.detach(), features=features.detach()), (pseudo.detach() if pseudo is not None else None)
+            pseudo = torch.nn.functional.interpolate(
+                cam.unsqueeze(1), size=images.shape[1:3], mode="bilinear", align_corners=False
+            )[:, 0]
+    return TeacherTargets(logits=logits.detach(), features=features.detach()), (
+        pseudo.detach() if pseudo is not None else None
+    )
 
 
 class TeacherCache:
@@ -263,8 +320,13 @@ class TeacherCache:
         missing = [i for i, p in enumerate(paths) if not (bool(cacheable[i]) and p in self.store)]
         if missing:
             index = torch.tensor(missing, device=images.device)
-            targets, pseudo = teacher_targets(self.teacher, images[index], label[index], self.need_masks, self.feature_net)
-            fresh = {i: (targets.logits[k], targets.features[k], pseudo[k] if pseudo is not None else None) for k, i in enumerate(missing)}
+            targets, pseudo = teacher_targets(
+                self.teacher, images[index], label[index], self.need_masks, self.feature_net
+            )
+            fresh = {
+                i: (targets.logits[k], targets.features[k], pseudo[k] if pseudo is not None else None)
+                for k, i in enumerate(missing)
+            }
             for i, value in fresh.items():
                 if bool(cacheable[i]):
                     self.store[paths[i]] = tuple(v.half().cpu() if v is not None else None for v in value)
@@ -284,7 +346,7 @@ def random_flips(batch: dict, generator: torch.Generator) -> dict:
     """Horizontal/vertical flips per image, applied alike to the image, its targets and the teacher's maps."""
     n = batch["image"].shape[0]
     out = dict(batch)
-    for axis_from_end in (1, 2):                      # 1: width (last spatial axis), 2: height
+    for axis_from_end in (1, 2):  # 1: width (last spatial axis), 2: height
         flip = (torch.rand(n, generator=generator) < 0.5).to(batch["image"].device)
         if not flip.any():
             continue
@@ -300,12 +362,25 @@ def random_flips(batch: dict, generator: torch.Generator) -> dict:
 
 # ------------------------------------------------------------------------------------------ student
 def build_run_student(cfg: TrainConfig, teacher_dim: int) -> OneNStudent:
-    return OneNStudent(OneNConfig(num_classes=len(cfg.class_names), input_height=cfg.size, input_width=cfg.size,
-                                  patch=cfg.patch, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, stem=cfg.stem,
-                                  teacher_dim=teacher_dim, fine_map=cfg.fine_map, class_pool=cfg.class_pool,
-                                  map_gate=cfg.map_gate, class_distill=cfg.weights.class_feature > 0 and teacher_dim > 0,
-                                  good_features=cfg.uses_good_features()),
-                       pretrained=cfg.stem == "lite0")
+    return OneNStudent(
+        OneNConfig(
+            num_classes=len(cfg.class_names),
+            input_height=cfg.size,
+            input_width=cfg.size,
+            patch=cfg.patch,
+            dim=cfg.dim,
+            depth=cfg.depth,
+            heads=cfg.heads,
+            stem=cfg.stem,
+            teacher_dim=teacher_dim,
+            fine_map=cfg.fine_map,
+            class_pool=cfg.class_pool,
+            map_gate=cfg.map_gate,
+            class_distill=cfg.weights.class_feature > 0 and teacher_dim > 0,
+            good_features=cfg.uses_good_features(),
+        ),
+        pretrained=cfg.stem == "lite0",
+    )
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, floor: float = 0.02):
@@ -322,7 +397,7 @@ def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, floor: float 
     return factor
 
 
-GOOD_FEATURE_KEYS = "good_features."     # fitted after training: not part of a training checkpoint
+GOOD_FEATURE_KEYS = "good_features."  # fitted after training: not part of a training checkpoint
 
 
 def _without_good_features(state: dict) -> dict:
@@ -340,20 +415,36 @@ def _load_training_state(model, state: dict) -> None:
 def _save_checkpoint(path: Path, model, optimiser, schedule, epoch: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": _without_good_features(model.state_dict()), "model_config": model.cfg.to_dict(), "optimiser": optimiser.state_dict(),
-                "schedule": schedule.state_dict(), "epoch": epoch, "torch_rng": torch.get_rng_state()}, tmp)
+    torch.save(
+        {
+            "model": _without_good_features(model.state_dict()),
+            "model_config": model.cfg.to_dict(),
+            "optimiser": optimiser.state_dict(),
+            "schedule": schedule.state_dict(),
+            "epoch": epoch,
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
-def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run_dir: Path, resume: bool,
-                  good_sets: tuple | None = None) -> OneNStudent:
+def train_student(
+    cfg: TrainConfig,
+    train_ds,
+    teacher,
+    device: torch.device,
+    run_dir: Path,
+    resume: bool,
+    good_sets: tuple | None = None,
+) -> OneNStudent:
     """Train the student; with good_sets (good training images, good held-out images) its good-feature model is
     fitted before the final student is saved."""
     feature_net, teacher_dim = None, 0
     if teacher is not None and cfg.distill:
         teacher_dim = teacher.cfg.head_channels
         if cfg.distils_imagenet_features():
-            from train.models.efficientnet_lite import ImageNetFeatures
+            from onen.train.models.efficientnet_lite import ImageNetFeatures
 
             feature_net = ImageNetFeatures().to(device)
             teacher_dim = feature_net.channels
@@ -373,17 +464,26 @@ def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run
         log.info("resuming the student at epoch %d/%d", start_epoch + 1, cfg.epochs)
     weights = cfg.objective_weights()
     use_teacher = teacher is not None and (cfg.distill or cfg.supervision == "weak")
-    cache = TeacherCache(teacher, need_masks=cfg.supervision == "weak", feature_net=feature_net) if use_teacher else None
+    cache = (
+        TeacherCache(teacher, need_masks=cfg.supervision == "weak", feature_net=feature_net) if use_teacher else None
+    )
     flips = torch.Generator().manual_seed(cfg.seed + 7)
     for epoch in range(start_epoch, cfg.epochs):
         train_ds.set_epoch(epoch)
         model.train()
-        bar = tqdm(_loader(train_ds, cfg, shuffle=True, epoch=epoch), desc=f"student {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        bar = tqdm(
+            _loader(train_ds, cfg, shuffle=True, epoch=epoch),
+            desc=f"student {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            leave=False,
+        )
         for batch in bar:
             batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             if cache is not None:
                 # synthetic images change every epoch, so only real images' teacher outputs are cached
-                targets, pseudo = cache.get(batch["image"], batch["path"], batch["label"], cacheable=~batch["synthetic"])
+                targets, pseudo = cache.get(
+                    batch["image"], batch["path"], batch["label"], cacheable=~batch["synthetic"]
+                )
                 batch["teacher_features"], batch["pseudo"] = targets.features, pseudo
                 batch["teacher_logits"] = targets.logits
             batch = random_flips(batch, flips)
@@ -393,10 +493,12 @@ def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run
                 targets = TeacherTargets(logits=batch["teacher_logits"], features=batch["teacher_features"])
             if cfg.supervision == "weak":
                 defect = (batch["label"] > 0).float()[:, None, None]
-                mask = batch["pseudo"] * batch["aoi"] * defect         # good images keep their known-empty target
+                mask = batch["pseudo"] * batch["aoi"] * defect  # good images keep their known-empty target
                 has_mask = torch.ones_like(has_mask)
             out = model(batch["image"])
-            loss, parts = student_objective(out, batch["label"], batch["class_index"], mask, has_mask, batch["aoi"], weights, targets)
+            loss, parts = student_objective(
+                out, batch["label"], batch["class_index"], mask, has_mask, batch["aoi"], weights, targets
+            )
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -406,7 +508,7 @@ def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run
         _save_checkpoint(last, model, optimiser, schedule, epoch)
     model.eval()
     if model.good_features is not None:
-        from train.good_feature_fit import fit_good_features
+        from onen.train.good_feature_fit import fit_good_features
 
         if good_sets is None:
             raise OnenError("the student carries a good-feature model but no good images were given to fit it")
@@ -419,7 +521,7 @@ def train_student(cfg: TrainConfig, train_ds, teacher, device: torch.device, run
 @torch.no_grad()
 def predict_dataset(model, dataset, batch_size: int, device: torch.device):
     """Bundle outputs (score, map, logits) + labels, masks, has_mask, aoi of a dataset, as numpy."""
-    from train.export import _ThreeOutputs
+    from onen.train.export import _ThreeOutputs
 
     wrapper = _ThreeOutputs(model).eval().to(device)
     scores, maps, logits, labels, masks, has_masks, classes = [], [], [], [], [], [], []
@@ -435,29 +537,46 @@ def predict_dataset(model, dataset, batch_size: int, device: torch.device):
     if not scores:
         return None
     cat = np.concatenate
-    return {"score": cat(scores), "map": cat(maps), "logits": cat(logits), "label": cat(labels), "mask": cat(masks),
-            "has_mask": cat(has_masks), "class_index": cat(classes)}
+    return {
+        "score": cat(scores),
+        "map": cat(maps),
+        "logits": cat(logits),
+        "label": cat(labels),
+        "mask": cat(masks),
+        "has_mask": cat(has_masks),
+        "class_index": cat(classes),
+    }
 
 
 def validation_summary(outputs: dict | None, min_region_area: int = 16) -> dict:
     """Validation figures and default thresholds (from good validation images) of one model."""
-    from train.export import default_thresholds
-    from train.metrics import class_accuracy
-    from train.metrics_quick import image_auroc, pixel_auroc
+    from onen.train.export import default_thresholds
+    from onen.train.metrics import class_accuracy
+    from onen.train.metrics_quick import image_auroc, pixel_auroc
 
     if outputs is None:
         return {"validation": {}, "thresholds": asdict(default_thresholds(np.array([]))[0]), "score_normalisation": {}}
     good = outputs["label"] == 0
     defect_with_mask = (outputs["label"] == 1) & outputs["has_mask"]
     defect_pixels = outputs["map"][defect_with_mask][:, 0][outputs["mask"][defect_with_mask] > 0.5]
-    thresholds, normalisation = default_thresholds(outputs["score"][good], outputs["map"][good], outputs["score"][~good],
-                                                   defect_pixels, min_region_area=min_region_area)
+    thresholds, normalisation = default_thresholds(
+        outputs["score"][good],
+        outputs["map"][good],
+        outputs["score"][~good],
+        defect_pixels,
+        min_region_area=min_region_area,
+    )
     masked = outputs["has_mask"].astype(bool)
-    validation = {"images": int(len(good)), "image_auroc": image_auroc(outputs["score"], outputs["label"]),
-                  "pixel_auroc": pixel_auroc(outputs["map"][masked][:, 0], outputs["mask"][masked]) if masked.any() else None}
+    validation = {
+        "images": int(len(good)),
+        "image_auroc": image_auroc(outputs["score"], outputs["label"]),
+        "pixel_auroc": pixel_auroc(outputs["map"][masked][:, 0], outputs["mask"][masked]) if masked.any() else None,
+    }
     known = outputs["class_index"] >= 0
     if outputs["logits"].shape[1] > 1 and known.any():
-        validation["class_accuracy"] = float((outputs["logits"][known].argmax(1) == outputs["class_index"][known]).mean())
+        validation["class_accuracy"] = float(
+            (outputs["logits"][known].argmax(1) == outputs["class_index"][known]).mean()
+        )
         # the test report's measure (train.metrics.class_accuracy): which defect, over defective images only
         validation["defect_class_accuracy"] = class_accuracy(outputs["class_index"], outputs["logits"])
     return {"validation": validation, "thresholds": asdict(thresholds), "score_normalisation": asdict(normalisation)}
@@ -466,7 +585,7 @@ def validation_summary(outputs: dict | None, min_region_area: int = 16) -> dict:
 # ------------------------------------------------------------------------------------------ entry
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run a whole training (teacher then student) into cfg.out and return the run dir."""
-    with torch.enable_grad():          # whatever a caller in the same process switched off before
+    with torch.enable_grad():  # whatever a caller in the same process switched off before
         return _train(cfg, resume)
 
 
@@ -486,12 +605,21 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
     timings: dict[str, float] = {}
     index, splits = _prepare_run(cfg, run_dir, resume)
     train_ds, val_ds = _datasets(cfg, index, splits)
-    log.info("data %s: %d train / %d val / %d test images, classes %s, device %s", cfg.data, len(splits.train), len(splits.val),
-             len(splits.test), cfg.class_names, device)
+    log.info(
+        "data %s: %d train / %d val / %d test images, classes %s, device %s",
+        cfg.data,
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
+        cfg.class_names,
+        device,
+    )
     teacher = None
     started = time.monotonic()
     if len(cfg.class_names) < 2 and cfg.teacher_epochs > 0:
-        log.info("only good images: no teacher (a classifier needs a defect class); the student trains without distillation")
+        log.info(
+            "only good images: no teacher (a classifier needs a defect class); the student trains without distillation"
+        )
     if cfg.teacher_epochs > 0 and len(cfg.class_names) >= 2 and (cfg.distill or cfg.supervision == "weak"):
         teacher = train_teacher(cfg, train_ds, val_ds, device, run_dir)
         teacher.eval()
@@ -505,9 +633,11 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
     timings["student"] = time.monotonic() - started
     summary = {"student": validation_summary(predict_dataset(student, val_ds, cfg.batch_size, device))}
     if teacher is not None:
-        from train.models.efficientnet_lite import TeacherExport
+        from onen.train.models.efficientnet_lite import TeacherExport
 
-        summary["teacher"] = validation_summary(predict_dataset(TeacherExport(teacher).eval(), val_ds, cfg.batch_size, device))
+        summary["teacher"] = validation_summary(
+            predict_dataset(TeacherExport(teacher).eval(), val_ds, cfg.batch_size, device)
+        )
     summary["timings_s"] = {**timings, "total": sum(timings.values())}
     runs.write_json(run_dir / runs.SUMMARY, summary)
     log.info("run written to %s (validation %s)", run_dir, summary["student"]["validation"])

@@ -3,17 +3,20 @@
 Each benchmark is a module `benchmarks/<name>.py` with `add_arguments(parser)` and `main(args)`;
 it prints its figures (medians and ratios) and may write them as JSON with `--json`.
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import pkgutil
 
-import benchmarks
+from onen import benchmarks
 
 
 def _benchmark_names() -> list[str]:
-    return sorted(i.name for i in pkgutil.iter_modules(benchmarks.__path__) if not i.ispkg and not i.name.startswith("_"))
+    return sorted(
+        i.name for i in pkgutil.iter_modules(benchmarks.__path__) if not i.ispkg and not i.name.startswith("_")
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,8 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     names = parser.add_subparsers(dest="benchmark", metavar="NAME")
     names.required = True
     for name in _benchmark_names():
-        module = importlib.import_module(f"benchmarks.{name}")
-        sub = names.add_parser(name.replace("_", "-"), help=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None)
+        module = importlib.import_module(f"onen.benchmarks.{name}")
+        sub = names.add_parser(
+            name.replace("_", "-"), help=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None
+        )
         module.add_arguments(sub)
         sub.add_argument("--json", help="also write the figures to this JSON file")
         sub.set_defaults(handler=module.main)

@@ -1,4 +1,5 @@
 """`onen aoi`: write an AOI mask PNG at camera resolution (from polygons or a reference image) + a preview."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.aoi import load_polygons, mask_from_polygons, mask_from_reference, refine, write_mask, write_preview
-    from edge.errors import DataError
-    from edge.images import read_image_rgb
+    from onen.calibration.aoi import (
+        load_polygons,
+        mask_from_polygons,
+        mask_from_reference,
+        refine,
+        write_mask,
+        write_preview,
+    )
+    from onen.edge.errors import DataError
+    from onen.edge.images import read_image_rgb
 
     if args.erode < 0 or args.dilate < 0:
         raise DataError("--erode and --dilate take a radius in px >= 0")
@@ -41,23 +49,39 @@ def run(args: argparse.Namespace) -> int:
     background = read_image_rgb(args.image) if args.image else None
     if args.reference:
         background = read_image_rgb(args.reference)
-        mask = mask_from_reference(background, args.threshold, args.invert, args.erode, args.dilate, source=str(args.reference))
+        mask = mask_from_reference(
+            background, args.threshold, args.invert, args.erode, args.dilate, source=str(args.reference)
+        )
     else:
         spec = load_polygons(args.polygon)
-        size = _size(args.size) if args.size else (background.shape[1], background.shape[0]) if background is not None else spec.size
+        size = (
+            _size(args.size)
+            if args.size
+            else (background.shape[1], background.shape[0])
+            if background is not None
+            else spec.size
+        )
         if size is None:
-            raise DataError(f"{args.polygon}: the camera resolution is unknown; give --size WxH, --image, or 'size' in the file")
+            raise DataError(
+                f"{args.polygon}: the camera resolution is unknown; give --size WxH, --image, or 'size' in the file"
+            )
         if background is not None and (background.shape[1], background.shape[0]) != size:
-            raise DataError(f"--image {args.image} is {background.shape[1]}x{background.shape[0]} but the AOI size is {size[0]}x{size[1]}")
+            raise DataError(
+                f"--image {args.image} is {background.shape[1]}x{background.shape[0]} but the AOI size is "
+                f"{size[0]}x{size[1]}"
+            )
         mask = mask_from_polygons(spec, size, source=str(args.polygon))
         mask = refine(mask, args.erode, args.dilate, str(args.polygon))
     write_mask(mask, args.out)
     preview = write_preview(mask, args.out, background)
-    print(f"wrote {args.out} ({mask.shape[1]}x{mask.shape[0]}, {mask.mean():.1%} of the image inside the AOI) and {preview}")
+    print(
+        f"wrote {args.out} ({mask.shape[1]}x{mask.shape[0]}, {mask.mean():.1%} of the image inside the AOI) and "
+        f"{preview}"
+    )
     return 0
 
 
 def _size(text: str) -> tuple[int, int]:
-    from calibration.commands.calibrate import parse_size
+    from onen.calibration.commands.calibrate import parse_size
 
     return parse_size(text, "--size")

@@ -1,4 +1,5 @@
 """`onen calibrate`: per-camera thresholds, score normalisation, AOI and rectification from known parts."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,21 +22,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--good", required=True, type=Path, help="folder of good images or a video of good parts")
     parser.add_argument("--defect", type=Path, help="folder or video of defective parts (escape rate, F1 alternative)")
     parser.add_argument("--aoi", type=Path, help="AOI mask PNG at camera resolution (see `onen aoi`)")
-    parser.add_argument("--rectify", metavar="x1,y1,...,x4,y4", help="part corners in camera pixels: top-left, top-right, bottom-right, bottom-left")
+    parser.add_argument(
+        "--rectify",
+        metavar="x1,y1,...,x4,y4",
+        help="part corners in camera pixels: top-left, top-right, bottom-right, bottom-left",
+    )
     parser.add_argument("--rectify-size", metavar="WxH", help="rectified image size (default: from the corners)")
-    parser.add_argument("--target-frr", type=float, default=0.005, help="false-reject rate to guarantee on good parts (default 0.005)")
+    parser.add_argument(
+        "--target-frr", type=float, default=0.005, help="false-reject rate to guarantee on good parts (default 0.005)"
+    )
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence of that guarantee (default 0.95)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"), help="inference backend (default auto)")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "onnxruntime", "tensorrt"),
+        help="inference backend (default auto)",
+    )
     parser.add_argument("--every", type=int, default=1, help="video sources: use every N-th frame (default 1)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", required=True, type=Path, help="calibration YAML to write, e.g. calib/NAME.yaml")
-    parser.add_argument("--push-to", type=Path, metavar="STATION.yaml", help="then send it to the running station of this config (MQTT)")
-    parser.add_argument("--push-wait", type=float, default=10.0, help="seconds to wait for the station's answer (default 10)")
+    parser.add_argument(
+        "--push-to", type=Path, metavar="STATION.yaml", help="then send it to the running station of this config (MQTT)"
+    )
+    parser.add_argument(
+        "--push-wait", type=float, default=10.0, help="seconds to wait for the station's answer (default 10)"
+    )
     parser.set_defaults(handler=run)
 
 
 def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
-    from edge.errors import DataError
+    from onen.edge.errors import DataError
 
     if text is None:
         return None
@@ -49,45 +65,74 @@ def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.camera import CalibrationRequest, calibrate_camera
-    from edge.rectify import Rectification
+    from onen.calibration.camera import CalibrationRequest, calibrate_camera
+    from onen.edge.rectify import Rectification
 
-    rectification = Rectification.parse(args.rectify, parse_size(args.rectify_size, "--rectify-size")) if args.rectify else None
+    rectification = (
+        Rectification.parse(args.rectify, parse_size(args.rectify_size, "--rectify-size")) if args.rectify else None
+    )
     request = CalibrationRequest(
-        bundle=args.bundle, camera=args.camera, good=args.good, defect=args.defect, out=args.out, aoi=args.aoi,
-        rectification=rectification, target_frr=args.target_frr, confidence=args.confidence,
-        backend=args.backend, every=args.every, batch_size=args.batch_size,
+        bundle=args.bundle,
+        camera=args.camera,
+        good=args.good,
+        defect=args.defect,
+        out=args.out,
+        aoi=args.aoi,
+        rectification=rectification,
+        target_frr=args.target_frr,
+        confidence=args.confidence,
+        backend=args.backend,
+        every=args.every,
+        batch_size=args.batch_size,
     )
     outcome = calibrate_camera(request)
     chosen = outcome.report["image_threshold"]
     at = outcome.report["at_threshold"]
-    print(f"camera {args.camera}: {outcome.report['counts']['good']} good, {outcome.report['counts']['defect']} defective images")
+    print(
+        f"camera {args.camera}: {outcome.report['counts']['good']} good, {outcome.report['counts']['defect']} "
+        "defective images"
+    )
     print(
         f"image threshold {chosen['threshold']:.6g} (raw): false-reject rate <= {chosen['frr_upper_bound']:.3%} "
-        f"with {chosen['confidence']:.0%} confidence (target {chosen['target_frr']:.3%}; expected {chosen['frr_expected']:.3%})"
+        f"with {chosen['confidence']:.0%} confidence (target {chosen['target_frr']:.3%}; expected "
+        f"{chosen['frr_expected']:.3%})"
     )
     if at["escape"]:
         escape = at["escape"]
-        print(f"escape rate at that threshold: {escape['rate']:.2%} ({escape['count']}/{escape['n']}; {escape['confidence']:.0%} CI {escape['low']:.2%}..{escape['high']:.2%})")
+        print(
+            f"escape rate at that threshold: {escape['rate']:.2%} ({escape['count']}/{escape['n']}; "
+            f"{escape['confidence']:.0%} CI {escape['low']:.2%}..{escape['high']:.2%})"
+        )
         for folder, rate in outcome.report["escape_by_folder"].items():
-            print(f"  {folder}: {rate['rate']:.2%} ({rate['count']}/{rate['n']}; CI {rate['low']:.2%}..{rate['high']:.2%})")
+            print(
+                f"  {folder}: {rate['rate']:.2%} ({rate['count']}/{rate['n']}; CI "
+                f"{rate['low']:.2%}..{rate['high']:.2%})"
+            )
         alt = outcome.report["f1_alternative"]
         print(
-            f"F1-optimal alternative: threshold {alt['threshold']:.6g}, F1 {alt['f1']:.3f}, false rejects {alt['false_reject']['rate']:.2%}, "
+            f"F1-optimal alternative: threshold {alt['threshold']:.6g}, F1 {alt['f1']:.3f}, false rejects "
+            f"{alt['false_reject']['rate']:.2%}, "
             f"escapes {alt['escape']['rate']:.2%} (no FRR guarantee)"
         )
     pixel = outcome.report["pixel"]
-    regions = f"; defective images with a region: {pixel['defect_images_with_regions']}/{pixel['defect_images']}" if pixel["defect_images"] else ""
+    regions = (
+        f"; defective images with a region: {pixel['defect_images_with_regions']}/{pixel['defect_images']}"
+        if pixel["defect_images"]
+        else ""
+    )
     if pixel["localisation"] == "off":
         print(f"localisation: off (results carry no regions): {pixel['reason']}")
     else:
-        print(f"localisation: regions; pixel threshold {pixel['pixel_threshold']:.4g} (map maximum {pixel['map_max']:.4g}), min region area "
-              f"{pixel['min_region_area']} px, good images with a region: {pixel['good_images_with_regions']}{regions}")
+        print(
+            f"localisation: regions; pixel threshold {pixel['pixel_threshold']:.4g} (map maximum "
+            f"{pixel['map_max']:.4g}), min region area "
+            f"{pixel['min_region_area']} px, good images with a region: {pixel['good_images_with_regions']}{regions}"
+        )
     for warning in outcome.report["warnings"]:
         print(f"WARNING: {warning}")
     print(f"wrote {outcome.yaml_path} and {outcome.report_dir}/ (report.json, score_hist.png, rates.png, overlays.png)")
     if args.push_to:
-        from calibration.commands.push_calibration import push_and_report
+        from onen.calibration.commands.push_calibration import push_and_report
 
         return push_and_report(outcome.yaml_path, args.push_to, args.camera, args.push_wait)
     return 0

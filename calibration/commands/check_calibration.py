@@ -1,4 +1,5 @@
 """`onen check-calibration`: are fresh good parts still rejected no more often than the calibration promised?"""
+
 from __future__ import annotations
 
 import argparse
@@ -28,22 +29,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.verify import verify_calibration
+    from onen.calibration.verify import verify_calibration
 
-    report = verify_calibration(args.bundle, args.calibration, args.good, args.defect, args.backend, args.every, args.alpha)
+    report = verify_calibration(
+        args.bundle, args.calibration, args.good, args.defect, args.backend, args.every, args.alpha
+    )
     frr = report.false_reject
     print(
         f"camera {report.camera}: {frr.count}/{frr.n} fresh good parts rejected = {frr.rate:.3%} "
-        f"(95% CI {frr.low:.3%}..{frr.high:.3%}); calibration promised <= {report.stated_frr_bound:.3%}; p = {report.p_value:.3g}"
+        f"(95% CI {frr.low:.3%}..{frr.high:.3%}); calibration promised <= {report.stated_frr_bound:.3%}; p = "
+        f"{report.p_value:.3g}"
     )
     if report.escape is not None:
         escape = report.escape
-        calibrated = f" (at calibration {report.calibrated_escape_rate:.2%})" if report.calibrated_escape_rate is not None else ""
-        print(f"escape rate {escape.rate:.2%} ({escape.count}/{escape.n}; 95% CI {escape.low:.2%}..{escape.high:.2%}){calibrated}")
+        calibrated = (
+            f" (at calibration {report.calibrated_escape_rate:.2%})"
+            if report.calibrated_escape_rate is not None
+            else ""
+        )
+        print(
+            f"escape rate {escape.rate:.2%} ({escape.count}/{escape.n}; 95% CI "
+            f"{escape.low:.2%}..{escape.high:.2%}){calibrated}"
+        )
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if report.consistent:
         print("consistent with the calibration")
         return 0
-    print(f"significantly more false rejects than the calibration promised (p < {args.alpha:g}): recalibrate this camera")
+    print(
+        f"significantly more false rejects than the calibration promised (p < {args.alpha:g}): recalibrate this camera"
+    )
     return 1

@@ -1,4 +1,5 @@
 """`onen int8-images`: choose the INT8 calibration image list for `onen build-engine` (TensorRT)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,17 +17,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--good", required=True, type=Path, help="folder of good images (sub-folders are strata)")
-    parser.add_argument("--defect", type=Path, help="folder of defective images (sub-folders, e.g. classes, are strata)")
+    parser.add_argument(
+        "--defect", type=Path, help="folder of defective images (sub-folders, e.g. classes, are strata)"
+    )
     parser.add_argument("--count", type=int, default=500, help="images to select (default 500; TensorRT suggests ~500)")
     parser.add_argument("--defect-fraction", type=float, default=0.25, help="share of defective images (default 0.25)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--calibration", type=Path, help="camera calibration YAML: when it rectifies, write rectified copies (as the engine sees them) next to the list and list those")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="camera calibration YAML: when it rectifies, write rectified copies (as the engine sees them) next to "
+        "the list and list those",
+    )
     parser.add_argument("--out", required=True, type=Path, help="list file to write, e.g. int8.txt")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.int8_selection import rectification_of, select_int8_images, write_list, write_rectified_copies
+    from onen.calibration.int8_selection import rectification_of, select_int8_images, write_list, write_rectified_copies
 
     rectification = rectification_of(args.calibration) if args.calibration else None
     selection = select_int8_images(args.good, args.defect, args.count, args.defect_fraction, args.seed)

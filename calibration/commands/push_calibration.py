@@ -1,4 +1,5 @@
 """`onen push-calibration`: send a calibration file to a running station (applied between frames)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,20 +17,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("file", type=Path, nargs="?", help="calibration YAML written by `onen calibrate`")
-    parser.add_argument("--rollback", action="store_true", help="back to the camera's previous calibration (needs --camera)")
-    parser.add_argument("--config", required=True, type=Path, help="the station's config YAML (MQTT broker, station id)")
+    parser.add_argument(
+        "--rollback", action="store_true", help="back to the camera's previous calibration (needs --camera)"
+    )
+    parser.add_argument(
+        "--config", required=True, type=Path, help="the station's config YAML (MQTT broker, station id)"
+    )
     parser.add_argument("--camera", help="camera name (default: the one in FILE)")
-    parser.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the station's answer (default 10)")
+    parser.add_argument(
+        "--wait", type=float, default=10.0, help="seconds to wait for the station's answer (default 10)"
+    )
     parser.set_defaults(handler=run)
 
 
 def push_and_report(yaml_path: Path | None, station_config: Path, camera: str, wait_s: float) -> int:
-    from calibration.push import push_calibration
+    from onen.calibration.push import push_calibration
 
     outcome = push_calibration(yaml_path, station_config, camera, wait_s)
     what = "a rollback" if yaml_path is None else yaml_path
     if outcome.answer is None:
-        print(f"sent {what} on {outcome.topic}; no answer from the station within {wait_s:g} s (is its daemon running?)")
+        print(
+            f"sent {what} on {outcome.topic}; no answer from the station within {wait_s:g} s (is its daemon running?)"
+        )
         return 1
     kind, detail = outcome.answer.get("kind"), outcome.answer.get("detail", {})
     print(f"sent {what} on {outcome.topic}; station answered {kind}: {detail}")
@@ -39,7 +48,7 @@ def push_and_report(yaml_path: Path | None, station_config: Path, camera: str, w
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from edge.errors import DataError
+    from onen.edge.errors import DataError
 
     if args.rollback:
         if args.file is not None or not args.camera:

@@ -1,4 +1,5 @@
 """`onen rectify`: find (or check) the four corners that rectify a tilted camera's view of the part."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,10 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from calibration.aoi import find_part_corners, mask_from_reference
-    from calibration.commands.calibrate import parse_size
-    from edge.images import read_image_rgb
-    from edge.rectify import Rectification
+    from onen.calibration.aoi import find_part_corners, mask_from_reference
+    from onen.calibration.commands.calibrate import parse_size
+    from onen.edge.images import read_image_rgb
+    from onen.edge.rectify import Rectification
 
     image = read_image_rgb(args.reference)
     size = parse_size(args.size, "--size")
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     drawn = image.copy()
     points = np.round(np.asarray(rect.corners)).astype(np.int32)
     cv2.polylines(drawn, [points], True, (255, 230, 0), 2)
-    for label, (x, y) in zip(("1 TL", "2 TR", "3 BR", "4 BL"), points):
+    for label, (x, y) in zip(("1 TL", "2 TR", "3 BR", "4 BL"), points, strict=True):
         cv2.circle(drawn, (int(x), int(y)), 5, (255, 0, 0), -1)
         cv2.putText(drawn, label, (int(x) + 6, int(y) - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 0, 0), 1)
     corners_png = args.out.with_name(args.out.stem + ".corners.png")

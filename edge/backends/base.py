@@ -3,6 +3,7 @@
 A backend takes the bundle's input, uint8 RGB `[N, H, W, 3]`, and returns the three outputs of the
 contract. Pre- and post-processing live outside the backends so they are shared and tested once.
 """
+
 from __future__ import annotations
 
 import abc
@@ -10,20 +11,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.bundle import Bundle
+from onen.edge.bundle import Bundle
 
 
 @dataclass
 class ModelOutputs:
-    score: np.ndarray          # float32 [N], 0..1
-    anomaly_map: np.ndarray    # float32 [N, 1, H, W], 0..1
-    class_logits: np.ndarray   # float32 [N, C]
+    score: np.ndarray  # float32 [N], 0..1
+    anomaly_map: np.ndarray  # float32 [N, 1, H, W], 0..1
+    class_logits: np.ndarray  # float32 [N, C]
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
 
-    def item(self, index: int) -> "ModelOutputs":
-        return ModelOutputs(self.score[index : index + 1], self.anomaly_map[index : index + 1], self.class_logits[index : index + 1])
+    def item(self, index: int) -> ModelOutputs:
+        return ModelOutputs(
+            self.score[index : index + 1], self.anomaly_map[index : index + 1], self.class_logits[index : index + 1]
+        )
 
 
 class Backend(abc.ABC):
@@ -50,10 +53,12 @@ class Backend(abc.ABC):
         """What runs, for stats and events (backend, device, precision...)."""
         return {"backend": self.name}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most backends have nothing to free)
         """Free device memory; the default has nothing to free."""
 
     def check_input(self, batch: np.ndarray) -> None:
         expected = (self.input_height, self.input_width, 3)
         if batch.dtype != np.uint8 or batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
-            raise ValueError(f"backend input must be uint8 [N, {expected[0]}, {expected[1]}, 3], got {batch.dtype} {batch.shape}")
+            raise ValueError(
+                f"backend input must be uint8 [N, {expected[0]}, {expected[1]}, 3], got {batch.dtype} {batch.shape}"
+            )

@@ -5,16 +5,17 @@ station still inspects while someone installs JetPack's TensorRT, or when the en
 fails its parity check. `tensorrt` asked for explicitly fails
 with what to install instead of silently running slower.
 """
+
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from edge.backends.base import Backend
-from edge.bundle import Bundle
-from edge.errors import OnenError
+from onen.edge.backends.base import Backend
+from onen.edge.bundle import Bundle
+from onen.edge.errors import OnenError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class TensorRtProbe:
     reason: str = ""
     tensorrt_version: str = ""
     gpu_name: str = ""
-    compute_capability: str = ""      # "8.7"
+    compute_capability: str = ""  # "8.7"
 
 
 def probe_tensorrt(device_index: int = 0) -> TensorRtProbe:
@@ -59,13 +60,17 @@ def probe_tensorrt(device_index: int = 0) -> TensorRtProbe:
     except Exception as error:  # pycuda raises its own LogicError/RuntimeError when there is no driver
         return TensorRtProbe(False, f"no usable CUDA driver ({error})", tensorrt_version=trt.__version__)
     if count <= device_index:
-        return TensorRtProbe(False, f"no CUDA GPU with index {device_index} (found {count})", tensorrt_version=trt.__version__)
+        return TensorRtProbe(
+            False, f"no CUDA GPU with index {device_index} (found {count})", tensorrt_version=trt.__version__
+        )
     device = cuda.Device(device_index)
     major, minor = device.compute_capability()
     return TensorRtProbe(True, "", trt.__version__, device.name(), f"{major}.{minor}")
 
 
-def create_backend(bundle: Bundle, kind: str = "auto", on_event: EventCallback | None = None, cpu_layout=None) -> Backend:
+def create_backend(
+    bundle: Bundle, kind: str = "auto", on_event: EventCallback | None = None, cpu_layout=None
+) -> Backend:
     """Open `bundle` on the backend `kind` ("auto", "tensorrt" or "onnxruntime"). `cpu_layout` (a
     `CpuLayout`) is how ONNX Runtime uses the CPU cores; None = one call at a time on all cores."""
     if kind not in KINDS:
@@ -75,13 +80,17 @@ def create_backend(bundle: Bundle, kind: str = "auto", on_event: EventCallback |
     probe = probe_tensorrt()
     if kind == "tensorrt":
         if not probe.available:
-            raise BackendUnavailable(f"backend 'tensorrt' for {bundle.path} cannot run here: {probe.reason}; {INSTALL_HINT}")
+            raise BackendUnavailable(
+                f"backend 'tensorrt' for {bundle.path} cannot run here: {probe.reason}; {INSTALL_HINT}"
+            )
         return _tensorrt(bundle, probe, on_event)
     if probe.available:
         try:
             return _tensorrt(bundle, probe, on_event)
-        except OnenError as error:        # engine build/parity failed: keep inspecting on ONNX Runtime
-            return _fall_back(bundle, f"TensorRT is available but the engine cannot be served: {error}", on_event, cpu_layout)
+        except OnenError as error:  # engine build/parity failed: keep inspecting on ONNX Runtime
+            return _fall_back(
+                bundle, f"TensorRT is available but the engine cannot be served: {error}", on_event, cpu_layout
+            )
     return _fall_back(bundle, probe.reason, on_event, cpu_layout)
 
 
@@ -94,12 +103,12 @@ def _fall_back(bundle: Bundle, reason: str, on_event: EventCallback | None, cpu_
 
 
 def _onnxruntime(bundle: Bundle, cpu_layout=None) -> Backend:
-    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(bundle, layout=cpu_layout)
 
 
 def _tensorrt(bundle: Bundle, probe: TensorRtProbe, on_event: EventCallback | None) -> Backend:
-    from edge.backends.tensorrt_backend import TensorRtBackend
+    from onen.edge.backends.tensorrt_backend import TensorRtBackend
 
     return TensorRtBackend(bundle, probe=probe, on_event=on_event)

@@ -8,6 +8,7 @@ Two calls at once, each on its own share of the cores, keep the cores busy inste
 `onen bench daemon`). `parallel_calls: 1` in the model's config gives the latency layout back (one
 call on all cores) for triggered stations where one frame at a time matters more than frames/s.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from edge.backends.base import Backend, ModelOutputs
-from edge.bundle import OUTPUT_NAMES, Bundle
+from onen.edge.backends.base import Backend, ModelOutputs
+from onen.edge.bundle import OUTPUT_NAMES, Bundle
 
 DEFAULT_PARALLEL_CALLS = 2
 
@@ -30,7 +31,9 @@ class CpuLayout:
     threads_per_call: int
 
     @classmethod
-    def choose(cls, parallel_calls: int | None = None, threads_per_call: int | None = None, cores: int | None = None) -> "CpuLayout":
+    def choose(
+        cls, parallel_calls: int | None = None, threads_per_call: int | None = None, cores: int | None = None
+    ) -> CpuLayout:
         """Fill what the config left out (None): two calls at once when there are two cores or more, and the
         cores shared out between them."""
         cores = max(1, cores or os.cpu_count() or 1)
@@ -55,17 +58,25 @@ class OnnxRuntimeBackend(Backend):
         if self.layout.threads_per_call:
             options.intra_op_num_threads = self.layout.threads_per_call
         if self.layout.threads_per_call == 1:
-            options.inter_op_num_threads = 1       # no idle thread pool per call
+            options.inter_op_num_threads = 1  # no idle thread pool per call
         self.session = ort.InferenceSession(str(bundle.model_path), sess_options=options, providers=providers)
-        self.concurrent_calls = self.layout.parallel_calls      # Session.run is thread-safe
+        self.concurrent_calls = self.layout.parallel_calls  # Session.run is thread-safe
         self.input_name = bundle.manifest.input_name
 
     def infer(self, batch: np.ndarray) -> ModelOutputs:
         self.check_input(batch)
         score, anomaly_map, class_logits = self.session.run(list(OUTPUT_NAMES), {self.input_name: batch})
-        return ModelOutputs(score.astype(np.float32, copy=False), anomaly_map.astype(np.float32, copy=False),
-                            class_logits.astype(np.float32, copy=False))
+        return ModelOutputs(
+            score.astype(np.float32, copy=False),
+            anomaly_map.astype(np.float32, copy=False),
+            class_logits.astype(np.float32, copy=False),
+        )
 
     def describe(self) -> dict:
-        return {"backend": self.name, "providers": self.session.get_providers(), "precision": "fp32",
-                "parallel_calls": self.layout.parallel_calls, "threads_per_call": self.layout.threads_per_call or "default"}
+        return {
+            "backend": self.name,
+            "providers": self.session.get_providers(),
+            "precision": "fp32",
+            "parallel_calls": self.layout.parallel_calls,
+            "threads_per_call": self.layout.threads_per_call or "default",
+        }

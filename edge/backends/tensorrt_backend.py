@@ -7,6 +7,7 @@ named tensors (`num_io_tensors`, `get_tensor_name`, `get_tensor_mode`, `set_inpu
 `set_tensor_address`, `execute_async_v3`) with pycuda page-locked host buffers, device buffers and a
 stream. tensorrt and pycuda are imported only here and in the engine builder.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends.base import Backend, ModelOutputs
-from edge.backends.factory import INSTALL_HINT, BackendUnavailable, EventCallback, TensorRtProbe, probe_tensorrt
-from edge.bundle import OUTPUT_NAMES, Bundle, sha256_file
-from edge.engines.builder import BuildOptions, tensorrt_logger
-from edge.engines.cuda_context import cuda_context
-from edge.engines.keys import EngineSidecar, RuntimeTarget, read_sidecar, sidecar_path, write_sidecar
-from edge.engines.manager import EngineParityError, ensure_engine
-from edge.engines.selection import mismatches
-from edge.errors import OnenError
+from onen.edge.backends.base import Backend, ModelOutputs
+from onen.edge.backends.factory import INSTALL_HINT, BackendUnavailable, EventCallback, TensorRtProbe, probe_tensorrt
+from onen.edge.bundle import OUTPUT_NAMES, Bundle, sha256_file
+from onen.edge.engines.builder import BuildOptions, tensorrt_logger
+from onen.edge.engines.cuda_context import cuda_context
+from onen.edge.engines.keys import EngineSidecar, RuntimeTarget, read_sidecar, sidecar_path, write_sidecar
+from onen.edge.engines.manager import EngineParityError, ensure_engine
+from onen.edge.engines.selection import mismatches
+from onen.edge.errors import OnenError
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +83,28 @@ class TensorRtBackend(Backend):
         return sidecar
 
     def _check_parity_before_serving(self) -> None:
-        from edge.parity import check_reference
+        from onen.edge.parity import check_reference
 
         report = check_reference(self, self.bundle)
         self.sidecar.parity = report.to_dict()
         write_sidecar(self.engine_path, self.sidecar)
-        detail = {"bundle": str(self.bundle.path), "engine": self.engine_path.name, "passed": report.passed,
-                  "max_score_diff": report.max_score_diff, "max_map_mean_abs_diff": report.max_map_mean_abs_diff}
+        detail = {
+            "bundle": str(self.bundle.path),
+            "engine": self.engine_path.name,
+            "passed": report.passed,
+            "max_score_diff": report.max_score_diff,
+            "max_map_mean_abs_diff": report.max_map_mean_abs_diff,
+        }
         if self.on_event is not None:
             self.on_event("engine_parity", detail)
         if not report.passed:
             self.close()
-            raise EngineParityError(f"{self.engine_path}: new engine differs from the bundle's reference outputs beyond tolerance "
-                                    f"(max score diff {report.max_score_diff:.4f} > {report.score_tol} or max map mean diff "
-                                    f"{report.max_map_mean_abs_diff:.4f} > {report.map_mean_tol}); not served. "
-                                    "Use backend: onnxruntime for this model, or build an FP32 engine: onen build-engine --fp32 BUNDLE")
+            raise EngineParityError(
+                f"{self.engine_path}: new engine differs from the bundle's reference outputs beyond tolerance "
+                f"(max score diff {report.max_score_diff:.4f} > {report.score_tol} or max map mean diff "
+                f"{report.max_map_mean_abs_diff:.4f} > {report.map_mean_tol}); not served. "
+                "Use backend: onnxruntime for this model, or build an FP32 engine: onen build-engine --fp32 BUNDLE"
+            )
 
     # --- TensorRT runtime ---------------------------------------------------------------------------
 
@@ -109,7 +117,10 @@ class TensorRtBackend(Backend):
             self._runtime = trt.Runtime(self._logger)
             self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             if self._engine is None:
-                raise EngineMismatch(f"{self.engine_path}: TensorRT {trt.__version__} could not deserialise this engine (see the TensorRT log above)")
+                raise EngineMismatch(
+                    f"{self.engine_path}: TensorRT {trt.__version__} could not deserialise this engine (see the "
+                    "TensorRT log above)"
+                )
             self._context = self._engine.create_execution_context()
             self._stream = cuda.Stream()
             names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
@@ -117,8 +128,11 @@ class TensorRtBackend(Backend):
             self._outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
             expected_input = self.bundle.manifest.input_name
             if self._inputs != [expected_input] or not set(OUTPUT_NAMES) <= set(self._outputs):
-                raise EngineMismatch(f"{self.engine_path}: engine I/O {self._inputs} -> {self._outputs} does not follow the bundle contract "
-                                     f"([{expected_input}] -> {list(OUTPUT_NAMES)})")
+                raise EngineMismatch(
+                    f"{self.engine_path}: engine I/O {self._inputs} -> {self._outputs} does not follow the bundle "
+                    "contract "
+                    f"([{expected_input}] -> {list(OUTPUT_NAMES)})"
+                )
             _, _, max_shape = self._engine.get_tensor_profile_shape(expected_input, 0)
             self.max_batch = int(max_shape[0])
             self._context.set_input_shape(expected_input, tuple(max_shape))
@@ -129,7 +143,12 @@ class TensorRtBackend(Backend):
                 device = cuda.mem_alloc(host.nbytes)
                 self._host_buffers[name], self._device_buffers[name] = host, device
                 self._context.set_tensor_address(name, int(device))
-        log.info("TensorRT engine %s loaded (%s, max batch %d)", self.engine_path.name, self.sidecar.precision, self.max_batch)
+        log.info(
+            "TensorRT engine %s loaded (%s, max batch %d)",
+            self.engine_path.name,
+            self.sidecar.precision,
+            self.max_batch,
+        )
 
     def infer(self, batch: np.ndarray) -> ModelOutputs:
         self.check_input(batch)
@@ -143,7 +162,10 @@ class TensorRtBackend(Backend):
         input_name = self._inputs[0]
         with cuda_context(self.device_index):
             if not self._context.set_input_shape(input_name, chunk.shape):
-                raise OnenError(f"{self.engine_path}: TensorRT refused input shape {chunk.shape} (engine profile: batch 1..{self.max_batch})")
+                raise OnenError(
+                    f"{self.engine_path}: TensorRT refused input shape {chunk.shape} (engine profile: batch "
+                    f"1..{self.max_batch})"
+                )
             host_input = self._host_buffers[input_name][:count]
             np.copyto(host_input, chunk)
             cuda.memcpy_htod_async(self._device_buffers[input_name], host_input, self._stream)
@@ -161,9 +183,15 @@ class TensorRtBackend(Backend):
             return {name: view.astype(np.float32, copy=True) for name, view in views.items()}
 
     def describe(self) -> dict:
-        return {"backend": self.name, "engine": self.engine_path.name, "precision": self.sidecar.precision,
-                "gpu": self.target.gpu_name, "compute_capability": self.target.compute_capability,
-                "tensorrt": self.target.tensorrt_version, "max_batch": getattr(self, "max_batch", None)}
+        return {
+            "backend": self.name,
+            "engine": self.engine_path.name,
+            "precision": self.sidecar.precision,
+            "gpu": self.target.gpu_name,
+            "compute_capability": self.target.compute_capability,
+            "tensorrt": self.target.tensorrt_version,
+            "max_batch": getattr(self, "max_batch", None),
+        }
 
     def close(self) -> None:
         if not self._device_buffers:

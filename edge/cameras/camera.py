@@ -5,27 +5,28 @@ the backoff resets only after a good frame, so a source that connects and dies a
 A frame that was not really captured (read failure, black, a repeat of the previous frame) is never
 delivered; each rejection is counted and reported as a rate-limited "frame_rejected" event.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from edge.cameras.backoff import Backoff
-from edge.cameras.checks import FrameChecks
-from edge.cameras.folder import IDLE
-from edge.cameras.frame import Frame, FrameQueue
-from edge.cameras.sources import END_OF_SOURCE, SourceLost, SourceUnavailable, make_source, require_backend
-from edge.config import CameraConfig
-from edge.errors import DataError
-from edge.images import to_rgb_uint8
+from onen.edge.cameras.backoff import Backoff
+from onen.edge.cameras.checks import FrameChecks
+from onen.edge.cameras.folder import IDLE
+from onen.edge.cameras.frame import Frame, FrameQueue
+from onen.edge.cameras.sources import END_OF_SOURCE, SourceLost, SourceUnavailable, make_source, require_backend
+from onen.edge.config import CameraConfig
+from onen.edge.errors import DataError
+from onen.edge.images import to_rgb_uint8
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict], None]
-REJECT_EVENT_INTERVAL_S = 5.0     # at most one frame_rejected event per reason per interval (with counts)
+REJECT_EVENT_INTERVAL_S = 5.0  # at most one frame_rejected event per reason per interval (with counts)
 
 
 class Camera:
@@ -46,7 +47,7 @@ class Camera:
         self._seq = 0
         self._source_done = False
         self._reject_counts: dict[str, int] = {}
-        self._reject_reported: dict[str, tuple[float, int]] = {}   # reason -> (last event time, count then)
+        self._reject_reported: dict[str, tuple[float, int]] = {}  # reason -> (last event time, count then)
         self.status = "starting"
         self.dropped = 0
         self.delivered = 0
@@ -54,12 +55,13 @@ class Camera:
         self.heartbeat = time.monotonic()
         source = cfg.source
         self._blocking = cfg.trigger.mode == "continuous" and (
-            source.kind == "folder" or (source.kind == "file" and not source.realtime))
+            source.kind == "folder" or (source.kind == "file" and not source.realtime)
+        )
         self._paced = source.kind == "file" and (source.realtime or cfg.trigger.mode != "continuous")
         self._source_file = Path(source.path).name if source.kind == "file" else None
 
     # -- public API ------------------------------------------------------------------------------------
-    def start(self) -> "Camera":
+    def start(self) -> Camera:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
             self._thread.start()
@@ -118,7 +120,7 @@ class Camera:
         detail = {"camera": self.name, "source": self._source.describe(), **detail}
         try:
             self._on_event(kind, detail)
-        except Exception:                                   # a broken sink must not kill the camera
+        except Exception:  # a broken sink must not kill the camera
             log.exception("camera %s: event handler failed for %s", self.name, kind)
 
     def _wait(self, seconds: float) -> bool:
@@ -145,7 +147,7 @@ class Camera:
                     if self._retry_later(backoff, str(error)):
                         break
                     continue
-                except Exception as error:                  # e.g. cv2.error from a driver: retried, and shown
+                except Exception as error:  # e.g. cv2.error from a driver: retried, and shown
                     log.exception("camera %s: opening failed", self.name)
                     if self._retry_later(backoff, f"opening failed: {error!r}"):
                         break
@@ -160,7 +162,7 @@ class Camera:
                     outcome = self._pump(backoff)
                 except SourceLost as error:
                     outcome = str(error)
-                except Exception as error:                  # never let one bad frame end the camera thread
+                except Exception as error:  # never let one bad frame end the camera thread
                     log.exception("camera %s: reading failed", self.name)
                     outcome = f"reading failed: {error!r}"
                 finally:
@@ -189,7 +191,7 @@ class Camera:
     def _pump(self, backoff: Backoff) -> str:
         """Read and deliver frames until the source ends ("finished"), stop ("stopped") or a failure (reason)."""
         src = self.cfg.source
-        checks = self._checks          # kept across reconnects: a frozen source's image stays rejected
+        checks = self._checks  # kept across reconnects: a frozen source's image stays rejected
         last_good = time.monotonic()
         paced_start, paced_count = time.monotonic(), 0
         while not self._stop.is_set():
@@ -227,10 +229,20 @@ class Camera:
             except DataError:
                 self._reject("unsupported", **self._where(raw), dtype=str(raw.image.dtype), shape=list(raw.image.shape))
                 continue
-            frame = Frame(camera=self.name, seq=self._seq, image=image, captured_at=started + capture_ms / 1000.0,
-                          capture_ms=capture_ms, source_index=raw.index, source_name=raw.name,
-                          read_started=started_mono, written_at=raw.written_at, source_kind=src.kind,
-                          source_file=self._source_file, connection=self.reconnects)
+            frame = Frame(
+                camera=self.name,
+                seq=self._seq,
+                image=image,
+                captured_at=started + capture_ms / 1000.0,
+                capture_ms=capture_ms,
+                source_index=raw.index,
+                source_name=raw.name,
+                read_started=started_mono,
+                written_at=raw.written_at,
+                source_kind=src.kind,
+                source_file=self._source_file,
+                connection=self.reconnects,
+            )
             self._seq += 1
             if not self._deliver(frame):
                 return "stopped"

@@ -1,5 +1,6 @@
 """Is this frame really captured? Black frames (no signal, lens cap, decoder hiccup) and frames identical
 to the previous one (a stale buffer handed out again after a stall) must never be inspected."""
+
 from __future__ import annotations
 
 import numpy as np

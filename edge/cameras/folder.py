@@ -3,6 +3,7 @@
 Each new image is read once, and only once it is completely written (its size and mtime unchanged for
 `settle_s`), in the order the files were written. Files already there at start are skipped unless
 `existing: true`; with `watch: false` the source ends after those."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -11,12 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.cameras.sources import END_OF_SOURCE, RawFrame, SourceLost, SourceUnavailable
-from edge.config import SourceConfig
-from edge.errors import DataError
-from edge.images import read_image_rgb
+from onen.edge.cameras.sources import END_OF_SOURCE, RawFrame, SourceLost, SourceUnavailable
+from onen.edge.config import SourceConfig
+from onen.edge.errors import DataError
+from onen.edge.images import read_image_rgb
 
-IDLE = "idle"        # read() result: nothing ready yet (the camera loop just asks again)
+IDLE = "idle"  # read() result: nothing ready yet (the camera loop just asks again)
 
 
 @dataclass
@@ -32,7 +33,7 @@ class FolderSource:
         self.folder = Path(cfg.path)
         self.index = 0
         self.fps = None
-        self._seen: set[str] | None = None      # kept across reconnects: a file is never read twice
+        self._seen: set[str] | None = None  # kept across reconnects: a file is never read twice
         self._pending: dict[str, _Pending] = {}
         self._last_scan = 0.0
 
@@ -54,8 +55,9 @@ class FolderSource:
         try:
             with os.scandir(self.folder) as entries:
                 for entry in entries:
-                    if entry.is_file() and any(fnmatch.fnmatch(entry.name.lower(), p.lower())
-                                               for p in self.cfg.patterns):
+                    if entry.is_file() and any(
+                        fnmatch.fnmatch(entry.name.lower(), p.lower()) for p in self.cfg.patterns
+                    ):
                         found[entry.name] = entry.stat()
         except FileNotFoundError:
             raise SourceLost(f"image folder {self.folder} disappeared") from None
@@ -63,7 +65,7 @@ class FolderSource:
 
     def _scan(self, now: float) -> None:
         listing = self._list()
-        self._seen &= set(listing)               # a deleted file's name may come back as a new image
+        self._seen &= set(listing)  # a deleted file's name may come back as a new image
         for name, stat in listing.items():
             if name in self._seen:
                 continue
@@ -76,8 +78,11 @@ class FolderSource:
         self._last_scan = now
 
     def _ready(self, now: float) -> str | None:
-        ready = [(p.mtime_ns, name) for name, p in self._pending.items()
-                 if p.size > 0 and now - p.stable_since >= self.cfg.settle_s]
+        ready = [
+            (p.mtime_ns, name)
+            for name, p in self._pending.items()
+            if p.size > 0 and now - p.stable_since >= self.cfg.settle_s
+        ]
         return min(ready)[1] if ready else None
 
     def read(self):
@@ -97,7 +102,7 @@ class FolderSource:
         try:
             image = read_image_rgb(path)
         except DataError:
-            image = None                          # counted as a rejected frame ("unreadable")
+            image = None  # counted as a rejected frame ("unreadable")
         frame = RawFrame(image=image, index=self.index, rgb=True, name=name, written_at=written_at)
         self.index += 1
         return frame

@@ -1,4 +1,5 @@
 """A captured frame and the bounded queue between a camera thread and the pipeline."""
+
 from __future__ import annotations
 
 import collections
@@ -14,17 +15,17 @@ class Frame:
     """One frame that was really captured (never a stale or black one), in RGB uint8 HxWx3."""
 
     camera: str
-    seq: int                      # per camera, counts delivered frames from 0
-    image: np.ndarray             # RGB uint8 HxWx3
-    captured_at: float            # epoch seconds when the frame arrived from the source
-    capture_ms: float             # time spent reading/decoding it
-    source_index: int             # frame number in the file / stream connection, or file count for folders
-    source_name: str | None = None            # folder: the image's file name
-    written_at: float | None = None           # folder: the file's mtime (epoch s), when the camera wrote it
-    read_started: float = field(default=0.0, repr=False)   # time.monotonic() when its read began
-    source_kind: str = ""                     # the camera's source.kind
-    source_file: str | None = None            # file: the video file's name
-    connection: int = 0                       # live sources: reconnects before this frame
+    seq: int  # per camera, counts delivered frames from 0
+    image: np.ndarray  # RGB uint8 HxWx3
+    captured_at: float  # epoch seconds when the frame arrived from the source
+    capture_ms: float  # time spent reading/decoding it
+    source_index: int  # frame number in the file / stream connection, or file count for folders
+    source_name: str | None = None  # folder: the image's file name
+    written_at: float | None = None  # folder: the file's mtime (epoch s), when the camera wrote it
+    read_started: float = field(default=0.0, repr=False)  # time.monotonic() when its read began
+    source_kind: str = ""  # the camera's source.kind
+    source_file: str | None = None  # file: the video file's name
+    connection: int = 0  # live sources: reconnects before this frame
 
     def source(self) -> dict:
         """The result's `source` field: enough to find this frame's image again."""

@@ -1,6 +1,7 @@
 """Frame sources behind a camera: OpenCV captures (V4L2, RTSP/HTTP via FFMPEG, GStreamer, video files)
 and a watched image folder (edge.cameras.folder). A source opens, reads raw frames, and closes; the
 camera thread around it handles reconnection, checks, pacing and delivery."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from edge.config import SourceConfig
-from edge.errors import OnenError
+from onen.edge.config import SourceConfig
+from onen.edge.errors import OnenError
 
 # Industrial IP cameras over UDP lose packets and hand out smeared frames; TCP is the safe default.
 # An integrator can still override it with the variable OpenCV reads.
@@ -32,14 +33,14 @@ class SourceLost(Exception):
 
 @dataclass
 class RawFrame:
-    image: np.ndarray       # as decoded: BGR from OpenCV captures, RGB from folders (see `rgb`)
-    index: int              # frame number since open (files: in the file)
+    image: np.ndarray  # as decoded: BGR from OpenCV captures, RGB from folders (see `rgb`)
+    index: int  # frame number since open (files: in the file)
     rgb: bool = False
     name: str | None = None
-    written_at: float | None = None    # folder: the file's mtime (epoch s)
+    written_at: float | None = None  # folder: the file's mtime (epoch s)
 
 
-END_OF_SOURCE = None        # read() returns this when a non-looping file/folder has nothing more
+END_OF_SOURCE = None  # read() returns this when a non-looping file/folder has nothing more
 
 
 @lru_cache(maxsize=1)
@@ -58,7 +59,8 @@ def require_backend(cfg: SourceConfig, camera: str) -> None:
             f"camera {camera}: source kind 'gstreamer' needs an OpenCV built with GStreamer, and the installed "
             f"OpenCV {cv2.__version__} was built without it (opencv-python-headless from PyPI is). On a Jetson use "
             "JetPack's OpenCV (apt install python3-opencv; pip uninstall opencv-python-headless), elsewhere build "
-            "OpenCV with -DWITH_GSTREAMER=ON; or use a v4l2/rtsp/http source instead.")
+            "OpenCV with -DWITH_GSTREAMER=ON; or use a v4l2/rtsp/http source instead."
+        )
 
 
 class CaptureSource:
@@ -68,7 +70,7 @@ class CaptureSource:
         self.cfg, self.camera = cfg, camera
         self.cap: cv2.VideoCapture | None = None
         self.index = 0
-        self.fps: float | None = None      # the file's own rate (pacing); None for live sources
+        self.fps: float | None = None  # the file's own rate (pacing); None for live sources
 
     @property
     def is_file(self) -> bool:
@@ -76,8 +78,12 @@ class CaptureSource:
 
     def open(self) -> None:
         cfg = self.cfg
-        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(cfg.open_timeout_s * 1000),
-                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cfg.read_timeout_s * 1000)]
+        timeouts = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(cfg.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(cfg.read_timeout_s * 1000),
+        ]
         if cfg.kind == "v4l2":
             device = cfg.device
             if isinstance(device, str) and device.isdigit():
@@ -91,7 +97,7 @@ class CaptureSource:
                     cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
                 if cfg.fps:
                     cap.set(cv2.CAP_PROP_FPS, cfg.fps)
-                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)       # the newest frame, not one from the driver's queue
+                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not one from the driver's queue
         elif cfg.kind in ("rtsp", "http"):
             cap = cv2.VideoCapture(cfg.uri, cv2.CAP_FFMPEG, timeouts)
         elif cfg.kind == "gstreamer":
@@ -119,11 +125,14 @@ class CaptureSource:
         if self.is_file:
             if self.cfg.loop and self.index > 0:
                 self.close()
-                self.open()              # reopening is the one rewind every container supports
+                self.open()  # reopening is the one rewind every container supports
                 return self.read()
             return END_OF_SOURCE
-        raise SourceLost("read failed or timed out (no frame within "
-                         f"{self.cfg.read_timeout_s:g} s)" if self.cfg.kind in ("rtsp", "http") else "read failed")
+        raise SourceLost(
+            f"read failed or timed out (no frame within {self.cfg.read_timeout_s:g} s)"
+            if self.cfg.kind in ("rtsp", "http")
+            else "read failed"
+        )
 
     def close(self) -> None:
         if self.cap is not None:
@@ -137,11 +146,20 @@ class CaptureSource:
 def make_source(cfg: SourceConfig, camera: str):
     """The source object for a camera's config."""
     if cfg.kind == "folder":
-        from edge.cameras.folder import FolderSource
+        from onen.edge.cameras.folder import FolderSource
 
         return FolderSource(cfg, camera)
     return CaptureSource(cfg, camera)
 
 
-__all__ = ["CameraError", "SourceUnavailable", "SourceLost", "RawFrame", "END_OF_SOURCE", "CaptureSource",
-           "make_source", "opencv_has_gstreamer", "require_backend"]
+__all__ = [
+    "CameraError",
+    "SourceUnavailable",
+    "SourceLost",
+    "RawFrame",
+    "END_OF_SOURCE",
+    "CaptureSource",
+    "make_source",
+    "opencv_has_gstreamer",
+    "require_backend",
+]

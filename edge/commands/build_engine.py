@@ -4,6 +4,7 @@ Run it on the target (Jetson / RTX station): an engine only runs on the GPU arch
 version it was built with. It writes `engines/<cc>_trt<version>_<precision>.engine` + sidecar JSON into
 the bundle and records the parity check, so the daemon finds a ready, checked engine at start.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,58 +13,110 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "build-engine", help="build (and verify) the TensorRT engine of a bundle for this GPU",
-        description="Parse the bundle's model.onnx with TensorRT, build an FP16 (default), FP32 or INT8 engine for this GPU "
-                    "into BUNDLE/engines/ with a sidecar JSON, then check it against the bundle's reference outputs. "
-                    "Needs TensorRT + pycuda + an NVIDIA GPU. Builds take minutes on a Jetson.")
+        "build-engine",
+        help="build (and verify) the TensorRT engine of a bundle for this GPU",
+        description="Parse the bundle's model.onnx with TensorRT, build an FP16 (default), FP32 or INT8 engine for "
+        "this GPU "
+        "into BUNDLE/engines/ with a sidecar JSON, then check it against the bundle's reference outputs. "
+        "Needs TensorRT + pycuda + an NVIDIA GPU. Builds take minutes on a Jetson.",
+    )
     parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="model bundle directory")
     precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="FP16 engine (default; FP32 if the GPU has no fast FP16)")
-    precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="FP32 engine (slowest, closest to ONNX Runtime)")
-    precision.add_argument("--int8", dest="precision", action="store_const", const="int8",
-                           help="INT8 engine by entropy calibration (deprecated in TensorRT 10, still supported); needs --calib-images")
+    precision.add_argument(
+        "--fp16",
+        dest="precision",
+        action="store_const",
+        const="fp16",
+        help="FP16 engine (default; FP32 if the GPU has no fast FP16)",
+    )
+    precision.add_argument(
+        "--fp32",
+        dest="precision",
+        action="store_const",
+        const="fp32",
+        help="FP32 engine (slowest, closest to ONNX Runtime)",
+    )
+    precision.add_argument(
+        "--int8",
+        dest="precision",
+        action="store_const",
+        const="int8",
+        help="INT8 engine by entropy calibration (deprecated in TensorRT 10, still supported); needs --calib-images",
+    )
     parser.set_defaults(precision="fp16")
-    parser.add_argument("--calib-images", type=Path, metavar="DIR|LIST", help="INT8 calibration images: a folder or a file with one path per line (see `onen int8-images`)")
-    parser.add_argument("--calib-batch", type=int, default=8, metavar="N", help="INT8 calibration batch size (default 8)")
-    parser.add_argument("--workspace", type=float, default=1.0, metavar="GB", help="builder workspace memory limit in GB (default 1)")
-    parser.add_argument("--max-batch", type=int, default=4, metavar="N", help="largest batch the engine accepts (default 4); min 1, tuned for N")
-    parser.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache file (default: BUNDLE/engines/timing_<cc>_trt<version>.cache)")
+    parser.add_argument(
+        "--calib-images",
+        type=Path,
+        metavar="DIR|LIST",
+        help="INT8 calibration images: a folder or a file with one path per line (see `onen int8-images`)",
+    )
+    parser.add_argument(
+        "--calib-batch", type=int, default=8, metavar="N", help="INT8 calibration batch size (default 8)"
+    )
+    parser.add_argument(
+        "--workspace", type=float, default=1.0, metavar="GB", help="builder workspace memory limit in GB (default 1)"
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=4,
+        metavar="N",
+        help="largest batch the engine accepts (default 4); min 1, tuned for N",
+    )
+    parser.add_argument(
+        "--timing-cache",
+        type=Path,
+        metavar="FILE",
+        help="timing cache file (default: BUNDLE/engines/timing_<cc>_trt<version>.cache)",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching engine exists")
-    parser.add_argument("--no-verify", action="store_true", help="skip the parity check against the bundle's reference outputs")
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the parity check against the bundle's reference outputs"
+    )
     parser.add_argument("--trt-verbose", action="store_true", help="show TensorRT's INFO messages too")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.backends.factory import INSTALL_HINT, BackendUnavailable, probe_tensorrt
-    from edge.bundle import load_bundle
-    from edge.engines.builder import BuildOptions
-    from edge.engines.int8_calibration import list_calibration_images
+    from onen.edge.backends.factory import INSTALL_HINT, BackendUnavailable, probe_tensorrt
+    from onen.edge.bundle import load_bundle
+    from onen.edge.engines.builder import BuildOptions
+    from onen.edge.engines.int8_calibration import list_calibration_images
 
-    options = BuildOptions(precision=args.precision, max_batch=args.max_batch, workspace_gb=args.workspace,
-                           calib_images=args.calib_images, calib_batch_size=args.calib_batch,
-                           timing_cache=args.timing_cache, verbose=args.trt_verbose)
-    options.validate()                                     # argument mistakes first, before any GPU question
+    options = BuildOptions(
+        precision=args.precision,
+        max_batch=args.max_batch,
+        workspace_gb=args.workspace,
+        calib_images=args.calib_images,
+        calib_batch_size=args.calib_batch,
+        timing_cache=args.timing_cache,
+        verbose=args.trt_verbose,
+    )
+    options.validate()  # argument mistakes first, before any GPU question
     bundle = load_bundle(args.bundle)
     if options.calib_images is not None:
         count = len(list_calibration_images(options.calib_images))
         print(f"INT8 calibration images: {count} from {options.calib_images}")
     probe = probe_tensorrt()
     if not probe.available:
-        raise BackendUnavailable(f"cannot build a TensorRT engine here: {probe.reason}; {INSTALL_HINT}. "
-                                 "Engines must be built on the station's GPU; ONNX Runtime needs no engine.")
+        raise BackendUnavailable(
+            f"cannot build a TensorRT engine here: {probe.reason}; {INSTALL_HINT}. "
+            "Engines must be built on the station's GPU; ONNX Runtime needs no engine."
+        )
     return _build_and_verify(bundle, options, probe, force=args.force, verify=not args.no_verify)
 
 
 def _build_and_verify(bundle, options, probe, force: bool, verify: bool) -> int:
-    from edge.backends.tensorrt_backend import TensorRtBackend
-    from edge.engines.keys import RuntimeTarget, write_sidecar
-    from edge.engines.manager import ensure_engine
-    from edge.parity import check_reference
+    from onen.edge.backends.tensorrt_backend import TensorRtBackend
+    from onen.edge.engines.keys import RuntimeTarget, write_sidecar
+    from onen.edge.engines.manager import ensure_engine
+    from onen.edge.parity import check_reference
 
     target = RuntimeTarget(probe.compute_capability, probe.tensorrt_version, probe.gpu_name)
     print(f"GPU {probe.gpu_name} (compute {probe.compute_capability}), TensorRT {probe.tensorrt_version}")
-    outcome = ensure_engine(bundle, target, options, on_event=lambda kind, detail: print(f"[{kind}] {detail}"), force=force)
+    outcome = ensure_engine(
+        bundle, target, options, on_event=lambda kind, detail: print(f"[{kind}] {detail}"), force=force
+    )
     if not outcome.built:
         print(f"{outcome.engine_path}: already built for this GPU, TensorRT and model (use --force to rebuild)")
     for note in outcome.sidecar.notes:
@@ -80,6 +133,9 @@ def _build_and_verify(bundle, options, probe, force: bool, verify: bool) -> int:
     write_sidecar(outcome.engine_path, outcome.sidecar)
     print("\n".join(report.summary_lines()))
     if not report.passed:
-        print("the engine is marked as failed in its sidecar and will not be loaded; try --fp32 or use backend: onnxruntime")
+        print(
+            "the engine is marked as failed in its sidecar and will not be loaded; try --fp32 or use backend: "
+            "onnxruntime"
+        )
         return 1
     return 0

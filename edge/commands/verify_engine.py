@@ -1,5 +1,6 @@
 """`onen verify-engine BUNDLE [--engine FILE]`: run the engine and ONNX Runtime on the bundle's reference
 images and fail when the engine's outputs differ beyond tolerance (score 0.01, map mean 0.01 for FP16)."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,22 +9,28 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "verify-engine", help="check a TensorRT engine against the bundle's reference outputs (and ONNX Runtime)",
+        "verify-engine",
+        help="check a TensorRT engine against the bundle's reference outputs (and ONNX Runtime)",
         description="Runs ONNX Runtime and the TensorRT engine for this GPU (or --engine FILE) on the reference images "
-                    "stored in the bundle. Exit 0 when the engine is within tolerance, 1 when not, 2 on errors.")
+        "stored in the bundle. Exit 0 when the engine is within tolerance, 1 when not, 2 on errors.",
+    )
     parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="model bundle directory")
-    parser.add_argument("--engine", type=Path, metavar="FILE", help="engine file (default: the one matching this GPU and TensorRT)")
+    parser.add_argument(
+        "--engine", type=Path, metavar="FILE", help="engine file (default: the one matching this GPU and TensorRT)"
+    )
     parser.add_argument("--score-tol", type=float, default=0.01, help="max abs score difference (default 0.01)")
-    parser.add_argument("--map-tol", type=float, default=0.01, help="max mean abs anomaly-map difference (default 0.01)")
+    parser.add_argument(
+        "--map-tol", type=float, default=0.01, help="max mean abs anomaly-map difference (default 0.01)"
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.backends.factory import INSTALL_HINT, BackendUnavailable, probe_tensorrt
-    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from edge.bundle import load_bundle
-    from edge.cli import UsageError
-    from edge.parity import check_reference
+    from onen.edge.backends.factory import INSTALL_HINT, BackendUnavailable, probe_tensorrt
+    from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from onen.edge.bundle import load_bundle
+    from onen.edge.cli import UsageError
+    from onen.edge.parity import check_reference
 
     if not (args.score_tol > 0 and args.map_tol > 0):
         raise UsageError(f"--score-tol and --map-tol must be > 0, got {args.score_tol} and {args.map_tol}")
@@ -40,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _verify_engine(bundle, probe, args, reference) -> int:
-    from edge.backends.tensorrt_backend import TensorRtBackend
-    from edge.cli import UsageError
-    from edge.engines.keys import RuntimeTarget, write_sidecar
-    from edge.engines.selection import REBUILD, choose_engine, scan_engines
-    from edge.parity import check_reference
+    from onen.edge.backends.tensorrt_backend import TensorRtBackend
+    from onen.edge.cli import UsageError
+    from onen.edge.engines.keys import RuntimeTarget, write_sidecar
+    from onen.edge.engines.selection import REBUILD, choose_engine, scan_engines
+    from onen.edge.parity import check_reference
 
     engine_path = args.engine
     if engine_path is None:
@@ -62,6 +69,6 @@ def _verify_engine(bundle, probe, args, reference) -> int:
     write_sidecar(engine_path, backend.sidecar)
     print(f"TensorRT engine {engine_path.name} ({backend.sidecar.precision}) vs bundle references:")
     print("\n".join("  " + line for line in report.summary_lines()))
-    engine_vs_ort = max(abs(a.score - b.score) for a, b in zip(report.comparisons, reference.comparisons))
+    engine_vs_ort = max(abs(a.score - b.score) for a, b in zip(report.comparisons, reference.comparisons, strict=True))
     print(f"max score difference engine vs ONNX Runtime: {engine_vs_ort:.4f}")
     return 0 if report.passed else 1

@@ -4,6 +4,7 @@ Subscribes to `<prefix>/<station>/+/result` on the station's broker (same TLS an
 daemon) so an engineer sees what the line decides without writing an MQTT client; `--json` prints
 the raw result messages instead, one per line, for piping into jq.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,11 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "watch", help="print a station's verdicts live from its broker (one line per result)",
+        "watch",
+        help="print a station's verdicts live from its broker (one line per result)",
         description="Subscribe to the station's result topics and print camera, seq, verdict, score vs threshold, "
-                    "class, region count and frame source for every result. Ctrl-C stops.")
+        "class, region count and frame source for every result. Ctrl-C stops.",
+    )
     parser.add_argument("--config", "-c", type=Path, required=True, help="the station YAML file")
     parser.add_argument("--json", action="store_true", help="print the raw result messages, one JSON per line")
     parser.add_argument("--count", type=int, default=0, help="stop after this many results (0: run until Ctrl-C)")
@@ -35,9 +38,11 @@ def verdict_line(result: dict) -> str:
     elif source.get("frame_counter") is not None:
         parts.append(f"frame #{source['frame_counter']} (connection {source.get('connection', 0)})")
     where = " ".join(p for p in parts if p)
-    line = (f"{result.get('camera', '?'):<12s} seq {result.get('seq', '?'):>6}  {result.get('verdict', '?'):<6s} "
-            f"score {result.get('score', 0.0):.3f} / {result.get('threshold', 0.5):.2f}  class {cls_text:<16s} "
-            f"regions {len(result.get('regions') or [])}")
+    line = (
+        f"{result.get('camera', '?'):<12s} seq {result.get('seq', '?'):>6}  {result.get('verdict', '?'):<6s} "
+        f"score {result.get('score', 0.0):.3f} / {result.get('threshold', 0.5):.2f}  class {cls_text:<16s} "
+        f"regions {len(result.get('regions') or [])}"
+    )
     return line + (f"  {where}" if where else "")
 
 
@@ -45,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge.config import load_config
-    from edge.publisher import Topics, apply_security
+    from onen.edge.config import load_config
+    from onen.edge.publisher import Topics, apply_security
 
     config = load_config(args.config)
     topics = Topics(config.mqtt.prefix, config.station)

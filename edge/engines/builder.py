@@ -7,6 +7,7 @@ the engine, a timing cache loaded before and saved after the build, the workspac
 log and phase progress on the console, then `build_serialized_network`. Option checks and shapes are
 plain Python (tested without a GPU); TensorRT is imported only inside `build_engine`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edge.bundle import Bundle, sha256_file
-from edge.engines.keys import (
+from onen.edge.bundle import Bundle, sha256_file
+from onen.edge.engines.keys import (
     PRECISIONS,
     EngineSidecar,
     RuntimeTarget,
@@ -28,9 +29,9 @@ from edge.engines.keys import (
     timing_cache_path,
     write_sidecar,
 )
-from edge.errors import OnenError
+from onen.edge.errors import OnenError
 
-log = logging.getLogger("edge.engines.build")
+log = logging.getLogger("onen.edge.engines.build")
 trt_log = logging.getLogger("tensorrt")
 
 
@@ -47,10 +48,10 @@ class BuildOptions:
     precision: str = "fp16"
     max_batch: int = 1
     workspace_gb: float = 1.0
-    calib_images: Path | None = None     # folder or list file, for int8
+    calib_images: Path | None = None  # folder or list file, for int8
     calib_batch_size: int = 8
-    timing_cache: Path | None = None     # default: engines/timing_<cc>_trt<ver>.cache
-    verbose: bool = False                # TensorRT INFO messages too (WARNING and worse always)
+    timing_cache: Path | None = None  # default: engines/timing_<cc>_trt<ver>.cache
+    verbose: bool = False  # TensorRT INFO messages too (WARNING and worse always)
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -60,7 +61,10 @@ class BuildOptions:
         if not self.workspace_gb > 0:
             raise BuildOptionsError(f"--workspace must be > 0 GB, got {self.workspace_gb}")
         if self.precision == "int8" and self.calib_images is None:
-            raise BuildOptionsError("--int8 needs --calib-images DIR|LIST (a folder of good-part images or a file with one image path per line)")
+            raise BuildOptionsError(
+                "--int8 needs --calib-images DIR|LIST (a folder of good-part images or a file with one image path "
+                "per line)"
+            )
         if self.precision != "int8" and self.calib_images is not None:
             raise BuildOptionsError("--calib-images is only used with --int8")
         if self.calib_batch_size < 1:
@@ -87,14 +91,21 @@ def batch_profile(height: int, width: int, max_batch: int) -> tuple[tuple[int, .
     return (1, height, width, 3), (max_batch, height, width, 3), (max_batch, height, width, 3)
 
 
-def check_network_input(name: str, shape: list[int], expected_name: str, height: int, width: int, max_batch: int) -> None:
+def check_network_input(
+    name: str, shape: list[int], expected_name: str, height: int, width: int, max_batch: int
+) -> None:
     """The parsed network must take the bundle contract's input; a fixed batch axis limits max_batch."""
     if name != expected_name:
         raise EngineBuildError(f"model.onnx input is named {name!r}, the manifest says {expected_name!r}")
     if len(shape) != 4 or list(shape[1:]) != [height, width, 3]:
-        raise EngineBuildError(f"model.onnx input {name!r} has shape {shape}; expected [N, {height}, {width}, 3] (uint8 NHWC)")
+        raise EngineBuildError(
+            f"model.onnx input {name!r} has shape {shape}; expected [N, {height}, {width}, 3] (uint8 NHWC)"
+        )
     if shape[0] != -1 and shape[0] < max_batch:
-        raise EngineBuildError(f"model.onnx has a fixed batch of {shape[0]}; use --max-batch {shape[0]} or export with a dynamic batch axis")
+        raise EngineBuildError(
+            f"model.onnx has a fixed batch of {shape[0]}; use --max-batch {shape[0]} or export with a dynamic batch "
+            "axis"
+        )
 
 
 def calibration_cache_is_stale(previous: EngineSidecar | None, onnx_sha256: str, calib_images: Path | None) -> bool:
@@ -102,7 +113,9 @@ def calibration_cache_is_stale(previous: EngineSidecar | None, onnx_sha256: str,
     TensorRT would otherwise silently apply another model's (or data set's) scales."""
     if previous is None:
         return True
-    return previous.onnx_sha256 != onnx_sha256 or previous.build_options.get("calib_images") != (str(calib_images) if calib_images else None)
+    return previous.onnx_sha256 != onnx_sha256 or previous.build_options.get("calib_images") != (
+        str(calib_images) if calib_images else None
+    )
 
 
 def describe_parser_error(error) -> str:
@@ -181,7 +194,7 @@ def _make_progress_monitor(trt):
                 total = self._steps.get(phase_name, 0)
             if total >= 10 and (step + 1) % max(1, total // 10) == 0:
                 log.info("  %s: %d / %d", phase_name, step + 1, total)
-            return True          # False would cancel the build
+            return True  # False would cancel the build
 
         def phase_finish(self, phase_name):
             with self._lock:
@@ -197,7 +210,7 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
     options.validate()
     import tensorrt as trt
 
-    from edge.engines.cuda_context import cuda_context
+    from onen.edge.engines.cuda_context import cuda_context
 
     manifest = bundle.manifest
     height, width = manifest.input_height, manifest.input_width
@@ -205,16 +218,23 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
     started = time.monotonic()
     logger = tensorrt_logger(trt, options.verbose)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)          # TensorRT 10: networks are always explicit-batch
+    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
     parser = trt.OnnxParser(network, logger)
     log.info("parsing %s", bundle.model_path)
     if not parser.parse_from_file(str(bundle.model_path)):
         errors = [describe_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineBuildError(f"{bundle.model_path}: TensorRT {trt.__version__} cannot parse the model ({len(errors)} error(s)):\n  " + "\n  ".join(errors))
+        raise EngineBuildError(
+            f"{bundle.model_path}: TensorRT {trt.__version__} cannot parse the model ({len(errors)} error(s)):\n  "
+            + "\n  ".join(errors)
+        )
     if network.num_inputs != 1:
-        raise EngineBuildError(f"{bundle.model_path}: the bundle contract has one input, the network has {network.num_inputs}")
+        raise EngineBuildError(
+            f"{bundle.model_path}: the bundle contract has one input, the network has {network.num_inputs}"
+        )
     network_input = network.get_input(0)
-    check_network_input(network_input.name, list(network_input.shape), manifest.input_name, height, width, options.max_batch)
+    check_network_input(
+        network_input.name, list(network_input.shape), manifest.input_name, height, width, options.max_batch
+    )
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
@@ -237,9 +257,12 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
     engine_name_precision = used
     if options.precision == "int8":
         if builder.platform_has_fast_int8:
-            from edge.engines.int8_calibration import list_calibration_images, make_entropy_calibrator
+            from onen.edge.engines.int8_calibration import list_calibration_images, make_entropy_calibrator
 
-            notes.append("INT8 by implicit calibration (IInt8EntropyCalibrator2): deprecated in TensorRT 10 in favour of explicit Q/DQ quantisation, still supported")
+            notes.append(
+                "INT8 by implicit calibration (IInt8EntropyCalibrator2): deprecated in TensorRT 10 in favour of "
+                "explicit Q/DQ quantisation, still supported"
+            )
             config.set_flag(trt.BuilderFlag.INT8)
             used = engine_name_precision = "int8"
         else:
@@ -265,8 +288,12 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
             paths = list_calibration_images(options.calib_images)
             calibration_cache = calibration_cache_path(engine_path)
             previous = read_sidecar(sidecar_path(engine_path)) if sidecar_path(engine_path).is_file() else None
-            if calibration_cache.is_file() and calibration_cache_is_stale(previous, bundle.onnx_sha256, options.calib_images):
-                log.info("INT8 calibration cache %s belongs to another model or image set: recalibrating", calibration_cache)
+            if calibration_cache.is_file() and calibration_cache_is_stale(
+                previous, bundle.onnx_sha256, options.calib_images
+            ):
+                log.info(
+                    "INT8 calibration cache %s belongs to another model or image set: recalibrating", calibration_cache
+                )
                 calibration_cache.unlink()
             calibrator = make_entropy_calibrator(paths, options.calib_batch_size, height, width, calibration_cache)
             config.int8_calibrator = calibrator
@@ -275,22 +302,29 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
             calibration_profile.set_shape(network_input.name, fixed, fixed, fixed)
             config.set_calibration_profile(calibration_profile)
             log.info("INT8 calibration over %d image(s) from %s", len(paths), options.calib_images)
-        log.info("building %s engine for %s (compute %s, TensorRT %s); this can take minutes on a Jetson",
-                 used.upper(), target.gpu_name, target.compute_capability, target.tensorrt_version)
+        log.info(
+            "building %s engine for %s (compute %s, TensorRT %s); this can take minutes on a Jetson",
+            used.upper(),
+            target.gpu_name,
+            target.compute_capability,
+            target.tensorrt_version,
+        )
         try:
             serialized = builder.build_serialized_network(network, config)
         finally:
             if calibrator is not None:
                 calibrator.free()
     if serialized is None:
-        raise EngineBuildError(f"{bundle.model_path}: TensorRT could not build the engine; the TensorRT errors above say why")
+        raise EngineBuildError(
+            f"{bundle.model_path}: TensorRT could not build the engine; the TensorRT errors above say why"
+        )
 
     temporary = engine_path.with_suffix(".engine.tmp")
     with open(temporary, "wb") as handle:
         handle.write(serialized)
     temporary.replace(engine_path)
     with open(cache_path, "wb") as handle:
-        handle.write(timing_cache.serialize())   # the cache set on the config grew during the build
+        handle.write(timing_cache.serialize())  # the cache set on the config grew during the build
 
     sidecar = EngineSidecar(
         tensorrt_version=target.tensorrt_version,
@@ -301,8 +335,14 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
         onnx_sha256=bundle.onnx_sha256,
         engine_file=engine_path.name,
         engine_sha256=sha256_file(engine_path),
-        inputs=[TensorSpec(t.name, list(t.shape), _dtype_name(t.dtype)) for t in (network.get_input(i) for i in range(network.num_inputs))],
-        outputs=[TensorSpec(t.name, list(t.shape), _dtype_name(t.dtype)) for t in (network.get_output(i) for i in range(network.num_outputs))],
+        inputs=[
+            TensorSpec(t.name, list(t.shape), _dtype_name(t.dtype))
+            for t in (network.get_input(i) for i in range(network.num_inputs))
+        ],
+        outputs=[
+            TensorSpec(t.name, list(t.shape), _dtype_name(t.dtype))
+            for t in (network.get_output(i) for i in range(network.num_outputs))
+        ],
         build_seconds=round(time.monotonic() - started, 1),
         build_options=options.to_dict() | {"timing_cache": str(cache_path)},
         notes=notes,

@@ -4,11 +4,12 @@ TensorRT uses the CUDA runtime, which works in the device's *primary* context; p
 would create a second, private context and bind it to the importing thread. Retaining the primary
 context and pushing it around every use lets the daemon call `infer` from any worker thread.
 """
+
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 _lock = threading.Lock()
 _contexts: dict[int, object] = {}

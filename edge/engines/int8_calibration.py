@@ -5,16 +5,17 @@ The batching is plain Python (tested here); `make_entropy_calibrator` wraps it i
 calibration is deprecated in favour of explicit quantisation (Q/DQ nodes in the ONNX) but still works;
 FP16 is the default and the recommended precision for this product.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from edge.errors import DataError
-from edge.images import prepare_batch, read_image_rgb
+from onen.edge.errors import DataError
+from onen.edge.images import prepare_batch, read_image_rgb
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,14 @@ def list_calibration_images(source: str | Path) -> list[Path]:
             raise DataError(f"{source}: no calibration images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         return paths
     if not source.is_file():
-        raise DataError(f"{source}: calibration images not found; expected a folder of images or a text file with one image path per line")
+        raise DataError(
+            f"{source}: calibration images not found; expected a folder of images or a text file with one image path "
+            "per line"
+        )
     if source.suffix.lower() in IMAGE_SUFFIXES:
-        raise DataError(f"{source}: is a single image; expected a folder of images or a text file with one image path per line")
+        raise DataError(
+            f"{source}: is a single image; expected a folder of images or a text file with one image path per line"
+        )
     paths = []
     for number, line in enumerate(source.read_text().splitlines(), start=1):
         entry = line.strip()
@@ -40,7 +46,10 @@ def list_calibration_images(source: str | Path) -> list[Path]:
             continue
         path = Path(entry) if Path(entry).is_absolute() else source.parent / entry
         if not path.is_file():
-            raise DataError(f"{source}: line {number}: image {entry!r} does not exist (relative paths are read from {source.parent})")
+            raise DataError(
+                f"{source}: line {number}: image {entry!r} does not exist (relative paths are read from "
+                f"{source.parent})"
+            )
         paths.append(path)
     if not paths:
         raise DataError(f"{source}: the list names no images (one path per line expected)")
@@ -74,7 +83,7 @@ def make_entropy_calibrator(paths: list[Path], batch_size: int, height: int, wid
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)   # required by TensorRT's Python trampolines
+            trt.IInt8EntropyCalibrator2.__init__(self)  # required by TensorRT's Python trampolines
             self.batches = calibration_batches(paths, batch_size, height, width)
             self.count = 0
             self.host = cuda.pagelocked_empty((batch_size, height, width, 3), dtype=np.uint8)

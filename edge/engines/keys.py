@@ -4,6 +4,7 @@ A TensorRT engine only runs on the GPU architecture (compute capability) and the
 built with, and only means something for the exact `model.onnx` it came from. The sidecar records all
 three, so a station can decide from files alone whether an engine may be loaded or must be rebuilt.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge.errors import BundleError
+from onen.edge.errors import BundleError
 
 SIDECAR_FORMAT = 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -26,8 +27,8 @@ _NAME = re.compile(r"^(?P<cc>\d+\.\d+)_trt(?P<trt>[0-9][0-9A-Za-z.+-]*)_(?P<prec
 class RuntimeTarget:
     """The GPU and TensorRT an engine runs on; part of every cache key."""
 
-    compute_capability: str          # "8.7" (Jetson Orin), "8.9" (RTX 40xx)...
-    tensorrt_version: str            # trt.__version__, e.g. "10.3.0"
+    compute_capability: str  # "8.7" (Jetson Orin), "8.9" (RTX 40xx)...
+    tensorrt_version: str  # trt.__version__, e.g. "10.3.0"
     gpu_name: str = ""
 
 
@@ -47,8 +48,8 @@ class EngineSidecar:
     tensorrt_version: str
     compute_capability: str
     gpu_name: str
-    precision: str                   # precision actually used
-    requested_precision: str         # what the build asked for (fp16 may become fp32 without fast FP16)
+    precision: str  # precision actually used
+    requested_precision: str  # what the build asked for (fp16 may become fp32 without fast FP16)
     onnx_sha256: str
     engine_file: str
     engine_sha256: str = ""
@@ -57,8 +58,8 @@ class EngineSidecar:
     built_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     build_seconds: float = 0.0
     build_options: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)          # e.g. "platform has no fast FP16: built FP32"
-    parity: dict[str, Any] | None = None                     # ParityReport.to_dict() once checked
+    notes: list[str] = field(default_factory=list)  # e.g. "platform has no fast FP16: built FP32"
+    parity: dict[str, Any] | None = None  # ParityReport.to_dict() once checked
     format_version: int = SIDECAR_FORMAT
 
     @property
@@ -69,19 +70,28 @@ class EngineSidecar:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str) -> "EngineSidecar":
+    def from_dict(cls, data: dict[str, Any], source: str) -> EngineSidecar:
         if not isinstance(data, dict):
             raise BundleError(f"{source}: expected a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise BundleError(f"{source}: unknown key(s) {', '.join(unknown)}; expected only {', '.join(sorted(known))}")
-        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+            raise BundleError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; expected only {', '.join(sorted(known))}"
+            )
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         missing = [name for name in required if name not in data]
         if missing:
             raise BundleError(f"{source}: missing key(s) {', '.join(missing)}")
         if data.get("format_version", SIDECAR_FORMAT) > SIDECAR_FORMAT:
-            raise BundleError(f"{source}: format_version {data['format_version']} is newer than this software reads ({SIDECAR_FORMAT})")
+            raise BundleError(
+                f"{source}: format_version {data['format_version']} is newer than this software reads "
+                f"({SIDECAR_FORMAT})"
+            )
         for key in ("precision", "requested_precision"):
             if data[key] not in PRECISIONS:
                 raise BundleError(f"{source}: key '{key}' is {data[key]!r}; expected one of {', '.join(PRECISIONS)}")
@@ -100,7 +110,10 @@ def engine_file_name(target: RuntimeTarget, precision: str) -> str:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     name = f"{target.compute_capability}_trt{target.tensorrt_version}_{precision}{ENGINE_SUFFIX}"
     if not _NAME.match(name):
-        raise ValueError(f"cannot make an engine file name from compute capability {target.compute_capability!r} and TensorRT {target.tensorrt_version!r}")
+        raise ValueError(
+            f"cannot make an engine file name from compute capability {target.compute_capability!r} and TensorRT "
+            f"{target.tensorrt_version!r}"
+        )
     return name
 
 

@@ -3,15 +3,16 @@
 `fcntl.flock` locks are released by the kernel when the holder dies, so a crashed build never leaves
 a stale lock behind. The holder's pid is written into the file for the message of whoever waits.
 """
+
 from __future__ import annotations
 
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from edge.errors import OnenError
+from onen.edge.errors import OnenError
 
 
 class EngineLockTimeout(OnenError):
@@ -21,7 +22,9 @@ class EngineLockTimeout(OnenError):
 class FileLock:
     """Exclusive lock on `path` (created if needed); waits up to `timeout_s`, polling every `poll_s`."""
 
-    def __init__(self, path: Path, timeout_s: float = 1800.0, poll_s: float = 0.5, on_wait: Callable[[str], None] | None = None):
+    def __init__(
+        self, path: Path, timeout_s: float = 1800.0, poll_s: float = 0.5, on_wait: Callable[[str], None] | None = None
+    ):
         self.path = Path(path)
         self.timeout_s = timeout_s
         self.poll_s = poll_s
@@ -37,14 +40,17 @@ class FileLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except BlockingIOError:
+            except BlockingIOError as busy:
                 holder = self._holder(fd)
                 if not announced and self.on_wait is not None:
                     self.on_wait(f"{self.path}: held by pid {holder}; waiting up to {self.timeout_s:.0f} s")
                     announced = True
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    raise EngineLockTimeout(f"{self.path}: still locked by pid {holder} after {self.timeout_s:.0f} s; another engine build is running (or hung)")
+                    raise EngineLockTimeout(
+                        f"{self.path}: still locked by pid {holder} after {self.timeout_s:.0f} s; another engine "
+                        "build is running (or hung)"
+                    ) from busy
                 time.sleep(self.poll_s)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -71,7 +77,7 @@ class FileLock:
         except OSError:
             return "unknown"
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         self.acquire()
         return self
 

@@ -5,14 +5,15 @@ version and this bundle's `model.onnx` (sha256), for the precision asked for, an
 one the sidecar describes. Anything else is never deserialised: TensorRT would refuse it at best and run
 a stale model at worst. The decision is pure (dataclasses in, dataclass out); only `scan_engines` reads files.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.bundle import sha256_file
-from edge.engines.keys import ENGINE_SUFFIX, EngineSidecar, RuntimeTarget, read_sidecar, sidecar_path
-from edge.errors import BundleError
+from onen.edge.bundle import sha256_file
+from onen.edge.engines.keys import ENGINE_SUFFIX, EngineSidecar, RuntimeTarget, read_sidecar, sidecar_path
+from onen.edge.errors import BundleError
 
 LOAD = "load"
 REBUILD = "rebuild"
@@ -24,15 +25,15 @@ class EngineRecord:
 
     engine_path: Path
     sidecar: EngineSidecar | None
-    problem: str = ""                # why the files themselves are unusable (no sidecar, hash mismatch...)
+    problem: str = ""  # why the files themselves are unusable (no sidecar, hash mismatch...)
 
 
 @dataclass(frozen=True)
 class EngineDecision:
-    action: str                      # LOAD or REBUILD
+    action: str  # LOAD or REBUILD
     engine_path: Path | None = None
     sidecar: EngineSidecar | None = None
-    rejected: tuple[str, ...] = field(default_factory=tuple)   # one line per engine not used, with the reason
+    rejected: tuple[str, ...] = field(default_factory=tuple)  # one line per engine not used, with the reason
     parity_failed: Path | None = None  # a matching engine whose only fault is a failed parity check
 
     @property
@@ -44,15 +45,22 @@ class EngineDecision:
         return "no matching engine: " + "; ".join(self.rejected)
 
 
-def mismatches(sidecar: EngineSidecar, target: RuntimeTarget, onnx_sha256: str, precision: str | None, ignore_parity: bool = False) -> list[str]:
+def mismatches(
+    sidecar: EngineSidecar, target: RuntimeTarget, onnx_sha256: str, precision: str | None, ignore_parity: bool = False
+) -> list[str]:
     """Every reason this engine may not run here (empty list = it may)."""
     reasons = []
     if sidecar.compute_capability != target.compute_capability:
-        reasons.append(f"built for compute capability {sidecar.compute_capability} ({sidecar.gpu_name or 'unknown GPU'}), this GPU is {target.compute_capability} ({target.gpu_name or 'unknown GPU'})")
+        reasons.append(
+            f"built for compute capability {sidecar.compute_capability} ({sidecar.gpu_name or 'unknown GPU'}), this "
+            f"GPU is {target.compute_capability} ({target.gpu_name or 'unknown GPU'})"
+        )
     if sidecar.tensorrt_version != target.tensorrt_version:
         reasons.append(f"built with TensorRT {sidecar.tensorrt_version}, this station runs {target.tensorrt_version}")
     if sidecar.onnx_sha256 != onnx_sha256:
-        reasons.append(f"built from another model.onnx (sha256 {sidecar.onnx_sha256[:12]}..., bundle has {onnx_sha256[:12]}...)")
+        reasons.append(
+            f"built from another model.onnx (sha256 {sidecar.onnx_sha256[:12]}..., bundle has {onnx_sha256[:12]}...)"
+        )
     if precision is not None and sidecar.requested_precision != precision:
         reasons.append(f"built for {sidecar.requested_precision}, {precision} asked for")
     if not ignore_parity and sidecar.parity is not None and not sidecar.parity.get("passed", False):
@@ -60,7 +68,9 @@ def mismatches(sidecar: EngineSidecar, target: RuntimeTarget, onnx_sha256: str, 
     return reasons
 
 
-def choose_engine(records: list[EngineRecord], target: RuntimeTarget, onnx_sha256: str, precision: str | None = "fp16") -> EngineDecision:
+def choose_engine(
+    records: list[EngineRecord], target: RuntimeTarget, onnx_sha256: str, precision: str | None = "fp16"
+) -> EngineDecision:
     """The newest engine that matches, else REBUILD with the reason for each rejected engine."""
     rejected: list[str] = []
     matching: list[EngineRecord] = []

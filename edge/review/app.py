@@ -5,6 +5,7 @@ Pages are static HTML shipped in edge/review/static; the JavaScript fills them f
 few values it writes into HTML itself. With a token (required beyond loopback) every request needs it:
 `?token=` once (then a cookie) or `Authorization: Bearer <token>`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,18 +23,18 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainT
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edge.review.archive_view import ArchiveView
-from edge.review.model_view import model_report
-from edge.review.state import ReviewState
+from onen.edge.review.archive_view import ArchiveView
+from onen.edge.review.model_view import model_report
+from onen.edge.review.state import ReviewState
 
 PAGES = {"live": "Live", "defects": "Defects", "stats": "Stats", "model": "Model"}
 COOKIE = "onen_review_token"
-STREAM_POLL_S = 0.2          # how often the stream looks for a new state version (latest wins in between)
+STREAM_POLL_S = 0.2  # how often the stream looks for a new state version (latest wins in between)
 STREAM_KEEPALIVE_S = 10.0
 
 
 def static_dir() -> Path:
-    return Path(str(resources.files("edge.review").joinpath("static")))
+    return Path(str(resources.files("onen.edge.review").joinpath("static")))
 
 
 def create_app(config, state: ReviewState, archive: ArchiveView, fleet: bool = False) -> Starlette:
@@ -45,22 +46,29 @@ def create_app(config, state: ReviewState, archive: ArchiveView, fleet: bool = F
 
         async def handler(request: Request) -> HTMLResponse:
             nav = "".join(_nav_link(key, label, key == name) for key, label in PAGES.items())
-            body = (template.replace("{{title}}", html.escape(f"{PAGES[name]} · {station}"))
-                    .replace("{{station}}", html.escape(station)).replace("{{nav}}", nav)
-                    .replace("{{page}}", html.escape(name)).replace("{{fleet}}", "true" if fleet else "false"))
+            body = (
+                template.replace("{{title}}", html.escape(f"{PAGES[name]} · {station}"))
+                .replace("{{station}}", html.escape(station))
+                .replace("{{nav}}", nav)
+                .replace("{{page}}", html.escape(name))
+                .replace("{{fleet}}", "true" if fleet else "false")
+            )
             return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+
         return handler
 
     async def api_state(request: Request) -> JSONResponse:
         return JSONResponse({"station": station, "fleet": fleet, **state.snapshot()})
 
-    encoded = {"version": -1, "text": ""}      # one JSON encoding per state version, shared by every open page
+    encoded = {"version": -1, "text": ""}  # one JSON encoding per state version, shared by every open page
 
     def snapshot_text() -> tuple[int, str]:
         if encoded["version"] != state.version:
             snapshot = state.snapshot()
-            encoded.update(version=snapshot["version"],
-                           text=json.dumps({"station": station, "fleet": fleet, **snapshot}, default=str))
+            encoded.update(
+                version=snapshot["version"],
+                text=json.dumps({"station": station, "fleet": fleet, **snapshot}, default=str),
+            )
         return encoded["version"], encoded["text"]
 
     async def stream(request: Request) -> StreamingResponse:
@@ -77,6 +85,7 @@ def create_app(config, state: ReviewState, archive: ArchiveView, fleet: bool = F
                     yield ": keepalive\n\n"
                 await asyncio.sleep(STREAM_POLL_S)
                 idle += STREAM_POLL_S
+
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
     async def overlay(request: Request) -> Response:
@@ -120,8 +129,11 @@ def create_app(config, state: ReviewState, archive: ArchiveView, fleet: bool = F
 
     async def marks_csv(request: Request) -> Response:
         text = await asyncio.to_thread(archive.marks_csv)
-        return Response(text, media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{_filename(station)}-marks.csv"'})
+        return Response(
+            text,
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{_filename(station)}-marks.csv"'},
+        )
 
     async def stats(request: Request) -> JSONResponse:
         return JSONResponse(state.station_stats(request.query_params.get("station", station)))
@@ -136,17 +148,31 @@ def create_app(config, state: ReviewState, archive: ArchiveView, fleet: bool = F
         snapshot = state.snapshot()["stations"].get(station, {})
         serving = {name: (cam.get("last") or {}).get("model") for name, cam in snapshot.get("cameras", {}).items()}
         inspected = {name: cam["ok"] + cam["defect"] for name, cam in snapshot.get("cameras", {}).items()}
-        return JSONResponse({**model, "marked": marked, "serving": serving, "inspected": inspected,
-                             "events": state.events(station)[-100:]})
+        return JSONResponse(
+            {
+                **model,
+                "marked": marked,
+                "serving": serving,
+                "inspected": inspected,
+                "events": state.events(station)[-100:],
+            }
+        )
 
     routes = [
-        Route("/", page("live")), Route("/defects", page("defects")), Route("/stats", page("stats")), Route("/model", page("model")),
-        Route("/api/state", api_state), Route("/api/stream", stream),
+        Route("/", page("live")),
+        Route("/defects", page("defects")),
+        Route("/stats", page("stats")),
+        Route("/model", page("model")),
+        Route("/api/state", api_state),
+        Route("/api/stream", stream),
         Route("/api/overlay/{station}/{camera}", overlay),
-        Route("/api/defects", defects), Route("/api/defects/{entry:path}/file/{kind}", defect_file),
+        Route("/api/defects", defects),
+        Route("/api/defects/{entry:path}/file/{kind}", defect_file),
         Route("/api/defect/{entry:path}", defect_detail),
-        Route("/api/marks", mark, methods=["POST"]), Route("/api/marks.csv", marks_csv),
-        Route("/api/stats", stats), Route("/api/model", model_api),
+        Route("/api/marks", mark, methods=["POST"]),
+        Route("/api/marks.csv", marks_csv),
+        Route("/api/stats", stats),
+        Route("/api/model", model_api),
         Mount("/static", StaticFiles(directory=static_dir()), name="static"),
     ]
     middleware = [Middleware(TokenMiddleware, token=token)] if token else []

@@ -5,6 +5,7 @@ disk, so no request can reach outside the archive. Marks ("confirmed" / "false r
 `<archive>.marks.jsonl` next to the archive folder (not inside it: the archive's size cap deletes its
 oldest files); the latest mark of an entry wins. They never change a published verdict.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,38 +43,54 @@ class ArchiveView:
             try:
                 result = json.loads(result_file.read_text(encoding="utf-8"))
             except (OSError, ValueError):
-                continue       # being written or removed by the cap right now
+                continue  # being written or removed by the cap right now
             entries.append({"id": entry_id, "result": result})
         entries.sort(key=lambda e: e["result"].get("captured_at_epoch") or 0, reverse=True)
         return entries
 
-    def list(self, camera: str = "", class_name: str = "", since: float | None = None, until: float | None = None,
-             page: int = 0) -> dict:
+    def list(
+        self,
+        camera: str = "",
+        class_name: str = "",
+        since: float | None = None,
+        until: float | None = None,
+        page: int = 0,
+    ) -> dict:
         """Newest first, filtered, one page; with the filter choices found in the whole archive."""
         entries = self._entries()
         marks = self.marks()
         cameras = sorted({e["result"].get("camera", "") for e in entries})
         classes = sorted({(e["result"].get("class") or {}).get("name") or "" for e in entries})
         chosen = [
-            e for e in entries
+            e
+            for e in entries
             if (not camera or e["result"].get("camera") == camera)
             and (not class_name or (e["result"].get("class") or {}).get("name") == class_name)
             and (since is None or (e["result"].get("captured_at_epoch") or 0) >= since)
             and (until is None or (e["result"].get("captured_at_epoch") or 0) <= until)
         ]
         page = max(0, page)
-        items = [_item(e, marks.get(e["id"])) for e in chosen[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]]
-        return {"items": items, "total": len(chosen), "page": page, "pages": max(1, -(-len(chosen) // PAGE_SIZE)),
-                "cameras": cameras, "classes": classes}
+        items = [_item(e, marks.get(e["id"])) for e in chosen[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]]
+        return {
+            "items": items,
+            "total": len(chosen),
+            "page": page,
+            "pages": max(1, -(-len(chosen) // PAGE_SIZE)),
+            "cameras": cameras,
+            "classes": classes,
+        }
 
     def detail(self, entry_id: str) -> dict | None:
         result_file = self.file(entry_id, "result")
         if result_file is None:
             return None
         result = json.loads(result_file.read_text(encoding="utf-8"))
-        return {**_item({"id": entry_id, "result": result}, self.marks().get(entry_id)), "result": result,
-                "has_frame": self.file(entry_id, "frame") is not None,
-                "has_overlay": self.file(entry_id, "overlay") is not None}
+        return {
+            **_item({"id": entry_id, "result": result}, self.marks().get(entry_id)),
+            "result": result,
+            "has_frame": self.file(entry_id, "frame") is not None,
+            "has_overlay": self.file(entry_id, "overlay") is not None,
+        }
 
     # ---- marks ------------------------------------------------------------------------------
     def mark(self, entry_id: str, mark: str) -> dict:
@@ -83,11 +100,22 @@ class ArchiveView:
         if mark not in MARKS:
             raise ValueError(f"mark must be one of {', '.join(MARKS)}, got {mark!r}")
         result = detail["result"]
-        record = {"id": entry_id, "mark": mark, "marked_at": time.time(), "station": result.get("station"),
-                  "camera": result.get("camera"), "seq": result.get("seq"), "run_id": result.get("run_id"),
-                  "captured_at": result.get("captured_at"), "verdict": result.get("verdict"),
-                  "score": result.get("score"), "raw_score": result.get("raw_score"), "threshold": result.get("threshold"),
-                  "class": (result.get("class") or {}).get("name"), "model_version": (result.get("model") or {}).get("version")}
+        record = {
+            "id": entry_id,
+            "mark": mark,
+            "marked_at": time.time(),
+            "station": result.get("station"),
+            "camera": result.get("camera"),
+            "seq": result.get("seq"),
+            "run_id": result.get("run_id"),
+            "captured_at": result.get("captured_at"),
+            "verdict": result.get("verdict"),
+            "score": result.get("score"),
+            "raw_score": result.get("raw_score"),
+            "threshold": result.get("threshold"),
+            "class": (result.get("class") or {}).get("name"),
+            "model_version": (result.get("model") or {}).get("version"),
+        }
         with self._lock, self.marks_path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
         return record
@@ -107,8 +135,22 @@ class ArchiveView:
         return latest
 
     def marks_csv(self) -> str:
-        columns = ["id", "mark", "marked_at", "station", "camera", "seq", "run_id", "captured_at", "verdict",
-                   "score", "raw_score", "threshold", "class", "model_version"]
+        columns = [
+            "id",
+            "mark",
+            "marked_at",
+            "station",
+            "camera",
+            "seq",
+            "run_id",
+            "captured_at",
+            "verdict",
+            "score",
+            "raw_score",
+            "threshold",
+            "class",
+            "model_version",
+        ]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -119,8 +161,16 @@ class ArchiveView:
 
 def _item(entry: dict, mark: dict | None) -> dict:
     result = entry["result"]
-    return {"id": entry["id"], "camera": result.get("camera"), "seq": result.get("seq"),
-            "captured_at": result.get("captured_at"), "captured_at_epoch": result.get("captured_at_epoch"),
-            "score": result.get("score"), "threshold": result.get("threshold"),
-            "class": (result.get("class") or {}).get("name"), "regions": result.get("regions") or [],
-            "frame_size": result.get("frame"), "mark": mark["mark"] if mark else None}
+    return {
+        "id": entry["id"],
+        "camera": result.get("camera"),
+        "seq": result.get("seq"),
+        "captured_at": result.get("captured_at"),
+        "captured_at_epoch": result.get("captured_at_epoch"),
+        "score": result.get("score"),
+        "threshold": result.get("threshold"),
+        "class": (result.get("class") or {}).get("name"),
+        "regions": result.get("regions") or [],
+        "frame_size": result.get("frame"),
+        "mark": mark["mark"] if mark else None,
+    }

@@ -5,14 +5,15 @@ Read from disk on each request (manifests are small), so a pushed model shows up
 the current and previous versions of the station's model store are listed too. The serving model as seen in
 results is added by the app.
 """
+
 from __future__ import annotations
 
 import logging
 
-from edge.bundle import load_bundle
-from edge.calibration_file import load_calibration
-from edge.calibration_store import FILE as CALIBRATION_FILE
-from edge.calibration_store import calibration_store_of
+from onen.edge.bundle import load_bundle
+from onen.edge.calibration_file import load_calibration
+from onen.edge.calibration_store import FILE as CALIBRATION_FILE
+from onen.edge.calibration_store import calibration_store_of
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def model_report(config) -> dict:
     for name, model_cfg in config.models.items():
         try:
             bundle = load_bundle(model_cfg.bundle, verify=False)
-        except Exception as error:      # the page still shows the rest; the daemon reports the real failure
+        except Exception as error:  # the page still shows the rest; the daemon reports the real failure
             models[name] = {"name": name, "error": f"{model_cfg.bundle}: {error}"}
             continue
         bundles[name] = bundle
@@ -38,9 +39,14 @@ def model_report(config) -> dict:
         if path is not None and bundle is not None:
             try:
                 calibration = load_calibration(path, bundle)
-                entry.update(file=str(path), image_threshold=calibration.image_threshold,
-                             pixel_threshold=calibration.pixel_threshold, created=calibration.created,
-                             counts=calibration.counts, statistics=calibration.statistics)
+                entry.update(
+                    file=str(path),
+                    image_threshold=calibration.image_threshold,
+                    pixel_threshold=calibration.pixel_threshold,
+                    created=calibration.created,
+                    counts=calibration.counts,
+                    statistics=calibration.statistics,
+                )
             except Exception as error:
                 entry.update(file=str(path), error=str(error))
         elif bundle is not None:
@@ -51,17 +57,25 @@ def model_report(config) -> dict:
 
 def _describe(bundle) -> dict:
     manifest = bundle.manifest
-    return {"bundle": str(bundle.path), "model_name": manifest.name, "version": manifest.version,
-            "family": manifest.family, "created": manifest.created, "classes": manifest.class_names,
-            "sha256": bundle.onnx_sha256, "metrics": manifest.metrics, "training": manifest.training,
-            "thresholds": {"image": manifest.thresholds.image}}
+    return {
+        "bundle": str(bundle.path),
+        "model_name": manifest.name,
+        "version": manifest.version,
+        "family": manifest.family,
+        "created": manifest.created,
+        "classes": manifest.class_names,
+        "sha256": bundle.onnx_sha256,
+        "metrics": manifest.metrics,
+        "training": manifest.training,
+        "thresholds": {"image": manifest.thresholds.image},
+    }
 
 
 def _store_versions(config, model: str) -> dict:
     """Current and previous version in the station's model store (`updates.dir`), when it has one."""
     if config.updates is None:
         return {}
-    from edge.updates import ModelStore
+    from onen.edge.updates import ModelStore
 
     store, versions = ModelStore(config.updates.dir), {}
     for pointer, path in (("current", store.current(model)), ("previous", store.previous(model))):

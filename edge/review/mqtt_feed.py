@@ -4,6 +4,7 @@ A separate client (own client id, subscribe only, never publishes), so the page 
 station: paho's network thread does nothing but hand each message to the bounded in-memory state.
 With `fleet=True` it subscribes to every station under the prefix (a central broker's view).
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,7 @@ import os
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.review.state import ReviewState
+from onen.edge.review.state import ReviewState
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,19 @@ class MqttFeed:
         self.cfg = mqtt_cfg
         self.state = state
         self.topic_filter = f"{mqtt_cfg.prefix}/{'+' if fleet else station}/#"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"onen-review-{station}-{os.getpid()}",
-                                  clean_session=True, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"onen-review-{station}-{os.getpid()}",
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
         tls = getattr(mqtt_cfg, "tls", None)
         if tls is not None:
-            self.client.tls_set(ca_certs=_str(getattr(tls, "ca", None)), certfile=_str(getattr(tls, "cert", None)),
-                                keyfile=_str(getattr(tls, "key", None)))
+            self.client.tls_set(
+                ca_certs=_str(getattr(tls, "ca", None)),
+                certfile=_str(getattr(tls, "cert", None)),
+                keyfile=_str(getattr(tls, "key", None)),
+            )
             if getattr(tls, "insecure", False):
                 self.client.tls_insecure_set(True)
         if getattr(mqtt_cfg, "username", None):
@@ -38,7 +46,9 @@ class MqttFeed:
         self.client.on_message = lambda client, userdata, message: self.state.apply(message.topic, message.payload)
 
     def start(self) -> None:
-        self.client.connect_async(self.cfg.host, int(self.cfg.port), keepalive=int(getattr(self.cfg, "keepalive_s", 30)))
+        self.client.connect_async(
+            self.cfg.host, int(self.cfg.port), keepalive=int(getattr(self.cfg, "keepalive_s", 30))
+        )
         self.client.loop_start()
 
     def stop(self) -> None:

@@ -4,6 +4,7 @@ Every container is bounded (deques with maxlen, one overlay per camera), so a fa
 process; newer messages simply replace older ones (latest wins). `version` increases on every change; the
 SSE stream sends a fresh snapshot when it moved.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-STRIP = 50          # verdicts in a tile's strip
-EVENTS = 200        # events kept per station
-HOURS = 48          # hourly buckets kept
+STRIP = 50  # verdicts in a tile's strip
+EVENTS = 200  # events kept per station
+HOURS = 48  # hourly buckets kept
 
 
 @dataclass
@@ -22,7 +23,7 @@ class CameraState:
     name: str
     status: str = "unknown"
     status_at: float | None = None
-    last: dict | None = None                       # the latest result, as published
+    last: dict | None = None  # the latest result, as published
     strip: deque = field(default_factory=lambda: deque(maxlen=STRIP))
     ok: int = 0
     defect: int = 0
@@ -32,13 +33,25 @@ class CameraState:
     def summary(self) -> dict:
         last = self.last or {}
         return {
-            "name": self.name, "status": self.status, "status_at": self.status_at,
-            "ok": self.ok, "defect": self.defect, "strip": list(self.strip), "overlay_seq": self.overlay_seq,
-            "last": None if not last else {
-                "verdict": last.get("verdict"), "score": last.get("score"), "threshold": last.get("threshold"),
-                "class": (last.get("class") or {}).get("name"), "seq": last.get("seq"),
-                "captured_at": last.get("captured_at"), "model": last.get("model"),
-                "total_ms": (last.get("latency_ms") or {}).get("total"), "regions": len(last.get("regions") or []),
+            "name": self.name,
+            "status": self.status,
+            "status_at": self.status_at,
+            "ok": self.ok,
+            "defect": self.defect,
+            "strip": list(self.strip),
+            "overlay_seq": self.overlay_seq,
+            "last": None
+            if not last
+            else {
+                "verdict": last.get("verdict"),
+                "score": last.get("score"),
+                "threshold": last.get("threshold"),
+                "class": (last.get("class") or {}).get("name"),
+                "seq": last.get("seq"),
+                "captured_at": last.get("captured_at"),
+                "model": last.get("model"),
+                "total_ms": (last.get("latency_ms") or {}).get("total"),
+                "regions": len(last.get("regions") or []),
             },
         }
 
@@ -46,13 +59,13 @@ class CameraState:
 @dataclass
 class StationState:
     name: str
-    online: bool | None = None                     # None: no availability message seen yet
+    online: bool | None = None  # None: no availability message seen yet
     stats: dict | None = None
     cameras: dict[str, CameraState] = field(default_factory=dict)
     events: deque = field(default_factory=lambda: deque(maxlen=EVENTS))
-    scores: deque = field(default_factory=deque)   # (camera, score, threshold, verdict, class) of the last N
-    hourly: dict[int, Counter] = field(default_factory=dict)   # hour start (epoch) -> ok/defect counts
-    classes: Counter = field(default_factory=Counter)          # class name -> results with that class
+    scores: deque = field(default_factory=deque)  # (camera, score, threshold, verdict, class) of the last N
+    hourly: dict[int, Counter] = field(default_factory=dict)  # hour start (epoch) -> ok/defect counts
+    classes: Counter = field(default_factory=Counter)  # class name -> results with that class
 
     def camera(self, name: str) -> CameraState:
         if name not in self.cameras:
@@ -84,7 +97,7 @@ class ReviewState:
 
     def apply(self, topic: str, payload: bytes) -> None:
         """One MQTT message; anything unparsable is ignored (a bad message must not stop the page)."""
-        parts = topic.split("/")[self.prefix_levels:]
+        parts = topic.split("/")[self.prefix_levels :]
         if len(parts) < 2 or parts[1] == "cmd":
             return
         station, rest = parts[0], parts[1:]
@@ -141,13 +154,18 @@ class ReviewState:
         """Everything the live and fleet views need, JSON-ready."""
         with self._lock:
             return {
-                "version": self.version, "broker_connected": self.broker_connected, "received": self.received,
+                "version": self.version,
+                "broker_connected": self.broker_connected,
+                "received": self.received,
                 "stations": {
                     name: {
-                        "name": name, "online": s.online, "stats": s.stats,
+                        "name": name,
+                        "online": s.online,
+                        "stats": s.stats,
                         "cameras": {c: cam.summary() for c, cam in sorted(s.cameras.items())},
                         "events": list(s.events)[-20:],
-                        "ok": sum(c.ok for c in s.cameras.values()), "defect": sum(c.defect for c in s.cameras.values()),
+                        "ok": sum(c.ok for c in s.cameras.values()),
+                        "defect": sum(c.defect for c in s.cameras.values()),
                     }
                     for name, s in sorted(self.stations.items())
                 },
@@ -163,7 +181,10 @@ class ReviewState:
             return {
                 "hourly": [{"hour": h, "ok": c["ok"], "defect": c["defect"]} for h, c in sorted(s.hourly.items())],
                 "classes": {name: {"count": n, "rate": n / total} for name, n in s.classes.most_common()},
-                "scores": [{"camera": c, "score": sc, "threshold": th, "verdict": v, "class": k} for c, sc, th, v, k in s.scores],
+                "scores": [
+                    {"camera": c, "score": sc, "threshold": th, "verdict": v, "class": k}
+                    for c, sc, th, v, k in s.scores
+                ],
                 "total": total,
             }
 

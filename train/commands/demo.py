@@ -10,6 +10,7 @@
 
 The model and the generated parts come from the `[train]` extra (torch); the daemon part is pure edge.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,17 +27,31 @@ SEED = 0
 
 CAMERA = "demo-cam"
 STATION = "demo"
-SCALE = 4          # generated parts are 64x64; the "camera" films them at 256x256
+SCALE = 4  # generated parts are 64x64; the "camera" films them at 256x256
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="end-to-end demo: small model, generated video, local broker, daemon, live results",
-                                   description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser(
+        "demo",
+        help="end-to-end demo: small model, generated video, local broker, daemon, live results",
+        description=__doc__.split("\n\n")[0],
+    )
     parser.add_argument("--frames", type=int, default=48, help="frames in the generated video (default 48)")
-    parser.add_argument("--fps", type=float, default=12.0,
-                        help="pace the video like a live camera at this rate (default 12; 0: every frame as fast as the engine goes)")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"where the demo model is kept (default {DEFAULT_CACHE})")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the video, config, spool and archive here (default: a temp dir, removed)")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=12.0,
+        help="pace the video like a live camera at this rate (default 12; 0: every frame as fast as the engine goes)",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"where the demo model is kept (default {DEFAULT_CACHE})"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the video, config, spool and archive here (default: a temp dir, removed)",
+    )
     parser.add_argument("--no-calibrate", action="store_true", help="use the bundle's default thresholds")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated parts")
     parser.set_defaults(handler=run)
@@ -46,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def demo_key() -> str | None:
     """The small recipe's key (its code, seed, torch and thread count); None without the [train] extra."""
     try:
-        from train.recipes import small_bundle_key
+        from onen.train.recipes import small_bundle_key
     except ImportError:
         return None
     return small_bundle_key(SEED)
@@ -54,8 +69,8 @@ def demo_key() -> str | None:
 
 def demo_bundle(cache_dir: Path) -> Path:
     """The cached demo bundle when it verifies, else a freshly trained one (needs torch)."""
-    from edge.bundle import load_bundle
-    from edge.errors import OnenError
+    from onen.edge.bundle import load_bundle
+    from onen.edge.errors import OnenError
 
     marker = cache_dir / "demo.json"
     if marker.is_file():
@@ -70,10 +85,12 @@ def demo_bundle(cache_dir: Path) -> Path:
         except (OnenError, KeyError, ValueError, OSError) as error:
             print(f"model: cached bundle unusable ({error}); training a new one")
     try:
-        from train.recipes import small_bundle
+        from onen.train.recipes import small_bundle
     except ImportError as error:
-        raise OnenError(f"onen demo needs to train a small model once, which needs the [train] extra (torch): {error}; "
-                        f"install it with `pip install 'onen-inspect[train]'`") from error
+        raise OnenError(
+            f"onen demo needs to train a small model once, which needs the [train] extra (torch): {error}; "
+            f"install it with `pip install 'onen-inspect[train]'`"
+        ) from error
     print("model: training a small model on generated parts (once; about a minute on a CPU)...")
     started = time.monotonic()
     if cache_dir.exists():
@@ -88,7 +105,7 @@ def demo_bundle(cache_dir: Path) -> Path:
 
 def generated_parts(seed: int, count: int, defect_fraction: float = 0.5):
     """Procedural parts (textured, with an AOI border) and which ones carry a defect."""
-    from train.tiny_data import make_tiny_set
+    from onen.train.tiny_data import make_tiny_set
 
     return make_tiny_set(seed=seed, count=count, size=64, defect_fraction=defect_fraction)
 
@@ -124,33 +141,46 @@ def calibrate(bundle: Path, workdir: Path, aoi: Path, seed: int) -> Path | None:
     """Calibrate the demo camera on generated good parts; None (bundle defaults) when it cannot."""
     import cv2
 
-    from edge.errors import OnenError
+    from onen.edge.errors import OnenError
 
     try:
-        from calibration.camera import CalibrationRequest, calibrate_camera
+        from onen.calibration.camera import CalibrationRequest, calibrate_camera
     except ImportError as error:
         print(f"calibration: not available here ({error}); using the bundle's default thresholds")
         return None
     good = workdir / "calibration-good"
     good.mkdir(parents=True, exist_ok=True)
     parts = generated_parts(seed + 1000, 128)
-    good_images = parts.images[parts.labels == 0]       # the good half only
+    good_images = parts.images[parts.labels == 0]  # the good half only
     for index, image in enumerate(good_images):
         cv2.imwrite(str(good / f"{index:03d}.png"), cv2.cvtColor(_film(image), cv2.COLOR_RGB2BGR))
-    request = CalibrationRequest(bundle=bundle, camera=CAMERA, good=good, out=workdir / "calibration" / f"{CAMERA}.yaml",
-                                 aoi=aoi, target_frr=0.05, confidence=0.95, backend="onnxruntime")
+    request = CalibrationRequest(
+        bundle=bundle,
+        camera=CAMERA,
+        good=good,
+        out=workdir / "calibration" / f"{CAMERA}.yaml",
+        aoi=aoi,
+        target_frr=0.05,
+        confidence=0.95,
+        backend="onnxruntime",
+    )
     try:
         outcome = calibrate_camera(request)
     except (OnenError, ValueError) as error:
         print(f"calibration: failed ({error}); using the bundle's default thresholds")
         return None
     cal = outcome.calibration
-    print(f"calibration: {len(good_images)} good parts -> image threshold {cal.image_threshold:.4f}, "
-          f"pixel threshold {cal.pixel_threshold:.3f}, min region {cal.min_region_area} px, localisation {cal.localisation}")
+    print(
+        f"calibration: {len(good_images)} good parts -> image threshold {cal.image_threshold:.4f}, "
+        f"pixel threshold {cal.pixel_threshold:.3f}, min region {cal.min_region_area} px, localisation "
+        f"{cal.localisation}"
+    )
     return outcome.yaml_path
 
 
-def write_station(workdir: Path, port: int, bundle: Path, video: Path, aoi: Path, calibration: Path | None, fps: float) -> Path:
+def write_station(
+    workdir: Path, port: int, bundle: Path, video: Path, aoi: Path, calibration: Path | None, fps: float
+) -> Path:
     import yaml
 
     camera = {
@@ -188,7 +218,9 @@ class ResultPrinter:
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"onen-demo-viewer-{port}")
         self.client.on_message = self._on_message
-        self.client.on_connect = lambda client, *a: client.subscribe([(f"onen/{STATION}/+/result", 1), (f"onen/{STATION}/availability", 1)])
+        self.client.on_connect = lambda client, *a: client.subscribe(
+            [(f"onen/{STATION}/+/result", 1), (f"onen/{STATION}/availability", 1)]
+        )
         self.client.connect(host, port)
         self.client.loop_start()
 
@@ -203,9 +235,12 @@ class ResultPrinter:
         regions = result["regions"]
         biggest = f" largest {regions[0]['bbox']}" if regions else ""
         probability = result["class"]["probability"]
-        print(f"  seq {result['seq']:3d}  {result['verdict']:6s} score {result['score']:.3f}  "
-              f"class {result['class']['name']:8s}{'' if probability is None else f' p={probability:.2f}'}  "
-              f"regions {len(regions)}{biggest}  latency {result['latency_ms']['total']:6.1f} ms  (truth: {truth})", flush=True)
+        print(
+            f"  seq {result['seq']:3d}  {result['verdict']:6s} score {result['score']:.3f}  "
+            f"class {result['class']['name']:8s}{'' if probability is None else f' p={probability:.2f}'}  "
+            f"regions {len(regions)}{biggest}  latency {result['latency_ms']['total']:6.1f} ms  (truth: {truth})",
+            flush=True,
+        )
 
     def wait_for(self, count: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -230,21 +265,23 @@ def summary(results: list[dict], truth: list[str], stats: dict, wall_s: float) -
     latency = stats.get("total", {})
     lines = [
         f"summary: {len(unique)} results ({verdicts.count('ok')} ok, {verdicts.count('defect')} defect); "
-        f"verdict matches the generated truth on {right}/{len(unique)}; defect class right on {class_right}/{len(defects)} detected defects",
+        f"verdict matches the generated truth on {right}/{len(unique)}; defect class right on "
+        f"{class_right}/{len(defects)} detected defects",
         "latency p50 (ms): " + ", ".join(f"{stage} {values['p50']:.1f}" for stage, values in stats.items()),
-        f"throughput: {len(unique) / wall_s:.1f} frames/s over {wall_s:.1f} s (p99 total {latency.get('p99', float('nan')):.1f} ms)",
+        f"throughput: {len(unique) / wall_s:.1f} frames/s over {wall_s:.1f} s (p99 total "
+        f"{latency.get('p99', float('nan')):.1f} ms)",
     ]
     return lines
 
 
 # ---- the command ------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    from edge.config import load_config
-    from edge.daemon import Daemon, DaemonOptions
-    from edge.errors import OnenError
-    from edge.local_broker import MosquittoBroker
+    from onen.edge.config import load_config
+    from onen.edge.daemon import Daemon, DaemonOptions
+    from onen.edge.errors import OnenError
+    from onen.edge.local_broker import MosquittoBroker
 
-    logging.getLogger().setLevel(logging.WARNING)      # the demo prints its own story
+    logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own story
     if args.frames < 1:
         raise OnenError(f"--frames must be at least 1, got {args.frames}")
     bundle = demo_bundle(args.cache_dir.expanduser())
@@ -255,8 +292,10 @@ def run(args: argparse.Namespace) -> int:
         video = workdir / "parts.avi"
         truth = write_video(video, parts, args.fps)
         aoi = write_aoi(workdir / "aoi.png", parts)
-        print(f"video: {len(truth)} frames of generated parts ({sum(t != 'good' for t in truth)} with a defect)"
-              + (f" -> {video}" if args.workdir else ""))
+        print(
+            f"video: {len(truth)} frames of generated parts ({sum(t != 'good' for t in truth)} with a defect)"
+            + (f" -> {video}" if args.workdir else "")
+        )
         calibration = None if args.no_calibrate else calibrate(bundle, workdir, aoi, args.seed)
         with MosquittoBroker() as broker:
             print(f"broker: mosquitto on {broker.host}:{broker.port} (pid {broker.pid})")
@@ -280,10 +319,17 @@ def run(args: argparse.Namespace) -> int:
             printer.close()
             for line in summary(printer.results, truth, daemon.stats.percentiles(), wall):
                 print(line)
-            kept = f"archive of defects: {config.archive.path}" if args.workdir else "archive and video removed with the temp dir (pass --workdir to keep them)"
+            kept = (
+                f"archive of defects: {config.archive.path}"
+                if args.workdir
+                else "archive and video removed with the temp dir (pass --workdir to keep them)"
+            )
             print(f"availability: {' -> '.join(printer.availability)}; {kept}")
             if not complete:
-                print(f"warning: {inspected} frames inspected but only {len({r['seq'] for r in printer.results})} results arrived")
+                print(
+                    f"warning: {inspected} frames inspected but only {len({r['seq'] for r in printer.results})} "
+                    "results arrived"
+                )
                 return 1
     finally:
         if args.workdir is None:

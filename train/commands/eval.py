@@ -1,5 +1,6 @@
 """`onen eval`: evaluate a trained run (torch) or an exported bundle (ONNX Runtime, no torch needed) and
 write report.json with ROC, score-histogram and worst-image overlay PNGs."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--run", type=Path, help="training run directory (onen train --out)")
     parser.add_argument("--bundle", type=Path, help="exported bundle directory or .tar (evaluated with ONNX Runtime)")
-    parser.add_argument("--data", type=Path, help="evaluate all images of this data set (folder or CSV) instead of the run's split")
+    parser.add_argument(
+        "--data", type=Path, help="evaluate all images of this data set (folder or CSV) instead of the run's split"
+    )
     parser.add_argument("--aoi", type=Path, help="one AOI mask for --data (default: the run's AOI on its own data)")
     parser.add_argument("--split", choices=SPLIT_CHOICES, default="test", help="which split of the run (default test)")
     parser.add_argument("--model", choices=("student", "teacher"), default="student", help="with --run: which network")
@@ -32,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _samples_and_aoi(args, run_info):
     """Which samples: all of --data, or the chosen split of the run."""
-    from edge.errors import OnenError
-    from train.data.readers import load_index
+    from onen.edge.errors import OnenError
+    from onen.train.data.readers import load_index
 
     if args.data is not None:
         index = load_index(args.data, aoi=args.aoi)
@@ -45,12 +48,14 @@ def _samples_and_aoi(args, run_info):
     else:
         samples = run_info.samples(args.split)
     if not samples:
-        raise OnenError(f"{run_info.run_dir}: the run's '{args.split}' split is empty; choose another --split or give --data")
+        raise OnenError(
+            f"{run_info.run_dir}: the run's '{args.split}' split is empty; choose another --split or give --data"
+        )
     return samples, args.aoi or run_info.aoi, {"data": run_info.data, "split": args.split}
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.errors import OnenError
+    from onen.edge.errors import OnenError
 
     if args.run is None and args.bundle is None:
         raise OnenError("give --run RUN_DIR and/or --bundle BUNDLE")
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_info = None
     if args.run is not None:
-        from train.runs import load_run
+        from onen.train.runs import load_run
 
         run_info = load_run(args.run, with_data=args.data is None)
     samples, aoi, source = _samples_and_aoi(args, run_info)
@@ -74,11 +79,22 @@ def run(args: argparse.Namespace) -> int:
     threshold = args.threshold if args.threshold is not None else meta.pop("threshold")
     meta.pop("threshold", None)
 
-    from train.evaluate import evaluate
+    from onen.train.evaluate import evaluate
 
-    report = evaluate(predict, samples, meta.pop("class_names"), meta.pop("height"), meta.pop("width"), out, aoi=aoi,
-                      batch_size=args.batch_size, threshold=threshold, worst=args.worst, extra={"evaluated": {**source, **meta}},
-                      groups=_benchmark_groups(Path(source["data"])))
+    report = evaluate(
+        predict,
+        samples,
+        meta.pop("class_names"),
+        meta.pop("height"),
+        meta.pop("width"),
+        out,
+        aoi=aoi,
+        batch_size=args.batch_size,
+        threshold=threshold,
+        worst=args.worst,
+        extra={"evaluated": {**source, **meta}},
+        groups=_benchmark_groups(Path(source["data"])),
+    )
     keys = ("image_auroc", "pixel_auroc", "aupro", "f1", "accuracy", "class_accuracy", "threshold")
     print(json.dumps({k: report[k] for k in keys}, indent=2))
     print(f"wrote {Path(out) / 'report.json'} and plots in {out}")
@@ -88,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 def _benchmark_groups(data: Path) -> dict[str, str] | None:
     """For the generated AOI benchmark: image -> kind (good_plain, good_outside, scratch...), so the report
     shows how often good parts with marks outside the AOI are rejected."""
-    from train.data.synth_benchmark import INFO_NAME, load_info
+    from onen.train.data.synth_benchmark import INFO_NAME, load_info
 
     manifest = data if data.suffix.lower() == ".csv" else data / "manifest.csv"
     if not (manifest.parent / INFO_NAME).is_file():
@@ -97,25 +113,32 @@ def _benchmark_groups(data: Path) -> dict[str, str] | None:
 
 
 def _run_predictor(run_dir: Path, run_info, which: str):
-    from train import runs
-    from train.export import torch_outputs
+    from onen.train import runs
+    from onen.train.export import torch_outputs
 
     if which == "teacher":
-        from train.models.efficientnet_lite import TeacherExport
+        from onen.train.models.efficientnet_lite import TeacherExport
 
         model = TeacherExport(runs.load_teacher(run_dir)).eval()
     else:
         model = runs.load_student(run_dir)
     own = run_info.summary.get(which, {})
     threshold = own.get("thresholds", {}).get("image")
-    meta = {"class_names": run_info.class_names, "height": run_info.input_height, "width": run_info.input_width,
-            "threshold": threshold, "model": which, "run": str(run_dir), "backend": "torch"}
+    meta = {
+        "class_names": run_info.class_names,
+        "height": run_info.input_height,
+        "width": run_info.input_width,
+        "threshold": threshold,
+        "model": which,
+        "run": str(run_dir),
+        "backend": "torch",
+    }
     return (lambda batch: torch_outputs(model, batch)), meta
 
 
 def _bundle_predictor(bundle_path: Path):
-    from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from edge.bundle import load_bundle
+    from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from onen.edge.bundle import load_bundle
 
     bundle = load_bundle(bundle_path)
     backend = OnnxRuntimeBackend(bundle)
@@ -125,7 +148,13 @@ def _bundle_predictor(bundle_path: Path):
         return outputs.score, outputs.anomaly_map, outputs.class_logits
 
     manifest = bundle.manifest
-    meta = {"class_names": list(manifest.class_names), "height": manifest.input_height, "width": manifest.input_width,
-            "threshold": manifest.thresholds.image, "model": f"{manifest.name} {manifest.version} ({manifest.family})",
-            "bundle": str(bundle_path), "backend": "onnxruntime"}
+    meta = {
+        "class_names": list(manifest.class_names),
+        "height": manifest.input_height,
+        "width": manifest.input_width,
+        "threshold": manifest.thresholds.image,
+        "model": f"{manifest.name} {manifest.version} ({manifest.family})",
+        "bundle": str(bundle_path),
+        "backend": "onnxruntime",
+    }
     return predict, meta

@@ -6,6 +6,7 @@ single-channel, black-and-white PNG in a folder whose other images carry such ma
 any unreferenced file in a masks/ (ground_truth/) folder. Defect images without a mask are listed too:
 they train the image score but teach nothing about where.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from train.data.readers import MASK_FOLDER_NAMES
-from train.data.sample import DataIndex
+from onen.train.data.readers import MASK_FOLDER_NAMES
+from onen.train.data.sample import DataIndex
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -40,7 +41,11 @@ def _looks_like_mask(path: Path) -> bool:
 def check_completeness(index: DataIndex) -> Completeness:
     result = Completeness()
     referenced = {Path(s.mask).resolve() for s in index.samples if s.mask is not None}
-    folders_with_side_masks = {Path(s.image).parent for s in index.samples if s.mask is not None and Path(s.mask).parent == Path(s.image).parent}
+    folders_with_side_masks = {
+        Path(s.image).parent
+        for s in index.samples
+        if s.mask is not None and Path(s.mask).parent == Path(s.image).parent
+    }
     for sample in index.samples:
         image = Path(sample.image)
         if image.parent in folders_with_side_masks and sample.mask is None and _looks_like_mask(image):

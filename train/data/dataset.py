@@ -4,6 +4,7 @@ Resizing is `edge.images.resize_to_input`, the same call the edge makes, so trai
 prepared differently from production. Random choices (synthetic defects, flips) come from an rng seeded
 by (seed, epoch, index): a run is reproducible, and `set_epoch` gives each epoch fresh defects.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,18 +13,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edge.errors import DataError
-from train.data.loading import load_resized, shared_aoi_at
-from train.data.sample import Sample
-from train.data.synthetic import SyntheticDefects
+from onen.edge.errors import DataError
+from onen.train.data.loading import load_resized, shared_aoi_at
+from onen.train.data.sample import Sample
+from onen.train.data.synthetic import SyntheticDefects
 
-SYNTHETIC_CLASS_INDEX = -1   # synthetic defects have no real class; classifier losses ignore -1
-MIN_OUTSIDE_PIXELS = 64      # an AOI that leaves less outside gets no outside marks
+SYNTHETIC_CLASS_INDEX = -1  # synthetic defects have no real class; classifier losses ignore -1
+MIN_OUTSIDE_PIXELS = 64  # an AOI that leaves less outside gets no outside marks
 
 
 class InspectionDataset(Dataset):
     """Items: image uint8 [H,W,3], mask float32 [H,W], has_mask, aoi float32 [H,W], label, class_index,
-    synthetic (some pixels were generated), path. `has_mask` is True for good images too (their mask is known to be empty) and False for
+    synthetic (some pixels were generated), path. `has_mask` is True for good images too (their mask is known to be
+    empty) and False for
     a defect whose mask is missing or empty (no pixel target for it)."""
 
     def __init__(
@@ -59,7 +61,9 @@ class InspectionDataset(Dataset):
         self.shared_aoi = shared_aoi_at(self.aoi_path, self.height, self.width)
         for sample in self.samples:
             if sample.class_name not in self.class_names:
-                raise DataError(f"{sample.image}: class '{sample.class_name}' is not one of the model's classes {self.class_names}")
+                raise DataError(
+                    f"{sample.image}: class '{sample.class_name}' is not one of the model's classes {self.class_names}"
+                )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -96,7 +100,7 @@ class InspectionDataset(Dataset):
             # no draw without an outside: a data set without an AOI keeps the random stream it had without the option
             if outside.sum() >= MIN_OUTSIDE_PIXELS and rng.random() < self.outside_probability:
                 image, _ = self.outside_marks.make(image, outside, rng)
-                synthetic = True                         # the pixels are generated: not the file's (no teacher cache)
+                synthetic = True  # the pixels are generated: not the file's (no teacher cache)
         if self.augment:
             if rng.random() < 0.5:
                 image, mask, aoi = image[:, ::-1], mask[:, ::-1], aoi[:, ::-1]

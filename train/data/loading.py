@@ -3,6 +3,7 @@
 Shared by the torch data set (training) and by evaluation, which must also run with only the edge
 runtime installed (evaluating an exported bundle through ONNX Runtime).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.errors import DataError
-from edge.images import resize_mask, resize_to_input
-from train.data.sample import Sample
-from train.data.validation import load_sample_arrays, read_aoi
+from onen.edge.errors import DataError
+from onen.edge.images import resize_mask, resize_to_input
+from onen.train.data.sample import Sample
+from onen.train.data.validation import load_sample_arrays, read_aoi
 
 
 def shared_aoi_at(path: Path | None, height: int, width: int) -> np.ndarray | None:
@@ -30,7 +31,9 @@ def resize_defect_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return resized
 
 
-def load_resized(sample: Sample, height: int, width: int, shared_aoi: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def load_resized(
+    sample: Sample, height: int, width: int, shared_aoi: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Image uint8 [H,W,3], mask bool [H,W] or None, AOI bool [H,W] (the sample's own, the shared one, or all)."""
     try:
         image, mask, own_aoi = load_sample_arrays(sample)

@@ -3,15 +3,16 @@
 The benchmark uses the same marks inside the AOI (a defect) and outside it (not a defect), so a model
 can only tell them apart by where they are, which is what AOI guidance must teach it.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from train.data.perlin import perlin_2d
+from onen.train.data.perlin import perlin_2d
 
 MARK_KINDS = ("scratch", "spot", "crack")
-_ALPHA_IN_MASK = 0.25     # pixels where the mark covers at least this much are in its mask
+_ALPHA_IN_MASK = 0.25  # pixels where the mark covers at least this much are in its mask
 
 
 def _blend(image: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -29,7 +30,7 @@ def _scratch(h: int, w: int, centre: np.ndarray, scale: float, rng: np.random.Ge
     p1 = centre + normal * length * rng.uniform(-0.15, 0.15)
     t = np.linspace(0, 1, 40)[:, None]
     points = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
-    canvas = np.zeros((h * 4, w * 4), np.uint8)   # 4x supersampling for sub-pixel thin lines
+    canvas = np.zeros((h * 4, w * 4), np.uint8)  # 4x supersampling for sub-pixel thin lines
     thickness = int(rng.integers(2, 7))
     cv2.polylines(canvas, [np.round(points * 4).astype(np.int32)], False, 255, thickness, cv2.LINE_AA)
     return cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
@@ -50,7 +51,10 @@ def _crack(h: int, w: int, centre: np.ndarray, scale: float, rng: np.random.Gene
     canvas = np.zeros((h * 4, w * 4), np.uint8)
     length = scale * rng.uniform(0.25, 0.5)
     heading = rng.uniform(0, 2 * np.pi)
-    branches = [(centre.astype(float), heading, length), (centre.astype(float), heading + np.pi, length * rng.uniform(0.3, 0.8))]
+    branches = [
+        (centre.astype(float), heading, length),
+        (centre.astype(float), heading + np.pi, length * rng.uniform(0.3, 0.8)),
+    ]
     while branches:
         point, heading, remaining = branches.pop()
         points = [point.copy()]
@@ -70,20 +74,32 @@ def _crack(h: int, w: int, centre: np.ndarray, scale: float, rng: np.random.Gene
 _SHAPES = {"scratch": _scratch, "spot": _spot, "crack": _crack}
 
 
-def mark_alpha(kind: str, shape: tuple[int, int], centre: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+def mark_alpha(
+    kind: str, shape: tuple[int, int], centre: np.ndarray, scale: float, rng: np.random.Generator
+) -> np.ndarray:
     """Coverage 0..1 of a mark of `kind` around `centre` (x, y); `scale` is the size of the part."""
     return _SHAPES[kind](shape[0], shape[1], np.asarray(centre, float), scale, rng)
 
 
-def draw_mark(image: np.ndarray, kind: str, alpha: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_mark(
+    image: np.ndarray, kind: str, alpha: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Paint a mark (float32 image in 0..255); returns (image, bool mask of the mark)."""
     local = image[alpha > 0.5].mean(axis=0) if (alpha > 0.5).any() else image.reshape(-1, 3).mean(axis=0)
     if kind == "scratch":
         # scratches on a surface catch the light (bright) or expose darker material
-        colour = np.clip(local * rng.uniform(1.5, 2.2) + 30, 0, 255) if rng.random() < 0.6 else local * rng.uniform(0.2, 0.45)
+        colour = (
+            np.clip(local * rng.uniform(1.5, 2.2) + 30, 0, 255)
+            if rng.random() < 0.6
+            else local * rng.uniform(0.2, 0.45)
+        )
         strength = rng.uniform(0.75, 1.0)
     elif kind == "spot":
-        colour = np.array([rng.uniform(40, 110), rng.uniform(25, 70), rng.uniform(10, 40)], np.float32) if rng.random() < 0.5 else local * rng.uniform(0.15, 0.4)
+        colour = (
+            np.array([rng.uniform(40, 110), rng.uniform(25, 70), rng.uniform(10, 40)], np.float32)
+            if rng.random() < 0.5
+            else local * rng.uniform(0.15, 0.4)
+        )
         strength = rng.uniform(0.7, 0.95)
     else:
         colour = local * rng.uniform(0.05, 0.3)

@@ -1,4 +1,5 @@
 """Small numpy Perlin noise: smooth random fields that give synthetic defects natural, irregular shapes."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,15 +5,16 @@ the images (the magnetic tile set), and a CSV manifest. Reading checks the struc
 columns, labels, that every listed file exists); decoding every image is left to `validate(index)` and to
 the data set, which both raise a DataError naming the file, so nothing bad is ever skipped silently.
 """
+
 from __future__ import annotations
 
 import csv
 import difflib
 from pathlib import Path
 
-from edge.errors import DataError
-from train.data.sample import GOOD, SPLITS, DataIndex, Sample
-from train.data.validation import validate  # noqa: F401  (re-exported: readers.validate(index))
+from onen.edge.errors import DataError
+from onen.train.data.sample import GOOD, SPLITS, DataIndex, Sample
+from onen.train.data.validation import validate  # noqa: F401  (re-exported: readers.validate(index))
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 GOOD_FOLDER_NAMES = ("good", "ok", "free", "normal", "no_defect", "nodefect")
@@ -87,7 +88,7 @@ def read_mvtec(root: Path) -> DataIndex:
 
 # --------------------------------------------------------------------------------------- class folders
 def _is_good_folder(name: str, prefix: str) -> bool:
-    return name[len(prefix):].lower() in GOOD_FOLDER_NAMES or name.lower() in GOOD_FOLDER_NAMES
+    return name[len(prefix) :].lower() in GOOD_FOLDER_NAMES or name.lower() in GOOD_FOLDER_NAMES
 
 
 def _common_prefix(names: list[str]) -> str:
@@ -103,7 +104,8 @@ def _split_images_and_masks(folder: Path) -> tuple[list[Path], dict[Path, Path]]
     `<stem>_mask.*` beside it, or `<stem>.png` / `<stem>_mask.png` in a masks/ (ground_truth/) folder
     beside the image, one level up, or at the data set's top as masks/<class folder>/."""
     files = [
-        p for p in _images_in(folder, recursive=True)
+        p
+        for p in _images_in(folder, recursive=True)
         if not set(p.parent.relative_to(folder).parts) & set(MASK_FOLDER_NAMES)
     ]
     by_stem = {(p.parent, p.stem): p for p in files if not p.stem.endswith("_mask")}
@@ -125,7 +127,9 @@ def _split_images_and_masks(folder: Path) -> tuple[list[Path], dict[Path, Path]]
         mask_dirs = [image.parent / n for n in MASK_FOLDER_NAMES] + [image.parent.parent / n for n in MASK_FOLDER_NAMES]
         mask_dirs += [folder.parent / n / folder.name / image.parent.relative_to(folder) for n in MASK_FOLDER_NAMES]
         for mask_dir in mask_dirs:
-            found = next((c for c in (mask_dir / f"{image.stem}.png", mask_dir / f"{image.stem}_mask.png") if c.is_file()), None)
+            found = next(
+                (c for c in (mask_dir / f"{image.stem}.png", mask_dir / f"{image.stem}_mask.png") if c.is_file()), None
+            )
             if found:
                 masks[image] = found
                 break
@@ -134,8 +138,11 @@ def _split_images_and_masks(folder: Path) -> tuple[list[Path], dict[Path, Path]]
 
 def read_class_folders(root: Path) -> DataIndex:
     """One folder per class (good folder: good/ok/free, e.g. MT_Free), masks beside the images."""
-    folders = sorted(d for d in root.iterdir()
-                     if d.is_dir() and not d.name.startswith(".") and d.name.lower() not in MASK_FOLDER_NAMES + ("aoi",))
+    folders = sorted(
+        d
+        for d in root.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and d.name.lower() not in MASK_FOLDER_NAMES + ("aoi",)
+    )
     if not folders:
         raise DataError(
             f"{root}: no class folders, no MVTec layout (train/good + test/) and no manifest CSV "
@@ -149,7 +156,7 @@ def read_class_folders(root: Path) -> DataIndex:
     defect_classes: list[str] = []
     for folder in folders:
         is_good = folder in good_folders
-        name = GOOD if is_good else folder.name[len(prefix):].lower()
+        name = GOOD if is_good else folder.name[len(prefix) :].lower()
         images, masks = _split_images_and_masks(folder)
         if not images:
             raise DataError(f"{folder}: empty class folder '{folder.name}' (no {'/'.join(IMAGE_SUFFIXES)} images)")
@@ -160,7 +167,10 @@ def read_class_folders(root: Path) -> DataIndex:
         for image in images:
             samples.append(Sample(image, 0 if is_good else 1, name, mask=masks.get(image)))
     if not good_folders:
-        raise DataError(f"{root}: no folder of good parts (expected one named {'/'.join(GOOD_FOLDER_NAMES)}, optionally with a prefix like MT_Free)")
+        raise DataError(
+            f"{root}: no folder of good parts (expected one named {'/'.join(GOOD_FOLDER_NAMES)}, optionally with a "
+            "prefix like MT_Free)"
+        )
     return DataIndex(samples, [GOOD] + defect_classes, root, meta={"layout": "class_folders", "folder_prefix": prefix})
 
 
@@ -179,9 +189,15 @@ def _check_header(path: Path, header: list[str]) -> None:
         if column not in CSV_COLUMNS:
             close = difflib.get_close_matches(column, CSV_COLUMNS, n=1, cutoff=0.7)
             if close:
-                raise DataError(f"{path}: unknown column '{column}' (did you mean '{close[0]}'?); columns are {','.join(CSV_COLUMNS)}")
+                raise DataError(
+                    f"{path}: unknown column '{column}' (did you mean '{close[0]}'?); columns are "
+                    f"{','.join(CSV_COLUMNS)}"
+                )
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; the header must be {','.join(CSV_COLUMNS)} (mask, aoi, split may be empty)")
+        raise DataError(
+            f"{path}: missing column(s) {missing}; the header must be {','.join(CSV_COLUMNS)} (mask, aoi, split may "
+            "be empty)"
+        )
 
 
 def _existing(base: Path, value: str, what: str, where: str) -> Path | None:
@@ -236,7 +252,9 @@ def read_csv_manifest(path: Path) -> DataIndex:
     seen: dict[Path, int] = {}
     for number, sample in enumerate(samples, start=2):
         if sample.image in seen:
-            raise DataError(f"{path}:{number}: image {sample.image} is listed twice (first on line {seen[sample.image]})")
+            raise DataError(
+                f"{path}:{number}: image {sample.image} is listed twice (first on line {seen[sample.image]})"
+            )
         seen[sample.image] = number
     defect_classes = sorted({s.class_name for s in samples if s.label == 1})
     return DataIndex(samples, [GOOD] + defect_classes, path, meta={"layout": "csv"})

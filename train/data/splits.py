@@ -4,6 +4,7 @@ Each class is split on its own (so a rare class like the 32 'fray' tiles still l
 seed and the sorted file list, so the same data and seed give the same split on any machine. A split
 fixed by the source (CSV `split` column, MVTec folders) always wins over the random one.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import DataError
-from train.data.sample import SPLITS, DataIndex, Sample
+from onen.edge.errors import DataError
+from onen.train.data.sample import SPLITS, DataIndex, Sample
 
 FORMAT = "onen-splits/1"
 
@@ -23,7 +24,7 @@ class Splits:
     train: list[Sample]
     val: list[Sample]
     test: list[Sample]
-    meta: dict = field(default_factory=dict)   # seed, fractions, per-split class counts
+    meta: dict = field(default_factory=dict)  # seed, fractions, per-split class counts
 
     def __getitem__(self, name: str) -> list[Sample]:
         if name not in SPLITS:
@@ -55,7 +56,7 @@ class Splits:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, index: DataIndex) -> "Splits":
+    def load(cls, path: str | Path, index: DataIndex) -> Splits:
         """Map a saved split back onto the samples of `index`; an image the index lacks is an error."""
         path = Path(path)
         try:
@@ -72,7 +73,10 @@ class Splits:
                 raise DataError(f"{path}: missing key '{name}'")
             missing = [key for key in data[name] if key not in by_key]
             if missing:
-                raise DataError(f"{path}: {len(missing)} image(s) of split '{name}' are not in the data set {index.source}, e.g. {missing[0]}")
+                raise DataError(
+                    f"{path}: {len(missing)} image(s) of split '{name}' are not in the data set {index.source}, e.g. "
+                    f"{missing[0]}"
+                )
             parts[name] = [by_key[key] for key in data[name]]
         return cls(parts["train"], parts["val"], parts["test"], data.get("meta", {}))
 
@@ -98,7 +102,7 @@ def _class_counts(n: int, test_fraction: float, val_fraction: float) -> tuple[in
         n_test = 1
     if val_fraction > 0 and n_val == 0 and n - n_test >= 2:
         n_val = 1
-    while n_test + n_val >= n and n > 0:      # keep at least one image of every class for training
+    while n_test + n_val >= n and n > 0:  # keep at least one image of every class for training
         if n_val > 0:
             n_val -= 1
         elif n_test > 0:

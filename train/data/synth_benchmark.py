@@ -6,6 +6,7 @@ painted plastic) lying among other objects, cables and noise. The part's outline
 marks outside the AOI leave the part good (label 0), as in seed 001's zipper relabelling. Written as a
 CSV manifest (image,label,class,mask,aoi,split) plus benchmark.json with what each image contains.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,12 +17,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from train.data.marks import MARK_KINDS, draw_mark, mark_alpha
-from train.data.perlin import fractal_perlin
-from train.data.sample import GOOD
-from train.data.textures import random_color, stripes_texture
+from onen.train.data.marks import MARK_KINDS, draw_mark, mark_alpha
+from onen.train.data.perlin import fractal_perlin
+from onen.train.data.sample import GOOD
+from onen.train.data.textures import random_color, stripes_texture
 
-KINDS = ("good_plain", "good_outside") + MARK_KINDS     # what an image shows
+KINDS = ("good_plain", "good_outside") + MARK_KINDS  # what an image shows
 KIND_SHARES = (0.3, 0.3) + (0.4 / len(MARK_KINDS),) * len(MARK_KINDS)
 MATERIALS = ("brushed_metal", "cast_metal", "fabric", "plastic")
 MANIFEST_NAME = "manifest.csv"
@@ -76,16 +77,30 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
         centre = rng.uniform(0, size, 2).astype(int)
         extent = int(size * rng.uniform(0.04, 0.2))
         choice = rng.random()
-        if choice < 0.35:      # box / bracket
+        if choice < 0.35:  # box / bracket
             corner = centre - extent
-            cv2.rectangle(image, tuple(int(v) for v in corner), tuple(int(v) for v in centre + extent // 2), colour, -1, cv2.LINE_AA)
-        elif choice < 0.6:     # bolt / washer
+            cv2.rectangle(
+                image,
+                tuple(int(v) for v in corner),
+                tuple(int(v) for v in centre + extent // 2),
+                colour,
+                -1,
+                cv2.LINE_AA,
+            )
+        elif choice < 0.6:  # bolt / washer
             cv2.circle(image, tuple(int(v) for v in centre), extent // 2, colour, -1, cv2.LINE_AA)
-            cv2.circle(image, tuple(int(v) for v in centre), max(2, extent // 5), tuple(c * 0.5 for c in colour), -1, cv2.LINE_AA)
-        elif choice < 0.8:     # irregular polygon
+            cv2.circle(
+                image,
+                tuple(int(v) for v in centre),
+                max(2, extent // 5),
+                tuple(c * 0.5 for c in colour),
+                -1,
+                cv2.LINE_AA,
+            )
+        elif choice < 0.8:  # irregular polygon
             points = centre + rng.normal(0, extent / 2, (int(rng.integers(3, 7)), 2))
             cv2.fillPoly(image, [points.astype(np.int32)], colour, cv2.LINE_AA)
-        else:                  # cable
+        else:  # cable
             points = np.cumsum(rng.normal(0, size * 0.12, (6, 2)), axis=0) + centre
             cv2.polylines(image, [points.astype(np.int32)], False, colour, int(rng.integers(2, 7)), cv2.LINE_AA)
     return image
@@ -100,13 +115,21 @@ def _part_shape(size: int, rng: np.random.Generator) -> np.ndarray:
     centre = size * 4 * (0.5 + rng.uniform(-0.08, 0.08, 2))
     angle = rng.uniform(-35, 35)
     if rng.random() < 0.5:
-        cv2.ellipse(canvas, (int(centre[0]), int(centre[1])), (int(half_w), int(half_h)), angle, 0, 360, 255, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            canvas, (int(centre[0]), int(centre[1])), (int(half_w), int(half_h)), angle, 0, 360, 255, -1, cv2.LINE_AA
+        )
     else:
         radius = min(half_w, half_h) * rng.uniform(0.15, 0.5)
         t = np.linspace(0, np.pi / 2, 12)
-        corners = [(half_w - radius, half_h - radius, 0), (-(half_w - radius), half_h - radius, np.pi / 2),
-                   (-(half_w - radius), -(half_h - radius), np.pi), (half_w - radius, -(half_h - radius), 1.5 * np.pi)]
-        outline = np.concatenate([np.stack([cx + radius * np.cos(t + a0), cy + radius * np.sin(t + a0)], 1) for cx, cy, a0 in corners])
+        corners = [
+            (half_w - radius, half_h - radius, 0),
+            (-(half_w - radius), half_h - radius, np.pi / 2),
+            (-(half_w - radius), -(half_h - radius), np.pi),
+            (half_w - radius, -(half_h - radius), 1.5 * np.pi),
+        ]
+        outline = np.concatenate(
+            [np.stack([cx + radius * np.cos(t + a0), cy + radius * np.sin(t + a0)], 1) for cx, cy, a0 in corners]
+        )
         theta = np.deg2rad(angle)
         rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
         outline = outline @ rotation.T + centre
@@ -135,7 +158,11 @@ def _add_mark(image: np.ndarray, kind: str, aoi: np.ndarray, inside: bool, rng: 
     """Paint a mark fully inside the (eroded) AOI or fully outside the (dilated) AOI; None if it never fits."""
     size = image.shape[0]
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
-    allowed = cv2.erode(aoi.astype(np.uint8), kernel) > 0 if inside else cv2.dilate(aoi.astype(np.uint8), kernel, iterations=2) == 0
+    allowed = (
+        cv2.erode(aoi.astype(np.uint8), kernel) > 0
+        if inside
+        else cv2.dilate(aoi.astype(np.uint8), kernel, iterations=2) == 0
+    )
     candidates = np.argwhere(allowed)
     if candidates.size == 0:
         return None
@@ -169,7 +196,11 @@ def make_image(kind: str, size: int, rng: np.random.Generator) -> dict:
             if ok:
                 image, mask = placed
                 inside = 1
-        n_outside = int(rng.integers(1, 4)) if kind == "good_outside" else (int(rng.integers(0, 2)) if kind in MARK_KINDS else 0)
+        n_outside = (
+            int(rng.integers(1, 4))
+            if kind == "good_outside"
+            else (int(rng.integers(0, 2)) if kind in MARK_KINDS else 0)
+        )
         for _ in range(n_outside):
             placed = _add_mark(image, MARK_KINDS[int(rng.integers(0, len(MARK_KINDS)))], aoi, False, rng)
             if placed is not None:
@@ -178,8 +209,14 @@ def make_image(kind: str, size: int, rng: np.random.Generator) -> dict:
         if kind == "good_outside" and outside == 0:
             ok = False
         if ok:
-            return {"image": _finish(image, rng), "aoi": aoi, "mask": mask if kind in MARK_KINDS else None,
-                    "material": material, "marks_inside": inside, "marks_outside": outside}
+            return {
+                "image": _finish(image, rng),
+                "aoi": aoi,
+                "mask": mask if kind in MARK_KINDS else None,
+                "material": material,
+                "marks_inside": inside,
+                "marks_outside": outside,
+            }
     raise RuntimeError(f"could not place a '{kind}' mark after 20 scenes (size {size} too small?)")
 
 
@@ -187,7 +224,7 @@ def _assign(count: int, rng: np.random.Generator) -> list[str]:
     """Image kinds in exact shares, shuffled."""
     numbers = [int(round(share * count)) for share in KIND_SHARES]
     numbers[0] += count - sum(numbers)
-    kinds = [k for k, n in zip(KINDS, numbers) for _ in range(n)]
+    kinds = [k for k, n in zip(KINDS, numbers, strict=True) for _ in range(n)]
     return [kinds[i] for i in rng.permutation(len(kinds))]
 
 
@@ -203,8 +240,15 @@ def _assign_splits(kinds: list[str], test_fraction: float, val_fraction: float, 
     return splits
 
 
-def generate(out_dir: str | Path, seed: int = 0, count: int = 400, size: int = 256,
-             test_fraction: float = 0.25, val_fraction: float = 0.15, progress: bool = True) -> Path:
+def generate(
+    out_dir: str | Path,
+    seed: int = 0,
+    count: int = 400,
+    size: int = 256,
+    test_fraction: float = 0.25,
+    val_fraction: float = 0.15,
+    progress: bool = True,
+) -> Path:
     """Write the benchmark to out_dir (images/, masks/, aoi/, manifest.csv, benchmark.json); returns the CSV."""
     if count < len(KINDS):
         raise ValueError(f"count must be at least {len(KINDS)} (one image per kind), got {count}")
@@ -217,7 +261,9 @@ def generate(out_dir: str | Path, seed: int = 0, count: int = 400, size: int = 2
     kinds = _assign(count, plan_rng)
     splits = _assign_splits(kinds, test_fraction, val_fraction, plan_rng)
     rows, info = [], {}
-    for number, (kind, split) in enumerate(tqdm(list(zip(kinds, splits)), desc="generating benchmark", unit="img", disable=not progress)):
+    for number, (kind, split) in enumerate(
+        tqdm(list(zip(kinds, splits, strict=True)), desc="generating benchmark", unit="img", disable=not progress)
+    ):
         made = make_image(kind, size, np.random.default_rng([seed, number]))
         stem = f"{number:05d}_{kind}"
         image_rel, aoi_rel = f"images/{stem}.png", f"aoi/{stem}.png"
@@ -228,16 +274,30 @@ def generate(out_dir: str | Path, seed: int = 0, count: int = 400, size: int = 2
             mask_rel = f"masks/{stem}.png"
             cv2.imwrite(str(out_dir / mask_rel), made["mask"].astype(np.uint8) * 255)
         is_defect = kind in MARK_KINDS
-        rows.append({"image": image_rel, "label": int(is_defect), "class": kind if is_defect else GOOD,
-                     "mask": mask_rel, "aoi": aoi_rel, "split": split})
-        info[image_rel] = {"kind": kind, "material": made["material"], "marks_inside": made["marks_inside"],
-                           "marks_outside": made["marks_outside"]}
+        rows.append(
+            {
+                "image": image_rel,
+                "label": int(is_defect),
+                "class": kind if is_defect else GOOD,
+                "mask": mask_rel,
+                "aoi": aoi_rel,
+                "split": split,
+            }
+        )
+        info[image_rel] = {
+            "kind": kind,
+            "material": made["material"],
+            "marks_inside": made["marks_inside"],
+            "marks_outside": made["marks_outside"],
+        }
     manifest = out_dir / MANIFEST_NAME
     with open(manifest, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image", "label", "class", "mask", "aoi", "split"])
         writer.writeheader()
         writer.writerows(rows)
-    (out_dir / INFO_NAME).write_text(json.dumps({"seed": seed, "count": count, "size": size, "images": info}, indent=1) + "\n")
+    (out_dir / INFO_NAME).write_text(
+        json.dumps({"seed": seed, "count": count, "size": size, "images": info}, indent=1) + "\n"
+    )
     return manifest
 
 

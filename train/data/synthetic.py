@@ -4,6 +4,7 @@ They give training with good images only (supervision "none") real pixel masks. 
 inside the area of interest, because a mark outside the AOI is not a defect. Its area is drawn from
 `area_range` (a fraction of the AOI area), so the size of what the model learns is controllable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,11 +12,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from train.data.perlin import fractal_perlin
-from train.data.textures import random_texture
+from onen.train.data.perlin import fractal_perlin
+from onen.train.data.textures import random_texture
 
 MIN_DEFECT_PIXELS = 6
-MIN_VISIBLE_CHANGE = 12.0   # mean grey-level change inside the mask below which the fill is redone
+MIN_VISIBLE_CHANGE = 12.0  # mean grey-level change inside the mask below which the fill is redone
 
 
 def _bump(shape: tuple[int, int], centre: tuple[int, int], sigma: float) -> np.ndarray:
@@ -37,7 +38,7 @@ def perlin_defect_mask(
     target = int(np.clip(round(area_fraction * inside.size), MIN_DEFECT_PIXELS, inside.size))
     centre = np.unravel_index(inside[int(rng.integers(0, inside.size))], shape)
     if kind == "crack":
-        res = int(2 ** rng.integers(0, 3))   # coarse lattice: long winding lines, not a net
+        res = int(2 ** rng.integers(0, 3))  # coarse lattice: long winding lines, not a net
         noise = fractal_perlin(shape, (res, res), rng, octaves=3)
         sigma = np.sqrt(target) * rng.uniform(1.5, 3.0)
         score = _bump(shape, centre, sigma) * (1.0 - np.clip(np.abs(noise) * 8.0, 0, 1))
@@ -56,7 +57,9 @@ def perlin_defect_mask(
 def _is_gray(image: np.ndarray) -> bool:
     """A grey camera image stored as RGB (all channels equal, checked on a sparse grid for speed)."""
     sample = image[::7, ::7].astype(np.int16)
-    return bool(np.abs(sample[..., 0] - sample[..., 1]).max() <= 2 and np.abs(sample[..., 1] - sample[..., 2]).max() <= 2)
+    return bool(
+        np.abs(sample[..., 0] - sample[..., 1]).max() <= 2 and np.abs(sample[..., 1] - sample[..., 2]).max() <= 2
+    )
 
 
 @dataclass
@@ -64,11 +67,11 @@ class SyntheticDefects:
     """Makes synthetic defects; `make` is deterministic given its rng (or the seed when no rng is given)."""
 
     seed: int = 0
-    area_range: tuple[float, float] = (0.002, 0.06)   # fraction of the AOI area
-    beta_range: tuple[float, float] = (0.5, 1.0)      # opacity of the foreign texture
-    texture_probability: float = 0.6                  # otherwise an intensity change (dent, burn, bright spot)
-    crack_probability: float = 0.35                   # thin winding shape instead of a blob
-    sources: list[np.ndarray] | None = None           # other images whose patches may be pasted
+    area_range: tuple[float, float] = (0.002, 0.06)  # fraction of the AOI area
+    beta_range: tuple[float, float] = (0.5, 1.0)  # opacity of the foreign texture
+    texture_probability: float = 0.6  # otherwise an intensity change (dent, burn, bright spot)
+    crack_probability: float = 0.35  # thin winding shape instead of a blob
+    sources: list[np.ndarray] | None = None  # other images whose patches may be pasted
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -76,7 +79,9 @@ class SyntheticDefects:
         if not 0 < low <= high <= 1:
             raise ValueError(f"area_range must satisfy 0 < low <= high <= 1, got {self.area_range}")
 
-    def make(self, image: np.ndarray, aoi: np.ndarray | None = None, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def make(
+        self, image: np.ndarray, aoi: np.ndarray | None = None, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return (defective copy of the uint8 RGB image, bool mask of the defect); the mask is never empty."""
         rng = self.rng if rng is None else rng
         h, w = image.shape[:2]

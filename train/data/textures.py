@@ -3,12 +3,13 @@
 Every function returns float32 HxWx3 in 0..255 and draws all randomness from the given rng, so a seed
 fixes the result.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from train.data.perlin import fractal_perlin
+from onen.train.data.perlin import fractal_perlin
 
 
 def random_color(rng: np.random.Generator, low: int = 0, high: int = 255) -> np.ndarray:

