@@ -6,8 +6,11 @@ The export checks itself: ONNX Runtime must reproduce the torch outputs of the r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from onen.edge.bundle import (
 from onen.edge.errors import BundleError
 
 log = logging.getLogger(__name__)
-OPSET = 17
+OPSET = 18  # the dynamo exporter's lowest; TensorRT 10's ONNX parser reads it
 PARITY_TOLERANCE = 1e-4
 
 
@@ -112,24 +115,25 @@ def default_thresholds(
 
 
 def export_onnx(model: nn.Module, path: Path, height: int, width: int) -> Path:
-    """torch -> ONNX opset 17, one self-contained file, dynamic batch, input 'image' uint8 NHWC."""
+    """torch -> ONNX through torch.export (the dynamo exporter), one self-contained file, dynamic batch, input
+    'image' uint8 NHWC. Its graph is a third the size of the TorchScript exporter's and prints no TracerWarnings."""
     import onnx
 
     wrapper = _ThreeOutputs(model).eval().cpu()
     example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
-    dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         torch.onnx.export(
             wrapper,
             (example,),
             str(path),
+            dynamo=True,
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
             opset_version=OPSET,
-            dynamic_axes=dynamic,
-            do_constant_folding=True,
-            dynamo=False,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            external_data=False,
+            verbose=False,
         )
     proto = onnx.load(str(path), load_external_data=False)
     onnx.checker.check_model(proto)
@@ -139,6 +143,21 @@ def export_onnx(model: nn.Module, path: Path, height: int, width: int) -> Path:
                 f"{path}: initializer {tensor.name} is stored outside the file; a bundle's model must be self-contained"
             )
     return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep the exporter's internal notices (torchvision ops it skips, pytree deprecations) off the user's
+    terminal; real problems still raise."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*treespec.*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
 
 
 def torch_outputs(model: nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export a trained run as a model bundle",
         description="Writes BUNDLE/model.onnx (uint8 NHWC input 'image', outputs score/anomaly_map/class_logits, "
-        "opset 17, "
+        "opset 18, "
         "one file), reference images with their expected outputs, and manifest.json (sha256 of every file, "
         "training summary, metrics, default thresholds). ONNX Runtime is checked against torch first.",
     )
