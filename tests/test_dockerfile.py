@@ -6,6 +6,8 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,40 @@ def test_image_promises():
     start_period = re.search(r"--start-period=(\d+)m", healthcheck)
     assert start_period and int(start_period.group(1)) >= 15, "the start period must allow an engine build on a Jetson"
     assert json.loads(arguments["ENTRYPOINT"][-1]) == ["onen", "run"]
+
+
+def test_the_build_stage_copies_everything_the_wheel_needs(tmp_path):
+    """`pip wheel .` in the image sees only what COPY brought in: build from exactly those files."""
+    sources = [rest.split()[:-1] for key, rest in instructions() if key == "COPY" and "--from" not in rest]
+    for names in sources:
+        for name in names:
+            source = DOCKERFILE.parent / name
+            target = tmp_path / "src" / name
+            if source.is_dir():
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "w"),
+            ".",
+        ],
+        cwd=tmp_path / "src",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (wheel,) = (tmp_path / "w").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"onen/edge/cli.py", "onen/edge/schemas/result.schema.json", "onen/calibration/runner.py"} <= names
+    assert not any(name.startswith(("edge/", "train/", "calibration/", "benchmarks/")) for name in names)
