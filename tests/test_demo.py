@@ -96,7 +96,7 @@ def test_the_small_model_does_not_depend_on_the_thread_count(tmp_path, tiny_bund
     from onen.edge.bundle import load_bundle
 
     code = (
-        "import sys, torch; torch.set_num_threads(2); from train.recipes import small_bundle; "
+        "import sys, torch; torch.set_num_threads(2); from onen.train.recipes import small_bundle; "
         "print(small_bundle(sys.argv[1], seed=0))"
     )
     env = dict(os.environ, OMP_NUM_THREADS="2", ONEN_SMALL_BUNDLE_CACHE="off")
