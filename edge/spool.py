@@ -82,6 +82,8 @@ class Spool:
             )
             count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         except (sqlite3.Error, OSError) as error:
+            if hasattr(self, "_lock_file"):  # let a retry in this process take the lock again
+                self._lock_file.close()
             raise SpoolError(f"{self.path}: cannot open the spool database: {error}") from error
         self._depth = int(count)
         self._bytes = int(size) + ROW_OVERHEAD * int(count)

@@ -103,3 +103,15 @@ def test_one_daemon_per_spool(tmp_path):
         Spool(tmp_path / "s.db")
     first.close()
     Spool(tmp_path / "s.db").close()  # free again once the first one closed
+
+
+def test_a_spool_that_cannot_open_releases_its_lock_for_the_next_try(tmp_path):
+    """The operator fixes the path and the daemon retries in the same process: the lock must be free again."""
+    path = tmp_path / "s.db"
+    path.mkdir()  # a folder where the database should be: sqlite cannot open it
+    with pytest.raises(SpoolError, match="cannot open the spool database") as failed:
+        Spool(path)
+    path.rmdir()
+    spool = Spool(path)  # while the failed attempt's traceback (and its half-made spool) is still alive
+    assert spool.depth == 0 and failed.value is not None
+    spool.close()
