@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -156,21 +156,29 @@ def read_secret(env: str | None, file: Path | None) -> str | None:
 
 
 # -- models --------------------------------------------------------------------------------------------------
+BackendKind = Literal["auto", "onnxruntime", "tensorrt", "openvino"]
+BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
+
+
 class ModelConfig(Section):
     bundle: ConfigPath = Field(description="the path of a model bundle directory (or .tar)")
-    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    backend: BackendKind = Field(
+        "auto",
+        description="auto: TensorRT where it runs, else ONNX Runtime; openvino: OpenVINO on the CPU (bf16 where "
+        "the CPU has it, checked against the bundle's references); needs the [openvino] extra",
+    )
     parallel_calls: StrictInt | None = Field(
         None,
         ge=1,
         le=16,
-        description="ONNX Runtime on CPU: engine calls running at once on different frames "
+        description="ONNX Runtime or OpenVINO on CPU: engine calls running at once on different frames "
         "(default 2 on 2+ cores; 1 = one call on all cores, lowest latency per triggered frame)",
     )
     threads_per_call: StrictInt | None = Field(
         None,
         ge=1,
         le=256,
-        description="ONNX Runtime on CPU: threads of one engine call (default: cores / parallel_calls)",
+        description="ONNX Runtime or OpenVINO on CPU: threads of one engine call (default: cores / parallel_calls)",
     )
     _name: str = PrivateAttr("")
 

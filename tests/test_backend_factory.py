@@ -104,7 +104,7 @@ def test_tensorrt_without_tensorrt_says_what_to_install(mean_bundle):
 
 
 def test_unknown_backend_kind_is_refused(mean_bundle):
-    with pytest.raises(OnenError, match="'cuda' is unknown; expected one of auto, tensorrt, onnxruntime"):
+    with pytest.raises(OnenError, match="'cuda' is unknown; expected one of auto, onnxruntime, tensorrt, openvino"):
         create_backend(mean_bundle, "cuda")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from onen.edge.config_models import BACKEND_KINDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "onnxruntime", "tensorrt"),
+        choices=BACKEND_KINDS,
         help="inference backend (default auto)",
     )
     parser.add_argument("--every", type=int, default=1, help="video sources: use every N-th frame (default 1)")

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from onen.edge.config_models import BACKEND_KINDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration", required=True, type=Path, help="calibration YAML of the camera")
     parser.add_argument("--good", required=True, type=Path, help="folder or video of fresh good parts")
     parser.add_argument("--defect", type=Path, help="folder or video of fresh defective parts")
-    parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
+    parser.add_argument("--backend", default="auto", choices=BACKEND_KINDS)
     parser.add_argument("--every", type=int, default=1, help="video sources: use every N-th frame")
     parser.add_argument("--alpha", type=float, default=0.01, help="significance of the test (default 0.01)")
     parser.add_argument("--json", type=Path, help="also write the result as JSON")

@@ -1,5 +1,6 @@
 """Choose the inference backend a model runs on: TensorRT on a station with an NVIDIA GPU, else ONNX Runtime.
 
+`openvino` (asked for by name) runs OpenVINO on the CPU, in bf16 where the CPU computes it natively.
 `auto` never fails for want of TensorRT: it falls back to ONNX Runtime and says so (log + event), so a
 station still inspects while someone installs JetPack's TensorRT, or when the engine cannot be built or
 fails its parity check. `tensorrt` asked for explicitly fails
@@ -15,11 +16,11 @@ from dataclasses import dataclass
 
 from onen.edge.backends.base import Backend
 from onen.edge.bundle import Bundle
+from onen.edge.config_models import BACKEND_KINDS
 from onen.edge.errors import OnenError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("auto", "tensorrt", "onnxruntime")
 EventCallback = Callable[[str, dict], None]
 
 INSTALL_HINT = (
@@ -73,10 +74,12 @@ def create_backend(
 ) -> Backend:
     """Open `bundle` on the backend `kind` ("auto", "tensorrt" or "onnxruntime"). `cpu_layout` (a
     `CpuLayout`) is how ONNX Runtime uses the CPU cores; None = one call at a time on all cores."""
-    if kind not in KINDS:
-        raise OnenError(f"backend {kind!r} is unknown; expected one of {', '.join(KINDS)}")
+    if kind not in BACKEND_KINDS:
+        raise OnenError(f"backend {kind!r} is unknown; expected one of {', '.join(BACKEND_KINDS)}")
     if kind == "onnxruntime":
         return _onnxruntime(bundle, cpu_layout)
+    if kind == "openvino":
+        return _openvino(bundle, cpu_layout, on_event)
     probe = probe_tensorrt()
     if kind == "tensorrt":
         if not probe.available:
@@ -106,6 +109,17 @@ def _onnxruntime(bundle: Bundle, cpu_layout=None) -> Backend:
     from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(bundle, layout=cpu_layout)
+
+
+def _openvino(bundle: Bundle, cpu_layout=None, on_event: EventCallback | None = None) -> Backend:
+    try:
+        from onen.edge.backends.openvino_backend import OpenVinoBackend
+    except ImportError as error:
+        raise BackendUnavailable(
+            f"backend 'openvino' for {bundle.path} cannot run here: {error}; pip install 'onen-inspect[openvino]' "
+            "or set `backend: onnxruntime` for this model"
+        ) from error
+    return OpenVinoBackend(bundle, layout=cpu_layout, on_event=on_event)
 
 
 def _tensorrt(bundle: Bundle, probe: TensorRtProbe, on_event: EventCallback | None) -> Backend:
