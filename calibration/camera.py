@@ -195,7 +195,7 @@ def _defect_masks(
     return masks if any(m is not None for m in masks) else None
 
 
-def _escape_by_folder(run: RunResult, root: Path, threshold: float, confidence: float) -> dict[str, dict]:
+def _escape_by_folder(run: RunResult, root: Path, threshold: float, confidence: float) -> dict[str, dict[str, Any]]:
     """Escape rate per defect sub-folder (usually one per defect class), when the folder has sub-folders."""
     if Path(root).is_file():
         return {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class PixelCalibration:
     map_max: float = 1.0  # highest anomaly-map value seen on good and defect images
     reason: str = ""  # why localisation is off, or which fallback was used
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class FrrThreshold:
     rejects_in_sample: int  # good calibration images above the threshold
     min_good_images: int  # fewest good images this target/confidence needs
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -121,7 +122,7 @@ class RateEstimate:
         low, high = clopper_pearson(count, n, confidence)
         return cls(int(count), int(n), count / n if n else float("nan"), low, high, confidence)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -134,7 +135,7 @@ class OperatingPoint:
     escape: RateEstimate | None
     f1: float | None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
             "false_reject": self.false_reject.to_dict(),

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -45,7 +46,7 @@ class CalibrationStore:
     def previous(self, camera: str) -> Path | None:
         return read_pointer(self.folder(camera), PREVIOUS)
 
-    def history(self, camera: str) -> list[dict]:
+    def history(self, camera: str) -> list[dict[str, Any]]:
         path = self.folder(camera) / HISTORY
         if not path.is_file():
             return []
@@ -69,7 +70,7 @@ class CalibrationStore:
         return load_calibration(Path(version) / FILE, bundle)
 
     # ---- writing -------------------------------------------------------------------------------------
-    def add(self, camera: str, data: dict, aoi_bytes: bytes | None, bundle: Bundle | None) -> Path:
+    def add(self, camera: str, data: dict[str, Any], aoi_bytes: bytes | None, bundle: Bundle | None) -> Path:
         """Check a calibration (against `bundle` when given) and keep it as a new version; returns its folder.
         Refused (CalibrationError) before anything is kept; the same content again reuses its version."""
         data = dict(data)

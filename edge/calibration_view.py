@@ -62,7 +62,9 @@ class CameraCalibration:
     statistics: dict[str, Any] = field(default_factory=dict)  # target FRR, confidence, bounds (informational)
     source_path: Path | None = None
     _aoi_mask: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
-    _aoi_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _aoi_cache: dict[tuple[int, int], np.ndarray | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     # --- used per frame by the daemon -------------------------------------------------------------
     def normalise(self, raw: float | np.ndarray) -> float | np.ndarray:

@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from onen.edge.archive import Archive
 from onen.edge.bundle import load_bundle
@@ -77,10 +78,10 @@ class Daemon:
         self._stopped = False
         self._ready_sent = False
         self._last_status = ""
-        self._early_events: list[tuple[str, dict]] = []
+        self._early_events: list[tuple[str, dict[str, Any]]] = []
 
     # ---- start --------------------------------------------------------------------------------
-    def _event(self, kind: str, detail: dict) -> None:
+    def _event(self, kind: str, detail: dict[str, Any]) -> None:
         """Camera/backend events go to the events topic; camera state changes also to its status topic."""
         log.info("event %s %s", kind, detail)
         self.stats.count(f"events.{kind}")
@@ -89,7 +90,7 @@ class Daemon:
             return
         self._publish_event(kind, detail)
 
-    def _publish_event(self, kind: str, detail: dict) -> None:
+    def _publish_event(self, kind: str, detail: dict[str, Any]) -> None:
         try:
             self.publisher.publish_event(kind, detail)
             camera = detail.get("camera")
@@ -99,7 +100,7 @@ class Daemon:
             log.exception("could not publish event %s", kind)
 
     # --- the small public interface the station commands use --------------------------------------------
-    def event(self, kind: str, detail: dict) -> None:
+    def event(self, kind: str, detail: dict[str, Any]) -> None:
         """Announce an event on the station's events topic (and the log)."""
         self._event(kind, detail)
 
@@ -307,7 +308,7 @@ class Daemon:
             problems.append("publisher sender stuck")
         return not problems, problems
 
-    def stats_message(self) -> dict:
+    def stats_message(self) -> dict[str, Any]:
         snapshot = self.stats.snapshot()
         cameras = {
             name: {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from onen.edge.bundle import OUTPUT_NAMES, Bundle
 from onen.edge.errors import OnenError
@@ -23,7 +24,7 @@ class ModelRefused(OnenError):
 class OpenedModel:
     backend: object
     info: ModelInfo
-    parity: dict | None
+    parity: dict[str, Any] | None
 
 
 def contract_problems(backend, bundle: Bundle) -> list[str]:

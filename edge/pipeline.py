@@ -38,7 +38,7 @@ from onen.edge.stats import RollingStats
 
 log = logging.getLogger(__name__)
 
-EventCallback = Callable[[str, dict], None]
+EventCallback = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,7 @@ class CameraPipeline:
             return 1  # a triggered frame is published before the next trigger is taken
         return max(1, self.max_in_flight or self.serving.engine.workers + 1)
 
-    def inspect(self, frame, correlation_id: str | None = None) -> dict | None:
+    def inspect(self, frame, correlation_id: str | None = None) -> dict[str, Any] | None:
         """Inspect one frame and hand the result to the publisher; None when the frame failed."""
         flight = self._begin(frame, correlation_id)
         return None if flight is None else self._finish(flight)
@@ -340,7 +340,7 @@ class CameraPipeline:
             return None
         return InFlight(frame, correlation_id, prepared, future, preprocess_ms, serving)
 
-    def _finish(self, flight: InFlight) -> dict | None:
+    def _finish(self, flight: InFlight) -> dict[str, Any] | None:
         frame = flight.frame
         serving = flight.serving or self.serving
         try:
@@ -382,7 +382,7 @@ class CameraPipeline:
         self._side_work(flight.prepared, inspection, result)
         return result
 
-    def _side_work(self, frame_rgb: np.ndarray, inspection: Inspection, result: dict) -> None:
+    def _side_work(self, frame_rgb: np.ndarray, inspection: Inspection, result: dict[str, Any]) -> None:
         if self.side_worker is None:
             return
         heatmap = self.cfg.publish.heatmap

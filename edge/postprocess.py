@@ -58,7 +58,8 @@ class Inspection:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - float(np.max(logits))
     exp = np.exp(shifted)
-    return exp / exp.sum()
+    probabilities: np.ndarray = exp / exp.sum()
+    return probabilities
 
 
 class PostProcessor:

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -125,12 +126,12 @@ class StationCommands:
         self.daemon = daemon
         self.store = ModelStore(daemon.config.updates.dir) if daemon.config.updates is not None else None
         self.calibrations = calibration_store_of(daemon.config)
-        self.swaps: list[dict] = []  # figures of every model swap (for benchmarks and tests)
+        self.swaps: list[dict[str, Any]] = []  # figures of every model swap (for benchmarks and tests)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="onen-station-commands", daemon=True)
 
     @property
-    def event(self) -> Callable[[str, dict], None]:
+    def event(self) -> Callable[[str, dict[str, Any]], None]:
         return self.daemon.event
 
     def start(self) -> None:
@@ -267,14 +268,14 @@ class StationCommands:
             raise UpdateError(f"no camera of the station uses model {requested!r}")
         return requested
 
-    def _reject(self, kind_detail: dict, reason: str) -> bool:
+    def _reject(self, kind_detail: dict[str, Any], reason: str) -> bool:
         log.warning("model update refused: %s", reason)
         self.event("model_update_rejected", {**kind_detail, "reason": reason})
         return False
 
     def install_model(self, payload: bytes) -> bool:
         started = time.monotonic()
-        detail: dict = {"action": "install", "request_id": None}
+        detail: dict[str, Any] = {"action": "install", "request_id": None}
         staging = version = None
         try:
             request = parse_install_message(payload)  # the one decode of a payload that may hold a bundle
@@ -317,7 +318,7 @@ class StationCommands:
 
     def rollback_model(self, payload: bytes) -> bool:
         started = time.monotonic()
-        detail: dict = {"action": "rollback", "request_id": request_id_of(payload)}
+        detail: dict[str, Any] = {"action": "rollback", "request_id": request_id_of(payload)}
         try:
             requested, _ = parse_rollback_message(payload)
             detail["model"] = name = self._model_name(requested)
@@ -337,7 +338,7 @@ class StationCommands:
         self,
         name: str,
         bundle: Bundle,
-        detail: dict,
+        detail: dict[str, Any],
         started: float,
         promote: Callable[[Path], None],
         source: Path | None = None,

@@ -12,6 +12,7 @@ import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from onen.edge.backends.base import Backend
 from onen.edge.bundle import Bundle
@@ -20,7 +21,7 @@ from onen.edge.errors import OnenError
 log = logging.getLogger(__name__)
 
 KINDS = ("auto", "tensorrt", "onnxruntime")
-EventCallback = Callable[[str, dict], None]
+EventCallback = Callable[[str, dict[str, Any]], None]
 
 INSTALL_HINT = (
     "install TensorRT's Python bindings and pycuda (on a Jetson: `sudo apt install python3-libnvinfer` from JetPack "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -182,7 +183,7 @@ class TensorRtBackend(Backend):
             self._stream.synchronize()
             return {name: view.astype(np.float32, copy=True) for name, view in views.items()}
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
             "engine": self.engine_path.name,

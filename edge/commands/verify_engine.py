@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "verify-engine",
         help="check a TensorRT engine against the bundle's reference outputs (and ONNX Runtime)",

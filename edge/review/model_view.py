@@ -9,6 +9,7 @@ results is added by the app.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from onen.edge.bundle import load_bundle
 from onen.edge.calibration_file import load_calibration
@@ -18,7 +19,7 @@ from onen.edge.calibration_store import calibration_store_of
 log = logging.getLogger(__name__)
 
 
-def model_report(config) -> dict:
+def model_report(config) -> dict[str, Any]:
     models, bundles = {}, {}
     for name, model_cfg in config.models.items():
         try:
@@ -55,7 +56,7 @@ def model_report(config) -> dict:
     return {"station": config.station, "models": models, "cameras": cameras}
 
 
-def _describe(bundle) -> dict:
+def _describe(bundle) -> dict[str, Any]:
     manifest = bundle.manifest
     return {
         "bundle": str(bundle.path),
@@ -71,7 +72,7 @@ def _describe(bundle) -> dict:
     }
 
 
-def _store_versions(config, model: str) -> dict:
+def _store_versions(config, model: str) -> dict[str, Any]:
     """Current and previous version in the station's model store (`updates.dir`), when it has one."""
     if config.updates is None:
         return {}

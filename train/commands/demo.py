@@ -30,7 +30,7 @@ STATION = "demo"
 SCALE = 4  # generated parts are 64x64; the "camera" films them at 256x256
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="end-to-end demo: small model, generated video, local broker, daemon, live results",
