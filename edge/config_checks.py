@@ -468,8 +468,10 @@ def _issue(data: Any, path: KeyPath, name_error: bool, errs: list[ErrorDetails],
                     expected=f"for kind {_value_at(data, path[:-1])['kind']}: " + ", ".join(own),
                 )
         guess = difflib.get_close_matches(str(key), known, n=1)
-        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
-        return lines.issue(path, f"unknown key '{key}'{hint}", show_value=False, expected="one of " + ", ".join(known))
+        did_you_mean = f" (did you mean '{guess[0]}'?)" if guess else ""
+        return lines.issue(
+            path, f"unknown key '{key}'{did_you_mean}", show_value=False, expected="one of " + ", ".join(known)
+        )
     if kind in ("missing", "union_tag_not_found"):
         key = "kind" if kind == "union_tag_not_found" else path[-1]
         full = path + ("kind",) if kind == "union_tag_not_found" else path
@@ -835,7 +837,8 @@ class SemanticChecks:
                     model,
                     expected="one of " + ", ".join(map(str, models)),
                 )
-            source: dict[str, Any] = camera.get("source") if isinstance(camera.get("source"), dict) else {}
+            raw_source = camera.get("source")
+            source: dict[str, Any] = raw_source if isinstance(raw_source, dict) else {}
             self.check_aoi(here + ("aoi",), camera.get("aoi"), source)
             model_name = model if model is not None else next(iter(models), None)
             self.check_calibration(here + ("calibration",), camera.get("calibration"), self.model_files(model_name))

@@ -55,7 +55,7 @@ class TensorRtBackend(Backend):
         self.device_index = device_index
         self.target = RuntimeTarget(probe.compute_capability, probe.tensorrt_version, probe.gpu_name)
         self.on_event = on_event
-        self._device_buffers: dict[str, object] = {}
+        self._device_buffers: dict[str, Any] = {}  # pycuda DeviceAllocations (pycuda has no types)
         self._host_buffers: dict[str, np.ndarray] = {}
         if engine_path is not None:
             engine_path = Path(engine_path)

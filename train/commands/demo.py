@@ -121,7 +121,7 @@ def write_video(path: Path, parts, fps: float) -> list[str]:
     import cv2
 
     height, width = parts.images.shape[1] * SCALE, parts.images.shape[2] * SCALE
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps or 10.0, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps or 10.0, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {path} with the MJPG codec")
     for image in parts.images:
