@@ -367,10 +367,11 @@ class StationCommands:
             calibrations, sources = {}, {}
             for camera, pipeline in pipelines.items():
                 self._seed(camera)
+                current = pipeline.post.calibration  # a CameraCalibration (the daemon's and every command's)
                 calibrations[camera], sources[camera] = calibration_for(
                     daemon.config.camera(camera),
                     bundle,
-                    current if isinstance(current := pipeline.post.calibration, CameraCalibration) else None,
+                    current if isinstance(current, CameraCalibration) else None,
                     tolerate_stale=True,
                     store=self.calibrations,
                 )
