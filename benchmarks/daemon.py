@@ -84,7 +84,7 @@ def write_video(path: Path, count: int, size: int) -> Path:
     from onen.train.tiny_data import make_tiny_set
 
     parts = make_tiny_set(seed=3, count=min(count, 64), size=64)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (size, size))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, (size, size))
     for index in range(count):
         image = cv2.resize(parts.images[index % len(parts.images)], (size, size), interpolation=cv2.INTER_LINEAR)
         writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -132,6 +132,8 @@ def run_bare(bundle_path: Path, frames: list[np.ndarray]) -> float:
         session.run(list(OUTPUT_NAMES), {manifest.input_name: prepare_batch([frame], h, w)})
         if first_done is None:
             first_done = time.perf_counter()
+    if first_done is None:
+        raise ValueError("no frames to measure")
     elapsed = time.perf_counter() - first_done
     return (len(frames) - 1) / elapsed
 

@@ -209,13 +209,13 @@ def main(args: argparse.Namespace) -> int:
         return sorted(values)[max(0, int(round(0.95 * len(values))) - 1)] if values else float("nan")
 
     none, two = statistics.median(figures["none"]), statistics.median(figures["two_pages"])
-    streams = statistics.median(figures["two_streams"])
+    fps_streams = statistics.median(figures["two_streams"])
     report = {
         "fps_none": round(none, 2),
         "fps_two_pages": round(two, 2),
         "ratio": round(two / none, 4) if none else None,
-        "fps_two_streams": round(streams, 2),
-        "ratio_streams": round(streams / none, 4) if none else None,
+        "fps_two_streams": round(fps_streams, 2),
+        "ratio_streams": round(fps_streams / none, 4) if none else None,
         "update_ms_median": round(statistics.median(figures["update_ms"]), 1) if figures["update_ms"] else None,
         "update_ms_p95": round(p95(figures["update_ms"]), 1) if figures["update_ms"] else None,
         "update_samples": len(figures["update_ms"]),
@@ -224,7 +224,7 @@ def main(args: argparse.Namespace) -> int:
     }
     print(f"daemon fps: none {none:.1f}, two review pages {two:.1f} (ratio {report['ratio']}; target within 5 %)")
     print(
-        f"daemon fps with two event streams but no browser on this machine: {streams:.1f} (ratio "
+        f"daemon fps with two event streams but no browser on this machine: {fps_streams:.1f} (ratio "
         f"{report['ratio_streams']})"
     )
     print(

@@ -24,6 +24,10 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from onen.train.data.sample import Sample
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic_tile"
 PARTS = ("mt", "aoi", "latency", "time")
@@ -198,7 +202,7 @@ def part_aoi(args, figures: dict) -> None:
         (off_dir / "teacher").mkdir(parents=True, exist_ok=True)  # same teacher: only the guidance differs
         shutil.copy2(on / "teacher" / "teacher.pt", off_dir / "teacher" / "teacher.pt")
     off = train_run("aoi_off", args.work, manifest, "full", args, ["--no-aoi-guidance"])
-    test_sets = {"test split": (groups, None, "eval")}
+    test_sets: dict[str, tuple[dict[str, Any], list[Sample] | None, str]] = {"test split": (groups, None, "eval")}
     if args.aoi_fresh_count > 0:
         from onen.train.data.readers import load_index
 

@@ -163,7 +163,7 @@ def mask_from_reference(
 
 def refine(mask: np.ndarray, erode: int = 0, dilate: int = 0, source: str = "AOI") -> np.ndarray:
     """Erode, then dilate, by radii in px (elliptical kernel, so corners shrink evenly)."""
-    part = mask.astype(np.uint8)
+    part: np.ndarray = mask.astype(np.uint8)
     if erode:
         part = cv2.erode(part, _disk(erode))
     if dilate:

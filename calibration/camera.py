@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from onen.calibration.normalisation import fit_normalisation
-from onen.calibration.pixel import GoodMapStatistics
+from onen.calibration.pixel import GoodMapStatistics, PixelCalibration
 from onen.calibration.report import plot_histograms, plot_overlays, plot_rates, write_json
 from onen.calibration.runner import FrameSource, RunResult, mask_beside, open_backend, run_source
 from onen.calibration.thresholds import (
+    OperatingPoint,
     RateEstimate,
     TooFewGoodImages,
     f1_optimal_threshold,
@@ -93,7 +94,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         )
     defect_masks = (
         _defect_masks(defect, provisional, backend.input_height, backend.input_width)
-        if defect and not defect_source.is_video
+        if defect and defect_source is not None and not defect_source.is_video
         else None
     )
     pixel = good_maps.fit(request.pixel_margin, defect.maps if defect else None, chosen.rank, defect_masks)
@@ -154,7 +155,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         "normalisation": calibration_to_dict(calibration)["normalisation"],
         "score_summary": {name: _summary(run) for name, run in (("good", good), ("defect", defect)) if run is not None},
         "escape_by_folder": _escape_by_folder(defect, request.defect, chosen.threshold, request.confidence)
-        if defect
+        if defect and request.defect is not None
         else {},
         "closest_to_reject_good": [{"name": e.name, "score": e.score} for e in good.highest],
         "closest_to_escape_defect": [{"name": e.name, "score": e.score} for e in defect.lowest] if defect else [],
@@ -195,7 +196,7 @@ def _defect_masks(
     return masks if any(m is not None for m in masks) else None
 
 
-def _escape_by_folder(run: RunResult, root: Path, threshold: float, confidence: float) -> dict[str, dict]:
+def _escape_by_folder(run: RunResult, root: Path, threshold: float, confidence: float) -> dict[str, dict[str, Any]]:
     """Escape rate per defect sub-folder (usually one per defect class), when the folder has sub-folders."""
     if Path(root).is_file():
         return {}
@@ -221,7 +222,7 @@ def _summary(run: RunResult) -> dict[str, float]:
     }
 
 
-def _warnings(threshold: float, pixel, at_threshold, good: RunResult) -> list[str]:
+def _warnings(threshold: float, pixel: PixelCalibration, at_threshold: OperatingPoint, good: RunResult) -> list[str]:
     """Signs that the model does not suit this camera: said plainly, the calibration is still written."""
     warnings = []
     if pixel.localisation == "off":

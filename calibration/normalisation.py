@@ -8,6 +8,7 @@ one around the threshold. Operators then read one scale on every camera whatever
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from onen.edge.bundle import ScoreNormalisation
 from onen.edge.calibration_view import check_normalisation
@@ -15,7 +16,9 @@ from onen.edge.calibration_view import check_normalisation
 _EPS = 1e-6
 
 
-def fit_normalisation(threshold: float, good_scores, defect_scores=None) -> ScoreNormalisation:
+def fit_normalisation(
+    threshold: float, good_scores: npt.ArrayLike, defect_scores: npt.ArrayLike | None = None
+) -> ScoreNormalisation:
     good = np.asarray(good_scores, np.float64)
     defect = np.asarray(defect_scores if defect_scores is not None else [], np.float64)
     low = min(float(good.min()), threshold - _EPS) if good.size else threshold - 0.5

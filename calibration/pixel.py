@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class PixelCalibration:
     map_max: float = 1.0  # highest anomaly-map value seen on good and defect images
     reason: str = ""  # why localisation is off, or which fallback was used
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -125,7 +126,9 @@ class GoodMapStatistics:
             raise DataError("pixel calibration needs at least one good anomaly map")
         defect_maps = [np.asarray(m, np.float32) for m in defect_maps] if defect_maps is not None else []
         top_max, median = float(self.top_max), float(np.median(self.medians))
-        self._masks = list(defect_masks) if defect_masks is not None else [None] * len(defect_maps)
+        self._masks: list[np.ndarray | None] = (
+            list(defect_masks) if defect_masks is not None else [None] * len(defect_maps)
+        )
         if len(self._masks) != len(defect_maps):
             raise DataError(f"{len(self._masks)} defect masks for {len(defect_maps)} defect maps")
         map_max = max([self.peak_max] + [float(_inside(m, self.aoi).max()) for m in defect_maps])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from onen.edge.calibration_file import calibration_message, calibration_rollback_message
 from onen.edge.errors import OnenError
@@ -18,7 +19,7 @@ from onen.edge.station_client import send_command
 @dataclass
 class PushOutcome:
     topic: str
-    answer: dict | None  # the station's event, None when none came within the wait
+    answer: dict[str, Any] | None  # the station's event, None when none came within the wait
 
 
 def calibration_topic(prefix: str, station: str, camera: str) -> str:
@@ -37,7 +38,7 @@ def push_calibration(yaml_path: Path | None, station_config: Path, camera: str, 
         )
     topic = calibration_topic(config.mqtt.prefix, config.station, camera)
 
-    def is_answer(event: dict) -> bool:
+    def is_answer(event: dict[str, Any]) -> bool:
         return (
             str(event.get("kind", "")).startswith("calibration") and (event.get("detail") or {}).get("camera") == camera
         )

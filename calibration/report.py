@@ -43,9 +43,9 @@ def plot_histograms(
     values = np.concatenate([good, defect]) if defect is not None and defect.size else good
     span = float(values.max() - values.min()) or 1.0
     bins = np.linspace(values.min() - 0.02 * span, values.max() + 0.02 * span, 50)
-    axes.hist(good, bins=bins, alpha=0.6, color="tab:green", label=f"good (n={good.size})")
+    axes.hist(good, bins=bins.tolist(), alpha=0.6, color="tab:green", label=f"good (n={good.size})")
     if defect is not None and defect.size:
-        axes.hist(defect, bins=bins, alpha=0.6, color="tab:red", label=f"defective (n={defect.size})")
+        axes.hist(defect, bins=bins.tolist(), alpha=0.6, color="tab:red", label=f"defective (n={defect.size})")
     axes.axvline(threshold, color="black", linewidth=2, label=f"threshold {threshold:.4g} (FRR bound)")
     if f1_threshold is not None:
         axes.axvline(f1_threshold, color="tab:blue", linestyle="--", label=f"F1-optimal {f1_threshold:.4g}")
@@ -109,7 +109,7 @@ def overlay(example: Example, pixel_threshold: float, min_area: int) -> np.ndarr
     heat = np.clip(example.anomaly_map, 0.0, 1.0)
     coloured = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
     alpha = np.clip(heat * 1.5, 0.0, 0.7)[:, :, None]  # cold pixels keep the part visible
-    blended = ((1 - alpha) * example.image + alpha * coloured).astype(np.uint8)
+    blended: np.ndarray = ((1 - alpha) * example.image + alpha * coloured).astype(np.uint8)
     for region in find_regions(example.anomaly_map, pixel_threshold, min_area, with_polygon=False):
         x, y, w, h = region.bbox
         cv2.rectangle(blended, (x, y), (x + w - 1, y + h - 1), (255, 255, 255), 1)

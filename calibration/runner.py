@@ -170,10 +170,10 @@ def run_source(
     scores: list[float] = []
     maps: list[np.ndarray] = []
     classes: list[int] = []
-    highest: list[tuple] = []  # min-heaps of (key, counter, Example)
-    lowest: list[tuple] = []
+    highest: list[tuple[float, int, Example]] = []  # min-heaps of (key, counter, Example)
+    lowest: list[tuple[float, int, Example]] = []
 
-    def keep(heap: list, key: float, example_factory) -> None:
+    def keep(heap: list[tuple[float, int, Example]], key: float, example_factory: Callable[[], Example]) -> None:
         if len(heap) < keep_examples:
             heapq.heappush(heap, (key, len(names), example_factory()))
         elif key > heap[0][0]:

@@ -6,6 +6,7 @@ All in log space so that thousands of images and small rates neither underflow n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -26,8 +27,8 @@ def binom_logcdf(k: int, n: int, p: float) -> float:
             log_pmf += math.log((n - i) / (i + 1)) + log_ratio
             log_cdf = log_add_exp(log_cdf, log_pmf)
         return min(log_cdf, 0.0)
-    i = np.arange(k, dtype=np.float64)
-    log_pmfs = log_pmf + np.concatenate([[0.0], np.cumsum(np.log((n - i) / (i + 1)) + log_ratio)])
+    steps = np.arange(k, dtype=np.float64)
+    log_pmfs = log_pmf + np.concatenate([[0.0], np.cumsum(np.log((n - steps) / (steps + 1)) + log_ratio)])
     return min(float(np.logaddexp.reduce(log_pmfs)), 0.0)
 
 
@@ -42,7 +43,7 @@ def log_add_exp(a: float, b: float) -> float:
     return high + math.log1p(math.exp(low - high))
 
 
-def _bisect(function, target: float, increasing: bool, iterations: int = 60) -> float:
+def _bisect(function: Callable[[float], float], target: float, increasing: bool, iterations: int = 60) -> float:
     """p in [0, 1] with function(p) == target, for a monotone function."""
     low, high = 0.0, 1.0
     for _ in range(iterations):

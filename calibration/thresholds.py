@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from onen.calibration.stats import clopper_pearson, log_add_exp, min_samples_for_zero_failures, upper_bound
 from onen.edge.errors import DataError
@@ -47,7 +49,7 @@ class FrrThreshold:
     rejects_in_sample: int  # good calibration images above the threshold
     min_good_images: int  # fewest good images this target/confidence needs
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -60,14 +62,14 @@ def needed_good_images(target_frr: float, confidence: float) -> int:
     return min_samples_for_zero_failures(target_frr, confidence)
 
 
-def _check_scores(scores: np.ndarray, name: str) -> np.ndarray:
+def _check_scores(scores: npt.ArrayLike, name: str) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if not np.all(np.isfinite(scores)):
         raise DataError(f"{name} scores contain NaN or infinite values; the model output is broken")
     return scores
 
 
-def frr_threshold(good_scores, target_frr: float = 0.005, confidence: float = 0.95) -> FrrThreshold:
+def frr_threshold(good_scores: npt.ArrayLike, target_frr: float = 0.005, confidence: float = 0.95) -> FrrThreshold:
     """Lowest threshold whose false-reject rate is <= target_frr with the given confidence."""
     need = needed_good_images(target_frr, confidence)
     scores = _check_scores(good_scores, "good")
@@ -121,7 +123,7 @@ class RateEstimate:
         low, high = clopper_pearson(count, n, confidence)
         return cls(int(count), int(n), count / n if n else float("nan"), low, high, confidence)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -134,7 +136,7 @@ class OperatingPoint:
     escape: RateEstimate | None
     f1: float | None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
             "false_reject": self.false_reject.to_dict(),
@@ -143,7 +145,9 @@ class OperatingPoint:
         }
 
 
-def operating_point(threshold: float, good_scores, defect_scores, confidence: float) -> OperatingPoint:
+def operating_point(
+    threshold: float, good_scores: npt.ArrayLike, defect_scores: npt.ArrayLike | None, confidence: float
+) -> OperatingPoint:
     good = _check_scores(good_scores, "good")
     defect = _check_scores(defect_scores, "defective") if defect_scores is not None else np.empty(0)
     false_rejects = int(np.sum(good > threshold))
@@ -156,7 +160,7 @@ def operating_point(threshold: float, good_scores, defect_scores, confidence: fl
     return OperatingPoint(float(threshold), RateEstimate.of(false_rejects, good.size, confidence), escape, f1)
 
 
-def f1_optimal_threshold(good_scores, defect_scores) -> float:
+def f1_optimal_threshold(good_scores: npt.ArrayLike, defect_scores: npt.ArrayLike) -> float:
     """The threshold with the best F1 (defect = positive) on these images; highest one on ties."""
     good = _check_scores(good_scores, "good")
     defect = _check_scores(defect_scores, "defective")

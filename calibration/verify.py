@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from onen.calibration.runner import FrameSource, open_backend, run_source
 from onen.calibration.stats import binom_cdf
@@ -28,7 +29,7 @@ class VerifyReport:
     escape: RateEstimate | None
     calibrated_escape_rate: float | None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["false_reject"] = self.false_reject.to_dict()
         data["escape"] = self.escape.to_dict() if self.escape else None

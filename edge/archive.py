@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,7 +44,7 @@ class Archive:
         self._bytes = sum(size for _, size, _ in files)
 
     def save(
-        self, camera: str, seq: int, frame_rgb: np.ndarray, overlay_jpeg: bytes | None, result: dict
+        self, camera: str, seq: int, frame_rgb: np.ndarray, overlay_jpeg: bytes | None, result: dict[str, Any]
     ) -> Path | None:
         """Write one defect; returns its folder. Never raises on a full disk: logs and skips."""
         if not self.enabled:

@@ -15,6 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("onen.edge.mqtt")
 
@@ -95,7 +96,7 @@ class BrokerLink:
                 self._backlog(),
             )
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         with self._lock:
             since = None if self._failing_since is None else round(self._clock() - self._failing_since, 1)
             return {

@@ -90,7 +90,7 @@ _REQUIRED = ("camera", "bundle", "image_threshold", "pixel_threshold", "min_regi
 _OPTIONAL = ("format_version", "created", "localisation", "aoi", "rectification", "counts", "statistics")
 
 
-def _number(data: dict, key: str, source: str, low: float | None = None, high: float | None = None) -> float:
+def _number(data: dict[str, Any], key: str, source: str, low: float | None = None, high: float | None = None) -> float:
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
         raise CalibrationError(f"{source}: key '{key}': expected a number, got {value!r}")
@@ -270,7 +270,7 @@ def calibration_message(yaml_path: str | Path) -> bytes:
 ROLLBACK_SCHEMA = "onen.calibration-rollback/1"
 
 
-def read_calibration_message(payload: bytes, camera: str) -> tuple[dict, bytes | None] | None:
+def read_calibration_message(payload: bytes, camera: str) -> tuple[dict[str, Any], bytes | None] | None:
     """Station side: the calibration mapping and AOI bytes a push carries (None for a rollback request);
     edge.calibration_store.CalibrationStore.add does the checks against the model and keeps it."""
     import base64

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -25,6 +26,9 @@ from onen.edge.calibration_file import load_calibration
 from onen.edge.calibration_view import CalibrationError, CameraCalibration
 from onen.edge.pointers import CURRENT, PREVIOUS, read_pointer, write_pointer
 from onen.edge.spool import spool_file
+
+if TYPE_CHECKING:
+    from onen.edge.config import StationConfig
 
 HISTORY, FILE, AOI = "history.jsonl", "calibration.yaml", "aoi.png"
 
@@ -45,7 +49,7 @@ class CalibrationStore:
     def previous(self, camera: str) -> Path | None:
         return read_pointer(self.folder(camera), PREVIOUS)
 
-    def history(self, camera: str) -> list[dict]:
+    def history(self, camera: str) -> list[dict[str, Any]]:
         path = self.folder(camera) / HISTORY
         if not path.is_file():
             return []
@@ -58,7 +62,7 @@ class CalibrationStore:
         """The version that was last current for this model (None if the store never held one)."""
         for entry in reversed(self.history(camera)):
             if entry["model_sha256"] == model_sha256 and (self.folder(camera) / entry["version"]).is_dir():
-                return self.folder(camera) / entry["version"]
+                return self.folder(camera) / str(entry["version"])
         return None
 
     @staticmethod
@@ -69,7 +73,7 @@ class CalibrationStore:
         return load_calibration(Path(version) / FILE, bundle)
 
     # ---- writing -------------------------------------------------------------------------------------
-    def add(self, camera: str, data: dict, aoi_bytes: bytes | None, bundle: Bundle | None) -> Path:
+    def add(self, camera: str, data: dict[str, Any], aoi_bytes: bytes | None, bundle: Bundle | None) -> Path:
         """Check a calibration (against `bundle` when given) and keep it as a new version; returns its folder.
         Refused (CalibrationError) before anything is kept; the same content again reuses its version."""
         data = dict(data)
@@ -100,7 +104,7 @@ class CalibrationStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def seed(self, camera: str, path: Path) -> Path | None:
+    def seed(self, camera: str, path: Path | None) -> Path | None:
         """Copy the engineer's calibration file (read only, never written) in as the first version, once."""
         if self.history(camera) or path is None or not Path(path).is_file():
             return None
@@ -151,8 +155,9 @@ class CalibrationStore:
         return previous
 
 
-def calibration_store_of(config) -> CalibrationStore:
+def calibration_store_of(config: StationConfig) -> CalibrationStore:
     """Where a station keeps pushed calibrations: updates.calibration_dir, else next to its spool."""
     if config.updates is not None:
+        assert config.updates.calibration_dir is not None  # UpdatesConfig defaults it under updates.dir
         return CalibrationStore(config.updates.calibration_dir)
     return CalibrationStore(spool_file(config).parent / "calibrations")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -36,6 +36,10 @@ def check_normalisation(norm: ScoreNormalisation, source: str) -> ScoreNormalisa
     return norm
 
 
+@overload
+def normalise_score(norm: ScoreNormalisation, raw: float) -> float: ...
+@overload
+def normalise_score(norm: ScoreNormalisation, raw: np.ndarray) -> np.ndarray: ...
 def normalise_score(norm: ScoreNormalisation, raw: float | np.ndarray) -> float | np.ndarray:
     """Piecewise linear: raw_low -> 0, raw_threshold -> 0.5, raw_high -> 1, clipped to 0..1."""
     result = np.interp(raw, [norm.raw_low, norm.raw_threshold, norm.raw_high], [0.0, 0.5, 1.0])
@@ -62,9 +66,15 @@ class CameraCalibration:
     statistics: dict[str, Any] = field(default_factory=dict)  # target FRR, confidence, bounds (informational)
     source_path: Path | None = None
     _aoi_mask: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
-    _aoi_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _aoi_cache: dict[tuple[int, int], np.ndarray | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     # --- used per frame by the daemon -------------------------------------------------------------
+    @overload
+    def normalise(self, raw: float) -> float: ...
+    @overload
+    def normalise(self, raw: np.ndarray) -> np.ndarray: ...
     def normalise(self, raw: float | np.ndarray) -> float | np.ndarray:
         """Published score: 0..1 with the decision threshold at 0.5."""
         return normalise_score(self.normalisation, raw)

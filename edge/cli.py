@@ -38,7 +38,7 @@ def command_modules() -> list[str]:
     return [e.value.split(":")[0] for e in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)]
 
 
-def _discover(subparsers: argparse._SubParsersAction) -> None:
+def _discover(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for module_name in command_modules():
         register = getattr(importlib.import_module(module_name), "register", None)
         if register is not None:

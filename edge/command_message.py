@@ -8,6 +8,7 @@ rejection that the sender sees on `events`, never in a traceback, so every comma
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from onen.edge.errors import OnenError
 
@@ -18,7 +19,7 @@ class CommandError(OnenError):
     """A command message that cannot be read; the text says what was expected."""
 
 
-def load_command(payload: bytes, schema: str | tuple[str, ...], text_fields: tuple[str, ...] = ()) -> dict:
+def load_command(payload: bytes, schema: str | tuple[str, ...], text_fields: tuple[str, ...] = ()) -> dict[str, Any]:
     """The message as a dict whose `schema` is `schema` (or one of them), every key in `text_fields` absent or
     a string."""
     schemas = (schema,) if isinstance(schema, str) else schema
@@ -51,12 +52,12 @@ def request_id_of(payload: bytes) -> str | None:
     return request_id_from(message)
 
 
-def request_id_from(message) -> str | None:
+def request_id_from(message: object) -> str | None:
     """The request id of an already decoded message (a bundle's payload is large: decode it once)."""
     value = message.get("request_id") if isinstance(message, dict) else None
     return _short(value, 200) if value is not None and not isinstance(value, (dict, list)) else None
 
 
-def _short(value, limit: int = 80) -> str:
+def _short(value: object, limit: int = 80) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."

@@ -19,12 +19,14 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from onen.edge.config import ConfigError, ConfigIssue
 from onen.edge.config_models import (
     LIVE_SOURCE_KINDS,
     SOURCE_MODELS,
-    SourceConfig,
+    SourceBase,
     StationConfig,
     env_references,
     resolve_path,
@@ -101,6 +103,7 @@ def validate_file(path: Path) -> StationConfig:
         issues += SemanticChecks(data, base, lines).run()
     if issues:
         raise ConfigError(sorted(_unique(issues), key=lambda i: (i.line or 0, i.key_path)))
+    assert config is not None  # validate_models gives no config only together with issues
     config._source_path = path.resolve()
     return config
 
@@ -299,7 +302,7 @@ def validate_models(data: Any, base: Path, lines: LineMap) -> tuple[StationConfi
     try:
         return StationConfig.model_validate(data, context={"base": base}), issues
     except ValidationError as error:
-        grouped: dict[KeyPath, list[dict]] = {}
+        grouped: dict[tuple[KeyPath, bool], list[ErrorDetails]] = {}
         for err in error.errors(include_url=False):
             path, name_error = _data_path(data, err["loc"])
             if issues and path[:1] == ("cameras",):
@@ -310,10 +313,11 @@ def validate_models(data: Any, base: Path, lines: LineMap) -> tuple[StationConfi
     return None, issues
 
 
-def _data_path(data: Any, loc: tuple) -> tuple[KeyPath, bool]:
+def _data_path(data: Any, loc: tuple[int | str, ...]) -> tuple[KeyPath, bool]:
     """A pydantic location as a key path of the YAML data: union tags and branch names left out.
     The flag says the error is about a mapping key (a bad name), not a value."""
-    path, node = [], data
+    path: list[Any] = []
+    node = data
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
         if part == "[key]":
@@ -357,7 +361,8 @@ def _models_along(data: Any, path: KeyPath) -> type[BaseModel] | None:
             else:
                 return None
         if part == "source" or annotation is None or typing.get_origin(annotation) is typing.Union:
-            annotation = SOURCE_MODELS.get(node.get("kind")) if isinstance(node, dict) else None
+            kind = node.get("kind") if isinstance(node, dict) else None
+            annotation = SOURCE_MODELS.get(kind) if isinstance(kind, str) else None  # a list as kind: no model
         model = annotation
         i += 1
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
@@ -377,14 +382,14 @@ def _unwrap(annotation: Any) -> Any:
         return annotation
 
 
-def _field(data: Any, path: KeyPath):
+def _field(data: Any, path: KeyPath) -> FieldInfo | None:
     owner = _models_along(data, path[:-1]) if path else None
     if owner is None:
         return None
     return next((f for n, f in owner.model_fields.items() if (f.alias or n) == path[-1]), None)
 
 
-def _bounds(field, integer: bool) -> str | None:
+def _bounds(field: FieldInfo | None, integer: bool) -> str | None:
     if field is None:
         return None
     low = high = None
@@ -405,7 +410,7 @@ def _bounds(field, integer: bool) -> str | None:
     return f"{noun} <= {high}" if high is not None else None
 
 
-def _expected(data: Any, path: KeyPath, err: dict) -> str:
+def _expected(data: Any, path: KeyPath, err: ErrorDetails) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     field = _field(data, path)
     if kind in _TYPE_WORDS:
@@ -435,7 +440,7 @@ def _expected(data: Any, path: KeyPath, err: dict) -> str:
     return err["msg"]
 
 
-def _issue(data: Any, path: KeyPath, name_error: bool, errs: list[dict], lines: LineMap) -> ConfigIssue:
+def _issue(data: Any, path: KeyPath, name_error: bool, errs: list[ErrorDetails], lines: LineMap) -> ConfigIssue:
     err = errs[0]
     kind = err["type"]
     if name_error:
@@ -452,10 +457,10 @@ def _issue(data: Any, path: KeyPath, name_error: bool, errs: list[dict], lines: 
         known = sorted((f.alias or n) for n, f in owner.model_fields.items()) if owner else []
         if key == "password":
             return lines.issue(path, "unknown key 'password'", show_value=False, expected=_PASSWORD_HINT)
-        if owner in SOURCE_MODELS.values():
+        if owner is not None and owner in SOURCE_MODELS.values():
             elsewhere = [k for k, m in SOURCE_MODELS.items() if key in m.model_fields]
             if elsewhere:
-                own = sorted(set(owner.model_fields) - set(SourceConfig.model_fields) - {"kind"})
+                own = sorted(set(owner.model_fields) - set(SourceBase.model_fields) - {"kind"})
                 return lines.issue(
                     path,
                     f"'{key}' does not apply to kind '{_value_at(data, path[:-1])['kind']}'",
@@ -463,13 +468,17 @@ def _issue(data: Any, path: KeyPath, name_error: bool, errs: list[dict], lines: 
                     expected=f"for kind {_value_at(data, path[:-1])['kind']}: " + ", ".join(own),
                 )
         guess = difflib.get_close_matches(str(key), known, n=1)
-        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
-        return lines.issue(path, f"unknown key '{key}'{hint}", show_value=False, expected="one of " + ", ".join(known))
+        did_you_mean = f" (did you mean '{guess[0]}'?)" if guess else ""
+        return lines.issue(
+            path, f"unknown key '{key}'{did_you_mean}", show_value=False, expected="one of " + ", ".join(known)
+        )
     if kind in ("missing", "union_tag_not_found"):
         key = "kind" if kind == "union_tag_not_found" else path[-1]
         full = path + ("kind",) if kind == "union_tag_not_found" else path
         field = _field(data, full)
-        hint = REQUIRED_HINTS.get(key) or _SOURCE_HINTS.get(key) if "source" in full else REQUIRED_HINTS.get(key)
+        hint: str | None = (
+            REQUIRED_HINTS.get(key) or _SOURCE_HINTS.get(key) if "source" in full else REQUIRED_HINTS.get(key)
+        )
         if hint is None and field is not None:
             hint = field.description
         kind_note = ""
@@ -500,7 +509,7 @@ class SemanticChecks:
     mistake is never reported twice under different names.
     """
 
-    def __init__(self, data: dict, base: Path, lines: LineMap):
+    def __init__(self, data: dict[str, Any], base: Path, lines: LineMap):
         self.data, self.base, self.lines = data, base, lines
         self.issues: list[ConfigIssue] = []
 
@@ -551,7 +560,7 @@ class SemanticChecks:
             )
 
     # -- sections ------------------------------------------------------------------------------------------
-    def check_mqtt(self, mqtt: dict) -> None:
+    def check_mqtt(self, mqtt: dict[str, Any]) -> None:
         tls = mqtt.get("tls")
         if isinstance(tls, dict):
             for key in ("ca", "cert", "key"):
@@ -583,7 +592,7 @@ class SemanticChecks:
                 expected="mqtt.username next to password_env / password_file",
             )
 
-    def check_updates(self, updates: dict) -> None:
+    def check_updates(self, updates: dict[str, Any]) -> None:
         """The versions folders must be folders (it is created when missing); trusted keys must be ed25519 public
         keys."""
         folder = updates.get("dir")
@@ -657,7 +666,7 @@ class SemanticChecks:
                 expected="a .tar of a bundle directory (as written by `onen export --tar`)",
             )
 
-    def check_aoi(self, key: KeyPath, value: Any, source: dict) -> None:
+    def check_aoi(self, key: KeyPath, value: Any, source: dict[str, Any]) -> None:
         """The AOI must be an image, not all black, and of the camera's resolution when the config states one."""
         before = len(self.issues)
         self.check_file(key, value, "AOI mask file")
@@ -767,7 +776,7 @@ class SemanticChecks:
                     expected="a calibration made for this camera's bundle: run `onen calibrate` again",
                 )
 
-    def check_secret_source(self, section: str, secret: str, env, file) -> None:
+    def check_secret_source(self, section: str, secret: str, env: object, file: object) -> None:
         """A secret comes from one place: `<secret>_env` (a variable that is set) or `<secret>_file` (a file)."""
         if env is not None and file is not None:
             self.add(
@@ -786,7 +795,7 @@ class SemanticChecks:
         if isinstance(file, str) and file:
             self.check_file((section, f"{secret}_file"), file, f"{secret} file")
 
-    def check_review(self, review: dict) -> None:
+    def check_review(self, review: dict[str, Any]) -> None:
         """Off the loopback interface the review page needs a token, from the environment or a file."""
         from onen.edge.config_models import ReviewConfig
 
@@ -807,8 +816,8 @@ class SemanticChecks:
                 expected="token_env or token_file next to a non-loopback listen address (or 127.0.0.1:PORT)",
             )
 
-    def check_cameras(self, cameras: dict, models: dict) -> None:
-        exclusive: dict[tuple, str] = {}  # a device or a watched folder serves one camera only
+    def check_cameras(self, cameras: dict[str, Any], models: dict[str, Any]) -> None:
+        exclusive: dict[tuple[Any, ...], str] = {}  # a device or a watched folder serves one camera only
         for name, camera in cameras.items():
             if not isinstance(camera, dict):
                 continue
@@ -828,7 +837,8 @@ class SemanticChecks:
                     model,
                     expected="one of " + ", ".join(map(str, models)),
                 )
-            source = camera.get("source") if isinstance(camera.get("source"), dict) else {}
+            raw_source = camera.get("source")
+            source: dict[str, Any] = raw_source if isinstance(raw_source, dict) else {}
             self.check_aoi(here + ("aoi",), camera.get("aoi"), source)
             model_name = model if model is not None else next(iter(models), None)
             self.check_calibration(here + ("calibration",), camera.get("calibration"), self.model_files(model_name))
@@ -848,9 +858,9 @@ class SemanticChecks:
             if isinstance(camera.get("trigger"), dict):
                 self.check_trigger(here + ("trigger",), camera["trigger"])
 
-    def check_source(self, here: KeyPath, source: dict) -> None:
+    def check_source(self, here: KeyPath, source: dict[str, Any]) -> None:
         kind = source.get("kind")
-        if kind not in SOURCE_MODELS:
+        if not isinstance(kind, str) or kind not in SOURCE_MODELS:
             return  # the models reported it
         uri = source.get("uri")
         if kind in URI_SCHEMES and isinstance(uri, str) and not uri.lower().startswith(URI_SCHEMES[kind]):
@@ -919,7 +929,7 @@ class SemanticChecks:
                 expected="reject_black: true, or no black_level",
             )
 
-    def _exclusive_resource(self, source: dict) -> tuple | None:
+    def _exclusive_resource(self, source: dict[str, Any]) -> tuple[Any, ...] | None:
         device = source.get("device")
         if source.get("kind") == "v4l2" and isinstance(device, (int, str)) and not isinstance(device, bool):
             text = str(device)
@@ -928,7 +938,7 @@ class SemanticChecks:
             return ("folder", str(self.path_of(source["path"]).resolve()))
         return None
 
-    def check_trigger(self, here: KeyPath, trigger: dict) -> None:
+    def check_trigger(self, here: KeyPath, trigger: dict[str, Any]) -> None:
         mode = trigger.get("mode", "continuous")
         if mode == "interval" and "interval_s" not in trigger:
             self.add(

@@ -12,8 +12,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, get_args
 
 from pydantic import (
     BaseModel,
@@ -26,9 +27,11 @@ from pydantic import (
     StrictStr,
     TypeAdapter,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 from pydantic_core import PydanticCustomError
 
 LIVE_SOURCE_KINDS = ("v4l2", "rtsp", "http", "gstreamer")
@@ -117,13 +120,13 @@ class MqttConfig(Section):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _password_in_code(cls, data: Any, handler, info: ValidationInfo) -> MqttConfig:
+    def _password_in_code(cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> MqttConfig:
         """Code (tests, tools) may hand over a password directly; a config file never can (no context)."""
         password = None
         if info.context is None and isinstance(data, dict) and "password" in data:
             data = dict(data)
             password = data.pop("password")
-        model = handler(data)
+        model: MqttConfig = handler(data)
         if password is not None:
             model._password = password
         return model
@@ -188,7 +191,7 @@ class ModelConfig(Section):
 
 
 # -- camera sources: one model per kind, chosen by `kind` ----------------------------------------------------
-class _Source(Section):
+class SourceBase(Section):
     open_timeout_s: Seconds = 10.0
     read_timeout_s: Seconds = Field(5.0, description="no fresh frame for this long = stalled -> reconnect")
     backoff_initial_s: Seconds = 0.5
@@ -198,6 +201,8 @@ class _Source(Section):
         10, ge=0, le=254, description="a frame whose pixels are all <= this is 'black' (not really captured)"
     )
     reject_repeated: StrictBool | None = Field(None, description="default: yes for live sources, no for file/folder")
+    if TYPE_CHECKING:
+        kind: str  # each kind's model declares it as a Literal (the union's discriminator)
 
     @property
     def live(self) -> bool:
@@ -212,7 +217,7 @@ class _Source(Section):
         target = next(str(getattr(self, key)) for key in ("uri", "pipeline", "path", "device") if hasattr(self, key))
         return f"{self.kind}:{strip_credentials(target)}"
 
-    def __repr_args__(self):
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for key, value in super().__repr_args__():
             yield key, (strip_credentials(value) if key in ("uri", "pipeline") and isinstance(value, str) else value)
 
@@ -221,7 +226,7 @@ def _expanded(value: Any) -> Any:
     return expand_env(value) if isinstance(value, str) else value
 
 
-class V4l2Source(_Source):
+class V4l2Source(SourceBase):
     kind: Literal["v4l2"]
     device: Annotated[StrictInt, Field(ge=0)] | Annotated[StrictStr, Field(min_length=1)] = Field(
         description="a device index (0) or path (/dev/video0)"
@@ -232,14 +237,14 @@ class V4l2Source(_Source):
     fourcc: StrictStr | None = Field(None, pattern=r"^.{4}$", description="a four-character code such as MJPG or YUYV")
 
 
-class RtspSource(_Source):
+class RtspSource(SourceBase):
     kind: Literal["rtsp"]
     uri: StrictStr = Field(min_length=1, description="rtsp://host:554/stream; ${VAR} is replaced from the environment")
 
     _expand = field_validator("uri", mode="after")(staticmethod(_expanded))
 
 
-class HttpSource(_Source):
+class HttpSource(SourceBase):
     kind: Literal["http"]
     uri: StrictStr = Field(
         min_length=1, description="http://host:port/stream.mjpg; ${VAR} is replaced from the environment"
@@ -248,14 +253,14 @@ class HttpSource(_Source):
     _expand = field_validator("uri", mode="after")(staticmethod(_expanded))
 
 
-class GstreamerSource(_Source):
+class GstreamerSource(SourceBase):
     kind: Literal["gstreamer"]
     pipeline: StrictStr = Field(min_length=1, description="a pipeline string ending in appsink")
 
     _expand = field_validator("pipeline", mode="after")(staticmethod(_expanded))
 
 
-class FileSource(_Source):
+class FileSource(SourceBase):
     kind: Literal["file"]
     path: ConfigPath = Field(description="a video file")
     loop: StrictBool = Field(False, description="start again at the end")
@@ -265,7 +270,7 @@ class FileSource(_Source):
     fps: Number | None = Field(None, gt=0, le=1000, description="pacing rate instead of the file's own")
 
 
-class FolderSource(_Source):
+class FolderSource(SourceBase):
     kind: Literal["folder"]
     path: ConfigPath = Field(description="a folder of images")
     patterns: tuple[Annotated[StrictStr, Field(min_length=1)], ...] = Field(
@@ -282,16 +287,14 @@ class FolderSource(_Source):
         return tuple(value) if isinstance(value, list) else value
 
 
-AnySource = Annotated[
-    V4l2Source | RtspSource | HttpSource | GstreamerSource | FileSource | FolderSource, Field(discriminator="kind")
-]
-SOURCE_MODELS = {
-    m.model_fields["kind"].annotation.__args__[0]: m
+SourceConfig: TypeAlias = V4l2Source | RtspSource | HttpSource | GstreamerSource | FileSource | FolderSource
+AnySource = Annotated[SourceConfig, Field(discriminator="kind")]
+SOURCE_MODELS: dict[str, type[SourceBase]] = {
+    get_args(m.model_fields["kind"].annotation)[0]: m
     for m in (V4l2Source, RtspSource, HttpSource, GstreamerSource, FileSource, FolderSource)
 }
 SOURCE_KINDS = tuple(SOURCE_MODELS)
-SourceConfig = _Source  # what every kind's model is (for type hints)
-_SOURCE_ADAPTER = TypeAdapter(AnySource)
+_SOURCE_ADAPTER: TypeAdapter[SourceConfig] = TypeAdapter(AnySource)
 
 
 # -- cameras -------------------------------------------------------------------------------------------------
@@ -327,7 +330,7 @@ class CameraConfig(Section):
         return camera
 
 
-def source_config(**fields: Any) -> AnySource:
+def source_config(**fields: Any) -> SourceConfig:
     """A camera source built in code: the model of its `kind`, validated like one from a file."""
     return _SOURCE_ADAPTER.validate_python(fields)
 
@@ -407,7 +410,7 @@ class ReviewConfig(Section):
         self._token = read_secret(self.token_env, self.token_file)
 
 
-_NAMES_ONLY = {"additionalProperties": False}  # keys that do not match the name pattern are refused
+_NAMES_ONLY: JsonDict = {"additionalProperties": False}  # keys that do not match the name pattern are refused
 
 
 # -- the station ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from onen.edge.config_models import StationConfig
 
@@ -17,7 +18,7 @@ SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "station-config.sche
 SCHEMA_ID = "https://onen-inspect.example/schemas/station-config.schema.json"
 
 
-def station_schema() -> dict:
+def station_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a station YAML file, as the models validate it."""
     schema = StationConfig.model_json_schema(mode="validation", by_alias=True)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}

@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from onen.edge.archive import Archive
 from onen.edge.bundle import load_bundle
@@ -33,6 +34,14 @@ from onen.edge.spool import Spool, spool_file
 from onen.edge.station_commands import RECALIBRATE, StationCommands, calibration_for
 from onen.edge.stats import RollingStats
 from onen.edge.systemd_notify import SystemdNotifier
+
+if TYPE_CHECKING:
+    from onen.edge.backends.base import Backend
+    from onen.edge.bundle import Bundle
+    from onen.edge.calibration_view import CameraCalibration
+    from onen.edge.cameras.camera import Camera
+    from onen.edge.config import CameraConfig, ModelConfig, StationConfig
+    from onen.edge.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +66,7 @@ class DaemonOptions:
 
 
 class Daemon:
-    def __init__(self, config, options: DaemonOptions | None = None):
+    def __init__(self, config: StationConfig, options: DaemonOptions | None = None) -> None:
         self.config = config
         self.options = options or DaemonOptions()
         self.run_id = uuid.uuid4().hex[:12]
@@ -68,38 +77,38 @@ class Daemon:
         self.bundle_sources: dict[str, Path] = {}  # where each served bundle was loaded from (config or model store)
         self.commands: StationCommands | None = None
         self.slots = ModelSlots(self._open_backend)
-        self.cameras: dict[str, object] = {}
+        self.cameras: dict[str, Camera] = {}
         self.pipelines: dict[str, CameraPipeline] = {}
         self.publisher: Publisher | None = None
         self.side_worker: SideWorker | None = None
-        self.metrics_server = None
+        self.metrics_server: MetricsServer | None = None
         self._stop = threading.Event()
         self._stopped = False
         self._ready_sent = False
         self._last_status = ""
-        self._early_events: list[tuple[str, dict]] = []
+        self._early_events: list[tuple[str, dict[str, Any]]] = []
 
     # ---- start --------------------------------------------------------------------------------
-    def _event(self, kind: str, detail: dict) -> None:
+    def _event(self, kind: str, detail: dict[str, Any]) -> None:
         """Camera/backend events go to the events topic; camera state changes also to its status topic."""
         log.info("event %s %s", kind, detail)
         self.stats.count(f"events.{kind}")
         if self.publisher is None:  # e.g. a backend fallback while models load: sent once MQTT exists
             self._early_events.append((kind, detail))
             return
-        self._publish_event(kind, detail)
+        self._publish_event(self.publisher, kind, detail)
 
-    def _publish_event(self, kind: str, detail: dict) -> None:
+    def _publish_event(self, publisher: Publisher, kind: str, detail: dict[str, Any]) -> None:
         try:
-            self.publisher.publish_event(kind, detail)
+            publisher.publish_event(kind, detail)
             camera = detail.get("camera")
             if camera and kind in CAMERA_STATUS_EVENTS:
-                self.publisher.publish_camera_status(camera, CAMERA_STATUS_EVENTS[kind], {"detail": detail})
+                publisher.publish_camera_status(camera, CAMERA_STATUS_EVENTS[kind], {"detail": detail})
         except Exception:
             log.exception("could not publish event %s", kind)
 
     # --- the small public interface the station commands use --------------------------------------------
-    def event(self, kind: str, detail: dict) -> None:
+    def event(self, kind: str, detail: dict[str, Any]) -> None:
         """Announce an event on the station's events topic (and the log)."""
         self._event(kind, detail)
 
@@ -110,20 +119,20 @@ class Daemon:
     def _spool_path(self) -> Path:
         return spool_file(self.config)
 
-    def _open_backend(self, bundle, model_cfg):
+    def _open_backend(self, bundle: Bundle, model_cfg: ModelConfig) -> Backend:
         from onen.edge.backends.factory import create_backend
         from onen.edge.backends.onnxruntime_backend import CpuLayout
 
         layout = CpuLayout.choose(model_cfg.parallel_calls, model_cfg.threads_per_call)
         return create_backend(bundle, model_cfg.backend, on_event=self._event, cpu_layout=layout)
 
-    def new_engine(self, name: str, backend) -> SharedEngine:
+    def new_engine(self, name: str, backend: Backend) -> SharedEngine:
         """The engine every camera of model `name` shares (at start and after a model swap): it may batch one
         frame of each of those cameras into one call."""
         cameras_on_model = sum(1 for c in self.config.cameras if c.model == name)
         return SharedEngine(backend, self.options.engine_mode, max_batch=max(1, cameras_on_model))
 
-    def _bundle_source(self, name: str, model_cfg) -> Path:
+    def _bundle_source(self, name: str, model_cfg: ModelConfig) -> Path:
         """The bundle the config names, unless a model update installed another one (kept across restarts)."""
         updates = self.config.updates
         if updates is None:
@@ -186,7 +195,7 @@ class Daemon:
             self.model_infos[name] = opened.info
             self.bundle_sources[name] = source
 
-    def _calibration(self, camera_cfg, bundle):
+    def _calibration(self, camera_cfg: CameraConfig, bundle: Bundle) -> CameraCalibration:
         """The camera's calibration file (checked against the bundle); after a model update installed another
         model, a file made for the old one gives way to the new bundle's defaults (with an event)."""
         source_path = self.bundle_sources.get(camera_cfg.model)
@@ -217,14 +226,14 @@ class Daemon:
         cv2.setNumThreads(1)
         cfg = self.config
         self._open_models()
-        postprocessors = {}
+        postprocessors: dict[str, PostProcessor] = {}
         for camera_cfg in cfg.cameras:
             bundle = self.engines[camera_cfg.model].backend.bundle
             postprocessors[camera_cfg.name] = PostProcessor(bundle.manifest, self._calibration(camera_cfg, bundle))
         spool = Spool(self._spool_path(), cfg.spool.max_mb, self.options.spool_synchronous)
         self.publisher = Publisher(cfg.mqtt, cfg.station, spool)
         for kind, detail in self._early_events:  # already logged and counted when they happened
-            self._publish_event(kind, detail)
+            self._publish_event(self.publisher, kind, detail)
         spool.on_drop = lambda count, oldest: self._event(
             "spool_overflow",
             {"dropped": count, "oldest_id": oldest, "dropped_total": spool.dropped, "max_mb": cfg.spool.max_mb},
@@ -253,10 +262,11 @@ class Daemon:
         self.publisher.start()
         for name, pipeline in self.pipelines.items():
             if pipeline.mode == "mqtt":
-                self.publisher.subscribe(
-                    self.publisher.topics.trigger(name),
-                    lambda topic, payload, props, p=pipeline: p.trigger(payload, props),
-                )
+
+                def on_trigger(topic: str, payload: bytes, props: Any, p: CameraPipeline = pipeline) -> None:
+                    p.trigger(payload, props)
+
+                self.publisher.subscribe(self.publisher.topics.trigger(name), on_trigger)
         self.commands = StationCommands(self)
         self.commands.start()
         self._start_metrics()
@@ -307,7 +317,7 @@ class Daemon:
             problems.append("publisher sender stuck")
         return not problems, problems
 
-    def stats_message(self) -> dict:
+    def stats_message(self) -> dict[str, Any]:
         snapshot = self.stats.snapshot()
         cameras = {
             name: {
@@ -341,7 +351,7 @@ class Daemon:
         }
 
     # ---- run / stop -------------------------------------------------------------------------------
-    def request_stop(self, *_args) -> None:
+    def request_stop(self, *_args: object) -> None:
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
@@ -357,6 +367,8 @@ class Daemon:
         watchdog_every = self.notifier.watchdog_interval_s or 5.0
         next_stats = time.monotonic() + stats_every
         next_watchdog = time.monotonic()
+        publisher = self.publisher
+        assert publisher is not None, "start() first"
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -365,7 +377,7 @@ class Daemon:
                     self._report_health()
                 if now >= next_stats:
                     next_stats = now + stats_every
-                    self.publisher.publish_stats(self.stats_message())
+                    publisher.publish_stats(self.stats_message())
                 if self.options.exit_when_finished and self.all_finished():
                     log.info("every camera source has ended; stopping")
                     break
@@ -429,7 +441,7 @@ class Daemon:
         return flushed
 
 
-def run_station(config, options: DaemonOptions | None = None) -> int:
+def run_station(config: StationConfig, options: DaemonOptions | None = None) -> int:
     """`onen run`: start, supervise until SIGTERM/SIGINT, stop cleanly, exit 0."""
     daemon = Daemon(config, options)
     daemon.install_signal_handlers()

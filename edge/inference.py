@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class SharedEngine:
         self._users = 0  # frames queued or running on this engine (see hold/release)
         self._users_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.workers)  # lock mode: calls running at once
-        self._requests: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
+        self._requests: queue.Queue[tuple[np.ndarray, Future[tuple[ModelOutputs, float]]] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         if mode == "thread":
             for index in range(self.workers):
@@ -54,9 +55,9 @@ class SharedEngine:
                 thread.start()
                 self._threads.append(thread)
 
-    def submit(self, batch: np.ndarray) -> Future:
+    def submit(self, batch: np.ndarray) -> Future[tuple[ModelOutputs, float]]:
         """Queue one frame batch; the future gives (ModelOutputs, engine milliseconds)."""
-        future: Future = Future()
+        future: Future[tuple[ModelOutputs, float]] = Future()
         if self.mode == "lock":
             try:
                 with self._slots:
@@ -130,7 +131,7 @@ class SharedEngine:
                 pending.append(item)
             self._run_batch(pending)
 
-    def _run_batch(self, pending: list[tuple[np.ndarray, Future]]) -> None:
+    def _run_batch(self, pending: list[tuple[np.ndarray, Future[tuple[ModelOutputs, float]]]]) -> None:
         try:
             outputs, milliseconds = self._call(
                 np.concatenate([batch for batch, _ in pending]) if len(pending) > 1 else pending[0][0]
@@ -157,7 +158,7 @@ class SharedEngine:
         starts = list(self._busy.values())
         return bool(starts) and time.monotonic() - min(starts) > limit_s
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {**self.backend.describe(), "mode": self.mode, "workers": self.workers, "calls": self.calls}
 
     def close(self) -> None:

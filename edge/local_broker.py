@@ -75,7 +75,7 @@ class MosquittoBroker:
         self.binary = find_mosquitto()
         self._dir = Path(tempfile.mkdtemp(prefix="onen-mosquitto-"))
         self._log = self._dir / "mosquitto.log"
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -144,6 +144,6 @@ class MosquittoBroker:
     def __enter__(self) -> MosquittoBroker:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)

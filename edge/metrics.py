@@ -6,21 +6,36 @@ Values are read from the daemon at scrape time (a custom collector), nothing is 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
 from onen.edge.errors import OnenError
 
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
-def start_metrics_server(port: int, daemon, address: str = "0.0.0.0"):
+    from prometheus_client.metrics_core import Metric
+
+
+class StatsSource(Protocol):
+    """What the endpoint reads at scrape time (the daemon)."""
+
+    def stats_message(self) -> dict[str, Any]: ...
+
+
+def start_metrics_server(port: int, daemon: StatsSource, address: str = "0.0.0.0") -> MetricsServer:
     try:
         from prometheus_client import start_http_server
         from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.registry import Collector
     except ImportError as error:
         raise OnenError(
             f"metrics.prometheus_port is set ({port}) but prometheus_client is not installed "
             f"({error}); pip install 'prometheus_client>=0.17' or remove metrics.prometheus_port"
         ) from error
 
-    class DaemonCollector:
-        def collect(self):
+    class DaemonCollector(Collector):
+        def collect(self) -> Iterator[Metric]:
             stats = daemon.stats_message()
             frames = CounterMetricFamily("onen_frames_inspected", "Frames inspected", labels=["camera"])
             failed = CounterMetricFamily("onen_frames_failed", "Frames that failed inspection", labels=["camera"])
@@ -55,7 +70,7 @@ def start_metrics_server(port: int, daemon, address: str = "0.0.0.0"):
 class MetricsServer:
     """The running endpoint; shutdown() closes the port and forgets the collector."""
 
-    def __init__(self, server, unregister):
+    def __init__(self, server: WSGIServer, unregister: Callable[[], None]) -> None:
         self._server = server
         self._unregister = unregister
         self.port = server.server_address[1]

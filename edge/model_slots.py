@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from onen.edge.backends.base import Backend
 from onen.edge.bundle import OUTPUT_NAMES, Bundle
 from onen.edge.errors import OnenError
 from onen.edge.result import ModelInfo
+
+if TYPE_CHECKING:
+    from onen.edge.config import ModelConfig
 
 
 class ModelRefused(OnenError):
@@ -21,12 +26,12 @@ class ModelRefused(OnenError):
 
 @dataclass
 class OpenedModel:
-    backend: object
+    backend: Backend
     info: ModelInfo
-    parity: dict | None
+    parity: dict[str, Any] | None
 
 
-def contract_problems(backend, bundle: Bundle) -> list[str]:
+def contract_problems(backend: Backend, bundle: Bundle) -> list[str]:
     """How an ONNX Runtime session breaks the manifest's contract (empty when it keeps it)."""
     session = getattr(backend, "session", None)
     if session is None or not hasattr(session, "get_inputs"):
@@ -54,10 +59,10 @@ def contract_problems(backend, bundle: Bundle) -> list[str]:
 class ModelSlots:
     """Opens bundles for serving: backend, contract check, parity check, model info."""
 
-    def __init__(self, open_backend: Callable[[Bundle, object], object]):
+    def __init__(self, open_backend: Callable[[Bundle, ModelConfig], Backend]) -> None:
         self._open_backend = open_backend
 
-    def open(self, name: str, bundle: Bundle, model_cfg, check_parity: bool = True) -> OpenedModel:
+    def open(self, name: str, bundle: Bundle, model_cfg: ModelConfig, check_parity: bool = True) -> OpenedModel:
         from onen.edge.parity import check_reference
 
         label = f"model {name!r}: bundle {bundle.manifest.name} {bundle.manifest.version} ({bundle.path})"

@@ -10,10 +10,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from onen.edge.postprocess import Inspection
 from onen.edge.regions import Region
 
 
-def inspection_label(inspection) -> str:
+def inspection_label(inspection: Inspection) -> str:
     """Banner text: verdict, calibrated score against the 0.5 decision, class."""
     probability = "" if inspection.class_probability is None else f" {inspection.class_probability:.2f}"
     return (

@@ -9,6 +9,7 @@ it serves a newly built engine and `onen verify-engine` runs it on demand.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class ParityReport:
     def max_map_mean_abs_diff(self) -> float:
         return max((c.map_mean_abs_diff for c in self.comparisons), default=float("nan"))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "backend": self.backend,
@@ -88,7 +89,7 @@ def _load_reference_map(bundle: Bundle, relative: str) -> np.ndarray:
     anomaly_map = np.squeeze(anomaly_map)
     if anomaly_map.shape != expected:
         raise BundleError(f"{path}: reference map has shape {anomaly_map.shape}, expected {expected} (input H, W)")
-    return anomaly_map.astype(np.float32)
+    return np.asarray(anomaly_map, dtype=np.float32)
 
 
 def check_reference(

@@ -24,11 +24,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from onen.edge.archive import Archive
+from onen.edge.backends.base import ModelOutputs
+from onen.edge.cameras.frame import Frame
 from onen.edge.inference import SharedEngine
 from onen.edge.overlay import encode_jpeg, inspection_label, render_overlay
 from onen.edge.postprocess import Inspection, PostProcessor
@@ -36,9 +38,14 @@ from onen.edge.preprocess import PreProcessor
 from onen.edge.result import ModelInfo, build_result, encode
 from onen.edge.stats import RollingStats
 
+if TYPE_CHECKING:
+    from onen.edge.cameras.camera import Camera
+    from onen.edge.config import CameraConfig
+    from onen.edge.publisher import Publisher
+
 log = logging.getLogger(__name__)
 
-EventCallback = Callable[[str, dict], None]
+EventCallback = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class Serving:
     model_info: ModelInfo
     pre: PreProcessor = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # rectify + resize with the same bundle and calibration the post-processing reads the outputs with
         object.__setattr__(self, "pre", PreProcessor(self.post.manifest, self.post.calibration))
 
@@ -63,10 +70,10 @@ class Serving:
 class InFlight:
     """A frame whose engine call was queued and whose result is not published yet."""
 
-    frame: Any
+    frame: Frame
     correlation_id: str | None
     prepared: np.ndarray
-    future: Future
+    future: Future[tuple[ModelOutputs, float]]
     preprocess_ms: float
     serving: Serving | None = None
 
@@ -96,18 +103,23 @@ def parse_trigger(payload: bytes, properties: Any = None) -> Trigger:
     return Trigger(correlation, time.time())
 
 
+# overlay and archive work for one result: camera, frame (RGB), inspection, result, publish the overlay?,
+# archive it?, JPEG quality
+SideJob = tuple[str, np.ndarray, Inspection, dict[str, Any], bool, bool, int]
+
+
 class SideWorker:
     """Overlay encoding and archiving off the inspection path; a full queue drops (counted), never blocks."""
 
-    def __init__(self, publisher, archive: Archive | None, stats: RollingStats, size: int = 16):
+    def __init__(self, publisher: Publisher, archive: Archive | None, stats: RollingStats, size: int = 16) -> None:
         self.publisher = publisher
         self.archive = archive
         self.stats = stats
-        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._queue: queue.Queue[SideJob | None] = queue.Queue(maxsize=size)
         self._thread = threading.Thread(target=self._run, name="onen-side-work", daemon=True)
         self._thread.start()
 
-    def submit(self, job: tuple) -> None:
+    def submit(self, job: SideJob) -> None:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -148,20 +160,20 @@ class CameraPipeline:
     def __init__(
         self,
         *,
-        camera_cfg,
-        camera,
+        camera_cfg: CameraConfig,
+        camera: Camera,
         engine: SharedEngine,
         postprocessor: PostProcessor,
         model_info: ModelInfo,
         station: str,
         run_id: str,
-        publisher,
+        publisher: Publisher,
         stats: RollingStats,
         side_worker: SideWorker | None = None,
         on_event: EventCallback | None = None,
         fresh_frame_timeout_s: float = 5.0,
         max_in_flight: int | None = None,
-    ):
+    ) -> None:
         self.cfg = camera_cfg
         self.name = camera_cfg.name
         self.camera = camera
@@ -306,12 +318,12 @@ class CameraPipeline:
             return 1  # a triggered frame is published before the next trigger is taken
         return max(1, self.max_in_flight or self.serving.engine.workers + 1)
 
-    def inspect(self, frame, correlation_id: str | None = None) -> dict | None:
+    def inspect(self, frame: Frame, correlation_id: str | None = None) -> dict[str, Any] | None:
         """Inspect one frame and hand the result to the publisher; None when the frame failed."""
         flight = self._begin(frame, correlation_id)
         return None if flight is None else self._finish(flight)
 
-    def _begin(self, frame, correlation_id: str | None) -> InFlight | None:
+    def _begin(self, frame: Frame, correlation_id: str | None) -> InFlight | None:
         """Pre-process and queue the frame on the engine (ONE call per frame)."""
         started = time.perf_counter()
         with self._serving_lock:  # a swap happens wholly before or after this frame takes its serving
@@ -340,7 +352,7 @@ class CameraPipeline:
             return None
         return InFlight(frame, correlation_id, prepared, future, preprocess_ms, serving)
 
-    def _finish(self, flight: InFlight) -> dict | None:
+    def _finish(self, flight: InFlight) -> dict[str, Any] | None:
         frame = flight.frame
         serving = flight.serving or self.serving
         try:
@@ -382,7 +394,7 @@ class CameraPipeline:
         self._side_work(flight.prepared, inspection, result)
         return result
 
-    def _side_work(self, frame_rgb: np.ndarray, inspection: Inspection, result: dict) -> None:
+    def _side_work(self, frame_rgb: np.ndarray, inspection: Inspection, result: dict[str, Any]) -> None:
         if self.side_worker is None:
             return
         heatmap = self.cfg.publish.heatmap

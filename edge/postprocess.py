@@ -16,21 +16,23 @@ import numpy as np
 
 from onen.edge.backends.base import ModelOutputs
 from onen.edge.bundle import Manifest
+from onen.edge.preprocess import Rectifier
 from onen.edge.regions import Region, apply_aoi, find_regions
 
 DECISION = 0.5  # published threshold: a calibrated score above 0.5 is a defect
 
 
-class Calibration(Protocol):
-    """What post-processing needs from edge.calibration_view.CameraCalibration."""
+class Calibration(Rectifier, Protocol):
+    """What post-processing needs from edge.calibration_view.CameraCalibration (the pipeline hands the same
+    object to pre-processing, hence a Rectifier too)."""
 
     pixel_threshold: float
     min_region_area: int
     localisation: str  # "regions" | "off" (no regions reported)
 
-    def normalise(self, raw_score: float) -> float: ...
+    def normalise(self, raw: float) -> float: ...
 
-    def is_defect(self, raw_score: float) -> bool: ...
+    def is_defect(self, raw: float) -> bool: ...
 
     def aoi_for_input(self, height: int, width: int) -> np.ndarray | None: ...
 
@@ -58,7 +60,8 @@ class Inspection:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - float(np.max(logits))
     exp = np.exp(shifted)
-    return exp / exp.sum()
+    probabilities: np.ndarray = exp / exp.sum()
+    return probabilities
 
 
 class PostProcessor:

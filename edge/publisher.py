@@ -20,13 +20,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from onen.edge.broker_link import BrokerLink, describe_failure
 from onen.edge.spool import Spool
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +120,7 @@ class Publisher:
         self._handlers: dict[str, MessageHandler] = {}
         self._handlers_lock = threading.Lock()  # subscribe() vs the subscriptions _on_connect makes
         self._subscribed = False  # this connection has subscribed every handler's filter
-        self._camera_status: dict[str, dict] = {}
+        self._camera_status: dict[str, dict[str, Any]] = {}
         self.connects = 0
         self.published = 0
         self.sender_heartbeat = time.monotonic()
@@ -132,7 +137,7 @@ class Publisher:
         )
         client.will_set(self.topics.availability, "offline", qos=1, retain=True)
         apply_security(client, cfg)
-        client.reconnect_delay_set(min_delay=self.reconnect_s[0], max_delay=self.reconnect_s[1])
+        client.reconnect_delay_set(min_delay=self.reconnect_s[0], max_delay=self.reconnect_s[1])  # type: ignore[arg-type]  # paho annotates int; it sleeps any float
         client.max_inflight_messages_set(self.window)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -154,7 +159,14 @@ class Publisher:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             self.link.failed(f"the broker refused the connection: {reason_code}")
             return
@@ -170,28 +182,37 @@ class Publisher:
         self._connected.set()
         self._wake.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         with self._handlers_lock:
             self._subscribed = False
         if self._connected.is_set() and not self._stop.is_set():
             self.link.lost(str(reason_code))
         self._connected.clear()
 
-    def _on_connect_fail(self, client, userdata) -> None:
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError` around the attempt: the exception is the reason.
         self.link.failed(describe_failure(sys.exc_info()[1]))
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
         # Runs in paho's thread while paho holds its own lock: only note the mid, never call paho here.
         with self._ack_lock:
             self._acked_mids.append(mid)
         self._wake.set()
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: MQTTMessage) -> None:
         for topic_filter, handler in list(self._handlers.items()):
             if mqtt.topic_matches_sub(topic_filter, message.topic):
                 try:
-                    handler(message.topic, message.payload, getattr(message, "properties", None))
+                    handler(message.topic, bytes(message.payload), getattr(message, "properties", None))
                 except Exception:  # a bad command must never take the connection down
                     log.exception("handler for %s failed", message.topic)
 
@@ -275,18 +296,18 @@ class Publisher:
         return self._incoming.empty() and not self._unspooled and self.spool.depth == 0
 
     # ---- other topics -------------------------------------------------------------------------
-    def publish_event(self, kind: str, detail: dict | None = None) -> None:
+    def publish_event(self, kind: str, detail: dict[str, Any] | None = None) -> None:
         """Events are QoS 1; paho keeps them while disconnected and sends them on reconnect."""
         message = {"kind": kind, "station": self.station, "at": time.time(), "detail": detail or {}}
         self.client.publish(self.topics.events, json.dumps(message, default=str), qos=1)
 
-    def publish_camera_status(self, camera: str, status: str, detail: dict | None = None) -> None:
+    def publish_camera_status(self, camera: str, status: str, detail: dict[str, Any] | None = None) -> None:
         """Retained per-camera status; the last one is republished after a reconnect."""
         message = {"camera": camera, "status": status, "at": time.time(), **(detail or {})}
         self._camera_status[camera] = message
         self.client.publish(self.topics.status(camera), json.dumps(message, default=str), qos=1, retain=True)
 
-    def publish_stats(self, stats: dict) -> None:
+    def publish_stats(self, stats: dict[str, Any]) -> None:
         """Stats are a snapshot: QoS 0, skipped while disconnected (the next one is fresher anyway)."""
         if self.connected:
             self.client.publish(self.topics.stats, json.dumps(stats, default=str), qos=0)

@@ -124,11 +124,11 @@ def _check_quadrilateral(points: np.ndarray) -> None:
     """Refuse corners that cannot be an upright part: wrong count, crossed edges, wrong order, collapsed."""
     if points.shape != (4, 2) or not np.all(np.isfinite(points)):
         raise DataError(f"rectification needs 4 corner points ({CORNER_ORDER}), got {points.tolist()}")
-    crosses = []
+    turns = []
     for i in range(4):
         a, b, c = points[i], points[(i + 1) % 4], points[(i + 2) % 4]
-        crosses.append((b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]))
-    crosses = np.asarray(crosses)
+        turns.append((b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]))
+    crosses = np.asarray(turns)
     if not np.all(crosses > 0):
         raise DataError(
             f"rectification corners {points.tolist()} are not a convex quadrilateral in the order {CORNER_ORDER} "

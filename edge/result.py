@@ -102,8 +102,9 @@ def encode(result: dict[str, Any]) -> bytes:
 
 @lru_cache(maxsize=1)
 def result_schema() -> dict[str, Any]:
-    """The shipped schema (package data edge/schemas/result.schema.json)."""
-    return json.loads(resources.files("edge").joinpath("schemas/result.schema.json").read_text())
+    """The shipped schema (package data onen.edge/schemas/result.schema.json)."""
+    schema: dict[str, Any] = json.loads(resources.files("onen.edge").joinpath("schemas/result.schema.json").read_text())
+    return schema
 
 
 def validate_result(result: dict[str, Any]) -> None:

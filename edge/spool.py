@@ -21,8 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from onen.edge.errors import OnenError
+
+if TYPE_CHECKING:
+    from onen.edge.config import StationConfig
 
 ROW_OVERHEAD = 64  # bytes of SQLite bookkeeping per row, roughly; keeps many tiny rows honest
 
@@ -31,7 +35,7 @@ class SpoolError(OnenError):
     """The spool file cannot be opened or written."""
 
 
-def _exclusive_lock(path: Path):
+def _exclusive_lock(path: Path) -> TextIO:
     """One daemon per spool: two would publish the same results twice. The OS drops the lock if we die."""
     handle = open(path, "a+")
     try:
@@ -109,7 +113,8 @@ class Spool:
                         "INSERT INTO outbox (topic, payload, qos, created) VALUES (?, ?, ?, ?)",
                         (topic, payload, qos, now),
                     )
-                    ids.append(int(cursor.lastrowid))
+                    assert cursor.lastrowid is not None  # set by every INSERT
+                    ids.append(cursor.lastrowid)
                 dropped, oldest = self._enforce_cap_locked(sum(len(p) + ROW_OVERHEAD for _, p, _ in items))
                 self._db.execute("COMMIT")
             except BaseException:
@@ -188,7 +193,7 @@ class Spool:
 SPOOL_FILE = "results.sqlite3"
 
 
-def spool_file(config) -> Path:
+def spool_file(config: StationConfig) -> Path:
     """The spool database of a station config (its folder is where the station keeps what it writes itself)."""
     path = Path(config.spool.path)
     return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / SPOOL_FILE

@@ -11,15 +11,25 @@ import json
 import os
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from onen.edge.errors import OnenError
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from onen.edge.config import StationConfig
 
 
 class StationUnreachable(OnenError):
     """The broker could not be reached or did not take the command."""
 
 
-def send_command(config, topic: str, payload: bytes, answered: Callable[[dict], bool], wait_s: float) -> dict | None:
+def send_command(
+    config: StationConfig, topic: str, payload: bytes, answered: Callable[[dict[str, Any]], bool], wait_s: float
+) -> dict[str, Any] | None:
     """Publish `payload` on `topic` (QoS 1) and return the first event for which `answered(event)` is true,
     or None when none came within `wait_s` seconds."""
     import paho.mqtt.client as mqtt
@@ -27,14 +37,16 @@ def send_command(config, topic: str, payload: bytes, answered: Callable[[dict], 
 
     cfg = config.mqtt
     events_topic = f"{cfg.prefix}/{config.station}/events"
-    answer: dict = {}
+    answer: dict[str, Any] = {}
     got_answer, subscribed = threading.Event(), threading.Event()
 
-    def on_connect(client, userdata, flags, reason_code, properties):
+    def on_connect(
+        client: Client, userdata: Any, flags: ConnectFlags, reason_code: ReasonCode, properties: Properties | None
+    ) -> None:
         if not reason_code.is_failure:
             client.subscribe(events_topic, qos=1)
 
-    def on_message(client, userdata, message):
+    def on_message(client: Client, userdata: Any, message: MQTTMessage) -> None:
         try:
             event = json.loads(message.payload)
         except ValueError:
@@ -75,5 +87,5 @@ def send_command(config, topic: str, payload: bytes, answered: Callable[[dict], 
     return dict(answer) if got_answer.is_set() else None
 
 
-def _str(value) -> str | None:
+def _str(value: object) -> str | None:
     return None if value is None else str(value)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -45,6 +46,10 @@ from onen.edge.updates import (
     unpack_into,
     verify_bundle_signature,
 )
+
+if TYPE_CHECKING:
+    from onen.edge.config import CameraConfig
+    from onen.edge.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,7 @@ def _geometry(path: Path | None, current: CameraCalibration | None) -> tuple[Pat
         return None, None
 
 
-def with_config_aoi(calibration: CameraCalibration, camera_cfg) -> CameraCalibration:
+def with_config_aoi(calibration: CameraCalibration, camera_cfg: CameraConfig) -> CameraCalibration:
     """The station config's AOI for the camera wins over the one a calibration file names."""
     if camera_cfg.aoi is not None:
         calibration.aoi = Path(camera_cfg.aoi)
@@ -85,7 +90,7 @@ def with_config_aoi(calibration: CameraCalibration, camera_cfg) -> CameraCalibra
 
 
 def calibration_for(
-    camera_cfg,
+    camera_cfg: CameraConfig,
     bundle: Bundle,
     current: CameraCalibration | None = None,
     tolerate_stale: bool = False,
@@ -98,7 +103,7 @@ def calibration_for(
     a normal start; after a model install (`tolerate_stale`) the camera runs on the new bundle's default
     thresholds with its AOI and rectification, and the event says to recalibrate."""
     version = store.for_model(camera_cfg.name, bundle.onnx_sha256) if store is not None else None
-    if version is not None:
+    if store is not None and version is not None:
         return with_config_aoi(store.load(version, bundle), camera_cfg), str(version)
     path = camera_cfg.calibration
     if path is not None:
@@ -121,25 +126,28 @@ def calibration_for(
 class StationCommands:
     """Subscribes to the station's command topics and handles them in order on one worker thread."""
 
-    def __init__(self, daemon):
+    def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.store = ModelStore(daemon.config.updates.dir) if daemon.config.updates is not None else None
         self.calibrations = calibration_store_of(daemon.config)
-        self.swaps: list[dict] = []  # figures of every model swap (for benchmarks and tests)
-        self._queue: queue.Queue = queue.Queue()
+        self.swaps: list[dict[str, Any]] = []  # figures of every model swap (for benchmarks and tests)
+        self._queue: queue.Queue[tuple[Callable[..., bool], tuple[Any, ...]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="onen-station-commands", daemon=True)
 
     @property
-    def event(self) -> Callable[[str, dict], None]:
+    def event(self) -> Callable[[str, dict[str, Any]], None]:
         return self.daemon.event
 
     def start(self) -> None:
-        publisher, topics = self.daemon.publisher, self.daemon.publisher.topics
+        publisher = self.daemon.publisher
+        assert publisher is not None, "the daemon starts its commands once its publisher exists"
+        topics = publisher.topics
         for camera in self.daemon.pipelines:
-            publisher.subscribe(
-                topics.calibration(camera),
-                lambda topic, payload, props, c=camera: self._queue.put((self.apply_calibration, (c, payload))),
-            )
+
+            def on_calibration(topic: str, payload: bytes, props: Any, c: str = camera) -> None:
+                self._queue.put((self.apply_calibration, (c, payload)))
+
+            publisher.subscribe(topics.calibration(camera), on_calibration)
         publisher.subscribe(
             topics.model_install, lambda topic, payload, props: self._queue.put((self.install_model, (payload,)))
         )
@@ -168,7 +176,7 @@ class StationCommands:
             except Exception as error:  # whatever a message holds, it gets an answer and the worker lives on
                 self._answer_unexpected(handler, args, error)
 
-    def _answer_unexpected(self, handler, args, error: Exception) -> None:
+    def _answer_unexpected(self, handler: Callable[..., bool], args: tuple[Any, ...], error: Exception) -> None:
         """The answer to a command its handler did not foresee (one log line, no traceback: the message is the
         sender's fault far more often than the station's)."""
         reason = f"the station could not read this command ({type(error).__name__}: {str(error)[:300]})"
@@ -267,27 +275,30 @@ class StationCommands:
             raise UpdateError(f"no camera of the station uses model {requested!r}")
         return requested
 
-    def _reject(self, kind_detail: dict, reason: str) -> bool:
+    def _reject(self, kind_detail: dict[str, Any], reason: str) -> bool:
         log.warning("model update refused: %s", reason)
         self.event("model_update_rejected", {**kind_detail, "reason": reason})
         return False
 
     def install_model(self, payload: bytes) -> bool:
         started = time.monotonic()
-        detail: dict = {"action": "install", "request_id": None}
-        staging = version = None
+        detail: dict[str, Any] = {"action": "install", "request_id": None}
+        staging: Path | None = None
+        version: Path | None = None
+        store = self.store
         try:
             request = parse_install_message(payload)  # the one decode of a payload that may hold a bundle
             detail["request_id"] = request.request_id or None
             detail["model"] = name = self._model_name(request.model)
-            if self.store is None:
+            updates = self.daemon.config.updates
+            if store is None or updates is None:
                 raise UpdateError(
                     "this station takes no model updates: its config has no 'updates' section (updates: {dir: ..., "
                     "trusted_keys: [...]})"
                 )
-            trusted = [load_public_key(p) for p in self.daemon.config.updates.trusted_keys]
-            self.store.clean_interrupted()
-            staging = self.store.staging(name)
+            trusted = [load_public_key(p) for p in updates.trusted_keys]
+            store.clean_interrupted()
+            staging = store.staging(name)
             root = unpack_into(staging, request.tar_bytes, request.path, trusted=trusted)  # checked before written
             bundle = load_bundle(root)  # every file's sha256
             if trusted:
@@ -296,18 +307,18 @@ class StationCommands:
                     detail["engines_dropped"] = "engines/ is not covered by the signature; the station builds its own"
             if bundle.onnx_sha256 == self.daemon.engines[name].backend.bundle.onnx_sha256:
                 raise UpdateError(f"model {name!r} already serves this {MODEL} (sha256 {bundle.onnx_sha256[:12]}...)")
-            version = self.store.add(name, root, bundle)
+            version = store.add(name, root, bundle)
             bundle = Bundle(path=version, manifest=bundle.manifest)
             return self._swap(
                 name,
                 bundle,
                 detail,
                 started,
-                promote=lambda serving_path: self.store.promote(name, version, serving_path),
+                promote=lambda serving_path: store.promote(name, version, serving_path),
             )
         except (OnenError, OSError, ValueError) as error:
-            if version is not None:
-                self.store.discard(version)
+            if store is not None and version is not None:
+                store.discard(version)
             if detail["request_id"] is None:  # unreadable message: still answer its sender if we can
                 detail["request_id"] = request_id_of(payload)
             return self._reject(detail, f"{error}")
@@ -317,18 +328,19 @@ class StationCommands:
 
     def rollback_model(self, payload: bytes) -> bool:
         started = time.monotonic()
-        detail: dict = {"action": "rollback", "request_id": request_id_of(payload)}
+        detail: dict[str, Any] = {"action": "rollback", "request_id": request_id_of(payload)}
         try:
             requested, _ = parse_rollback_message(payload)
             detail["model"] = name = self._model_name(requested)
-            if self.store is None:
+            store = self.store
+            if store is None:
                 raise UpdateError("this station takes no model updates: its config has no 'updates' section")
-            previous = self.store.previous(name)
+            previous = store.previous(name)
             if previous is None:
                 raise UpdateError(f"model {name!r}: no previous version to roll back to")
             bundle = load_bundle(previous)
             return self._swap(
-                name, bundle, detail, started, promote=lambda serving_path: self.store.rollback(name), source=previous
+                name, bundle, detail, started, promote=lambda serving_path: store.rollback(name), source=previous
             )
         except (OnenError, OSError, ValueError) as error:
             return self._reject(detail, f"{error}")
@@ -337,7 +349,7 @@ class StationCommands:
         self,
         name: str,
         bundle: Bundle,
-        detail: dict,
+        detail: dict[str, Any],
         started: float,
         promote: Callable[[Path], None],
         source: Path | None = None,
@@ -355,10 +367,11 @@ class StationCommands:
             calibrations, sources = {}, {}
             for camera, pipeline in pipelines.items():
                 self._seed(camera)
+                current = pipeline.post.calibration  # a CameraCalibration (the daemon's and every command's)
                 calibrations[camera], sources[camera] = calibration_for(
                     daemon.config.camera(camera),
                     bundle,
-                    pipeline.post.calibration,
+                    current if isinstance(current, CameraCalibration) else None,
                     tolerate_stale=True,
                     store=self.calibrations,
                 )

@@ -10,13 +10,13 @@ import socket
 
 
 class SystemdNotifier:
-    def __init__(self, address: str | None = None):
+    def __init__(self, address: str | None = None) -> None:
         self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
         usec = os.environ.get("WATCHDOG_USEC")
         pid = os.environ.get("WATCHDOG_PID")
-        watchdog_for_us = usec and usec.isdigit() and (not pid or pid == str(os.getpid()))
+        watchdog_for_us = usec is not None and usec.isdigit() and (not pid or pid == str(os.getpid()))
         self.watchdog_interval_s: float | None = (
-            int(usec) / 1e6 / 2 if watchdog_for_us else None
+            int(usec) / 1e6 / 2 if usec is not None and watchdog_for_us else None
         )  # ping at half the timeout
 
     @property

@@ -293,9 +293,13 @@ def _unpack_tar(staging: Path, archive: tarfile.TarFile, trusted: list[Ed25519Pu
             return None
         if not member.isfile() or member.size > limit:
             raise UpdateError(f"bundle {label}: {name} is not a regular file of at most {limit} bytes")
-        return archive.extractfile(member).read()
+        extracted = archive.extractfile(member)
+        assert extracted is not None  # a regular file always has content to extract
+        return extracted.read()
 
-    listed = _manifest_of(read(MANIFEST, MAX_MANIFEST_BYTES), read(SIGNATURE, 4096), trusted, label)
+    manifest = read(MANIFEST, MAX_MANIFEST_BYTES)
+    assert manifest is not None  # `top` was chosen where the manifest is
+    listed = _manifest_of(manifest, read(SIGNATURE, 4096), trusted, label)
     total = 0
     for member in members:
         name = member.name.rstrip("/")
@@ -378,7 +382,7 @@ def unpack_into(
     raise UpdateError(f"bundle_path {source} does not exist on the station")
 
 
-def zlib_error() -> type:
+def zlib_error() -> type[Exception]:
     import zlib
 
     return zlib.error

@@ -120,6 +120,7 @@ MALFORMED = [
     ("missing-calibration", _set("cameras.top.calibration", "nope.yaml"), "cameras.top.calibration"),
     ("missing-aoi", _set("cameras.top.aoi", "nope.png"), "cameras.top.aoi"),
     ("bad-trigger-mode", _set("cameras.top.trigger.mode", "sometimes"), "cameras.top.trigger.mode"),
+    ("source-kind-a-list", _set("cameras.top.source.kind", ["rtsp"]), "cameras.top.source.kind"),
     (
         "interval-without-interval_s",
         _set("cameras.replay.trigger.interval_s", DELETE),

@@ -154,3 +154,16 @@ def test_overlay_is_labelled_with_verdict_banner_and_region_boxes():
     assert not np.array_equal(plain[:12], banner)
     assert (labelled[60, 60:100] == 255).all() and (labelled[60:90, 60] == 255).all()  # box at the region
     assert (plain[70, 80] != 255).any()  # inside is not painted
+
+
+def test_result_schema_is_found_from_any_working_directory(tmp_path):
+    """The schema is package data of onen.edge: a station running outside the repository finds it too."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from onen.edge.result import result_schema; print(result_schema()['title'])"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the repo root must not be on the path
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "onen inspection result"

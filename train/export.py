@@ -174,7 +174,7 @@ def onnx_outputs(model_path: Path, images: np.ndarray) -> tuple[np.ndarray, np.n
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    return tuple(session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images)}))  # type: ignore[return-value]
+    return tuple(session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images)}))
 
 
 def _write_references(bundle_dir: Path, images: np.ndarray, outputs) -> list[ReferenceSample]:

@@ -113,7 +113,9 @@ def progressive_focal_loss(
     weight = valid.float()
     if weight.sum() == 0:
         return final_logits.sum() * 0.0
-    weights = progressive_weights(len(layer_logits), device=target.device) if layer_logits else []
+    weights: torch.Tensor | list[float] = (
+        progressive_weights(len(layer_logits), device=target.device) if layer_logits else []
+    )
     final = final_logits[:, 0] if final_logits.dim() == 4 else final_logits
     upsampled = [
         F.interpolate(logits.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]

@@ -14,7 +14,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 PRO_MAX_FPR = 0.3
 PRO_STEPS = 600
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed trapz
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # type: ignore[attr-defined]  # numpy < 2 has only trapz
 RECALL_POINTS = (0.9, 0.95, 0.99)
 
 

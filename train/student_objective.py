@@ -86,6 +86,7 @@ def student_objective(
     label [N] 0/1; class_index [N] (-1 = unknown class); mask [N,H,W] target 0..1 (a good image's target is
     all zeros, so it always counts); has_mask [N] bool; aoi [N,H,W] (all ones when none).
     """
+    assert out.score_logit is not None and out.map_logits is not None  # OneNStudent.forward gives both
     parts: dict[str, torch.Tensor] = {}
     parts["image"] = F.binary_cross_entropy_with_logits(out.score_logit, label.float())
     parts["class"] = masked_cross_entropy(out.class_logits, class_index)

@@ -20,6 +20,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ def frozen_modules(model: EfficientNetLite, freeze_blocks: int) -> list[torch.nn
     """Stem + leading blocks, with gradients switched off (call .eval() on them after model.train())."""
     if freeze_blocks == 0:
         return []
-    modules = [model.stem, *model.blocks[:freeze_blocks]]
+    modules = [model.stem, *list(model.blocks)[:freeze_blocks]]
     for module in modules:
         module.requires_grad_(False)
     return modules
@@ -131,7 +132,7 @@ def predict(model: EfficientNetLite, dataset: Dataset, batch_size: int = 32, dev
     device = pick_device(device) if device is None else torch.device(device)
     was_training = model.training
     model.eval().to(device)
-    out = {"score": [], "predicted": [], "label": [], "class_index": []}
+    out: dict[str, list[Any]] = {"score": [], "predicted": [], "label": [], "class_index": []}
     # Own generator: a DataLoader otherwise draws its seed from the global RNG, and validating would
     # change the dropout draws of the next training epoch.
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
@@ -223,7 +224,7 @@ def fit_teacher(
             train_ds,
             batch_size=cfg.batch_size,
             shuffle=True,
-            drop_last=len(train_ds) > cfg.batch_size,
+            drop_last=len(train_ds) > cfg.batch_size,  # type: ignore[arg-type]  # map-style data sets have __len__; torch's Dataset does not declare it
             generator=generator,
             num_workers=cfg.num_workers,
         )
@@ -238,12 +239,12 @@ def fit_teacher(
             for name, value in (("loss", loss), ("ce", ce), ("od", od)):
                 sums[name] += float(value.detach())
             bar.set_postfix(loss=f"{sums['loss'] / step:.4f}", od=f"{sums['od'] / step:.3f}")
-        record = {
+        record: dict[str, Any] = {
             "epoch": epoch + 1,
             "seconds": time.perf_counter() - started,
             **{k: v / max(len(loader), 1) for k, v in sums.items()},
         }
-        if val_ds is not None and len(val_ds) > 0:
+        if val_ds is not None and len(val_ds) > 0:  # type: ignore[arg-type]  # map-style data sets have __len__; torch's Dataset does not declare it
             record["val"] = teacher_metrics(predict(model, val_ds, cfg.batch_size, device))
         history.append(record)
         tqdm.write(f"teacher epoch {epoch + 1}/{cfg.epochs}: " + json.dumps(record))

@@ -16,6 +16,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from onen.edge.errors import OnenError
 from onen.train import runs
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
+
+if TYPE_CHECKING:
+    from onen.train.data.dataset import InspectionDataset
 
 log = logging.getLogger(__name__)
 SUPERVISION = ("none", "weak", "full")
@@ -256,7 +260,7 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
     from onen.train.teacher_training import TeacherConfig, fit_teacher
 
     fields = TeacherConfig.__dataclass_fields__
-    options = {
+    options: dict[str, Any] = {
         "epochs": cfg.teacher_epochs,
         "loss": cfg.teacher_loss,
         "input_height": cfg.size,
@@ -330,7 +334,7 @@ class TeacherCache:
             for i, value in fresh.items():
                 if bool(cacheable[i]):
                     self.store[paths[i]] = tuple(v.half().cpu() if v is not None else None for v in value)
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for i, path in enumerate(paths):
             if i in missing:
                 rows.append(fresh[i])
@@ -436,7 +440,7 @@ def train_student(
     device: torch.device,
     run_dir: Path,
     resume: bool,
-    good_sets: tuple | None = None,
+    good_sets: tuple[InspectionDataset, InspectionDataset] | None = None,
 ) -> OneNStudent:
     """Train the student; with good_sets (good training images, good held-out images) its good-feature model is
     fitted before the final student is saved."""
@@ -504,7 +508,7 @@ def train_student(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimiser.step()
             schedule.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in parts.items()})
+            bar.set_postfix({"loss": f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in parts.items()}})
         _save_checkpoint(last, model, optimiser, schedule, epoch)
     model.eval()
     if model.good_features is not None:

@@ -19,7 +19,7 @@ def _benchmark_names() -> list[str]:
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("bench", help="run a benchmark and print its figures")
     names = parser.add_subparsers(dest="benchmark", metavar="NAME")
     names.required = True

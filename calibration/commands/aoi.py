@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "aoi",
         help="author an area-of-interest mask (PNG at camera resolution) and a preview overlay",
@@ -84,4 +84,6 @@ def run(args: argparse.Namespace) -> int:
 def _size(text: str) -> tuple[int, int]:
     from onen.calibration.commands.calibrate import parse_size
 
-    return parse_size(text, "--size")
+    size = parse_size(text, "--size")
+    assert size is not None  # parse_size gives None only for no text
+    return size

@@ -8,7 +8,7 @@ from pathlib import Path
 from onen.edge.config_models import BACKEND_KINDS
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "calibrate",
         help="fit a camera's thresholds on its good (and defective) images; writes calib YAML + report",

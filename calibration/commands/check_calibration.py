@@ -9,7 +9,7 @@ from pathlib import Path
 from onen.edge.config_models import BACKEND_KINDS
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "check-calibration",
         help="run fresh images of a camera through its calibration and test the false-reject rate against its bound",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class Backend(abc.ABC):
     def infer(self, batch: np.ndarray) -> ModelOutputs:
         """Run the model on uint8 `[N, H, W, 3]`."""
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """What runs, for stats and events (backend, device, precision...)."""
         return {"backend": self.name}
 

@@ -13,15 +13,19 @@ import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from onen.edge.backends.base import Backend
 from onen.edge.bundle import Bundle
 from onen.edge.config_models import BACKEND_KINDS
 from onen.edge.errors import OnenError
 
+if TYPE_CHECKING:
+    from onen.edge.backends.onnxruntime_backend import CpuLayout
+
 log = logging.getLogger(__name__)
 
-EventCallback = Callable[[str, dict], None]
+EventCallback = Callable[[str, dict[str, Any]], None]
 
 INSTALL_HINT = (
     "install TensorRT's Python bindings and pycuda (on a Jetson: `sudo apt install python3-libnvinfer` from JetPack "
@@ -70,9 +74,9 @@ def probe_tensorrt(device_index: int = 0) -> TensorRtProbe:
 
 
 def create_backend(
-    bundle: Bundle, kind: str = "auto", on_event: EventCallback | None = None, cpu_layout=None
+    bundle: Bundle, kind: str = "auto", on_event: EventCallback | None = None, cpu_layout: CpuLayout | None = None
 ) -> Backend:
-    """Open `bundle` on the backend `kind` ("auto", "tensorrt" or "onnxruntime"). `cpu_layout` (a
+    """Open `bundle` on the backend `kind` (one of BACKEND_KINDS). `cpu_layout` (a
     `CpuLayout`) is how ONNX Runtime uses the CPU cores; None = one call at a time on all cores."""
     if kind not in BACKEND_KINDS:
         raise OnenError(f"backend {kind!r} is unknown; expected one of {', '.join(BACKEND_KINDS)}")
@@ -97,7 +101,9 @@ def create_backend(
     return _fall_back(bundle, probe.reason, on_event, cpu_layout)
 
 
-def _fall_back(bundle: Bundle, reason: str, on_event: EventCallback | None, cpu_layout=None) -> Backend:
+def _fall_back(
+    bundle: Bundle, reason: str, on_event: EventCallback | None, cpu_layout: CpuLayout | None = None
+) -> Backend:
     detail = {"bundle": str(bundle.path), "requested": "auto", "using": "onnxruntime", "reason": reason}
     log.warning("TensorRT not used for %s (%s); running on ONNX Runtime", bundle.path, reason)
     if on_event is not None:
@@ -105,13 +111,13 @@ def _fall_back(bundle: Bundle, reason: str, on_event: EventCallback | None, cpu_
     return _onnxruntime(bundle, cpu_layout)
 
 
-def _onnxruntime(bundle: Bundle, cpu_layout=None) -> Backend:
+def _onnxruntime(bundle: Bundle, cpu_layout: CpuLayout | None = None) -> Backend:
     from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(bundle, layout=cpu_layout)
 
 
-def _openvino(bundle: Bundle, cpu_layout=None, on_event: EventCallback | None = None) -> Backend:
+def _openvino(bundle: Bundle, cpu_layout: CpuLayout | None = None, on_event: EventCallback | None = None) -> Backend:
     try:
         from onen.edge.backends.openvino_backend import OpenVinoBackend
     except ImportError as error:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -72,7 +73,7 @@ class OnnxRuntimeBackend(Backend):
             class_logits.astype(np.float32, copy=False),
         )
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
             "providers": self.session.get_providers(),

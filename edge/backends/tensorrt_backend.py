@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class TensorRtBackend(Backend):
         self.device_index = device_index
         self.target = RuntimeTarget(probe.compute_capability, probe.tensorrt_version, probe.gpu_name)
         self.on_event = on_event
-        self._device_buffers: dict[str, object] = {}
+        self._device_buffers: dict[str, Any] = {}  # pycuda DeviceAllocations (pycuda has no types)
         self._host_buffers: dict[str, np.ndarray] = {}
         if engine_path is not None:
             engine_path = Path(engine_path)
@@ -182,7 +183,7 @@ class TensorRtBackend(Backend):
             self._stream.synchronize()
             return {name: view.astype(np.float32, copy=True) for name, view in views.items()}
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
             "engine": self.engine_path.name,

@@ -13,26 +13,33 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from onen.edge.cameras.backoff import Backoff
 from onen.edge.cameras.checks import FrameChecks
-from onen.edge.cameras.folder import IDLE
 from onen.edge.cameras.frame import Frame, FrameQueue
-from onen.edge.cameras.sources import END_OF_SOURCE, SourceLost, SourceUnavailable, make_source, require_backend
+from onen.edge.cameras.sources import (
+    END_OF_SOURCE,
+    RawFrame,
+    SourceLost,
+    SourceUnavailable,
+    make_source,
+    require_backend,
+)
 from onen.edge.config import CameraConfig
 from onen.edge.errors import DataError
 from onen.edge.images import to_rgb_uint8
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[str, dict], None]
+EventSink = Callable[[str, dict[str, Any]], None]
 REJECT_EVENT_INTERVAL_S = 5.0  # at most one frame_rejected event per reason per interval (with counts)
 
 
 class Camera:
     """See INTERFACES.md: start/stop, read (continuous trigger), fresh_frame (mqtt/interval triggers)."""
 
-    def __init__(self, cfg: CameraConfig, on_event: EventSink | None = None):
+    def __init__(self, cfg: CameraConfig, on_event: EventSink | None = None) -> None:
         require_backend(cfg.source, cfg.name)
         self.cfg = cfg
         self.name = cfg.name
@@ -116,7 +123,7 @@ class Camera:
         return self._thread is not None and self._thread.is_alive()
 
     # -- the thread ------------------------------------------------------------------------------------
-    def _emit(self, kind: str, **detail) -> None:
+    def _emit(self, kind: str, **detail: Any) -> None:
         detail = {"camera": self.name, "source": self._source.describe(), **detail}
         try:
             self._on_event(kind, detail)
@@ -203,7 +210,7 @@ class Camera:
                 paced_count += 1
             started_mono, started = time.monotonic(), time.time()
             raw = self._source.read()
-            if raw is IDLE:
+            if isinstance(raw, str):  # IDLE: nothing ready yet
                 continue
             if raw is END_OF_SOURCE:
                 self._source_done = True
@@ -263,7 +270,7 @@ class Camera:
         self.delivered += 1
         return True
 
-    def _where(self, raw) -> dict:
+    def _where(self, raw: RawFrame) -> dict[str, Any]:
         """Where a rejected frame came from, in the words of the result's `source` field."""
         if raw.name is not None:
             return {"file": raw.name}
@@ -274,7 +281,7 @@ class Camera:
     def _beat(self) -> None:
         self.heartbeat = time.monotonic()
 
-    def _reject(self, reason: str, **detail) -> None:
+    def _reject(self, reason: str, **detail: Any) -> None:
         """Count a rejected frame; report the first at once, then at most one event per interval per reason."""
         total = self._reject_counts.get(reason, 0) + 1
         self._reject_counts[reason] = total

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onen.edge.cameras.sources import END_OF_SOURCE, RawFrame, SourceLost, SourceUnavailable
-from onen.edge.config import SourceConfig
+from onen.edge.config_models import FolderSource as FolderSourceConfig
 from onen.edge.errors import DataError
 from onen.edge.images import read_image_rgb
 
@@ -28,12 +28,13 @@ class _Pending:
 
 
 class FolderSource:
-    def __init__(self, cfg: SourceConfig, camera: str):
+    def __init__(self, cfg: FolderSourceConfig, camera: str) -> None:
         self.cfg, self.camera = cfg, camera
         self.folder = Path(cfg.path)
         self.index = 0
-        self.fps = None
-        self._seen: set[str] | None = None  # kept across reconnects: a file is never read twice
+        self.fps: float | None = None
+        self._seen: set[str] = set()  # kept across reconnects: a file is never read twice
+        self._opened = False
         self._pending: dict[str, _Pending] = {}
         self._last_scan = 0.0
 
@@ -43,15 +44,16 @@ class FolderSource:
     def open(self) -> None:
         if not self.folder.is_dir():
             raise SourceUnavailable(f"image folder {self.folder} does not exist")
-        if self._seen is None:
+        if not self._opened:
             self._seen = set() if self.cfg.existing else set(self._list())
+            self._opened = True
         self._last_scan = 0.0
 
     def close(self) -> None:
         self._pending.clear()
 
     def _list(self) -> dict[str, os.stat_result]:
-        found = {}
+        found: dict[str, os.stat_result] = {}
         try:
             with os.scandir(self.folder) as entries:
                 for entry in entries:
@@ -85,7 +87,7 @@ class FolderSource:
         ]
         return min(ready)[1] if ready else None
 
-    def read(self):
+    def read(self) -> RawFrame | str | None:
         """A RawFrame (RGB; image None when the file cannot be decoded), IDLE, or END_OF_SOURCE."""
         now = time.monotonic()
         if now - self._last_scan >= self.cfg.poll_s or not self._pending:

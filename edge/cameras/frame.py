@@ -5,7 +5,9 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +29,7 @@ class Frame:
     source_file: str | None = None  # file: the video file's name
     connection: int = 0  # live sources: reconnects before this frame
 
-    def source(self) -> dict:
+    def source(self) -> dict[str, Any]:
         """The result's `source` field: enough to find this frame's image again."""
         if self.source_kind == "folder":
             return {"kind": "folder", "file": self.source_name or ""}
@@ -57,7 +59,7 @@ class FrameQueue:
             self._cond.notify_all()
             return dropped
 
-    def put_wait(self, frame: Frame, stop: threading.Event, on_wait=None) -> bool:
+    def put_wait(self, frame: Frame, stop: threading.Event, on_wait: Callable[[], None] | None = None) -> bool:
         """Add a frame, waiting while the queue is full; False if `stop` was set first."""
         with self._cond:
             while len(self._items) >= self.size:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from onen.edge.config import SourceConfig
+from onen.edge.config_models import FileSource as FileSourceConfig
 from onen.edge.errors import OnenError
 
 # Industrial IP cameras over UDP lose packets and hand out smeared frames; TCP is the safe default.
@@ -33,7 +35,7 @@ class SourceLost(Exception):
 
 @dataclass
 class RawFrame:
-    image: np.ndarray  # as decoded: BGR from OpenCV captures, RGB from folders (see `rgb`)
+    image: np.ndarray | None  # as decoded: BGR from OpenCV captures, RGB from folders (see `rgb`); None: undecodable
     index: int  # frame number since open (files: in the file)
     rgb: bool = False
     name: str | None = None
@@ -41,6 +43,22 @@ class RawFrame:
 
 
 END_OF_SOURCE = None  # read() returns this when a non-looping file/folder has nothing more
+
+
+class FrameSource(Protocol):
+    """What the camera thread needs of a source (CaptureSource, edge.cameras.folder.FolderSource)."""
+
+    fps: float | None  # pacing rate of a file; None for live sources and folders
+
+    def open(self) -> None: ...
+
+    def read(self) -> RawFrame | str | None:
+        """A raw frame, folder.IDLE (nothing ready yet) or END_OF_SOURCE."""
+        ...
+
+    def close(self) -> None: ...
+
+    def describe(self) -> str: ...
 
 
 @lru_cache(maxsize=1)
@@ -66,7 +84,7 @@ def require_backend(cfg: SourceConfig, camera: str) -> None:
 class CaptureSource:
     """An OpenCV VideoCapture: v4l2, rtsp, http, gstreamer, file."""
 
-    def __init__(self, cfg: SourceConfig, camera: str):
+    def __init__(self, cfg: SourceConfig, camera: str) -> None:
         self.cfg, self.camera = cfg, camera
         self.cap: cv2.VideoCapture | None = None
         self.index = 0
@@ -91,7 +109,7 @@ class CaptureSource:
             cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
             if cap.isOpened():
                 if cfg.fourcc:
-                    cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cfg.fourcc))
+                    cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*cfg.fourcc))
                 if cfg.width and cfg.height:
                     cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
                     cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
@@ -110,7 +128,7 @@ class CaptureSource:
             cap.release()
             raise SourceUnavailable(f"cannot open {self.describe()}")
         self.cap, self.index = cap, 0
-        if self.is_file:
+        if isinstance(cfg, FileSourceConfig):
             file_fps = cap.get(cv2.CAP_PROP_FPS)
             self.fps = cfg.fps or (file_fps if file_fps and file_fps > 0 else 25.0)
 
@@ -123,7 +141,7 @@ class CaptureSource:
             self.index += 1
             return frame
         if self.is_file:
-            if self.cfg.loop and self.index > 0:
+            if isinstance(self.cfg, FileSourceConfig) and self.cfg.loop and self.index > 0:
                 self.close()
                 self.open()  # reopening is the one rewind every container supports
                 return self.read()
@@ -143,7 +161,7 @@ class CaptureSource:
         return self.cfg.describe()
 
 
-def make_source(cfg: SourceConfig, camera: str):
+def make_source(cfg: SourceConfig, camera: str) -> FrameSource:
     """The source object for a camera's config."""
     if cfg.kind == "folder":
         from onen.edge.cameras.folder import FolderSource
@@ -159,6 +177,7 @@ __all__ = [
     "RawFrame",
     "END_OF_SOURCE",
     "CaptureSource",
+    "FrameSource",
     "make_source",
     "opencv_has_gstreamer",
     "require_backend",

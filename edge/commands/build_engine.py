@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onen.edge.backends.factory import TensorRtProbe
+    from onen.edge.bundle import Bundle
+    from onen.edge.engines.builder import BuildOptions
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "build-engine",
         help="build (and verify) the TensorRT engine of a bundle for this GPU",
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     return _build_and_verify(bundle, options, probe, force=args.force, verify=not args.no_verify)
 
 
-def _build_and_verify(bundle, options, probe, force: bool, verify: bool) -> int:
+def _build_and_verify(bundle: Bundle, options: BuildOptions, probe: TensorRtProbe, force: bool, verify: bool) -> int:
     from onen.edge.backends.tensorrt_backend import TensorRtBackend
     from onen.edge.engines.keys import RuntimeTarget, write_sidecar
     from onen.edge.engines.manager import ensure_engine

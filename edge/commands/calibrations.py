@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     calibrations = subparsers.add_parser(
         "calibrations",
         help="the calibrations a station keeps per camera",
@@ -66,6 +67,6 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _last_for(history: list[dict], version: str) -> dict:
+def _last_for(history: list[dict[str, Any]], version: str) -> dict[str, Any]:
     """The line where the current version last became current (the one to mark)."""
     return next(e for e in reversed(history) if e["version"] == version)

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onen.edge.config import StationConfig
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "check-config",
         help="validate a station config file (exit 0 when good, 2 with every mistake listed)",
@@ -28,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(config) -> str:
+def summary(config: StationConfig) -> str:
     """A few lines saying what the station will run, so a good config is also a readable one."""
     mqtt = config.mqtt
     auth = f", user {mqtt.username} (password from {mqtt.password_source})" if mqtt.username else ""

@@ -14,7 +14,7 @@ from pathlib import Path
 ANSWERS = ("model_swapped", "model_update_rejected")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "push",
         help="install a model bundle on a running station (or --rollback), answered on its events topic",

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onen.edge.backends.factory import TensorRtProbe
+    from onen.edge.bundle import Bundle
+    from onen.edge.parity import ParityReport
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "verify-engine",
         help="check a TensorRT engine against the bundle's reference outputs (and ONNX Runtime)",
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     return _verify_engine(bundle, probe, args, reference)
 
 
-def _verify_engine(bundle, probe, args, reference) -> int:
+def _verify_engine(bundle: Bundle, probe: TensorRtProbe, args: argparse.Namespace, reference: ParityReport) -> int:
     from onen.edge.backends.tensorrt_backend import TensorRtBackend
     from onen.edge.cli import UsageError
     from onen.edge.engines.keys import RuntimeTarget, write_sidecar

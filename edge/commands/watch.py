@@ -11,9 +11,15 @@ import argparse
 import json
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "watch",
         help="print a station's verdicts live from its broker (one line per result)",
@@ -26,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def verdict_line(result: dict) -> str:
+def verdict_line(result: dict[str, Any]) -> str:
     """One human line per result, like `onen demo` prints."""
     cls = result.get("class") or {}
     probability = cls.get("probability")
@@ -59,14 +65,16 @@ def run(args: argparse.Namespace) -> int:
     done = threading.Event()
     seen = 0
 
-    def on_connect(client, userdata, flags, reason_code, properties):
+    def on_connect(
+        client: Client, userdata: Any, flags: ConnectFlags, reason_code: ReasonCode, properties: Properties | None
+    ) -> None:
         if reason_code.is_failure:
             print(f"mqtt: {config.mqtt.host}:{config.mqtt.port} refused: {reason_code}", flush=True)
             return
         client.subscribe(topic_filter, qos=1)
         print(f"mqtt: watching {topic_filter} on {config.mqtt.host}:{config.mqtt.port}", flush=True)
 
-    def on_message(client, userdata, message):
+    def on_message(client: Client, userdata: Any, message: MQTTMessage) -> None:
         nonlocal seen
         try:
             result = json.loads(message.payload)
@@ -82,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     apply_security(client, config.mqtt)
     client.on_connect = on_connect
     client.on_message = on_message
-    client.reconnect_delay_set(0.5, 10)
+    client.reconnect_delay_set(0.5, 10)  # type: ignore[arg-type]  # paho annotates int; it sleeps any float
     client.connect_async(config.mqtt.host, int(config.mqtt.port))
     client.loop_start()
     try:

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from onen.edge.bundle import Bundle, sha256_file
 from onen.edge.engines.keys import (
@@ -74,7 +75,7 @@ class BuildOptions:
     def workspace_bytes(self) -> int:
         return int(self.workspace_gb * (1 << 30))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         return {key: str(value) if isinstance(value, Path) else value for key, value in data.items()}
 
@@ -118,7 +119,7 @@ def calibration_cache_is_stale(previous: EngineSidecar | None, onnx_sha256: str,
     )
 
 
-def describe_parser_error(error) -> str:
+def describe_parser_error(error: Any) -> str:  # a trt.ParserError (tensorrt has no types)
     """One line per ONNX parser error: node index, name and operator when TensorRT reports them."""
     parts = []
     node = error.node() if hasattr(error, "node") else -1
@@ -135,14 +136,14 @@ def describe_parser_error(error) -> str:
     return ": ".join(parts)
 
 
-def _dtype_name(dtype) -> str:
+def _dtype_name(dtype: object) -> str:
     return str(getattr(dtype, "name", dtype)).lower()
 
 
-_LOGGER = None
+_LOGGER: Any = None  # the one ConsoleLogger (a trt.ILogger)
 
 
-def tensorrt_logger(trt, verbose: bool):
+def tensorrt_logger(trt: Any, verbose: bool) -> Any:  # trt: the tensorrt module (it has no types)
     """The process's one ILogger (TensorRT wants a single logger for builder and runtime), sending
     TensorRT's messages to Python logging, hence to the console."""
     global _LOGGER
@@ -156,11 +157,11 @@ def tensorrt_logger(trt, verbose: bool):
         }
 
         class ConsoleLogger(trt.ILogger):
-            def __init__(self):
+            def __init__(self) -> None:
                 trt.ILogger.__init__(self)
                 self.threshold = logging.WARNING
 
-            def log(self, severity, msg):
+            def log(self, severity: Any, msg: str) -> None:
                 level = levels.get(severity, logging.INFO)
                 if level >= self.threshold:
                     trt_log.log(level, msg)
@@ -170,33 +171,33 @@ def tensorrt_logger(trt, verbose: bool):
     return _LOGGER
 
 
-def _make_progress_monitor(trt):
+def _make_progress_monitor(trt: Any) -> Any:
     """Phase progress on the console (IProgressMonitor, TensorRT >= 10.0); None if this TensorRT lacks it."""
     if not hasattr(trt, "IProgressMonitor"):
         return None
 
     class ConsoleProgress(trt.IProgressMonitor):
-        def __init__(self):
+        def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self._lock = threading.Lock()
             self._steps: dict[str, int] = {}
             self._started: dict[str, float] = {}
 
-        def phase_start(self, phase_name, parent_phase, num_steps):
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             with self._lock:
                 self._steps[phase_name] = num_steps
                 self._started[phase_name] = time.monotonic()
             if parent_phase is None:
                 log.info("build phase: %s (%d steps)", phase_name, num_steps)
 
-        def step_complete(self, phase_name, step):
+        def step_complete(self, phase_name: str, step: int) -> bool:
             with self._lock:
                 total = self._steps.get(phase_name, 0)
             if total >= 10 and (step + 1) % max(1, total // 10) == 0:
                 log.info("  %s: %d / %d", phase_name, step + 1, total)
             return True  # False would cancel the build
 
-        def phase_finish(self, phase_name):
+        def phase_finish(self, phase_name: str) -> None:
             with self._lock:
                 started = self._started.pop(phase_name, time.monotonic())
                 self._steps.pop(phase_name, None)
@@ -285,6 +286,7 @@ def build_engine(bundle: Bundle, options: BuildOptions, target: RuntimeTarget) -
         log.warning(note)
     with cuda_context():
         if used == "int8":
+            assert options.calib_images is not None  # BuildOptions.validate: --int8 needs --calib-images
             paths = list_calibration_images(options.calib_images)
             calibration_cache = calibration_cache_path(engine_path)
             previous = read_sidecar(sidecar_path(engine_path)) if sidecar_path(engine_path).is_file() else None

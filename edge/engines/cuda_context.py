@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 _lock = threading.Lock()
-_contexts: dict[int, object] = {}
+_contexts: dict[int, Any] = {}  # pycuda Contexts
 
 
-def primary_context(device_index: int = 0):
+def primary_context(device_index: int = 0) -> Any:  # a pycuda Context (pycuda has no types)
     """The retained primary context of `device_index` (retained once per process)."""
     import pycuda.driver as cuda
 
@@ -27,7 +28,7 @@ def primary_context(device_index: int = 0):
 
 
 @contextlib.contextmanager
-def cuda_context(device_index: int = 0) -> Iterator[object]:
+def cuda_context(device_index: int = 0) -> Iterator[Any]:
     """Make the primary context current on this thread for the duration of the block."""
     import pycuda.driver as cuda
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,23 +77,23 @@ def pad_batch(batch: np.ndarray, batch_size: int) -> np.ndarray:
     return batch[repeats]
 
 
-def make_entropy_calibrator(paths: list[Path], batch_size: int, height: int, width: int, cache_file: Path):
+def make_entropy_calibrator(paths: list[Path], batch_size: int, height: int, width: int, cache_file: Path) -> Any:
     """A `trt.IInt8EntropyCalibrator2` feeding `paths` in fixed-size batches, caching its scales in `cache_file`."""
     import pycuda.driver as cuda  # lazily: only a GPU build gets here
     import tensorrt as trt
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
+        def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)  # required by TensorRT's Python trampolines
             self.batches = calibration_batches(paths, batch_size, height, width)
             self.count = 0
             self.host = cuda.pagelocked_empty((batch_size, height, width, 3), dtype=np.uint8)
             self.device = cuda.mem_alloc(self.host.nbytes)
 
-        def get_batch_size(self):
+        def get_batch_size(self) -> int:
             return batch_size
 
-        def get_batch(self, names):
+        def get_batch(self, names: list[str]) -> list[int] | None:
             if len(names) != 1:
                 log.error("INT8 calibration: the bundle contract has one input, TensorRT asks for %s", names)
                 return None
@@ -105,17 +106,17 @@ def make_entropy_calibrator(paths: list[Path], batch_size: int, height: int, wid
             log.info("INT8 calibration: %d / %d images", self.count, len(paths))
             return [int(self.device)]
 
-        def read_calibration_cache(self):
+        def read_calibration_cache(self) -> bytes | None:
             if cache_file.is_file() and cache_file.stat().st_size:
                 log.info("INT8 calibration: reusing scales from %s", cache_file)
                 return cache_file.read_bytes()
             return None
 
-        def write_calibration_cache(self, cache):
+        def write_calibration_cache(self, cache: Any) -> None:  # a buffer TensorRT owns
             cache_file.write_bytes(bytes(cache))
             log.info("INT8 calibration: scales saved to %s", cache_file)
 
-        def free(self):
+        def free(self) -> None:
             """Free the device buffer while the CUDA context is current (not at some later GC)."""
             if self.device is not None:
                 self.device.free()

@@ -11,6 +11,8 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from onen.edge.bundle import Bundle
 from onen.edge.engines.builder import BuildOptions, BuildResult, build_engine
@@ -21,7 +23,7 @@ from onen.edge.errors import OnenError
 
 log = logging.getLogger(__name__)
 
-EventCallback = Callable[[str, dict], None]
+EventCallback = Callable[[str, dict[str, Any]], None]
 
 
 class EngineParityError(OnenError):
@@ -33,10 +35,16 @@ BuildFunction = Callable[[Bundle, BuildOptions, RuntimeTarget], BuildResult]
 
 @dataclass
 class EngineOutcome:
-    engine_path: os.PathLike
+    engine_path: Path
     sidecar: EngineSidecar
     built: bool  # True when this call built it (then it still needs a parity check)
     decision: EngineDecision  # the first decision, with the reasons engines were rejected
+
+
+def _loaded(decision: EngineDecision, first: EngineDecision) -> EngineOutcome:
+    """The outcome of a LOAD decision (choose_engine names the engine and its sidecar in every LOAD)."""
+    assert decision.engine_path is not None and decision.sidecar is not None
+    return EngineOutcome(decision.engine_path, decision.sidecar, False, first)
 
 
 def ensure_engine(
@@ -56,7 +64,7 @@ def ensure_engine(
     A build always uses `options.precision`."""
     options.validate()
 
-    def emit(kind: str, detail: dict) -> None:
+    def emit(kind: str, detail: dict[str, Any]) -> None:
         log.info("%s: %s", kind, detail)
         if on_event is not None:
             on_event(kind, detail)
@@ -68,7 +76,7 @@ def ensure_engine(
 
     first = decide()
     if first.action == LOAD and not force:
-        return EngineOutcome(first.engine_path, first.sidecar, False, first)
+        return _loaded(first, first)
     if first.parity_failed is not None and not force:
         # Rebuilding with the same TensorRT, GPU and model gives the same engine: do not loop on it.
         raise EngineParityError(
@@ -93,15 +101,16 @@ def ensure_engine(
     with lock:
         decision = decide()
         if decision.action == LOAD and not force:
+            outcome = _loaded(decision, first)
             emit(
                 "engine_ready",
                 {
                     "bundle": str(bundle.path),
-                    "engine": decision.engine_path.name,
+                    "engine": outcome.engine_path.name,
                     "note": "built by another process while we waited",
                 },
             )
-            return EngineOutcome(decision.engine_path, decision.sidecar, False, first)
+            return outcome
         detail = {
             "bundle": str(bundle.path),
             "gpu": target.gpu_name,

@@ -39,6 +39,7 @@ class EngineDecision:
     @property
     def reason(self) -> str:
         if self.action == LOAD:
+            assert self.engine_path is not None  # a LOAD decision names its engine
             return f"{self.engine_path.name} matches this GPU, TensorRT and model"
         if not self.rejected:
             return "no engine built yet for this bundle"
@@ -73,7 +74,7 @@ def choose_engine(
 ) -> EngineDecision:
     """The newest engine that matches, else REBUILD with the reason for each rejected engine."""
     rejected: list[str] = []
-    matching: list[EngineRecord] = []
+    matching: list[tuple[EngineRecord, EngineSidecar]] = []
     parity_failed: Path | None = None
     for record in sorted(records, key=lambda r: r.engine_path.name):
         if record.problem or record.sidecar is None:
@@ -85,12 +86,12 @@ def choose_engine(
             if not mismatches(record.sidecar, target, onnx_sha256, precision, ignore_parity=True):
                 parity_failed = record.engine_path
         else:
-            matching.append(record)
+            matching.append((record, record.sidecar))
     if not matching:
         return EngineDecision(REBUILD, rejected=tuple(rejected), parity_failed=parity_failed)
-    best = max(matching, key=lambda r: (r.sidecar.built_at, r.engine_path.name))
-    others = [f"{r.engine_path.name}: an older match" for r in matching if r is not best]
-    return EngineDecision(LOAD, best.engine_path, best.sidecar, tuple(rejected + others))
+    best, best_sidecar = max(matching, key=lambda pair: (pair[1].built_at, pair[0].engine_path.name))
+    others = [f"{r.engine_path.name}: an older match" for r, _ in matching if r is not best]
+    return EngineDecision(LOAD, best.engine_path, best_sidecar, tuple(rejected + others))
 
 
 def scan_engines(engines_dir: Path, verify_hash: bool = True) -> list[EngineRecord]:

@@ -12,20 +12,27 @@ import asyncio
 import hmac
 import html
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from onen.edge.review.archive_view import ArchiveView
 from onen.edge.review.model_view import model_report
 from onen.edge.review.state import ReviewState
+
+if TYPE_CHECKING:
+    from onen.edge.config import StationConfig
 
 PAGES = {"live": "Live", "defects": "Defects", "stats": "Stats", "model": "Model"}
 COOKIE = "onen_review_token"
@@ -37,11 +44,11 @@ def static_dir() -> Path:
     return Path(str(resources.files("onen.edge.review").joinpath("static")))
 
 
-def create_app(config, state: ReviewState, archive: ArchiveView, fleet: bool = False) -> Starlette:
+def create_app(config: StationConfig, state: ReviewState, archive: ArchiveView, fleet: bool = False) -> Starlette:
     token = config.review.token
     station = config.station
 
-    def page(name: str):
+    def page(name: str) -> Callable[[Request], Awaitable[HTMLResponse]]:
         template = (static_dir() / "page.html").read_text(encoding="utf-8")
 
         async def handler(request: Request) -> HTMLResponse:
@@ -60,19 +67,17 @@ def create_app(config, state: ReviewState, archive: ArchiveView, fleet: bool = F
     async def api_state(request: Request) -> JSONResponse:
         return JSONResponse({"station": station, "fleet": fleet, **state.snapshot()})
 
-    encoded = {"version": -1, "text": ""}  # one JSON encoding per state version, shared by every open page
+    encoded = _EncodedState()
 
     def snapshot_text() -> tuple[int, str]:
-        if encoded["version"] != state.version:
+        if encoded.version != state.version:
             snapshot = state.snapshot()
-            encoded.update(
-                version=snapshot["version"],
-                text=json.dumps({"station": station, "fleet": fleet, **snapshot}, default=str),
-            )
-        return encoded["version"], encoded["text"]
+            encoded.version = snapshot["version"]
+            encoded.text = json.dumps({"station": station, "fleet": fleet, **snapshot}, default=str)
+        return encoded.version, encoded.text
 
     async def stream(request: Request) -> StreamingResponse:
-        async def events():
+        async def events() -> AsyncIterator[str]:
             sent, idle = -1, 0.0
             yield "retry: 1000\n\n"
             while not await request.is_disconnected():
@@ -179,14 +184,22 @@ def create_app(config, state: ReviewState, archive: ArchiveView, fleet: bool = F
     return Starlette(routes=routes, middleware=middleware)
 
 
+@dataclass
+class _EncodedState:
+    """One JSON encoding per state version, shared by every open page."""
+
+    version: int = -1
+    text: str = ""
+
+
 class TokenMiddleware(BaseHTTPMiddleware):
     """Every request carries the token: a cookie (set from `?token=` on first use) or a Bearer header."""
 
-    def __init__(self, app, token: str):
+    def __init__(self, app: ASGIApp, token: str) -> None:
         super().__init__(app)
         self.token = token
 
-    async def dispatch(self, request: Request, call_next):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         given = request.query_params.get("token")
         header = request.headers.get("authorization", "")
         candidates = [given, request.cookies.get(COOKIE), header[7:] if header.lower().startswith("bearer ") else None]

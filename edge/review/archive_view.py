@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/\d{4}-\d{2}-\d{2}/\d{6}_\d{8}$")
 MARKS = ("confirmed", "false reject")
@@ -34,7 +35,7 @@ class ArchiveView:
         path = self.path / f"{entry_id}{FILES[kind]}"
         return path if path.is_file() else None
 
-    def _entries(self) -> list[dict]:
+    def _entries(self) -> list[dict[str, Any]]:
         entries = []
         for result_file in self.path.glob("*/*/*_result.json"):
             entry_id = result_file.relative_to(self.path).as_posix()[: -len(FILES["result"])]
@@ -55,7 +56,7 @@ class ArchiveView:
         since: float | None = None,
         until: float | None = None,
         page: int = 0,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Newest first, filtered, one page; with the filter choices found in the whole archive."""
         entries = self._entries()
         marks = self.marks()
@@ -80,7 +81,7 @@ class ArchiveView:
             "classes": classes,
         }
 
-    def detail(self, entry_id: str) -> dict | None:
+    def detail(self, entry_id: str) -> dict[str, Any] | None:
         result_file = self.file(entry_id, "result")
         if result_file is None:
             return None
@@ -93,7 +94,7 @@ class ArchiveView:
         }
 
     # ---- marks ------------------------------------------------------------------------------
-    def mark(self, entry_id: str, mark: str) -> dict:
+    def mark(self, entry_id: str, mark: str) -> dict[str, Any]:
         detail = self.detail(entry_id)
         if detail is None:
             raise KeyError(entry_id)
@@ -120,7 +121,7 @@ class ArchiveView:
             out.write(json.dumps(record) + "\n")
         return record
 
-    def marks(self) -> dict[str, dict]:
+    def marks(self) -> dict[str, dict[str, Any]]:
         if not self.marks_path.exists():
             return {}
         latest = {}
@@ -159,7 +160,7 @@ class ArchiveView:
         return out.getvalue()
 
 
-def _item(entry: dict, mark: dict | None) -> dict:
+def _item(entry: dict[str, Any], mark: dict[str, Any] | None) -> dict[str, Any]:
     result = entry["result"]
     return {
         "id": entry["id"],

@@ -9,17 +9,23 @@ results is added by the app.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from onen.edge.bundle import load_bundle
 from onen.edge.calibration_file import load_calibration
 from onen.edge.calibration_store import FILE as CALIBRATION_FILE
 from onen.edge.calibration_store import calibration_store_of
 
+if TYPE_CHECKING:
+    from onen.edge.bundle import Bundle
+    from onen.edge.config import StationConfig
+
 log = logging.getLogger(__name__)
 
 
-def model_report(config) -> dict:
-    models, bundles = {}, {}
+def model_report(config: StationConfig) -> dict[str, Any]:
+    models: dict[str, dict[str, Any]] = {}
+    bundles: dict[str, Bundle] = {}
     for name, model_cfg in config.models.items():
         try:
             bundle = load_bundle(model_cfg.bundle, verify=False)
@@ -28,17 +34,17 @@ def model_report(config) -> dict:
             continue
         bundles[name] = bundle
         models[name] = {"name": name, **_describe(bundle), "versions": _store_versions(config, name)}
-    cameras = {}
+    cameras: dict[str, dict[str, Any]] = {}
     store = calibration_store_of(config)
     for camera in config.cameras:
-        bundle = bundles.get(camera.model)
+        served = bundles.get(camera.model)
         # what the station serves: the store's version for this model when one was pushed, else the YAML's file
-        version = store.for_model(camera.name, bundle.onnx_sha256) if bundle is not None else None
+        version = store.for_model(camera.name, served.onnx_sha256) if served is not None else None
         path = version / CALIBRATION_FILE if version is not None else camera.calibration
-        entry = {"camera": camera.name, "model": camera.model, "default_thresholds": path is None}
-        if path is not None and bundle is not None:
+        entry: dict[str, Any] = {"camera": camera.name, "model": camera.model, "default_thresholds": path is None}
+        if path is not None and served is not None:
             try:
-                calibration = load_calibration(path, bundle)
+                calibration = load_calibration(path, served)
                 entry.update(
                     file=str(path),
                     image_threshold=calibration.image_threshold,
@@ -49,13 +55,13 @@ def model_report(config) -> dict:
                 )
             except Exception as error:
                 entry.update(file=str(path), error=str(error))
-        elif bundle is not None:
-            entry.update(image_threshold=bundle.manifest.thresholds.image)
+        elif served is not None:
+            entry.update(image_threshold=served.manifest.thresholds.image)
         cameras[camera.name] = entry
     return {"station": config.station, "models": models, "cameras": cameras}
 
 
-def _describe(bundle) -> dict:
+def _describe(bundle: Bundle) -> dict[str, Any]:
     manifest = bundle.manifest
     return {
         "bundle": str(bundle.path),
@@ -71,7 +77,7 @@ def _describe(bundle) -> dict:
     }
 
 
-def _store_versions(config, model: str) -> dict:
+def _store_versions(config: StationConfig, model: str) -> dict[str, Any]:
     """Current and previous version in the station's model store (`updates.dir`), when it has one."""
     if config.updates is None:
         return {}

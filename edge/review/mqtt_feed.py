@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from onen.edge.review.state import ReviewState
 
+if TYPE_CHECKING:
+    from paho.mqtt.client import ConnectFlags, DisconnectFlags
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from onen.edge.config import MqttConfig
+
 log = logging.getLogger(__name__)
 
 
 class MqttFeed:
-    def __init__(self, mqtt_cfg, station: str, state: ReviewState, fleet: bool = False):
+    def __init__(self, mqtt_cfg: MqttConfig, station: str, state: ReviewState, fleet: bool = False) -> None:
         self.cfg = mqtt_cfg
         self.state = state
         self.topic_filter = f"{mqtt_cfg.prefix}/{'+' if fleet else station}/#"
@@ -40,7 +48,7 @@ class MqttFeed:
                 self.client.tls_insecure_set(True)
         if getattr(mqtt_cfg, "username", None):
             self.client.username_pw_set(mqtt_cfg.username, getattr(mqtt_cfg, "password", None))
-        self.client.reconnect_delay_set(min_delay=0.5, max_delay=5)
+        self.client.reconnect_delay_set(min_delay=0.5, max_delay=5)  # type: ignore[arg-type]  # paho annotates int; it sleeps any float
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda client, userdata, message: self.state.apply(message.topic, message.payload)
@@ -55,17 +63,31 @@ class MqttFeed:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             log.warning("review: broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
             return
         client.subscribe(self.topic_filter, qos=0)
         self.state.set_broker(True)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         log.warning("review: lost the broker %s:%s (%s)", self.cfg.host, self.cfg.port, reason_code)
         self.state.set_broker(False)
 
 
-def _str(value) -> str | None:
+def _str(value: object) -> str | None:
     return None if value is None else str(value)

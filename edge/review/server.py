@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from onen.edge.review.archive_view import ArchiveView
 from onen.edge.review.mqtt_feed import MqttFeed
 from onen.edge.review.state import ReviewState
 
+if TYPE_CHECKING:
+    from onen.edge.config import StationConfig
+
 log = logging.getLogger(__name__)
 
 
-def serve(config, host: str, port: int, fleet: bool = False) -> int:
+def serve(config: StationConfig, host: str, port: int, fleet: bool = False) -> int:
     import uvicorn
 
     from onen.edge.review.app import create_app

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 STRIP = 50  # verdicts in a tile's strip
 EVENTS = 200  # events kept per station
@@ -23,14 +24,14 @@ class CameraState:
     name: str
     status: str = "unknown"
     status_at: float | None = None
-    last: dict | None = None  # the latest result, as published
-    strip: deque = field(default_factory=lambda: deque(maxlen=STRIP))
+    last: dict[str, Any] | None = None  # the latest result, as published
+    strip: deque[str] = field(default_factory=lambda: deque(maxlen=STRIP))
     ok: int = 0
     defect: int = 0
     overlay: bytes | None = None
     overlay_seq: int = 0
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         last = self.last or {}
         return {
             "name": self.name,
@@ -60,12 +61,13 @@ class CameraState:
 class StationState:
     name: str
     online: bool | None = None  # None: no availability message seen yet
-    stats: dict | None = None
+    stats: dict[str, Any] | None = None
     cameras: dict[str, CameraState] = field(default_factory=dict)
-    events: deque = field(default_factory=lambda: deque(maxlen=EVENTS))
-    scores: deque = field(default_factory=deque)  # (camera, score, threshold, verdict, class) of the last N
-    hourly: dict[int, Counter] = field(default_factory=dict)  # hour start (epoch) -> ok/defect counts
-    classes: Counter = field(default_factory=Counter)  # class name -> results with that class
+    events: deque[Any] = field(default_factory=lambda: deque(maxlen=EVENTS))
+    # (camera, score, threshold, verdict, class) of the last N results
+    scores: deque[tuple[str, Any, Any, str, str]] = field(default_factory=deque)
+    hourly: dict[int, Counter[str]] = field(default_factory=dict)  # hour start (epoch) -> ok/defect counts
+    classes: Counter[str] = field(default_factory=Counter)  # class name -> results with that class
 
     def camera(self, name: str) -> CameraState:
         if name not in self.cameras:
@@ -95,7 +97,7 @@ class ReviewState:
             self.broker_connected = connected
             self.version += 1
 
-    def apply(self, topic: str, payload: bytes) -> None:
+    def apply(self, topic: str, payload: bytes | bytearray) -> None:
         """One MQTT message; anything unparsable is ignored (a bad message must not stop the page)."""
         parts = topic.split("/")[self.prefix_levels :]
         if len(parts) < 2 or parts[1] == "cmd":
@@ -125,7 +127,7 @@ class ReviewState:
                 return
             self.version += 1
 
-    def _apply_result(self, state: StationState, camera_name: str, result: dict | None) -> None:
+    def _apply_result(self, state: StationState, camera_name: str, result: dict[str, Any] | None) -> None:
         if not isinstance(result, dict) or result.get("verdict") not in ("ok", "defect"):
             return
         camera = state.camera(camera_name)
@@ -150,7 +152,7 @@ class ReviewState:
             cam = state.cameras.get(camera) if state else None
             return cam.overlay if cam else None
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Everything the live and fleet views need, JSON-ready."""
         with self._lock:
             return {
@@ -171,7 +173,7 @@ class ReviewState:
                 },
             }
 
-    def station_stats(self, station: str) -> dict:
+    def station_stats(self, station: str) -> dict[str, Any]:
         """Counts per hour, defect rate per class, the last N scores with their thresholds."""
         with self._lock:
             s = self.stations.get(station)
@@ -188,13 +190,13 @@ class ReviewState:
                 "total": total,
             }
 
-    def events(self, station: str) -> list[dict]:
+    def events(self, station: str) -> list[dict[str, Any]]:
         with self._lock:
             s = self.stations.get(station)
             return list(s.events) if s else []
 
 
-def _json(payload: bytes):
+def _json(payload: bytes | bytearray) -> Any:
     try:
         return json.loads(payload)
     except (ValueError, UnicodeDecodeError):

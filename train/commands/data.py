@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("data", help="generate the synthetic AOI benchmark, or check a data set")
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     actions.required = True

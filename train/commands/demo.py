@@ -30,7 +30,7 @@ STATION = "demo"
 SCALE = 4  # generated parts are 64x64; the "camera" films them at 256x256
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="end-to-end demo: small model, generated video, local broker, daemon, live results",
@@ -121,7 +121,7 @@ def write_video(path: Path, parts, fps: float) -> list[str]:
     import cv2
 
     height, width = parts.images.shape[1] * SCALE, parts.images.shape[2] * SCALE
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps or 10.0, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps or 10.0, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {path} with the MJPG codec")
     for image in parts.images:

@@ -10,7 +10,7 @@ from pathlib import Path
 SPLIT_CHOICES = ("test", "val", "train", "all")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="evaluate a run or a bundle: report.json (AUROC, AUPRO, F1, confusion...) + plots",

@@ -229,6 +229,7 @@ def _parse_row(path: Path, line: int, row: dict[str, str]) -> Sample:
         raise DataError(f"{where}: split must be one of {'/'.join(SPLITS)} or empty, got '{value['split']}'")
     base = path.parent
     image = _existing(base, value["image"], "image", where)
+    assert image is not None  # the 'image' column was checked non-empty above
     mask = _existing(base, value["mask"], "mask", where)
     aoi = _existing(base, value["aoi"], "AOI", where)
     return Sample(image, label, class_name, mask=mask, aoi=aoi, split=split)

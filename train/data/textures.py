@@ -41,7 +41,7 @@ def stripes_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 def blotch_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """Blotches of two or three colours with soft edges (paint, contamination)."""
     colours = [random_color(rng) for _ in range(int(rng.integers(2, 4)))]
-    base = np.empty((h, w, 3), np.float32)
+    base: np.ndarray = np.empty((h, w, 3), np.float32)
     base[:] = colours[0]
     for colour in colours[1:]:
         field = fractal_perlin((h, w), (int(rng.integers(2, 7)),) * 2, rng, octaves=3)
@@ -70,6 +70,6 @@ def random_texture(h: int, w: int, rng: np.random.Generator, sources: list[np.nd
     """One texture from the bank; with source images, a patch of one of them is among the choices."""
     kinds = list(TEXTURES) + (["patch"] if sources else [])
     kind = kinds[int(rng.integers(0, len(kinds)))]
-    if kind == "patch":
+    if kind == "patch" and sources:
         return image_patch_texture(h, w, rng, sources[int(rng.integers(0, len(sources)))])
     return TEXTURES[kind](h, w, rng)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -126,6 +127,8 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
+    history: list[dict[str, Any]]  # per-epoch figures, set by train.teacher_training.fit_teacher
+
     def __init__(self, cfg: EfficientNetLiteConfig | None = None):
         super().__init__()
         cfg = cfg or EfficientNetLiteConfig()

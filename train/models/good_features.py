@@ -39,6 +39,10 @@ class PositionGaussian(nn.Module):
     positions), so each Gaussian has components x components parameters instead of C x C.
     """
 
+    basis: torch.Tensor  # buffers
+    mean: torch.Tensor
+    precision: torch.Tensor
+
     def __init__(self, channels: int, height: int, width: int, pool: int = 1, components: int | None = None):
         super().__init__()
         if height % pool or width % pool:
@@ -92,6 +96,9 @@ class PositionGaussian(nn.Module):
 class Normaliser(nn.Module):
     """(value - median) / spread of a signal's image-level maximum on held-out good images, one per signal."""
 
+    location: torch.Tensor  # buffers
+    spread: torch.Tensor
+
     def __init__(self, signals: int):
         super().__init__()
         self.register_buffer("location", torch.zeros(signals))
@@ -116,6 +123,7 @@ class GoodFeatureModel(nn.Module):
     `fitted` is a buffer, so a checkpoint says whether the model may be used; an unfitted one is skipped."""
 
     STEM, TOKENS, SCORE, MAP = range(4)  # normaliser signals
+    fitted: torch.Tensor  # buffer
     # Chosen on the validation split of two magnetic tile runs (none, 128 px; image AUROC, mean of the two runs):
     # stem at stride 4 + all 96 token channels 0.922; stem pooled to stride 8 + tokens on 32 components 0.932,
     # and the two distances then cost about a third in ONNX Runtime (0.77 ms per image before).

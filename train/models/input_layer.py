@@ -23,6 +23,9 @@ class InputNormalisation:
 
 
 class ImageInput(nn.Module):
+    mean: torch.Tensor  # buffers
+    inv_std: torch.Tensor
+
     def __init__(self, normalisation: InputNormalisation | None = None):
         super().__init__()
         normalisation = normalisation or InputNormalisation()

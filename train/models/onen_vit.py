@@ -219,11 +219,11 @@ class FineMapHead(nn.Module):
 
     def __init__(self, in_channels: int, width: int, activation: str):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels + 1, width, 3, 1, 1), ACTIVATIONS[activation](), nn.Conv2d(width, 1, 3, 1, 1)
-        )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        last = nn.Conv2d(width, 1, 3, 1, 1)
+        self.net = nn.Sequential(nn.Conv2d(in_channels + 1, width, 3, 1, 1), ACTIVATIONS[activation](), last)
+        nn.init.zeros_(last.weight)
+        assert last.bias is not None  # built with a bias
+        nn.init.zeros_(last.bias)
 
     def forward(self, features: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(coarse, size=features.shape[-2:], mode="bilinear", align_corners=False)
@@ -286,7 +286,7 @@ class OneNStudent(nn.Module):
             from onen.train.models.efficientnet_lite import LITE_NORMALISATION
 
             self.input = ImageInput(LITE_NORMALISATION)  # the normalisation the pretrained layers expect
-            self.stem = Lite0Stem(cfg, pretrained)
+            self.stem: Lite0Stem | ConvStem = Lite0Stem(cfg, pretrained)
         else:
             self.input = ImageInput()
             self.stem = ConvStem(cfg)
@@ -331,6 +331,7 @@ class OneNStudent(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         nn.init.constant_(self.combine.weight, 1.0 / self.cfg.depth)
+        assert self.combine.bias is not None  # built with a bias
         nn.init.constant_(self.combine.bias, 0.0)
         nn.init.constant_(self.score_head.bias, -1.0)
 
@@ -396,6 +397,7 @@ class OneNStudent(nn.Module):
         weight x the student's map logit, so the map's peak and the score still agree. Fused at the refined map's
         resolution, so the one upsampling to the input size stays the only full-resolution step."""
         good = self.good_features
+        assert good is not None  # called only for a student with a good-feature model
         n, (h, w) = tokens.shape[0], self.cfg.grid
         stem_z, token_z = good.distances(fine_features, tokens.transpose(1, 2).reshape(n, -1, h, w))
         size = refined.shape[-2:]
@@ -424,6 +426,7 @@ class OneNStudent(nn.Module):
         where = torch.softmax(coarse.flatten(1), dim=1).unsqueeze(2)  # [N, h*w, 1]
         parts = [cls, (where * tokens).sum(dim=1)]
         if self.cfg.class_pool == "cls+map+fine":
+            assert fine_features is not None  # OneNConfig: cls+map+fine needs the stride-4 stem features
             if self.fine_head is None:  # no refined map: the coarse one, upsampled
                 refined = F.interpolate(coarse, size=fine_features.shape[-2:], mode="bilinear", align_corners=False)
             fine_where = torch.softmax(refined.flatten(1), dim=1).unsqueeze(1)  # [N, 1, H/4*W/4]
