@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onen.edge.backends.base import Backend
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, help="bundle to measure (default: the untrained student of --size)")
@@ -25,14 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds (default 5)")
 
 
-def _backends(bundle_path: Path) -> dict[str, dict[str, object]]:
+def _backends(bundle_path: Path) -> dict[str, dict[str, Backend]]:
     """name -> {layout name -> opened backend}; OpenVINO only where it is installed."""
     from onen.edge.backends.onnxruntime_backend import CpuLayout, OnnxRuntimeBackend
     from onen.edge.bundle import load_bundle
 
     bundle = load_bundle(bundle_path)
     layouts = {"1 caller": CpuLayout(1, 0), "2 callers": CpuLayout(2, 1)}
-    opened: dict[str, dict[str, object]] = {
+    opened: dict[str, dict[str, Backend]] = {
         "onnxruntime fp32": {name: OnnxRuntimeBackend(bundle, layout=layout) for name, layout in layouts.items()}
     }
     try:
@@ -46,11 +48,11 @@ def _backends(bundle_path: Path) -> dict[str, dict[str, object]]:
         if got != {precision}:
             print(f"openvino {precision} failed the parity check and fell back to f32: not measured as {precision}")
             continue
-        opened[f"openvino {precision}"] = row
+        opened[f"openvino {precision}"] = dict(row)
     return opened
 
 
-def _fps(backend, inputs: list[np.ndarray], callers: int) -> float:
+def _fps(backend: Backend, inputs: list[np.ndarray], callers: int) -> float:
     for batch in inputs[:10]:
         backend.infer(batch)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -22,7 +23,7 @@ from onen.edge.errors import OnenError
 from onen.edge.parity import check_reference
 
 log = logging.getLogger(__name__)
-EventCallback = Callable[[str, dict], None]
+EventCallback = Callable[[str, dict[str, Any]], None]
 
 
 def native_bf16(core: ov.Core | None = None) -> bool:
@@ -94,7 +95,7 @@ class OpenVinoBackend(Backend):
         )
         return ModelOutputs(score, anomaly_map, class_logits)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
             "device": "CPU",
