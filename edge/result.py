@@ -103,7 +103,7 @@ def encode(result: dict[str, Any]) -> bytes:
 @lru_cache(maxsize=1)
 def result_schema() -> dict[str, Any]:
     """The shipped schema (package data edge/schemas/result.schema.json)."""
-    return json.loads(resources.files("edge").joinpath("schemas/result.schema.json").read_text())
+    return json.loads(resources.files("onen.edge").joinpath("schemas/result.schema.json").read_text())
 
 
 def validate_result(result: dict[str, Any]) -> None:
