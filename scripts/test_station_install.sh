@@ -18,7 +18,9 @@ echo "station: building the torch-made fixtures with $PY"
 echo "station: a venv without system site-packages, with onen-inspect[review,test] installed from $REPO"
 "$PY" -m venv "$WORK/venv"
 VPY=$WORK/venv/bin/python
-"$VPY" -m pip install -q --disable-pip-version-check "$REPO[review,test]"
+# (pip's notes on this machine's configured index folders that hold no such package are left out)
+"$VPY" -m pip install -q --disable-pip-version-check "$REPO[review,test]" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
 for module in torch matplotlib tqdm; do
   if "$VPY" -c "import $module" >/dev/null 2>&1; then
