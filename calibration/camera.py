@@ -11,7 +11,7 @@ import numpy as np
 
 from onen.calibration.normalisation import fit_normalisation
 from onen.calibration.pixel import GoodMapStatistics, PixelCalibration
-from onen.calibration.report import plot_histograms, plot_overlays, plot_rates, write_json
+from onen.calibration.report import PICTURES, pictures_skipped, plot_histograms, plot_overlays, plot_rates, write_json
 from onen.calibration.runner import FrameSource, RunResult, mask_beside, open_backend, run_source
 from onen.calibration.thresholds import (
     OperatingPoint,
@@ -135,6 +135,7 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
 
     report_dir = request.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
+    no_pictures = pictures_skipped()
     report = {
         "camera": request.camera,
         "bundle": {
@@ -160,8 +161,8 @@ def calibrate_camera(request: CalibrationRequest) -> CalibrationOutcome:
         "closest_to_reject_good": [{"name": e.name, "score": e.score} for e in good.highest],
         "closest_to_escape_defect": [{"name": e.name, "score": e.score} for e in defect.lowest] if defect else [],
         "notes": _notes(good_source, defect_source, f1_alternative is not None),
-        "warnings": _warnings(chosen.threshold, pixel, at_threshold, good),
-        "files": ["score_hist.png", "rates.png", "overlays.png"],
+        "warnings": _warnings(chosen.threshold, pixel, at_threshold, good) + ([no_pictures] if no_pictures else []),
+        "files": [] if no_pictures else list(PICTURES),
     }
     plot_histograms(
         good.scores,

@@ -19,9 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
-from tqdm import tqdm
 
-from onen.calibration.runner import list_images
+from onen.calibration.runner import list_images, progress
 from onen.edge.errors import DataError
 from onen.edge.images import read_image_rgb
 from onen.edge.rectify import Rectification
@@ -119,7 +118,7 @@ def write_rectified_copies(selection: Selection, rectification: Rectification, f
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     copies = []
-    for index, path in enumerate(tqdm(selection.paths, desc="rectify", unit="img")):
+    for index, path in enumerate(progress(selection.paths, desc="rectify", unit="img")):
         target = folder / f"{index:05d}_{path.stem}.png"
         image = rectification.apply(read_image_rgb(path))
         if not cv2.imwrite(str(target), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):

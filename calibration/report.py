@@ -3,6 +3,8 @@
 score_hist.png  good vs defective score histograms with the chosen (and F1-optimal) threshold
 rates.png       expected false-reject and escape rates with their confidence intervals
 overlays.png    the good images closest to rejection and the defects closest to escaping, with heat maps
+
+The pictures need matplotlib (the calibration extra); a base install writes report.json alone and says why.
 """
 
 from __future__ import annotations
@@ -13,10 +15,24 @@ from typing import Any
 
 import cv2
 import numpy as np
-from matplotlib.figure import Figure
 
 from onen.calibration.runner import Example
+from onen.edge.extras import missing_module_message
 from onen.edge.regions import find_regions
+
+try:
+    from matplotlib.figure import Figure
+except ImportError:  # a base (station) install: report.json without the pictures
+    Figure = None  # type: ignore[assignment,misc]
+
+PICTURES = ("score_hist.png", "rates.png", "overlays.png")
+
+
+def pictures_skipped() -> str | None:
+    """Why the report has no pictures here (None where matplotlib is installed)."""
+    if Figure is not None:
+        return None
+    return f"report pictures ({', '.join(PICTURES)}) not drawn: {missing_module_message('matplotlib')}"
 
 
 def write_json(report: dict[str, Any], out_dir: Path) -> Path:
@@ -37,7 +53,9 @@ def _json_default(value: Any) -> Any:
 
 def plot_histograms(
     good: np.ndarray, defect: np.ndarray | None, threshold: float, f1_threshold: float | None, path: Path
-) -> Path:
+) -> Path | None:
+    if Figure is None:
+        return None
     figure = Figure(figsize=(7, 4), dpi=110)
     axes = figure.add_subplot()
     values = np.concatenate([good, defect]) if defect is not None and defect.size else good
@@ -59,8 +77,10 @@ def plot_histograms(
     return path
 
 
-def plot_rates(report: dict[str, Any], path: Path) -> Path:
+def plot_rates(report: dict[str, Any], path: Path) -> Path | None:
     """Bars = rate on the calibration images, whiskers = confidence interval; the FRR bound as a marker."""
+    if Figure is None:
+        return None
     figure = Figure(figsize=(7, 4), dpi=110)
     axes = figure.add_subplot()
     points = [("chosen", report["at_threshold"])]
@@ -120,7 +140,7 @@ def plot_overlays(
     groups: list[tuple[str, list[Example]]], threshold: float, pixel_threshold: float, min_area: int, path: Path
 ) -> Path | None:
     groups = [(title, examples) for title, examples in groups if examples]
-    if not groups:
+    if not groups or Figure is None:
         return None
     columns = max(len(examples) for _, examples in groups)
     figure = Figure(figsize=(2.6 * columns, 2.9 * len(groups)), dpi=100)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from onen.edge.backends.base import Backend
 from onen.edge.bundle import Bundle
@@ -23,6 +23,35 @@ from onen.edge.calibration_view import CameraCalibration
 from onen.edge.errors import DataError, OnenError
 from onen.edge.images import prepare_batch, read_image_rgb, to_rgb_uint8
 from onen.edge.regions import apply_aoi
+
+
+class QuietProgress:
+    """tqdm's iterable, context and update() interface, showing nothing: progress where tqdm is not installed."""
+
+    def __init__(self, iterable: Iterable[Any] = (), **_options: Any) -> None:
+        self.iterable = iterable
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.iterable)
+
+    def __enter__(self) -> QuietProgress:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def update(self, _count: int = 1) -> None:
+        return None
+
+
+def progress(iterable: Iterable[Any] | None = None, **options: Any) -> Any:
+    """A tqdm bar where the calibration extra installed tqdm; on a base (station) install a quiet stand-in."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return QuietProgress(iterable or ())
+    return tqdm(iterable, **options)
+
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", ".mjpg", ".ts"}
@@ -200,7 +229,7 @@ def run_source(
 
     pending_names: list[str] = []
     pending: list[np.ndarray] = []
-    with tqdm(total=len(source) or None, desc=f"{label}", unit="img") as progress:
+    with progress(total=len(source) or None, desc=f"{label}", unit="img") as bar:
         for name, frame in source:
             pending_names.append(name)
             try:
@@ -211,11 +240,11 @@ def run_source(
                 raise DataError(f"{name}: {error}") from error
             if len(pending) == batch_size:
                 flush(pending_names, pending)
-                progress.update(len(pending))
+                bar.update(len(pending))
                 pending_names, pending = [], []
         if pending:
             flush(pending_names, pending)
-            progress.update(len(pending))
+            bar.update(len(pending))
     if not names:
         raise DataError(f"{source.path}: no images to calibrate on")
     return RunResult(

@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         )
     for warning in outcome.report["warnings"]:
         print(f"WARNING: {warning}")
-    print(f"wrote {outcome.yaml_path} and {outcome.report_dir}/ (report.json, score_hist.png, rates.png, overlays.png)")
+    files = ", ".join(["report.json", *outcome.report["files"]])
+    print(f"wrote {outcome.yaml_path} and {outcome.report_dir}/ ({files})")
     if args.push_to:
         from onen.calibration.commands.push_calibration import push_and_report
 

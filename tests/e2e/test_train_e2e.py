@@ -12,6 +12,8 @@ from onen.edge.bundle import load_bundle
 from onen.edge.cli import main as onen
 from onen.train.tiny_data import write_tiny_dataset
 
+pytestmark = pytest.mark.slow  # long end-to-end runs: `pytest -m 'not slow'` leaves them out
+
 TINY = ["--size", "64", "--patch", "8", "--dim", "32", "--depth", "2", "--batch-size", "16"]
 
 

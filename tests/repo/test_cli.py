@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("onen.train", "onen.calibration", "onen.benchmarks", "torch", "matplotlib", "tqdm")
 
 

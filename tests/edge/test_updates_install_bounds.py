@@ -77,6 +77,7 @@ def test_a_signed_bundle_with_an_unlisted_member_is_refused_before_writing(tmp_p
     assert (root / "manifest.json").is_file() and (root / "model.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_a_gigabyte_of_zeros_is_refused_before_anything_is_written(tmp_path, signed):
     archive_path = tmp_path / "zeros.tar.gz"
     with tarfile.open(archive_path, mode="w:gz", compresslevel=1) as archive:

@@ -11,9 +11,9 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from daemon_helpers import Collector, file_camera, reference_frames, write_station, write_video
-from daemon_helpers import start_daemon as start_station
 from onnx import TensorProto, helper
+from support.daemon import Collector, file_camera, reference_frames, write_station, write_video
+from support.daemon import start_daemon as start_station
 
 from onen.edge.bundle import load_bundle
 from onen.edge.config import load_config

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
-from daemon_helpers import start_daemon as start_station
+from support.daemon import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
+from support.daemon import start_daemon as start_station
 
 from onen.edge.bundle import load_bundle
 from onen.edge.calibration_file import from_bundle_defaults, save_calibration
@@ -35,6 +35,7 @@ def expected_score(raw: float, low: float, threshold: float, high: float) -> flo
     return float(np.clip(np.interp(raw, [low, threshold, high], [0.0, 0.5, 1.0]), 0.0, 1.0))
 
 
+@pytest.mark.slow
 def test_pushed_calibration_is_applied_between_frames_and_a_wrong_one_changes_nothing(
     tmp_path, broker, tiny_bundle, capsys
 ):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from daemon_helpers import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
-from daemon_helpers import start_daemon as start_station
+from support.daemon import Collector, file_camera, reference_frames, unique_in_order, write_station, write_video
+from support.daemon import start_daemon as start_station
 
 from onen.edge.bundle import load_bundle
 from onen.edge.calibration_file import from_bundle_defaults, save_calibration
@@ -34,14 +34,6 @@ from onen.edge.updates import (
     sign_bundle,
     verify_bundle_signature,
 )
-
-
-@pytest.fixture(scope="module")
-def second_bundle(tmp_path_factory) -> Path:
-    """Another real bundle: the same recipe with another seed (another model.onnx, other reference outputs)."""
-    from onen.train.recipes import small_bundle
-
-    return small_bundle(tmp_path_factory.mktemp("second-bundle"), seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +137,7 @@ def test_keys_generate_refuses_to_overwrite_and_commands_check_usage(tmp_path, t
     assert "no model 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_model_store_keeps_current_and_previous_and_rolls_back_both_ways(tmp_path, tiny_bundle, second_bundle):
     store = ModelStore(tmp_path / "models")
     third = copy_bundle(tiny_bundle, tmp_path / "third")
@@ -186,6 +179,7 @@ def test_model_store_keeps_current_and_previous_and_rolls_back_both_ways(tmp_pat
 # --- on a running station ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tiny_bundle, second_bundle, keys, capsys):
     old_sha, new_sha = sha_of(tiny_bundle), sha_of(second_bundle)
     assert old_sha != new_sha
@@ -311,6 +305,7 @@ def test_install_rollback_and_restart_on_a_running_station(tmp_path, broker, tin
         collector.close()
 
 
+@pytest.mark.slow
 def test_broken_updates_are_refused_and_the_old_model_keeps_serving(
     tmp_path, broker, tiny_bundle, second_bundle, keys, capsys
 ):

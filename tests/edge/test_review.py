@@ -9,9 +9,9 @@ import json
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from daemon_helpers import Collector, file_camera, start_daemon, write_station, write_video
 from paho.mqtt.enums import CallbackAPIVersion
-from review_helpers import ReviewProcess, good_then_defect
+from support.daemon import Collector, file_camera, start_daemon, write_station, write_video
+from support.review import ReviewProcess, good_then_defect
 
 from onen.edge.bundle import load_bundle
 from onen.edge.config import ConfigError, load_config

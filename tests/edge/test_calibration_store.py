@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from daemon_helpers import Collector, file_camera, reference_frames, write_station, write_video
-from daemon_helpers import start_daemon as start_station
+from support.daemon import Collector, file_camera, reference_frames, write_station, write_video
+from support.daemon import start_daemon as start_station
 
 from onen.edge.bundle import load_bundle
 from onen.edge.calibration_file import calibration_to_dict, from_bundle_defaults
@@ -19,14 +19,6 @@ from onen.edge.calibration_view import CalibrationError
 from onen.edge.cli import main
 from onen.edge.config import ConfigError, load_config
 from onen.edge.local_broker import MosquittoBroker
-
-
-@pytest.fixture(scope="module")
-def second_bundle(tmp_path_factory) -> Path:
-    """Another real bundle (same recipe, another seed): another model.onnx sha256."""
-    from onen.train.recipes import small_bundle
-
-    return small_bundle(tmp_path_factory.mktemp("second-bundle"), seed=1)
 
 
 def calibration_data(bundle, threshold: float | None = None) -> dict:
@@ -116,6 +108,7 @@ def serving_threshold(daemon) -> float:
     return daemon.pipelines["cam"].post.calibration.image_threshold
 
 
+@pytest.mark.slow
 def test_pushes_keep_every_version_and_a_model_rollback_restores_its_calibration(
     tmp_path, tiny_bundle, second_bundle, capsys
 ):

@@ -451,6 +451,7 @@ def assert_no_repeats(received: list) -> None:
     assert all(a != b for a, b in zip(codes, codes[1:], strict=False)), f"repeated frame delivered: {codes}"
 
 
+@pytest.mark.slow
 @needs_ffmpeg
 def test_http_stream_killed_then_restarted_reconnects_with_backoff(stream_video, streams):
     port = free_port()
@@ -485,6 +486,7 @@ def test_http_stream_killed_then_restarted_reconnects_with_backoff(stream_video,
         camera.stop()
 
 
+@pytest.mark.slow
 @needs_ffmpeg
 def test_http_stream_stalled_delivers_no_stale_frame_then_resumes(stream_video, streams):
     port = free_port()

@@ -1,10 +1,10 @@
 """TensorRT on a real GPU: build an FP16 engine from the tiny bundle, serve it, verify it.
 
 These need tensorrt + pycuda + an NVIDIA GPU and are skipped elsewhere with the reason. Run them on a
-Jetson / RTX station with `python3 -m pytest -m gpu tests/test_tensorrt_gpu.py -v`. None of them has been
+Jetson / RTX station with `python3 -m pytest -m gpu tests/edge/test_tensorrt_gpu.py -v`. None of them has been
 run yet: this project's machines have no GPU (see docs/jetson.md). On a Jetson without torch, point
-ONEN_GPU_TEST_BUNDLE at a bundle made elsewhere (e.g. `python -c "from train.recipes import small_bundle; ..."`)
-instead of training the tiny bundle here.
+ONEN_GPU_TEST_BUNDLE at a bundle made elsewhere, or ONEN_TEST_FIXTURES at the folder
+`python -m tests.support.build_fixtures DIR` wrote elsewhere, instead of training the tiny bundle here.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import subprocess
 import time
 
 import pytest
-from daemon_helpers import Collector
-from test_publisher import _tls_files
+from support.daemon import Collector
+from support.tls import tls_files
 
 from onen.edge.broker_link import BrokerLink, describe_failure
 from onen.edge.config import MqttConfig, TlsConfig
@@ -38,6 +38,7 @@ def _mqtt_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "onen.edge.mqtt" and r.levelno >= logging.WARNING]
 
 
+@pytest.mark.slow
 def test_wrong_port_is_logged_at_once_with_the_reason_then_the_spool_drains(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="onen.edge.mqtt")
     port = free_port()
@@ -71,7 +72,7 @@ def test_wrong_port_is_logged_at_once_with_the_reason_then_the_spool_drains(tmp_
 
 def test_bad_password_and_untrusted_tls_are_named(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="onen.edge.mqtt")
-    files = _tls_files(tmp_path)
+    files = tls_files(tmp_path)
     passwords = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "line3", "s3cret"], check=True, capture_output=True)
     extra = f"cafile {files['ca']}\ncertfile {files['cert']}\nkeyfile {files['key']}\npassword_file {passwords}\n"
@@ -80,7 +81,7 @@ def test_bad_password_and_untrusted_tls_are_named(tmp_path, caplog):
             tmp_path, broker.port, "auth", tls=TlsConfig(ca=files["ca"]), username="line3", password="wrong"
         )
         (tmp_path / "other").mkdir()
-        other_ca = _tls_files(tmp_path / "other")  # a CA the broker's certificate was not signed by
+        other_ca = tls_files(tmp_path / "other")  # a CA the broker's certificate was not signed by
         untrusted = _publisher(
             tmp_path, broker.port, "tls", tls=TlsConfig(ca=other_ca["ca"]), username="line3", password="s3cret"
         )
@@ -139,7 +140,7 @@ def test_failure_reasons_in_words(error, words):
 
 
 def test_a_station_on_a_wrong_port_says_so_in_its_stats_and_keeps_inspecting(tmp_path, tiny_bundle, caplog):
-    from daemon_helpers import file_camera, reference_frames, start_daemon, write_station, write_video
+    from support.daemon import file_camera, reference_frames, start_daemon, write_station, write_video
 
     caplog.set_level(logging.INFO, logger="onen.edge.mqtt")
     images, _ = reference_frames(tiny_bundle)

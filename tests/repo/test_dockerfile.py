@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-DOCKERFILE = Path(__file__).resolve().parents[1] / "Dockerfile.jetson"
+DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile.jetson"
 
 
 def hadolint_binary() -> str:

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from onen.train.commands.demo import DEFAULT_CACHE, demo_key
+
+pytestmark = pytest.mark.slow  # long end-to-end runs: `pytest -m 'not slow'` leaves them out
 
 
 def _cache(tmp_path, bundle) -> Path:
@@ -71,7 +75,7 @@ def test_demo_runs_end_to_end_and_exits_0(tmp_path, tiny_bundle):
 def test_demo_cache_is_where_readme_says_and_keyed_by_the_recipe(tmp_path, tiny_bundle, capsys):
     from onen.train.commands.demo import demo_bundle
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert str(DEFAULT_CACHE).replace(str(Path.home()), "~") in readme
     cache = _cache(tmp_path, tiny_bundle)
     assert demo_bundle(cache) == tiny_bundle

@@ -9,9 +9,9 @@ import logging
 
 import paho.mqtt.client as mqtt
 import pytest
-from daemon_helpers import Collector, file_camera, reference_frames, write_station, write_video
-from daemon_helpers import start_daemon as start_station
 from paho.mqtt.enums import CallbackAPIVersion
+from support.daemon import Collector, file_camera, reference_frames, write_station, write_video
+from support.daemon import start_daemon as start_station
 
 from onen.edge.local_broker import MosquittoBroker
 from onen.edge.publisher import Topics
@@ -63,6 +63,7 @@ def broker():
         yield running
 
 
+@pytest.mark.slow
 def test_every_malformed_command_gets_one_answer_and_no_traceback(tmp_path, broker, tiny_bundle, caplog):
     from onen.edge.calibration_file import MESSAGE_SCHEMA
     from onen.edge.updates import INSTALL_SCHEMA, ROLLBACK_SCHEMA

@@ -3,6 +3,7 @@ end to end on the real tiny bundle (ONNX Runtime), checked on fresh good images.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from scipy import stats as scipy_stats
+from support.prebuilt import tiny_set
 
 from onen.calibration.int8_selection import select_int8_images, write_list
 from onen.calibration.normalisation import fit_normalisation
@@ -373,9 +375,7 @@ def _camera_view(image_or_mask: np.ndarray, background: np.ndarray, nearest: boo
 
 def _write_camera_images(folder, seed, count, label):
     """Images generated like the tiny bundle's training data, as the tilted camera sees them."""
-    from onen.train.tiny_data import make_tiny_set
-
-    data = make_tiny_set(seed=seed, count=count, size=64)
+    data = tiny_set(seed, count)
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     for index in np.flatnonzero(data.labels == label):
@@ -393,6 +393,22 @@ def _write_camera_images(folder, seed, count, label):
     return folder
 
 
+def assert_report_files(report_dir, printed: str) -> None:
+    """The report's pictures where matplotlib is installed; on a base install report.json alone, and one warning
+    naming the extra that adds them."""
+    report = json.loads((report_dir / "report.json").read_text())
+    pictures = ("score_hist.png", "rates.png", "overlays.png")
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert report["files"] == list(pictures)
+        for name in pictures:
+            assert (report_dir / name).stat().st_size > 0
+    else:
+        assert report["files"] == [] and not any((report_dir / name).exists() for name in pictures)
+        assert printed.count("WARNING: report pictures") == 1
+        assert "pip install 'onen-inspect[calibration]'" in printed
+
+
+@pytest.mark.slow
 def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, tmp_path, capsys):
     good = _write_camera_images(tmp_path / "good", seed=11, count=300, label=0)  # 150 good
     defect = _write_camera_images(tmp_path / "defect", seed=12, count=80, label=1)  # 40 defective
@@ -433,8 +449,7 @@ def test_onen_calibrate_end_to_end_fresh_good_images_within_bound(tiny_bundle, t
     assert saved["bundle"]["model_sha256"] == bundle.onnx_sha256 and saved["counts"] == {"good": 150, "defect": 40}
     assert saved["rectification"]["corners"] == CORNERS and calibration.rectification.size == (64, 64)
     report_dir = tmp_path / "calib" / "cam1.report"
-    for name in ("report.json", "score_hist.png", "rates.png", "overlays.png"):
-        assert (report_dir / name).stat().st_size > 0
+    assert_report_files(report_dir, printed)
     bound = calibration.statistics["frr_upper_bound"]
     assert bound <= 0.02
 
@@ -523,9 +538,7 @@ def test_onen_calibrate_from_a_video_file(tiny_bundle, tmp_path, capsys):
     """Frames of a real MJPG video (OpenCV), one in two used; the report says frames are not independent."""
     import json
 
-    from onen.train.tiny_data import make_tiny_set
-
-    data = make_tiny_set(seed=31, count=240, size=64)
+    data = tiny_set(31, 240)
     video = tmp_path / "good.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 64))
     for image in data.images[data.labels == 0]:
@@ -565,6 +578,7 @@ def test_onen_calibrate_from_a_video_file(tiny_bundle, tmp_path, capsys):
 # --- pushing a calibration to a running station (real mosquitto) -------------------------------------------
 
 
+@pytest.mark.slow
 def test_push_calibration_over_mqtt_is_checked_and_installed_by_the_station(tiny_bundle, tmp_path, capsys):
     """The station side here is the part of the daemon that handles the topic: read_calibration_message, the
     calibration store, then an event. Refused pushes leave the running calibration untouched."""

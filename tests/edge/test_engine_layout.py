@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from test_backend_factory import HEIGHT, WIDTH, mean_bundle  # noqa: F401  (fixture)
+from support.onnx_models import HEIGHT, WIDTH
 
 from onen.edge.backends.factory import create_backend
 from onen.edge.backends.onnxruntime_backend import CpuLayout, OnnxRuntimeBackend
@@ -29,7 +29,7 @@ def test_cpu_layout_fills_what_the_config_leaves_out(parallel, threads, cores, e
     assert CpuLayout.choose(parallel, threads, cores) == expected
 
 
-def test_a_sequential_caller_gets_one_call_at_a_time_and_the_daemon_layout_more(mean_bundle):  # noqa: F811
+def test_a_sequential_caller_gets_one_call_at_a_time_and_the_daemon_layout_more(mean_bundle):
     assert OnnxRuntimeBackend(mean_bundle).concurrent_calls == 1
     backend = create_backend(mean_bundle, "onnxruntime", cpu_layout=CpuLayout(2, 1))
     assert backend.concurrent_calls == 2
@@ -68,7 +68,7 @@ class Overlap:
 
 
 @pytest.mark.parametrize("mode", ["thread", "lock"])
-def test_engine_runs_as_many_calls_at_once_as_the_backend_allows(mean_bundle, mode):  # noqa: F811
+def test_engine_runs_as_many_calls_at_once_as_the_backend_allows(mean_bundle, mode):
     backend = Overlap(create_backend(mean_bundle, "onnxruntime", cpu_layout=CpuLayout(2, 1)), hold_s=0.05)
     engine = SharedEngine(backend, mode, max_batch=1)
     assert engine.workers == 2
@@ -91,7 +91,7 @@ def test_engine_runs_as_many_calls_at_once_as_the_backend_allows(mean_bundle, mo
     assert engine.calls == len(levels)
 
 
-def test_stuck_reports_the_oldest_running_call(mean_bundle):  # noqa: F811
+def test_stuck_reports_the_oldest_running_call(mean_bundle):
     backend = Overlap(create_backend(mean_bundle, "onnxruntime", cpu_layout=CpuLayout(2, 1)), hold_s=0.4)
     engine = SharedEngine(backend, "thread")
     future = engine.submit(np.zeros((1, HEIGHT, WIDTH, 3), np.uint8))

@@ -199,6 +199,7 @@ HOLD_LOCK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_lock_excludes_a_second_process(tmp_path):
     lock_file = tmp_path / "8.7_trt10.3.0_fp16.lock"
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock_file), "3"], stdout=subprocess.PIPE, text=True)

@@ -15,12 +15,15 @@ from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 import pytest
-from daemon_helpers import Collector, file_camera, start_daemon, write_station, write_video
 from paho.mqtt.enums import CallbackAPIVersion
-from review_helpers import REPO, ReviewProcess, good_then_defect
+from support import REPO
+from support.daemon import Collector, file_camera, start_daemon, write_station, write_video
+from support.review import ReviewProcess, good_then_defect
 
 from onen.edge.bundle import load_bundle
 from onen.edge.local_broker import MosquittoBroker
+
+pytestmark = pytest.mark.slow  # long end-to-end runs: `pytest -m 'not slow'` leaves them out
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from daemon_helpers import write_station
+from support.daemon import write_station
 
 from onen.edge.config import MqttConfig
 from onen.edge.local_broker import MosquittoBroker

@@ -8,7 +8,7 @@ import cv2
 import jsonschema
 import numpy as np
 import pytest
-from daemon_helpers import SCALE, reference_frames
+from support.daemon import SCALE, reference_frames
 
 from onen.edge.backends.base import ModelOutputs
 from onen.edge.backends.onnxruntime_backend import CpuLayout, OnnxRuntimeBackend

@@ -12,12 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from daemon_helpers import reference_frames
 
 from onen.edge.bundle import load_bundle
 from onen.edge.local_broker import free_port, port_accepts
 
-REPO = Path(__file__).resolve().parents[1]
+from . import REPO
+from .daemon import reference_frames
 
 
 def good_then_defect(bundle_dir: Path, good: int, defect: int) -> list[np.ndarray]:

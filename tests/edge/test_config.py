@@ -21,7 +21,7 @@ from onen.edge.cli import main
 from onen.edge.config import ConfigError, load_config
 from onen.edge.updates import generate_keys
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SECRET = "s3cret-Pa55word"
 
 

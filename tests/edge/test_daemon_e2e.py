@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from daemon_helpers import (
+from support.daemon import (
     Collector,
     file_camera,
     reference_frames,
@@ -116,6 +116,7 @@ def test_two_cameras_every_frame_a_valid_result_stats_status_archive(tmp_path, b
     collector.close()
 
 
+@pytest.mark.slow
 def test_broker_outage_mid_run_every_result_arrives_in_order(tmp_path, tiny_bundle, frames):
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=60, fps=20)
@@ -175,6 +176,7 @@ def _datagrams(sock: socket.socket, seconds: float) -> list[str]:
     return messages
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_flushes_publishes_offline_and_exits_0(tmp_path, broker, tiny_bundle, frames):
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=20, fps=25)
@@ -205,6 +207,7 @@ def test_sigterm_finishes_flushes_publishes_offline_and_exits_0(tmp_path, broker
     collector.close()
 
 
+@pytest.mark.slow
 def test_kill_9_then_restart_delivers_every_spooled_result(tmp_path, tiny_bundle, frames):
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=12)
@@ -336,6 +339,7 @@ def test_corrupt_frames_and_a_dead_camera_do_not_stop_the_daemon(tmp_path, broke
     collector.close()
 
 
+@pytest.mark.slow
 def test_watchdog_pings_stop_while_the_engine_hangs(tmp_path, broker, tiny_bundle, frames, monkeypatch):
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=20, fps=25)
@@ -365,6 +369,7 @@ def test_watchdog_pings_stop_while_the_engine_hangs(tmp_path, broker, tiny_bundl
         thread.join(30)
 
 
+@pytest.mark.slow
 def test_spool_cap_drops_oldest_and_announces_it_after_reconnect(tmp_path, tiny_bundle, frames):
     images, _ = frames
     video = write_video(tmp_path / "parts.avi", images, count=10)
@@ -417,7 +422,7 @@ def test_run_check_and_a_calibration_for_another_model_fail_before_cameras_open(
             }
         )
     )
-    camera = {**file_camera("cam", video), "calibration": str(wrong)}
+    camera = {**file_camera("cam", video), "calibration": wrong.name}  # relative: the file named in full, not cut
     bad = write_station(tmp_path, broker.port, tiny_bundle, [camera])
     collector = Collector(broker.host, broker.port)
     run = subprocess.run(
