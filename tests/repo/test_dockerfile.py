@@ -84,7 +84,6 @@ def test_the_build_stage_copies_everything_the_wheel_needs(tmp_path):
             "wheel",
             "-q",
             "--no-deps",
-            "--no-build-isolation",
             "-w",
             str(tmp_path / "w"),
             ".",
