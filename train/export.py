@@ -142,7 +142,23 @@ def export_onnx(model: nn.Module, path: Path, height: int, width: int) -> Path:
             raise BundleError(
                 f"{path}: initializer {tensor.name} is stored outside the file; a bundle's model must be self-contained"
             )
+    _strip_trace_metadata(proto)
+    onnx.save(proto, str(path))
     return path
+
+
+def _strip_trace_metadata(proto: Any) -> None:
+    """Drop what the exporter records per node (source stack traces with this machine's paths, FX names): the
+    same model exported from another checkout must be the same file, and a bundle carries no source paths."""
+    graphs = [proto.graph, *(function for function in proto.functions)]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attribute in node.attribute:  # subgraphs of If / Loop / Scan
+                graphs.extend([attribute.g] if attribute.HasField("g") else [])
+                graphs.extend(attribute.graphs)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ input, dynamic batch, manifest hashes; and the small recipe's bundle passes the 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -206,3 +207,16 @@ def test_a_bundle_trained_without_class_labels_publishes_only_defect(tmp_path):
             assert (name, probability) == expected
         else:
             assert name == expected and 0 < probability <= 1
+
+
+def test_the_exported_graph_carries_no_source_paths_or_trace_metadata(tiny_bundle):
+    """The dynamo exporter records a stack trace per node: stripped, so a bundle does not depend on (or leak)
+    the checkout's path and the same model exported elsewhere is the same file."""
+    import onen.train
+
+    path = load_bundle(tiny_bundle).model_path
+    raw = path.read_bytes()
+    source_root = str(Path(onen.train.__file__).resolve().parent.parent).encode()
+    assert source_root not in raw and b"stack_trace" not in raw
+    proto = onnx.load(str(path))
+    assert all(not node.metadata_props and not node.doc_string for node in proto.graph.node)
