@@ -146,3 +146,22 @@ def test_onen_eval_errors_are_clear(tmp_path, capsys):
     assert "--run" in capsys.readouterr().err
     assert onen(["eval", "--run", str(tmp_path / "nope")]) == 2
     assert "not a training run" in capsys.readouterr().err
+
+
+def test_onen_eval_a_bundle_on_the_openvino_backend(tiny_bundle, tmp_path):
+    """The same bundle on the station's other CPU backend: same images, its own precision, the AUROC close."""
+    pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+    csvs = sorted((tiny_bundle.parent / "data").glob("*.csv"))
+    reports = {}
+    for backend in ("onnxruntime", "openvino"):
+        out = tmp_path / backend
+        assert (
+            onen(
+                ["eval", "--bundle", str(tiny_bundle), "--data", str(csvs[0]), "--out", str(out), "--backend", backend]
+            )
+            == 0
+        )
+        reports[backend] = json.loads((out / "report.json").read_text())
+    other = reports["openvino"]
+    assert other["evaluated"]["backend"] == "openvino" and other["evaluated"]["precision"] in ("bf16", "f32")
+    assert abs(other["image_auroc"] - reports["onnxruntime"]["image_auroc"]) <= 0.02

@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from onen.edge.config_models import BACKEND_KINDS
+
 SPLIT_CHOICES = ("test", "val", "train", "all")
 
 
@@ -15,11 +17,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "eval",
         help="evaluate a run or a bundle: report.json (AUROC, AUPRO, F1, confusion...) + plots",
         description="With --run: the run's student (or --model teacher) on the run's test split. With --bundle: the "
-        "exported model through ONNX Runtime (on the run's split when --run is also given). --data evaluates every "
-        "image of another data set instead.",
+        "exported model on --backend (ONNX Runtime by default; on the run's split when --run is also given). "
+        "--data evaluates every image of another data set instead.",
     )
     parser.add_argument("--run", type=Path, help="training run directory (onen train --out)")
-    parser.add_argument("--bundle", type=Path, help="exported bundle directory or .tar (evaluated with ONNX Runtime)")
+    parser.add_argument("--bundle", type=Path, help="exported bundle directory or .tar (evaluated on --backend)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_KINDS,
+        default="onnxruntime",
+        help="with --bundle: the station backend to evaluate it on, e.g. openvino for its bf16 (default onnxruntime)",
+    )
     parser.add_argument(
         "--data", type=Path, help="evaluate all images of this data set (folder or CSV) instead of the run's split"
     )
@@ -73,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     samples, aoi, source = _samples_and_aoi(args, run_info)
 
     if args.bundle is not None:
-        predict, meta = _bundle_predictor(args.bundle)
+        predict, meta = _bundle_predictor(args.bundle, args.backend)
     else:
         predict, meta = _run_predictor(args.run, run_info, args.model)
     threshold = args.threshold if args.threshold is not None else meta.pop("threshold")
@@ -136,12 +144,12 @@ def _run_predictor(run_dir: Path, run_info, which: str):
     return (lambda batch: torch_outputs(model, batch)), meta
 
 
-def _bundle_predictor(bundle_path: Path):
-    from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+def _bundle_predictor(bundle_path: Path, backend_kind: str):
+    from onen.edge.backends.factory import create_backend
     from onen.edge.bundle import load_bundle
 
     bundle = load_bundle(bundle_path)
-    backend = OnnxRuntimeBackend(bundle)
+    backend = create_backend(bundle, backend_kind)
 
     def predict(batch):
         outputs = backend.infer(batch)
@@ -155,6 +163,7 @@ def _bundle_predictor(bundle_path: Path):
         "threshold": manifest.thresholds.image,
         "model": f"{manifest.name} {manifest.version} ({manifest.family})",
         "bundle": str(bundle_path),
-        "backend": "onnxruntime",
+        "backend": backend.name,
+        "precision": backend.describe().get("precision", "fp32"),
     }
     return predict, meta
