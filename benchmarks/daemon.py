@@ -50,17 +50,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---- inputs -------------------------------------------------------------------------------------------
 def bench_bundle(size: int) -> Path:
-    """An untrained OneN student at size x size, exported once to ~/.cache/onen/bench-bundle-<size>."""
-    from onen.edge.bundle import load_bundle
+    """An untrained OneN student at size x size, exported once to ~/.cache/onen/bench-bundle-<size>-<key>; the key
+    names the exporter and model code and torch's version, so a changed exporter measures its own graph."""
+    import hashlib
 
-    out = CACHE / f"bench-bundle-{size}"
+    import torch
+
+    from onen.edge.bundle import load_bundle
+    from onen.train import export as export_module
+    from onen.train.models import onen_vit
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    for module in (export_module, onen_vit):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    out = CACHE / f"bench-bundle-{size}-{digest.hexdigest()[:12]}"
     try:
         load_bundle(out)
         return out
     except Exception:
         pass
-    import torch
-
     from onen.train.export import ExportInfo, export_model
     from onen.train.models.onen_vit import OneNConfig, OneNStudent
 
