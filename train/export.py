@@ -163,17 +163,24 @@ def _strip_trace_metadata(proto: Any) -> None:
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Keep the exporter's internal notices (torchvision ops it skips, pytree deprecations) off the user's
-    terminal; real problems still raise."""
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration.level
-    registration.setLevel(logging.ERROR)
+    """Keep the exporter's internal notices (its optimiser's INFO lines, torchvision ops it skips, pytree
+    deprecations) off the user's terminal; warnings of substance still show and errors still raise."""
+    levels = {
+        "torch.onnx": logging.WARNING,
+        "torch.onnx._internal.exporter._registration": logging.ERROR,  # "torchvision is not installed"
+        "onnxscript": logging.WARNING,
+        "onnx_ir": logging.WARNING,
+    }
+    saved = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*treespec.*LeafSpec.*", category=FutureWarning)
             yield
     finally:
-        registration.setLevel(level)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def torch_outputs(model: nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

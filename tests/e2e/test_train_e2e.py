@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,6 +91,19 @@ def test_train_eval_export(tiny_csv, tmp_path):
     weights = " ".join(i.name for i in graph.initializer) + " " + " ".join(n.name for n in graph.node)
     assert "class_head" in weights  # names do come from the modules
     assert "class_projection" not in weights and "projection" not in weights  # the distillation heads are training-only
+
+    # what a user sees on the terminal: our own lines only, no exporter internals, no TracerWarnings
+    done = subprocess.run(
+        [sys.executable, "-m", "onen.edge.cli", "export", "--run", str(run), "--out", str(tmp_path / "again")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout + done.stderr
+    assert "bundle written to" in printed
+    for noise in ("onnxscript", "onnx_ir", "torch.onnx", "Warning", "torchvision"):
+        assert noise not in printed, printed
 
 
 @pytest.mark.parametrize("supervision", ["none", "weak"])
