@@ -76,6 +76,7 @@ class InFlight:
     future: Future[tuple[ModelOutputs, float]]
     preprocess_ms: float
     serving: Serving | None = None
+    preprocess_cpu_ns: int = 0  # this thread's CPU clock: frame checks, rectify, resize, batch
 
 
 @dataclass
@@ -326,6 +327,7 @@ class CameraPipeline:
     def _begin(self, frame: Frame, correlation_id: str | None) -> InFlight | None:
         """Pre-process and queue the frame on the engine (ONE call per frame)."""
         started = time.perf_counter()
+        cpu_started = time.thread_time_ns()
         with self._serving_lock:  # a swap happens wholly before or after this frame takes its serving
             serving = self.serving
             serving.engine.hold()
@@ -345,24 +347,31 @@ class CameraPipeline:
             prepared = serving.pre.prepare(image)
             batch = serving.pre.to_batch([prepared])
             preprocess_ms = (time.perf_counter() - started) * 1000
+            cpu_prepared = time.thread_time_ns()
             future = serving.engine.submit(batch)
         except Exception as error:
             serving.engine.release()
             self._failed("frame_error", error, getattr(frame, "seq", None))
             return None
-        return InFlight(frame, correlation_id, prepared, future, preprocess_ms, serving)
+        self.stats.cpu.add("engine_handoff", time.thread_time_ns() - cpu_prepared)
+        return InFlight(frame, correlation_id, prepared, future, preprocess_ms, serving, cpu_prepared - cpu_started)
 
     def _finish(self, flight: InFlight) -> dict[str, Any] | None:
         frame = flight.frame
         serving = flight.serving or self.serving
+        cpu = self.stats.cpu
         try:
+            cpu_waited = time.thread_time_ns()
             try:
                 outputs, infer_ms = flight.future.result()
             finally:
                 if flight.serving is not None:
                     flight.serving.engine.release()
             started = time.perf_counter()
+            cpu_started = time.thread_time_ns()
+            cpu.add("engine_handoff", cpu_started - cpu_waited)
             inspection = serving.post(outputs, 0, flight.prepared.shape[:2])
+            cpu_post = time.thread_time_ns()
             result = build_result(
                 station=self.station,
                 camera=self.name,
@@ -384,7 +393,9 @@ class CameraPipeline:
             # total: from the moment the frame was captured until its result is handed to the spool
             latency["total"] = max((time.time() - frame.captured_at) * 1000, sum(latency.values()))
             result["latency_ms"] = {k: round(v, 3) for k, v in latency.items()}
-            self.publisher.publish_result(self.name, encode(result))
+            payload = encode(result)
+            cpu_encoded = time.thread_time_ns()
+            self.publisher.publish_result(self.name, payload)
         except Exception as error:
             self._failed("frame_error", error, getattr(frame, "seq", None))
             return None
@@ -392,6 +403,12 @@ class CameraPipeline:
         self.stats.record(self.name, latency)
         self.stats.count(f"verdict.{inspection.verdict}")
         self._side_work(flight.prepared, inspection, result)
+        cpu.add("capture", frame.capture_cpu_ns)
+        cpu.add("checks", frame.checks_cpu_ns)
+        cpu.add("preprocess", flight.preprocess_cpu_ns)
+        cpu.add("postprocess", cpu_post - cpu_started)
+        cpu.add("result_encoding", cpu_encoded - cpu_post)
+        cpu.add("handoff", time.thread_time_ns() - cpu_encoded)  # to the spool queue, stats, side work
         return result
 
     def _side_work(self, frame_rgb: np.ndarray, inspection: Inspection, result: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from onen.edge.broker_link import BrokerLink, describe_failure
 from onen.edge.spool import Spool
+from onen.edge.stats import CpuAccount
 
 if TYPE_CHECKING:
     from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage
@@ -100,8 +101,10 @@ class Publisher:
         inflight_window: int = 64,
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 10.0,
+        cpu: CpuAccount | None = None,
     ):
         self.cfg = mqtt_cfg
+        self.cpu = cpu or CpuAccount()  # the sender thread's CPU time per stage (spool, MQTT publish)
         self.station = station
         self.spool = spool
         self.topics = Topics(mqtt_cfg.prefix, station)
@@ -250,6 +253,7 @@ class Publisher:
                 return
 
     def _send_once(self) -> None:
+        cpu_started = time.thread_time_ns()
         batch, self._unspooled = self._unspooled, []
         while True:
             try:
@@ -262,13 +266,18 @@ class Publisher:
             self._unspooled = batch  # disk full/locked: keep them, in order, and try again
             raise
         self.spool.delete(self._take_acked_rows())
+        cpu_spooled = time.thread_time_ns()
+        self.cpu.add("spool", cpu_spooled - cpu_started)
         if not self.connected:
             return
         room = self.window - len(self._inflight)
         if room <= 0:
             return
         immediate = []
-        for item in self.spool.after(self._last_sent_id, room):
+        items = self.spool.after(self._last_sent_id, room)
+        cpu_read = time.thread_time_ns()
+        self.cpu.add("spool", cpu_read - cpu_spooled)
+        for item in items:
             info = self.client.publish(item.topic, item.payload, qos=item.qos)
             if item.qos == 0:
                 immediate.append(item.id)
@@ -276,7 +285,10 @@ class Publisher:
                 self._inflight[info.mid] = item.id
             self._last_sent_id = item.id
             self.published += 1
+        cpu_sent = time.thread_time_ns()
+        self.cpu.add("mqtt_publish", cpu_sent - cpu_read)
         self.spool.delete(immediate)
+        self.cpu.add("spool", time.thread_time_ns() - cpu_sent)
 
     def _take_acked_rows(self) -> list[int]:
         """Rows whose PUBACK arrived. An ack whose mid is not mapped belongs to a non-result message:
