@@ -57,6 +57,29 @@ def test_results_arrive_in_order_and_leave_the_spool_on_ack(broker, tmp_path):
     collector.close()
 
 
+def test_a_backlog_from_before_a_restart_goes_first_then_new_results_in_order(broker, tmp_path):
+    """Rows left in the spool by an earlier run are read from disk and sent before anything new; once the
+    sender has caught up it sends new rows from memory (no read-back), still in order, deleting what was acked."""
+    earlier = Spool(tmp_path / "spool.db")
+    earlier.put_many([("onen/p1/cam/result", _result(seq), 1) for seq in range(700)])  # more than one window
+    earlier.close()
+    collector = Collector(broker.host, broker.port, "onen/p1/#")
+    publisher = _publisher(broker, tmp_path)
+    for seq in range(700, 750):  # handed over before the connection is up
+        publisher.publish_result("cam", _result(seq))
+    publisher.start()
+    assert publisher.wait_connected(5)
+    for seq in range(750, 1000):
+        publisher.publish_result("cam", _result(seq))
+    assert publisher.flush(20), f"spool still holds {publisher.spool.depth}"
+    assert collector.wait(lambda c: len(_seqs(c)) >= 1000)
+    assert _seqs(collector) == list(range(1000))
+    assert publisher.spool.depth == 0 and publisher._unsent_complete, "caught up: new rows are sent from memory"
+    publisher.stop()
+    collector.close()
+    assert Spool(tmp_path / "spool.db").depth == 0
+
+
 def test_availability_retained_online_then_offline_on_stop(broker, tmp_path):
     publisher = _publisher(broker, tmp_path)
     publisher.start()
