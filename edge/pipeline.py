@@ -3,7 +3,8 @@
 In continuous mode up to `max_in_flight` frames are in flight (by default one more than the calls the
 engine runs at once): while the engine runs frame N (and N+1 when it runs two calls at once), the
 camera thread's loop post-processes N-1 and pre-processes the next, so the engine never waits for
-Python. Results still go out in frame order.
+Python. Results still go out in frame order, and a frame is done only once its result is on disk
+(the spool), so a kill -9 loses nothing the line counted as inspected.
 
 Triggers: `continuous` (the camera's newest frame, dropped frames counted by the camera), `mqtt`
 (a message on {prefix}/{station}/cmd/{camera}/trigger grabs a frame captured *after* the message
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[str, dict[str, Any]], None]
+STORE_WAIT_S = 2.0  # longest a frame waits for its result to be on disk before the line goes on
 
 
 @dataclass(frozen=True)
@@ -395,14 +397,18 @@ class CameraPipeline:
             result["latency_ms"] = {k: round(v, 3) for k, v in latency.items()}
             payload = encode(result)
             cpu_encoded = time.thread_time_ns()
-            self.publisher.publish_result(self.name, payload)
+            stored = self.publisher.publish_result(self.name, payload)
         except Exception as error:
             self._failed("frame_error", error, getattr(frame, "seq", None))
             return None
-        self.inspected += 1
         self.stats.record(self.name, latency)
         self.stats.count(f"verdict.{inspection.verdict}")
         self._side_work(flight.prepared, inspection, result)
+        # done once the result is on disk (it survives a kill -9 from here); while the spool refuses
+        # writes the result waits in the publisher's memory, in order, and the line goes on
+        if self.publisher.spool_ok and not stored.wait(STORE_WAIT_S):
+            self.stats.count(f"results_not_yet_on_disk.{self.name}")
+        self.inspected += 1
         cpu.add("capture", frame.capture_cpu_ns)
         cpu.add("checks", frame.checks_cpu_ns)
         cpu.add("preprocess", flight.preprocess_cpu_ns)

@@ -6,8 +6,9 @@ While the broker is unreachable they pile up on disk; paho re-sends what was in 
 (same message ids, so the acks still delete the right rows) and the sender continues with the rest.
 One spool transaction (one fsync) per sender round stores the new results and deletes the acknowledged
 ones; a round with only acknowledgements waits up to DELETE_DELAY_S so its delete rides along with the
-next results. A result is published only after its transaction committed, so nothing the pipeline
-handed over is lost on kill -9; an acknowledged row not yet deleted is sent once more after a restart
+next results. `publish_result` returns an event set once the result is on disk: the pipeline counts a
+frame done only then, and a result is published only after its transaction committed, so nothing
+acknowledged to the pipeline is lost on kill -9; an acknowledged row not yet deleted is sent once more after a restart
 (at least once, as QoS 1 is anyway).
 
 Availability is retained, with a last will "offline", and republished on every (re)connect because
@@ -44,7 +45,10 @@ log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes, Any], None]  # topic, payload, properties
 UNSENT_IN_MEMORY = 1024  # committed rows kept in memory for sending (beyond that they are read from the spool)
-DELETE_DELAY_S = 0.05  # longest an acknowledged row waits for the next results' transaction
+DELETE_DELAY_S = 0.05
+Handed = tuple[
+    str, bytes, int, threading.Event
+]  # topic, payload, qos, set once on disk  # longest an acknowledged row waits for the next results' transaction
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,9 @@ class Publisher:
         self.qos = mqtt_cfg.qos
         self.window = inflight_window
         self.reconnect_s = (reconnect_min_s, reconnect_max_s)
-        self._incoming: queue.SimpleQueue[tuple[str, bytes, int]] = queue.SimpleQueue()
-        self._unspooled: list[tuple[str, bytes, int]] = []  # a batch the spool could not take yet
+        self._incoming: queue.SimpleQueue[Handed] = queue.SimpleQueue()
+        self._unspooled: list[Handed] = []  # a batch the spool could not take yet
+        self.spool_ok = True  # False while the spool refuses writes (results then wait in memory, in order)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -243,10 +248,13 @@ class Publisher:
                 self.client.subscribe(topic_filter, qos=1)
 
     # ---- results through the spool ------------------------------------------------------------
-    def publish_result(self, camera: str, payload: bytes) -> None:
-        """Hand a result to the sender: it is spooled, then published, then deleted on ack."""
-        self._incoming.put((self.topics.result(camera), payload, self.qos))
+    def publish_result(self, camera: str, payload: bytes) -> threading.Event:
+        """Hand a result to the sender: it is spooled (the event is set once it is on disk), then published,
+        then deleted on ack."""
+        stored = threading.Event()
+        self._incoming.put((self.topics.result(camera), payload, self.qos, stored))
         self._wake.set()
+        return stored
 
     @property
     def pending(self) -> int:
@@ -278,13 +286,18 @@ class Publisher:
         now = time.monotonic()
         if batch or (self._done_rows and (now - self._last_commit >= DELETE_DELAY_S or self._stop.is_set())):
             dropped_before = self.spool.dropped
+            rows = [(topic, payload, qos) for topic, payload, qos, _ in batch]
             try:
-                ids = self.spool.commit(batch, self._done_rows)
+                ids = self.spool.commit(rows, self._done_rows)
             except Exception:
                 self._unspooled = batch  # disk full/locked: keep them, in order, and try again
+                self.spool_ok = False
                 raise
+            self.spool_ok = True
+            for *_, stored in batch:
+                stored.set()
             self._done_rows, self._last_commit = [], now
-            self._remember_unsent(ids, batch, dropped=self.spool.dropped != dropped_before)
+            self._remember_unsent(ids, rows, dropped=self.spool.dropped != dropped_before)
         cpu_spooled = time.thread_time_ns()
         self.cpu.add("spool", cpu_spooled - cpu_started)
         if not self.connected:
