@@ -3,8 +3,9 @@
 In continuous mode up to `max_in_flight` frames are in flight (by default one more than the calls the
 engine runs at once): while the engine runs frame N (and N+1 when it runs two calls at once), the
 camera thread's loop post-processes N-1 and pre-processes the next, so the engine never waits for
-Python. Results still go out in frame order, and a frame is done only once its result is on disk
-(the spool), so a kill -9 loses nothing the line counted as inspected.
+Python. Results still go out in frame order, and a frame counts as inspected only once its result is
+on disk (the spool), so a kill -9 loses nothing counted; the thread waits for a result's commit only
+when it hands over the next one (or runs idle), so the fsync overlaps with the next frame's work.
 
 Triggers: `continuous` (the camera's newest frame, dropped frames counted by the camera), `mqtt`
 (a message on {prefix}/{station}/cmd/{camera}/trigger grabs a frame captured *after* the message
@@ -197,6 +198,7 @@ class CameraPipeline:
         self.failed = 0
         self.finished = False
         self._last_error_event = 0.0
+        self._unstored: collections.deque[threading.Event] = collections.deque()  # handed over, maybe not on disk
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"onen-pipeline-{self.name}", daemon=True)
 
@@ -299,9 +301,11 @@ class CameraPipeline:
                     if frame is None:
                         if pending:
                             self._finish(pending.popleft())
-                        elif self.camera.finished:
-                            self.finished = True
-                            return
+                        else:
+                            self._acknowledge(keep=0)  # nothing in flight: count what is on disk now
+                            if self.camera.finished:
+                                self.finished = True
+                                return
                         continue
             except Exception as error:  # a camera object that throws must not end inspection
                 self._failed("camera_error", error)
@@ -314,6 +318,7 @@ class CameraPipeline:
                 self._finish(pending.popleft())
         while pending:  # stop requested: finish the frames in flight
             self._finish(pending.popleft())
+        self._acknowledge(keep=0)
         self.heartbeat = time.monotonic()
 
     def _in_flight_limit(self) -> int:
@@ -324,7 +329,9 @@ class CameraPipeline:
     def inspect(self, frame: Frame, correlation_id: str | None = None) -> dict[str, Any] | None:
         """Inspect one frame and hand the result to the publisher; None when the frame failed."""
         flight = self._begin(frame, correlation_id)
-        return None if flight is None else self._finish(flight)
+        result = None if flight is None else self._finish(flight)
+        self._acknowledge(keep=0)
+        return result
 
     def _begin(self, frame: Frame, correlation_id: str | None) -> InFlight | None:
         """Pre-process and queue the frame on the engine (ONE call per frame)."""
@@ -404,11 +411,10 @@ class CameraPipeline:
         self.stats.record(self.name, latency)
         self.stats.count(f"verdict.{inspection.verdict}")
         self._side_work(flight.prepared, inspection, result)
-        # done once the result is on disk (it survives a kill -9 from here); while the spool refuses
-        # writes the result waits in the publisher's memory, in order, and the line goes on
-        if self.publisher.spool_ok and not stored.wait(STORE_WAIT_S):
-            self.stats.count(f"results_not_yet_on_disk.{self.name}")
-        self.inspected += 1
+        self._unstored.append(stored)
+        # continuous: the previous frame's commit is done by now, this one's goes on while the next is prepared;
+        # a triggered frame is done before the next trigger is taken
+        self._acknowledge(keep=1 if self.mode == "continuous" else 0)
         cpu.add("capture", frame.capture_cpu_ns)
         cpu.add("checks", frame.checks_cpu_ns)
         cpu.add("preprocess", flight.preprocess_cpu_ns)
@@ -416,6 +422,16 @@ class CameraPipeline:
         cpu.add("result_encoding", cpu_encoded - cpu_post)
         cpu.add("handoff", time.thread_time_ns() - cpu_encoded)  # to the spool queue, stats, side work
         return result
+
+    def _acknowledge(self, keep: int) -> None:
+        """Count frames done once their results are on disk (they survive a kill -9 from then on), oldest
+        first, leaving the newest `keep` to their commit. While the spool refuses writes the results wait in
+        the publisher's memory, in order, and the line goes on."""
+        while len(self._unstored) > keep:
+            stored = self._unstored.popleft()
+            if self.publisher.spool_ok and not stored.wait(STORE_WAIT_S):
+                self.stats.count(f"results_not_yet_on_disk.{self.name}")
+            self.inspected += 1
 
     def _side_work(self, frame_rgb: np.ndarray, inspection: Inspection, result: dict[str, Any]) -> None:
         if self.side_worker is None:
