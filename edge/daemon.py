@@ -231,7 +231,7 @@ class Daemon:
             bundle = self.engines[camera_cfg.model].backend.bundle
             postprocessors[camera_cfg.name] = PostProcessor(bundle.manifest, self._calibration(camera_cfg, bundle))
         spool = Spool(self._spool_path(), cfg.spool.max_mb, self.options.spool_synchronous)
-        self.publisher = Publisher(cfg.mqtt, cfg.station, spool)
+        self.publisher = Publisher(cfg.mqtt, cfg.station, spool, cpu=self.stats.cpu)
         for kind, detail in self._early_events:  # already logged and counted when they happened
             self._publish_event(self.publisher, kind, detail)
         spool.on_drop = lambda count, oldest: self._event(
@@ -338,6 +338,7 @@ class Daemon:
             "uptime_s": snapshot["uptime_s"],
             "fps": snapshot["fps"],
             "latency_ms": snapshot["latency_ms"],
+            "cpu_ms_per_frame": snapshot["cpu_ms_per_frame"],
             "dropped_frames": sum(c["dropped"] for c in cameras.values()),
             "queue_depth": sum(c["queue_depth"] for c in cameras.values()),
             "spool_depth": self.publisher.spool.depth if self.publisher else 0,

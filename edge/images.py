@@ -79,5 +79,8 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def prepare_batch(frames_rgb: list[np.ndarray], height: int, width: int) -> np.ndarray:
-    """Stack RGB frames into the bundle's uint8 `[N, H, W, 3]` input."""
+    """Stack RGB frames into the bundle's uint8 `[N, H, W, 3]` input (one frame: the resized image itself,
+    no further copy)."""
+    if len(frames_rgb) == 1:
+        return np.ascontiguousarray(resize_to_input(frames_rgb[0], height, width)[None], dtype=np.uint8)
     return np.stack([resize_to_input(f, height, width) for f in frames_rgb]).astype(np.uint8, copy=False)

@@ -3,7 +3,9 @@
 In continuous mode up to `max_in_flight` frames are in flight (by default one more than the calls the
 engine runs at once): while the engine runs frame N (and N+1 when it runs two calls at once), the
 camera thread's loop post-processes N-1 and pre-processes the next, so the engine never waits for
-Python. Results still go out in frame order.
+Python. Results still go out in frame order, and a frame counts as inspected only once its result is
+on disk (the spool), so a kill -9 loses nothing counted; the thread waits for a result's commit only
+when it hands over the next one (or runs idle), so the fsync overlaps with the next frame's work.
 
 Triggers: `continuous` (the camera's newest frame, dropped frames counted by the camera), `mqtt`
 (a message on {prefix}/{station}/cmd/{camera}/trigger grabs a frame captured *after* the message
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[str, dict[str, Any]], None]
+STORE_WAIT_S = 2.0  # longest a frame waits for its result to be on disk before the line goes on
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class InFlight:
     future: Future[tuple[ModelOutputs, float]]
     preprocess_ms: float
     serving: Serving | None = None
+    preprocess_cpu_ns: int = 0  # this thread's CPU clock: frame checks, rectify, resize, batch
 
 
 @dataclass
@@ -194,6 +198,7 @@ class CameraPipeline:
         self.failed = 0
         self.finished = False
         self._last_error_event = 0.0
+        self._unstored: collections.deque[threading.Event] = collections.deque()  # handed over, maybe not on disk
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"onen-pipeline-{self.name}", daemon=True)
 
@@ -296,9 +301,11 @@ class CameraPipeline:
                     if frame is None:
                         if pending:
                             self._finish(pending.popleft())
-                        elif self.camera.finished:
-                            self.finished = True
-                            return
+                        else:
+                            self._acknowledge(keep=0)  # nothing in flight: count what is on disk now
+                            if self.camera.finished:
+                                self.finished = True
+                                return
                         continue
             except Exception as error:  # a camera object that throws must not end inspection
                 self._failed("camera_error", error)
@@ -311,6 +318,7 @@ class CameraPipeline:
                 self._finish(pending.popleft())
         while pending:  # stop requested: finish the frames in flight
             self._finish(pending.popleft())
+        self._acknowledge(keep=0)
         self.heartbeat = time.monotonic()
 
     def _in_flight_limit(self) -> int:
@@ -321,11 +329,14 @@ class CameraPipeline:
     def inspect(self, frame: Frame, correlation_id: str | None = None) -> dict[str, Any] | None:
         """Inspect one frame and hand the result to the publisher; None when the frame failed."""
         flight = self._begin(frame, correlation_id)
-        return None if flight is None else self._finish(flight)
+        result = None if flight is None else self._finish(flight)
+        self._acknowledge(keep=0)
+        return result
 
     def _begin(self, frame: Frame, correlation_id: str | None) -> InFlight | None:
         """Pre-process and queue the frame on the engine (ONE call per frame)."""
         started = time.perf_counter()
+        cpu_started = time.thread_time_ns()
         with self._serving_lock:  # a swap happens wholly before or after this frame takes its serving
             serving = self.serving
             serving.engine.hold()
@@ -345,24 +356,31 @@ class CameraPipeline:
             prepared = serving.pre.prepare(image)
             batch = serving.pre.to_batch([prepared])
             preprocess_ms = (time.perf_counter() - started) * 1000
+            cpu_prepared = time.thread_time_ns()
             future = serving.engine.submit(batch)
         except Exception as error:
             serving.engine.release()
             self._failed("frame_error", error, getattr(frame, "seq", None))
             return None
-        return InFlight(frame, correlation_id, prepared, future, preprocess_ms, serving)
+        self.stats.cpu.add("engine_handoff", time.thread_time_ns() - cpu_prepared)
+        return InFlight(frame, correlation_id, prepared, future, preprocess_ms, serving, cpu_prepared - cpu_started)
 
     def _finish(self, flight: InFlight) -> dict[str, Any] | None:
         frame = flight.frame
         serving = flight.serving or self.serving
+        cpu = self.stats.cpu
         try:
+            cpu_waited = time.thread_time_ns()
             try:
                 outputs, infer_ms = flight.future.result()
             finally:
                 if flight.serving is not None:
                     flight.serving.engine.release()
             started = time.perf_counter()
+            cpu_started = time.thread_time_ns()
+            cpu.add("engine_handoff", cpu_started - cpu_waited)
             inspection = serving.post(outputs, 0, flight.prepared.shape[:2])
+            cpu_post = time.thread_time_ns()
             result = build_result(
                 station=self.station,
                 camera=self.name,
@@ -384,15 +402,36 @@ class CameraPipeline:
             # total: from the moment the frame was captured until its result is handed to the spool
             latency["total"] = max((time.time() - frame.captured_at) * 1000, sum(latency.values()))
             result["latency_ms"] = {k: round(v, 3) for k, v in latency.items()}
-            self.publisher.publish_result(self.name, encode(result))
+            payload = encode(result)
+            cpu_encoded = time.thread_time_ns()
+            stored = self.publisher.publish_result(self.name, payload)
         except Exception as error:
             self._failed("frame_error", error, getattr(frame, "seq", None))
             return None
-        self.inspected += 1
         self.stats.record(self.name, latency)
         self.stats.count(f"verdict.{inspection.verdict}")
         self._side_work(flight.prepared, inspection, result)
+        self._unstored.append(stored)
+        # continuous: the previous frame's commit is done by now, this one's goes on while the next is prepared;
+        # a triggered frame is done before the next trigger is taken
+        self._acknowledge(keep=1 if self.mode == "continuous" else 0)
+        cpu.add("capture", frame.capture_cpu_ns)
+        cpu.add("checks", frame.checks_cpu_ns)
+        cpu.add("preprocess", flight.preprocess_cpu_ns)
+        cpu.add("postprocess", cpu_post - cpu_started)
+        cpu.add("result_encoding", cpu_encoded - cpu_post)
+        cpu.add("handoff", time.thread_time_ns() - cpu_encoded)  # to the spool queue, stats, side work
         return result
+
+    def _acknowledge(self, keep: int) -> None:
+        """Count frames done once their results are on disk (they survive a kill -9 from then on), oldest
+        first, leaving the newest `keep` to their commit. While the spool refuses writes the results wait in
+        the publisher's memory, in order, and the line goes on."""
+        while len(self._unstored) > keep:
+            stored = self._unstored.popleft()
+            if self.publisher.spool_ok and not stored.wait(STORE_WAIT_S):
+                self.stats.count(f"results_not_yet_on_disk.{self.name}")
+            self.inspected += 1
 
     def _side_work(self, frame_rgb: np.ndarray, inspection: Inspection, result: dict[str, Any]) -> None:
         if self.side_worker is None:

@@ -4,6 +4,12 @@ Results never go straight to the broker: they are written to the spool first, pu
 order, and deleted only when the broker acknowledged them (QoS 1 PUBACK -> `on_publish(mid)`).
 While the broker is unreachable they pile up on disk; paho re-sends what was in flight on reconnect
 (same message ids, so the acks still delete the right rows) and the sender continues with the rest.
+One spool transaction (one fsync) per sender round stores the new results and deletes the acknowledged
+ones; a round with only acknowledgements waits up to DELETE_DELAY_S so its delete rides along with the
+next results. `publish_result` returns an event set once the result is on disk: the pipeline counts a
+frame done only then, and a result is published only after its transaction committed, so nothing
+acknowledged to the pipeline is lost on kill -9; an acknowledged row not yet deleted is sent once more after a restart
+(at least once, as QoS 1 is anyway).
 
 Availability is retained, with a last will "offline", and republished on every (re)connect because
 a broker restarted without persistence forgets retained messages. The client id is unique per
@@ -12,6 +18,7 @@ station: two clients sharing one make the broker kick them in turn and availabil
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -26,7 +33,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from onen.edge.broker_link import BrokerLink, describe_failure
-from onen.edge.spool import Spool
+from onen.edge.spool import Spool, SpoolItem
+from onen.edge.stats import CpuAccount
 
 if TYPE_CHECKING:
     from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage
@@ -36,6 +44,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes, Any], None]  # topic, payload, properties
+UNSENT_IN_MEMORY = 1024  # committed rows kept in memory for sending (beyond that they are read from the spool)
+DELETE_DELAY_S = 0.05
+Handed = tuple[
+    str, bytes, int, threading.Event
+]  # topic, payload, qos, set once on disk  # longest an acknowledged row waits for the next results' transaction
 
 
 @dataclass(frozen=True)
@@ -100,22 +113,31 @@ class Publisher:
         inflight_window: int = 64,
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 10.0,
+        cpu: CpuAccount | None = None,
     ):
         self.cfg = mqtt_cfg
+        self.cpu = cpu or CpuAccount()  # the sender thread's CPU time per stage (spool, MQTT publish)
         self.station = station
         self.spool = spool
         self.topics = Topics(mqtt_cfg.prefix, station)
         self.qos = mqtt_cfg.qos
         self.window = inflight_window
         self.reconnect_s = (reconnect_min_s, reconnect_max_s)
-        self._incoming: queue.SimpleQueue[tuple[str, bytes, int]] = queue.SimpleQueue()
-        self._unspooled: list[tuple[str, bytes, int]] = []  # a batch the spool could not take yet
+        self._incoming: queue.SimpleQueue[Handed] = queue.SimpleQueue()
+        self._unspooled: list[Handed] = []  # a batch the spool could not take yet
+        self.spool_ok = True  # False while the spool refuses writes (results then wait in memory, in order)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._ack_lock = threading.Lock()  # guards _acked_mids (appended by the paho thread)
         self._acked_mids: list[int] = []
         self._inflight: dict[int, int] = {}  # paho mid -> spool row id; sender thread only
+        self._done_rows: list[int] = []  # acknowledged (or sent at QoS 0), deleted with the next commit
+        # committed rows not yet sent, kept so they need not be read back; False: the spool holds unsent rows
+        # memory does not (a backlog from before a restart, a long outage, rows dropped by the cap)
+        self._unsent: collections.deque[SpoolItem] = collections.deque()
+        self._unsent_complete = False
+        self._last_commit = 0.0
         self._last_sent_id = 0
         self._handlers: dict[str, MessageHandler] = {}
         self._handlers_lock = threading.Lock()  # subscribe() vs the subscriptions _on_connect makes
@@ -226,15 +248,18 @@ class Publisher:
                 self.client.subscribe(topic_filter, qos=1)
 
     # ---- results through the spool ------------------------------------------------------------
-    def publish_result(self, camera: str, payload: bytes) -> None:
-        """Hand a result to the sender: it is spooled, then published, then deleted on ack."""
-        self._incoming.put((self.topics.result(camera), payload, self.qos))
+    def publish_result(self, camera: str, payload: bytes) -> threading.Event:
+        """Hand a result to the sender: it is spooled (the event is set once it is on disk), then published,
+        then deleted on ack."""
+        stored = threading.Event()
+        self._incoming.put((self.topics.result(camera), payload, self.qos, stored))
         self._wake.set()
+        return stored
 
     @property
     def pending(self) -> int:
         """Results not yet acknowledged (waiting for the spool + in the spool)."""
-        return self._incoming.qsize() + len(self._unspooled) + self.spool.depth
+        return self._incoming.qsize() + len(self._unspooled) + max(0, self.spool.depth - len(self._done_rows))
 
     def _send_loop(self) -> None:
         while True:
@@ -246,37 +271,80 @@ class Publisher:
             except Exception:
                 log.exception("spool/publish step failed; retrying")
                 time.sleep(0.5)
-            if self._stop.is_set() and self._incoming.empty() and not self._unspooled:
+            if self._stop.is_set() and self._incoming.empty() and not self._unspooled and not self._done_rows:
                 return
 
     def _send_once(self) -> None:
+        cpu_started = time.thread_time_ns()
         batch, self._unspooled = self._unspooled, []
         while True:
             try:
                 batch.append(self._incoming.get_nowait())
             except queue.Empty:
                 break
-        try:
-            self.spool.put_many(batch)
-        except Exception:
-            self._unspooled = batch  # disk full/locked: keep them, in order, and try again
-            raise
-        self.spool.delete(self._take_acked_rows())
+        self._done_rows.extend(self._take_acked_rows())
+        now = time.monotonic()
+        if batch or (self._done_rows and (now - self._last_commit >= DELETE_DELAY_S or self._stop.is_set())):
+            dropped_before = self.spool.dropped
+            rows = [(topic, payload, qos) for topic, payload, qos, _ in batch]
+            try:
+                ids = self.spool.commit(rows, self._done_rows)
+            except Exception:
+                self._unspooled = batch  # disk full/locked: keep them, in order, and try again
+                self.spool_ok = False
+                raise
+            self.spool_ok = True
+            for *_, stored in batch:
+                stored.set()
+            self._done_rows, self._last_commit = [], now
+            self._remember_unsent(ids, rows, dropped=self.spool.dropped != dropped_before)
+        cpu_spooled = time.thread_time_ns()
+        self.cpu.add("spool", cpu_spooled - cpu_started)
         if not self.connected:
             return
         room = self.window - len(self._inflight)
         if room <= 0:
             return
-        immediate = []
-        for item in self.spool.after(self._last_sent_id, room):
-            info = self.client.publish(item.topic, item.payload, qos=item.qos)
-            if item.qos == 0:
-                immediate.append(item.id)
-            else:
-                self._inflight[info.mid] = item.id
-            self._last_sent_id = item.id
-            self.published += 1
-        self.spool.delete(immediate)
+        items = self._next_to_send(room)
+        cpu_read = time.thread_time_ns()
+        self.cpu.add("spool", cpu_read - cpu_spooled)
+        try:
+            for item in items:
+                info = self.client.publish(item.topic, item.payload, qos=item.qos)
+                if item.qos == 0:
+                    self._done_rows.append(item.id)
+                else:
+                    self._inflight[info.mid] = item.id
+                self._last_sent_id = item.id
+                self.published += 1
+        except Exception:
+            self._unsent.clear()  # the rest is on disk: the next round reads it from after the last one sent
+            self._unsent_complete = False
+            raise
+        self.cpu.add("mqtt_publish", time.thread_time_ns() - cpu_read)
+
+    def _remember_unsent(self, ids: list[int], batch: list[tuple[str, bytes, int]], dropped: bool) -> None:
+        """Keep the rows just committed in memory so they are sent without reading them back from disk, as
+        long as memory holds every unsent row (not after a restart with a backlog, a long outage or a cap drop)."""
+        if not self._unsent_complete:
+            return
+        if dropped or len(self._unsent) + len(ids) > UNSENT_IN_MEMORY:
+            self._unsent.clear()
+            self._unsent_complete = False  # read from the spool until it has caught up again
+            return
+        self._unsent.extend(SpoolItem(i, t, p, q) for i, (t, p, q) in zip(ids, batch, strict=True))
+
+    def _next_to_send(self, room: int) -> list[SpoolItem]:
+        """Up to `room` committed rows after the last one sent, oldest first: from memory when it holds every
+        unsent row, else from the spool (and once a read finds no more than that, memory holds them again)."""
+        if self._unsent_complete:
+            count = min(room, len(self._unsent))
+            return [self._unsent.popleft() for _ in range(count)]
+        items = self.spool.after(self._last_sent_id, room)
+        if len(items) < room:  # every unsent row on disk is in `items`: what is committed next is remembered
+            self._unsent.clear()
+            self._unsent_complete = True
+        return items
 
     def _take_acked_rows(self) -> list[int]:
         """Rows whose PUBACK arrived. An ack whose mid is not mapped belongs to a non-result message:

@@ -3,9 +3,10 @@
 SQLite in WAL mode. `synchronous=FULL` by default: in WAL mode NORMAL already survives a `kill -9`
 (a commit is in the OS before `commit()` returns), but a station loses power far more often than
 a server, and NORMAL may roll back the last commits on power loss, i.e. lose results the line
-believes were recorded. FULL syncs the WAL on every commit; the publisher commits in batches (all
-results waiting at that moment in one transaction), so the fsync cost is paid per batch, not per
-result (`onen bench daemon` shows the throughput with it). `synchronous="NORMAL"` remains a
+believes were recorded. FULL syncs the WAL on every commit; the publisher commits in batches (`commit`: all results
+waiting at that moment, and the deletion of those acknowledged since the last one, in one
+transaction), so the fsync cost is paid per batch, not per result (`onen bench daemon` shows the
+throughput and the CPU time per frame with it). `synchronous="NORMAL"` remains a
 constructor option for storage where fsync is very slow.
 
 The size cap counts payload bytes plus a per-row overhead. Only when the cap is hit the oldest rows
@@ -102,12 +103,19 @@ class Spool:
 
     def put_many(self, items: list[tuple[str, bytes, int]]) -> list[int]:
         """Store messages in one transaction (one fsync); returns their ids in order."""
-        if not items:
+        return self.commit(items, [])
+
+    def commit(self, items: list[tuple[str, bytes, int]], delete_ids: list[int]) -> list[int]:
+        """Store new messages and remove acknowledged ones in ONE transaction (one fsync); returns the new ids.
+        The new rows are on disk when this returns; unknown delete ids (dropped by the cap) are ignored."""
+        if not items and not delete_ids:
             return []
         with self._lock:
             ids, now = [], time.time()
+            dropped, oldest = 0, 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._delete_locked(delete_ids)
                 for topic, payload, qos in items:
                     cursor = self._db.execute(
                         "INSERT INTO outbox (topic, payload, qos, created) VALUES (?, ?, ?, ?)",
@@ -115,7 +123,10 @@ class Spool:
                     )
                     assert cursor.lastrowid is not None  # set by every INSERT
                     ids.append(cursor.lastrowid)
-                dropped, oldest = self._enforce_cap_locked(sum(len(p) + ROW_OVERHEAD for _, p, _ in items))
+                if items:
+                    dropped, oldest = self._enforce_cap_locked(
+                        len(items), sum(len(p) + ROW_OVERHEAD for _, p, _ in items)
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -128,10 +139,10 @@ class Spool:
     def put(self, topic: str, payload: bytes, qos: int = 1) -> int:
         return self.put_many([(topic, payload, qos)])[0]
 
-    def _enforce_cap_locked(self, added: int) -> tuple[int, int]:
+    def _enforce_cap_locked(self, rows: int, added: int) -> tuple[int, int]:
         """Within the open transaction: account for new rows, drop the oldest while over the cap."""
         self._bytes += added
-        self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        self._depth += rows
         dropped, oldest = 0, 0
         while self._bytes > self.max_bytes and self._depth > 1:
             row = self._db.execute("SELECT id, LENGTH(payload) FROM outbox ORDER BY id LIMIT 1").fetchone()
@@ -161,23 +172,28 @@ class Spool:
             return 0
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            removed = 0
             try:
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    size = self._db.execute(
-                        f"SELECT COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM outbox WHERE id IN ({marks})", chunk
-                    ).fetchone()
-                    self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
-                    self._bytes -= int(size[0]) + ROW_OVERHEAD * int(size[1])
-                    self._depth -= int(size[1])
-                    removed += int(size[1])
+                removed = self._delete_locked(ids)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 self._recount_locked()
                 raise
+        return removed
+
+    def _delete_locked(self, ids: list[int]) -> int:
+        """Within the open transaction: remove these rows, keep the depth and byte counts right."""
+        removed = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            size = self._db.execute(
+                f"SELECT COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM outbox WHERE id IN ({marks})", chunk
+            ).fetchone()
+            self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
+            self._bytes -= int(size[0]) + ROW_OVERHEAD * int(size[1])
+            self._depth -= int(size[1])
+            removed += int(size[1])
         return removed
 
     def close(self) -> None:

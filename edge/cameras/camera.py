@@ -209,6 +209,7 @@ class Camera:
                     return "stopped"
                 paced_count += 1
             started_mono, started = time.monotonic(), time.time()
+            cpu_started = time.thread_time_ns()
             raw = self._source.read()
             if isinstance(raw, str):  # IDLE: nothing ready yet
                 continue
@@ -222,7 +223,9 @@ class Camera:
             if raw.image is None:
                 self._reject("unreadable", file=raw.name)
                 continue
+            cpu_read = time.thread_time_ns()
             reason = checks.reason_to_reject(raw.image)
+            cpu_checked = time.thread_time_ns()
             if reason is not None:
                 self._reject(reason, **self._where(raw))
                 stalled_for = time.monotonic() - last_good
@@ -236,6 +239,7 @@ class Camera:
             except DataError:
                 self._reject("unsupported", **self._where(raw), dtype=str(raw.image.dtype), shape=list(raw.image.shape))
                 continue
+            capture_cpu_ns = cpu_read - cpu_started + time.thread_time_ns() - cpu_checked
             frame = Frame(
                 camera=self.name,
                 seq=self._seq,
@@ -249,6 +253,8 @@ class Camera:
                 source_kind=src.kind,
                 source_file=self._source_file,
                 connection=self.reconnects,
+                capture_cpu_ns=capture_cpu_ns,
+                checks_cpu_ns=cpu_checked - cpu_read,
             )
             self._seq += 1
             if not self._deliver(frame):

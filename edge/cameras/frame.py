@@ -28,6 +28,9 @@ class Frame:
     source_kind: str = ""  # the camera's source.kind
     source_file: str | None = None  # file: the video file's name
     connection: int = 0  # live sources: reconnects before this frame
+    # CPU time (the camera thread's clock, ns) spent reading + decoding + converting it, and checking it
+    capture_cpu_ns: int = field(default=0, repr=False)
+    checks_cpu_ns: int = field(default=0, repr=False)
 
     def source(self) -> dict[str, Any]:
         """The result's `source` field: enough to find this frame's image again."""

@@ -100,6 +100,10 @@ def test_two_cameras_every_frame_a_valid_result_stats_status_archive(tmp_path, b
     assert all(set(v) == {"p50", "p95", "p99"} for v in last["latency_ms"].values())
     for key in ("fps", "dropped_frames", "queue_depth", "uptime_s"):
         assert key in last
+    cpu = last["cpu_ms_per_frame"]  # the daemon's own CPU time per frame, by stage (onen bench daemon)
+    stages = ("capture", "checks", "preprocess", "postprocess", "result_encoding", "spool", "mqtt_publish")
+    assert all(cpu[stage] > 0 for stage in stages), cpu
+    assert cpu["process"] >= cpu["process_outside_engine"] > 0 and cpu["engine_threads"] > 0, cpu
 
     def statuses(c):
         return [json.loads(p)["status"] for p, _ in c.on("/left/status")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from support.daemon import Collector
 from support.tls import tls_files
 
 from onen.edge.config import MqttConfig
-from onen.edge.local_broker import MosquittoBroker
+from onen.edge.local_broker import MosquittoBroker, free_port
 from onen.edge.publisher import Publisher
 from onen.edge.spool import Spool
 
@@ -55,6 +56,45 @@ def test_results_arrive_in_order_and_leave_the_spool_on_ack(broker, tmp_path):
     assert publisher.spool.depth == 0
     publisher.stop()
     collector.close()
+
+
+def test_a_backlog_from_before_a_restart_goes_first_then_new_results_in_order(broker, tmp_path):
+    """Rows left in the spool by an earlier run are read from disk and sent before anything new; once the
+    sender has caught up it sends new rows from memory (no read-back), still in order, deleting what was acked."""
+    earlier = Spool(tmp_path / "spool.db")
+    earlier.put_many([("onen/p1/cam/result", _result(seq), 1) for seq in range(700)])  # more than one window
+    earlier.close()
+    collector = Collector(broker.host, broker.port, "onen/p1/#")
+    publisher = _publisher(broker, tmp_path)
+    for seq in range(700, 750):  # handed over before the connection is up
+        publisher.publish_result("cam", _result(seq))
+    publisher.start()
+    assert publisher.wait_connected(5)
+    for seq in range(750, 1000):
+        publisher.publish_result("cam", _result(seq))
+    assert publisher.flush(20), f"spool still holds {publisher.spool.depth}"
+    assert collector.wait(lambda c: len(_seqs(c)) >= 1000)
+    assert _seqs(collector) == list(range(1000))
+    assert publisher.spool.depth == 0 and publisher._unsent_complete, "caught up: new rows are sent from memory"
+    publisher.stop()
+    collector.close()
+    assert Spool(tmp_path / "spool.db").depth == 0
+
+
+def test_a_result_is_acknowledged_only_once_it_is_on_disk(tmp_path):
+    """publish_result's event (the pipeline counts a frame done on it) is set only after the spool transaction
+    holding the result committed, so what was acknowledged survives a kill -9; no broker needed for that."""
+    cfg = MqttConfig(host="127.0.0.1", port=free_port(), client_id="onen-disk", prefix="onen")  # nobody listens
+    publisher = Publisher(cfg, "p1", Spool(tmp_path / "spool.db"), reconnect_min_s=0.2, reconnect_max_s=1.0)
+    stored = publisher.publish_result("cam", _result(0))
+    assert not stored.is_set(), "not acknowledged while it is only in memory"
+    on_disk = sqlite3.connect(str(tmp_path / "spool.db"))
+    assert on_disk.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    publisher.start()
+    assert stored.wait(10)
+    assert [json.loads(p)["seq"] for (p,) in on_disk.execute("SELECT payload FROM outbox")] == [0]
+    assert publisher.spool_ok and publisher.pending == 1
+    publisher.stop(flush_timeout=0)
 
 
 def test_availability_retained_online_then_offline_on_stop(broker, tmp_path):

@@ -115,3 +115,16 @@ def test_a_spool_that_cannot_open_releases_its_lock_for_the_next_try(tmp_path):
     spool = Spool(path)  # while the failed attempt's traceback (and its half-made spool) is still alive
     assert spool.depth == 0 and failed.value is not None
     spool.close()
+
+
+def test_commit_stores_new_and_deletes_acknowledged_in_one_transaction(tmp_path):
+    spool = Spool(tmp_path / "s.db")
+    old = spool.put_many([("t", f"old{i}".encode(), 1) for i in range(3)])
+    new = spool.commit([("t", b"new0", 1), ("t", b"new1", 1)], [old[0], old[1], 999999])
+    assert new == sorted(new) and new[0] > old[-1]
+    assert spool.depth == 3 and spool.size_bytes == sum(len(p) + ROW_OVERHEAD for p in (b"old2", b"new0", b"new1"))
+    assert spool.commit([], []) == []
+    spool.close()
+    reopened = Spool(tmp_path / "s.db")  # what the transaction did is on disk, counts recomputed from it
+    assert [item.payload for item in reopened.after(0, 10)] == [b"old2", b"new0", b"new1"]
+    assert reopened.depth == 3 and reopened.size_bytes == spool.size_bytes

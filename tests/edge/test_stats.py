@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from onen.edge.stats import RollingStats
@@ -60,3 +63,32 @@ def test_latency_percentiles():
     p = stats.percentiles()["infer"]  # only the last 100 samples (101..200) count
     assert p["p50"] == pytest.approx(150.5)
     assert p["p99"] == pytest.approx(199.01)
+
+
+def test_cpu_per_frame_by_stage_and_by_thread():
+    """Stage times are summed and divided by frames; library threads and the process are read from their CPU
+    clocks from the first finished frame on."""
+    stats = RollingStats()
+    stats.cpu.add("preprocess", 3_000_000)
+    stats.record("a", {"total": 1.0})  # the first frame: from here threads and process are counted
+    busy, done = threading.Event(), threading.Event()
+
+    def engine() -> None:  # named like an engine worker of edge.inference
+        started = time.thread_time_ns()
+        while time.thread_time_ns() - started < 20_000_000:  # 20 ms of CPU work
+            sum(range(1000))
+        busy.set()
+        done.wait(10)
+
+    worker = threading.Thread(target=engine, name="onen-engine-m-0")
+    worker.start()
+    assert busy.wait(30)
+    stats.cpu.add("preprocess", 1_000_000)
+    stats.record("a", {"total": 1.0})
+    cpu = stats.snapshot()["cpu_ms_per_frame"]
+    done.set()
+    worker.join()
+    assert cpu["preprocess"] == pytest.approx(2.0)  # 4 ms over 2 frames
+    assert cpu["engine_threads"] >= 20.0  # one frame counted since the first: all of the worker's 20 ms
+    assert cpu["process"] >= cpu["engine_threads"]
+    assert cpu["process_outside_engine"] == pytest.approx(cpu["process"] - cpu["engine_threads"], abs=1e-3)
