@@ -64,6 +64,7 @@ def test_image_promises():
     assert json.loads(arguments["ENTRYPOINT"][-1]) == ["onen", "run"]
 
 
+@pytest.mark.slow  # builds a wheel in pip's isolated environment
 def test_the_build_stage_copies_everything_the_wheel_needs(tmp_path):
     """`pip wheel .` in the image sees only what COPY brought in: build from exactly those files."""
     sources = [rest.split()[:-1] for key, rest in instructions() if key == "COPY" and "--from" not in rest]

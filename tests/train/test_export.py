@@ -25,6 +25,7 @@ def _session(path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+@pytest.mark.slow  # a dynamo export takes 4-12 s here
 @pytest.mark.parametrize("num_classes", [1, 3])
 def test_onnx_runtime_matches_torch(tmp_path, num_classes):
     torch.manual_seed(num_classes)
@@ -67,6 +68,7 @@ def test_onnx_runtime_matches_torch(tmp_path, num_classes):
     assert bundle.manifest.metrics["export_parity"]["map_max_abs_diff"] <= 1e-4
 
 
+@pytest.mark.slow  # a dynamo export takes 4-12 s here
 @pytest.mark.parametrize("stem", ["lite0", "conv"])
 def test_onnx_runtime_matches_torch_with_fine_map_and_pooled_class_head(tmp_path, stem):
     """The fine map head (here with non-zero weights, as after training) and the map-pooled class head export
@@ -139,6 +141,7 @@ def test_small_bundle_reference_outputs_reproduce_in_onnx_runtime(tiny_bundle):
     assert min(scores[2:]) > manifest.thresholds.image > max(scores[:2])
 
 
+@pytest.mark.slow  # a dynamo export takes 4-12 s here
 def test_export_over_a_bundle_needs_force_and_leaves_no_stale_signature(tmp_path):
     """Issue 13 item 4: no silent overwrite; --force replaces every file; a mismatch names the key and the file."""
     from onen.edge.updates import (
@@ -182,6 +185,7 @@ def test_export_over_a_bundle_needs_force_and_leaves_no_stale_signature(tmp_path
     )
 
 
+@pytest.mark.slow  # a dynamo export takes 4-12 s here
 def test_a_bundle_trained_without_class_labels_publishes_only_defect(tmp_path):
     """Issue 13 item 5: `--supervision none` -> manifest classes_supervised false -> class 'defect', no probability."""
     from onen.edge.calibration_file import from_bundle_defaults

@@ -126,6 +126,7 @@ def test_checkpoint_round_trip_keeps_the_fitted_model(fitted, tmp_path):
         assert np.array_equal(ours, theirs)
 
 
+@pytest.mark.slow  # a dynamo export takes 4-12 s here
 def test_fitted_student_exports_with_parity(fitted, tmp_path):
     model, data, _ = fitted
     info = ExportInfo(name="t", class_names=list(data.class_names), input_height=64, input_width=64)
