@@ -228,6 +228,8 @@ def test_names_render_as_text_never_as_markup(tmp_path, broker, tiny_bundle, bro
             client.publish(f"onen/t1/{name}/result", json.dumps(result), qos=1).wait_for_publish(5)
             client.publish(f"onen/t1/{name}/status", json.dumps({"status": "lost"}), qos=1).wait_for_publish(5)
         page.wait_for_function("document.querySelectorAll('.tile').length === 2")
+        # each camera's status message comes after its result: wait for both banners, not only the tiles
+        page.wait_for_function("document.querySelectorAll('.banner.lost').length === 2")
         titles = sorted(page.locator(".tile h2").all_inner_texts())
         assert titles == sorted(hostile)
         assert page.locator("main script, main img[src='x'], main b, #banners b").count() == 0
