@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from onen.edge.errors import OnenError
+from onen.edge.extras import missing_module_message
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -30,8 +31,8 @@ def start_metrics_server(port: int, daemon: StatsSource, address: str = "0.0.0.0
         from prometheus_client.registry import Collector
     except ImportError as error:
         raise OnenError(
-            f"metrics.prometheus_port is set ({port}) but prometheus_client is not installed "
-            f"({error}); pip install 'prometheus_client>=0.17' or remove metrics.prometheus_port"
+            f"metrics.prometheus_port is set ({port}) but "
+            f"{missing_module_message(error.name or 'prometheus_client')}; or remove metrics.prometheus_port"
         ) from error
 
     class DaemonCollector(Collector):

@@ -19,6 +19,7 @@ from onen.edge.backends.base import Backend
 from onen.edge.bundle import Bundle
 from onen.edge.config_models import BACKEND_KINDS
 from onen.edge.errors import OnenError
+from onen.edge.extras import missing_module_message
 
 if TYPE_CHECKING:
     from onen.edge.backends.onnxruntime_backend import CpuLayout
@@ -122,8 +123,8 @@ def _openvino(bundle: Bundle, cpu_layout: CpuLayout | None = None, on_event: Eve
         from onen.edge.backends.openvino_backend import OpenVinoBackend
     except ImportError as error:
         raise BackendUnavailable(
-            f"backend 'openvino' for {bundle.path} cannot run here: {error}; pip install 'onen-inspect[openvino]' "
-            "or set `backend: onnxruntime` for this model"
+            f"backend 'openvino' for {bundle.path} cannot run here: "
+            f"{missing_module_message(error.name or 'openvino')}; or set `backend: onnxruntime` for this model"
         ) from error
     return OpenVinoBackend(bundle, layout=cpu_layout, on_event=on_event)
 

@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from onen.edge.cli import UsageError
     from onen.edge.config import load_config
+    from onen.edge.extras import missing_module_message
 
     config = load_config(args.config)
     host, port = config.review.host, config.review.port
@@ -49,7 +50,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         from onen.edge.review.server import serve
     except ImportError as error:
-        raise UsageError(
-            f"the review page needs the [review] extra (pip install 'onen-inspect[review]'): {error}"
-        ) from None
+        raise UsageError(f"the review page: {missing_module_message(error.name or 'starlette')}") from None
     return serve(config, host, port, fleet=args.fleet)
