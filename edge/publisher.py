@@ -45,10 +45,8 @@ log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes, Any], None]  # topic, payload, properties
 UNSENT_IN_MEMORY = 1024  # committed rows kept in memory for sending (beyond that they are read from the spool)
-DELETE_DELAY_S = 0.05
-Handed = tuple[
-    str, bytes, int, threading.Event
-]  # topic, payload, qos, set once on disk  # longest an acknowledged row waits for the next results' transaction
+DELETE_DELAY_S = 0.05  # longest an acknowledged row waits for the next results' transaction
+Handed = tuple[str, bytes, int, threading.Event]  # topic, payload, qos, an event set once it is on disk
 
 
 @dataclass(frozen=True)
