@@ -85,6 +85,9 @@ class Manifest:
     thresholds: Thresholds = field(default_factory=Thresholds)
     score_normalisation: ScoreNormalisation = field(default_factory=ScoreNormalisation)
     reference: list[ReferenceSample] = field(default_factory=list)
+    # the tile grid the graph cuts its input into (rows, cols, tile size, overlap; train.tiling), for the record:
+    # the graph takes the whole frame and stitches the tiles itself, so nothing on the station reads it
+    tiles: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:

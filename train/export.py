@@ -31,6 +31,7 @@ from onen.edge.bundle import (
     write_manifest,
 )
 from onen.edge.errors import BundleError
+from onen.train.models.tiled import TiledModel
 
 log = logging.getLogger(__name__)
 OPSET = 18  # the dynamo exporter's lowest; TensorRT 10's ONNX parser reads it
@@ -289,6 +290,7 @@ def export_model(
         thresholds=info.thresholds,
         score_normalisation=info.score_normalisation,
         reference=_write_references(out_dir, reference_images, reference),
+        tiles=model.grid.as_manifest() if isinstance(model, TiledModel) else None,
     )
     if normalisation is not None:
         manifest.normalisation = normalisation
