@@ -82,17 +82,23 @@ class InspectionDataset(Dataset):
             self.cache[index] = result
         return result
 
-    def __getitem__(self, index: int) -> dict:
+    def item_labels(self, index: int) -> tuple[Sample, int, str, str]:
+        """(sample, label, class name, key) of item `index`; the key names the item (the teacher's cache key). An
+        item is one image here; a tile view (train.data.tiles) answers per tile."""
         sample = self.samples[index]
+        return sample, sample.label, sample.class_name, str(sample.image)
+
+    def __getitem__(self, index: int) -> dict:
+        sample, label, class_name, key = self.item_labels(index)
         image, mask, aoi = self.load_resized(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        label = sample.label
-        class_index = self.class_names.index(sample.class_name)
+        class_index = self.class_names.index(class_name)
         # a good image's mask is known (empty); a defect's only when it marks something (4 MT_Uneven masks are empty)
         has_mask = label == 0 or (mask is not None and bool(mask.any()))
-        mask = mask if mask is not None else np.zeros((self.height, self.width), bool)
+        mask = mask if mask is not None else np.zeros(image.shape[:2], bool)
         synthetic = False
-        if self.synthetic is not None and label == 0 and rng.random() < self.synthetic_probability:
+        # no mark where there is no AOI (a tile outside it): there a mark would not be a defect
+        if self.synthetic is not None and label == 0 and aoi.any() and rng.random() < self.synthetic_probability:
             image, mask = self.synthetic.make(image, aoi, rng)
             label, class_index, has_mask, synthetic = 1, SYNTHETIC_CLASS_INDEX, True, True
         if self.outside_marks is not None:
@@ -114,5 +120,5 @@ class InspectionDataset(Dataset):
             "label": torch.tensor(label, dtype=torch.int64),
             "class_index": torch.tensor(class_index, dtype=torch.int64),
             "synthetic": torch.tensor(synthetic),
-            "path": str(sample.image),
+            "path": key,
         }
