@@ -148,6 +148,35 @@ def parse_tiles(text: str | None) -> tuple[int, int] | str | None:
     return rows, cols
 
 
+def auto_grid(height: int, width: int, max_tile_pixels: int, multiple: int = 16, overlap: int = 0) -> TileGrid | None:
+    """`--tiles auto`: None when a height x width input fits `max_tile_pixels` (the compute budget of one model
+    input), else the grid with the fewest tiles whose tiles (multiples of `multiple` px, at most the budget each)
+    cover at least that frame; among grids of as many tiles the squarest tiles win. The frame is then the grid's
+    (a little larger than asked when the sizes do not divide)."""
+    if height * width <= max_tile_pixels:
+        return None
+    up = lambda value: -(-value // multiple) * multiple  # noqa: E731
+    best: tuple[int, float, TileGrid] | None = None
+    for rows in range(1, height // multiple + 1):
+        for cols in range(1, width // multiple + 1):
+            if rows * cols == 1 or (best is not None and rows * cols > best[0]):
+                continue
+            tile_h = up(-(-(height + (rows - 1) * overlap) // rows))
+            tile_w = up(-(-(width + (cols - 1) * overlap) // cols))
+            if tile_h * tile_w > max_tile_pixels or overlap >= min(tile_h, tile_w):
+                continue
+            grid = TileGrid(rows, cols, tile_h, tile_w, overlap if rows > 1 else 0, overlap if cols > 1 else 0)
+            candidate = (rows * cols, abs(np.log(tile_h / tile_w)), grid)
+            if best is None or candidate[:2] < best[:2]:
+                best = candidate
+    if best is None:
+        raise OnenError(
+            f"no tile grid of tiles within {max_tile_pixels} px (multiples of {multiple} px) covers a {height}x{width} "
+            "frame"
+        )
+    return best[2]
+
+
 # ------------------------------------------------------------------------------------------ numpy (data sets)
 def cut_frame(frame: np.ndarray, grid: TileGrid) -> np.ndarray:
     """A frame [H, W] or [H, W, C] (numpy) -> its tiles [count, h, w(, C)], copies in tile order."""

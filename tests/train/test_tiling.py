@@ -19,7 +19,7 @@ from onen.train.data.tiles import TiledDataset
 from onen.train.export import ExportInfo, export_model
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.models.tiled import TiledModel
-from onen.train.tiling import TileGrid, cut_batch, cut_frame, parse_tiles, stitch_maps
+from onen.train.tiling import TileGrid, auto_grid, cut_batch, cut_frame, parse_tiles, stitch_maps
 from onen.train.tiny_data import write_tiny_dataset
 
 
@@ -232,3 +232,17 @@ def test_synthetic_defects_stay_inside_the_tiles_aoi(tiny_index):
         assert not (item["mask"] > 0.5)[item["aoi"] < 0.5].any()
         marked += 1
     assert marked > 0
+
+
+def test_auto_grid_takes_the_fewest_tiles_within_the_budget():
+    assert auto_grid(256, 256, 256 * 256) is None  # fits: no tiling
+    grid = auto_grid(512, 1280, 256 * 256)
+    assert grid is not None and (grid.rows, grid.cols, grid.tile_height, grid.tile_width) == (2, 5, 256, 256)
+    odd = auto_grid(500, 1250, 256 * 256)  # sizes that do not divide: tiles rounded up to 16 px, frame a bit larger
+    assert odd is not None and odd.count == 10 and odd.tile_height * odd.tile_width <= 256 * 256
+    assert odd.frame_height >= 500 and odd.frame_width >= 1250
+    assert odd.tile_height % 16 == 0 and odd.tile_width % 16 == 0
+    overlapping = auto_grid(512, 1280, 256 * 256, overlap=16)
+    assert overlapping is not None and overlapping.overlap_x == 16
+    assert overlapping.tile_height * overlapping.tile_width <= 256 * 256
+    assert overlapping.frame_height >= 512 and overlapping.frame_width >= 1280
