@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from onen.edge.errors import BundleError
+from onen.edge.images import RESIZE_MODES
 
 FORMAT_VERSION = 1
 OUTPUT_NAMES = ("score", "anomaly_map", "class_logits")
@@ -63,6 +64,7 @@ class Manifest:
     input_height: int
     input_width: int
     class_names: list[str]  # class 0 == "good"
+    resize: str = "stretch"  # edge.images.RESIZE_MODES: how training and the station bring an image to HxW
     classes_supervised: bool = True  # False: trained without class labels; results then say only "defect"
     channel_order: str = "RGB"
     input_dtype: str = "uint8"
@@ -107,6 +109,10 @@ class Manifest:
             raise BundleError(
                 f"{source}: format_version {manifest.format_version} is newer than this software reads "
                 f"({FORMAT_VERSION}); update onen"
+            )
+        if manifest.resize not in RESIZE_MODES:
+            raise BundleError(
+                f"{source}: key 'resize' is '{manifest.resize}'; this onen resizes by {', '.join(RESIZE_MODES)}"
             )
         if not manifest.class_names or manifest.class_names[0] != "good":
             raise BundleError(f"{source}: class_names must start with 'good', got {manifest.class_names}")

@@ -52,6 +52,7 @@ class ExportInfo:
     thresholds: Thresholds = field(default_factory=Thresholds)
     score_normalisation: ScoreNormalisation = field(default_factory=ScoreNormalisation)
     normalisation: dict[str, Any] | None = None
+    resize: str = "stretch"  # edge.images.RESIZE_MODES, as the run's geometry says
 
 
 class _ThreeOutputs(nn.Module):
@@ -283,6 +284,7 @@ def export_model(
         input_height=info.input_height,
         input_width=info.input_width,
         class_names=list(info.class_names),
+        resize=info.resize,
         training=dict(info.training),
         classes_supervised=info.training.get("supervision") != "none",  # `--supervision none`: no class labels
         metrics={**info.metrics, "export_parity": {"score_max_abs_diff": score_diff, "map_max_abs_diff": map_diff}},

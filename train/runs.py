@@ -1,6 +1,6 @@
 """A training run on disk: everything needed to evaluate, export or resume it.
 
-RUN_DIR/config.json        TrainConfig + class names + input size (written before training starts)
+RUN_DIR/config.json        TrainConfig + class names + the resolved input geometry (written before training starts)
 RUN_DIR/splits.json        the stratified split (train.data.splits)
 RUN_DIR/teacher/           the teacher's checkpoints (train.teacher_training)
 RUN_DIR/checkpoints/       student_last.pt (every epoch, for --resume)
@@ -26,6 +26,7 @@ CHECKPOINTS = "checkpoints"
 STUDENT_LAST = "student_last.pt"
 TEACHER_DIR = "teacher"
 TEACHER_FINAL = "teacher.pt"
+RUN_FORMAT = "onen-run/2"  # 2: the input geometry (HxW, how it was chosen) replaced the square `size`
 
 
 class RunError(OnenError):
@@ -71,6 +72,7 @@ class RunInfo:
             "seed": self.seed,
             "split_counts": self.splits.counts() if self.splits is not None else None,
             "config": self.config,
+            "geometry": self.config.get("geometry"),
             "timings_s": self.summary.get("timings_s"),
         }
         if self.index is not None:
@@ -88,6 +90,7 @@ class RunInfo:
             class_names=list(self.class_names),
             input_height=self.input_height,
             input_width=self.input_width,
+            resize=self.config["geometry"]["resize"],
             training=training,
             metrics=run_metrics,
             thresholds=thresholds,
@@ -125,11 +128,23 @@ def read_config(run_dir: Path) -> dict:
         raise RunError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from error
 
 
+def check_format(config: dict, source: str) -> None:
+    """Refuse a run of another format: rebuilding an old run through guesses would train or export a model that
+    differs from the one that was measured."""
+    found = config.get("format", "onen-run/1")
+    if found != RUN_FORMAT:
+        raise RunError(
+            f"{source}: run format '{found}', this onen reads '{RUN_FORMAT}' (the input geometry changed); "
+            "train the run again with this version"
+        )
+
+
 def load_run(run_dir: str | Path, with_data: bool = True) -> RunInfo:
     """RunInfo of a run; with_data also reads the data index and the saved split."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    for key in ("data", "class_names", "size", "supervision"):
+    check_format(config, str(run_dir / CONFIG))
+    for key in ("data", "class_names", "geometry", "supervision"):
         if key not in config:
             raise RunError(f"{run_dir / CONFIG}: missing key '{key}'")
     summary_path = run_dir / SUMMARY
@@ -138,8 +153,8 @@ def load_run(run_dir: str | Path, with_data: bool = True) -> RunInfo:
         run_dir=run_dir,
         data=config["data"],
         class_names=list(config["class_names"]),
-        input_height=int(config["size"]),
-        input_width=int(config["size"]),
+        input_height=int(config["geometry"]["height"]),
+        input_width=int(config["geometry"]["width"]),
         supervision=config["supervision"],
         aoi=Path(config["aoi"]) if config.get("aoi") else None,
         aoi_guidance=bool(config.get("aoi_guidance", True)),

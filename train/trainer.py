@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from onen.edge.errors import OnenError
 from onen.train import runs
+from onen.train.geometry import DEFAULT_SIZE, Geometry, parse_size, resolve_geometry
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
 
@@ -42,7 +43,7 @@ class TrainConfig:
     data: str
     out: str
     supervision: str = "full"
-    size: int = 128
+    size: str = DEFAULT_SIZE  # --size: "auto", "N" or "HxW" (train.geometry)
     epochs: int = 30
     teacher_epochs: int = 8
     teacher_freeze_blocks: int = (
@@ -79,12 +80,20 @@ class TrainConfig:
     weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
     class_names: list[str] = field(default_factory=list)
     epochs_given: bool = True  # False: --resume keeps the run's saved epoch count
+    geometry: dict = field(default_factory=dict)  # train.geometry.Geometry, resolved from `size` before training
+
+    @property
+    def input_height(self) -> int:
+        return int(self.geometry["height"])
+
+    @property
+    def input_width(self) -> int:
+        return int(self.geometry["width"])
 
     def check(self) -> None:
         if self.supervision not in SUPERVISION:
             raise OnenError(f"--supervision must be one of {', '.join(SUPERVISION)}, got '{self.supervision}'")
-        if self.size % self.patch:
-            raise OnenError(f"--size {self.size} must be a multiple of the patch size {self.patch}")
+        parse_size(self.size, self.patch)
         if self.epochs < 1:
             raise OnenError(f"--epochs must be >= 1, got {self.epochs}")
         if self.good_features not in GOOD_FEATURES:
@@ -128,29 +137,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["weights"] = self.weights.to_dict()
-        return data
+        return {"format": runs.RUN_FORMAT, **data}
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
+    def from_dict(cls, data: dict, source: str = runs.CONFIG) -> TrainConfig:
+        runs.check_format(data, source)
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        data.setdefault("teacher_freeze_blocks", 0)  # runs written before the option fine-tuned everything
-        data.setdefault("fine_map", False)  # ... and before these, the student had neither
-        data.setdefault("class_pool", "cls")
-        data.setdefault("map_gate", 0.0)
-        data.setdefault("good_features", "off")
-        data.setdefault("distill_features", "head")
-        data.setdefault("outside_marks", 0.0)
-        # objective terms added later are off for runs saved before them (a resumed run keeps its objective)
-        saved_weights = {
-            "defect_class": 0.0,
-            "kd_defect": 0.0,
-            "kd_score": 0.0,
-            "balanced_layers": None,
-            "class_feature": 0.0,
-            "aoi_peak": 0.0,
-            **data.get("weights", {}),
-        }
-        data["weights"] = ObjectiveWeights(**saved_weights)
+        data["weights"] = ObjectiveWeights(**data.get("weights", {}))
         return cls(**data)
 
 
@@ -185,6 +178,11 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool):
     else:
         splits = stratified_split(index, cfg.test_fraction, cfg.val_fraction, cfg.seed)
         splits.save(splits_path, index)
+    if not cfg.geometry:
+        # only full supervision may measure defects on masks: weak and none train without them
+        measured = [s if cfg.supervision == "full" else dataclasses.replace(s, mask=None) for s in splits.train]
+        cfg.geometry = resolve_geometry(cfg.size, measured, cfg.patch).to_dict()
+    log.info("%s", Geometry(**cfg.geometry).describe())
     runs.write_json(run_dir / runs.CONFIG, cfg.to_dict())
     return index, splits
 
@@ -208,8 +206,8 @@ def _datasets(cfg: TrainConfig, index, splits):
     train_ds = InspectionDataset(
         train_samples,
         index.class_names,
-        cfg.size,
-        cfg.size,
+        cfg.input_height,
+        cfg.input_width,
         aoi=aoi,
         synthetic=synthetic,
         synthetic_probability=cfg.synthetic_probability,
@@ -220,7 +218,7 @@ def _datasets(cfg: TrainConfig, index, splits):
         outside_probability=outside,
     )
     val_ds = InspectionDataset(
-        list(splits.val), index.class_names, cfg.size, cfg.size, aoi=aoi, seed=cfg.seed, cache=True
+        list(splits.val), index.class_names, cfg.input_height, cfg.input_width, aoi=aoi, seed=cfg.seed, cache=True
     )
     return train_ds, val_ds
 
@@ -234,8 +232,8 @@ def _good_sets(cfg: TrainConfig, index, train_ds, val_ds):
         return InspectionDataset(
             [s for s in samples if s.label == 0],
             index.class_names,
-            cfg.size,
-            cfg.size,
+            cfg.input_height,
+            cfg.input_width,
             aoi=train_ds.aoi_path,
             seed=cfg.seed,
         )
@@ -263,8 +261,8 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
     options: dict[str, Any] = {
         "epochs": cfg.teacher_epochs,
         "loss": cfg.teacher_loss,
-        "input_height": cfg.size,
-        "input_width": cfg.size,
+        "input_height": cfg.input_height,
+        "input_width": cfg.input_width,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "freeze_blocks": cfg.teacher_freeze_blocks,
@@ -369,8 +367,8 @@ def build_run_student(cfg: TrainConfig, teacher_dim: int) -> OneNStudent:
     return OneNStudent(
         OneNConfig(
             num_classes=len(cfg.class_names),
-            input_height=cfg.size,
-            input_width=cfg.size,
+            input_height=cfg.input_height,
+            input_width=cfg.input_width,
             patch=cfg.patch,
             dim=cfg.dim,
             depth=cfg.depth,
@@ -599,7 +597,7 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
     if run_dir.exists() and (run_dir / runs.CONFIG).is_file() and not resume:
         raise OnenError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
     if resume and (run_dir / runs.CONFIG).is_file():
-        saved = TrainConfig.from_dict(runs.read_config(run_dir))
+        saved = TrainConfig.from_dict(runs.read_config(run_dir), str(run_dir / runs.CONFIG))
         saved.epochs = cfg.epochs if cfg.epochs_given else saved.epochs
         saved.out = cfg.out
         cfg = saved
