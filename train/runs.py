@@ -58,6 +58,17 @@ class RunInfo:
             raise RunError(f"{self.run_dir}: run has no splits loaded")
         return self.splits[split]
 
+    def thresholds(self, which: str = "student") -> dict[str, Any]:
+        """The model's thresholds from summary.json, with their source (edge.bundle.THRESHOLD_SOURCES)."""
+        thresholds = self.summary.get(which, {}).get("thresholds", {})
+        if "source" not in thresholds:
+            raise RunError(
+                f"{self.run_dir / SUMMARY}: no {which} thresholds with their source (the run did not finish, or it "
+                f"predates threshold sources); `onen train --data {self.data} --out {self.run_dir} --resume` "
+                "rewrites it"
+            )
+        return dict(thresholds)
+
     def export_info(
         self, name: str | None = None, version: str = "1", family: str = "onen-student", metrics: dict | None = None
     ):
@@ -67,13 +78,7 @@ class RunInfo:
 
         which = "student" if family == "onen-student" else "teacher"
         own = self.summary.get(which, {})
-        if "source" not in own.get("thresholds", {}):
-            raise RunError(
-                f"{self.run_dir / SUMMARY}: no {which} thresholds with their source (the run did not finish, or it "
-                f"predates threshold sources); `onen train --data {self.data} --out {self.run_dir} --resume` "
-                "rewrites it"
-            )
-        thresholds = Thresholds(**own["thresholds"])
+        thresholds = Thresholds(**self.thresholds(which))
         normalisation = ScoreNormalisation(**own.get("score_normalisation", {}))
         training = {
             "data": self.data,

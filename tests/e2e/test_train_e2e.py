@@ -51,6 +51,9 @@ def test_train_eval_export(tiny_csv, tmp_path):
         "student.pt",
         "summary.json",
         "checkpoints/student_last.pt",
+        "student_best.pt",
+        "history.csv",
+        "history.png",
         "teacher/teacher.pt",
     ):
         assert (run / name).is_file(), name
@@ -80,7 +83,8 @@ def test_train_eval_export(tiny_csv, tmp_path):
         bundle.manifest.metrics["test"]["image_auroc"] == report["image_auroc"]
     )  # the run's eval went into the manifest
     assert bundle.manifest.training["supervision"] == "full" and bundle.manifest.training["split_counts"]["test"]
-    assert 0 < bundle.manifest.thresholds.image < 1
+    assert 0 < bundle.manifest.thresholds.image < 1 and bundle.manifest.thresholds.source == "validation"
+    assert bundle.manifest.training["student_checkpoint"]["file"] == "student_best.pt"
     backend = OnnxRuntimeBackend(bundle)
     outputs = backend.infer(np.zeros((3, 64, 64, 3), np.uint8))
     assert outputs.score.shape == (3,) and outputs.anomaly_map.shape == (3, 1, 64, 64)
