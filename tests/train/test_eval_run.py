@@ -74,3 +74,41 @@ def test_one_defect_class_has_no_class_accuracy(tmp_path):
     assert onen(["eval", "--run", str(run), "--out", str(tmp_path / "eval")]) == 0
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["class_accuracy"] is None and "teacher" not in report
+
+
+def test_eval_bundle_threshold_from_its_manifest_or_a_calibration(tiny_bundle, tmp_path):
+    import yaml
+
+    from onen.edge.bundle import load_bundle
+
+    bundle = load_bundle(tiny_bundle)
+    data = sorted((tiny_bundle.parent / "data").glob("*.csv"))[0]
+    assert onen(["eval", "--bundle", str(tiny_bundle), "--data", str(data), "--out", str(tmp_path / "own")]) == 0
+    own = json.loads((tmp_path / "own" / "report.json").read_text())
+    assert own["threshold_source"] == bundle.manifest.thresholds.source == "validation"
+    assert own["threshold"] == pytest.approx(bundle.manifest.thresholds.image)
+
+    calibration = tmp_path / "cam1.yaml"
+    calibration.write_text(
+        yaml.safe_dump(
+            {
+                "camera": "cam1",
+                "bundle": {
+                    "name": bundle.manifest.name,
+                    "version": bundle.manifest.version,
+                    "model_sha256": bundle.onnx_sha256,
+                },
+                "image_threshold": 0.3,
+                "pixel_threshold": 0.6,
+                "min_region_area": 5,
+                "normalisation": {"raw_low": 0.01, "raw_threshold": 0.3, "raw_high": 0.9},
+                "aoi": None,
+                "rectification": None,
+            }
+        )
+    )
+    args = ["eval", "--bundle", str(tiny_bundle), "--data", str(data), "--calibration", str(calibration)]
+    assert onen([*args, "--out", str(tmp_path / "calibrated")]) == 0
+    calibrated = json.loads((tmp_path / "calibrated" / "report.json").read_text())
+    assert calibrated["threshold"] == 0.3 and calibrated["threshold_source"] == "calibration"
+    assert calibrated["evaluated"]["calibration"] == str(calibration)
