@@ -3,7 +3,8 @@
 As Ultralytics' results.csv / results.png: one row per epoch (epoch, loss parts, validation figures, learning rate,
 seconds), rewritten whole each epoch so a `--resume` continues it. Validation runs on the run's own validation split
 without touching the training random streams (torch, numpy, random), so a run trains the same weights with it or
-without it. The best checkpoint is the epoch with the highest validation image AUROC (the earliest on ties); when
+without it. The best checkpoint is the epoch with the highest validation image AUROC (pixel AUROC decides between
+equals, then the earliest stays); when
 validation cannot rank (no good or no defective image there) the last epoch is the one used, and the run says so.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 SELECTED_BY = "val_image_auroc"  # the history column the best checkpoint is chosen on
+TIE_BREAK = "val_pixel_auroc"  # ... and the one that decides between equals
 FIRST_COLUMNS = ("epoch", "loss")
 LAST_COLUMNS = ("val_images", "val_image_auroc", "val_pixel_auroc", "lr", "seconds")
 
@@ -55,9 +57,19 @@ def validation_figures(outputs: dict | None) -> dict:
     }
 
 
-def is_better(value: float | None, best: float | None) -> bool:
-    """Whether an epoch's validation image AUROC beats the best so far (None never does; the first value does)."""
-    return value is not None and (best is None or value > best)
+def rank(figures: dict) -> tuple[float, float] | None:
+    """How an epoch's validation ranks: image AUROC, then pixel AUROC on ties (a small validation split often ties
+    on the image figure); None when validation cannot rank it."""
+    if figures.get(SELECTED_BY) is None:
+        return None
+    pixel = figures.get(TIE_BREAK)
+    return float(figures[SELECTED_BY]), float(pixel) if pixel is not None else -1.0
+
+
+def is_better(figures: dict, best: tuple[float, float] | None) -> bool:
+    """Whether an epoch beats the best so far (the earliest of equals stays; an epoch without a rank never wins)."""
+    mine = rank(figures)
+    return mine is not None and (best is None or mine > tuple(best))
 
 
 def read_history(path: Path) -> list[dict]:

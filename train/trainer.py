@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from onen.edge.errors import OnenError
 from onen.train import history, runs
-from onen.train.history import SELECTED_BY
+from onen.train.history import SELECTED_BY, TIE_BREAK
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
 
@@ -468,7 +468,7 @@ def train_student(
     best_path = run_dir / runs.CHECKPOINTS / runs.STUDENT_BEST
     history_path = run_dir / runs.HISTORY
     rows: list[dict] = []
-    best_value: float | None = None
+    best_rank: tuple[float, float] | None = None
     if resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
         _load_training_state(model, state["model"])
@@ -478,7 +478,7 @@ def train_student(
         start_epoch = state["epoch"] + 1
         rows = [row for row in history.read_history(history_path) if row["epoch"] <= start_epoch]  # continue it
         if best_path.is_file():
-            best_value = torch.load(best_path, map_location="cpu", weights_only=False)["value"]
+            best_rank = tuple(torch.load(best_path, map_location="cpu", weights_only=False)["rank"])
         log.info("resuming the student at epoch %d/%d", start_epoch + 1, cfg.epochs)
     if start_epoch == 0:  # a fresh student: no best epoch yet
         best_path.unlink(missing_ok=True)
@@ -535,9 +535,9 @@ def train_student(
         if validate:
             with history.training_streams_kept(device):
                 figures = history.validation_figures(predict_dataset(model, val_ds, cfg.batch_size, device))
-        if history.is_better(figures[SELECTED_BY], best_value):
-            best_value = figures[SELECTED_BY]
-            _save_best(best_path, model, epoch, best_value)
+        if history.is_better(figures, best_rank):
+            best_rank = history.rank(figures)
+            _save_best(best_path, model, epoch, figures)
         rows.append(
             {
                 "epoch": epoch + 1,
@@ -558,7 +558,7 @@ def train_student(
         )
         _save_checkpoint(last, model, optimiser, schedule, epoch)
     model.eval()
-    chosen = _chosen_epoch(best_path, cfg.epochs, validate)
+    chosen = _chosen_epoch(best_path, rows, cfg.epochs, validate)
     if rows:
         plots.history_plot(run_dir / runs.HISTORY_PLOT, rows, chosen["epoch"] if chosen["selected_by"] else None)
     best = model
@@ -584,15 +584,21 @@ def _figure(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _save_best(path: Path, model, epoch: int, value: float) -> None:
+def _save_best(path: Path, model, epoch: int, figures: dict) -> None:
     """The best epoch's weights so far (no optimiser: nothing resumes from it) and the figure that made it best."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": _without_good_features(model.state_dict()), "epoch": epoch, "value": value}, tmp)
+    state = {
+        "model": _without_good_features(model.state_dict()),
+        "epoch": epoch,
+        "figures": figures,
+        "rank": history.rank(figures),
+    }
+    torch.save(state, tmp)
     tmp.replace(path)
 
 
-def _chosen_epoch(best_path: Path, epochs: int, validated: bool) -> dict:
+def _chosen_epoch(best_path: Path, rows: list[dict], epochs: int, validated: bool) -> dict:
     """Which epoch's student is the run's (1-based) and why: summary.json's `student_checkpoint`."""
     if best_path.is_file():
         state = torch.load(best_path, map_location="cpu", weights_only=False)
@@ -601,13 +607,16 @@ def _chosen_epoch(best_path: Path, epochs: int, validated: bool) -> dict:
             "epoch": int(state["epoch"]) + 1,
             "epochs": epochs,
             "selected_by": SELECTED_BY,
-            "value": float(state["value"]),
+            "tie_break": TIE_BREAK,
+            "value": state["figures"][SELECTED_BY],
+            "figures": state["figures"],
         }
-    reason = (
-        "no validation images"
-        if not validated
-        else "validation image AUROC undefined every epoch (validation needs good and defective images)"
-    )
+    if not validated:
+        reason = "no validation images"
+    elif not rows:
+        reason = "no epoch of this run was validated (it was trained before per-epoch validation)"
+    else:
+        reason = "validation image AUROC undefined every epoch (validation needs good and defective images)"
     log.warning("the run's student is the last epoch's: %s", reason)
     return {"file": runs.STUDENT_BEST, "epoch": epochs, "epochs": epochs, "selected_by": None, "reason": reason}
 

@@ -42,10 +42,13 @@ def test_history_best_checkpoint_and_resume(tiny_csv, tmp_path):
     assert (run / runs.HISTORY_PLOT).stat().st_size > 5000
     summary = json.loads((run / runs.SUMMARY).read_text())
     chosen = summary["student_checkpoint"]
-    aurocs = [row["val_image_auroc"] for row in rows]
-    assert chosen["selected_by"] == "val_image_auroc" and chosen["epochs"] == 2
-    assert chosen["epoch"] == 1 + aurocs.index(max(aurocs))  # the earliest epoch with the best figure
-    assert chosen["value"] == pytest.approx(max(aurocs), abs=1e-5)
+    ranks = [(row["val_image_auroc"], row["val_pixel_auroc"]) for row in rows]
+    assert chosen["selected_by"] == "val_image_auroc" and chosen["tie_break"] == "val_pixel_auroc"
+    assert chosen["epochs"] == 2
+    assert chosen["epoch"] == 1 + ranks.index(max(ranks))  # image AUROC, then pixel AUROC, then the earliest
+    assert chosen["value"] == pytest.approx(max(ranks)[0], abs=1e-5)
+    # the summary's figures and thresholds are the chosen epoch's student's, the one export and eval load
+    assert summary["student"]["validation"]["image_auroc"] == pytest.approx(chosen["value"], abs=1e-6)
     assert summary["student"]["threshold_source"] == "validation"
     assert summary["student"]["thresholds"]["source"] == "validation"
     assert summary["student"]["validation"]["class_accuracy"] is not None  # spot and scratch: two defect classes
@@ -60,7 +63,11 @@ def test_history_best_checkpoint_and_resume(tiny_csv, tmp_path):
     train(resumed, resume=True)
     lines = (run / runs.HISTORY).read_text().splitlines()
     assert lines[: len(first_rows)] == first_rows and len(lines) == len(first_rows) + 1  # continued, not restarted
-    assert [row["epoch"] for row in read_history(run / runs.HISTORY)] == [1, 2, 3]
+    rows = read_history(run / runs.HISTORY)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    chosen = json.loads((run / runs.SUMMARY).read_text())["student_checkpoint"]
+    ranks = [(row["val_image_auroc"], row["val_pixel_auroc"]) for row in rows]
+    assert chosen["epoch"] == 1 + ranks.index(max(ranks)) and chosen["epochs"] == 3
 
 
 def test_validation_leaves_the_training_streams_alone(tiny_csv, tmp_path):
@@ -111,3 +118,26 @@ def test_no_good_validation_image_falls_back_loudly(tiny_csv, tmp_path, caplog):
     assert "no good image" in summary["student"]["threshold_fallback_reason"]
     assert any("threshold_source 'default'" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert runs.load_run(run).export_info().thresholds.source == "default"
+
+
+def test_a_run_from_before_is_refused_until_resume_rewrites_it(tiny_csv, tmp_path):
+    """A run trained before threshold sources and best checkpoints: eval/export refuse it, naming the command that
+    rewrites it; that command trains nothing more and says the last epoch is the one used, and why."""
+    from onen.train.runs import RunError
+
+    run = train(_config(tiny_csv, tmp_path / "run", epochs=1))
+    for name in (runs.STUDENT_BEST, runs.HISTORY, f"{runs.CHECKPOINTS}/{runs.STUDENT_BEST}"):
+        (run / name).unlink()
+    summary = json.loads((run / runs.SUMMARY).read_text())
+    del summary["student"]["thresholds"]["source"]
+    (run / runs.SUMMARY).write_text(json.dumps(summary))
+    with pytest.raises(RunError, match="--resume"):
+        runs.load_run(run).export_info()
+    with pytest.raises(RunError, match="--resume"):
+        runs.load_student(run)
+    train(_config(tiny_csv, run, epochs=1), resume=True)
+    rewritten = json.loads((run / runs.SUMMARY).read_text())
+    assert rewritten["student"]["thresholds"]["source"] == "validation"
+    assert rewritten["student_checkpoint"]["selected_by"] is None
+    assert "before per-epoch validation" in rewritten["student_checkpoint"]["reason"]
+    assert runs.load_run(run).export_info().thresholds.source == "validation"
