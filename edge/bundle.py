@@ -116,13 +116,13 @@ class Manifest:
                 f"{source}: format_version {manifest.format_version} is newer than this software reads "
                 f"({FORMAT_VERSION}); update onen"
             )
+        if not manifest.class_names or manifest.class_names[0] != "good":
+            raise BundleError(f"{source}: class_names must start with 'good', got {manifest.class_names}")
         if manifest.thresholds.source not in THRESHOLD_SOURCES:
             raise BundleError(
                 f"{source}: thresholds.source must be one of {', '.join(THRESHOLD_SOURCES)}, "
                 f"got '{manifest.thresholds.source}'"
             )
-        if not manifest.class_names or manifest.class_names[0] != "good":
-            raise BundleError(f"{source}: class_names must start with 'good', got {manifest.class_names}")
         return manifest
 
 

@@ -25,8 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from onen.edge.errors import OnenError
-from onen.train import history, runs
-from onen.train.history import SELECTED_BY, TIE_BREAK
+from onen.train import runs
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
 
@@ -449,7 +448,7 @@ def train_student(
     weights by validation image AUROC beside the last. Returns the best student (the last when validation cannot
     rank) and which epoch that is. With good_sets (good training images, good held-out images) the good-feature
     model of each saved student is fitted on its own weights (per-epoch validation runs without it)."""
-    from onen.train import plots
+    from onen.train import history, plots
 
     feature_net, teacher_dim = None, 0
     if teacher is not None and cfg.distill:
@@ -586,6 +585,8 @@ def _figure(value: float | None) -> str:
 
 def _save_best(path: Path, model, epoch: int, figures: dict) -> None:
     """The best epoch's weights so far (no optimiser: nothing resumes from it) and the figure that made it best."""
+    from onen.train import history
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     state = {
@@ -600,6 +601,8 @@ def _save_best(path: Path, model, epoch: int, figures: dict) -> None:
 
 def _chosen_epoch(best_path: Path, rows: list[dict], epochs: int, validated: bool) -> dict:
     """Which epoch's student is the run's (1-based) and why: summary.json's `student_checkpoint`."""
+    from onen.train.history import SELECTED_BY, TIE_BREAK
+
     if best_path.is_file():
         state = torch.load(best_path, map_location="cpu", weights_only=False)
         return {
@@ -656,6 +659,7 @@ def validation_summary(outputs: dict | None, min_region_area: int = 16, model: s
     """Validation figures and thresholds of one model: chosen on its good validation images (threshold_source
     "validation"), or, when validation has no good image, the stated fallbacks (threshold_source "default") with a
     WARNING and the reason. class_accuracy is None unless the model tells two or more defect classes apart."""
+    from onen.train import history
     from onen.train.export import default_thresholds
     from onen.train.metrics import class_accuracy
 
