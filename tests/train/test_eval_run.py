@@ -14,7 +14,7 @@ from onen.edge.cli import main as onen
 from onen.train.tiny_data import write_tiny_dataset
 from onen.train.trainer import TrainConfig, train
 
-TINY = {"size": 32, "patch": 8, "dim": 16, "depth": 1, "heads": 2, "stem": "conv", "batch_size": 16, "device": "cpu"}
+TINY = {"size": 64, "patch": 8, "dim": 16, "depth": 1, "heads": 2, "stem": "conv", "batch_size": 16, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from onen.train.history import read_history
 from onen.train.tiny_data import write_tiny_dataset
 from onen.train.trainer import TrainConfig, _datasets, _prepare_run, seed_everything, train, train_student
 
-TINY = {"size": 32, "patch": 8, "dim": 16, "depth": 1, "heads": 2, "stem": "conv", "batch_size": 16}
+TINY = {"size": 64, "patch": 8, "dim": 16, "depth": 1, "heads": 2, "stem": "conv", "batch_size": 16}
 
 
 def _config(data: Path, out: Path, epochs: int = 2, **overrides) -> TrainConfig:
