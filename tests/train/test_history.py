@@ -7,15 +7,26 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from onen.train import runs
-from onen.train.history import read_history
+from onen.train.history import read_history, training_streams_kept
 from onen.train.tiny_data import write_tiny_dataset
-from onen.train.trainer import TrainConfig, _datasets, _prepare_run, seed_everything, train, train_student
+from onen.train.trainer import (
+    TrainConfig,
+    _datasets,
+    _prepare_run,
+    build_run_student,
+    predict_dataset,
+    seed_everything,
+    train,
+    train_student,
+)
 
 TINY = {"size": 64, "patch": 8, "dim": 16, "depth": 1, "heads": 2, "stem": "conv", "batch_size": 16}
 
@@ -90,6 +101,24 @@ def test_validation_leaves_the_training_streams_alone(tiny_csv, tmp_path):
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_a_validation_pass_draws_nothing_from_the_training_streams(tiny_csv, tmp_path):
+    cfg = _config(tiny_csv, tmp_path / "run")
+    Path(cfg.out).mkdir()
+    index, splits = _prepare_run(cfg, Path(cfg.out), resume=False)
+    _, val_ds = _datasets(cfg, index, splits)
+    model = build_run_student(cfg, 0)
+    cpu = torch.device("cpu")
+    before = torch.get_rng_state()
+    predict_dataset(model, val_ds, cfg.batch_size, cpu)
+    assert not torch.equal(before, torch.get_rng_state())  # a DataLoader's start draws from torch's global stream
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    with training_streams_kept(cpu):
+        predict_dataset(model, val_ds, cfg.batch_size, cpu)
+        np.random.random(), random.random()
+    assert torch.equal(before[0], torch.get_rng_state())
+    assert np.array_equal(before[1], np.random.get_state()[1]) and before[2] == random.getstate()
 
 
 def test_no_good_validation_image_falls_back_loudly(tiny_csv, tmp_path, caplog):
