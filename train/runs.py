@@ -121,7 +121,16 @@ def find_eval_report(run_dir: Path) -> dict | None:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        keys = ("image_auroc", "pixel_auroc", "aupro", "f1", "accuracy", "class_accuracy")
+        keys = (
+            "image_auroc",
+            "pixel_auroc",
+            "aupro",
+            "f1",
+            "accuracy",
+            "class_accuracy",
+            "threshold",
+            "threshold_source",
+        )
         return {k: data.get(k) for k in keys if k in data} | {"report": str(path)}
     return None
 
