@@ -51,6 +51,9 @@ def test_train_eval_export(tiny_csv, tmp_path):
         "student.pt",
         "summary.json",
         "checkpoints/student_last.pt",
+        "student_best.pt",
+        "history.csv",
+        "history.png",
         "teacher/teacher.pt",
     ):
         assert (run / name).is_file(), name
@@ -89,6 +92,8 @@ def test_train_eval_export(tiny_csv, tmp_path):
     outputs = backend.infer(np.zeros((3, 64, 64, 3), np.uint8))
     assert outputs.score.shape == (3,) and outputs.anomaly_map.shape == (3, 1, 64, 64)
     assert outputs.class_logits.shape == (3, len(bundle.manifest.class_names))
+    assert bundle.manifest.thresholds.source == "validation"  # chosen on the run's own validation split
+    assert bundle.manifest.training["student_checkpoint"]["file"] == "student_best.pt"
     import onnx
 
     graph = onnx.load(str(bundle_dir / "model.onnx")).graph
