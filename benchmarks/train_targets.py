@@ -300,7 +300,7 @@ def part_time(args, figures: dict) -> None:
         splits = json.loads((run.parent / "splits.json").read_text())
         rows[run.parent.name] = {
             "train_images": len(splits["train"]),
-            "size": config["size"],
+            "size": f"{config['geometry']['height']}x{config['geometry']['width']}",
             "epochs": config["epochs"],
             "teacher_epochs": config["teacher_epochs"],
             **summary.get("timings_s", {}),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from onen.edge.errors import BundleError
+from onen.edge.images import RESIZE_MODES
 
 FORMAT_VERSION = 1
 OUTPUT_NAMES = ("score", "anomaly_map", "class_logits")
@@ -24,6 +25,13 @@ INPUT_NAME = "image"
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
 SIGNATURE = "signature"
+# Where a threshold came from, the one vocabulary of manifests, run summaries and eval reports:
+#   validation    chosen on the run's own validation split (good images' quantile, defects' low tail)
+#   calibration   fitted on a camera's known-good parts (`onen calibrate`)
+#   default       a stated fallback value (0.5), used when validation had no good image: say so, never silently
+#   user          the value given on the command line (`onen eval --threshold`)
+#   test_best_f1  the best-F1 threshold on the evaluated images themselves: optimistic, only when asked for
+THRESHOLD_SOURCES = ("validation", "calibration", "default", "user", "test_best_f1")
 
 
 @dataclass
@@ -33,6 +41,7 @@ class Thresholds:
     image: float = 0.5  # on the raw model score
     pixel: float = 0.5  # on the anomaly map, for regions
     min_region_area: int = 16  # px at model input resolution
+    source: str = "default"  # THRESHOLD_SOURCES: where image and pixel came from (the values above are the fallbacks)
 
 
 @dataclass
@@ -63,6 +72,7 @@ class Manifest:
     input_height: int
     input_width: int
     class_names: list[str]  # class 0 == "good"
+    resize: str = "stretch"  # edge.images.RESIZE_MODES: how training and the station bring an image to HxW
     classes_supervised: bool = True  # False: trained without class labels; results then say only "defect"
     channel_order: str = "RGB"
     input_dtype: str = "uint8"
@@ -111,8 +121,17 @@ class Manifest:
                 f"{source}: format_version {manifest.format_version} is newer than this software reads "
                 f"({FORMAT_VERSION}); update onen"
             )
+        if manifest.resize not in RESIZE_MODES:
+            raise BundleError(
+                f"{source}: key 'resize' is '{manifest.resize}'; this onen resizes by {', '.join(RESIZE_MODES)}"
+            )
         if not manifest.class_names or manifest.class_names[0] != "good":
             raise BundleError(f"{source}: class_names must start with 'good', got {manifest.class_names}")
+        if manifest.thresholds.source not in THRESHOLD_SOURCES:
+            raise BundleError(
+                f"{source}: thresholds.source must be one of {', '.join(THRESHOLD_SOURCES)}, "
+                f"got '{manifest.thresholds.source}'"
+            )
         return manifest
 
 

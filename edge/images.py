@@ -13,6 +13,7 @@ import numpy as np
 
 from onen.edge.errors import DataError
 
+RESIZE_MODES = ("stretch",)  # how a frame of another aspect ratio reaches the input: scaled per axis to exactly HxW
 # INTER_AREA for shrinking (no aliasing of fine scratches), INTER_LINEAR for enlarging.
 _SHRINK = cv2.INTER_AREA
 _ENLARGE = cv2.INTER_LINEAR

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from onen.edge.bundle import THRESHOLD_SOURCES, Thresholds
 from onen.edge.errors import OnenError
 from onen.train import metrics, plots
 from onen.train.data.loading import load_resized, shared_aoi_at
@@ -27,6 +29,8 @@ from onen.train.data.sample import GOOD, Sample
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 REPORT = "report.json"
 SCORES = "scores.csv"
+OPTIMISTIC = "test_best_f1"  # a threshold chosen on the evaluated images themselves
+log = logging.getLogger(__name__)
 
 
 class EvaluationError(OnenError):
@@ -84,6 +88,7 @@ def evaluate(
     aoi: Path | None = None,
     batch_size: int = 16,
     threshold: float | None = None,
+    threshold_source: str | None = None,
     worst: int = 6,
     progress: bool = True,
     extra: dict | None = None,
@@ -91,10 +96,17 @@ def evaluate(
 ) -> dict:
     """Run `predict` over the samples and write report.json, scores.csv, roc.png, score_hist.png and the
     overlays of the worst-scored images (worst_defects.png, worst_good.png). `threshold` is the image
-    threshold on the raw score (e.g. the bundle's default); without one, the best-F1 threshold is used.
+    threshold on the raw score and `threshold_source` where it came from (edge.bundle.THRESHOLD_SOURCES: the run's
+    validation, a calibration, a stated default, the user); without a threshold the best-F1 one on these very images
+    is used, reported as "test_best_f1" and `threshold_optimistic` (it has seen the answers).
     `groups` (image path -> group name, e.g. the AOI benchmark's kinds) adds per-group rejection rates."""
     if not samples:
         raise EvaluationError("no samples to evaluate (empty split?)")
+    if threshold is not None and (threshold_source not in THRESHOLD_SOURCES or threshold_source == OPTIMISTIC):
+        raise EvaluationError(
+            f"a given threshold needs its source, one of "
+            f"{', '.join(s for s in THRESHOLD_SOURCES if s != OPTIMISTIC)}; got {threshold_source!r}"
+        )
     if not class_names or class_names[0] != GOOD:
         raise EvaluationError(f"class_names must start with 'good', got {class_names}")
     out_dir = Path(out_dir)
@@ -145,11 +157,17 @@ def evaluate(
     image_auroc = metrics.image_auroc(labels, scores)
     f1_best, threshold_best = metrics.best_f1(labels, scores)
     if threshold is not None:
-        used, source = float(threshold), "given"
+        used, source = float(threshold), str(threshold_source)
     elif threshold_best is not None:
-        used, source = threshold_best, "best_f1"
+        used, source = threshold_best, OPTIMISTIC
     else:
-        used, source = 0.5, "default"
+        used, source = Thresholds().image, "default"
+        log.warning(
+            "no defective image among the %d evaluated: no best-F1 threshold; the stated fallback %s is used "
+            "(threshold_source 'default')",
+            n,
+            used,
+        )
     predicted = metrics.predicted_classes(scores, class_logits, used)
     rates = metrics.rates_at(labels, scores, used)
     per_class_recall = {
@@ -166,6 +184,7 @@ def evaluate(
         "f1_best": f1_best,
         "threshold": used,
         "threshold_source": source,
+        "threshold_optimistic": source == OPTIMISTIC,
         "threshold_best_f1": threshold_best,
         "accuracy": metrics.accuracy_at(labels, scores, used),
         "recall": rates["recall"],

@@ -53,6 +53,7 @@ class ExportInfo:
     thresholds: Thresholds = field(default_factory=Thresholds)
     score_normalisation: ScoreNormalisation = field(default_factory=ScoreNormalisation)
     normalisation: dict[str, Any] | None = None
+    resize: str = "stretch"  # edge.images.RESIZE_MODES, as the run's geometry says
 
 
 class _ThreeOutputs(nn.Module):
@@ -87,7 +88,8 @@ def default_thresholds(
     pixel_quantile: float = 0.999,
     min_region_area: int = 16,
 ) -> tuple[Thresholds, ScoreNormalisation]:
-    """Default thresholds from validation outputs; a camera's calibration replaces them on the station.
+    """Default thresholds from validation outputs (source "validation"); a camera's calibration replaces them on the
+    station. Without good scores the stated fallbacks of Thresholds come back with source "default".
 
     Image threshold: the `quantile` of good scores; when defect scores are given and lie above it, the
     midpoint (in logit space) between that quantile and the defects' 5% quantile, so neither side sits on
@@ -95,7 +97,7 @@ def default_thresholds(
     """
     good_scores = np.asarray(good_scores, dtype=np.float64)
     if good_scores.size == 0:
-        return Thresholds(min_region_area=min_region_area), ScoreNormalisation()
+        return Thresholds(min_region_area=min_region_area, source="default"), ScoreNormalisation()
     image = float(np.quantile(good_scores, quantile))
     if defect_scores is not None and np.asarray(defect_scores).size:
         low_defect = float(np.quantile(np.asarray(defect_scores, dtype=np.float64), 0.05))
@@ -112,7 +114,7 @@ def default_thresholds(
         pixel = float(np.clip(pixel, 1e-3, 1 - 1e-3))
     low = max(0.0, min(float(good_scores.min()), image * 0.5, image - 1e-4))
     normalisation = ScoreNormalisation(raw_threshold=image, raw_low=low, raw_high=1.0)
-    return Thresholds(image=image, pixel=pixel, min_region_area=min_region_area), normalisation
+    return Thresholds(image=image, pixel=pixel, min_region_area=min_region_area, source="validation"), normalisation
 
 
 def export_onnx(model: nn.Module, path: Path, height: int, width: int) -> Path:
@@ -284,6 +286,7 @@ def export_model(
         input_height=info.input_height,
         input_width=info.input_width,
         class_names=list(info.class_names),
+        resize=info.resize,
         training=dict(info.training),
         classes_supervised=info.training.get("supervision") != "none",  # `--supervision none`: no class labels
         metrics={**info.metrics, "export_parity": {"score_max_abs_diff": score_diff, "map_max_abs_diff": map_diff}},

@@ -161,11 +161,12 @@ def class_accuracy(true_classes: np.ndarray, class_logits: np.ndarray) -> float 
     """Share of defective images (true class index >= 1) whose highest defect-class logit is the true class.
 
     Only the defect classes compete (logits 1..C-1): this measures "which defect", while the image
-    score decides "defective or not". None without a classification head (C == 1) or without such images.
+    score decides "defective or not". None with fewer than two defect classes (C <= 2: the one defect class always
+    wins, so 1.0 would say nothing) or without such images.
     """
     true_classes = np.asarray(true_classes).astype(int)
     logits = np.asarray(class_logits, dtype=np.float64)
-    if logits.ndim != 2 or logits.shape[1] < 2:
+    if logits.ndim != 2 or logits.shape[1] < 3:
         return None
     known = (true_classes >= 1) & (true_classes < logits.shape[1])
     if not known.any():

@@ -106,3 +106,34 @@ def overlay_grid(path: Path, rows: list[dict], title: str, side: int = 192) -> P
     sheet = np.concatenate([header, *lines], axis=0)
     cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     return path
+
+
+def history_plot(path: Path, rows: list[dict], best_epoch: int | None = None) -> Path:
+    """Training curves from history.csv's rows (as Ultralytics' results.png): loss and its parts, validation image
+    and pixel AUROC with the best checkpoint's epoch marked, and the learning rate."""
+    epochs = [row["epoch"] for row in rows]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
+
+    def curve(axis, key: str, **style) -> None:
+        points = [(epoch, row.get(key)) for epoch, row in zip(epochs, rows, strict=True) if row.get(key) is not None]
+        if points:
+            axis.plot(*zip(*points, strict=True), marker=".", label=key, **style)
+
+    curve(axes[0], "loss", color="black", linewidth=2)
+    for key in sorted({key for row in rows for key in row if key.startswith("loss_")}):
+        curve(axes[0], key, linewidth=1)
+    axes[0].set(xlabel="epoch", title="training loss (mean per epoch)")
+    curve(axes[1], "val_image_auroc")
+    curve(axes[1], "val_pixel_auroc")
+    if best_epoch is not None:
+        axes[1].axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
+    axes[1].set(xlabel="epoch", title="validation", ylim=(0, 1.01))
+    curve(axes[2], "lr", color="tab:purple")
+    axes[2].set(xlabel="epoch", title="learning rate")
+    for axis in axes:
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -1,11 +1,13 @@
 """A training run on disk: everything needed to evaluate, export or resume it.
 
-RUN_DIR/config.json        TrainConfig + class names + input size (written before training starts)
+RUN_DIR/config.json        TrainConfig + class names + the resolved input geometry (written before training starts)
 RUN_DIR/splits.json        the stratified split (train.data.splits)
 RUN_DIR/teacher/           the teacher's checkpoints (train.teacher_training)
-RUN_DIR/checkpoints/       student_last.pt (every epoch, for --resume)
-RUN_DIR/student.pt         the final student (config + weights)
-RUN_DIR/summary.json       timings, validation figures, default thresholds
+RUN_DIR/checkpoints/       student_last.pt (every epoch, for --resume), student_best.pt (best validation epoch)
+RUN_DIR/student.pt         the student of the last epoch (config + weights)
+RUN_DIR/student_best.pt    the student of the best validation epoch: what `onen eval` and `onen export` use
+RUN_DIR/history.csv        one row per student epoch: loss parts, validation figures, lr, seconds (+ history.png)
+RUN_DIR/summary.json       timings, validation figures, thresholds and their source, the chosen epoch
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from onen.edge.errors import OnenError
 CONFIG = "config.json"
 SPLITS = "splits.json"
 STUDENT = "student.pt"
+STUDENT_BEST = "student_best.pt"  # also the name of its training checkpoint in CHECKPOINTS
+HISTORY = "history.csv"
+HISTORY_PLOT = "history.png"
 SUMMARY = "summary.json"
 GOOD_FEATURES = "good_features.json"  # what the student's good-feature model was fitted on
 CHECKPOINTS = "checkpoints"
 STUDENT_LAST = "student_last.pt"
 TEACHER_DIR = "teacher"
 TEACHER_FINAL = "teacher.pt"
+RUN_FORMAT = "onen-run/2"  # 2: the input geometry (HxW, how it was chosen) replaced the square `size`
 
 
 class RunError(OnenError):
@@ -53,6 +59,17 @@ class RunInfo:
             raise RunError(f"{self.run_dir}: run has no splits loaded")
         return self.splits[split]
 
+    def thresholds(self, which: str = "student") -> dict[str, Any]:
+        """The model's thresholds from summary.json, with their source (edge.bundle.THRESHOLD_SOURCES)."""
+        thresholds = self.summary.get(which, {}).get("thresholds", {})
+        if "source" not in thresholds:
+            raise RunError(
+                f"{self.run_dir / SUMMARY}: no {which} thresholds with their source (the run did not finish, or it "
+                f"predates threshold sources); `onen train --data {self.data} --out {self.run_dir} --resume` "
+                "rewrites it"
+            )
+        return dict(thresholds)
+
     def export_info(
         self, name: str | None = None, version: str = "1", family: str = "onen-student", metrics: dict | None = None
     ):
@@ -60,8 +77,9 @@ class RunInfo:
         from onen.edge.bundle import ScoreNormalisation, Thresholds
         from onen.train.export import ExportInfo
 
-        own = self.summary.get("student" if family == "onen-student" else "teacher", {})
-        thresholds = Thresholds(**own.get("thresholds", {}))
+        which = "student" if family == "onen-student" else "teacher"
+        own = self.summary.get(which, {})
+        thresholds = Thresholds(**self.thresholds(which))
         normalisation = ScoreNormalisation(**own.get("score_normalisation", {}))
         training = {
             "data": self.data,
@@ -71,8 +89,11 @@ class RunInfo:
             "seed": self.seed,
             "split_counts": self.splits.counts() if self.splits is not None else None,
             "config": self.config,
+            "geometry": self.config.get("geometry"),
             "timings_s": self.summary.get("timings_s"),
         }
+        if which == "student":
+            training["student_checkpoint"] = self.summary.get("student_checkpoint")
         if self.index is not None:
             training["data_summary"] = self.index.summary()
         run_metrics = {"validation": own.get("validation", {})}
@@ -88,6 +109,7 @@ class RunInfo:
             class_names=list(self.class_names),
             input_height=self.input_height,
             input_width=self.input_width,
+            resize=self.config["geometry"]["resize"],
             training=training,
             metrics=run_metrics,
             thresholds=thresholds,
@@ -102,7 +124,16 @@ def find_eval_report(run_dir: Path) -> dict | None:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        keys = ("image_auroc", "pixel_auroc", "aupro", "f1", "accuracy", "class_accuracy")
+        keys = (
+            "image_auroc",
+            "pixel_auroc",
+            "aupro",
+            "f1",
+            "accuracy",
+            "class_accuracy",
+            "threshold",
+            "threshold_source",
+        )
         return {k: data.get(k) for k in keys if k in data} | {"report": str(path)}
     return None
 
@@ -125,11 +156,23 @@ def read_config(run_dir: Path) -> dict:
         raise RunError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from error
 
 
+def check_format(config: dict, source: str) -> None:
+    """Refuse a run of another format: rebuilding an old run through guesses would train or export a model that
+    differs from the one that was measured."""
+    found = config.get("format", "onen-run/1")
+    if found != RUN_FORMAT:
+        raise RunError(
+            f"{source}: run format '{found}', this onen reads '{RUN_FORMAT}' (the input geometry changed); "
+            "train the run again with this version"
+        )
+
+
 def load_run(run_dir: str | Path, with_data: bool = True) -> RunInfo:
     """RunInfo of a run; with_data also reads the data index and the saved split."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    for key in ("data", "class_names", "size", "supervision"):
+    check_format(config, str(run_dir / CONFIG))
+    for key in ("data", "class_names", "geometry", "supervision"):
         if key not in config:
             raise RunError(f"{run_dir / CONFIG}: missing key '{key}'")
     summary_path = run_dir / SUMMARY
@@ -138,8 +181,8 @@ def load_run(run_dir: str | Path, with_data: bool = True) -> RunInfo:
         run_dir=run_dir,
         data=config["data"],
         class_names=list(config["class_names"]),
-        input_height=int(config["size"]),
-        input_width=int(config["size"]),
+        input_height=int(config["geometry"]["height"]),
+        input_width=int(config["geometry"]["width"]),
         supervision=config["supervision"],
         aoi=Path(config["aoi"]) if config.get("aoi") else None,
         aoi_guidance=bool(config.get("aoi_guidance", True)),
@@ -158,14 +201,18 @@ def load_run(run_dir: str | Path, with_data: bool = True) -> RunInfo:
     return info
 
 
-def load_student(run_dir: str | Path, checkpoint: str = STUDENT):
+def load_student(run_dir: str | Path, checkpoint: str = STUDENT_BEST):
+    """The run's student in eval mode: by default the best validation epoch's (STUDENT for the last epoch's)."""
     import torch
 
     from onen.train.models.onen_vit import OneNConfig, OneNStudent
 
     path = Path(run_dir) / checkpoint
     if not path.is_file():
-        raise RunError(f"{path}: no trained student (training did not finish? run `onen train ... --resume`)")
+        raise RunError(
+            f"{path}: no trained student (training did not finish, or the run predates {STUDENT_BEST}? run "
+            "`onen train --data DATA --out RUN_DIR --resume`)"
+        )
     state = torch.load(path, map_location="cpu", weights_only=False)
     model = OneNStudent(OneNConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])

@@ -10,6 +10,7 @@ Fixed seeds, CPU by default (CUDA when present), a checkpoint every epoch that `
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import random
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from onen.edge.errors import OnenError
 from onen.train import runs
+from onen.train.geometry import DEFAULT_SIZE, Geometry, parse_size, resolve_geometry
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
 
@@ -42,7 +44,7 @@ class TrainConfig:
     data: str
     out: str
     supervision: str = "full"
-    size: int = 128
+    size: str = DEFAULT_SIZE  # --size: "auto", "N" or "HxW" (train.geometry)
     epochs: int = 30
     teacher_epochs: int = 8
     teacher_freeze_blocks: int = (
@@ -79,12 +81,20 @@ class TrainConfig:
     weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
     class_names: list[str] = field(default_factory=list)
     epochs_given: bool = True  # False: --resume keeps the run's saved epoch count
+    geometry: dict = field(default_factory=dict)  # train.geometry.Geometry, resolved from `size` before training
+
+    @property
+    def input_height(self) -> int:
+        return int(self.geometry["height"])
+
+    @property
+    def input_width(self) -> int:
+        return int(self.geometry["width"])
 
     def check(self) -> None:
         if self.supervision not in SUPERVISION:
             raise OnenError(f"--supervision must be one of {', '.join(SUPERVISION)}, got '{self.supervision}'")
-        if self.size % self.patch:
-            raise OnenError(f"--size {self.size} must be a multiple of the patch size {self.patch}")
+        parse_size(self.size, self.patch)
         if self.epochs < 1:
             raise OnenError(f"--epochs must be >= 1, got {self.epochs}")
         if self.good_features not in GOOD_FEATURES:
@@ -128,29 +138,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["weights"] = self.weights.to_dict()
-        return data
+        return {"format": runs.RUN_FORMAT, **data}
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
+    def from_dict(cls, data: dict, source: str = runs.CONFIG) -> TrainConfig:
+        runs.check_format(data, source)
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        data.setdefault("teacher_freeze_blocks", 0)  # runs written before the option fine-tuned everything
-        data.setdefault("fine_map", False)  # ... and before these, the student had neither
-        data.setdefault("class_pool", "cls")
-        data.setdefault("map_gate", 0.0)
-        data.setdefault("good_features", "off")
-        data.setdefault("distill_features", "head")
-        data.setdefault("outside_marks", 0.0)
-        # objective terms added later are off for runs saved before them (a resumed run keeps its objective)
-        saved_weights = {
-            "defect_class": 0.0,
-            "kd_defect": 0.0,
-            "kd_score": 0.0,
-            "balanced_layers": None,
-            "class_feature": 0.0,
-            "aoi_peak": 0.0,
-            **data.get("weights", {}),
-        }
-        data["weights"] = ObjectiveWeights(**saved_weights)
+        data["weights"] = ObjectiveWeights(**data.get("weights", {}))
         return cls(**data)
 
 
@@ -185,6 +179,11 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool):
     else:
         splits = stratified_split(index, cfg.test_fraction, cfg.val_fraction, cfg.seed)
         splits.save(splits_path, index)
+    if not cfg.geometry:
+        # only full supervision may measure defects on masks: weak and none train without them
+        measured = [s if cfg.supervision == "full" else dataclasses.replace(s, mask=None) for s in splits.train]
+        cfg.geometry = resolve_geometry(cfg.size, measured, cfg.patch).to_dict()
+    log.info("%s", Geometry(**cfg.geometry).describe())
     runs.write_json(run_dir / runs.CONFIG, cfg.to_dict())
     return index, splits
 
@@ -208,8 +207,8 @@ def _datasets(cfg: TrainConfig, index, splits):
     train_ds = InspectionDataset(
         train_samples,
         index.class_names,
-        cfg.size,
-        cfg.size,
+        cfg.input_height,
+        cfg.input_width,
         aoi=aoi,
         synthetic=synthetic,
         synthetic_probability=cfg.synthetic_probability,
@@ -220,7 +219,7 @@ def _datasets(cfg: TrainConfig, index, splits):
         outside_probability=outside,
     )
     val_ds = InspectionDataset(
-        list(splits.val), index.class_names, cfg.size, cfg.size, aoi=aoi, seed=cfg.seed, cache=True
+        list(splits.val), index.class_names, cfg.input_height, cfg.input_width, aoi=aoi, seed=cfg.seed, cache=True
     )
     return train_ds, val_ds
 
@@ -234,8 +233,8 @@ def _good_sets(cfg: TrainConfig, index, train_ds, val_ds):
         return InspectionDataset(
             [s for s in samples if s.label == 0],
             index.class_names,
-            cfg.size,
-            cfg.size,
+            cfg.input_height,
+            cfg.input_width,
             aoi=train_ds.aoi_path,
             seed=cfg.seed,
         )
@@ -263,8 +262,8 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
     options: dict[str, Any] = {
         "epochs": cfg.teacher_epochs,
         "loss": cfg.teacher_loss,
-        "input_height": cfg.size,
-        "input_width": cfg.size,
+        "input_height": cfg.input_height,
+        "input_width": cfg.input_width,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "freeze_blocks": cfg.teacher_freeze_blocks,
@@ -369,8 +368,8 @@ def build_run_student(cfg: TrainConfig, teacher_dim: int) -> OneNStudent:
     return OneNStudent(
         OneNConfig(
             num_classes=len(cfg.class_names),
-            input_height=cfg.size,
-            input_width=cfg.size,
+            input_height=cfg.input_height,
+            input_width=cfg.input_width,
             patch=cfg.patch,
             dim=cfg.dim,
             depth=cfg.depth,
@@ -441,9 +440,14 @@ def train_student(
     run_dir: Path,
     resume: bool,
     good_sets: tuple[InspectionDataset, InspectionDataset] | None = None,
-) -> OneNStudent:
-    """Train the student; with good_sets (good training images, good held-out images) its good-feature model is
-    fitted before the final student is saved."""
+    val_ds: InspectionDataset | None = None,
+) -> tuple[OneNStudent, dict]:
+    """Train the student; with val_ds, validate it every epoch (history.csv / history.png) and keep the best epoch's
+    weights by validation image AUROC beside the last. Returns the best student (the last when validation cannot
+    rank) and which epoch that is. With good_sets (good training images, good held-out images) the good-feature
+    model of each saved student is fitted on its own weights (per-epoch validation runs without it)."""
+    from onen.train import history, plots
+
     feature_net, teacher_dim = None, 0
     if teacher is not None and cfg.distill:
         teacher_dim = teacher.cfg.head_channels
@@ -458,6 +462,10 @@ def train_student(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(cfg.epochs * steps_per_epoch))
     start_epoch = 0
     last = run_dir / runs.CHECKPOINTS / runs.STUDENT_LAST
+    best_path = run_dir / runs.CHECKPOINTS / runs.STUDENT_BEST
+    history_path = run_dir / runs.HISTORY
+    rows: list[dict] = []
+    best_rank: tuple[float, float] | None = None
     if resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
         _load_training_state(model, state["model"])
@@ -465,7 +473,15 @@ def train_student(
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch = state["epoch"] + 1
+        rows = [row for row in history.read_history(history_path) if row["epoch"] <= start_epoch]  # continue it
+        if best_path.is_file():
+            best_rank = tuple(torch.load(best_path, map_location="cpu", weights_only=False)["rank"])
         log.info("resuming the student at epoch %d/%d", start_epoch + 1, cfg.epochs)
+    if start_epoch == 0:  # a fresh student: no best epoch yet
+        best_path.unlink(missing_ok=True)
+    validate = val_ds is not None and len(val_ds) > 0
+    if not validate:
+        log.warning("no validation images: the student is not validated per epoch; the last epoch is the one used")
     weights = cfg.objective_weights()
     use_teacher = teacher is not None and (cfg.distill or cfg.supervision == "weak")
     cache = (
@@ -473,8 +489,10 @@ def train_student(
     )
     flips = torch.Generator().manual_seed(cfg.seed + 7)
     for epoch in range(start_epoch, cfg.epochs):
+        started = time.monotonic()
         train_ds.set_epoch(epoch)
         model.train()
+        losses = history.EpochLosses()
         bar = tqdm(
             _loader(train_ds, cfg, shuffle=True, epoch=epoch),
             desc=f"student {epoch + 1}/{cfg.epochs}",
@@ -508,17 +526,100 @@ def train_student(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimiser.step()
             schedule.step()
+            losses.add(loss.item(), parts, len(batch["label"]))
             bar.set_postfix({"loss": f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in parts.items()}})
+        figures = history.validation_figures(None)
+        if validate:
+            with history.training_streams_kept(device):
+                figures = history.validation_figures(predict_dataset(model, val_ds, cfg.batch_size, device))
+        if history.is_better(figures, best_rank):
+            best_rank = history.rank(figures)
+            _save_best(best_path, model, epoch, figures)
+        rows.append(
+            {
+                "epoch": epoch + 1,
+                **losses.means(),
+                **figures,
+                "lr": optimiser.param_groups[0]["lr"],
+                "seconds": time.monotonic() - started,
+            }
+        )
+        history.write_history(history_path, rows)
+        log.info(
+            "student epoch %d/%d: loss %.4f, validation image AUROC %s, pixel AUROC %s",
+            epoch + 1,
+            cfg.epochs,
+            rows[-1]["loss"],
+            _figure(figures["val_image_auroc"]),
+            _figure(figures["val_pixel_auroc"]),
+        )
         _save_checkpoint(last, model, optimiser, schedule, epoch)
     model.eval()
-    if model.good_features is not None:
-        from onen.train.good_feature_fit import fit_good_features
+    chosen = _chosen_epoch(best_path, rows, cfg.epochs, validate)
+    if rows:
+        plots.history_plot(run_dir / runs.HISTORY_PLOT, rows, chosen["epoch"] if chosen["selected_by"] else None)
+    best = model
+    if chosen["epoch"] != cfg.epochs:
+        best = copy.deepcopy(model)
+        _load_training_state(best, torch.load(best_path, map_location=device, weights_only=False)["model"])
+        best.eval()
+    for student in dict.fromkeys((model, best)):  # the last epoch's, then the best one's when it is another
+        if student.good_features is not None:
+            from onen.train.good_feature_fit import fit_good_features
 
-        if good_sets is None:
-            raise OnenError("the student carries a good-feature model but no good images were given to fit it")
-        runs.write_json(run_dir / runs.GOOD_FEATURES, fit_good_features(model, *good_sets, cfg.batch_size, device))
-    torch.save({"model": model.state_dict(), "model_config": model.cfg.to_dict()}, run_dir / runs.STUDENT)
-    return model
+            if good_sets is None:
+                raise OnenError("the student carries a good-feature model but no good images were given to fit it")
+            fitted = fit_good_features(student, *good_sets, cfg.batch_size, device)
+            if student is best:
+                runs.write_json(run_dir / runs.GOOD_FEATURES, fitted)
+    for student, name in ((model, runs.STUDENT), (best, runs.STUDENT_BEST)):
+        torch.save({"model": student.state_dict(), "model_config": student.cfg.to_dict()}, run_dir / name)
+    return best, chosen
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _save_best(path: Path, model, epoch: int, figures: dict) -> None:
+    """The best epoch's weights so far (no optimiser: nothing resumes from it) and the figure that made it best."""
+    from onen.train import history
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    state = {
+        "model": _without_good_features(model.state_dict()),
+        "epoch": epoch,
+        "figures": figures,
+        "rank": history.rank(figures),
+    }
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _chosen_epoch(best_path: Path, rows: list[dict], epochs: int, validated: bool) -> dict:
+    """Which epoch's student is the run's (1-based) and why: summary.json's `student_checkpoint`."""
+    from onen.train.history import SELECTED_BY, TIE_BREAK
+
+    if best_path.is_file():
+        state = torch.load(best_path, map_location="cpu", weights_only=False)
+        return {
+            "file": runs.STUDENT_BEST,
+            "epoch": int(state["epoch"]) + 1,
+            "epochs": epochs,
+            "selected_by": SELECTED_BY,
+            "tie_break": TIE_BREAK,
+            "value": state["figures"][SELECTED_BY],
+            "figures": state["figures"],
+        }
+    if not validated:
+        reason = "no validation images"
+    elif not rows:
+        reason = "no epoch of this run was validated (it was trained before per-epoch validation)"
+    else:
+        reason = "validation image AUROC undefined every epoch (validation needs good and defective images)"
+    log.warning("the run's student is the last epoch's: %s", reason)
+    return {"file": runs.STUDENT_BEST, "epoch": epochs, "epochs": epochs, "selected_by": None, "reason": reason}
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -552,15 +653,38 @@ def predict_dataset(model, dataset, batch_size: int, device: torch.device):
     }
 
 
-def validation_summary(outputs: dict | None, min_region_area: int = 16) -> dict:
-    """Validation figures and default thresholds (from good validation images) of one model."""
+def validation_summary(outputs: dict | None, min_region_area: int = 16, model: str = "student") -> dict:
+    """Validation figures and thresholds of one model: chosen on its good validation images (threshold_source
+    "validation"), or, when validation has no good image, the stated fallbacks (threshold_source "default") with a
+    WARNING and the reason. class_accuracy is None unless the model tells two or more defect classes apart."""
+    from onen.train import history
     from onen.train.export import default_thresholds
     from onen.train.metrics import class_accuracy
-    from onen.train.metrics_quick import image_auroc, pixel_auroc
 
-    if outputs is None:
-        return {"validation": {}, "thresholds": asdict(default_thresholds(np.array([]))[0]), "score_normalisation": {}}
-    good = outputs["label"] == 0
+    good = outputs["label"] == 0 if outputs is not None else np.zeros(0, bool)
+    if not good.any():
+        reason = (
+            "the validation split is empty"
+            if outputs is None
+            else f"the validation split has no good image ({len(good)} defective)"
+        )
+        thresholds, normalisation = default_thresholds(np.array([]), min_region_area=min_region_area)
+        log.warning(
+            "%s: %s, so no threshold could be chosen on validation; its thresholds are the stated fallbacks "
+            "(image %s, pixel %s, threshold_source 'default'): calibrate each camera before trusting its verdicts",
+            model,
+            reason,
+            thresholds.image,
+            thresholds.pixel,
+        )
+        return {
+            "validation": history.validation_figures(outputs),
+            "thresholds": asdict(thresholds),
+            "threshold_source": thresholds.source,
+            "threshold_fallback_reason": reason,
+            "score_normalisation": asdict(normalisation),
+        }
+    assert outputs is not None
     defect_with_mask = (outputs["label"] == 1) & outputs["has_mask"]
     defect_pixels = outputs["map"][defect_with_mask][:, 0][outputs["mask"][defect_with_mask] > 0.5]
     thresholds, normalisation = default_thresholds(
@@ -570,20 +694,27 @@ def validation_summary(outputs: dict | None, min_region_area: int = 16) -> dict:
         defect_pixels,
         min_region_area=min_region_area,
     )
-    masked = outputs["has_mask"].astype(bool)
-    validation = {
-        "images": int(len(good)),
-        "image_auroc": image_auroc(outputs["score"], outputs["label"]),
-        "pixel_auroc": pixel_auroc(outputs["map"][masked][:, 0], outputs["mask"][masked]) if masked.any() else None,
+    figures = history.validation_figures(outputs)
+    validation: dict[str, Any] = {
+        "images": figures["val_images"],
+        "image_auroc": figures["val_image_auroc"],
+        "pixel_auroc": figures["val_pixel_auroc"],
+        "class_accuracy": None,
+        "defect_class_accuracy": None,
     }
     known = outputs["class_index"] >= 0
-    if outputs["logits"].shape[1] > 1 and known.any():
+    if outputs["logits"].shape[1] > 2 and known.any():  # two or more defect classes: which one is a question
         validation["class_accuracy"] = float(
             (outputs["logits"][known].argmax(1) == outputs["class_index"][known]).mean()
         )
         # the test report's measure (train.metrics.class_accuracy): which defect, over defective images only
         validation["defect_class_accuracy"] = class_accuracy(outputs["class_index"], outputs["logits"])
-    return {"validation": validation, "thresholds": asdict(thresholds), "score_normalisation": asdict(normalisation)}
+    return {
+        "validation": validation,
+        "thresholds": asdict(thresholds),
+        "threshold_source": thresholds.source,
+        "score_normalisation": asdict(normalisation),
+    }
 
 
 # ------------------------------------------------------------------------------------------ entry
@@ -599,7 +730,7 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
     if run_dir.exists() and (run_dir / runs.CONFIG).is_file() and not resume:
         raise OnenError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
     if resume and (run_dir / runs.CONFIG).is_file():
-        saved = TrainConfig.from_dict(runs.read_config(run_dir))
+        saved = TrainConfig.from_dict(runs.read_config(run_dir), str(run_dir / runs.CONFIG))
         saved.epochs = cfg.epochs if cfg.epochs_given else saved.epochs
         saved.out = cfg.out
         cfg = saved
@@ -633,16 +764,28 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
     started = time.monotonic()
     seed_everything(cfg.seed + 1)
     good_sets = _good_sets(cfg, index, train_ds, val_ds) if cfg.uses_good_features() else None
-    student = train_student(cfg, train_ds, teacher, device, run_dir, resume, good_sets)
+    student, chosen = train_student(cfg, train_ds, teacher, device, run_dir, resume, good_sets, val_ds)
     timings["student"] = time.monotonic() - started
-    summary = {"student": validation_summary(predict_dataset(student, val_ds, cfg.batch_size, device))}
+    summary: dict[str, Any] = {
+        # the figures and thresholds of the student export and eval use (runs.STUDENT_BEST), and which epoch it is
+        "student": validation_summary(predict_dataset(student, val_ds, cfg.batch_size, device), model="student"),
+        "student_checkpoint": chosen,
+        "splits": splits.counts() | {"val_carved_from_train": splits.meta.get("val_carved_from_train")},
+    }
     if teacher is not None:
         from onen.train.models.efficientnet_lite import TeacherExport
 
         summary["teacher"] = validation_summary(
-            predict_dataset(TeacherExport(teacher).eval(), val_ds, cfg.batch_size, device)
+            predict_dataset(TeacherExport(teacher).eval(), val_ds, cfg.batch_size, device), model="teacher"
         )
     summary["timings_s"] = {**timings, "total": sum(timings.values())}
     runs.write_json(run_dir / runs.SUMMARY, summary)
-    log.info("run written to %s (validation %s)", run_dir, summary["student"]["validation"])
+    log.info(
+        "run written to %s (student of epoch %d/%d, validation %s, threshold_source %s)",
+        run_dir,
+        chosen["epoch"],
+        chosen["epochs"],
+        summary["student"]["validation"],
+        summary["student"]["threshold_source"],
+    )
     return run_dir

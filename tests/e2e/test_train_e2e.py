@@ -51,11 +51,17 @@ def test_train_eval_export(tiny_csv, tmp_path):
         "student.pt",
         "summary.json",
         "checkpoints/student_last.pt",
+        "student_best.pt",
+        "history.csv",
+        "history.png",
         "teacher/teacher.pt",
     ):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     assert {"student", "teacher", "timings_s"} <= set(summary)
+    config = json.loads((run / "config.json").read_text())
+    assert config["format"] == "onen-run/2" and config["size"] == "64"
+    assert config["geometry"] == {"height": 64, "width": 64, "resize": "stretch", "chosen_by": "given", "reason": {}}
 
     # resume asks for one more epoch: continues from the checkpoint, does not start over
     assert (
@@ -81,10 +87,13 @@ def test_train_eval_export(tiny_csv, tmp_path):
     )  # the run's eval went into the manifest
     assert bundle.manifest.training["supervision"] == "full" and bundle.manifest.training["split_counts"]["test"]
     assert 0 < bundle.manifest.thresholds.image < 1
+    assert bundle.manifest.resize == "stretch" and bundle.manifest.training["geometry"] == config["geometry"]
     backend = OnnxRuntimeBackend(bundle)
     outputs = backend.infer(np.zeros((3, 64, 64, 3), np.uint8))
     assert outputs.score.shape == (3,) and outputs.anomaly_map.shape == (3, 1, 64, 64)
     assert outputs.class_logits.shape == (3, len(bundle.manifest.class_names))
+    assert bundle.manifest.thresholds.source == "validation"  # chosen on the run's own validation split
+    assert bundle.manifest.training["student_checkpoint"]["file"] == "student_best.pt"
     import onnx
 
     graph = onnx.load(str(bundle_dir / "model.onnx")).graph

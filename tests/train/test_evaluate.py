@@ -81,7 +81,8 @@ def test_evaluate_known_answers_and_files(tmp_path):
     assert report["f1"] == 1.0 and report["accuracy"] == 1.0 and report["class_accuracy"] == 1.0
     assert report["confusion_matrix"]["matrix"] == [[6, 0, 0], [0, 6, 0], [0, 0, 6]]
     assert report["counts"] == {"images": 18, "good": 6, "defective": 12, "defects_with_mask": 12, "pixel_images": 18}
-    assert report["pixel_region"] == "aoi" and report["threshold_source"] == "best_f1"
+    assert report["pixel_region"] == "aoi" and report["threshold_source"] == "test_best_f1"
+    assert report["threshold_optimistic"] is True  # chosen on the evaluated images: said so
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["image_auroc"] == 1.0 and set(REQUIRED_KEYS) <= set(saved)
     for name in PLOTS:
@@ -99,12 +100,22 @@ def test_evaluate_given_threshold_blind_model_and_no_masks(tmp_path):
         return np.full(n, 0.3, np.float32), np.zeros((n, 1, 48, 48), np.float32), np.zeros((n, 1), np.float32)
 
     report = evaluate(
-        blind, unmasked, ["good", "small", "big"], 48, 48, tmp_path / "out", threshold=0.5, progress=False
+        blind,
+        unmasked,
+        ["good", "small", "big"],
+        48,
+        48,
+        tmp_path / "out",
+        threshold=0.5,
+        threshold_source="user",
+        progress=False,
     )
     assert report["image_auroc"] == 0.5 and report["pixel_auroc"] is None and report["aupro"] is None
-    assert report["threshold"] == 0.5 and report["threshold_source"] == "given"
+    assert report["threshold"] == 0.5 and report["threshold_source"] == "user" and not report["threshold_optimistic"]
     assert report["f1"] == 0.0 and report["accuracy"] == pytest.approx(6 / 18) and report["class_accuracy"] is None
     assert report["confusion_matrix"]["matrix"] == [[6, 0], [12, 0]]
+    with pytest.raises(EvaluationError, match="needs its source"):
+        evaluate(blind, unmasked, ["good", "small", "big"], 48, 48, tmp_path / "o", threshold=0.5, progress=False)
     with pytest.raises(EvaluationError, match="expected"):
         evaluate(
             lambda b: (np.zeros(2), np.zeros((2, 1, 48, 48)), np.zeros((2, 1))),

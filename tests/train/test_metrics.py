@@ -85,6 +85,7 @@ def test_class_accuracy_and_confusion():
     # defect images (only logits 1..2 compete): [3,1] -> 1 right; [1,3] -> 2 wrong; [2,1] -> 1 wrong
     assert metrics.class_accuracy(truths, logits) == pytest.approx(1 / 3)
     assert metrics.class_accuracy(truths, logits[:, :1]) is None
+    assert metrics.class_accuracy(np.array([0, 1, 1]), logits[:3, :2]) is None  # one defect class: nothing to tell
     predicted = metrics.predicted_classes(np.array([0.1, 0.9, 0.8, 0.2]), logits, threshold=0.5)
     assert predicted.tolist() == [0, 1, 2, 0]
     assert metrics.confusion_matrix(truths, predicted, 3, 3) == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]

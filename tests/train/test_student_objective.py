@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from onen.train.models.onen_vit import StudentOutput
@@ -100,13 +101,14 @@ def test_class_feature_term_pulls_the_class_input_towards_the_teachers_pooled_fe
     assert "class_feat" not in without  # a student built without the projection skips the term
 
 
-def test_a_run_saved_before_the_new_terms_resumes_with_its_own_objective():
-    """A resumed run keeps the objective it started with: terms added later are off for it, on for new runs."""
+def test_a_run_of_the_old_format_is_refused_and_a_new_one_round_trips():
+    """A run saved before the input geometry (square `size`, no format) is refused by name, not rebuilt by guesses;
+    a run of this format comes back with its own objective."""
+    from onen.train.runs import RunError
     from onen.train.trainer import TrainConfig
 
-    old = TrainConfig.from_dict({"data": "d", "out": "o", "weights": {"image": 1.0}})
-    assert (old.weights.kd_score, old.weights.class_feature, old.weights.aoi_peak, old.map_gate) == (0.0, 0.0, 0.0, 0.0)
-    assert old.class_pool == "cls"
+    with pytest.raises(RunError, match=r"runs/a/config.json: run format 'onen-run/1', this onen reads 'onen-run/2'"):
+        TrainConfig.from_dict({"data": "d", "out": "o", "size": 128, "weights": {"image": 1.0}}, "runs/a/config.json")
     new = TrainConfig(data="d", out="o")
     assert (new.weights.kd_score, new.weights.class_feature, new.weights.aoi_peak, new.map_gate) == (
         1.0,

@@ -1,5 +1,11 @@
 """`onen eval`: evaluate a trained run (torch) or an exported bundle (ONNX Runtime, no torch needed) and
-write report.json with ROC, score-histogram and worst-image overlay PNGs."""
+write report.json with ROC, score-histogram and worst-image overlay PNGs.
+
+The image threshold is the model's own (a run's validation threshold, a bundle's manifest), a camera's calibration,
+or the user's; `threshold_source` in the report says which. Choosing it on the evaluated images themselves is
+allowed only when asked for (`--test-best-f1`) and then reported as optimistic. A run's student is reported with
+its teacher's figures beside it (same images, same metrics) when the run has a teacher.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +40,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--aoi", type=Path, help="one AOI mask for --data (default: the run's AOI on its own data)")
     parser.add_argument("--split", choices=SPLIT_CHOICES, default="test", help="which split of the run (default test)")
     parser.add_argument("--model", choices=("student", "teacher"), default="student", help="with --run: which network")
-    parser.add_argument("--threshold", type=float, help="image threshold on the raw score (default: the model's own)")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--threshold",
+        type=float,
+        help="image threshold on the raw score (default: the model's own, chosen on the run's validation split)",
+    )
+    choice.add_argument("--calibration", type=Path, help="with --bundle: use this camera calibration's image threshold")
+    choice.add_argument(
+        "--test-best-f1",
+        action="store_true",
+        help="use the threshold with the best F1 on the evaluated images themselves (optimistic: it has seen the "
+        "answers; reported as threshold_source test_best_f1)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--worst", type=int, default=6, help="worst-scored images to draw per group (default 6)")
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval, or required)")
@@ -64,32 +82,58 @@ def _samples_and_aoi(args, run_info):
 
 def run(args: argparse.Namespace) -> int:
     from onen.edge.errors import OnenError
+    from onen.train import runs
+    from onen.train.evaluate import REPORT
 
     if args.run is None and args.bundle is None:
         raise OnenError("give --run RUN_DIR and/or --bundle BUNDLE")
     if args.batch_size < 1:
         raise OnenError("--batch-size must be >= 1")
+    if args.calibration is not None and args.bundle is None:
+        raise OnenError("--calibration needs --bundle (a calibration is made for one bundle's model)")
     out = args.out or (args.run / ("eval" if args.bundle is None else "eval-bundle") if args.run else None)
     if out is None:
         raise OnenError("--out DIR is required with --bundle alone")
 
-    run_info = None
-    if args.run is not None:
-        from onen.train.runs import load_run
-
-        run_info = load_run(args.run, with_data=args.data is None)
+    run_info = runs.load_run(args.run, with_data=args.data is None) if args.run is not None else None
     samples, aoi, source = _samples_and_aoi(args, run_info)
-
     if args.bundle is not None:
-        predict, meta = _bundle_predictor(args.bundle, args.backend)
+        predict, meta = _bundle_predictor(args.bundle, args.backend, args.calibration)
     else:
         predict, meta = _run_predictor(args.run, run_info, args.model)
-    threshold = args.threshold if args.threshold is not None else meta.pop("threshold")
-    meta.pop("threshold", None)
+    groups = _benchmark_groups(Path(source["data"]))
+    extra: dict = {}
+    with_teacher = args.bundle is None and args.model == "student"
+    if with_teacher and (args.run / runs.TEACHER_DIR / runs.TEACHER_FINAL).is_file():
+        teacher_predict, teacher_meta = _run_predictor(args.run, run_info, "teacher")
+        teacher = _evaluate(args, teacher_predict, teacher_meta, samples, aoi, out / "teacher", source, groups, True)
+        extra["teacher"] = {k: teacher.get(k) for k in (*SHOWN, *TEACHER_EXTRA)} | {
+            "report": str(out / "teacher" / REPORT)
+        }
+    report = _evaluate(args, predict, meta, samples, aoi, out, source, groups, False, extra)
+    print(json.dumps({k: report[k] for k in SHOWN}, indent=2))
+    if "teacher" in report:
+        print("teacher on the same images: " + json.dumps({k: report["teacher"][k] for k in SHOWN}))
+    print(f"wrote {Path(out) / REPORT} and plots in {out}")
+    return 0
 
+
+SHOWN = ("image_auroc", "pixel_auroc", "aupro", "f1", "accuracy", "class_accuracy", "threshold", "threshold_source")
+TEACHER_EXTRA = ("recall", "false_reject_rate", "threshold_optimistic", "f1_best", "counts")
+
+
+def _evaluate(args, predict, meta, samples, aoi, out, source, groups, beside: bool, extra=None) -> dict:
+    """One model's report: its own threshold unless the user chose one (a --threshold is on the student's score,
+    so the teacher beside it keeps its own)."""
     from onen.train.evaluate import evaluate
 
-    report = evaluate(
+    meta = dict(meta)
+    threshold, threshold_source = meta.pop("threshold"), meta.pop("threshold_source")
+    if args.test_best_f1:
+        threshold = threshold_source = None
+    elif args.threshold is not None and not beside:
+        threshold, threshold_source = args.threshold, "user"
+    return evaluate(
         predict,
         samples,
         meta.pop("class_names"),
@@ -99,14 +143,12 @@ def run(args: argparse.Namespace) -> int:
         aoi=aoi,
         batch_size=args.batch_size,
         threshold=threshold,
+        threshold_source=threshold_source,
         worst=args.worst,
-        extra={"evaluated": {**source, **meta}},
-        groups=_benchmark_groups(Path(source["data"])),
+        progress=not beside,
+        extra={"evaluated": {**source, **meta}, **(extra or {})},
+        groups=groups,
     )
-    keys = ("image_auroc", "pixel_auroc", "aupro", "f1", "accuracy", "class_accuracy", "threshold")
-    print(json.dumps({k: report[k] for k in keys}, indent=2))
-    print(f"wrote {Path(out) / 'report.json'} and plots in {out}")
-    return 0
 
 
 def _benchmark_groups(data: Path) -> dict[str, str] | None:
@@ -130,25 +172,31 @@ def _run_predictor(run_dir: Path, run_info, which: str):
         model = TeacherExport(runs.load_teacher(run_dir)).eval()
     else:
         model = runs.load_student(run_dir)
-    own = run_info.summary.get(which, {})
-    threshold = own.get("thresholds", {}).get("image")
+    thresholds = run_info.thresholds(which)
     meta = {
         "class_names": run_info.class_names,
         "height": run_info.input_height,
         "width": run_info.input_width,
-        "threshold": threshold,
+        "threshold": thresholds["image"],
+        "threshold_source": thresholds["source"],
         "model": which,
         "run": str(run_dir),
         "backend": "torch",
     }
+    if which == "student":
+        meta["checkpoint"] = run_info.summary.get("student_checkpoint")
     return (lambda batch: torch_outputs(model, batch)), meta
 
 
-def _bundle_predictor(bundle_path: Path, backend_kind: str):
+def _bundle_predictor(bundle_path: Path, backend_kind: str, calibration: Path | None = None):
     from onen.edge.backends.factory import create_backend
     from onen.edge.bundle import load_bundle
+    from onen.edge.calibration_file import load_calibration
 
     bundle = load_bundle(bundle_path)
+    threshold, threshold_source = bundle.manifest.thresholds.image, bundle.manifest.thresholds.source
+    if calibration is not None:  # refused when it was made for another model
+        threshold, threshold_source = load_calibration(calibration, bundle).image_threshold, "calibration"
     backend = create_backend(bundle, backend_kind)
 
     def predict(batch):
@@ -160,10 +208,13 @@ def _bundle_predictor(bundle_path: Path, backend_kind: str):
         "class_names": list(manifest.class_names),
         "height": manifest.input_height,
         "width": manifest.input_width,
-        "threshold": manifest.thresholds.image,
+        "threshold": threshold,
+        "threshold_source": threshold_source,
         "model": f"{manifest.name} {manifest.version} ({manifest.family})",
         "bundle": str(bundle_path),
         "backend": backend.name,
         "precision": backend.describe().get("precision", "fp32"),
     }
+    if calibration is not None:
+        meta["calibration"] = str(calibration)
     return predict, meta

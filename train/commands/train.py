@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from onen.train.geometry import DEFAULT_SIZE
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -31,7 +33,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=10,
         help="teacher: stem + this many leading Lite0 blocks stay frozen (0: fine-tune all; default 10)",
     )
-    parser.add_argument("--size", type=int, default=128, help="square model input in px (default 128)")
+    parser.add_argument(
+        "--size",
+        default=DEFAULT_SIZE,
+        help="model input: 'auto' (aspect ratio and resolution from the training images and their masks; default), "
+        "a square size (128) or HEIGHTxWIDTH (512x192), multiples of --patch",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3, help="student learning rate (AdamW, one-cycle)")
     parser.add_argument("--aoi", type=Path, help="one AOI mask for the whole data set")

@@ -2,12 +2,15 @@
 
 Each class is split on its own (so a rare class like the 32 'fray' tiles still lands in test), from a
 seed and the sorted file list, so the same data and seed give the same split on any machine. A split
-fixed by the source (CSV `split` column, MVTec folders) always wins over the random one.
+fixed by the source (CSV `split` column, MVTec folders) always wins over the random one; when that source has no
+validation rows, a stratified validation split is carved from its training rows (thresholds and the best
+checkpoint are chosen on validation, never on test), and `meta["val_carved_from_train"]` says how many per class.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import numpy as np
 from onen.edge.errors import DataError
 from onen.train.data.sample import SPLITS, DataIndex, Sample
 
+log = logging.getLogger(__name__)
 FORMAT = "onen-splits/1"
 
 
@@ -119,7 +123,8 @@ def stratified_split(
     seed: int = 0,
     keep_source_split: bool = True,
 ) -> Splits:
-    """Split per class; samples whose source fixes a split keep it (unless keep_source_split=False)."""
+    """Split per class; samples whose source fixes a split keep it (unless keep_source_split=False). A source split
+    without validation rows gets `val_fraction` of its training rows per class as validation."""
     if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
         raise ValueError(f"fractions must be in [0, 1) and sum below 1, got test={test_fraction} val={val_fraction}")
     parts: dict[str, list[Sample]] = {name: [] for name in SPLITS}
@@ -129,6 +134,22 @@ def stratified_split(
             parts[sample.split].append(sample)
         else:
             free.setdefault(sample.class_name, []).append(sample)
+    fixed = sum(len(members) for members in parts.values())
+    carved: dict[str, int] = {}
+    if fixed and not parts["val"] and val_fraction > 0:
+        parts["train"], carved_val = _carve_validation(parts["train"], val_fraction, seed)
+        parts["val"] += carved_val
+        carved = {name: len(members) for name, members in _by_class(carved_val).items()}
+        log.info(
+            "%s: the source fixes no validation rows; carved %d of its %d training images as validation "
+            "(%s of each class, seed %d): %s",
+            index.source,
+            len(carved_val),
+            len(parts["train"]) + len(carved_val),
+            val_fraction,
+            seed,
+            carved,
+        )
     rng = np.random.default_rng(seed)
     for class_name in sorted(free):
         members = sorted(free[class_name], key=lambda s: str(s.image))
@@ -137,10 +158,34 @@ def stratified_split(
         parts["test"] += [members[i] for i in order[:n_test]]
         parts["val"] += [members[i] for i in order[n_test : n_test + n_val]]
         parts["train"] += [members[i] for i in order[n_test + n_val :]]
-    meta = {
+    meta: dict = {
         "seed": seed,
         "test_fraction": test_fraction,
         "val_fraction": val_fraction,
-        "fixed_by_source": sum(1 for s in index.samples if keep_source_split and s.split is not None),
+        "fixed_by_source": fixed,
     }
+    if carved:
+        meta["val_carved_from_train"] = carved
     return Splits(parts["train"], parts["val"], parts["test"], meta)
+
+
+def _by_class(samples: list[Sample]) -> dict[str, list[Sample]]:
+    groups: dict[str, list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault(sample.class_name, []).append(sample)
+    return dict(sorted(groups.items()))
+
+
+def _carve_validation(train: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(train kept, validation) from fixed training rows: per class, `val_fraction` of them (at least one when the
+    class has two or more), from a stream of its own so the free samples' split stays what it was."""
+    rng = np.random.default_rng([seed, 1])
+    kept: list[Sample] = []
+    val: list[Sample] = []
+    for members in _by_class(train).values():
+        members = sorted(members, key=lambda s: str(s.image))
+        order = rng.permutation(len(members))
+        _, n_val = _class_counts(len(members), 0.0, val_fraction)
+        val += [members[i] for i in order[:n_val]]
+        kept += [members[i] for i in order[n_val:]]
+    return kept, val
