@@ -11,18 +11,23 @@ so the dynamo exporter gives a plain graph with a dynamic batch only.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from onen.edge.errors import OnenError
 
-TILES_OFF = "off"
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+TILES_OFF = "off"  # TrainConfig.tiles and `onen train --tiles` default
+DEFAULT_OVERLAP = 0  # TrainConfig.tile_overlap and `onen train --tile-overlap` default (px)
 TILES_AUTO = "auto"
+MAX_AUTO_TILES = 16  # `--tiles auto` never asks for more than this many model inputs' worth of pixels per frame
 _GRID = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
 
@@ -148,11 +153,14 @@ def parse_tiles(text: str | None) -> tuple[int, int] | str | None:
     return rows, cols
 
 
-def auto_grid(height: int, width: int, max_tile_pixels: int, multiple: int = 16, overlap: int = 0) -> TileGrid | None:
+def auto_grid(
+    height: int, width: int, max_tile_pixels: int, multiple: int = 16, overlap: int = 0, exact: bool = False
+) -> TileGrid | None:
     """`--tiles auto`: None when a height x width input fits `max_tile_pixels` (the compute budget of one model
     input), else the grid with the fewest tiles whose tiles (multiples of `multiple` px, at most the budget each)
     cover at least that frame; among grids of as many tiles the squarest tiles win. The frame is then the grid's
-    (a little larger than asked when the sizes do not divide)."""
+    (a little larger than asked when the sizes do not divide), or, with `exact`, only grids that cover exactly that
+    frame are taken (a size the user gave stays as given)."""
     if height * width <= max_tile_pixels:
         return None
     up = lambda value: -(-value // multiple) * multiple  # noqa: E731
@@ -166,15 +174,84 @@ def auto_grid(height: int, width: int, max_tile_pixels: int, multiple: int = 16,
             if tile_h * tile_w > max_tile_pixels or overlap >= min(tile_h, tile_w):
                 continue
             grid = TileGrid(rows, cols, tile_h, tile_w, overlap if rows > 1 else 0, overlap if cols > 1 else 0)
-            candidate = (rows * cols, abs(np.log(tile_h / tile_w)), grid)
+            if exact and (grid.frame_height, grid.frame_width) != (height, width):
+                continue
+            candidate = (rows * cols, abs(float(np.log(tile_h / tile_w))), grid)
             if best is None or candidate[:2] < best[:2]:
                 best = candidate
     if best is None:
+        overlapping = f", overlapping by {overlap} px" if overlap else ""
+        how = " exactly; give --tiles RxC or another --size" if exact else ""
         raise OnenError(
-            f"no tile grid of tiles within {max_tile_pixels} px (multiples of {multiple} px) covers a {height}x{width} "
-            "frame"
+            f"--tiles auto: no grid of tiles within {max_tile_pixels} px each (sides multiples of {multiple} px"
+            f"{overlapping}) covers the {height}x{width} input{how}"
         )
     return best[2]
+
+
+def check_tiles(request: str, supervision: str, overlap: int) -> None:
+    """Refuse a `--tiles` / `--tile-overlap` pair that cannot train, before any data is read."""
+    parsed = parse_tiles(request)
+    if overlap < 0:
+        raise OnenError(f"--tile-overlap must be >= 0 px, got {overlap}")
+    if parsed not in (None, TILES_AUTO) and supervision == "weak":
+        raise OnenError(
+            f"--tiles {request} needs pixel masks: a weak (image) label cannot say which tile holds the defect; "
+            "use --supervision full or none with tiles, or leave --tiles off"
+        )
+
+
+def resolve_tiles(
+    request: str, geometry: dict[str, Any], supervision: str, patch: int, overlap: int = 0
+) -> tuple[TileGrid | None, dict[str, Any]]:
+    """The run's tile grid from `--tiles` and its resolved geometry (train.geometry), and the geometry to train at
+    (the whole frame: `auto` may enlarge it to the resolution the part needs, which is why it tiles).
+
+    `auto` tiles when the input the part needs is larger than the geometry's PIXEL_BUDGET: with `--size auto`, the
+    resolution its defects (or, without masks, the native size) ask for, when the budget capped it; with a given size,
+    that size. Weak supervision never tiles (a tile's label needs pixel masks, train.data.tiles)."""
+    from onen.train.geometry import PIXEL_BUDGET
+
+    check_tiles(request, supervision, overlap)
+    parsed = parse_tiles(request)
+    if parsed is None:
+        return None, geometry
+    height, width = int(geometry["height"]), int(geometry["width"])
+    if isinstance(parsed, tuple):
+        rows, cols = parsed
+        grid = TileGrid.for_frame(height, width, rows, cols, overlap)
+        if grid.tile_height % patch or grid.tile_width % patch:
+            raise OnenError(
+                f"--tiles {request} cuts the {height}x{width} input into {grid.tile_height}x{grid.tile_width} px "
+                f"tiles, which must be multiples of the patch size {patch}; choose --size or --tiles so they are"
+            )
+        return grid, geometry
+    if supervision == "weak":
+        log.info("--tiles auto: no tiles under --supervision weak (a tile's label needs pixel masks)")
+        return None, geometry
+    reason = dict(geometry.get("reason") or {})
+    exact = geometry.get("chosen_by") != "auto"
+    if not exact:
+        if reason.get("decided_by") != "budget":
+            return None, geometry  # the part's resolution fits one input
+        native_h = float(reason["median_native_hw"][0])
+        aspect = float(reason["aspect_ratio"])
+        wanted = min(native_h, float(reason.get("height_for_defects") or native_h))
+        wanted = min(wanted, (MAX_AUTO_TILES * PIXEL_BUDGET / aspect) ** 0.5)  # at most MAX_AUTO_TILES inputs' worth
+        height = max(patch, int(round(wanted / patch)) * patch)
+        width = max(patch, int(round(wanted * aspect / patch)) * patch)
+    chosen = auto_grid(height, width, PIXEL_BUDGET, patch, overlap, exact=exact)
+    if chosen is None:
+        return None, geometry
+    grid = chosen
+    reason["tiles"] = (
+        f"--tiles auto: {grid.describe()} (each tile within the budget of {PIXEL_BUDGET} input pixels, at most "
+        f"{MAX_AUTO_TILES} tiles' worth)"
+    )
+    if not exact:
+        reason["summary"] = f"{reason.get('summary', '')}; then tiled: {reason['tiles']}"
+    log.info("%s", reason["tiles"])
+    return grid, {**geometry, "height": grid.frame_height, "width": grid.frame_width, "reason": reason}
 
 
 # ------------------------------------------------------------------------------------------ numpy (data sets)
@@ -198,6 +275,8 @@ def tile_of(frame: np.ndarray, grid: TileGrid, index: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ torch (graph)
 def cut_batch(images: torch.Tensor, grid: TileGrid) -> torch.Tensor:
     """torch [N, H, W, C] -> [N * count, h, w, C], each frame's tiles consecutive in tile order."""
+    import torch
+
     h, w, channels = grid.tile_height, grid.tile_width, images.shape[-1]
     if not grid.overlaps:
         split = images.reshape(-1, grid.rows, h, grid.cols, w, channels)
@@ -209,6 +288,9 @@ def cut_batch(images: torch.Tensor, grid: TileGrid) -> torch.Tensor:
 def stitch_maps(maps: torch.Tensor, grid: TileGrid, coverage: torch.Tensor | None = None) -> torch.Tensor:
     """torch [N * count, 1, h, w] tile maps -> [N, 1, H, W]; where tiles overlap, the mean of those covering a
     pixel. `coverage` (grid.coverage() as a [1, 1, H, W] tensor) can be passed once instead of built per call."""
+    import torch
+    import torch.nn.functional as F
+
     h, w, height, width = grid.tile_height, grid.tile_width, grid.frame_height, grid.frame_width
     tiles = maps.reshape(-1, grid.rows, grid.cols, 1, h, w)
     if not grid.overlaps:

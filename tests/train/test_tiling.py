@@ -5,22 +5,37 @@ tile by its part of the mask and refuses weak labels."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
+from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from onen.edge.bundle import load_bundle
+from onen.edge.cli import main as onen
 from onen.edge.errors import OnenError
+from onen.edge.images import read_image_rgb
 from onen.train.data.loading import load_resized
 from onen.train.data.readers import load_index
 from onen.train.data.tiles import TiledDataset
 from onen.train.export import ExportInfo, export_model
+from onen.train.geometry import PIXEL_BUDGET
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.models.tiled import TiledModel
-from onen.train.tiling import TileGrid, auto_grid, cut_batch, cut_frame, parse_tiles, stitch_maps
+from onen.train.tiling import (
+    MAX_AUTO_TILES,
+    TileGrid,
+    auto_grid,
+    cut_batch,
+    cut_frame,
+    parse_tiles,
+    resolve_tiles,
+    stitch_maps,
+)
 from onen.train.tiny_data import write_tiny_dataset
+from onen.train.trainer import TrainConfig
 
 
 # ------------------------------------------------------------------------------------------ the grid
@@ -246,3 +261,105 @@ def test_auto_grid_takes_the_fewest_tiles_within_the_budget():
     assert overlapping is not None and overlapping.overlap_x == 16
     assert overlapping.tile_height * overlapping.tile_width <= 256 * 256
     assert overlapping.frame_height >= 512 and overlapping.frame_width >= 1280
+
+
+# ------------------------------------------------------------------------------------------ --tiles in a run
+def test_resolve_tiles_given_auto_and_refusals():
+    given = {"height": 512, "width": 1280, "resize": "stretch", "chosen_by": "given", "reason": {}}
+    grid, geometry = resolve_tiles("2x5", given, "full", 16)
+    assert grid == TileGrid(2, 5, 256, 256) and geometry == given
+    grid, geometry = resolve_tiles("auto", given, "none", 16)  # a given size above the budget: tiled as given
+    assert grid is not None and (grid.frame_height, grid.frame_width) == (512, 1280) and geometry["width"] == 1280
+    assert grid.tile_height * grid.tile_width <= PIXEL_BUDGET
+    assert resolve_tiles("auto", {**given, "height": 128, "width": 256}, "full", 16)[0] is None  # fits: no tiles
+    assert resolve_tiles("auto", given, "weak", 16)[0] is None  # weak labels never tile
+    assert resolve_tiles("off", given, "full", 16) == (None, given)
+    with pytest.raises(OnenError, match="needs pixel masks"):
+        resolve_tiles("2x5", given, "weak", 16)
+    with pytest.raises(OnenError, match="multiples of the patch size 16"):
+        resolve_tiles("2x5", {**given, "height": 496}, "full", 16)  # 248 px high tiles
+
+    # --size auto capped by the budget: the frame grows to what the defects want, in tiles within the budget
+    capped = {
+        "height": 160,
+        "width": 400,
+        "resize": "stretch",
+        "chosen_by": "auto",
+        "reason": {
+            "summary": "aspect 2.50; height set by the compute budget",
+            "decided_by": "budget",
+            "aspect_ratio": 2.5,
+            "median_native_hw": [500.0, 1250.0],
+            "height_for_defects": 480.0,
+        },
+    }
+    grid, geometry = resolve_tiles("auto", capped, "full", 16)
+    assert grid is not None and grid.tile_height * grid.tile_width <= PIXEL_BUDGET
+    assert (geometry["height"], geometry["width"]) == (grid.frame_height, grid.frame_width)
+    assert grid.frame_height >= 480 and grid.frame_width >= 1200
+    assert "tiles" in geometry["reason"] and "then tiled" in geometry["reason"]["summary"]
+    huge = {**capped, "reason": {**capped["reason"], "median_native_hw": [5000.0, 12500.0], "height_for_defects": 5000}}
+    grid, _ = resolve_tiles("auto", huge, "full", 16)
+    assert grid is not None and grid.frame_height * grid.frame_width <= 1.3 * MAX_AUTO_TILES * PIXEL_BUDGET
+    decided_by_native = {**capped, "reason": {**capped["reason"], "decided_by": "native"}}
+    assert resolve_tiles("auto", decided_by_native, "full", 16) == (None, decided_by_native)
+
+
+def test_train_config_refuses_tiles_it_cannot_train_before_reading_data():
+    for tiles, overlap, supervision, said in (
+        ("2x5", 0, "weak", "needs pixel masks"),
+        ("2by5", 0, "full", "ROWSxCOLS"),
+        ("2x5", -4, "full", "--tile-overlap must be >= 0"),
+    ):
+        cfg = TrainConfig(data="nowhere", out="o", supervision=supervision, tiles=tiles, tile_overlap=overlap)
+        with pytest.raises(OnenError, match=said):
+            cfg.check()
+
+
+@pytest.mark.slow  # trains a teacher and a student, evaluates and exports: ~1 min here
+def test_tiled_run_trains_evaluates_and_exports_a_whole_frame_bundle(tmp_path):
+    data = write_tiny_dataset(tmp_path / "data", seed=3, count=48, size=64)
+    run, bundle_dir = tmp_path / "run", tmp_path / "bundle"
+    tiny = [
+        "--patch",
+        "8",
+        "--dim",
+        "32",
+        "--depth",
+        "2",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--teacher-epochs",
+        "1",
+    ]
+    args = ["train", "--data", str(data), "--supervision", "full", "--out", str(run), "--size", "64x128"]
+    assert onen([*args, "--tiles", "1x2", *tiny]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert TileGrid.from_dict(config["tile_grid"]) == TileGrid(1, 2, 64, 64)
+    assert (config["geometry"]["height"], config["geometry"]["width"]) == (64, 128)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["tiles"]["tiles"] == 2 * sum(summary["splits"]["train"].values())
+    assert 0 < summary["tiles"]["defect_tiles"] < summary["tiles"]["tiles"]
+    assert (run / "teacher" / "teacher.pt").is_file()
+    student_state = torch.load(run / "student_best.pt", weights_only=False)
+    assert (student_state["model_config"]["input_height"], student_state["model_config"]["input_width"]) == (64, 64)
+
+    assert onen(["eval", "--run", str(run), "--out", str(run / "eval")]) == 0
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["image_auroc"] is not None and report["pixel_auroc"] is not None
+
+    assert onen(["export", "--run", str(run), "--out", str(bundle_dir)]) == 0
+    bundle = load_bundle(bundle_dir)
+    manifest = bundle.manifest
+    assert (manifest.input_height, manifest.input_width) == (64, 128)  # the whole frame, not a tile
+    assert TileGrid.from_dict(manifest.tiles) == TileGrid(1, 2, 64, 64)
+    parity = manifest.metrics["export_parity"]
+    assert parity["score_max_abs_diff"] < 1e-4 and parity["map_max_abs_diff"] < 1e-4
+    backend = OnnxRuntimeBackend(bundle)  # the station's backend, which knows nothing of tiles
+    images = np.stack([read_image_rgb(bundle_dir / ref.file) for ref in manifest.reference])
+    out = backend.infer(images)
+    assert out.anomaly_map.shape == (len(images), 1, 64, 128)
+    for got, ref in zip(out.score, manifest.reference, strict=True):
+        assert abs(float(got) - ref.score) < 1e-4
