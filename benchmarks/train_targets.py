@@ -119,6 +119,7 @@ def evaluate_run(
         from onen.train.models.efficientnet_lite import TeacherExport
 
         network = TeacherExport(runs.load_teacher(run)).eval()
+    network = info.whole_frame(network)
     with torch.no_grad():
         return evaluate(
             lambda batch: torch_outputs(network, batch),

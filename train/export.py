@@ -339,10 +339,12 @@ def export_run(
     if teacher:
         from onen.train.models.efficientnet_lite import TeacherExport
 
-        model = TeacherExport(runs.load_teacher(run_dir))
+        teacher_model = TeacherExport(runs.load_teacher(run_dir))
         export = info.export_info(name=(name or info.run_dir.name) + "-teacher", version=version, family="teacher-cnn")
-        export.normalisation = model.teacher.input.normalisation.as_manifest()
+        export.normalisation = teacher_model.teacher.input.normalisation.as_manifest()
+        model: nn.Module = teacher_model
     else:
         model = runs.load_student(run_dir)
         export = info.export_info(name=name, version=version)
+    model = info.whole_frame(model)  # a run trained on tiles: the graph takes the whole input and tiles it
     return export_model(model, export, out_dir, reference_images_from_run(info, reference_count), force=force)

@@ -54,6 +54,13 @@ class RunInfo:
     splits: Any = None  # train.data.splits.Splits (loaded lazily by load_run)
     index: Any = None  # train.data.sample.DataIndex
 
+    def whole_frame(self, model):
+        """`model` (the run's student or teacher) as it runs on the whole input: tiled when the run trained on tiles
+        (config `tile_grid`, train.models.tiled)."""
+        from onen.train.models.tiled import whole_frame
+
+        return whole_frame(model, self.config.get("tile_grid"))
+
     def samples(self, split: str) -> list:
         if self.splits is None:
             raise RunError(f"{self.run_dir}: run has no splits loaded")

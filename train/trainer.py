@@ -28,7 +28,9 @@ from onen.edge.errors import OnenError
 from onen.train import runs
 from onen.train.geometry import DEFAULT_SIZE, Geometry, parse_size, resolve_geometry
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
+from onen.train.models.tiled import whole_frame
 from onen.train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
+from onen.train.tiling import DEFAULT_OVERLAP, TILES_OFF, TileGrid, check_tiles, resolve_tiles
 
 if TYPE_CHECKING:
     from onen.train.data.dataset import InspectionDataset
@@ -82,6 +84,11 @@ class TrainConfig:
     class_names: list[str] = field(default_factory=list)
     epochs_given: bool = True  # False: --resume keeps the run's saved epoch count
     geometry: dict = field(default_factory=dict)  # train.geometry.Geometry, resolved from `size` before training
+    tiles: str = TILES_OFF  # --tiles: "off", "auto" or "RxC" (train.tiling): the networks see tiles of the input
+    tile_overlap: int = (
+        DEFAULT_OVERLAP  # --tile-overlap: px shared by neighbouring tiles (the stitched map averages them there)
+    )
+    tile_grid: dict | None = None  # train.tiling.TileGrid, resolved with the geometry (None: no tiling)
 
     @property
     def input_height(self) -> int:
@@ -91,10 +98,25 @@ class TrainConfig:
     def input_width(self) -> int:
         return int(self.geometry["width"])
 
+    def grid(self) -> TileGrid | None:
+        return TileGrid.from_dict(self.tile_grid) if self.tile_grid else None
+
+    @property
+    def model_height(self) -> int:
+        """The networks' own input: a tile's with tiling, else the whole input's."""
+        grid = self.grid()
+        return grid.tile_height if grid else self.input_height
+
+    @property
+    def model_width(self) -> int:
+        grid = self.grid()
+        return grid.tile_width if grid else self.input_width
+
     def check(self) -> None:
         if self.supervision not in SUPERVISION:
             raise OnenError(f"--supervision must be one of {', '.join(SUPERVISION)}, got '{self.supervision}'")
         parse_size(self.size, self.patch)
+        check_tiles(self.tiles, self.supervision, self.tile_overlap)
         if self.epochs < 1:
             raise OnenError(f"--epochs must be >= 1, got {self.epochs}")
         if self.good_features not in GOOD_FEATURES:
@@ -183,7 +205,11 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool):
         # only full supervision may measure defects on masks: weak and none train without them
         measured = [s if cfg.supervision == "full" else dataclasses.replace(s, mask=None) for s in splits.train]
         cfg.geometry = resolve_geometry(cfg.size, measured, cfg.patch).to_dict()
+        grid, cfg.geometry = resolve_tiles(cfg.tiles, cfg.geometry, cfg.supervision, cfg.patch, cfg.tile_overlap)
+        cfg.tile_grid = dataclasses.asdict(grid) if grid is not None else None
     log.info("%s", Geometry(**cfg.geometry).describe())
+    if cfg.tile_grid:
+        log.info("trained on tiles: %s", TileGrid.from_dict(cfg.tile_grid).describe())
     runs.write_json(run_dir / runs.CONFIG, cfg.to_dict())
     return index, splits
 
@@ -204,20 +230,25 @@ def _datasets(cfg: TrainConfig, index, splits):
         train_samples = [dataclasses.replace(s, mask=None) for s in train_samples]
     aoi = Path(cfg.aoi) if cfg.aoi else index.aoi
     outside = cfg.outside_marks if cfg.aoi_guidance else 0.0
-    train_ds = InspectionDataset(
-        train_samples,
-        index.class_names,
-        cfg.input_height,
-        cfg.input_width,
-        aoi=aoi,
-        synthetic=synthetic,
-        synthetic_probability=cfg.synthetic_probability,
-        augment=False,
-        seed=cfg.seed,
-        cache=True,
-        outside_marks=SyntheticDefects(seed=cfg.seed + 3) if outside > 0 else None,
-        outside_probability=outside,
-    )
+    options: dict[str, Any] = {
+        "aoi": aoi,
+        "synthetic": synthetic,
+        "synthetic_probability": cfg.synthetic_probability,
+        "augment": False,
+        "seed": cfg.seed,
+        "cache": True,
+        "outside_marks": SyntheticDefects(seed=cfg.seed + 3) if outside > 0 else None,
+        "outside_probability": outside,
+    }
+    grid = cfg.grid()
+    if grid is not None:  # the networks train on tiles; validation (val_ds) stays on whole images, tiled by the model
+        from onen.train.data.tiles import TiledDataset
+
+        tiled = TiledDataset(train_samples, index.class_names, grid, **options)
+        log.info("training on %s: %s", grid.describe(), tiled.counts())
+        train_ds: InspectionDataset = tiled
+    else:
+        train_ds = InspectionDataset(train_samples, index.class_names, cfg.input_height, cfg.input_width, **options)
     val_ds = InspectionDataset(
         list(splits.val), index.class_names, cfg.input_height, cfg.input_width, aoi=aoi, seed=cfg.seed, cache=True
     )
@@ -229,14 +260,16 @@ def _good_sets(cfg: TrainConfig, index, train_ds, val_ds):
     good-feature model is fitted and normalised on."""
     from onen.train.data.dataset import InspectionDataset
 
+    grid = cfg.grid()
+
     def good_only(samples):
+        good = [s for s in samples if s.label == 0]
+        if grid is not None:  # the good-feature model sits in the student: fitted on what it sees, tiles
+            from onen.train.data.tiles import TiledDataset
+
+            return TiledDataset(good, index.class_names, grid, aoi=train_ds.aoi_path, seed=cfg.seed)
         return InspectionDataset(
-            [s for s in samples if s.label == 0],
-            index.class_names,
-            cfg.input_height,
-            cfg.input_width,
-            aoi=train_ds.aoi_path,
-            seed=cfg.seed,
+            good, index.class_names, cfg.input_height, cfg.input_width, aoi=train_ds.aoi_path, seed=cfg.seed
         )
 
     return good_only(train_ds.samples), good_only(val_ds.samples)
@@ -262,8 +295,8 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
     options: dict[str, Any] = {
         "epochs": cfg.teacher_epochs,
         "loss": cfg.teacher_loss,
-        "input_height": cfg.input_height,
-        "input_width": cfg.input_width,
+        "input_height": cfg.model_height,
+        "input_width": cfg.model_width,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "freeze_blocks": cfg.teacher_freeze_blocks,
@@ -274,8 +307,13 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
         train_ds.outside_probability,
         0.0,
     )  # outside marks guide the student
+    # with tiles the teacher trains on tiles; its per-epoch figures (a log only) would need whole images tiled, so
+    # it is validated once, as a tiled model, after training (the run's summary)
+    teacher_val = None if cfg.tile_grid else val_ds
     try:
-        teacher = fit_teacher(train_ds, val_ds, len(cfg.class_names), teacher_cfg, device, run_dir / runs.TEACHER_DIR)
+        teacher = fit_teacher(
+            train_ds, teacher_val, len(cfg.class_names), teacher_cfg, device, run_dir / runs.TEACHER_DIR
+        )
     finally:
         train_ds.augment = False
         train_ds.outside_probability = outside_probability
@@ -368,8 +406,8 @@ def build_run_student(cfg: TrainConfig, teacher_dim: int) -> OneNStudent:
     return OneNStudent(
         OneNConfig(
             num_classes=len(cfg.class_names),
-            input_height=cfg.input_height,
-            input_width=cfg.input_width,
+            input_height=cfg.model_height,
+            input_width=cfg.model_width,
             patch=cfg.patch,
             dim=cfg.dim,
             depth=cfg.depth,
@@ -531,7 +569,9 @@ def train_student(
         figures = history.validation_figures(None)
         if validate:
             with history.training_streams_kept(device):
-                figures = history.validation_figures(predict_dataset(model, val_ds, cfg.batch_size, device))
+                figures = history.validation_figures(
+                    predict_dataset(whole_frame(model, cfg.tile_grid), val_ds, cfg.batch_size, device)
+                )
         if history.is_better(figures, best_rank):
             best_rank = history.rank(figures)
             _save_best(best_path, model, epoch, figures)
@@ -768,7 +808,9 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
     timings["student"] = time.monotonic() - started
     summary: dict[str, Any] = {
         # the figures and thresholds of the student export and eval use (runs.STUDENT_BEST), and which epoch it is
-        "student": validation_summary(predict_dataset(student, val_ds, cfg.batch_size, device), model="student"),
+        "student": validation_summary(
+            predict_dataset(whole_frame(student, cfg.tile_grid), val_ds, cfg.batch_size, device), model="student"
+        ),
         "student_checkpoint": chosen,
         "splits": splits.counts() | {"val_carved_from_train": splits.meta.get("val_carved_from_train")},
     }
@@ -776,8 +818,13 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
         from onen.train.models.efficientnet_lite import TeacherExport
 
         summary["teacher"] = validation_summary(
-            predict_dataset(TeacherExport(teacher).eval(), val_ds, cfg.batch_size, device), model="teacher"
+            predict_dataset(whole_frame(TeacherExport(teacher).eval(), cfg.tile_grid), val_ds, cfg.batch_size, device),
+            model="teacher",
         )
+    from onen.train.data.tiles import TiledDataset
+
+    if isinstance(train_ds, TiledDataset):
+        summary["tiles"] = {**train_ds.grid.as_manifest(), **train_ds.counts()}
     summary["timings_s"] = {**timings, "total": sum(timings.values())}
     runs.write_json(run_dir / runs.SUMMARY, summary)
     log.info(

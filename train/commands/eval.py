@@ -172,6 +172,7 @@ def _run_predictor(run_dir: Path, run_info, which: str):
         model = TeacherExport(runs.load_teacher(run_dir)).eval()
     else:
         model = runs.load_student(run_dir)
+    model = run_info.whole_frame(model)  # a run trained on tiles is evaluated on whole images, as its bundle runs
     thresholds = run_info.thresholds(which)
     meta = {
         "class_names": run_info.class_names,

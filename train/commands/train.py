@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from onen.train.geometry import DEFAULT_SIZE
+from onen.train.tiling import DEFAULT_OVERLAP, TILES_OFF
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +39,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_SIZE,
         help="model input: 'auto' (aspect ratio and resolution from the training images and their masks; default), "
         "a square size (128) or HEIGHTxWIDTH (512x192), multiples of --patch",
+    )
+    parser.add_argument(
+        "--tiles",
+        default=TILES_OFF,
+        help="train on ROWSxCOLS tiles of the --size input (e.g. 2x5) for parts much larger than one model input: "
+        "the bundle still takes the whole image, runs its tiles as one batch, stitches the map and scores the worst "
+        "tile; 'auto' tiles when the part's resolution needs more than the pixel budget of one input; needs pixel "
+        "masks or --supervision none (default off)",
+    )
+    parser.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        help=f"px shared by neighbouring tiles, their maps averaged there (default {DEFAULT_OVERLAP})",
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3, help="student learning rate (AdamW, one-cycle)")
@@ -131,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         out=str(args.out),
         supervision=args.supervision,
         size=args.size,
+        tiles=args.tiles,
+        tile_overlap=args.tile_overlap,
         epochs=args.epochs or 30,
         epochs_given=args.epochs is not None,
         teacher_epochs=args.teacher_epochs,

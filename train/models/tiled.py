@@ -44,3 +44,11 @@ class TiledModel(nn.Module):
         pick = worst.reshape(-1, 1, 1).expand(-1, 1, logits.shape[-1])
         class_logits = torch.gather(logits, 1, pick).squeeze(1)
         return tile_scores.amax(dim=1), stitch_maps(anomaly_map, grid, self.coverage), class_logits
+
+
+def whole_frame(model: nn.Module, tile_grid: dict | None) -> nn.Module:
+    """The model a run's bundle and evaluation run on the whole input: the model itself, or, for a run trained on
+    tiles (its `tile_grid`, train.tiling.TileGrid as a dict), the TiledModel around it."""
+    if not tile_grid:
+        return model
+    return TiledModel(model, TileGrid.from_dict(tile_grid)).eval()
