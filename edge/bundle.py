@@ -104,7 +104,10 @@ class Manifest:
         return len(self.class_names)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["tiles"] is None:
+            del data["tiles"]  # an untiled bundle's manifest stays as it was before the key existed
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = MANIFEST) -> Manifest:

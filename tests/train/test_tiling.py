@@ -363,3 +363,16 @@ def test_tiled_run_trains_evaluates_and_exports_a_whole_frame_bundle(tmp_path):
     assert out.anomaly_map.shape == (len(images), 1, 64, 128)
     for got, ref in zip(out.score, manifest.reference, strict=True):
         assert abs(float(got) - ref.score) < 1e-4
+
+
+def test_manifest_carries_tiles_only_when_tiled():
+    from onen.edge.bundle import Manifest
+
+    plain = Manifest(
+        name="m", version="1", family="onen-student", input_height=64, input_width=128, class_names=["good"]
+    )
+    assert "tiles" not in plain.to_dict()  # an untiled manifest is as it was before the key existed
+    assert Manifest.from_dict(plain.to_dict()).tiles is None
+    grid = TileGrid(1, 2, 64, 64)
+    tiled = Manifest.from_dict({**plain.to_dict(), "tiles": grid.as_manifest()})
+    assert TileGrid.from_dict(tiled.to_dict()["tiles"]) == grid
