@@ -316,35 +316,40 @@ def test_train_config_refuses_tiles_it_cannot_train_before_reading_data():
             cfg.check()
 
 
-@pytest.mark.slow  # trains a teacher and a student, evaluates and exports: ~1 min here
-def test_tiled_run_trains_evaluates_and_exports_a_whole_frame_bundle(tmp_path):
+TINY_RUN = ["--patch", "8", "--dim", "32", "--depth", "2", "--batch-size", "16", "--epochs", "2"]
+
+
+@pytest.mark.slow  # trains a teacher and a student, evaluates and exports: ~30-60 s here
+@pytest.mark.parametrize(
+    ("supervision", "size", "overlap"),
+    [("full", "64x128", 0), ("none", "64x112", 16)],  # both cut into two 64x64 tiles; none's overlap by 16 px
+)
+def test_tiled_run_trains_evaluates_and_exports_a_whole_frame_bundle(tmp_path, supervision, size, overlap):
     data = write_tiny_dataset(tmp_path / "data", seed=3, count=48, size=64)
     run, bundle_dir = tmp_path / "run", tmp_path / "bundle"
-    tiny = [
-        "--patch",
-        "8",
-        "--dim",
-        "32",
-        "--depth",
-        "2",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "2",
-        "--teacher-epochs",
-        "1",
-    ]
-    args = ["train", "--data", str(data), "--supervision", "full", "--out", str(run), "--size", "64x128"]
-    assert onen([*args, "--tiles", "1x2", *tiny]) == 0
+    height, width = (int(v) for v in size.split("x"))
+    grid = TileGrid(1, 2, 64, 64, 0, overlap)
+    train = ["train", "--data", str(data), "--supervision", supervision, "--out", str(run), "--size", size]
+    tiles = ["--tiles", "1x2", "--tile-overlap", str(overlap), "--teacher-epochs", "1"]
+    assert onen([*train, *tiles, *TINY_RUN]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert TileGrid.from_dict(config["tile_grid"]) == TileGrid(1, 2, 64, 64)
-    assert (config["geometry"]["height"], config["geometry"]["width"]) == (64, 128)
+    assert TileGrid.from_dict(config["tile_grid"]) == grid
+    assert (config["geometry"]["height"], config["geometry"]["width"]) == (height, width)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["tiles"]["tiles"] == 2 * sum(summary["splits"]["train"].values())
-    assert 0 < summary["tiles"]["defect_tiles"] < summary["tiles"]["tiles"]
-    assert (run / "teacher" / "teacher.pt").is_file()
+    train_images = (
+        sum(summary["splits"]["train"].values()) if supervision == "full" else summary["splits"]["train"]["good"]
+    )
+    assert summary["tiles"]["tiles"] == 2 * train_images
+    assert summary["student"]["threshold_source"] == "validation"  # thresholds from whole validation images
     student_state = torch.load(run / "student_best.pt", weights_only=False)
     assert (student_state["model_config"]["input_height"], student_state["model_config"]["input_width"]) == (64, 64)
+    if supervision == "full":
+        assert 0 < summary["tiles"]["defect_tiles"] < summary["tiles"]["tiles"]
+        assert onen([*train[:-2], "--epochs", "3", "--resume"]) == 0  # the saved grid comes back with the run
+        assert torch.load(run / "checkpoints" / "student_last.pt", weights_only=False)["epoch"] == 2
+    else:
+        assert summary["tiles"]["defect_tiles"] == 0  # good images only: the defects are synthetic, per tile
+        assert (run / "good_features.json").is_file()
 
     assert onen(["eval", "--run", str(run), "--out", str(run / "eval")]) == 0
     report = json.loads((run / "eval" / "report.json").read_text())
@@ -353,16 +358,20 @@ def test_tiled_run_trains_evaluates_and_exports_a_whole_frame_bundle(tmp_path):
     assert onen(["export", "--run", str(run), "--out", str(bundle_dir)]) == 0
     bundle = load_bundle(bundle_dir)
     manifest = bundle.manifest
-    assert (manifest.input_height, manifest.input_width) == (64, 128)  # the whole frame, not a tile
-    assert TileGrid.from_dict(manifest.tiles) == TileGrid(1, 2, 64, 64)
+    assert (manifest.input_height, manifest.input_width) == (height, width)  # the whole frame, not a tile
+    assert TileGrid.from_dict(manifest.tiles) == grid
     parity = manifest.metrics["export_parity"]
     assert parity["score_max_abs_diff"] < 1e-4 and parity["map_max_abs_diff"] < 1e-4
     backend = OnnxRuntimeBackend(bundle)  # the station's backend, which knows nothing of tiles
     images = np.stack([read_image_rgb(bundle_dir / ref.file) for ref in manifest.reference])
     out = backend.infer(images)
-    assert out.anomaly_map.shape == (len(images), 1, 64, 128)
+    assert out.anomaly_map.shape == (len(images), 1, height, width)
     for got, ref in zip(out.score, manifest.reference, strict=True):
         assert abs(float(got) - ref.score) < 1e-4
+    if supervision == "full":  # the teacher, trained on tiles too, exports the same way
+        assert onen(["export", "--run", str(run), "--teacher", "--out", str(tmp_path / "teacher")]) == 0
+        teacher = load_bundle(tmp_path / "teacher").manifest
+        assert (teacher.input_height, teacher.input_width) == (height, width) and teacher.tiles is not None
 
 
 def test_manifest_carries_tiles_only_when_tiled():
