@@ -8,6 +8,7 @@ import dataclasses
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -173,6 +174,11 @@ def test_tiled_export_matches_torch_in_onnx_runtime(tmp_path, overlap):
     assert (manifest.input_height, manifest.input_width) == (height, width)
     assert TileGrid.from_dict(manifest.tiles) == grid
     assert manifest.metrics["export_parity"]["map_max_abs_diff"] < 1e-4
+    proto = onnx.load(str(bundle.model_path))
+    ops = {node.op_type for node in proto.graph.node}
+    assert not ops & {"Loop", "Scan", "If", "SequenceConstruct", "SplitToSequence", "Col2Im"}  # a plain static graph
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [height, width, 3]  # batch alone is dynamic
     images = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)  # another batch size
     got = _session(bundle.model_path).run(None, {"image": images})
     with torch.no_grad():
