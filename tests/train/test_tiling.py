@@ -391,3 +391,34 @@ def test_manifest_carries_tiles_only_when_tiled():
     grid = TileGrid(1, 2, 64, 64)
     tiled = Manifest.from_dict({**plain.to_dict(), "tiles": grid.as_manifest()})
     assert TileGrid.from_dict(tiled.to_dict()["tiles"]) == grid
+
+
+def test_auto_tiles_an_elongated_part_whose_thin_cracks_the_budget_would_lose(tmp_path):
+    """With real measured geometry (train.geometry on parts with masks): 2 px cracks on 1250x500 parts want more than
+    one input's budget, so `--tiles auto` trains at the native resolution in tiles within the budget."""
+    import cv2
+
+    from onen.train.data.sample import Sample
+    from onen.train.geometry import resolve_geometry
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(6):
+        path, mask_path = tmp_path / f"part{i}.png", tmp_path / f"part{i}_mask.png"
+        cv2.imwrite(str(path), rng.integers(90, 140, (1250, 500, 3), dtype=np.uint8))
+        if i % 2 == 0:
+            samples.append(Sample(path, 0, "good"))
+            continue
+        mask = np.zeros((1250, 500), np.uint8)
+        mask[600:602, 100:300] = 255
+        cv2.imwrite(str(mask_path), mask)
+        samples.append(Sample(path, 1, "crack", mask=mask_path))
+    geometry = resolve_geometry("auto", samples, 16).to_dict()
+    assert geometry["reason"]["decided_by"] == "budget"  # one input would squash the cracks below 3 px
+    grid, tiled = resolve_tiles("auto", geometry, "full", 16)
+    assert grid is not None and grid.tile_height * grid.tile_width <= PIXEL_BUDGET
+    assert grid.tile_height % 16 == 0 and grid.tile_width % 16 == 0
+    assert (tiled["height"], tiled["width"]) == (grid.frame_height, grid.frame_width)
+    assert abs(grid.frame_height - 1250) <= 32 and abs(grid.frame_width - 500) <= 32  # the native resolution
+    assert grid.count <= MAX_AUTO_TILES and "tiles" in tiled["reason"]
+    assert resolve_tiles("auto", geometry, "weak", 16) == (None, geometry)
