@@ -85,9 +85,8 @@ class TrainConfig:
     epochs_given: bool = True  # False: --resume keeps the run's saved epoch count
     geometry: dict = field(default_factory=dict)  # train.geometry.Geometry, resolved from `size` before training
     tiles: str = TILES_OFF  # --tiles: "off", "auto" or "RxC" (train.tiling): the networks see tiles of the input
-    tile_overlap: int = (
-        DEFAULT_OVERLAP  # --tile-overlap: px shared by neighbouring tiles (the stitched map averages them there)
-    )
+    # --tile-overlap: px shared by neighbouring tiles (the stitched map averages them there)
+    tile_overlap: int = DEFAULT_OVERLAP
     tile_grid: dict | None = None  # train.tiling.TileGrid, resolved with the geometry (None: no tiling)
 
     @property
