@@ -46,6 +46,9 @@ TARGETS: dict[tuple[str, str], list[tuple[str, str, float]]] = {
 }
 REPORTED = ("image_auroc", "pixel_auroc", "accuracy", "class_accuracy", "recall", "false_reject_rate")
 SPEEDUP_TARGET = 2.0
+AT_THRESHOLD = ("recall", "false_reject_rate", "accuracy")
+# onen eval's threshold_source for a run's own validation threshold ("given": the eval before issue 11's wording)
+VALIDATION_SOURCES = ("validation", "given")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,6 +188,15 @@ def _met(values: list, comparison: str, bound: float) -> str:
     return "met" if all(meets) else ("mean only" if mean_meets else "NOT met")
 
 
+def _verdict(key: str, values: list, target: tuple[str, float] | None, validated: bool) -> str | None:
+    """A figure taken at the image threshold counts only where that threshold came from validation."""
+    if target is None:
+        return None
+    if key in AT_THRESHOLD and not validated:
+        return "no validation threshold"
+    return _met(values, *target)
+
+
 def _text(spread: dict | None) -> str:
     if spread is None:
         return "-"
@@ -217,6 +229,8 @@ def measure(set_name: str, supervision: str, manifest: Path, seeds: list[int], t
     first_run = Path(per_seed[seeds[0]]["run"])
     speed = latency(first_run, args.repeats)
     figures = []
+    # recall and false rejects count only at the threshold the run chose on validation
+    validated = all(per_seed[s]["threshold_source"] in VALIDATION_SOURCES for s in seeds)
     targets = {key: (comparison, bound) for key, comparison, bound in TARGETS[(set_name, supervision)]}
     for key in REPORTED:
         student_values = [per_seed[s]["student"][key] for s in seeds]
@@ -230,7 +244,7 @@ def measure(set_name: str, supervision: str, manifest: Path, seeds: list[int], t
                 "target": f"{target[0]} {target[1]}" if target else None,
                 "student": _spread(student_values),
                 "teacher": _spread(teacher_values),
-                "met": _met(student_values, *target) if target else None,
+                "met": _verdict(key, student_values, target, validated),
             }
         )
     if speed is not None:
