@@ -167,6 +167,7 @@ def _timing(run: Path) -> dict:
         "epochs": epochs,
         "teacher_epochs": teacher_epochs,
         "size": config.get("size"),
+        "geometry": config.get("geometry"),  # the resolved input and why (runs since `--size auto`)
         **{f"{k}_s": v for k, v in timings.items()},
         "student_s_per_epoch": timings["student"] / epochs if epochs and "student" in timings else None,
         "teacher_s_per_epoch": timings["teacher"] / teacher_epochs if teacher_epochs and "teacher" in timings else None,
@@ -313,6 +314,9 @@ def _run_lines(results: dict) -> list[str]:
         for seed, row in entry["seeds"].items():
             where = f"{SET_TITLES[entry['set']]} {entry['supervision']}, seed {seed}"
             size = f"{row['input']['height']}x{row['input']['width']}" if row.get("input") else "?"
+            geometry = row["timing"].get("geometry") or {}
+            if geometry.get("chosen_by"):
+                size += f" ({geometry['chosen_by']}: {geometry.get('reason', {}).get('summary', 'as given')})"
             lines.append(
                 f"- {where}: input {size}, {row['timing']['train_images']} train + {row['timing']['val_images']} val "
                 f"images; student threshold {row['threshold']} ({row['threshold_source']}), teacher's "
