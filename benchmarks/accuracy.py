@@ -119,6 +119,17 @@ def eval_run(run: Path, model: str) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
+def teacher_figures(run: Path, student: dict) -> dict | None:
+    """The teacher's figures on the same test rows: beside the student's in its report (onen eval does that when the
+    run has a teacher), else from `onen eval --model teacher`; None for a run without a teacher."""
+    beside = student.get("teacher")
+    if isinstance(beside, dict) and all(key in beside for key in (*REPORTED, "threshold_source")):
+        return beside
+    if not (run / "teacher" / "teacher.pt").is_file():
+        return None
+    return eval_run(run, "teacher")
+
+
 def misses(run: Path, report: dict) -> dict:
     """Every test defect scored below the image threshold the eval used, and every good part at or above it."""
     threshold = report.get("threshold")
@@ -214,7 +225,7 @@ def measure(set_name: str, supervision: str, manifest: Path, seeds: list[int], t
         train_run(run, manifest, supervision, seed, args)
         _check_test_rows(run, manifest)
         student = eval_run(run, "student")
-        teacher = eval_run(run, "teacher") if (run / "teacher" / "teacher.pt").is_file() else None
+        teacher = teacher_figures(run, student)
         per_seed[seed] = {
             "run": str(run),
             "student": {k: student.get(k) for k in REPORTED},
