@@ -346,6 +346,9 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown set(s) {unknown}; choose from {', '.join(SETS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     wanted = [s for s in args.supervision.split(",") if s]
+    levels = sorted({level for levels in SUPERVISIONS.values() for level in levels})
+    if not wanted or any(s not in levels for s in wanted):
+        raise SystemExit(f"--supervision {args.supervision}: choose from {', '.join(levels)}")
     tag = _smoke_tag(args)
     if tag:
         print(f"SMOKE RUN ({tag}): checks the bench end to end; these figures are NOT the measurement")
@@ -374,6 +377,9 @@ def main(args: argparse.Namespace) -> int:
             "verdict": verdict,
             "counts": split.counts(),
         }
+        skipped = [s for s in wanted if s not in SUPERVISIONS[set_name]]
+        if skipped:
+            print(f"{SET_TITLES[set_name]} has no {'/'.join(skipped)} (labels only: no pixel masks); skipped")
         for supervision in [s for s in SUPERVISIONS[set_name] if s in wanted]:
             results["measurements"].append(measure(set_name, supervision, manifest, seeds, tag, args))
     lines = table(results)
