@@ -243,15 +243,17 @@ def part_aoi(args, figures: dict) -> None:
         )
 
 
-def median_latency(paths: list[Path], size: int, repeats: int) -> list[float]:
-    """Interleaved batch-1 timings (one intra-op thread each), so background load hits both models alike."""
+def median_latency(paths: list[Path], size: int | tuple[int, int], repeats: int) -> list[float]:
+    """Interleaved batch-1 timings (one intra-op thread each), so background load hits both models alike.
+    `size` is the square input side or (height, width)."""
     import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
-    image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+    height, width = (size, size) if isinstance(size, int) else size
+    image = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
     times: list[list[float]] = [[] for _ in sessions]
     for session in sessions:
         for _ in range(10):

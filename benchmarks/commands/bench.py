@@ -1,7 +1,8 @@
 """`onen bench NAME`: speed and memory targets live here, never in unit tests.
 
 Each benchmark is a module `benchmarks/<name>.py` with `add_arguments(parser)` and `main(args)`;
-it prints its figures (medians and ratios) and may write them as JSON with `--json`.
+it prints its figures (medians and ratios) and may write them as JSON with `--json`. A module without
+them (e.g. real_sets, the fixed splits the accuracy bench uses) is a helper, not a benchmark.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     names.required = True
     for name in _benchmark_names():
         module = importlib.import_module(f"onen.benchmarks.{name}")
+        if not hasattr(module, "main"):
+            continue
         sub = names.add_parser(
             name.replace("_", "-"), help=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None
         )

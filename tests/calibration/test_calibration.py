@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from scipy import stats as scipy_stats
+from support.calibration import write_calibration
 from support.prebuilt import tiny_set
 
 from onen.calibration.int8_selection import select_int8_images, write_list
@@ -207,33 +208,13 @@ def _fake_bundle(path, name, payload):
     return load_bundle(path)
 
 
-def _write_calibration(path, bundle, **override):
-    data = {
-        "camera": "cam1",
-        "bundle": {
-            "name": bundle.manifest.name,
-            "version": bundle.manifest.version,
-            "model_sha256": bundle.onnx_sha256,
-        },
-        "image_threshold": 0.3,
-        "pixel_threshold": 0.6,
-        "min_region_area": 5,
-        "normalisation": {"raw_low": 0.01, "raw_threshold": 0.3, "raw_high": 0.9},
-        "aoi": None,
-        "rectification": None,
-    }
-    data.update(override)
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def test_calibration_file_round_trip_and_refusals(tmp_path):
     bundle_a = _fake_bundle(tmp_path / "a", "widget-model", b"model a")
     bundle_b = _fake_bundle(tmp_path / "b", "other-model", b"model b")
     aoi = np.zeros((40, 60), np.uint8)
     aoi[5:35, 5:55] = 255
     cv2.imwrite(str(tmp_path / "aoi.png"), aoi)
-    path = _write_calibration(
+    path = write_calibration(
         tmp_path / "cam1.yaml", bundle_a, aoi="aoi.png", rectification={"corners": [[5, 5], [54, 5], [54, 34], [5, 34]]}
     )
     calibration = load_calibration(path, bundle_a)
@@ -272,7 +253,7 @@ def test_calibration_file_round_trip_and_refusals(tmp_path):
     }
     for name, (override, message) in bad_cases.items():
         with pytest.raises(CalibrationError, match=message):
-            load_calibration(_write_calibration(tmp_path / f"{name}.yaml", bundle_a, **override), bundle_a)
+            load_calibration(write_calibration(tmp_path / f"{name}.yaml", bundle_a, **override), bundle_a)
     (tmp_path / "broken.yaml").write_text("camera: [unclosed\n")
     with pytest.raises(CalibrationError, match="broken.yaml: invalid YAML at line"):
         load_calibration(tmp_path / "broken.yaml", bundle_a)

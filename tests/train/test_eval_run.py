@@ -77,7 +77,7 @@ def test_one_defect_class_has_no_class_accuracy(tmp_path):
 
 
 def test_eval_bundle_threshold_from_its_manifest_or_a_calibration(tiny_bundle, tmp_path):
-    import yaml
+    from support.calibration import write_calibration
 
     from onen.edge.bundle import load_bundle
 
@@ -89,24 +89,7 @@ def test_eval_bundle_threshold_from_its_manifest_or_a_calibration(tiny_bundle, t
     assert own["threshold"] == pytest.approx(bundle.manifest.thresholds.image)
 
     calibration = tmp_path / "cam1.yaml"
-    calibration.write_text(
-        yaml.safe_dump(
-            {
-                "camera": "cam1",
-                "bundle": {
-                    "name": bundle.manifest.name,
-                    "version": bundle.manifest.version,
-                    "model_sha256": bundle.onnx_sha256,
-                },
-                "image_threshold": 0.3,
-                "pixel_threshold": 0.6,
-                "min_region_area": 5,
-                "normalisation": {"raw_low": 0.01, "raw_threshold": 0.3, "raw_high": 0.9},
-                "aoi": None,
-                "rectification": None,
-            }
-        )
-    )
+    write_calibration(calibration, bundle)
     args = ["eval", "--bundle", str(tiny_bundle), "--data", str(data), "--calibration", str(calibration)]
     assert onen([*args, "--out", str(tmp_path / "calibrated")]) == 0
     calibrated = json.loads((tmp_path / "calibrated" / "report.json").read_text())
