@@ -37,6 +37,7 @@ class TiledDataset(InspectionDataset):
         self.grid = grid
         self.tiles: list[tuple[int, int, int, str]] = []  # (sample index, tile index, label, class name)
         self.left_out: list[Path] = []  # defective images without a pixel mask
+        self._last: tuple[int, tuple[np.ndarray, np.ndarray | None, np.ndarray]] | None = None
         for sample_index, sample in enumerate(self.samples):
             labels = self._tile_labels(sample)
             if labels is None:
@@ -84,7 +85,12 @@ class TiledDataset(InspectionDataset):
     def load_resized(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """The tile's image uint8 [h,w,3], mask bool [h,w] or None and AOI bool [h,w] (its image's, cached whole)."""
         sample_index, tile = self.tiles[index][:2]
-        image, mask, aoi = super().load_resized(sample_index)
+        if self._last is not None and self._last[0] == sample_index:  # the next tile of the image just read
+            image, mask, aoi = self._last[1]
+        else:
+            image, mask, aoi = super().load_resized(sample_index)
+            if self.cache is None:  # uncached (one pass in order, e.g. the good-feature fit): decode once per image
+                self._last = (sample_index, (image, mask, aoi))
         cut = lambda array: tile_of(array, self.grid, tile).copy()  # noqa: E731  (a copy: the cached frame stays)
         return cut(image), cut(mask) if mask is not None else None, cut(aoi)
 
