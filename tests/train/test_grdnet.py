@@ -98,9 +98,11 @@ def test_shapes_at_the_paper_size_and_on_a_non_square_input(size):
     assert score.shape == (2,) and anomaly_map.shape == (2, 1, height, width) and class_logits.shape == (2, 2)
 
 
-def test_an_input_that_is_not_a_multiple_of_16_is_refused():
+def test_an_input_that_is_not_a_multiple_of_16_is_refused_and_a_config_survives_its_dict():
     with pytest.raises(ValueError, match="multiple of 16"):
         GRDNetConfig(input_height=100, input_width=64).check()
+    cfg = _small_config(64, 48)
+    assert GRDNetConfig(**cfg.to_dict()) == cfg
 
 
 def test_score_pool_kernel_scales_the_papers_21_px_at_256_and_stays_odd():

@@ -125,15 +125,15 @@ class Decoder(nn.Module):
         widths = cfg.stage_widths[::-1]  # 8w, 4w, 2w, w
         layers: list[nn.Module] = [_conv(cfg.latent_channels, widths[0])]
         for cin, width in zip(widths[:-1], widths[1:], strict=True):
-            layers += [_UP(), ResidualBlock(cin, width), ResidualBlock(width, width)]
-        layers += [_UP(), _conv(widths[-1], widths[-1]), nn.Conv2d(widths[-1], 3, 3, 1, 1), nn.Sigmoid()]
+            layers += [_upsample(), ResidualBlock(cin, width), ResidualBlock(width, width)]
+        layers += [_upsample(), _conv(widths[-1], widths[-1]), nn.Conv2d(widths[-1], 3, 3, 1, 1), nn.Sigmoid()]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.layers(z)
 
 
-def _UP() -> nn.Module:
+def _upsample() -> nn.Module:
     return nn.Upsample(scale_factor=2, mode="nearest")
 
 
