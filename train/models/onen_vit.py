@@ -217,16 +217,16 @@ class Lite0Stem(nn.Module):
         conv with weight w equals x through weight w * s and bias -sum(w * s * m), when the "SAME" padding pads x
         with m instead of the normalised input with 0. One elementwise pass less over the full-size image."""
         pixel_means = {m * normalisation.normalisation.scale for m in normalisation.normalisation.mean}
-        pad_value = round(next(iter(pixel_means)))
-        if len(pixel_means) > 1 or abs(pad_value - next(iter(pixel_means))) > 1e-4:  # no one uint8 pixel value is m
+        if len(pixel_means) > 1:  # a per-channel mean: no one pad value
             return self.forward(normalisation(image))
         mean, inv_std = normalisation.mean, normalisation.inv_std
         first = self.stem.conv
-        padding = first.same_padding(image.shape[1], image.shape[2])
-        pixels = F.pad(image, [0, 0, *padding], value=pad_value) if any(padding) else image
+        x = image.permute(0, 3, 1, 2).float()  # padded as float: TensorRT pads no uint8 tensors
+        padding = first.same_padding(*x.shape[-2:])
+        x = F.pad(x, padding, value=pixel_means.pop()) if any(padding) else x
         weight = first.weight * inv_std.view(1, 3, 1, 1)
         bias = -(weight * mean.view(1, 3, 1, 1)).sum(dim=(1, 2, 3))
-        x = F.conv2d(pixels.permute(0, 3, 1, 2).float(), weight, bias, first.stride)
+        x = F.conv2d(x, weight, bias, first.stride)
         features = self.blocks(self.stem.act(self.stem.bn(x)))
         return self.patchify(features), features
 
