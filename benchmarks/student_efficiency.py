@@ -1,10 +1,13 @@
-"""How close a model's graph runs to this CPU's limit: achieved GFLOP/s on one thread vs single-thread sgemm.
+"""How close the student's graph runs to this CPU's limit, and how much faster it is than the teacher.
 
-The FLOPs are counted from the ONNX graph itself (Conv, MatMul and Gemm, 2 per multiply-add, at batch 1,
-shapes from ONNX shape inference); the time is ONNX Runtime's median batch-1 call on one intra-op thread.
-The limit is numpy's float32 matmul of two 1024x1024 matrices on one BLAS thread, in a child process so the
-thread settings hold. ONNX Runtime's profiler then says where the time goes: per op type, and how many ops
-take under 10 us (the per-op overhead that caps a small model). Printed, never asserted.
+The student and teacher are the ones `onen train` builds by default, at the input geometry of `--size` (N or HxW,
+e.g. the 256x256 or 272x240 that `--size auto` picks), untrained (speed depends on shapes, not weights), exported
+as a bundle's model.onnx is. The FLOPs are counted from the ONNX graph itself (Conv, MatMul and Gemm, 2 per
+multiply-add, at batch 1, shapes from ONNX shape inference); the time is ONNX Runtime's median batch-1 call on one
+intra-op thread, student and teacher interleaved so background load hits both alike. The limit is numpy's float32
+matmul of two 1024x1024 matrices on one BLAS thread, in a child process so the thread settings hold. ONNX Runtime's
+profiler then says where the time goes: per op type, how many ops run and how many take under 10 us (the per-op
+overhead that caps a small model). Printed, never asserted.
 """
 
 from __future__ import annotations
@@ -12,11 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -34,11 +35,43 @@ times.sort(); print(2 * 1024 ** 3 / times[len(times) // 2] / 1e9)
 TINY_US = 10.0
 
 
+CLASSES = ["good", "a", "b", "c", "d", "e"]  # magnetic tile's good + 5 defect classes; speed barely depends on it
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", type=Path, help="bundle to measure (default: the untrained student of --size)")
-    parser.add_argument("--size", type=int, default=128, help="input size of the default benchmark student")
-    parser.add_argument("--calls", type=int, default=300, help="timed batch-1 calls (default 300)")
+    parser.add_argument(
+        "--bundle", type=Path, help="student bundle to measure (default: the untrained default student of --size)"
+    )
+    parser.add_argument("--size", default="256", help="input geometry, N or HxW (default 256; ignored with --bundle)")
+    parser.add_argument("--calls", type=int, default=300, help="timed batch-1 calls of each model (default 300)")
     parser.add_argument("--top", type=int, default=8, help="op types to list (default 8)")
+
+
+def default_models(height: int, width: int) -> tuple[Path, Path]:
+    """model.onnx of the untrained student and teacher `onen train` builds by default at height x width, exported
+    once to ~/.cache/onen/efficiency-<H>x<W>-<key>; the key names the model and export code and torch's version."""
+    import hashlib
+
+    import torch
+
+    from onen.benchmarks.daemon import CACHE
+    from onen.train import export as export_module
+    from onen.train import trainer
+    from onen.train.models import efficientnet_lite, input_layer, onen_vit
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    for module in (export_module, trainer, onen_vit, efficientnet_lite, input_layer):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    out = CACHE / f"efficiency-{height}x{width}-{digest.hexdigest()[:12]}"
+    student, teacher = out / "student.onnx", out / "teacher.onnx"
+    if student.is_file() and teacher.is_file():
+        return student, teacher
+    torch.manual_seed(0)
+    cfg = trainer.TrainConfig(data="", out="", class_names=CLASSES, geometry={"height": height, "width": width})
+    export_module.export_onnx(trainer.build_run_student(cfg, teacher_dim=0).eval(), student, height, width)
+    model = efficientnet_lite.TeacherExport(efficientnet_lite.build_teacher(len(CLASSES), pretrained=False)).eval()
+    export_module.export_onnx(model, teacher, height, width)
+    return student, teacher
 
 
 def graph_gflop(model_path: Path) -> tuple[float, int]:
@@ -86,18 +119,6 @@ def _session(model_path: Path, profile_dir: str | None = None):
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
-def median_call_ms(model_path: Path, image: np.ndarray, calls: int) -> float:
-    session = _session(model_path)
-    for _ in range(20):
-        session.run(None, {"image": image})
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        session.run(None, {"image": image})
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
-
-
 def profile(model_path: Path, image: np.ndarray, calls: int = 50) -> tuple[dict[str, float], int, int]:
     """Mean us per call by op type (ONNX Runtime's optimised graph), ops run per call, and how many are tiny."""
     with tempfile.TemporaryDirectory() as folder:
@@ -129,44 +150,52 @@ def sgemm_gflops() -> float:
 
 
 def main(args: argparse.Namespace) -> int:
-    from onen.benchmarks.daemon import bench_bundle
-    from onen.edge.bundle import load_bundle
+    from onen.benchmarks.train_targets import median_latency
+    from onen.train.geometry import parse_size
 
-    bundle_path = args.bundle or bench_bundle(args.size)
-    bundle = load_bundle(bundle_path)
-    manifest = bundle.manifest
-    image = np.random.default_rng(0).integers(
-        0, 256, (1, manifest.input_height, manifest.input_width, 3), dtype=np.uint8
-    )
-    gflop, nodes = graph_gflop(bundle.model_path)
-    ms = median_call_ms(bundle.model_path, image, args.calls)
+    if args.bundle:
+        from onen.edge.bundle import load_bundle
+
+        manifest = load_bundle(args.bundle).manifest
+        height, width = manifest.input_height, manifest.input_width
+        student, teacher = args.bundle / "model.onnx", default_models(height, width)[1]
+    else:
+        size = parse_size(args.size, 16)
+        if not isinstance(size, tuple):
+            raise SystemExit("--size: give N or HxW (the geometry `onen train --size auto` printed), not auto")
+        height, width = size
+        student, teacher = default_models(height, width)
+    image = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
+    figures: dict = {"height": height, "width": width, "student": str(student), "teacher": str(teacher)}
+    student_ms, teacher_ms = median_latency([student, teacher], (height, width), args.calls)
     limit = sgemm_gflops()
-    achieved = gflop / (ms / 1000)
-    by_type, ops_run, tiny = profile(bundle.model_path, image)
-    total_us = sum(by_type.values()) or 1.0
-    print(f"model {bundle_path} | {manifest.input_height}x{manifest.input_width} | {nodes} nodes in the ONNX graph")
+    figures.update(student_ms=student_ms, teacher_ms=teacher_ms, ratio=teacher_ms / student_ms, sgemm_gflops=limit)
     print(
-        f"efficiency: {achieved:.1f} GFLOP/s achieved ({gflop:.3f} GFLOP in {ms:.2f} ms, batch 1, 1 thread, median "
-        f"of {args.calls}) vs single-thread sgemm {limit:.1f} GFLOP/s -> ratio {achieved / limit:.2f} (target >= 0.5)"
+        f"{height}x{width}: student {student_ms:.2f} ms, teacher {teacher_ms:.2f} ms (batch 1, 1 thread, interleaved, "
+        f"median of {args.calls}) -> student {teacher_ms / student_ms:.2f}x faster (target >= 2)"
     )
-    print(f"ONNX Runtime ran {ops_run} ops per call, {tiny} of them under {TINY_US:.0f} us; time by op type:")
-    for op, us in sorted(by_type.items(), key=lambda item: -item[1])[: args.top]:
-        print(f"  {op:24s} {us:8.1f} us/call  {us / total_us:6.1%}")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "gflop": gflop,
-                    "median_ms": ms,
-                    "achieved_gflops": achieved,
-                    "sgemm_gflops": limit,
-                    "ratio": achieved / limit,
-                    "ops_per_call": ops_run,
-                    "tiny_ops": tiny,
-                    "us_per_op_type": by_type,
-                },
-                indent=2,
-            )
-            + "\n"
+    for name, path, ms in (("student", student, student_ms), ("teacher", teacher, teacher_ms)):
+        gflop, nodes = graph_gflop(path)
+        achieved = gflop / (ms / 1000)
+        by_type, ops_run, tiny = profile(path, image)
+        total_us = sum(by_type.values()) or 1.0
+        print(
+            f"{name}: {gflop:.3f} GFLOP, {achieved:.1f} GFLOP/s vs single-thread sgemm {limit:.1f} GFLOP/s -> "
+            f"ratio {achieved / limit:.2f} (student target >= 0.5); {nodes} nodes in the ONNX graph, ONNX Runtime ran "
+            f"{ops_run} ops per call, {tiny} of them under {TINY_US:.0f} us; time by op type:"
         )
+        for op, us in sorted(by_type.items(), key=lambda item: -item[1])[: args.top]:
+            print(f"  {op:24s} {us:8.1f} us/call  {us / total_us:6.1%}")
+        figures[name] = {
+            "path": str(path),
+            "gflop": gflop,
+            "achieved_gflops": achieved,
+            "ratio_to_sgemm": achieved / limit,
+            "onnx_nodes": nodes,
+            "ops_per_call": ops_run,
+            "tiny_ops": tiny,
+            "us_per_op_type": by_type,
+        }
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

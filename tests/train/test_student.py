@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
-from onen.train.models.onen_vit import FineMapHead, OneNConfig, OneNStudent
+from onen.train.models.onen_vit import FineMapHead, Lite0Stem, OneNConfig, OneNStudent
 
 
 def _images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -203,3 +207,73 @@ def test_class_distill_projects_the_class_input_for_training_only():
         ).class_projection
         is None
     )
+
+
+STATE_FROM_MAIN = Path(__file__).parent / "data" / "student_state_main.npz"  # written by main's code at 26cabed
+
+
+def _student_saved_by_main() -> tuple[OneNStudent, dict]:
+    """The small student whose state_dict, two images and outputs the code before the faster forward saved."""
+    saved = dict(np.load(STATE_FROM_MAIN))
+    cfg = OneNConfig.from_dict(json.loads(str(saved["config"])))
+    state = {key[len("state/") :]: torch.from_numpy(value) for key, value in saved.items() if key.startswith("state/")}
+    model = OneNStudent(cfg).eval()
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in state.items()}
+    model.load_state_dict(state)
+    return model, saved
+
+
+def test_a_state_dict_saved_before_the_faster_forward_loads_and_computes_the_same():
+    """Same keys and shapes, and the same outputs: runs in progress resume and export with this code."""
+    model, saved = _student_saved_by_main()
+    with torch.no_grad():
+        out = model(torch.from_numpy(saved["image"]))
+    np.testing.assert_allclose(out.score.numpy(), saved["score"], atol=1e-5)
+    np.testing.assert_allclose(out.anomaly_map.numpy(), saved["anomaly_map"], atol=1e-5)
+    np.testing.assert_allclose(out.class_logits.numpy(), saved["class_logits"], atol=1e-5)
+
+
+def test_the_folded_input_normalisation_equals_normalising_first():
+    """The Lite0 stem's first conv with the normalisation folded in (and its padding done on raw pixels) against
+    the plain path: normalise, pad with zeros, convolve."""
+    torch.manual_seed(0)
+    model = OneNStudent(OneNConfig(input_height=48, input_width=80, dim=32, depth=1, heads=2)).eval()
+    assert isinstance(model.stem, Lite0Stem)
+    torch.nn.init.normal_(model.stem.stem.conv.weight)
+    image = _images(2, 48, 80)
+    with torch.no_grad():
+        folded = model.stem.forward_image(image, model.input)
+        plain = model.stem(model.input(image))
+    for a, b in zip(folded, plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_the_split_fine_head_equals_its_modules_run_in_turn():
+    """FineMapHead's forward (split first conv, depthwise + channel-sum last conv) against nn.Sequential on the
+    concatenated input, the network its state_dict describes."""
+    torch.manual_seed(0)
+    head = FineMapHead(24, 16, "relu").eval()
+    for parameter in head.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    features, coarse = torch.randn(2, 24, 20, 12), torch.randn(2, 1, 5, 3)
+    up = torch.nn.functional.interpolate(coarse, size=(20, 12), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            head(features, coarse), up + head.net(torch.cat([features, up], dim=1)), atol=1e-5, rtol=1e-5
+        )
+
+
+@pytest.mark.slow
+def test_the_exported_graph_of_a_state_dict_saved_before_computes_the_same(tmp_path):
+    """The ONNX export of that student (the faster graph) against the outputs the old code computed in torch."""
+    import onnxruntime as ort
+
+    from onen.train.export import export_onnx
+
+    model, saved = _student_saved_by_main()
+    path = export_onnx(model, tmp_path / "model.onnx", model.cfg.input_height, model.cfg.input_width)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    score, anomaly_map, class_logits = session.run(None, {"image": saved["image"]})
+    np.testing.assert_allclose(score, saved["score"], atol=1e-5)
+    np.testing.assert_allclose(anomaly_map, saved["anomaly_map"], atol=1e-5)
+    np.testing.assert_allclose(class_logits, saved["class_logits"], atol=1e-5)

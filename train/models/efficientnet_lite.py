@@ -62,13 +62,17 @@ class SameConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1):
         super().__init__(in_channels, out_channels, kernel, stride, padding=0, groups=groups, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def same_padding(self, height: int, width: int) -> list[int]:
+        """F.pad's [left, right, top, bottom] that gives "SAME" output for an input of height x width."""
         k, s = self.kernel_size[0], self.stride[0]
-        ih, iw = x.shape[-2:]
-        pad_h = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
-        pad_w = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        pad_h = max((math.ceil(height / s) - 1) * s + k - height, 0)
+        pad_w = max((math.ceil(width / s) - 1) * s + k - width, 0)
+        return [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding = self.same_padding(*x.shape[-2:])
+        if any(padding):
+            x = F.pad(x, padding)
         return super().forward(x)
 
 

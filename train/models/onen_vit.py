@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -211,6 +212,24 @@ class Lite0Stem(nn.Module):
         features = self.blocks(self.stem(x))  # [N, 24, H/4, W/4]
         return self.patchify(features), features
 
+    def forward_image(self, image: torch.Tensor, normalisation: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward(normalisation(image)) with the normalisation folded into the first conv: (x - m) * s through a
+        conv with weight w equals x through weight w * s and bias -sum(w * s * m), when the "SAME" padding pads x
+        with m instead of the normalised input with 0. One elementwise pass less over the full-size image."""
+        pixel_means = {m * normalisation.normalisation.scale for m in normalisation.normalisation.mean}
+        if len(pixel_means) > 1:  # a per-channel mean: no one pad value
+            return self.forward(normalisation(image))
+        mean, inv_std = normalisation.mean, normalisation.inv_std
+        first = self.stem.conv
+        x = image.permute(0, 3, 1, 2).float()  # padded as float: TensorRT pads no uint8 tensors
+        padding = first.same_padding(*x.shape[-2:])
+        x = F.pad(x, padding, value=pixel_means.pop()) if any(padding) else x
+        weight = first.weight * inv_std.view(1, 3, 1, 1)
+        bias = -(weight * mean.view(1, 3, 1, 1)).sum(dim=(1, 2, 3))
+        x = F.conv2d(x, weight, bias, first.stride)
+        features = self.blocks(self.stem.act(self.stem.bn(x)))
+        return self.patchify(features), features
+
 
 class FineMapHead(nn.Module):
     """Refines the upsampled coarse (attention) map logit with stride-4 stem features: two 3x3 convs that
@@ -226,11 +245,28 @@ class FineMapHead(nn.Module):
         nn.init.zeros_(last.bias)
 
     def forward(self, features: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """up + net(cat([features, up])), with the first conv split by input channels into a conv of the features
+        and one of up, summed: the same sum, but ONNX Runtime runs both in its blocked (NCHWc) conv kernels, which
+        a conv over 24 + 1 channels does not get, and no concatenated copy of the features is made."""
         up = F.interpolate(coarse, size=features.shape[-2:], mode="bilinear", align_corners=False)
-        return up + self.net(torch.cat([features, up], dim=1))
+        first, activation, last = cast(nn.Conv2d, self.net[0]), self.net[1], cast(nn.Conv2d, self.net[2])
+        channels = features.shape[1]
+        hidden = F.conv2d(features, first.weight[:, :channels], first.bias, padding=1)
+        hidden = activation(hidden + F.conv2d(up, first.weight[:, channels:], None, padding=1))
+        # the last conv (width -> 1) as a depthwise 3x3 conv, then a 1x1 conv of ones summing the channels (with the
+        # bias): ONNX Runtime's blocked kernels pad a single output channel to a block of 16, which costs a 3x3 conv
+        # 16 times its work and a 1x1 conv little
+        width = hidden.shape[1]
+        per_channel = F.conv2d(hidden, last.weight.reshape(width, 1, 3, 3), None, padding=1, groups=width)
+        ones = torch.ones(1, width, 1, 1, dtype=hidden.dtype, device=hidden.device)
+        return up + F.conv2d(per_channel, ones, last.bias)
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention on a token stream kept as [N*T, dim] rows: both projections are then one Gemm
+    with its bias, and the heads are split with one transpose of the fused q/k/v projection (k's transpose is
+    folded into the matmul by ONNX Runtime)."""
+
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads = heads
@@ -239,15 +275,15 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n, t, d = x.shape
-        qkv = self.qkv(x).reshape(n, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+    def forward(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N*T, dim] -> ([N*T, dim], the CLS attention row of every head [N, heads, T])."""
+        d = x.shape[1]
+        qkv = self.qkv(x).reshape(n, -1, 3 * self.heads, self.head_dim).transpose(1, 2)  # [N, 3*heads, T, hd]
+        q, k, v = qkv.split(self.heads, dim=1)
         logits = torch.matmul(q * self.scale, k.transpose(-2, -1))  # [N, heads, T, T]
         attention = torch.softmax(logits, dim=-1)
-        out = torch.matmul(attention, v).transpose(1, 2).reshape(n, t, d)
-        cls_attention = attention[:, :, 0, :].mean(dim=1)  # [N, T] CLS row, heads averaged
-        return self.proj(out), cls_attention
+        out = torch.matmul(attention, v).transpose(1, 2).reshape(-1, d)
+        return self.proj(out), attention[:, :, 0, :]
 
 
 class Block(nn.Module):
@@ -264,11 +300,12 @@ class Block(nn.Module):
             nn.Linear(hidden, cfg.dim),
         )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y, cls_attention = self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N*T, dim] -> (tokens [N*T, dim], the CLS attention row of every head [N, heads, T])."""
+        y, cls_rows = self.attn(self.norm1(x), n)
         x = x + y
         x = x + self.mlp(self.norm2(x))
-        return x, cls_attention
+        return x, cls_rows
 
 
 class OneNStudent(nn.Module):
@@ -339,22 +376,27 @@ class OneNStudent(nn.Module):
         cfg = self.cfg
         h, w = cfg.grid
         n = image.shape[0]
-        x, fine_features = self.stem(self.input(image))  # [N, dim, h, w], [N, c, H/4, W/4]
+        if isinstance(self.stem, Lite0Stem):
+            x, fine_features = self.stem.forward_image(image, self.input)  # [N, dim, h, w], [N, c, H/4, W/4]
+        else:
+            x, fine_features = self.stem(self.input(image))
         x = x.flatten(2).transpose(1, 2)  # [N, h*w, dim]
         x = torch.cat([self.cls_token.expand(n, -1, -1), x], dim=1) + self.pos_embed
-        tokens_count = float(h * w)
-        scales = F.softplus(self.layer_scale_raw)
-        attention_maps, layer_logits = [], []
-        for index, block in enumerate(self.blocks):
-            x, cls_attention = block(x)
-            patch_attention = cls_attention[:, 1:]  # [N, h*w]
-            attention_maps.append(patch_attention.reshape(n, h, w))
-            logit = scales[index] * torch.log(patch_attention * tokens_count + 1e-6) + self.layer_bias[index]
-            layer_logits.append(logit.reshape(n, h, w))
+        x = x.reshape(-1, cfg.dim)  # [N*T, dim] through the blocks (Attention)
+        cls_rows = []
+        for block in self.blocks:
+            x, cls_row = block(x, n)
+            cls_rows.append(cls_row)
+        x = x.reshape(n, -1, cfg.dim)
+        # all layers' maps at once (a few ops over [N, depth, h, w] instead of a dozen tiny ones per layer)
+        patch_attention = torch.stack(cls_rows, dim=1).mean(dim=2)[:, :, 1:].reshape(n, cfg.depth, h, w)
+        scales = F.softplus(self.layer_scale_raw).view(1, -1, 1, 1)
+        stacked_logits = scales * torch.log(patch_attention * float(h * w) + 1e-6) + self.layer_bias.view(1, -1, 1, 1)
+        attention_maps, layer_logits = list(patch_attention.unbind(1)), list(stacked_logits.unbind(1))
         x = self.norm(x)
         cls, tokens = x[:, 0], x[:, 1:]
         patch_logit = self.patch_head(tokens).reshape(n, 1, h, w)
-        coarse = self.combine(torch.stack(layer_logits, dim=1)) + patch_logit  # [N, 1, h, w]
+        coarse = self.combine(stacked_logits) + patch_logit  # [N, 1, h, w]
         refined = self.fine_head(fine_features, coarse) if self.fine_head is not None else coarse
         score_source = refined if cfg.score_map == "fine" else coarse
         score_logit = self.score_head(cls).reshape(n) + self.score_from_map * score_source.flatten(1).amax(dim=1)
@@ -423,14 +465,14 @@ class OneNStudent(nn.Module):
         bright, + the stride-4 stem features pooled where the refined map is bright."""
         if self.cfg.class_pool == "cls":
             return cls
-        where = torch.softmax(coarse.flatten(1), dim=1).unsqueeze(2)  # [N, h*w, 1]
-        parts = [cls, (where * tokens).sum(dim=1)]
+        where = torch.softmax(coarse.flatten(1), dim=1).unsqueeze(1)  # [N, 1, h*w]
+        parts = [cls, torch.matmul(where, tokens).squeeze(1)]  # the weighted sum over tokens, one matmul
         if self.cfg.class_pool == "cls+map+fine":
             assert fine_features is not None  # OneNConfig: cls+map+fine needs the stride-4 stem features
             if self.fine_head is None:  # no refined map: the coarse one, upsampled
                 refined = F.interpolate(coarse, size=fine_features.shape[-2:], mode="bilinear", align_corners=False)
-            fine_where = torch.softmax(refined.flatten(1), dim=1).unsqueeze(1)  # [N, 1, H/4*W/4]
-            parts.append((fine_where * fine_features.flatten(2)).sum(dim=2))
+            fine_where = torch.softmax(refined.flatten(1), dim=1).unsqueeze(2)  # [N, H/4*W/4, 1]
+            parts.append(torch.matmul(fine_features.flatten(2), fine_where).squeeze(2))
         return torch.cat(parts, dim=1)
 
 
