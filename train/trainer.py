@@ -48,7 +48,7 @@ class TrainConfig:
     data: str
     out: str
     supervision: str = "full"
-    family: str = "onen"  # FAMILIES
+    family: str = FAMILIES[0]  # "onen"; "grdnet": train.grdnet_training
     grdnet: dict = field(default_factory=dict)  # family grdnet: train.grdnet_training.GRDNetRecipe as a dict
     size: str = DEFAULT_SIZE  # --size: "auto", "N" or "HxW" (train.geometry)
     epochs: int = 30
