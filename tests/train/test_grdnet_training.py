@@ -1,25 +1,30 @@
 """`onen train --family grdnet` through the real `onen` command on tiny 64x64 parts: it trains, resumes, writes history
-and summary; `onen eval --run` and `onen export --run` work on its run, and the station's ONNX Runtime backend runs
-the bundle. Plus the training items (clean target, every mark in the mask) and the refusals."""
+and summary; `onen eval --run` and `onen export --run` work on its run, the station's ONNX Runtime backend runs the
+bundle, `onen calibrate` calibrates it and the daemon serves it over MQTT. Plus the training items (clean target,
+every mark in the mask), the synthetic validation fallback and the refusals."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 import torch
+from support.daemon import Collector, file_camera, start_daemon, unique_in_order, write_station, write_video
 
 from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from onen.edge.bundle import load_bundle
 from onen.edge.cli import main as onen
+from onen.edge.local_broker import MosquittoBroker
+from onen.edge.result import validate_result
 from onen.train.data.dataset import InspectionDataset
 from onen.train.data.readers import load_index
 from onen.train.data.synthetic import SyntheticDefects
 from onen.train.grdnet_training import WithCleanTarget, validation_set
 from onen.train.history import read_history
-from onen.train.tiny_data import write_tiny_dataset
+from onen.train.tiny_data import make_tiny_set, write_tiny_dataset
 from onen.train.trainer import TrainConfig
 
 TINY = ["--size", "64", "--batch-size", "8"]
@@ -93,6 +98,29 @@ def test_export_writes_a_grdnet_bundle_the_station_backend_runs(grdnet_run, tmp_
     classes = len(manifest.class_names)
     assert outputs.score.shape == (3,) and outputs.anomaly_map.shape == (3, 1, 64, 64)
     assert outputs.class_logits.shape == (3, classes)
+
+    parts = make_tiny_set(seed=11, count=64, size=64)  # 32 good: enough to show FRR <= 0.1
+    good = tmp_path / "good"
+    good.mkdir()
+    for index, image in enumerate(parts.images[parts.labels == 0]):
+        cv2.imwrite(str(good / f"{index:03d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    calibration = tmp_path / "calibration" / "line.yaml"
+    command = ["calibrate", "--bundle", str(bundle_dir), "--camera", "line", "--good", str(good)]
+    assert onen([*command, "--target-frr", "0.1", "--out", str(calibration)]) == 0
+    video = write_video(tmp_path / "line.avi", list(parts.images[:6]), count=6)
+    with MosquittoBroker() as broker:
+        camera = file_camera("line", video) | {"calibration": str(calibration)}
+        config = write_station(tmp_path, broker.port, bundle_dir, [camera])
+        collector = Collector(broker.host, broker.port)
+        daemon, thread = start_daemon(config, exit_when_finished=True)
+        thread.join(120)
+        assert not thread.is_alive()
+        assert collector.wait(lambda c: len(c.results()) >= 6)
+        results = collector.results()
+        collector.close()
+    assert unique_in_order(results) == list(range(6))
+    for result in results:
+        validate_result(result)
 
 
 def test_grdnet_refuses_other_supervisions_and_roi_mode_is_grdnets(tiny_csv, tmp_path, capsys):
