@@ -344,7 +344,7 @@ def export_run(
         export.normalisation = teacher_model.teacher.input.normalisation.as_manifest()
         model: nn.Module = teacher_model
     else:
-        model = runs.load_student(run_dir)
+        model = runs.load_model(run_dir)  # the run's family's: OneN student or GRD-Net
         export = info.export_info(name=name, version=version)
     model = info.whole_frame(model)  # a run trained on tiles: the graph takes the whole input and tiles it
     return export_model(model, export, out_dir, reference_images_from_run(info, reference_count), force=force)

@@ -8,6 +8,10 @@ RUN_DIR/student.pt         the student of the last epoch (config + weights)
 RUN_DIR/student_best.pt    the student of the best validation epoch: what `onen eval` and `onen export` use
 RUN_DIR/history.csv        one row per student epoch: loss parts, validation figures, lr, seconds (+ history.png)
 RUN_DIR/summary.json       timings, validation figures, thresholds and their source, the chosen epoch
+
+A run of family grdnet (train.grdnet_training) has no teacher and no student: checkpoints/grdnet_last.pt (the three
+networks and their optimisers, for --resume) and grdnet_best.pt, RUN_DIR/grdnet.pt and grdnet_best.pt (generator and
+U-Net: what eval and export use), and its figures under summary.json's "grdnet".
 """
 
 from __future__ import annotations
@@ -31,6 +35,14 @@ CHECKPOINTS = "checkpoints"
 STUDENT_LAST = "student_last.pt"
 TEACHER_DIR = "teacher"
 TEACHER_FINAL = "teacher.pt"
+GRDNET = "grdnet.pt"  # the GRD-Net of the last epoch
+GRDNET_BEST = "grdnet_best.pt"  # ... of the best validation epoch (also its training checkpoint in CHECKPOINTS)
+GRDNET_LAST = "grdnet_last.pt"  # in CHECKPOINTS, every epoch, for --resume
+# the run's family (config.json; onen: teacher + OneN student, grdnet: train.grdnet_training) -> summary.json key of
+# its model, and the bundle manifest's family
+MODEL_KEYS = {"onen": "student", "grdnet": "grdnet"}
+FAMILIES = tuple(MODEL_KEYS)
+BUNDLE_FAMILIES = {"onen": "onen-student", "grdnet": "grdnet"}
 RUN_FORMAT = "onen-run/2"  # 2: the input geometry (HxW, how it was chosen) replaced the square `size`
 
 
@@ -61,6 +73,16 @@ class RunInfo:
 
         return whole_frame(model, self.config.get("tile_grid"))
 
+    @property
+    def family(self) -> str:
+        """The run's model family (train.trainer.FAMILIES); runs written before families existed are OneN's."""
+        return str(self.config.get("family", "onen"))
+
+    @property
+    def model_key(self) -> str:
+        """summary.json's key of the model eval and export use: "student" (OneN) or "grdnet"."""
+        return MODEL_KEYS[self.family]
+
     def samples(self, split: str) -> list:
         if self.splits is None:
             raise RunError(f"{self.run_dir}: run has no splits loaded")
@@ -78,13 +100,15 @@ class RunInfo:
         return dict(thresholds)
 
     def export_info(
-        self, name: str | None = None, version: str = "1", family: str = "onen-student", metrics: dict | None = None
+        self, name: str | None = None, version: str = "1", family: str | None = None, metrics: dict | None = None
     ):
-        """ExportInfo for train.export from what the run knows (thresholds from its validation outputs)."""
+        """ExportInfo for train.export from what the run knows (thresholds from its validation outputs); family
+        defaults to the run's model's (BUNDLE_FAMILIES), "teacher-cnn" exports its teacher."""
         from onen.edge.bundle import ScoreNormalisation, Thresholds
         from onen.train.export import ExportInfo
 
-        which = "student" if family == "onen-student" else "teacher"
+        family = family or BUNDLE_FAMILIES[self.family]
+        which = "teacher" if family == "teacher-cnn" else self.model_key
         own = self.summary.get(which, {})
         thresholds = Thresholds(**self.thresholds(which))
         normalisation = ScoreNormalisation(**own.get("score_normalisation", {}))
@@ -99,8 +123,8 @@ class RunInfo:
             "geometry": self.config.get("geometry"),
             "timings_s": self.summary.get("timings_s"),
         }
-        if which == "student":
-            training["student_checkpoint"] = self.summary.get("student_checkpoint")
+        if which != "teacher":
+            training[f"{which}_checkpoint"] = self.summary.get(f"{which}_checkpoint")
         if self.index is not None:
             training["data_summary"] = self.index.summary()
         run_metrics = {"validation": own.get("validation", {})}
@@ -226,6 +250,36 @@ def load_student(run_dir: str | Path, checkpoint: str = STUDENT_BEST):
     return model.eval()
 
 
+def load_grdnet(run_dir: str | Path, checkpoint: str = GRDNET_BEST):
+    """The run's GRD-Net as its bundle model (train.models.grdnet_export.GRDNetExport) in eval mode: by default the
+    best validation epoch's (GRDNET for the last epoch's)."""
+    import torch
+
+    from onen.train.models.grdnet_export import GRDNetExport
+    from onen.train.models.grdnet_generator import GRDNetConfig, GRDNetGenerator
+    from onen.train.models.unet import UNet
+
+    path = Path(run_dir) / checkpoint
+    if not path.is_file():
+        raise RunError(
+            f"{path}: no trained GRD-Net (training did not finish? run `onen train --data DATA --out RUN_DIR --resume`)"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = GRDNetConfig(**state["model_config"])
+    generator, unet = GRDNetGenerator(cfg), UNet(cfg.unet)
+    generator.load_state_dict(state["generator"])
+    unet.load_state_dict(state["unet"])
+    return GRDNetExport(generator, unet, int(state["num_classes"])).eval()
+
+
+def load_model(run_dir: str | Path):
+    """The run's model as eval and export use it, for its family: the OneN student or the GRD-Net."""
+    family = read_config(Path(run_dir)).get("family", "onen")
+    if family not in MODEL_KEYS:
+        raise RunError(f"{Path(run_dir) / CONFIG}: family '{family}', expected one of {', '.join(MODEL_KEYS)}")
+    return load_grdnet(run_dir) if family == "grdnet" else load_student(run_dir)
+
+
 def load_teacher(run_dir: str | Path):
     """The run's fine-tuned teacher (EfficientNetLite) in eval mode."""
     import torch
@@ -242,6 +296,6 @@ def load_teacher(run_dir: str | Path):
 
 
 def load_trained(run_dir: str | Path, with_data: bool = True):
-    """(student in eval mode, RunInfo with the data index and splits): what `onen eval` and export need."""
+    """(the run's model in eval mode, RunInfo with the data index and splits): what `onen eval` and export need."""
     info = load_run(run_dir, with_data=with_data)
-    return load_student(run_dir), info
+    return load_model(run_dir), info

@@ -5,7 +5,8 @@ distilled from it, under one of three supervision levels.
 - weak: image labels only; the map targets of defective images are the teacher's Grad-CAM pseudo-masks.
 - none: good images only; synthetic defects (train.data.synthetic) give defective images and their masks.
 
-Fixed seeds, CPU by default (CUDA when present), a checkpoint every epoch that `--resume` continues.
+Fixed seeds, CPU by default (CUDA when present), a checkpoint every epoch that `--resume` continues. `family` "grdnet"
+trains GRD-Net instead (train.grdnet_training) after the same preparation (data, splits, geometry).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SUPERVISION = ("none", "weak", "full")
+FAMILIES = runs.FAMILIES
 GOOD_FEATURES = ("auto", "on", "off")
 DISTILL_FEATURES = ("auto", "head", "imagenet")
 
@@ -46,6 +48,8 @@ class TrainConfig:
     data: str
     out: str
     supervision: str = "full"
+    family: str = FAMILIES[0]  # "onen"; "grdnet": train.grdnet_training
+    grdnet: dict = field(default_factory=dict)  # family grdnet: train.grdnet_training.GRDNetRecipe as a dict
     size: str = DEFAULT_SIZE  # --size: "auto", "N" or "HxW" (train.geometry)
     epochs: int = 30
     teacher_epochs: int = 8
@@ -114,6 +118,12 @@ class TrainConfig:
     def check(self) -> None:
         if self.supervision not in SUPERVISION:
             raise OnenError(f"--supervision must be one of {', '.join(SUPERVISION)}, got '{self.supervision}'")
+        if self.family not in FAMILIES:
+            raise OnenError(f"--family must be one of {', '.join(FAMILIES)}, got '{self.family}'")
+        if self.family == "grdnet":
+            from onen.train.grdnet_training import check_grdnet_config
+
+            check_grdnet_config(self)
         parse_size(self.size, self.patch)
         check_tiles(self.tiles, self.supervision, self.tile_overlap)
         if self.epochs < 1:
@@ -169,6 +179,15 @@ class TrainConfig:
         return cls(**data)
 
 
+def default_epochs(family: str) -> int:
+    """Epochs when `--epochs` is not given: TrainConfig's for OneN, the GRD-Net recipe's for GRD-Net."""
+    if family == "grdnet":
+        from onen.train.grdnet_training import GRDNetRecipe
+
+        return GRDNetRecipe.epochs
+    return TrainConfig.epochs
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -213,7 +232,7 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool):
     return index, splits
 
 
-def _datasets(cfg: TrainConfig, index, splits):
+def _datasets(cfg: TrainConfig, index, splits, outside_in_mask: bool = False):
     from onen.train.data.dataset import InspectionDataset
     from onen.train.data.synthetic import SyntheticDefects
 
@@ -238,6 +257,7 @@ def _datasets(cfg: TrainConfig, index, splits):
         "cache": True,
         "outside_marks": SyntheticDefects(seed=cfg.seed + 3) if outside > 0 else None,
         "outside_probability": outside,
+        "outside_in_mask": outside_in_mask,
     }
     grid = cfg.grid()
     if grid is not None:  # the networks train on tiles; validation (val_ds) stays on whole images, tiled by the model
@@ -778,6 +798,10 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
     device = pick_device(cfg.device)
     timings: dict[str, float] = {}
     index, splits = _prepare_run(cfg, run_dir, resume)
+    if cfg.family == "grdnet":
+        from onen.train.grdnet_training import train_grdnet
+
+        return train_grdnet(cfg, index, splits, device, run_dir, resume)
     train_ds, val_ds = _datasets(cfg, index, splits)
     log.info(
         "data %s: %d train / %d val / %d test images, classes %s, device %s",

@@ -171,7 +171,8 @@ def _run_predictor(run_dir: Path, run_info, which: str):
 
         model = TeacherExport(runs.load_teacher(run_dir)).eval()
     else:
-        model = runs.load_student(run_dir)
+        model = runs.load_model(run_dir)  # the run's family's: OneN student or GRD-Net
+        which = run_info.model_key
     model = run_info.whole_frame(model)  # a run trained on tiles is evaluated on whole images, as its bundle runs
     thresholds = run_info.thresholds(which)
     meta = {
@@ -184,8 +185,8 @@ def _run_predictor(run_dir: Path, run_info, which: str):
         "run": str(run_dir),
         "backend": "torch",
     }
-    if which == "student":
-        meta["checkpoint"] = run_info.summary.get("student_checkpoint")
+    if which != "teacher":
+        meta["checkpoint"] = run_info.summary.get(f"{which}_checkpoint")
     return (lambda batch: torch_outputs(model, batch)), meta
 
 

@@ -5,26 +5,45 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from onen.edge.errors import OnenError
 from onen.train.geometry import DEFAULT_SIZE
+from onen.train.runs import FAMILIES
 from onen.train.tiling import DEFAULT_OVERLAP, TILES_OFF
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train the teacher and the OneN student on a data set",
+        help="train the teacher and the OneN student (or GRD-Net) on a data set",
         description="Fine-tunes the EfficientNet-Lite0 teacher (CEOD where an AOI/mask exists), then distils the OneN "
         "student under --supervision none (good images + synthetic defects), weak (image labels; teacher "
-        "Grad-CAM as map targets) or full (pixel masks). Checkpoints every epoch; --resume continues.",
+        "Grad-CAM as map targets) or full (pixel masks). --family grdnet trains GRD-Net instead (supervision none). "
+        "Checkpoints every epoch; --resume continues.",
     )
     parser.add_argument(
         "--data", required=True, type=Path, help="data set: MVTec folder, class folders, or CSV manifest"
     )
     parser.add_argument("--supervision", required=True, choices=("none", "weak", "full"))
     parser.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default=FAMILIES[0],
+        help="onen: teacher + OneN student (default); grdnet: GRD-Net (generator, discriminator, U-Net; seed 002) "
+        "from good images with synthetic defects, --supervision none",
+    )
+    parser.add_argument(
+        "--roi-mode",
+        help="--family grdnet: how the U-Net's focal loss uses the AOI (train.losses_grdnet): target (a mark outside "
+        "it is pushed to 0; the default), prediction (the paper's eq. 5-6) or none",
+    )
+    parser.add_argument(
         "--out", required=True, type=Path, help="run directory to create (or to continue with --resume)"
     )
-    parser.add_argument("--epochs", type=int, help="student epochs (default 30; with --resume: the run's own)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="student epochs (default 30; GRD-Net: 25; with --resume: the run's own)",
+    )
     parser.add_argument(
         "--teacher-epochs", type=int, default=8, help="teacher fine-tuning epochs (0: no teacher; default 8)"
     )
@@ -55,7 +74,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"px shared by neighbouring tiles, their maps averaged there (default {DEFAULT_OVERLAP})",
     )
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3, help="student learning rate (AdamW, one-cycle)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate: the student's (AdamW, one-cycle; default 1e-3) or GRD-Net's (Adam; default 1e-4)",
+    )
     parser.add_argument("--aoi", type=Path, help="one AOI mask for the whole data set")
     parser.add_argument("--no-aoi-guidance", action="store_true", help="do not penalise attention outside the AOI")
     parser.add_argument("--aoi-weight", type=float, default=0.2, help="weight of the AOI guidance loss (default 0.2)")
@@ -137,23 +160,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
+def _grdnet_settings(args: argparse.Namespace) -> dict:
+    """The GRD-Net recipe's values given on the command line (train.grdnet_training.GRDNetRecipe; others: defaults)."""
+    if args.family != "grdnet":
+        if args.roi_mode is not None:
+            raise OnenError("--roi-mode is GRD-Net's: it needs --family grdnet")
+        return {}
+    settings: dict = {}
+    if args.roi_mode is not None:
+        settings["weights"] = {"roi_mode": args.roi_mode}
+    if args.lr is not None:
+        settings["optimiser"] = {"lr": args.lr}
+    return settings
+
+
 def run(args: argparse.Namespace) -> int:
     from onen.train.student_objective import ObjectiveWeights
-    from onen.train.trainer import TrainConfig, train
+    from onen.train.trainer import TrainConfig, default_epochs, train
 
     cfg = TrainConfig(
         data=str(args.data),
         out=str(args.out),
         supervision=args.supervision,
+        family=args.family,
+        grdnet=_grdnet_settings(args),
         size=args.size,
         tiles=args.tiles,
         tile_overlap=args.tile_overlap,
-        epochs=args.epochs or 30,
+        epochs=args.epochs or default_epochs(args.family),
         epochs_given=args.epochs is not None,
         teacher_epochs=args.teacher_epochs,
         teacher_freeze_blocks=args.teacher_freeze_blocks,
         batch_size=args.batch_size,
-        lr=args.lr,
+        lr=args.lr if args.lr is not None and args.family == "onen" else TrainConfig.lr,  # GRD-Net's: its recipe
         seed=args.seed,
         aoi=str(args.aoi) if args.aoi else None,
         aoi_guidance=not args.no_aoi_guidance,

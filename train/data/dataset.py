@@ -42,10 +42,12 @@ class InspectionDataset(Dataset):
         cache: bool = False,
         outside_marks: SyntheticDefects | None = None,
         outside_probability: float = 0.0,
+        outside_in_mask: bool = False,
     ):
         """outside_marks: with outside_probability, a synthetic mark is also pasted outside the AOI of an image that has
         an outside; the label and mask stay as they are, because outside the AOI a mark is not a defect (seed 001's
-        zipper relabelling, made from the AOI alone)."""
+        zipper relabelling, made from the AOI alone). outside_in_mask: the mask also holds those marks (GRD-Net's ROI
+        term, train.losses_grdnet, decides itself what a mark outside the AOI counts for); the label stays."""
         self.samples = list(samples)
         self.class_names = list(class_names)
         self.height, self.width = int(height), int(width)
@@ -54,6 +56,7 @@ class InspectionDataset(Dataset):
         self.augment = augment
         self.outside_marks = outside_marks
         self.outside_probability = float(outside_probability)
+        self.outside_in_mask = outside_in_mask
         self.seed = int(seed)
         self.epoch = 0
         self.cache: dict[int, tuple] | None = {} if cache else None
@@ -105,7 +108,9 @@ class InspectionDataset(Dataset):
             outside = ~aoi.astype(bool)
             # no draw without an outside: a data set without an AOI keeps the random stream it had without the option
             if outside.sum() >= MIN_OUTSIDE_PIXELS and rng.random() < self.outside_probability:
-                image, _ = self.outside_marks.make(image, outside, rng)
+                image, outside_mask = self.outside_marks.make(image, outside, rng)
+                if self.outside_in_mask:
+                    mask = mask | outside_mask.astype(bool)
                 synthetic = True  # the pixels are generated: not the file's (no teacher cache)
         if self.augment:
             if rng.random() < 0.5:

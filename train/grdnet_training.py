@@ -1,0 +1,334 @@
+"""`onen train --family grdnet`: GRD-Net (seed 002) from good images with synthetic defects.
+
+The OneN trainer's preparation is shared (train.trainer: data, splits, input geometry, synthetic Perlin defects inside
+the AOI and marks outside it, the loader's seeds); so are per-epoch validation through the bundle model, the best
+checkpoint by validation image AUROC, history.csv / history.png (train.history) and the thresholds of summary.json
+(train.trainer.validation_summary). Only the networks and their step are GRD-Net's (train.grdnet_step). Validation
+uses the real defects of the validation split, or, when it has none, synthetic defects on its good images (fixed,
+the same every epoch). Every epoch also logs the discriminator's loss and mean outputs, flags "the discriminator
+won" (train.grdnet_step.discriminator_won), and the reconstruction loss on good validation images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from onen.edge.errors import OnenError
+from onen.train import runs
+from onen.train.grdnet_step import (
+    BATCH_KEYS,
+    GRDNetNets,
+    GRDNetOptimisers,
+    OptimiserConfig,
+    discriminator_won,
+    grdnet_step,
+)
+from onen.train.losses_grdnet import GRDNetWeights, contextual_loss
+from onen.train.models.grdnet_export import GRDNetExport
+from onen.train.models.grdnet_generator import DOWNSAMPLE, GRDNetConfig, unit_images
+from onen.train.tiling import TILES_OFF
+
+log = logging.getLogger(__name__)
+NETWORKS = ("generator", "discriminator", "unet")  # GRDNetNets' and GRDNetOptimisers' fields
+VALIDATION_SEED_OFFSET = 5  # the synthetic validation defects' seed: cfg.seed + this (train's are cfg.seed)
+
+
+@dataclass
+class GRDNetRecipe:
+    """GRD-Net's settings in a run (TrainConfig.grdnet as a dict): networks, loss weights, optimiser, and the epoch
+    count `onen train --family grdnet` uses when --epochs is not given. The input size is the run's geometry."""
+
+    model: GRDNetConfig = field(default_factory=GRDNetConfig)
+    weights: GRDNetWeights = field(default_factory=GRDNetWeights)
+    optimiser: OptimiserConfig = field(default_factory=OptimiserConfig)
+    epochs: int = 25  # ~1.3 min per 1,000-image epoch at 128 px here: a run fits the issue's 20-30 min budget
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GRDNetRecipe:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            expected = list(cls.__dataclass_fields__)
+            raise OnenError(f"GRD-Net settings: unknown keys {sorted(unknown)}, expected {expected}")
+        try:
+            return cls(
+                model=GRDNetConfig(**data.get("model", {})),
+                weights=GRDNetWeights(**data.get("weights", {})),
+                optimiser=OptimiserConfig(**data.get("optimiser", {})),
+                epochs=int(data.get("epochs", cls.epochs)),
+            )
+        except TypeError as error:
+            raise OnenError(f"GRD-Net settings: {error}") from error
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_grdnet_config(cfg) -> None:
+    """Refuse a TrainConfig (train.trainer) that GRD-Net cannot train, before any data is read."""
+    if cfg.supervision != "none":
+        raise OnenError(
+            f"--family grdnet trains from good images with synthetic defects: use --supervision none "
+            f"(got --supervision {cfg.supervision}; real defects of the data set still serve its validation and eval)"
+        )
+    if cfg.tiles != TILES_OFF:
+        raise OnenError(f"--family grdnet trains on the whole input: leave --tiles off (got --tiles {cfg.tiles})")
+    if cfg.patch % DOWNSAMPLE:
+        raise OnenError(
+            f"--family grdnet needs an input that is a multiple of {DOWNSAMPLE}: use --patch {DOWNSAMPLE} "
+            f"(got --patch {cfg.patch})"
+        )
+    try:
+        GRDNetRecipe.from_dict(cfg.grdnet).weights.check()
+    except ValueError as error:
+        raise OnenError(f"GRD-Net settings: {error}") from error
+
+
+class WithCleanTarget(Dataset):
+    """A training InspectionDataset's items plus "target": the same image as read, before any synthetic mark."""
+
+    def __init__(self, dataset):
+        if dataset.augment:
+            raise ValueError("GRD-Net's target is the image as read: its training set must not flip images")
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        clean, _, _ = self.dataset.load_resized(index)
+        item["target"] = torch.from_numpy(np.ascontiguousarray(clean, dtype=np.uint8))
+        return item
+
+
+def validation_set(cfg, index, val_ds):
+    """(dataset, "real" | "synthetic"): the validation split as it is when it holds good and defective images,
+    else its good images with fixed synthetic defects (the same every epoch), so the image AUROC can rank epochs."""
+    from onen.train.data.dataset import InspectionDataset
+    from onen.train.data.synthetic import SyntheticDefects
+
+    labels = {sample.label for sample in val_ds.samples}
+    if labels >= {0, 1} or 0 not in labels:
+        return val_ds, "real"
+    seed = cfg.seed + VALIDATION_SEED_OFFSET
+    synthetic = InspectionDataset(
+        list(val_ds.samples),
+        index.class_names,
+        cfg.input_height,
+        cfg.input_width,
+        aoi=val_ds.aoi_path,
+        synthetic=SyntheticDefects(seed=seed),
+        synthetic_probability=cfg.synthetic_probability,
+        seed=seed,
+        cache=True,
+    )
+    return synthetic, "synthetic"
+
+
+@torch.no_grad()
+def good_reconstruction_loss(generator, dataset, weights: GRDNetWeights, batch_size: int, device) -> float | None:
+    """Mean contextual loss (L1 + 1 - SSIM) between good validation images and their reconstructions."""
+    generator.eval()
+    total, count = 0.0, 0
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        good = batch["label"] == 0
+        if not good.any():
+            continue
+        x = unit_images(batch["image"][good].to(device))
+        value = contextual_loss(x, generator.reconstruct(x), weights)["contextual"]
+        total += float(value) * int(good.sum())
+        count += int(good.sum())
+    return total / count if count else None
+
+
+def _nets_state(nets: GRDNetNets) -> dict:
+    return {name: getattr(nets, name).state_dict() for name in NETWORKS}
+
+
+def _save(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _model_file(nets: GRDNetNets, recipe: GRDNetRecipe, num_classes: int) -> dict:
+    """What runs.load_grdnet reads: the exported networks (generator, U-Net) and their config."""
+    return {
+        "generator": nets.generator.state_dict(),
+        "unet": nets.unet.state_dict(),
+        "model_config": recipe.model.to_dict(),
+        "num_classes": num_classes,
+    }
+
+
+def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume: bool) -> Path:
+    """Train GRD-Net into run_dir after train.trainer's shared preparation; returns run_dir."""
+    from onen.train import history, plots
+    from onen.train.trainer import _chosen_epoch, _datasets, _figure, _loader, predict_dataset, validation_summary
+
+    recipe = GRDNetRecipe.from_dict(cfg.grdnet)
+    recipe.model = dataclasses.replace(recipe.model, input_height=cfg.model_height, input_width=cfg.model_width)
+    recipe.model.check()
+    cfg.grdnet = recipe.to_dict()
+    runs.write_json(run_dir / runs.CONFIG, cfg.to_dict())  # with the networks' resolved input size
+    num_classes = len(cfg.class_names)
+    train_ds, val_ds = _datasets(cfg, index, splits, outside_in_mask=True)  # every mark in the mask: the ROI decides
+    items = WithCleanTarget(train_ds)
+    val_ds, val_kind = validation_set(cfg, index, val_ds)
+    log.info(
+        "GRD-Net on %s: %d good training images, %d validation images (%s defects), device %s",
+        cfg.data,
+        len(items),
+        len(val_ds),
+        val_kind,
+        device,
+    )
+    started_all = time.monotonic()
+    nets = GRDNetNets.build(recipe.model)
+    for net in (nets.generator, nets.discriminator, nets.unet):
+        net.to(device)
+    optimisers = GRDNetOptimisers.build(nets, recipe.optimiser)
+    checkpoints = run_dir / runs.CHECKPOINTS
+    last, best_path = checkpoints / runs.GRDNET_LAST, checkpoints / runs.GRDNET_BEST
+    history_path = run_dir / runs.HISTORY
+    rows: list[dict] = []
+    best_rank: tuple[float, float] | None = None
+    start_epoch = 0
+    if resume and last.is_file():
+        state = torch.load(last, map_location=device, weights_only=False)
+        for name in NETWORKS:
+            getattr(nets, name).load_state_dict(state["nets"][name])
+            getattr(optimisers, name).load_state_dict(state["optimisers"][name])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch = int(state["epoch"]) + 1
+        rows = [row for row in history.read_history(history_path) if row["epoch"] <= start_epoch]
+        if best_path.is_file():
+            best_rank = tuple(torch.load(best_path, map_location="cpu", weights_only=False)["rank"])
+        log.info("resuming GRD-Net at epoch %d/%d", start_epoch + 1, cfg.epochs)
+    if start_epoch == 0:
+        best_path.unlink(missing_ok=True)
+    validate = len(val_ds) > 0
+    if not validate:
+        log.warning("no validation images: GRD-Net is not validated per epoch; the last epoch is the one used")
+    exported = GRDNetExport(nets.generator, nets.unet, num_classes)  # shares the networks being trained
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.monotonic()
+        items.set_epoch(epoch)
+        losses = history.EpochLosses()
+        d_outputs = {"d_real": 0.0, "d_fake": 0.0}
+        loader = _loader(items, cfg, shuffle=True, epoch=epoch)
+        bar = tqdm(loader, desc=f"grdnet {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        for batch in bar:
+            batch = {key: batch[key].to(device) for key in BATCH_KEYS}
+            logs = grdnet_step(nets, optimisers, batch, recipe.weights)
+            size = len(batch["image"])
+            parts = {"d": logs["d_loss"], **{k: v for k, v in logs.items() if k[:2] in ("g_", "u_") and k != "g_total"}}
+            losses.add(logs["d_loss"] + logs["g_total"] + logs["u_focal"], parts, size)
+            for key in d_outputs:
+                d_outputs[key] += logs[key] * size
+            bar.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_total']:.3f}", u=f"{logs['u_focal']:.3f}")
+        d_outputs = {key: value / max(1, losses.images) for key, value in d_outputs.items()}
+        won = discriminator_won(d_outputs["d_real"], d_outputs["d_fake"])
+        figures = history.validation_figures(None)
+        recon = None
+        if validate:
+            with history.training_streams_kept(device):
+                figures = history.validation_figures(predict_dataset(exported, val_ds, cfg.batch_size, device))
+                recon = good_reconstruction_loss(nets.generator, val_ds, recipe.weights, cfg.batch_size, device)
+        if history.is_better(figures, best_rank):
+            best_rank = history.rank(figures)
+            _save(
+                best_path,
+                {**_model_file(nets, recipe, num_classes), "epoch": epoch, "figures": figures, "rank": best_rank},
+            )
+        rows.append(
+            {
+                "epoch": epoch + 1,
+                **losses.means(),
+                **d_outputs,
+                "d_won": int(won),
+                "val_recon_loss": recon,
+                **figures,
+                "lr": optimisers.generator.param_groups[0]["lr"],
+                "seconds": time.monotonic() - started,
+            }
+        )
+        history.write_history(history_path, rows)
+        if won:
+            log.warning(
+                "GRD-Net epoch %d: the discriminator won (mean output %.3f on real, %.3f on reconstructions): the "
+                "generator learns little from the adversarial term",
+                epoch + 1,
+                d_outputs["d_real"],
+                d_outputs["d_fake"],
+            )
+        log.info(
+            "GRD-Net epoch %d/%d: loss %.4f, D real/fake %.3f/%.3f, good val reconstruction %s, validation image "
+            "AUROC %s, pixel AUROC %s",
+            epoch + 1,
+            cfg.epochs,
+            rows[-1]["loss"],
+            d_outputs["d_real"],
+            d_outputs["d_fake"],
+            _figure(recon),
+            _figure(figures["val_image_auroc"]),
+            _figure(figures["val_pixel_auroc"]),
+        )
+        _save(
+            last,
+            {
+                "nets": _nets_state(nets),
+                "optimisers": {name: getattr(optimisers, name).state_dict() for name in NETWORKS},
+                "epoch": epoch,
+                "torch_rng": torch.get_rng_state(),
+            },
+        )
+    training_seconds = time.monotonic() - started_all
+    chosen = {**_chosen_epoch(best_path, rows, cfg.epochs, validate), "file": runs.GRDNET_BEST}
+    if rows:
+        plots.history_plot(run_dir / runs.HISTORY_PLOT, rows, chosen["epoch"] if chosen.get("selected_by") else None)
+    _save(run_dir / runs.GRDNET, _model_file(nets, recipe, num_classes))
+    best_file = _model_file(nets, recipe, num_classes)
+    if best_path.is_file() and chosen["epoch"] != cfg.epochs:
+        best_state = torch.load(best_path, map_location="cpu", weights_only=False)
+        best_file = {key: best_state[key] for key in best_file}
+    _save(run_dir / runs.GRDNET_BEST, best_file)
+    started = time.monotonic()
+    model = runs.load_grdnet(run_dir).to(device)
+    own = validation_summary(predict_dataset(model, val_ds, cfg.batch_size, device), model="GRD-Net")
+    for key in ("class_accuracy", "defect_class_accuracy"):  # its class logits are the score's (no class head)
+        if key in own["validation"]:
+            own["validation"][key] = None
+    summary: dict[str, Any] = {
+        "grdnet": own,
+        "grdnet_checkpoint": chosen,
+        "validation_defects": val_kind,
+        "discriminator_won_epochs": [row["epoch"] for row in rows if row.get("d_won")],
+        "splits": splits.counts() | {"val_carved_from_train": splits.meta.get("val_carved_from_train")},
+    }
+    timings = {"grdnet": training_seconds, "summary": time.monotonic() - started}
+    summary["timings_s"] = {**timings, "total": sum(timings.values())}
+    runs.write_json(run_dir / runs.SUMMARY, summary)
+    log.info(
+        "run written to %s (GRD-Net of epoch %d/%d, validation %s, threshold_source %s)",
+        run_dir,
+        chosen["epoch"],
+        chosen["epochs"],
+        summary["grdnet"]["validation"],
+        summary["grdnet"]["threshold_source"],
+    )
+    return run_dir
