@@ -93,13 +93,16 @@ def evaluate(
     progress: bool = True,
     extra: dict | None = None,
     groups: dict[str, str] | None = None,
+    classes_supervised: bool = True,
 ) -> dict:
     """Run `predict` over the samples and write report.json, scores.csv, roc.png, score_hist.png and the
     overlays of the worst-scored images (worst_defects.png, worst_good.png). `threshold` is the image
     threshold on the raw score and `threshold_source` where it came from (edge.bundle.THRESHOLD_SOURCES: the run's
     validation, a calibration, a stated default, the user); without a threshold the best-F1 one on these very images
     is used, reported as "test_best_f1" and `threshold_optimistic` (it has seen the answers).
-    `groups` (image path -> group name, e.g. the AOI benchmark's kinds) adds per-group rejection rates."""
+    `groups` (image path -> group name, e.g. the AOI benchmark's kinds) adds per-group rejection rates.
+    `classes_supervised` False (trained without class labels: `--supervision none`, GRD-Net): no class accuracy
+    and a good-vs-defect confusion matrix, since its class logits never learnt the class names."""
     if not samples:
         raise EvaluationError("no samples to evaluate (empty split?)")
     if threshold is not None and (threshold_source not in THRESHOLD_SOURCES or threshold_source == OPTIMISTIC):
@@ -168,7 +171,8 @@ def evaluate(
             n,
             used,
         )
-    predicted = metrics.predicted_classes(scores, class_logits, used)
+    # without class labels the station reports "defect", not a class name (edge: classes_supervised false)
+    predicted = metrics.predicted_classes(scores, class_logits if classes_supervised else class_logits[:, :1], used)
     rates = metrics.rates_at(labels, scores, used)
     per_class_recall = {
         name: float((scores[truths == i] >= used).mean())
@@ -189,9 +193,13 @@ def evaluate(
         "accuracy": metrics.accuracy_at(labels, scores, used),
         "recall": rates["recall"],
         "false_reject_rate": rates["false_reject_rate"],
-        "class_accuracy": metrics.class_accuracy(np.where(truths < len(class_names), truths, -1), class_logits),
+        "class_accuracy": metrics.class_accuracy(np.where(truths < len(class_names), truths, -1), class_logits)
+        if classes_supervised
+        else None,
         "per_class_recall": per_class_recall,
-        "confusion_matrix": _confusion(truths, truth_names, predicted, class_names, class_logits.shape[1] >= 2),
+        "confusion_matrix": _confusion(
+            truths, truth_names, predicted, class_names, classes_supervised and class_logits.shape[1] >= 2
+        ),
         "counts": {
             "images": n,
             "good": int((labels == 0).sum()),

@@ -42,7 +42,7 @@ def training_streams_kept(device: torch.device) -> Iterator[None]:
 def validation_figures(outputs: dict | None) -> dict:
     """Image AUROC (None unless validation holds good and defective images), pixel AUROC (None without masks) and
     the image count, from predict_dataset's outputs on the validation split."""
-    from onen.train.metrics_quick import image_auroc, pixel_auroc
+    from onen.train.metrics import image_auroc, pixel_auroc
 
     if outputs is None:
         return {"val_images": 0, "val_image_auroc": None, "val_pixel_auroc": None}
@@ -50,8 +50,8 @@ def validation_figures(outputs: dict | None) -> dict:
     has_defect_pixels = masked.any() and bool((outputs["mask"][masked] > 0.5).any())
     return {
         "val_images": int(len(outputs["label"])),
-        "val_image_auroc": image_auroc(outputs["score"], outputs["label"]),
-        "val_pixel_auroc": pixel_auroc(outputs["map"][masked][:, 0], outputs["mask"][masked])
+        "val_image_auroc": image_auroc(outputs["label"], outputs["score"]),
+        "val_pixel_auroc": pixel_auroc(outputs["mask"][masked] > 0.5, outputs["map"][masked][:, 0])
         if has_defect_pixels
         else None,
     }

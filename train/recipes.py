@@ -170,9 +170,9 @@ def _train_small_bundle(out_dir: str | Path, seed: int, steps: int) -> Path:
     thresholds, normalisation = default_thresholds(
         scores[good], maps[good], scores[~good], defect_pixels, min_region_area=4
     )
-    from onen.train.metrics_quick import image_auroc
+    from onen.train.metrics import image_auroc
 
-    auroc = image_auroc(scores, val.labels)
+    auroc = image_auroc(val.labels, scores)
     info = ExportInfo(
         name="small-demo",
         class_names=list(data.class_names),

@@ -16,13 +16,11 @@ the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -32,6 +30,7 @@ from onen.edge.errors import OnenError
 from onen.train.gradcam import grad_cam
 from onen.train.losses_ceod import CLIP_EPS, OMEGA, ceod_loss, classification_loss
 from onen.train.models.efficientnet_lite import EfficientNetLite, build_teacher
+from onen.train.runtime import pick_device, seed_everything
 
 CHECKPOINT = "teacher_checkpoint.pt"
 HISTORY = "teacher_history.json"
@@ -69,13 +68,6 @@ class TeacherCheckpointError(OnenError):
     """A checkpoint in out_dir belongs to a differently configured run."""
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """CPU by default; CUDA when present (or when asked)."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def frozen_modules(model: EfficientNetLite, freeze_blocks: int) -> list[torch.nn.Module]:
     """Stem + leading blocks, with gradients switched off (call .eval() on them after model.train())."""
     if freeze_blocks == 0:
@@ -84,12 +76,6 @@ def frozen_modules(model: EfficientNetLite, freeze_blocks: int) -> list[torch.nn
     for module in modules:
         module.requires_grad_(False)
     return modules
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def defect_class_for_cam(logits: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
@@ -129,7 +115,7 @@ def training_step(model: EfficientNetLite, batch: dict, cfg: TeacherConfig, devi
 @torch.no_grad()
 def predict(model: EfficientNetLite, dataset: Dataset, batch_size: int = 32, device=None) -> dict:
     """Scores (1 - p(good)), predicted classes and the labels of a data set, as numpy arrays."""
-    device = pick_device(device) if device is None else torch.device(device)
+    device = pick_device(device)
     was_training = model.training
     model.eval().to(device)
     out: dict[str, list[Any]] = {"score": [], "predicted": [], "label": [], "class_index": []}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from onen.train import runs
 from onen.train.geometry import DEFAULT_SIZE, Geometry, parse_size, resolve_geometry
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.models.tiled import whole_frame
+from onen.train.runtime import pick_device, seed_everything
 from onen.train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
 from onen.train.tiling import DEFAULT_OVERLAP, TILES_OFF, TileGrid, check_tiles, resolve_tiles
 
@@ -186,18 +186,6 @@ def default_epochs(family: str) -> int:
 
         return GRDNetRecipe.epochs
     return TrainConfig.epochs
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # ------------------------------------------------------------------------------------------ data

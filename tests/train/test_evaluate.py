@@ -176,3 +176,18 @@ def test_onen_eval_a_bundle_on_the_openvino_backend(tiny_bundle, tmp_path):
     other = reports["openvino"]
     assert other["evaluated"]["backend"] == "openvino" and other["evaluated"]["precision"] in ("bf16", "f32")
     assert abs(other["image_auroc"] - reports["onnxruntime"]["image_auroc"]) <= 0.02
+
+
+def test_a_model_trained_without_class_labels_gets_no_class_accuracy(tmp_path):
+    """Supervision none (and GRD-Net): the class logits never saw a class name, so no class accuracy and a
+    good-vs-defect confusion matrix, while detection is judged as for any model."""
+    index = load_index(_squares_dataset(tmp_path / "data"), aoi=tmp_path / "data" / "aoi.png")
+    common = dict(aoi=index.aoi, batch_size=6, progress=False)
+    names = ["good", "small", "big"]
+    labelled = evaluate(_bright_square_model, index.samples, names, 48, 48, tmp_path / "a", **common)
+    unlabelled = evaluate(
+        _bright_square_model, index.samples, names, 48, 48, tmp_path / "b", classes_supervised=False, **common
+    )
+    assert labelled["class_accuracy"] == 1.0 and unlabelled["class_accuracy"] is None
+    assert unlabelled["image_auroc"] == labelled["image_auroc"] == 1.0
+    assert set(unlabelled["confusion_matrix"]["predicted"]) <= {"good", "defect"}

@@ -10,7 +10,7 @@ import torch
 from onen.edge.errors import OnenError
 from onen.train.export import ExportInfo, export_model, torch_outputs
 from onen.train.good_feature_fit import fit_good_features
-from onen.train.metrics_quick import image_auroc
+from onen.train.metrics import image_auroc
 from onen.train.models.good_features import Normaliser, PositionGaussian
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.tiny_data import make_tiny_set
@@ -98,7 +98,7 @@ def test_fitted_distances_tell_defects_from_good_parts_even_untrained(fitted):
     assert summary["train_images"] == 60 and not summary["held_out_is_train"]
     test = make_tiny_set(seed=12, count=80, size=64)
     score, anomaly_map, _ = torch_outputs(model, test.images)
-    assert image_auroc(score, test.labels) > 0.8
+    assert image_auroc(test.labels, score) > 0.8
     peak_inside = [
         float(m[0][mask].max())
         for m, mask, label in zip(anomaly_map, test.masks, test.labels, strict=True)

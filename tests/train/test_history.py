@@ -16,6 +16,7 @@ import torch
 
 from onen.train import runs
 from onen.train.history import read_history, training_streams_kept
+from onen.train.runtime import seed_everything
 from onen.train.tiny_data import write_tiny_dataset
 from onen.train.trainer import (
     TrainConfig,
@@ -23,7 +24,6 @@ from onen.train.trainer import (
     _prepare_run,
     build_run_student,
     predict_dataset,
-    seed_everything,
     train,
     train_student,
 )

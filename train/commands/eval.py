@@ -148,6 +148,7 @@ def _evaluate(args, predict, meta, samples, aoi, out, source, groups, beside: bo
         progress=not beside,
         extra={"evaluated": {**source, **meta}, **(extra or {})},
         groups=groups,
+        classes_supervised=meta.pop("classes_supervised"),
     )
 
 
@@ -181,6 +182,7 @@ def _run_predictor(run_dir: Path, run_info, which: str):
         "width": run_info.input_width,
         "threshold": thresholds["image"],
         "threshold_source": thresholds["source"],
+        "classes_supervised": run_info.supervision != "none",  # none: class heads never saw a class label
         "model": which,
         "run": str(run_dir),
         "backend": "torch",
@@ -212,6 +214,7 @@ def _bundle_predictor(bundle_path: Path, backend_kind: str, calibration: Path | 
         "width": manifest.input_width,
         "threshold": threshold,
         "threshold_source": threshold_source,
+        "classes_supervised": manifest.classes_supervised,
         "model": f"{manifest.name} {manifest.version} ({manifest.family})",
         "bundle": str(bundle_path),
         "backend": backend.name,
