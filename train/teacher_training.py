@@ -15,7 +15,9 @@ the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +33,8 @@ from onen.train.gradcam import grad_cam
 from onen.train.losses_ceod import CLIP_EPS, OMEGA, ceod_loss, classification_loss
 from onen.train.models.efficientnet_lite import EfficientNetLite, build_teacher
 from onen.train.runtime import pick_device, seed_everything
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT = "teacher_checkpoint.pt"
 HISTORY = "teacher_history.json"
@@ -171,7 +175,9 @@ def fit_teacher(
     device: str | torch.device | None = None,
     out_dir: str | Path | None = None,
 ) -> EfficientNetLite:
-    """Fine-tune EfficientNet-Lite0 on (good + K classes); returns the model (eval mode) after the last epoch.
+    """Fine-tune EfficientNet-Lite0 on (good + K classes); returns the model (eval mode) of the best epoch by
+    validation image AUROC (accuracy between equals; the last epoch without validation): on both real sets the
+    teacher peaked before its last epoch, and the student distils whatever teacher it is given.
 
     With out_dir, a checkpoint is written after each epoch and an existing one is resumed.
     """
@@ -183,6 +189,7 @@ def fit_teacher(
     optimizer = torch.optim.Adamax(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict] = []
     start_epoch = 0
+    best: dict[str, Any] | None = None  # {"epoch", "rank", "model"} of the best validated epoch so far
     out_dir = Path(out_dir) if out_dir is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +203,7 @@ def fit_teacher(
                 )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            history, start_epoch = state["history"], state["epoch"]
+            history, start_epoch, best = state["history"], state["epoch"], state.get("best")
             torch.set_rng_state(state["torch_rng"])
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -232,6 +239,9 @@ def fit_teacher(
         }
         if val_ds is not None and len(val_ds) > 0:  # type: ignore[arg-type]  # map-style data sets have __len__; torch's Dataset does not declare it
             record["val"] = teacher_metrics(predict(model, val_ds, cfg.batch_size, device))
+            rank = _rank(record["val"])
+            if rank is not None and (best is None or rank > tuple(best["rank"])):
+                best = {"epoch": epoch + 1, "rank": rank, "model": copy.deepcopy(model.state_dict())}
         history.append(record)
         tqdm.write(f"teacher epoch {epoch + 1}/{cfg.epochs}: " + json.dumps(record))
         if out_dir is not None:
@@ -244,12 +254,25 @@ def fit_teacher(
                     "config_key": _config_key(cfg, num_classes),
                     "config": asdict(cfg),
                     "torch_rng": torch.get_rng_state(),
+                    "best": best,
                 },
                 out_dir / CHECKPOINT,
             )
             (out_dir / HISTORY).write_text(json.dumps(history, indent=2))
     model.history = history
+    model.chosen_epoch = cfg.epochs
+    if best is not None and best["epoch"] != cfg.epochs:
+        model.load_state_dict(best["model"])
+        model.chosen_epoch = best["epoch"]
+        log.info("teacher: epoch %d of %d kept (best validation image AUROC)", best["epoch"], cfg.epochs)
     return model.eval()
+
+
+def _rank(figures: dict) -> tuple[float, float] | None:
+    """How a validated epoch ranks: image AUROC, then accuracy; None when AUROC is undefined."""
+    if figures.get("image_auroc") is None:
+        return None
+    return float(figures["image_auroc"]), float(figures["accuracy"])
 
 
 def load_teacher(checkpoint: str | Path, device=None) -> EfficientNetLite:

@@ -325,7 +325,8 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
         train_ds.augment = False
         train_ds.outside_probability = outside_probability
     final.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": teacher.state_dict(), "num_classes": len(cfg.class_names)}, final)
+    epoch = getattr(teacher, "chosen_epoch", cfg.teacher_epochs)  # the best validated epoch (fit_teacher)
+    torch.save({"model": teacher.state_dict(), "num_classes": len(cfg.class_names), "epoch": epoch}, final)
     return teacher.eval()
 
 
@@ -832,6 +833,8 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
             predict_dataset(whole_frame(TeacherExport(teacher).eval(), cfg.tile_grid), val_ds, cfg.batch_size, device),
             model="teacher",
         )
+        saved = torch.load(run_dir / runs.TEACHER_DIR / runs.TEACHER_FINAL, map_location="cpu", weights_only=False)
+        summary["teacher_checkpoint"] = {"epoch": saved.get("epoch"), "epochs": cfg.teacher_epochs}
     from onen.train.data.tiles import TiledDataset
 
     if isinstance(train_ds, TiledDataset):

@@ -59,6 +59,7 @@ def test_train_eval_export(tiny_csv, tmp_path):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     assert {"student", "teacher", "timings_s"} <= set(summary)
+    assert 1 <= summary["teacher_checkpoint"]["epoch"] <= summary["teacher_checkpoint"]["epochs"] == 1
     config = json.loads((run / "config.json").read_text())
     assert config["format"] == "onen-run/2" and config["size"] == "64"
     assert config["geometry"] == {"height": 64, "width": 64, "resize": "stretch", "chosen_by": "given", "reason": {}}

@@ -65,7 +65,8 @@ def test_ceod_training_handles_unknown_classes_and_resumes_exactly(dataset, tmp_
     fit_teacher(dataset, None, len(CLASSES), interrupted, device="cpu", out_dir=tmp_path / "resumed")
     resumed = fit_teacher(dataset, None, len(CLASSES), cfg, device="cpu", out_dir=tmp_path / "resumed")
     assert [r["epoch"] for r in resumed.history] == [1, 2]
-    for name, tensor in straight.state_dict().items():
+    last_epoch = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=False)["model"]  # straight keeps its best
+    for name, tensor in last_epoch.items():
         assert torch.allclose(tensor.float(), resumed.state_dict()[name].float(), atol=1e-5), name
 
     reloaded = load_teacher(tmp_path / "resumed" / CHECKPOINT)
@@ -82,6 +83,19 @@ def test_ceod_training_handles_unknown_classes_and_resumes_exactly(dataset, tmp_
             device="cpu",
             out_dir=tmp_path / "resumed",
         )
+
+
+def test_the_teacher_of_the_best_validated_epoch_is_kept_and_survives_a_resume(dataset, tmp_path):
+    cfg = TeacherConfig(epochs=3, batch_size=4, loss="ce", input_height=SIZE, input_width=SIZE, lr=0.05)
+    teacher = fit_teacher(dataset, dataset, len(CLASSES), cfg, device="cpu", out_dir=tmp_path / "run")
+    ranks = [(r["val"]["image_auroc"], r["val"]["accuracy"]) for r in teacher.history]
+    assert teacher.chosen_epoch == 1 + ranks.index(max(ranks))  # the earliest of equals
+    state = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    assert state["best"]["epoch"] == teacher.chosen_epoch
+    for name, tensor in state["best"]["model"].items():
+        assert torch.equal(tensor, teacher.state_dict()[name]), name
+    again = fit_teacher(dataset, dataset, len(CLASSES), cfg, device="cpu", out_dir=tmp_path / "run")  # all done
+    assert again.chosen_epoch == teacher.chosen_epoch
 
 
 def test_plain_ce_training_with_frozen_leading_blocks(dataset, tmp_path):
