@@ -17,8 +17,11 @@ import os
 from pathlib import Path
 
 from onen.benchmarks.train_targets import DEFAULT_DATA, evaluate_run, median_latency, train_run
+from onen.train.config_file import load_recipe, shipped_recipes
 
 BUDGET_MIN = 20.0
+
+STATION = load_recipe(shipped_recipes()["station"])  # train/recipe_files/station.yaml: the bench's settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,12 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--work", type=Path, default=Path("/tmp/onen-station-model"), help="run, bundles and reports go here"
     )
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=4, help="student epochs of the station recipe (default 4)")
+    parser.add_argument("--size", type=int, default=int(STATION["size"]))
+    parser.add_argument("--epochs", type=int, default=STATION["epochs"], help="student epochs (default: station.yaml)")
     parser.add_argument(
-        "--teacher-epochs", type=int, default=2, help="teacher epochs of the station recipe (default 2)"
+        "--teacher-epochs", type=int, default=STATION["teacher_epochs"], help="teacher epochs (default: station.yaml)"
     )
-    parser.add_argument("--supervision", default="full", choices=("none", "weak", "full"))
+    parser.add_argument("--supervision", default=STATION["supervision"], choices=("none", "weak", "full"))
     parser.add_argument("--repeats", type=int, default=200, help="latency: timed calls per model")
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from onen.train.config import OptimiserConfig
 from onen.train.losses_grdnet import GRDNetWeights, discriminator_loss, generator_loss, roi_focal_loss
 from onen.train.models.grdnet_discriminator import GRDNetDiscriminator
 from onen.train.models.grdnet_generator import GRDNetConfig, GRDNetGenerator, unit_images
@@ -39,14 +40,6 @@ class GRDNetNets:
     def build(cls, cfg: GRDNetConfig | None = None) -> GRDNetNets:
         cfg = cfg or GRDNetConfig()
         return cls(GRDNetGenerator(cfg), GRDNetDiscriminator(cfg), UNet(cfg.unet))
-
-
-@dataclass
-class OptimiserConfig:
-    lr: float = 1e-4  # the paper's learning rate
-    beta1: float = 0.5  # GANomaly's (DCGAN's) Adam beta1
-    beta2: float = 0.999
-    grad_clip: float = 1.0  # max gradient norm per network
 
 
 @dataclass

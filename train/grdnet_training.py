@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,74 +22,22 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from onen.edge.errors import OnenError
 from onen.train import runs
+from onen.train.config import GRDNetRecipe
 from onen.train.grdnet_step import (
     BATCH_KEYS,
     GRDNetNets,
     GRDNetOptimisers,
-    OptimiserConfig,
     discriminator_won,
     grdnet_step,
 )
 from onen.train.losses_grdnet import GRDNetWeights, contextual_loss
 from onen.train.models.grdnet_export import GRDNetExport
-from onen.train.models.grdnet_generator import DOWNSAMPLE, GRDNetConfig, unit_images
-from onen.train.tiling import TILES_OFF
+from onen.train.models.grdnet_generator import unit_images
 
 log = logging.getLogger(__name__)
 NETWORKS = ("generator", "discriminator", "unet")  # GRDNetNets' and GRDNetOptimisers' fields
 VALIDATION_SEED_OFFSET = 5  # the synthetic validation defects' seed: cfg.seed + this (train's are cfg.seed)
-
-
-@dataclass
-class GRDNetRecipe:
-    """GRD-Net's settings in a run (TrainConfig.grdnet as a dict): networks, loss weights, optimiser, and the epoch
-    count `onen train --family grdnet` uses when --epochs is not given. The input size is the run's geometry."""
-
-    model: GRDNetConfig = field(default_factory=GRDNetConfig)
-    weights: GRDNetWeights = field(default_factory=GRDNetWeights)
-    optimiser: OptimiserConfig = field(default_factory=OptimiserConfig)
-    epochs: int = 25  # ~1.3 min per 1,000-image epoch at 128 px here: a run fits the issue's 20-30 min budget
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GRDNetRecipe:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            expected = list(cls.__dataclass_fields__)
-            raise OnenError(f"GRD-Net settings: unknown keys {sorted(unknown)}, expected {expected}")
-        try:
-            return cls(
-                model=GRDNetConfig(**data.get("model", {})),
-                weights=GRDNetWeights(**data.get("weights", {})),
-                optimiser=OptimiserConfig(**data.get("optimiser", {})),
-                epochs=int(data.get("epochs", cls.epochs)),
-            )
-        except TypeError as error:
-            raise OnenError(f"GRD-Net settings: {error}") from error
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def check_grdnet_config(cfg) -> None:
-    """Refuse a TrainConfig (train.trainer) that GRD-Net cannot train, before any data is read."""
-    if cfg.supervision != "none":
-        raise OnenError(
-            f"--family grdnet trains from good images with synthetic defects: use --supervision none "
-            f"(got --supervision {cfg.supervision}; real defects of the data set still serve its validation and eval)"
-        )
-    if cfg.tiles != TILES_OFF:
-        raise OnenError(f"--family grdnet trains on the whole input: leave --tiles off (got --tiles {cfg.tiles})")
-    if cfg.patch % DOWNSAMPLE:
-        raise OnenError(
-            f"--family grdnet needs an input that is a multiple of {DOWNSAMPLE}: use --patch {DOWNSAMPLE} "
-            f"(got --patch {cfg.patch})"
-        )
-    try:
-        GRDNetRecipe.from_dict(cfg.grdnet).weights.check()
-    except ValueError as error:
-        raise OnenError(f"GRD-Net settings: {error}") from error
 
 
 class WithCleanTarget(Dataset):

@@ -14,39 +14,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 
+from onen.train.config import ROI_MODES, GRDNetWeights
 from onen.train.losses import focal_loss_with_logits
 from onen.train.ssim import ssim_loss
 
-ROI_MODES = ("target", "prediction", "none")
 _EPS = 1e-6
-
-
-@dataclass
-class GRDNetWeights:
-    """Weights and choices of GRD-Net's losses (paper eq. 3; gamma is focal loss's usual 2)."""
-
-    adversarial: float = 1.0  # w_adv (omega_1)
-    contextual: float = 50.0  # w_con (omega_2)
-    encoder: float = 1.0  # w_enc (omega_3)
-    l1: float = 1.0  # omega_a inside L_con
-    ssim: float = 1.0  # omega_b inside L_con
-    focal_gamma: float = 2.0
-    roi_mode: str = "target"  # target | prediction | none (see the module docstring)
-
-    def check(self) -> None:
-        if self.roi_mode not in ROI_MODES:
-            raise ValueError(f"roi_mode must be one of {', '.join(ROI_MODES)}, got {self.roi_mode!r}")
-        for name in ("adversarial", "contextual", "encoder", "l1", "ssim", "focal_gamma"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"GRD-Net weight {name} must be >= 0, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def contextual_loss(target: torch.Tensor, reconstruction: torch.Tensor, weights: GRDNetWeights) -> dict:

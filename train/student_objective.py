@@ -17,11 +17,12 @@ images and the good-vs-defect margin dominate.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from onen.train.config import ObjectiveWeights
 from onen.train.losses import (
     aoi_guidance_loss,
     feature_distillation_loss,
@@ -32,35 +33,6 @@ from onen.train.losses import (
     progressive_focal_loss,
 )
 from onen.train.models.onen_vit import StudentOutput
-
-
-@dataclass
-class ObjectiveWeights:
-    image: float = 1.0
-    classes: float = 1.0
-    maps: float = 4.0
-    aoi: float = 0.2
-    aoi_peak: float = 3.0  # part of the AOI guidance: the map's peak outside the AOI (train.losses.outside_peak_loss);
-    # AOI bench seed-2 set, 3-block students: ratio 0.75 at 1, 0.50 at 3 (0.60 with aoi 0.5)
-    kd: float = 0.5
-    feature: float = 0.5
-    temperature: float = 2.0
-    focal_gamma: float = 2.0
-    aoi_guidance: bool = True
-    defect_class: float = 1.0
-    kd_defect: float = 1.0
-    kd_score: float = 1.0  # the trainer turns it off for supervision "none" (that teacher never saw a real defect)
-    class_feature: float = (
-        1.0  # the class head's input vs the teacher's pooled features (needs OneNConfig.class_distill)
-    )
-    balanced_maps: bool | str = "batch"  # focal loss averaged separately over defect and other pixels: True/"image"
-    # per image, "batch" over the batch's pixels, False plain (train.losses)
-    balanced_layers: bool | str | None = "image"  # the same for the per-layer attention maps (None: as balanced_maps).
-    # Measured on magnetic tile validation (8 epochs): batch-balancing the attention layers too pulled the CLS token
-    # towards large defect regions and cost image AUROC (0.82 vs 0.89); the final map gains either way.
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -282,31 +281,3 @@ def load_teacher(checkpoint: str | Path, device=None) -> EfficientNetLite:
     model.load_state_dict(state["model"])
     model.history = state["history"]
     return model.to(pick_device(device)).eval()
-
-
-def pseudo_masks(teacher: EfficientNetLite, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Grad-CAM of the predicted defect class, 0..1, bilinearly upsampled to the input: [N, H, W].
-
-    Targets for weak supervision (image labels only): the caller decides which images are defective;
-    the map says where the teacher saw the defect. Runs in eval mode without touching the weights.
-    """
-    device = next(teacher.parameters()).device
-    was_training = teacher.training
-    teacher.eval()
-    maps = []
-    for start in range(0, images.shape[0], batch_size):
-        chunk = images[start : start + batch_size].to(device)
-        with torch.no_grad():
-            features = teacher.features(chunk)
-        features.requires_grad_(True)
-        with torch.enable_grad():
-            logits = teacher.classify_features(features)
-            defect_class = logits.detach()[:, 1:].argmax(dim=1) + 1
-            cam = grad_cam(features, logits, defect_class, create_graph=False).detach()
-        maps.append(
-            F.interpolate(cam[:, None], size=tuple(chunk.shape[1:3]), mode="bilinear", align_corners=False)[:, 0].clamp(
-                0.0, 1.0
-            )
-        )
-    teacher.train(was_training)
-    return torch.cat(maps)

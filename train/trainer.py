@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,166 +26,18 @@ from tqdm import tqdm
 
 from onen.edge.errors import OnenError
 from onen.train import runs
-from onen.train.geometry import DEFAULT_SIZE, Geometry, parse_size, resolve_geometry
+from onen.train.config import TrainConfig
+from onen.train.geometry import Geometry, resolve_geometry
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.models.tiled import whole_frame
 from onen.train.runtime import pick_device, seed_everything
-from onen.train.student_objective import ObjectiveWeights, TeacherTargets, student_objective
-from onen.train.tiling import DEFAULT_OVERLAP, TILES_OFF, TileGrid, check_tiles, resolve_tiles
+from onen.train.student_objective import TeacherTargets, student_objective
+from onen.train.tiling import TileGrid, resolve_tiles
 
 if TYPE_CHECKING:
     from onen.train.data.dataset import InspectionDataset
 
 log = logging.getLogger(__name__)
-SUPERVISION = ("none", "weak", "full")
-FAMILIES = runs.FAMILIES
-GOOD_FEATURES = ("auto", "on", "off")
-DISTILL_FEATURES = ("auto", "head", "imagenet")
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    supervision: str = "full"
-    family: str = FAMILIES[0]  # "onen"; "grdnet": train.grdnet_training
-    grdnet: dict = field(default_factory=dict)  # family grdnet: train.grdnet_training.GRDNetRecipe as a dict
-    size: str = DEFAULT_SIZE  # --size: "auto", "N" or "HxW" (train.geometry)
-    epochs: int = 30
-    teacher_epochs: int = 8
-    teacher_freeze_blocks: int = (
-        10  # Lite0 stem + leading blocks kept at ImageNet weights: faster, and better on few hundred images
-    )
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    seed: int = 0
-    aoi: str | None = None
-    aoi_guidance: bool = True
-    teacher_loss: str = "ceod"  # "ce" or "ceod" (the teacher helper's TeacherConfig.loss)
-    distill: bool = True  # distil from the teacher (KL on logits + feature matching)
-    test_fraction: float = 0.25
-    val_fraction: float = 0.1
-    synthetic_probability: float = 0.5
-    outside_marks: float = 1.0  # with AOI guidance: share of training images that also get a synthetic mark
-    # outside their AOI, label unchanged (train.data.dataset.InspectionDataset).
-    # AOI benchmark, false rejects of good parts with outside marks, with / without guidance, on a fresh generated set
-    # of seed 2 (600 such parts): share 0, 0.25, 0.5, 0.75, 1 -> ratio 0.71, 0.63, 0.46, 0.54, 0.38
-    patch: int = 16
-    dim: int = 96
-    depth: int = 3  # MT validation, all three supervisions, vs 4: as good or better, 1 block less to run
-    heads: int = 4
-    stem: str = "lite0"
-    fine_map: bool = True  # student map refined on the stem's stride-4 features (OneNConfig.fine_map)
-    class_pool: str = "cls+map+fine"  # student class head input (OneNConfig.class_pool)
-    map_gate: float = 0.25  # exported map = map * score ** map_gate (OneNConfig.map_gate)
-    good_features: str = "auto"  # Gaussians of good parts' features in the student (OneNConfig.good_features):
-    # "on", "off", or "auto" = on under supervision none
-    distill_features: str = "auto"  # what the student's tokens learn: "head" = the fine-tuned teacher's last features,
-    # "imagenet" = the frozen ImageNet Lite0's stride-16 features; "auto" = imagenet under none
-    device: str = "auto"
-    weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
-    class_names: list[str] = field(default_factory=list)
-    epochs_given: bool = True  # False: --resume keeps the run's saved epoch count
-    geometry: dict = field(default_factory=dict)  # train.geometry.Geometry, resolved from `size` before training
-    tiles: str = TILES_OFF  # --tiles: "off", "auto" or "RxC" (train.tiling): the networks see tiles of the input
-    # --tile-overlap: px shared by neighbouring tiles (the stitched map averages them there)
-    tile_overlap: int = DEFAULT_OVERLAP
-    tile_grid: dict | None = None  # train.tiling.TileGrid, resolved with the geometry (None: no tiling)
-
-    @property
-    def input_height(self) -> int:
-        return int(self.geometry["height"])
-
-    @property
-    def input_width(self) -> int:
-        return int(self.geometry["width"])
-
-    def grid(self) -> TileGrid | None:
-        return TileGrid.from_dict(self.tile_grid) if self.tile_grid else None
-
-    @property
-    def model_height(self) -> int:
-        """The networks' own input: a tile's with tiling, else the whole input's."""
-        grid = self.grid()
-        return grid.tile_height if grid else self.input_height
-
-    @property
-    def model_width(self) -> int:
-        grid = self.grid()
-        return grid.tile_width if grid else self.input_width
-
-    def check(self) -> None:
-        if self.supervision not in SUPERVISION:
-            raise OnenError(f"--supervision must be one of {', '.join(SUPERVISION)}, got '{self.supervision}'")
-        if self.family not in FAMILIES:
-            raise OnenError(f"--family must be one of {', '.join(FAMILIES)}, got '{self.family}'")
-        if self.family == "grdnet":
-            from onen.train.grdnet_training import check_grdnet_config
-
-            check_grdnet_config(self)
-        parse_size(self.size, self.patch)
-        check_tiles(self.tiles, self.supervision, self.tile_overlap)
-        if self.epochs < 1:
-            raise OnenError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.good_features not in GOOD_FEATURES:
-            raise OnenError(f"--good-features must be one of {', '.join(GOOD_FEATURES)}, got '{self.good_features}'")
-        if not 0 <= self.outside_marks <= 1:
-            raise OnenError(
-                f"--outside-marks must be between 0 and 1 (a share of the training images), got {self.outside_marks}"
-            )
-        if self.distill_features not in DISTILL_FEATURES:
-            raise OnenError(
-                f"--distill-features must be one of {', '.join(DISTILL_FEATURES)}, got '{self.distill_features}'"
-            )
-        if self.supervision == "weak" and self.teacher_epochs < 1:
-            raise OnenError(
-                "--supervision weak needs a teacher (its Grad-CAM gives the map targets); use --teacher-epochs >= 1"
-            )
-
-    def objective_weights(self) -> ObjectiveWeights:
-        """The student's objective as this run trains it: the configured weights, the AOI guidance switch, and no
-        score distillation under supervision none (that teacher never saw a real defect, so its defect
-        probability is no target for the score)."""
-        return dataclasses.replace(
-            self.weights,
-            aoi_guidance=self.aoi_guidance,
-            kd_score=0.0 if self.supervision == "none" else self.weights.kd_score,
-        )
-
-    def uses_good_features(self) -> bool:
-        """Whether the student carries the good-feature model: chosen on magnetic tile validation, where it lifts
-        supervision none (image AUROC 0.853 -> 0.910 on one student); under weak and full real defects teach the
-        score."""
-        return self.good_features == "on" or (self.good_features == "auto" and self.supervision == "none")
-
-    def distils_imagenet_features(self) -> bool:
-        """Whether the student's tokens learn the frozen ImageNet features
-        (train.models.efficientnet_lite.ImageNetFeatures).
-        Under none, magnetic tile validation image AUROC 0.910 -> 0.933 with the good-feature model: the features of
-        a teacher fine-tuned on synthetic defects are narrower than ImageNet's."""
-        return self.distill_features == "imagenet" or (self.distill_features == "auto" and self.supervision == "none")
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["weights"] = self.weights.to_dict()
-        return {"format": runs.RUN_FORMAT, **data}
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = runs.CONFIG) -> TrainConfig:
-        runs.check_format(data, source)
-        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        data["weights"] = ObjectiveWeights(**data.get("weights", {}))
-        return cls(**data)
-
-
-def default_epochs(family: str) -> int:
-    """Epochs when `--epochs` is not given: TrainConfig's for OneN, the GRD-Net recipe's for GRD-Net."""
-    if family == "grdnet":
-        from onen.train.grdnet_training import GRDNetRecipe
-
-        return GRDNetRecipe.epochs
-    return TrainConfig.epochs
 
 
 # ------------------------------------------------------------------------------------------ data

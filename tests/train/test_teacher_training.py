@@ -12,13 +12,13 @@ import torch
 from onen.train.data.dataset import InspectionDataset
 from onen.train.data.sample import Sample
 from onen.train.data.synthetic import SyntheticDefects
+from onen.train.models.efficientnet_lite import pseudo_masks
 from onen.train.teacher_training import (
     CHECKPOINT,
     TeacherCheckpointError,
     TeacherConfig,
     fit_teacher,
     load_teacher,
-    pseudo_masks,
 )
 
 CLASSES = ["good", "spot"]

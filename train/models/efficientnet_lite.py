@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onen.train.gradcam import grad_cam
 from onen.train.models.input_layer import ImageInput, InputNormalisation
 
 # The TensorFlow Lite models were trained on (x - 127) / 128, not on ImageNet mean/std.
@@ -172,9 +173,35 @@ class EfficientNetLite(nn.Module):
 
     def pseudo_masks(self, image: torch.Tensor) -> torch.Tensor:
         """Grad-CAM of the most likely defect class, 0..1, at input resolution [N, H, W] (weak supervision)."""
-        from onen.train.teacher_training import pseudo_masks
-
         return pseudo_masks(self, image)
+
+
+def pseudo_masks(teacher: EfficientNetLite, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Grad-CAM of the predicted defect class, 0..1, bilinearly upsampled to the input: [N, H, W].
+
+    Targets for weak supervision (image labels only): the caller decides which images are defective;
+    the map says where the teacher saw the defect. Runs in eval mode without touching the weights.
+    """
+    device = next(teacher.parameters()).device
+    was_training = teacher.training
+    teacher.eval()
+    maps = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start : start + batch_size].to(device)
+        with torch.no_grad():
+            features = teacher.features(chunk)
+        features.requires_grad_(True)
+        with torch.enable_grad():
+            logits = teacher.classify_features(features)
+            defect_class = logits.detach()[:, 1:].argmax(dim=1) + 1
+            cam = grad_cam(features, logits, defect_class, create_graph=False).detach()
+        maps.append(
+            F.interpolate(cam[:, None], size=tuple(chunk.shape[1:3]), mode="bilinear", align_corners=False)[:, 0].clamp(
+                0.0, 1.0
+            )
+        )
+    teacher.train(was_training)
+    return torch.cat(maps)
 
 
 # ---------------------------------------------------------------------------------------------------

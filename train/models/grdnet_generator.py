@@ -9,57 +9,15 @@ range, so the input, the reconstruction and the U-Net that reads both share one 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 from torch import nn
 
+from onen.train.config import GRDNetConfig
 from onen.train.models.input_layer import ImageInput, InputNormalisation
-from onen.train.models.unet import UNetConfig
 
-DOWNSAMPLE = 16  # four stride-2 stages: the bottleneck is H/16 x W/16
-STAGES = 4
 LEAKY_SLOPE = 0.2
 # pixels / 255: the networks see [0,1], the range of the decoder's sigmoid
 GRDNET_NORMALISATION = InputNormalisation(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-
-
-@dataclass
-class GRDNetConfig:
-    """The GRD-Net family's networks (generator, discriminator, U-Net)."""
-
-    input_height: int = 128
-    input_width: int = 128
-    base_width: int = 16  # channels of the first encoder stage; each stage doubles them
-    latent_channels: int = 32  # the paper's 32 x 8 x 8 bottleneck at 128 px
-    unet: UNetConfig = field(default_factory=UNetConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.unet, dict):
-            self.unet = UNetConfig(**self.unet)
-
-    def check(self) -> None:
-        if self.input_height % DOWNSAMPLE or self.input_width % DOWNSAMPLE or min(self.size) < DOWNSAMPLE:
-            raise ValueError(
-                f"GRD-Net input {self.input_height}x{self.input_width} must be a positive multiple of {DOWNSAMPLE} "
-                "on both sides (the bottleneck is H/16 x W/16)"
-            )
-        if self.base_width < 1 or self.latent_channels < 1:
-            raise ValueError(
-                f"base_width and latent_channels must be >= 1, got {self.base_width}, {self.latent_channels}"
-            )
-        self.unet.check(self.input_height, self.input_width)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.input_height, self.input_width
-
-    @property
-    def stage_widths(self) -> list[int]:
-        return [self.base_width * 2**stage for stage in range(STAGES)]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def unit_images(images: torch.Tensor) -> torch.Tensor:

@@ -7,28 +7,10 @@ paper keeps DRAEM's discriminative network unchanged, so only its width is ours.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass
-class UNetConfig:
-    in_channels: int = 6  # image + reconstruction
-    base_width: int = 16
-    depth: int = 4  # down-sampling steps; H and W must be multiples of 2**depth
-    max_width_factor: int = 4  # widths are base * 2**level, capped at base * this (DRAEM: 8, at base 64)
-
-    def check(self, height: int, width: int) -> None:
-        step = 2**self.depth
-        if self.depth < 1 or self.base_width < 1:
-            raise ValueError(f"U-Net depth and base_width must be >= 1, got {self.depth}, {self.base_width}")
-        if height % step or width % step:
-            raise ValueError(f"U-Net input {height}x{width} must be a multiple of {step} (2**depth) on both sides")
-
-    def widths(self) -> list[int]:
-        return [self.base_width * min(2**level, self.max_width_factor) for level in range(self.depth + 1)]
+from onen.train.config import UNetConfig
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
