@@ -133,6 +133,7 @@ class MBConv(nn.Module):
 
 class EfficientNetLite(nn.Module):
     history: list[dict[str, Any]]  # per-epoch figures, set by train.teacher_training.fit_teacher
+    chosen_epoch: int  # the epoch fit_teacher kept (its best validated one)
 
     def __init__(self, cfg: EfficientNetLiteConfig | None = None):
         super().__init__()
