@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from onen.edge.errors import DataError
 from onen.edge.images import read_image_rgb, read_mask
@@ -67,6 +66,8 @@ def validate(index: DataIndex, progress: bool = True) -> ValidationReport:
             read_aoi(index.aoi)
         except DataError as error:
             problems.append(str(error))
+    from tqdm import tqdm  # the [calibration]/[train] extra: `onen` commands load this module on a station too
+
     for sample in tqdm(index.samples, desc="validating data", unit="img", disable=not progress):
         try:
             image, mask, _ = load_sample_arrays(sample)
