@@ -125,7 +125,15 @@ def _model_file(nets: GRDNetNets, recipe: GRDNetRecipe, num_classes: int) -> dic
 def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume: bool) -> Path:
     """Train GRD-Net into run_dir after train.trainer's shared preparation; returns run_dir."""
     from onen.train import history, plots
-    from onen.train.trainer import _chosen_epoch, _datasets, _figure, _loader, predict_dataset, validation_summary
+    from onen.train.trainer import (
+        _chosen_epoch,
+        _datasets,
+        _figure,
+        _loader,
+        predict_dataset,
+        validation_summary,
+        write_summary,
+    )
 
     recipe = GRDNetRecipe.from_dict(cfg.grdnet)
     recipe.model = dataclasses.replace(recipe.model, input_height=cfg.model_height, input_width=cfg.model_width)
@@ -268,14 +276,4 @@ def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume
         "splits": splits.counts() | {"val_carved_from_train": splits.meta.get("val_carved_from_train")},
     }
     timings = {"grdnet": training_seconds, "summary": time.monotonic() - started}
-    summary["timings_s"] = {**timings, "total": sum(timings.values())}
-    runs.write_json(run_dir / runs.SUMMARY, summary)
-    log.info(
-        "run written to %s (GRD-Net of epoch %d/%d, validation %s, threshold_source %s)",
-        run_dir,
-        chosen["epoch"],
-        chosen["epochs"],
-        summary["grdnet"]["validation"],
-        summary["grdnet"]["threshold_source"],
-    )
-    return run_dir
+    return write_summary(run_dir, summary, timings, "grdnet", chosen)

@@ -691,14 +691,20 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
 
     if isinstance(train_ds, TiledDataset):
         summary["tiles"] = {**train_ds.grid.as_manifest(), **train_ds.counts()}
+    return write_summary(run_dir, summary, timings, "student", chosen)
+
+
+def write_summary(run_dir: Path, summary: dict, timings: dict[str, float], model_key: str, chosen: dict) -> Path:
+    """summary.json of a finished run (timings totalled) and the one line that says what the run kept."""
     summary["timings_s"] = {**timings, "total": sum(timings.values())}
     runs.write_json(run_dir / runs.SUMMARY, summary)
     log.info(
-        "run written to %s (student of epoch %d/%d, validation %s, threshold_source %s)",
+        "run written to %s (%s of epoch %d/%d, validation %s, threshold_source %s)",
         run_dir,
+        model_key,
         chosen["epoch"],
         chosen["epochs"],
-        summary["student"]["validation"],
-        summary["student"]["threshold_source"],
+        summary[model_key]["validation"],
+        summary[model_key]["threshold_source"],
     )
     return run_dir
