@@ -10,13 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support.daemon import Collector, file_camera, start_daemon, unique_in_order, write_station, write_video
+from support.daemon import calibrate_on_good_folder, results_of_a_video
 
 from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from onen.edge.bundle import load_bundle
 from onen.edge.cli import main as onen
-from onen.edge.local_broker import MosquittoBroker
-from onen.edge.result import validate_result
 
 pytestmark = pytest.mark.slow
 
@@ -85,35 +83,15 @@ def test_a_portrait_part_trains_exports_calibrates_and_runs_with_its_own_aspect_
     good = tmp_path / "good"
     write_parts(good, seed=5, count=32, cracks=False)
     (good / "data.csv").unlink()
-    calibration = tmp_path / "calibration" / "line.yaml"
-    assert (
-        onen(
-            ["calibrate", "--bundle", str(bundle_dir), "--camera", "line", "--good", str(good), "--target-frr", "0.1"]
-            + ["--out", str(calibration)]
-        )
-        == 0
-    )
-    assert calibration.is_file()
+    calibration = calibrate_on_good_folder(bundle_dir, good, tmp_path / "calibration" / "line.yaml")
 
     rng = np.random.default_rng(9)
     frames = [elongated_part(rng, crack=i % 2 == 1)[0] for i in range(8)]
-    video = write_video(tmp_path / "line.avi", frames, count=8)
-    with MosquittoBroker() as broker:
-        camera = file_camera("line", video) | {"calibration": str(calibration)}
-        config = write_station(tmp_path, broker.port, bundle_dir, [camera])
-        collector = Collector(broker.host, broker.port)
-        daemon, thread = start_daemon(config, exit_when_finished=True)
-        thread.join(120)
-        assert not thread.is_alive()
-        assert collector.wait(lambda c: len(c.results()) >= 8)
-        results = collector.results()
-        collector.close()
-    assert unique_in_order(results) == list(range(8))
+    results = results_of_a_video(tmp_path, bundle_dir, frames, calibration)
     cracked = {r["seq"]: r["raw_score"] for r in results if r["seq"] % 2 == 1}
     good = {r["seq"]: r["raw_score"] for r in results if r["seq"] % 2 == 0}
     assert min(cracked.values()) > max(good.values()), (cracked, good)  # even 3 epochs see a 28 px crack
     for result in results:
-        validate_result(result)
         assert result["frame"] == {"width": WIDTH, "height": HEIGHT}  # regions are in the camera's pixels
         for region in result["regions"]:
             x, y, w, h = region["bbox"]

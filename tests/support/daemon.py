@@ -153,3 +153,37 @@ def start_daemon(config_path: Path, wait_connected_s: float = 0.0, **options):
             f"the station did not connect to its broker within {wait_connected_s} s"
         )
     return daemon, thread
+
+
+def calibrate_on_good_folder(bundle_dir: Path, good: Path, out: Path, target_frr: float = 0.1) -> Path:
+    """`onen calibrate` of camera `line` on a folder of good images, as an integrator runs it."""
+    from onen.edge.cli import main as onen
+
+    command = ["calibrate", "--bundle", str(bundle_dir), "--camera", "line", "--good", str(good)]
+    assert onen([*command, "--target-frr", str(target_frr), "--out", str(out)]) == 0
+    assert out.is_file()
+    return out
+
+
+def results_of_a_video(tmp_path: Path, bundle_dir: Path, frames: list[np.ndarray], calibration: Path) -> list[dict]:
+    """The daemon (`onen run`'s Daemon) on an MJPG video of `frames` with camera `line` and `calibration`,
+    through a real mosquitto, until the video ends: every result, each checked against the result schema, one
+    per frame in frame order."""
+    from onen.edge.local_broker import MosquittoBroker
+    from onen.edge.result import validate_result
+
+    video = write_video(tmp_path / "line.avi", frames, count=len(frames))
+    with MosquittoBroker() as broker:
+        camera = file_camera("line", video) | {"calibration": str(calibration)}
+        config = write_station(tmp_path, broker.port, bundle_dir, [camera])
+        collector = Collector(broker.host, broker.port)
+        _, thread = start_daemon(config, exit_when_finished=True)
+        thread.join(120)
+        assert not thread.is_alive(), "the daemon did not stop at the end of the video"
+        assert collector.wait(lambda c: len(c.results()) >= len(frames))
+        results = collector.results()
+        collector.close()
+    assert unique_in_order(results) == list(range(len(frames)))
+    for result in results:
+        validate_result(result)
+    return results

@@ -12,13 +12,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from support.daemon import Collector, file_camera, start_daemon, unique_in_order, write_station, write_video
+from support.daemon import calibrate_on_good_folder, results_of_a_video
 
 from onen.edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from onen.edge.bundle import load_bundle
 from onen.edge.cli import main as onen
-from onen.edge.local_broker import MosquittoBroker
-from onen.edge.result import validate_result
 from onen.train.data.dataset import InspectionDataset
 from onen.train.data.readers import load_index
 from onen.train.data.synthetic import SyntheticDefects
@@ -104,23 +102,8 @@ def test_export_writes_a_grdnet_bundle_the_station_backend_runs(grdnet_run, tmp_
     good.mkdir()
     for index, image in enumerate(parts.images[parts.labels == 0]):
         cv2.imwrite(str(good / f"{index:03d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    calibration = tmp_path / "calibration" / "line.yaml"
-    command = ["calibrate", "--bundle", str(bundle_dir), "--camera", "line", "--good", str(good)]
-    assert onen([*command, "--target-frr", "0.1", "--out", str(calibration)]) == 0
-    video = write_video(tmp_path / "line.avi", list(parts.images[:6]), count=6)
-    with MosquittoBroker() as broker:
-        camera = file_camera("line", video) | {"calibration": str(calibration)}
-        config = write_station(tmp_path, broker.port, bundle_dir, [camera])
-        collector = Collector(broker.host, broker.port)
-        daemon, thread = start_daemon(config, exit_when_finished=True)
-        thread.join(120)
-        assert not thread.is_alive()
-        assert collector.wait(lambda c: len(c.results()) >= 6)
-        results = collector.results()
-        collector.close()
-    assert unique_in_order(results) == list(range(6))
-    for result in results:
-        validate_result(result)
+    calibration = calibrate_on_good_folder(bundle_dir, good, tmp_path / "calibration" / "line.yaml")
+    results_of_a_video(tmp_path, bundle_dir, list(parts.images[:6]), calibration)  # one valid result per frame
 
 
 def test_grdnet_refuses_other_supervisions_and_roi_mode_is_grdnets(tiny_csv, tmp_path, capsys):
