@@ -252,7 +252,7 @@ def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume
                 "torch_rng": torch.get_rng_state(),
             },
         )
-    training_seconds = time.monotonic() - started_all
+    training_seconds = max(time.monotonic() - started_all, history.seconds_spent(history_path))  # with --resume
     chosen = {**_chosen_epoch(best_path, rows, cfg.epochs, validate), "file": runs.GRDNET_BEST}
     if rows:
         plots.history_plot(run_dir / runs.HISTORY_PLOT, rows, chosen["epoch"] if chosen.get("selected_by") else None)

@@ -80,6 +80,11 @@ def read_history(path: Path) -> list[dict]:
         return [{key: _number(key, value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
+def seconds_spent(path: Path) -> float:
+    """Training seconds recorded by a history.csv's epochs: a resumed run's earlier processes included."""
+    return sum(row["seconds"] or 0.0 for row in read_history(path))
+
+
 def _number(key: str, value: str) -> int | float | None:
     if value == "":
         return None

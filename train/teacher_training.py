@@ -274,6 +274,12 @@ def _rank(figures: dict) -> tuple[float, float] | None:
     return float(figures["image_auroc"]), float(figures["accuracy"])
 
 
+def seconds_spent(out_dir: Path) -> float:
+    """Training seconds recorded in teacher_history.json: every epoch, a resumed run's earlier ones too."""
+    path = out_dir / HISTORY
+    return sum(epoch.get("seconds", 0.0) for epoch in json.loads(path.read_text())) if path.is_file() else 0.0
+
+
 def load_teacher(checkpoint: str | Path, device=None) -> EfficientNetLite:
     """A fine-tuned teacher from a fit_teacher checkpoint (eval mode)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)

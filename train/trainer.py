@@ -625,6 +625,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
 
 def _train(cfg: TrainConfig, resume: bool) -> Path:
+    from onen.train import history, teacher_training
+
     cfg.check()
     run_dir = Path(cfg.out)
     if run_dir.exists() and (run_dir / runs.CONFIG).is_file() and not resume:
@@ -664,12 +666,12 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
         teacher.eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
-    timings["teacher"] = time.monotonic() - started
+    timings["teacher"] = max(time.monotonic() - started, teacher_training.seconds_spent(run_dir / runs.TEACHER_DIR))
     started = time.monotonic()
     seed_everything(cfg.seed + 1)
     good_sets = _good_sets(cfg, index, train_ds, val_ds) if cfg.uses_good_features() else None
     student, chosen = train_student(cfg, train_ds, teacher, device, run_dir, resume, good_sets, val_ds)
-    timings["student"] = time.monotonic() - started
+    timings["student"] = max(time.monotonic() - started, history.seconds_spent(run_dir / runs.HISTORY))  # with --resume
     summary: dict[str, Any] = {
         # the figures and thresholds of the student export and eval use (runs.STUDENT_BEST), and which epoch it is
         "student": validation_summary(

@@ -71,7 +71,10 @@ def test_train_writes_history_and_summary_and_resumes_for_one_more_epoch(grdnet_
     assert again[:2] == rows  # the first two epochs are the original run's, continued rather than retrained
     state = torch.load(resumed / "checkpoints" / "grdnet_last.pt", weights_only=False)
     assert state["epoch"] == 2 and set(state["optimisers"]) == {"generator", "discriminator", "unet"}
-    assert json.loads((resumed / "summary.json").read_text())["grdnet_checkpoint"]["epochs"] == 3
+    resumed_summary = json.loads((resumed / "summary.json").read_text())
+    assert resumed_summary["grdnet_checkpoint"]["epochs"] == 3
+    # the training time counts the first process's two epochs too, not only the resumed one's
+    assert resumed_summary["timings_s"]["grdnet"] >= sum(row["seconds"] for row in again) > 0
 
 
 @pytest.mark.slow

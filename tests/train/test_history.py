@@ -79,6 +79,8 @@ def test_history_best_checkpoint_and_resume(tiny_csv, tmp_path):
     chosen = json.loads((run / runs.SUMMARY).read_text())["student_checkpoint"]
     ranks = [(row["val_image_auroc"], row["val_pixel_auroc"]) for row in rows]
     assert chosen["epoch"] == 1 + ranks.index(max(ranks)) and chosen["epochs"] == 3
+    timings = json.loads((run / runs.SUMMARY).read_text())["timings_s"]
+    assert timings["student"] >= sum(row["seconds"] for row in rows) > 0  # all three epochs, not the resumed one's
 
 
 def test_validation_leaves_the_training_streams_alone(tiny_csv, tmp_path):
