@@ -37,7 +37,7 @@ class Queues:
 
 
 def template_text(name: str) -> str:
-    return resources.files("onen.edge").joinpath("fleet_templates", name).read_text()
+    return resources.files("onen.edge").joinpath("fleet_templates").joinpath(name).read_text()
 
 
 def render(name: str, fields: dict[str, object], switches: dict[str, bool]) -> str:
@@ -54,7 +54,9 @@ def render(name: str, fields: dict[str, object], switches: dict[str, bool]) -> s
     missing = sorted({m for m in _FIELD.findall(active) if fields.get(m) is None})
     if missing:
         raise BrokerConfError(f"{name}: no value for {', '.join(missing)}")
-    return _FIELD.sub(lambda m: str(fields[m.group(1)]) if fields.get(m.group(1)) is not None else f"<{m.group(1)}>", text)
+    return _FIELD.sub(
+        lambda m: str(fields[m.group(1)]) if fields.get(m.group(1)) is not None else f"<{m.group(1)}>", text
+    )
 
 
 def _host_port(text: str, what: str) -> tuple[str, int]:
@@ -154,4 +156,3 @@ def central_conf(
     }
     switches = {"tls": cert is not None, "client_cert": client_certificates, "auth": password_file is not None}
     return render(CENTRAL_TEMPLATE, fields, switches), render(CENTRAL_ACL_TEMPLATE, fields, switches)
-

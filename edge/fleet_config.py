@@ -25,7 +25,8 @@ from pydantic import Field, StrictInt, StrictStr, ValidationError
 
 from onen.edge.config import ConfigError, ConfigIssue
 from onen.edge.config_checks import LineMap, parse_yaml
-from onen.edge.config_models import ConfigPath, MqttConfig, Name, Section
+from onen.edge.config_models import ConfigPath, MqttConfig, Name, Section, resolve_path
+
 
 class GroupConfig(Section):
     """What every station of a group should serve."""
@@ -89,14 +90,27 @@ def load_fleet(path: str | Path) -> FleetConfig:
     try:
         config = FleetConfig.model_validate(data, context={"base": path.resolve().parent})
     except ValidationError as error:
-        issues += [_issue(err, data, lines) for err in error.errors(include_url=False)]
+        errors = error.errors(include_url=False)
+        issues += [_issue(err, data, lines) for err in errors if not _misspelt(err, errors)]
     issues += _references(data, lines)
-    if config is not None:
-        issues += _files(config, lines)
+    issues += _files(data, path.resolve().parent, lines)
     if issues:
         raise ConfigError(sorted(issues, key=lambda i: (i.line or 0, i.key_path)))
     assert config is not None
     return config
+
+
+def _misspelt(err: Any, errors: list[Any]) -> bool:
+    """A missing key whose misspelling is there too: the unknown key's message says it all."""
+    if err["type"] != "missing":
+        return False
+    loc = tuple(err["loc"])
+    return any(
+        other["type"] == "extra_forbidden"
+        and tuple(other["loc"][:-1]) == loc[:-1]
+        and difflib.get_close_matches(str(other["loc"][-1]), [str(loc[-1])], n=1)
+        for other in errors
+    )
 
 
 def _issue(err: Any, data: dict[str, Any], lines: LineMap) -> ConfigIssue:
@@ -105,8 +119,10 @@ def _issue(err: Any, data: dict[str, Any], lines: LineMap) -> ConfigIssue:
         owner = _model_at(loc[:-1])
         known = sorted(owner.model_fields) if owner is not None else []
         guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"did you mean '{guess[0]}'? " if guess else ""
-        return lines.issue(loc, f"unknown key '{loc[-1]}'", show_value=False, expected=hint + "one of " + ", ".join(known))
+        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+        return lines.issue(
+            loc, f"unknown key '{loc[-1]}'{hint}", show_value=False, expected="one of " + ", ".join(known)
+        )
     if err["type"] == "missing":
         return lines.issue(loc, f"missing key '{loc[-1]}'", show_value=False, expected=_description(loc))
     value = _value_at(data, loc)
@@ -116,11 +132,11 @@ def _issue(err: Any, data: dict[str, Any], lines: LineMap) -> ConfigIssue:
 def _model_at(loc: tuple[Any, ...]) -> type[Section] | None:
     """The section model at a location (stepping over the names of groups and stations)."""
     model: type[Section] | None = FleetConfig
-    steps = {("groups",): GroupConfig, ("stations",): StationEntry}
+    steps: dict[str, type[Section]] = {"groups": GroupConfig, "stations": StationEntry}
     i = 0
     while model is not None and i < len(loc):
-        if model is FleetConfig and (loc[i],) in steps:
-            model, i = steps[(loc[i],)], i + 2
+        if model is FleetConfig and loc[i] in steps:
+            model, i = steps[loc[i]], i + 2
             continue
         field = model.model_fields.get(str(loc[i]))
         annotation = field.annotation if field is not None else None
@@ -146,11 +162,15 @@ def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
     return data
 
 
+def _mapping(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _references(data: dict[str, Any], lines: LineMap) -> list[ConfigIssue]:
     """A station's group and the canary's stations must exist."""
     issues = []
-    groups = data.get("groups") if isinstance(data.get("groups"), dict) else {}
-    stations = data.get("stations") if isinstance(data.get("stations"), dict) else {}
+    groups = _mapping(data.get("groups"))
+    stations = _mapping(data.get("stations"))
     for station, entry in stations.items():
         group = entry.get("group") if isinstance(entry, dict) else None
         if isinstance(group, str) and group not in groups:
@@ -159,42 +179,48 @@ def _references(data: dict[str, Any], lines: LineMap) -> list[ConfigIssue]:
                     ("stations", station, "group"), "no such group", group, expected="one of " + ", ".join(groups)
                 )
             )
-    rollout = data.get("rollout") if isinstance(data.get("rollout"), dict) else {}
-    canary = rollout.get("canary") if isinstance(rollout.get("canary"), list) else []
+    canary = _mapping(data.get("rollout")).get("canary")
+    canary = canary if isinstance(canary, list) else []
     for i, station in enumerate(canary):
         if isinstance(station, str) and station not in stations:
             issues.append(
-                lines.issue(("rollout", "canary", i), "not a station of this file", station, expected=", ".join(stations))
+                lines.issue(
+                    ("rollout", "canary", i), "not a station of this file", station, expected=", ".join(stations)
+                )
             )
     return issues
 
 
-def _files(config: FleetConfig, lines: LineMap) -> list[ConfigIssue]:
-    """The files the fleet names exist, and a group's `version` is its bundle's."""
+def _files(data: dict[str, Any], base: Path, lines: LineMap) -> list[ConfigIssue]:
+    """The files the fleet names exist, and a group's `version` is its bundle's (checked on the raw data, so
+    they are reported in the same round as the other mistakes)."""
     issues = []
-    if config.signing_key is not None and not config.signing_key.is_file():
-        issues.append(lines.issue(("signing_key",), "file not found", str(config.signing_key)))
-    for name, group in config.groups.items():
-        manifest = group.bundle / "manifest.json"
-        if group.bundle.is_dir() and not manifest.is_file():
-            issues.append(
-                lines.issue(("groups", name, "bundle"), "no manifest.json in this folder", str(group.bundle))
-            )
-        elif not group.bundle.exists():
-            issues.append(lines.issue(("groups", name, "bundle"), "bundle not found", str(group.bundle)))
-        elif group.version is not None and group.bundle.is_dir():
+    key = data.get("signing_key")
+    if isinstance(key, str) and key and not resolve_path(key, base).is_file():
+        issues.append(lines.issue(("signing_key",), "file not found", key))
+    for name, group in _mapping(data.get("groups")).items():
+        if not isinstance(group, dict):
+            continue
+        bundle = resolve_path(group["bundle"], base) if isinstance(group.get("bundle"), str) else None
+        manifest = bundle / "manifest.json" if bundle is not None else None
+        if bundle is None or manifest is None:
+            pass
+        elif not bundle.exists():
+            issues.append(lines.issue(("groups", name, "bundle"), "bundle not found", group["bundle"]))
+        elif bundle.is_dir() and not manifest.is_file():
+            issues.append(lines.issue(("groups", name, "bundle"), "no manifest.json in this folder", group["bundle"]))
+        elif bundle.is_dir() and isinstance(group.get("version"), str):
             version = str(json.loads(manifest.read_text()).get("version"))
-            if version != group.version:
+            if version != group["version"]:
                 issues.append(
                     lines.issue(
                         ("groups", name, "version"),
                         f"the bundle's manifest says version {version!r}",
-                        group.version,
-                        expected=f"the version of {group.bundle}",
+                        group["version"],
+                        expected=f"the version of {bundle}",
                     )
                 )
-        for camera, path in group.calibrations.items():
-            if not path.is_file():
-                issues.append(lines.issue(("groups", name, "calibrations", camera), "file not found", str(path)))
+        for camera, file in _mapping(group.get("calibrations")).items():
+            if isinstance(file, str) and file and not resolve_path(file, base).is_file():
+                issues.append(lines.issue(("groups", name, "calibrations", camera), "file not found", file))
     return issues
-

@@ -66,11 +66,13 @@ class FleetLink:
         apply_security(client, self.cfg)
         client.on_connect, client.on_message = self._on_connect, self._on_message
         client.on_subscribe = lambda *args: self._subscribed.set()
-        client.reconnect_delay_set(0.5, 5)
+        client.reconnect_delay_set(1, 5)
         try:
             client.connect(self.cfg.host, self.cfg.port, keepalive=30)
         except OSError as error:
-            raise StationUnreachable(f"cannot reach the central broker {self.cfg.host}:{self.cfg.port} ({error})") from error
+            raise StationUnreachable(
+                f"cannot reach the central broker {self.cfg.host}:{self.cfg.port} ({error})"
+            ) from error
         client.loop_start()
         self._client = client
         if not self._subscribed.wait(self.connect_timeout_s):

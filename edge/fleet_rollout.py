@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from onen.edge.fleet_config import FleetConfig, RolloutConfig
 from onen.edge.fleet_link import FleetLink
@@ -125,12 +126,12 @@ class Rollout:
             self._calibration_answers(first_event, pending)
         self._soak(targets, first_event, swapped_at)
 
-    def _events(self, first: int) -> list[dict]:
+    def _events(self, first: int) -> list[dict[str, Any]]:
         return self.link.logs.events[first:]
 
     def _answers(self, first_event: int, requests: dict[str, str]) -> None:
-        def answers() -> dict[str, dict]:
-            found = {}
+        def answers() -> dict[str, dict[str, Any]]:
+            found: dict[str, dict[str, Any]] = {}
             for event in self._events(first_event):
                 detail = event.get("detail") or {}
                 station = event.get("station")
@@ -145,19 +146,24 @@ class Rollout:
         for station, event in found.items():
             detail = event.get("detail") or {}
             if event["kind"] == "model_swapped":
-                self.say(f"  {station}: swapped to {detail.get('new', {}).get('version')} in {detail.get('swap_ms')} ms")
+                self.say(
+                    f"  {station}: swapped to {detail.get('new', {}).get('version')} in {detail.get('swap_ms')} ms"
+                )
         refused = {s: e for s, e in found.items() if e["kind"] == "model_update_rejected"}
         if refused:
             raise Halt(
-                "; ".join(f"station {s} refused the model: {(e.get('detail') or {}).get('reason')}" for s, e in refused.items())
+                "; ".join(
+                    f"station {s} refused the model: {(e.get('detail') or {}).get('reason')}"
+                    for s, e in refused.items()
+                )
             )
         silent = [s for s in requests if s not in found]
         if silent:
             raise Halt(f"no answer within {self.rules.answer_timeout_s:g} s from {', '.join(silent)}")
 
     def _calibration_answers(self, first_event: int, pending: dict[tuple[str, str], str]) -> None:
-        def answers() -> dict[tuple[str, str], dict]:
-            found = {}
+        def answers() -> dict[tuple[str, str], dict[str, Any]]:
+            found: dict[tuple[str, str], dict[str, Any]] = {}
             for event in self._events(first_event):
                 detail = event.get("detail") or {}
                 key = (event.get("station"), detail.get("camera"))
@@ -197,7 +203,9 @@ class Rollout:
             if offline:
                 raise Halt(f"went offline during the soak: {', '.join(offline)}")
             self._check_rejects(targets, counts)
-            enough = all(sum(n for (s, _), (n, _) in counts.items() if s == station) >= rules.min_results for station in targets)
+            enough = all(
+                sum(n for (s, _), (n, _) in counts.items() if s == station) >= rules.min_results for station in targets
+            )
             now = time.monotonic()
             if now - started >= rules.soak_s and enough:
                 break
@@ -227,7 +235,7 @@ class Rollout:
         seen: set[tuple[str, str, str, int]] = set()
         counts: dict[tuple[str, str], tuple[int, int]] = {}
         for result in self.link.logs.results:
-            station, camera = result.get("station"), result.get("camera")
+            station, camera = str(result.get("station")), str(result.get("camera"))
             if station not in targets or (result.get("model") or {}).get("sha256") != self.group_of(station).sha256:
                 continue
             key = (station, camera, str(result.get("run_id")), int(result.get("seq", -1)))

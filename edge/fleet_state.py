@@ -93,7 +93,7 @@ def _calibration(camera: str, path: Path, model_sha256: str, group: str) -> Desi
         aoi_path = Path(aoi) if Path(aoi).is_absolute() else path.parent / aoi
         aoi_bytes = aoi_path.read_bytes()
     _, sha12 = stored_form(data, aoi_bytes)
-    statistics = data.get("statistics") if isinstance(data.get("statistics"), dict) else {}
+    statistics: dict[str, Any] = data["statistics"] if isinstance(data.get("statistics"), dict) else {}
     rate = statistics.get("target_frr")
     bound = (
         FrrBound(float(rate), float(statistics.get("confidence", 0.95)))
@@ -155,9 +155,10 @@ def view(station: str, group: DesiredGroup, reported: Reported | None) -> Statio
     state = reported.state if reported is not None else None
     slot = model_slot(group, state)
     desired = f"{group.bundle_name} {group.version} ({group.sha256[:12]})"
-    served = ((state or {}).get("models") or {}).get(slot) if slot else None
+    models: dict[str, Any] = (state or {}).get("models") or {}
+    served = models.get(slot) if slot else None
     reported_model = f"{served['name']} {served['version']} ({str(served['sha256'])[:12]})" if served else None
-    cameras = (state or {}).get("cameras") or {}
+    cameras: dict[str, Any] = (state or {}).get("cameras") or {}
     calibrations, stale = {}, []
     for camera, wanted in group.calibrations.items():
         have = (cameras.get(camera) or {}).get("calibration")

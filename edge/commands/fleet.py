@@ -12,6 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onen.edge.fleet_config import FleetConfig
+    from onen.edge.fleet_link import FleetLink
+    from onen.edge.fleet_state import DesiredGroup
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     central.set_defaults(handler=run_central_conf)
 
 
-def _prepare(fleet_file: Path):  # type: ignore[no-untyped-def]
+def _prepare(fleet_file: Path) -> tuple[FleetConfig, dict[str, DesiredGroup]]:
     from onen.edge.fleet_config import load_fleet
     from onen.edge.fleet_state import prepare_group
 
@@ -72,9 +78,9 @@ def _prepare(fleet_file: Path):  # type: ignore[no-untyped-def]
     return config, groups
 
 
-def _collect(link, config, wait_s: float) -> None:  # type: ignore[no-untyped-def]
+def _collect(link: FleetLink, config: FleetConfig, wait_s: float) -> None:
     """Retained states arrive at once; wait up to wait_s until every station reported."""
-    link.wait(lambda: all((link.reported.get(s) and link.reported[s].state) for s in config.stations), wait_s)
+    link.wait(lambda: all(s in link.reported and link.reported[s].state for s in config.stations), wait_s)
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ def _by_station(subscriber: Subscriber) -> dict[str, list[dict]]:
 
 
 def _join(daemons: dict) -> None:
-    for daemon, thread in daemons.values():
+    for _daemon, thread in daemons.values():
         thread.join(60)
         assert not thread.is_alive(), "the daemon finished its video"
 
@@ -106,7 +106,9 @@ def test_central_broker_killed_mid_run_every_result_arrives_in_order_per_station
     _join(daemons)
     expected = {s: daemons[s][0].pipelines["cam"].inspected for s in STATIONS}
     assert all(n >= 50 for n in expected.values()), expected
-    assert archiver.wait(lambda s: all(len(set(unique_in_order(r))) == expected[n] for n, r in _by_station(s).items()), 30)
+    assert archiver.wait(
+        lambda s: all(len(set(unique_in_order(r))) == expected[n] for n, r in _by_station(s).items()), 30
+    )
     for station, results in _by_station(archiver).items():
         assert unique_in_order(results) == list(range(expected[station])), f"{station}: every result, in order"
     archiver.close()
@@ -160,7 +162,9 @@ def test_rollout_halts_on_the_station_that_refuses_and_leaves_the_rest_on_the_ol
         assert main(["fleet", "status", str(fleet), "--json"]) == 1
         rows = {row["station"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
         assert rows["press-1"]["verdict"] == "in sync"
-        assert rows["press-1"]["calibrations"]["cam"]["reported"].endswith(rows["press-1"]["calibrations"]["cam"]["desired"])
+        assert rows["press-1"]["calibrations"]["cam"]["reported"].endswith(
+            rows["press-1"]["calibrations"]["cam"]["desired"]
+        )
         assert rows["press-2"]["verdict"] == rows["press-3"]["verdict"] == "model differs"
         assert all(row["availability"] == "online" and row["link"] == "1" for row in rows.values())
     finally:

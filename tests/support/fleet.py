@@ -97,31 +97,31 @@ def station_broker(station: str, central_port: int, prefix: str = "onen", **opti
 
 
 def central_broker(password_file: Path | None = None, prefix: str = "onen") -> ConfiguredBroker:
-    """The central broker: with a password file, the shipped central template and ACL; without, anonymous
-    with persistence (the same persistence and queue settings)."""
+    """The central broker. With a password file: the shipped central template and ACL. Without: anonymous, with
+    persistence saved every second, so a SIGKILL keeps the consumers' sessions (the template saves every 10 s)."""
     from onen.edge.fleet_brokers import central_conf
 
-    def make(port: int, folder: Path) -> str:
+    def anonymous(port: int, folder: Path) -> str:
+        return (
+            f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\npersistence true\n"
+            f"persistence_location {folder}/\nautosave_interval 1\nmax_queued_messages 100000\n"
+            f"log_dest file {folder / 'mosquitto.log'}\nlog_type error\nlog_type warning\nlog_type notice\n"
+        )
+
+    def shipped(port: int, folder: Path) -> str:
         conf, acl = central_conf(
             folder / "acl",
             listen=f"127.0.0.1:{port}",
             prefix=prefix,
             persistence_dir=folder,
             password_file=password_file,
-            client_certificates=False,
             user=getpass.getuser(),
             log_dest=f"file {folder / 'mosquitto.log'}",
-        ) if password_file is not None else (None, None)
-        if conf is None:
-            return (
-                f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\npersistence true\n"
-                f"persistence_location {folder}/\nautosave_interval 1\nmax_queued_messages 100000\n"
-                f"log_dest file {folder / 'mosquitto.log'}\nlog_type error\nlog_type warning\nlog_type notice\n"
-            )
+        )
         (folder / "acl").write_text(acl)
         return conf
 
-    return ConfiguredBroker(make, name="central").start()
+    return ConfiguredBroker(anonymous if password_file is None else shipped, name="central").start()
 
 
 class Subscriber:
