@@ -14,14 +14,17 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from support.fleet import Subscriber, central_broker, station_broker
+from support.tls import tls_files
 
 from onen.edge.fleet_brokers import BrokerConfError, central_conf, station_conf
 
 
-def _publish(port: int, topic: str, payload: bytes, retain: bool = False, user: str | None = None, password=None):
+def _publish(port: int, topic: str, payload: bytes, retain=False, user=None, password=None, ca=None) -> bool:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{time.monotonic_ns()}")
     if user:
         client.username_pw_set(user, password)
+    if ca is not None:
+        client.tls_set(ca_certs=str(ca))
     client.connect("127.0.0.1", port)
     client.loop_start()
     info = client.publish(topic, payload, qos=1, retain=retain)
@@ -81,40 +84,34 @@ def test_station_broker_bridges_its_topics_out_its_commands_in_and_reports_the_l
         central.close()
 
 
-def test_central_acl_keeps_each_station_to_its_own_topics(tmp_path):
+def test_central_broker_over_tls_keeps_each_station_to_its_own_topics(tmp_path):
+    """The shipped central conf with TLS, passwords and the ACL; the station's bridge verifies it with the CA."""
+    tls = tls_files(tmp_path)
     passwords = tmp_path / "passwd"
     users = {"st1": "pw-st1", "st2": "pw-st2", "onen-consumer": "pw-c", "onen-fleet": "pw-f"}
     for i, (user, password) in enumerate(users.items()):
         subprocess.run(
             ["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwords), user, password], check=True
         )
-    central = central_broker(password_file=passwords)
-    station = station_broker("st1", central.port, password=users["st1"])
+    central = central_broker(password_file=passwords, tls=tls)
+    station = station_broker("st1", central.port, password=users["st1"], ca=tls["ca"])
     try:
-        consumer = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="consumer")
-        consumer.username_pw_set("onen-consumer", "pw-c")
-        seen: list[tuple[str, bytes]] = []
-        consumer.on_message = lambda c, u, m: seen.append((m.topic, bytes(m.payload)))
-        consumer.on_connect = lambda c, u, f, rc, p: c.subscribe([("$share/archive/onen/#", 1)])
-        consumer.connect("127.0.0.1", central.port)
-        consumer.loop_start()
-        deadline = time.monotonic() + 15
-        while ("onen/st1/bridge", b"1") not in seen and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert ("onen/st1/bridge", b"1") in seen, "the bridge logged in as st1 and the consumer's shared sub reads"
+        consumer = Subscriber(
+            central.port, ["$share/archive/onen/#"], "consumer", user="onen-consumer", password="pw-c", ca=tls["ca"]
+        )
+        assert consumer.wait(lambda s: s.payloads("onen/st1/bridge")[-1:] == [b"1"]), (
+            "the bridge logged in as st1 over TLS, the consumer reads through a shared subscription"
+        )
         _publish(station.port, "onen/st1/cam/result", b"ok-from-st1")
-        assert _publish(central.port, "onen/st2/cam/result", b"forged", user="st1", password="pw-st1")
-        assert _publish(central.port, "onen/st1/cmd/model/install", b"cmd", user="onen-fleet", password="pw-f")
-        assert _publish(central.port, "onen/st2/cam/result", b"real-st2", user="st2", password="pw-st2")
-        deadline = time.monotonic() + 10
-        while ("onen/st2/cam/result", b"real-st2") not in seen and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert ("onen/st1/cam/result", b"ok-from-st1") in seen
-        assert ("onen/st1/cmd/model/install", b"cmd") in seen
-        assert ("onen/st2/cam/result", b"real-st2") in seen
-        assert ("onen/st2/cam/result", b"forged") not in seen, "st1 cannot publish under st2"
-        consumer.loop_stop()
-        consumer.disconnect()
+        central_port, ca = central.port, tls["ca"]
+        assert _publish(central_port, "onen/st2/cam/result", b"forged", user="st1", password="pw-st1", ca=ca)
+        assert _publish(central_port, "onen/st1/cmd/model/install", b"cmd", user="onen-fleet", password="pw-f", ca=ca)
+        assert _publish(central_port, "onen/st2/cam/result", b"real-st2", user="st2", password="pw-st2", ca=ca)
+        assert consumer.wait(lambda s: s.payloads("onen/st2/cam/result")[-1:] == [b"real-st2"])
+        assert consumer.payloads("onen/st1/cam/result") == [b"ok-from-st1"]
+        assert consumer.payloads("onen/st1/cmd/model/install") == [b"cmd"]
+        assert consumer.payloads("onen/st2/cam/result") == [b"real-st2"], "st1 cannot publish under st2"
+        consumer.close()
     finally:
         station.close()
         central.close()

@@ -171,3 +171,43 @@ def test_rollout_halts_on_the_station_that_refuses_and_leaves_the_rest_on_the_ol
         for daemon, _thread in daemons.values():
             daemon.request_stop()
         _join(daemons)
+
+
+def test_rollout_halts_at_the_canary_when_it_rejects_more_than_its_calibration_promises(
+    tmp_path, central, station_brokers, tiny_bundle, second_bundle, capsys
+):
+    """A calibration whose threshold rejects good parts: the canary swaps, then its soak halts the rollout."""
+    release = generate_keys(tmp_path / "keys", "release")
+    new, old_sha = load_bundle(second_bundle), load_bundle(tiny_bundle).onnx_sha256
+    frames, _ = reference_frames(second_bundle)
+    video = write_video(tmp_path / "parts.avi", frames, count=40, fps=20)
+    calibration = write_calibration(
+        tmp_path / "cam.yaml",
+        new,
+        camera="cam",
+        image_threshold=0.0001,  # every part is a reject
+        normalisation={"raw_low": 0.00001, "raw_threshold": 0.0001, "raw_high": 0.99},
+        statistics={"target_frr": 0.005, "confidence": 0.95},
+    )
+    daemons = _stations(
+        tmp_path,
+        station_brokers,
+        tiny_bundle,
+        video,
+        updates=lambda station, folder: {"dir": str(folder / "models"), "trusted_keys": [str(release[1])]},
+        realtime=True,
+        loop=True,
+    )
+    fleet = _fleet_file(tmp_path, central.port, second_bundle, calibration, release[0])
+    try:
+        assert main(["fleet", "apply", str(fleet)]) == 1
+        output = capsys.readouterr().out
+        assert "HALTED in canary: station press-1 camera cam:" in output, output
+        assert "rejected on the new model, above the bound 0.500% at 95% confidence" in output
+        assert "not touched: press-2, press-3" in output
+        served = {s: daemons[s][0].model_infos["m"].sha256 for s in STATIONS}
+        assert served == {"press-1": new.onnx_sha256, "press-2": old_sha, "press-3": old_sha}
+    finally:
+        for daemon, _thread in daemons.values():
+            daemon.request_stop()
+        _join(daemons)

@@ -96,7 +96,9 @@ def station_broker(station: str, central_port: int, prefix: str = "onen", **opti
     return ConfiguredBroker(make, name=f"station-{station}").start()
 
 
-def central_broker(password_file: Path | None = None, prefix: str = "onen") -> ConfiguredBroker:
+def central_broker(
+    password_file: Path | None = None, prefix: str = "onen", tls: dict[str, Path] | None = None
+) -> ConfiguredBroker:
     """The central broker. With a password file: the shipped central template and ACL. Without: anonymous, with
     persistence saved every second, so a SIGKILL keeps the consumers' sessions (the template saves every 10 s)."""
     from onen.edge.fleet_brokers import central_conf
@@ -115,6 +117,7 @@ def central_broker(password_file: Path | None = None, prefix: str = "onen") -> C
             prefix=prefix,
             persistence_dir=folder,
             password_file=password_file,
+            **(tls or {}),
             user=getpass.getuser(),
             log_dest=f"file {folder / 'mosquitto.log'}",
         )
@@ -136,6 +139,7 @@ class Subscriber:
         user: str | None = None,
         password: str | None = None,
         clean_session: bool = False,
+        ca: Path | None = None,
     ):
         import threading
 
@@ -148,6 +152,8 @@ class Subscriber:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
         if user:
             self.client.username_pw_set(user, password)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
