@@ -152,6 +152,11 @@ def test_rollout_halts_on_the_station_that_refuses_and_leaves_the_rest_on_the_ol
     daemons = _stations(tmp_path, station_brokers, tiny_bundle, video, updates=updates, realtime=True, loop=True)
     fleet = _fleet_file(tmp_path, central.port, second_bundle, calibration, release[0])
     try:
+        assert main(["fleet", "apply", str(fleet), "--dry-run"]) == 0
+        planned = capsys.readouterr().out.splitlines()
+        assert planned == [
+            f"{label}: {s} (model differs)" for label, s in zip(("canary", "wave 1", "wave 2"), STATIONS, strict=True)
+        ]
         code = main(["fleet", "apply", str(fleet)])
         output = capsys.readouterr().out
         assert code == 1, output
