@@ -102,6 +102,9 @@ class Rollout:
     # ---- one wave -----------------------------------------------------------------------------------------
     def wave(self, targets: list[str], rows: dict[str, StationView]) -> None:
         link = self.link
+        unfit = [f"{s}: {rows[s].problem}" for s in targets if rows[s].problem and rows[s].reported_model is not None]
+        if unfit:  # e.g. a camera the group calibrates that the station does not have: sending would change nothing
+            raise Halt("; ".join(unfit))
         first_event = len(link.logs.events)
         link.watch_results(targets)
         requests = {}

@@ -132,3 +132,31 @@ def test_rendering_refuses_what_would_make_a_broken_broker_config(tmp_path):
     assert "{{" not in text
     conf, acl = central_conf(tmp_path / "acl", password_file=tmp_path / "passwd", prefix="plant7")
     assert "pattern readwrite plant7/%u/#" in acl and f"acl_file {tmp_path / 'acl'}" in conf
+
+
+def test_onen_fleet_writes_the_confs_it_documents(tmp_path, capsys):
+    from onen.edge.cli import main
+
+    (tmp_path / "pw").write_text("secret\n")
+    out = tmp_path / "onen-station.conf"
+    args = ["--station", "press-1", "--central", "central.plant:8883", "--ca", str(tmp_path / "ca.pem")]
+    assert main(["fleet", "bridge-conf", *args, "--password-file", str(tmp_path / "pw"), "--out", str(out)]) == 0
+    assert out.read_text() == station_conf("press-1", "central.plant:8883", ca=tmp_path / "ca.pem", password="secret")
+    assert out.stat().st_mode & 0o777 == 0o600, "it holds the station's password"
+    assert (
+        main(
+            [
+                "fleet",
+                "central-conf",
+                "--password-file",
+                "/etc/mosquitto/onen.passwd",
+                "--out",
+                str(tmp_path / "c.conf"),
+            ]
+        )
+        == 0
+    )
+    assert f"acl_file {tmp_path / 'c.acl'}" in (tmp_path / "c.conf").read_text()
+    assert "pattern readwrite onen/%u/#" in (tmp_path / "c.acl").read_text()
+    assert main(["fleet", "bridge-conf", "--station", "a b", "--central", "c:1"]) == 2
+    assert "station id 'a b'" in capsys.readouterr().err
