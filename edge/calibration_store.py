@@ -76,11 +76,7 @@ class CalibrationStore:
     def add(self, camera: str, data: dict[str, Any], aoi_bytes: bytes | None, bundle: Bundle | None) -> Path:
         """Check a calibration (against `bundle` when given) and keep it as a new version; returns its folder.
         Refused (CalibrationError) before anything is kept; the same content again reuses its version."""
-        data = dict(data)
-        if aoi_bytes is not None:
-            data["aoi"] = AOI
-        text = yaml.safe_dump(data, sort_keys=False)
-        sha12 = hashlib.sha256(text.encode() + (aoi_bytes or b"")).hexdigest()[:12]
+        text, sha12 = stored_form(data, aoi_bytes)
         self.folder(camera).mkdir(parents=True, exist_ok=True)
         existing = sorted(p for p in self.folder(camera).glob(f"*-{sha12}") if p.is_dir())
         if existing:
@@ -153,6 +149,16 @@ class CalibrationStore:
             )
         self.make_current(camera, previous, "rollback")
         return previous
+
+
+def stored_form(data: dict[str, Any], aoi_bytes: bytes | None) -> tuple[str, str]:
+    """The YAML text a version keeps and its sha12 (the end of its folder name): `onen fleet` predicts a
+    pushed calibration's version name with it."""
+    data = dict(data)
+    if aoi_bytes is not None:
+        data["aoi"] = AOI
+    text = yaml.safe_dump(data, sort_keys=False)
+    return text, hashlib.sha256(text.encode() + (aoi_bytes or b"")).hexdigest()[:12]
 
 
 def calibration_store_of(config: StationConfig) -> CalibrationStore:

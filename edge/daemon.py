@@ -32,6 +32,7 @@ from onen.edge.publisher import Publisher
 from onen.edge.result import ModelInfo
 from onen.edge.spool import Spool, spool_file
 from onen.edge.station_commands import RECALIBRATE, StationCommands, calibration_for
+from onen.edge.station_state import station_state
 from onen.edge.stats import RollingStats
 from onen.edge.systemd_notify import SystemdNotifier
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STATE_EVENTS = ("model_swapped", "calibration_updated")  # they change the retained state (edge.station_state)
 CAMERA_STATUS_EVENTS = {
     "camera_connected": "connected",
     "camera_lost": "lost",
@@ -104,6 +106,8 @@ class Daemon:
             camera = detail.get("camera")
             if camera and kind in CAMERA_STATUS_EVENTS:
                 publisher.publish_camera_status(camera, CAMERA_STATUS_EVENTS[kind], {"detail": detail})
+            if kind in STATE_EVENTS:
+                publisher.publish_state(station_state(self))
         except Exception:
             log.exception("could not publish event %s", kind)
 
@@ -274,6 +278,7 @@ class Daemon:
             self.publisher.publish_camera_status(name, "starting")
             self.cameras[name].start()
             self.pipelines[name].start()
+        self.publisher.publish_state(station_state(self))
         self._event(
             "daemon_started",
             {

@@ -72,6 +72,10 @@ class Topics:
     def events(self) -> str:
         return f"{self.base}/events"
 
+    @property
+    def state(self) -> str:
+        return f"{self.base}/state"
+
     def result(self, camera: str) -> str:
         return f"{self.base}/{camera}/result"
 
@@ -141,6 +145,7 @@ class Publisher:
         self._handlers_lock = threading.Lock()  # subscribe() vs the subscriptions _on_connect makes
         self._subscribed = False  # this connection has subscribed every handler's filter
         self._camera_status: dict[str, dict[str, Any]] = {}
+        self._state: dict[str, Any] | None = None  # the retained reported state (edge.station_state)
         self.connects = 0
         self.published = 0
         self.sender_heartbeat = time.monotonic()
@@ -199,6 +204,8 @@ class Publisher:
             self._subscribed = True
         for camera, status in list(self._camera_status.items()):
             client.publish(self.topics.status(camera), json.dumps(status), qos=1, retain=True)
+        if self._state is not None:
+            client.publish(self.topics.state, json.dumps(self._state, default=str), qos=1, retain=True)
         self._connected.set()
         self._wake.set()
 
@@ -372,6 +379,11 @@ class Publisher:
         message = {"camera": camera, "status": status, "at": time.time(), **(detail or {})}
         self._camera_status[camera] = message
         self.client.publish(self.topics.status(camera), json.dumps(message, default=str), qos=1, retain=True)
+
+    def publish_state(self, state: dict[str, Any]) -> None:
+        """Retained reported state (edge.station_state); the last one is republished after a reconnect."""
+        self._state = state
+        self.client.publish(self.topics.state, json.dumps(state, default=str), qos=1, retain=True)
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         """Stats are a snapshot: QoS 0, skipped while disconnected (the next one is fresher anyway)."""

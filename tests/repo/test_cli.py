@@ -59,7 +59,7 @@ def test_onen_help_lists_the_commands():
         [sys.executable, "-m", "onen.edge.cli", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
-    for command in ("train", "export", "data", "demo", "calibrate", "check-config", "run", "push"):
+    for command in ("train", "export", "data", "demo", "calibrate", "check-config", "run", "push", "fleet"):
         assert command in done.stdout, command
 
 
