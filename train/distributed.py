@@ -78,7 +78,7 @@ def launch(nproc: int, entrypoint: Callable[..., Any], *args: Any) -> Any:
     naming each failed rank's error, the first one first. Ranks other than 0 write their output to log files only
     (kept, and named, when the job fails). The ranks are spawned processes: a script that calls this keeps its top
     level under `if __name__ == "__main__":`."""
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -95,7 +95,8 @@ def launch(nproc: int, entrypoint: Callable[..., Any], *args: Any) -> Any:
         rdzv_endpoint="localhost:0",  # a free loopback port
         max_restarts=0,
         start_method="spawn",
-        logs_specs=DefaultLogsSpecs(log_dir=str(logs), local_ranks_filter={0}),
+        # rank 0 on this console, the others in files (LOGS/<run>/attempt_0/<rank>/stderr.log)
+        logs_specs=DefaultLogsSpecs(log_dir=str(logs), redirects={r: Std.ALL for r in range(1, nproc)}),
     )
     try:
         results = elastic_launch(config, _rank_main)(str(logs), entrypoint, *args)
@@ -245,7 +246,9 @@ def replicate(model: nn.Module, device: torch.device, method: str = "forward") -
         inner,
         device_ids=[device] if device.type == "cuda" else None,
         broadcast_buffers=False,  # torch 2.13 suggests forward_sync_buffers, which still syncs at init
-        find_unused_parameters=True,  # losses switched off by a recipe leave heads without gradients
+        # every trained parameter gets its gradient each step; True would also route the outputs through DDP's
+        # sink, and the teacher's Grad-CAM differentiates its logits by its features
+        find_unused_parameters=False,
     )
     return Replica(model, ddp, method)
 

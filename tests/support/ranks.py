@@ -88,18 +88,11 @@ def helpers() -> dict:
         return {"ranks": everyone, "gathered": gathered, "sums": sums}
 
 
-def fail_on_rank_one() -> None:
-    """Rank 1 raises while rank 0 waits for it in a collective."""
-    with distributed.session(torch.device("cpu")):
-        if distributed.rank() == 1:
-            raise ValueError("rank 1 fails on purpose")
-        distributed.barrier()
-
-
 def onen_train_recording_writes(commands: list[list[str]], watched: str, answers: str) -> None:
-    """`onen train` (the CLI, as torchrun starts it on every rank) for each argument list, recording every file
-    this rank writes, renames or removes under `watched` (Python's audit events, and torch.save, whose writer opens
-    files in C++). Each rank leaves {"rank", "codes", "writes"} in answers/rank-<RANK>.json (outside `watched`)."""
+    """`onen train` (the CLI, as torchrun starts it on every rank) for each argument list, recording every file this
+    rank writes, renames or removes under `watched` (Python's audit events, and torch.save, whose writer opens files
+    in C++). Each rank leaves {"rank", "codes", "writes"} in answers/rank-<RANK>.json (outside `watched`). The group is
+    joined here, once, so the trainings share it (train.distributed.session then leaves it alone)."""
     import json
 
     from onen.edge.cli import main
@@ -123,7 +116,10 @@ def onen_train_recording_writes(commands: list[list[str]], watched: str, answers
             )
             if writing:
                 note(args[0])
-        elif event in ("os.rename", "os.remove", "shutil.rmtree", "os.truncate"):
+        elif event == "os.rename":  # os.replace too
+            note(args[0])
+            note(args[1])
+        elif event in ("os.remove", "shutil.rmtree", "os.truncate"):
             note(args[0])
 
     sys.addaudithook(audit)
@@ -135,7 +131,9 @@ def onen_train_recording_writes(commands: list[list[str]], watched: str, answers
         return real_save(obj, f, *args, **kwargs)
 
     torch.save = recorded_save
+    dist.init_process_group("gloo")
     codes = [main(["train", *command]) for command in commands]
+    dist.destroy_process_group()
     rank = int(os.environ["RANK"])
     answer = {"rank": rank, "codes": codes, "writes": writes}
     (Path(answers) / f"rank-{rank}.json").write_text(json.dumps(answer))

@@ -1,6 +1,6 @@
 """train.distributed on 2 real ranks (gloo on loopback, started by torch's launcher as `onen train --nproc 2` starts
 them): the samplers' shards, a gathered evaluation, DDP replicas of a tiny model without batch norm against one
-process, and a failing rank ending the job."""
+process. A failing rank: tests/train/test_distributed_training.py."""
 
 from __future__ import annotations
 
@@ -55,11 +55,3 @@ def test_replicas_stay_identical_and_match_one_process_with_the_whole_batch(answ
     for name, value in first.items():
         assert not torch.allclose(value, start[name])  # it trained
         np.testing.assert_allclose(value.numpy(), single[name].numpy(), rtol=0, atol=1e-6, err_msg=name)
-
-
-def test_a_raising_rank_ends_the_job_with_its_error():
-    with pytest.raises(distributed.DistributedError) as failed:
-        distributed.launch(RANKS, ranks.fail_on_rank_one)
-    # the first failure named first: rank 1's own error, then rank 0 losing its connection to it (if it got there
-    # before the launcher stopped it)
-    assert str(failed.value).splitlines()[1] == "rank 1: ValueError: rank 1 fails on purpose"
