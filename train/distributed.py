@@ -6,7 +6,8 @@ torchrun runs); `torchrun ... -m onen.edge.cli train ...` starts them itself, on
 joins the process group (nccl on GPUs, gloo on the CPU), `loader` gives each rank its shard (DistributedSampler,
 `set_epoch`), `replicate` wraps a trained network in DDP (SyncBatchNorm on GPUs), `sharded` spreads an evaluation
 over the ranks and hands every rank the whole result in data set order, `is_main` marks what rank 0 alone writes.
-In one process every helper is the identity: the single-process trainer runs exactly as it did.
+In one process the helpers change nothing, except that the loader's order also comes from a DistributedSampler (of
+one rank), so a step of 2 ranks x B/2 holds the images of a step of 1 process x B.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -63,6 +65,16 @@ def is_main() -> bool:
 def launched_world() -> int:
     """Ranks a launcher (torchrun, `onen train --nproc`) started this process among; 1 outside one."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def should_launch(nproc: int) -> bool:
+    """Whether `onen train --nproc N` has to start its ranks: N > 1 and no launcher (torchrun) started this process."""
+    if launched_world() <= 1:
+        return nproc > 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", nproc))
+    if nproc > 1 and nproc != local:
+        log.warning("--nproc %d ignored: a launcher (torchrun) already started %d ranks here", nproc, local)
+    return False
 
 
 def barrier() -> None:
@@ -140,12 +152,13 @@ def session(device: torch.device) -> Iterator[None]:
         yield
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
-    cuda = rank_device(device) if backend == "nccl" else None
-    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT, device_id=cuda)
+    options = {"device_id": rank_device(device)} if backend == "nccl" else {}  # binds NCCL to this rank's GPU
+    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT, **options)
     if dist.get_rank() != 0:  # the same data, the same figures: rank 0 says them, the others report only errors
         logging.getLogger("onen").setLevel(logging.ERROR)
     log.info("distributed training: %d ranks (%s)", dist.get_world_size(), backend)
-    yield  # on an error the group is left as it is: this process ends, and its peers learn it from the launcher
+    yield  # on an error the group is left as it is: this process ends, its peers' collectives fail or the launcher
+    # stops them, and its own failure report is the first (launch)
     dist.destroy_process_group()
 
 
@@ -172,7 +185,9 @@ def loader(
             f"--batch-size {batch_size} counts the images of one step over all ranks: it must be a multiple of the "
             f"{ranks} ranks"
         )
-    sampler = DistributedSampler(dataset, num_replicas=ranks, rank=rank(), shuffle=shuffle, seed=seed, drop_last=False)
+    sampler: DistributedSampler = DistributedSampler(
+        dataset, num_replicas=ranks, rank=rank(), shuffle=shuffle, seed=seed, drop_last=False
+    )
     sampler.set_epoch(epoch)
     return DataLoader(
         dataset,
@@ -242,14 +257,17 @@ def replicate(model: nn.Module, device: torch.device, method: str = "forward") -
         if converted is not model:
             raise OnenError("replicate: the network itself is a BatchNorm layer; wrap a model that holds it")
     inner = model if method == "forward" else _Method(model, method)
-    ddp = nn.parallel.DistributedDataParallel(
-        inner,
-        device_ids=[device] if device.type == "cuda" else None,
-        broadcast_buffers=False,  # torch 2.13 suggests forward_sync_buffers, which still syncs at init
-        # every trained parameter gets its gradient each step; True would also route the outputs through DDP's
-        # sink, and the teacher's Grad-CAM differentiates its logits by its features
-        find_unused_parameters=False,
-    )
+    # newer torch renames broadcast_buffers (forward_sync_buffers); torch 2.2 knows only broadcast_buffers
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+        ddp = nn.parallel.DistributedDataParallel(
+            inner,
+            device_ids=[device] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+            # every trained parameter gets its gradient each step; True would also route the outputs through DDP's
+            # sink, and the teacher's Grad-CAM differentiates its logits by its features
+            find_unused_parameters=False,
+        )
     return Replica(model, ddp, method)
 
 
@@ -298,6 +316,7 @@ def _interleave(parts: list[Any], total: int) -> Any:
         return type(first)(
             _interleave([p[i] if p is not None else None for p in parts], total) for i in range(len(first))
         )
+    out: torch.Tensor | np.ndarray
     if isinstance(first, torch.Tensor):
         out = first.new_empty((total, *first.shape[1:]))
     else:

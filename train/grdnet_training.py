@@ -98,8 +98,8 @@ def good_reconstruction_loss(generator, dataset, weights: GRDNetWeights, batch_s
         value = contextual_loss(x, generator.reconstruct(x), weights)["contextual"]
         total += float(value) * int(good.sum())
         count += int(good.sum())
-    total, count = distributed.all_sum(total, count)  # over the ranks' shards
-    return total / count if count else None
+    total, images = distributed.all_sum(total, count)  # over the ranks' shards
+    return total / images if images else None
 
 
 def _nets_state(nets: GRDNetNets) -> dict:

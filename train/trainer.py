@@ -636,7 +636,7 @@ def validation_summary(outputs: dict | None, min_region_area: int = 16, model: s
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run a whole training (teacher then student) into cfg.out and return the run dir. With cfg.nproc > 1 outside a
     launched job, it starts that many ranks (train.distributed.launch), each running this again."""
-    if cfg.nproc > 1 and distributed.launched_world() <= 1:
+    if distributed.should_launch(cfg.nproc):
         cfg.check()
         return distributed.launch(cfg.nproc, train, cfg, resume)
     with torch.enable_grad(), distributed.session(pick_device(cfg.device)):  # grad: whatever a caller switched off

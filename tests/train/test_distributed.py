@@ -4,10 +4,10 @@ process. A failing rank: tests/train/test_distributed_training.py."""
 
 from __future__ import annotations
 
+import distributed_ranks as ranks
 import numpy as np
 import pytest
 import torch
-from support import ranks
 
 from onen.train import distributed
 
@@ -16,7 +16,7 @@ RANKS = 2
 
 @pytest.fixture(scope="module")
 def answers() -> dict:
-    """One job of 2 ranks running every helper (support.ranks.helpers); rank 0's answer holds both ranks'."""
+    """One job of 2 ranks running every helper (distributed_ranks.helpers); rank 0's answer holds both ranks'."""
     return distributed.launch(RANKS, ranks.helpers)
 
 

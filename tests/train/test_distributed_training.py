@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+import distributed_ranks as ranks
 import pytest
 import torch
-from support import ranks
 
 from onen.train import distributed, runs
 from onen.train.data.readers import load_index

@@ -1,5 +1,5 @@
-"""What the distributed tests run on every rank. train.distributed.launch spawns the ranks, so these live in an
-importable module; each returns what its rank saw, and the launcher hands the test rank 0's answer."""
+"""What the distributed tests (test_distributed*.py) run on every rank. train.distributed.launch spawns the ranks, so
+these live in an importable module (not in tests/support: the station's tests import that without torch)."""
 
 from __future__ import annotations
 
