@@ -152,8 +152,9 @@ def session(device: torch.device) -> Iterator[None]:
         yield
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
-    options = {"device_id": rank_device(device)} if backend == "nccl" else {}  # binds NCCL to this rank's GPU
-    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT, **options)
+    if backend == "nccl":  # bound to this rank's GPU (torch 2.2's init_process_group has no device_id)
+        rank_device(device)
+    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
     if dist.get_rank() != 0:  # the same data, the same figures: rank 0 says them, the others report only errors
         logging.getLogger("onen").setLevel(logging.ERROR)
     log.info("distributed training: %d ranks (%s)", dist.get_world_size(), backend)
