@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -73,11 +72,18 @@ def _onen(*args: str) -> list[str]:
     return [sys.executable, "-m", "onen.edge.cli", "train", *args]
 
 
+def _env(tmp_path: Path) -> dict[str, str]:
+    """The launcher keeps its ranks' logs in a temporary directory: here, the test's own (a killed job leaves it)."""
+    return {**os.environ, "TMPDIR": str(tmp_path)}
+
+
 def test_a_killed_job_resumed_on_every_rank_ends_with_the_uninterrupted_weights(jobs, data, tmp_path):
     runs_dir, _ = jobs
     run = tmp_path / "killed"
     command = _onen(*ONEN, "--data", str(data), "--out", str(run), "--nproc", str(RANKS))
-    job = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(tmp_path)
+    )
     checkpoint = run / runs.CHECKPOINTS / runs.STUDENT_LAST
     try:
         while not checkpoint.is_file() and job.poll() is None:
@@ -88,7 +94,9 @@ def test_a_killed_job_resumed_on_every_rank_ends_with_the_uninterrupted_weights(
     assert not (run / runs.SUMMARY).is_file()
     killed_at = torch.load(checkpoint, weights_only=False)["epoch"] + 1
     assert 1 <= killed_at < EPOCHS
-    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300, check=False)
+    resumed = subprocess.run(
+        [*command, "--resume"], capture_output=True, text=True, timeout=300, check=False, env=_env(tmp_path)
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [row["epoch"] for row in read_history(run / runs.HISTORY)] == list(range(1, EPOCHS + 1))
     for name in (runs.STUDENT, runs.STUDENT_BEST):
@@ -110,8 +118,9 @@ def test_a_rank_failing_on_a_bad_image_ends_the_job_with_an_error_naming_it(tmp_
         text=True,
         timeout=300,
         check=False,
+        env=_env(tmp_path),
     )
     assert failed.returncode == 2
     error = failed.stderr[failed.stderr.index("onen train: error: distributed training on 2 ranks failed") :]
     assert f"{Path(bad).name}" in error.splitlines()[1]  # the first failure: the rank that read it
-    shutil.rmtree(error.rsplit("(every rank's output: ", 1)[1].split(")")[0], ignore_errors=True)
+    assert f"(every rank's output: {tmp_path}" in error
