@@ -297,6 +297,12 @@ class TrainConfig:
         choices=DISTILL_FEATURES,
     )
     device: str = option("auto", "auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
+    nproc: int = option(
+        1,
+        "local processes (ranks) training as one job with DistributedDataParallel (train.distributed; nccl on GPUs, "
+        "one GPU per rank, else gloo); --batch-size counts the images of a step over all ranks; under torchrun "
+        "leave it at 1",
+    )
     weights: ObjectiveWeights = field(default_factory=ObjectiveWeights, metadata={"nested": ObjectiveWeights})
     tiles: str = option(
         TILES_OFF,
@@ -344,6 +350,11 @@ class TrainConfig:
         check_tiles(self.tiles, self.supervision, self.tile_overlap)
         if self.epochs < 1:
             raise OnenError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.nproc < 1 or self.batch_size % self.nproc:
+            raise OnenError(
+                f"--nproc {self.nproc}: must be >= 1 and divide --batch-size {self.batch_size} (the images of one step "
+                "over all ranks)"
+            )
         if self.good_features not in GOOD_FEATURES:
             raise OnenError(f"--good-features must be one of {', '.join(GOOD_FEATURES)}, got '{self.good_features}'")
         if not 0 <= self.outside_marks <= 1:

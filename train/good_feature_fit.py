@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from onen.edge.errors import OnenError
+from onen.train import distributed
 from onen.train.models.onen_vit import OneNStudent
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,15 @@ def fit_good_features(model: OneNStudent, good_train, good_held_out, batch_size:
     model.eval()
     good.is_fitted = False  # raw student outputs while fitting
     try:
-        stem, tokens, _, _ = _features(model, good_train, batch_size, device, "good features: fit")
+        # in a job of several ranks each computes its shard's features and every rank fits on all of them
+        stem, tokens, _, _ = distributed.sharded(_features, model, good_train, batch_size, device, "good features: fit")
         good.stem.fit(stem)
         good.tokens.fit(tokens)
         del stem, tokens
         held_out = good_held_out if len(good_held_out) >= MIN_HELD_OUT else good_train
-        stem, tokens, scores, peaks = _features(model, held_out, batch_size, device, "good features: normalise")
+        stem, tokens, scores, peaks = distributed.sharded(
+            _features, model, held_out, batch_size, device, "good features: normalise"
+        )
         stem_peak = good.stem.distance(stem.to(device)).flatten(1).amax(dim=1)
         token_peak = good.tokens.distance(tokens.to(device)).flatten(1).amax(dim=1)
         for index, values in (

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from onen.train import runs
+from onen.train import distributed, runs
 from onen.train.config import GRDNetRecipe
 from onen.train.grdnet_step import (
     BATCH_KEYS,
@@ -90,7 +90,7 @@ def good_reconstruction_loss(generator, dataset, weights: GRDNetWeights, batch_s
     """Mean contextual loss (L1 + 1 - SSIM) between good validation images and their reconstructions."""
     generator.eval()
     total, count = 0.0, 0
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+    for batch in DataLoader(distributed.shard(dataset), batch_size=batch_size, shuffle=False, num_workers=0):
         good = batch["label"] == 0
         if not good.any():
             continue
@@ -98,7 +98,8 @@ def good_reconstruction_loss(generator, dataset, weights: GRDNetWeights, batch_s
         value = contextual_loss(x, generator.reconstruct(x), weights)["contextual"]
         total += float(value) * int(good.sum())
         count += int(good.sum())
-    return total / count if count else None
+    total, images = distributed.all_sum(total, count)  # over the ranks' shards
+    return total / images if images else None
 
 
 def _nets_state(nets: GRDNetNets) -> dict:
@@ -139,7 +140,8 @@ def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume
     recipe.model = dataclasses.replace(recipe.model, input_height=cfg.model_height, input_width=cfg.model_width)
     recipe.model.check()
     cfg.grdnet = recipe.to_dict()
-    runs.write_json(run_dir / runs.CONFIG, cfg.to_dict())  # with the networks' resolved input size
+    if distributed.is_main():
+        runs.write_json(run_dir / runs.CONFIG, cfg.to_dict())  # with the networks' resolved input size
     num_classes = len(cfg.class_names)
     train_ds, val_ds = _datasets(cfg, index, splits, outside_in_mask=True)  # every mark in the mask: the ROI decides
     items = WithCleanTarget(train_ds)
@@ -174,14 +176,17 @@ def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume
         if best_path.is_file():
             best_rank = tuple(torch.load(best_path, map_location="cpu", weights_only=False)["rank"])
         log.info("resuming GRD-Net at epoch %d/%d", start_epoch + 1, cfg.epochs)
-    if start_epoch == 0:
+    if start_epoch == 0 and distributed.is_main():
         best_path.unlink(missing_ok=True)
     validate = len(val_ds) > 0
     if not validate:
         log.warning("no validation images: GRD-Net is not validated per epoch; the last epoch is the one used")
     exported = GRDNetExport(nets.generator, nets.unet, num_classes)  # shares the networks being trained
+    # several ranks: each network in its own DDP (GRD-Net steps them one after the other, each with its optimiser)
+    step_nets = GRDNetNets(*(distributed.replicate(getattr(nets, name), device) for name in NETWORKS))
     for epoch in range(start_epoch, cfg.epochs):
         started = time.monotonic()
+        distributed.seed_epoch(cfg.seed, epoch)
         items.set_epoch(epoch)
         losses = history.EpochLosses()
         d_outputs = {"d_real": 0.0, "d_fake": 0.0}
@@ -189,7 +194,7 @@ def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume
         bar = tqdm(loader, desc=f"grdnet {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
         for batch in bar:
             batch = {key: batch[key].to(device) for key in BATCH_KEYS}
-            logs = grdnet_step(nets, optimisers, batch, recipe.weights)
+            logs = grdnet_step(step_nets, optimisers, batch, recipe.weights)
             size = len(batch["image"])
             parts = {"d": logs["d_loss"], **{k: v for k, v in logs.items() if k[:2] in ("g_", "u_") and k != "g_total"}}
             losses.add(logs["d_loss"] + logs["g_total"] + logs["u_focal"], parts, size)
@@ -197,6 +202,7 @@ def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume
                 d_outputs[key] += logs[key] * size
             bar.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_total']:.3f}", u=f"{logs['u_focal']:.3f}")
         d_outputs = {key: value / max(1, losses.images) for key, value in d_outputs.items()}
+        distributed.average_buffers(nets.generator, nets.discriminator, nets.unet)
         won = discriminator_won(d_outputs["d_real"], d_outputs["d_fake"])
         figures = history.validation_figures(None)
         recon = None
@@ -206,10 +212,11 @@ def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume
                 recon = good_reconstruction_loss(nets.generator, val_ds, recipe.weights, cfg.batch_size, device)
         if history.is_better(figures, best_rank):
             best_rank = history.rank(figures)
-            _save(
-                best_path,
-                {**_model_file(nets, recipe, num_classes), "epoch": epoch, "figures": figures, "rank": best_rank},
-            )
+            if distributed.is_main():
+                _save(
+                    best_path,
+                    {**_model_file(nets, recipe, num_classes), "epoch": epoch, "figures": figures, "rank": best_rank},
+                )
         rows.append(
             {
                 "epoch": epoch + 1,
@@ -222,7 +229,8 @@ def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume
                 "seconds": time.monotonic() - started,
             }
         )
-        history.write_history(history_path, rows)
+        if distributed.is_main():
+            history.write_history(history_path, rows)
         if won:
             log.warning(
                 "GRD-Net epoch %d: the discriminator won (mean output %.3f on real, %.3f on reconstructions): the "
@@ -243,25 +251,30 @@ def train_grdnet(cfg, index, splits, device: torch.device, run_dir: Path, resume
             _figure(figures["val_image_auroc"]),
             _figure(figures["val_pixel_auroc"]),
         )
-        _save(
-            last,
-            {
-                "nets": _nets_state(nets),
-                "optimisers": {name: getattr(optimisers, name).state_dict() for name in NETWORKS},
-                "epoch": epoch,
-                "torch_rng": torch.get_rng_state(),
-            },
-        )
+        if distributed.is_main():
+            _save(
+                last,
+                {
+                    "nets": _nets_state(nets),
+                    "optimisers": {name: getattr(optimisers, name).state_dict() for name in NETWORKS},
+                    "epoch": epoch,
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
+        distributed.barrier()  # the epoch's files are written before any rank reads them or the job stops
     training_seconds = max(time.monotonic() - started_all, history.seconds_spent(history_path))  # with --resume
     chosen = {**_chosen_epoch(best_path, rows, cfg.epochs, validate), "file": runs.GRDNET_BEST}
-    if rows:
-        plots.history_plot(run_dir / runs.HISTORY_PLOT, rows, chosen["epoch"] if chosen.get("selected_by") else None)
-    _save(run_dir / runs.GRDNET, _model_file(nets, recipe, num_classes))
-    best_file = _model_file(nets, recipe, num_classes)
-    if best_path.is_file() and chosen["epoch"] != cfg.epochs:
-        best_state = torch.load(best_path, map_location="cpu", weights_only=False)
-        best_file = {key: best_state[key] for key in best_file}
-    _save(run_dir / runs.GRDNET_BEST, best_file)
+    if distributed.is_main():
+        if rows:
+            marked = chosen["epoch"] if chosen.get("selected_by") else None
+            plots.history_plot(run_dir / runs.HISTORY_PLOT, rows, marked)
+        _save(run_dir / runs.GRDNET, _model_file(nets, recipe, num_classes))
+        best_file = _model_file(nets, recipe, num_classes)
+        if best_path.is_file() and chosen["epoch"] != cfg.epochs:
+            best_state = torch.load(best_path, map_location="cpu", weights_only=False)
+            best_file = {key: best_state[key] for key in best_file}
+        _save(run_dir / runs.GRDNET_BEST, best_file)
+    distributed.barrier()  # every rank reads the run's GRD-Net back
     started = time.monotonic()
     model = runs.load_grdnet(run_dir).to(device)
     own = validation_summary(predict_dataset(model, val_ds, cfg.batch_size, device), model="GRD-Net")

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from onen.edge.errors import OnenError
+from onen.train import distributed
 from onen.train.gradcam import grad_cam
 from onen.train.losses_ceod import CLIP_EPS, OMEGA, ceod_loss, classification_loss
 from onen.train.models.efficientnet_lite import EfficientNetLite, build_teacher
@@ -115,9 +116,14 @@ def training_step(model: EfficientNetLite, batch: dict, cfg: TeacherConfig, devi
     )
 
 
-@torch.no_grad()
 def predict(model: EfficientNetLite, dataset: Dataset, batch_size: int = 32, device=None) -> dict:
-    """Scores (1 - p(good)), predicted classes and the labels of a data set, as numpy arrays."""
+    """Scores (1 - p(good)), predicted classes and the labels of a data set, as numpy arrays (each rank of a job
+    predicts its shard, every rank gets the whole: train.distributed.sharded)."""
+    return distributed.sharded(_predict, model, dataset, batch_size, device)
+
+
+@torch.no_grad()
+def _predict(model: EfficientNetLite, dataset: Dataset, batch_size: int, device) -> dict:
     device = pick_device(device)
     was_training = model.training
     model.eval().to(device)
@@ -204,33 +210,36 @@ def fit_teacher(
             optimizer.load_state_dict(state["optimizer"])
             history, start_epoch, best = state["history"], state["epoch"], state.get("best")
             torch.set_rng_state(state["torch_rng"])
+    step_model = distributed.replicate(model, device, method="forward_features")  # DDP with several ranks
 
     for epoch in range(start_epoch, cfg.epochs):
+        distributed.seed_epoch(cfg.seed, epoch)
         model.train()
         for module in frozen:
             module.eval()  # keep the ImageNet BN statistics of frozen layers
         if hasattr(train_ds, "set_epoch"):
             train_ds.set_epoch(epoch)  # fresh synthetic defects / flips, reproducibly
-        generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        loader = DataLoader(
+        loader = distributed.loader(
             train_ds,
-            batch_size=cfg.batch_size,
+            cfg.batch_size,
             shuffle=True,
+            seed=cfg.seed * 1000,
+            epoch=epoch,
             drop_last=len(train_ds) > cfg.batch_size,  # type: ignore[arg-type]  # map-style data sets have __len__; torch's Dataset does not declare it
-            generator=generator,
             num_workers=cfg.num_workers,
         )
         sums = {"loss": 0.0, "ce": 0.0, "od": 0.0}
         started = time.perf_counter()
         bar = tqdm(loader, desc=f"teacher {cfg.loss} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for step, batch in enumerate(bar, start=1):
-            loss, ce, od = training_step(model, batch, cfg, device)
+            loss, ce, od = training_step(step_model, batch, cfg, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             for name, value in (("loss", loss), ("ce", ce), ("od", od)):
                 sums[name] += float(value.detach())
             bar.set_postfix(loss=f"{sums['loss'] / step:.4f}", od=f"{sums['od'] / step:.3f}")
+        distributed.average_buffers(model)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "seconds": time.perf_counter() - started,
@@ -243,7 +252,7 @@ def fit_teacher(
                 best = {"epoch": epoch + 1, "rank": rank, "model": copy.deepcopy(model.state_dict())}
         history.append(record)
         tqdm.write(f"teacher epoch {epoch + 1}/{cfg.epochs}: " + json.dumps(record))
-        if out_dir is not None:
+        if out_dir is not None and distributed.is_main():
             torch.save(
                 {
                     "model": model.state_dict(),
@@ -258,6 +267,7 @@ def fit_teacher(
                 out_dir / CHECKPOINT,
             )
             (out_dir / HISTORY).write_text(json.dumps(history, indent=2))
+        distributed.barrier()  # the epoch's checkpoint is written before the job may stop
     model.history = history
     model.chosen_epoch = cfg.epochs
     if best is not None and best["epoch"] != cfg.epochs:

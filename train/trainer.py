@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from onen.edge.errors import OnenError
-from onen.train import runs
+from onen.train import distributed, runs
 from onen.train.config import TrainConfig
 from onen.train.geometry import Geometry, resolve_geometry
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
@@ -58,7 +58,8 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool):
         splits = Splits.load(splits_path, index)
     else:
         splits = stratified_split(index, cfg.test_fraction, cfg.val_fraction, cfg.seed)
-        splits.save(splits_path, index)
+        if distributed.is_main():  # every rank draws the same split from the seed; rank 0 writes the run
+            splits.save(splits_path, index)
     if not cfg.geometry:
         # only full supervision may measure defects on masks: weak and none train without them
         measured = [s if cfg.supervision == "full" else dataclasses.replace(s, mask=None) for s in splits.train]
@@ -68,7 +69,8 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool):
     log.info("%s", Geometry(**cfg.geometry).describe())
     if cfg.tile_grid:
         log.info("trained on tiles: %s", TileGrid.from_dict(cfg.tile_grid).describe())
-    runs.write_json(run_dir / runs.CONFIG, cfg.to_dict())
+    if distributed.is_main():
+        runs.write_json(run_dir / runs.CONFIG, cfg.to_dict())
     return index, splits
 
 
@@ -135,10 +137,8 @@ def _good_sets(cfg: TrainConfig, index, train_ds, val_ds):
 
 
 def _loader(dataset, cfg: TrainConfig, shuffle: bool, epoch: int = 0) -> DataLoader:
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-    return DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=0, generator=generator, drop_last=False
-    )
+    """This rank's batches of an epoch (train.distributed.loader: the whole data set in one process)."""
+    return distributed.loader(dataset, cfg.batch_size, shuffle, seed=cfg.seed * 1000, epoch=epoch)
 
 
 # ------------------------------------------------------------------------------------------ teacher
@@ -176,9 +176,11 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
     finally:
         train_ds.augment = False
         train_ds.outside_probability = outside_probability
-    final.parent.mkdir(parents=True, exist_ok=True)
     epoch = getattr(teacher, "chosen_epoch", cfg.teacher_epochs)  # the best validated epoch (fit_teacher)
-    torch.save({"model": teacher.state_dict(), "num_classes": len(cfg.class_names), "epoch": epoch}, final)
+    if distributed.is_main():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": teacher.state_dict(), "num_classes": len(cfg.class_names), "epoch": epoch}, final)
+    distributed.barrier()  # the run's teacher is on disk before any rank reads it
     return teacher.eval()
 
 
@@ -375,7 +377,7 @@ def train_student(
         if best_path.is_file():
             best_rank = tuple(torch.load(best_path, map_location="cpu", weights_only=False)["rank"])
         log.info("resuming the student at epoch %d/%d", start_epoch + 1, cfg.epochs)
-    if start_epoch == 0:  # a fresh student: no best epoch yet
+    if start_epoch == 0 and distributed.is_main():  # a fresh student: no best epoch yet
         best_path.unlink(missing_ok=True)
     validate = val_ds is not None and len(val_ds) > 0
     if not validate:
@@ -386,8 +388,10 @@ def train_student(
         TeacherCache(teacher, need_masks=cfg.supervision == "weak", feature_net=feature_net) if use_teacher else None
     )
     flips = torch.Generator().manual_seed(cfg.seed + 7)
+    step_model = distributed.replicate(model, device)  # DDP with several ranks; the frozen teacher stays as it is
     for epoch in range(start_epoch, cfg.epochs):
         started = time.monotonic()
+        distributed.seed_epoch(cfg.seed + 7, epoch, flips)
         train_ds.set_epoch(epoch)
         model.train()
         losses = history.EpochLosses()
@@ -415,7 +419,7 @@ def train_student(
                 defect = (batch["label"] > 0).float()[:, None, None]
                 mask = batch["pseudo"] * batch["aoi"] * defect  # good images keep their known-empty target
                 has_mask = torch.ones_like(has_mask)
-            out = model(batch["image"])
+            out = step_model(batch["image"])
             loss, parts = student_objective(
                 out, batch["label"], batch["class_index"], mask, has_mask, batch["aoi"], weights, targets
             )
@@ -426,6 +430,7 @@ def train_student(
             schedule.step()
             losses.add(loss.item(), parts, len(batch["label"]))
             bar.set_postfix({"loss": f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in parts.items()}})
+        distributed.average_buffers(model)
         figures = history.validation_figures(None)
         if validate:
             with history.training_streams_kept(device):
@@ -434,7 +439,8 @@ def train_student(
                 )
         if history.is_better(figures, best_rank):
             best_rank = history.rank(figures)
-            _save_best(best_path, model, epoch, figures)
+            if distributed.is_main():
+                _save_best(best_path, model, epoch, figures)
         rows.append(
             {
                 "epoch": epoch + 1,
@@ -444,7 +450,8 @@ def train_student(
                 "seconds": time.monotonic() - started,
             }
         )
-        history.write_history(history_path, rows)
+        if distributed.is_main():
+            history.write_history(history_path, rows)
         log.info(
             "student epoch %d/%d: loss %.4f, validation image AUROC %s, pixel AUROC %s",
             epoch + 1,
@@ -453,10 +460,12 @@ def train_student(
             _figure(figures["val_image_auroc"]),
             _figure(figures["val_pixel_auroc"]),
         )
-        _save_checkpoint(last, model, optimiser, schedule, epoch)
+        if distributed.is_main():
+            _save_checkpoint(last, model, optimiser, schedule, epoch)
+        distributed.barrier()  # the epoch's files are written before any rank reads them or the job stops
     model.eval()
     chosen = _chosen_epoch(best_path, rows, cfg.epochs, validate)
-    if rows:
+    if rows and distributed.is_main():
         plots.history_plot(run_dir / runs.HISTORY_PLOT, rows, chosen["epoch"] if chosen["selected_by"] else None)
     best = model
     if chosen["epoch"] != cfg.epochs:
@@ -470,10 +479,11 @@ def train_student(
             if good_sets is None:
                 raise OnenError("the student carries a good-feature model but no good images were given to fit it")
             fitted = fit_good_features(student, *good_sets, cfg.batch_size, device)
-            if student is best:
+            if student is best and distributed.is_main():
                 runs.write_json(run_dir / runs.GOOD_FEATURES, fitted)
     for student, name in ((model, runs.STUDENT), (best, runs.STUDENT_BEST)):
-        torch.save({"model": student.state_dict(), "model_config": student.cfg.to_dict()}, run_dir / name)
+        if distributed.is_main():
+            torch.save({"model": student.state_dict(), "model_config": student.cfg.to_dict()}, run_dir / name)
     return best, chosen
 
 
@@ -523,9 +533,14 @@ def _chosen_epoch(best_path: Path, rows: list[dict], epochs: int, validated: boo
 
 
 # ------------------------------------------------------------------------------------------ validation
-@torch.no_grad()
 def predict_dataset(model, dataset, batch_size: int, device: torch.device):
-    """Bundle outputs (score, map, logits) + labels, masks, has_mask, aoi of a dataset, as numpy."""
+    """Bundle outputs (score, map, logits) + labels, masks, has_mask, aoi of a dataset, as numpy (in a job of several
+    ranks: each predicts its shard, every rank gets the whole, train.distributed.sharded)."""
+    return distributed.sharded(_predict_dataset, model, dataset, batch_size, device)
+
+
+@torch.no_grad()
+def _predict_dataset(model, dataset, batch_size: int, device: torch.device):
     from onen.train.export import _ThreeOutputs
 
     wrapper = _ThreeOutputs(model).eval().to(device)
@@ -619,8 +634,12 @@ def validation_summary(outputs: dict | None, min_region_area: int = 16, model: s
 
 # ------------------------------------------------------------------------------------------ entry
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Run a whole training (teacher then student) into cfg.out and return the run dir."""
-    with torch.enable_grad():  # whatever a caller in the same process switched off before
+    """Run a whole training (teacher then student) into cfg.out and return the run dir. With cfg.nproc > 1 outside a
+    launched job, it starts that many ranks (train.distributed.launch), each running this again."""
+    if distributed.should_launch(cfg.nproc):
+        cfg.check()
+        return distributed.launch(cfg.nproc, train, cfg, resume)
+    with torch.enable_grad(), distributed.session(pick_device(cfg.device)):  # grad: whatever a caller switched off
         return _train(cfg, resume)
 
 
@@ -636,9 +655,10 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
         saved.epochs = cfg.epochs if cfg.epochs_given else saved.epochs
         saved.out = cfg.out
         cfg = saved
+    distributed.barrier()  # every rank has looked at the run dir before rank 0 writes into it
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    device = distributed.rank_device(pick_device(cfg.device))
     timings: dict[str, float] = {}
     index, splits = _prepare_run(cfg, run_dir, resume)
     if cfg.family == "grdnet":
@@ -699,7 +719,8 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
 def write_summary(run_dir: Path, summary: dict, timings: dict[str, float], model_key: str, chosen: dict) -> Path:
     """summary.json of a finished run (timings totalled) and the one line that says what the run kept."""
     summary["timings_s"] = {**timings, "total": sum(timings.values())}
-    runs.write_json(run_dir / runs.SUMMARY, summary)
+    if distributed.is_main():
+        runs.write_json(run_dir / runs.SUMMARY, summary)
     log.info(
         "run written to %s (%s of epoch %d/%d, validation %s, threshold_source %s)",
         run_dir,
