@@ -7,13 +7,11 @@ Choices (documented here because the OneN paper is only known to us by its abstr
   weight 1 on top (total = sum_l w_l * FL(layer_l) + FL(final)).
 - Focal loss: binary focal loss on logits, FL = alpha_t * (1 - p_t)^gamma * BCE, gamma = 2, averaged over
   pixels. Soft targets (0..1) are allowed. Layer logits are upsampled bilinearly to the target size.
-  With balanced="image" each image's loss is the mean over its defect pixels and the mean over its other
-  pixels, averaged: small defects are not drowned by the background. With balanced="batch" the two means run
-  over all pixels of the batch: every defect pixel counts alike, as in pixel AUROC, so a large region (uneven
-  texture, fray) weighs by its area instead of as much as a 20-pixel blowhole.
-- AOI guidance: the CEOD overlap term of seed 001 applied to each layer's CLS->patch attention:
-  OD = -log(clip(sum(A * AOI*) / min(sum A, sum AOI*), eps, 1)), with AOI* the AOI resized to the
-  attention grid (area average) and convolved with the 3x3 kernel of 0.5 as in CEOD, clipped to 1.
+  The final map's loss is the mean over the batch's defect pixels and the mean over its other pixels, averaged
+  (every defect pixel counts alike, as in pixel AUROC); each layer's is the same per image, then averaged over
+  images (a small defect is not drowned by the background of its image).
+- AOI guidance: the CEOD overlap term of seed 001 (train.losses_ceod.overlap_distance, the same function) applied
+  to each layer's CLS->patch attention, with the AOI resized to the attention grid (area average).
   Attention entirely inside the AOI gives 0, attention outside it a large value. Weighted progressively
   like the focal loss. It is applied to every image (good ones too): on a good part the CLS token
   should look at itself or at the AOI, never at the clutter around it. A second, simpler term penalises
@@ -30,6 +28,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from onen.train.losses_ceod import overlap_distance
 
 
 def progressive_weights(depth: int, device=None) -> torch.Tensor:
@@ -57,14 +57,10 @@ def focal_loss_with_logits(
     return loss.mean()
 
 
-def _per_image_focal(
-    logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float | None, balanced: bool = False
-) -> torch.Tensor:
-    """Focal loss per image [N]. balanced: mean over defect pixels and mean over the other pixels, averaged,
-    so a 20-pixel blowhole weighs as much as a large crack (a plain mean lets the background drown it)."""
+def _per_image_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float | None) -> torch.Tensor:
+    """Focal loss per image [N]: mean over defect pixels and mean over the other pixels, averaged, so a 20-pixel
+    blowhole weighs as much as a large crack (a plain mean lets the background drown it)."""
     loss = focal_loss_with_logits(logits, target, gamma, alpha, reduction="none").flatten(1)
-    if not balanced:
-        return loss.mean(dim=1)
     positive = target.flatten(1)
     negative = 1 - positive
     pos_mass, neg_mass = positive.sum(1), negative.sum(1)
@@ -95,18 +91,13 @@ def progressive_focal_loss(
     valid: torch.Tensor | None = None,
     gamma: float = 2.0,
     alpha: float | None = None,
-    balanced: bool | str = False,
-    layer_balanced: bool | str | None = None,
 ) -> torch.Tensor:
-    """sum_l w_l * FL(upsample(layer_l), target) + FL(final, target), averaged over images with a valid target.
+    """sum_l w_l * FL(upsample(layer_l), target) + FL(final, target) over the images with a valid target: the final
+    map balanced over the batch's pixels (_batch_balanced_focal), each layer's per image (_per_image_focal).
 
     layer_logits: per layer [N,h,w] map logits; final_logits [N,1,H,W] or [N,H,W]; target [N,H,W] in 0..1;
     valid [N] bool (images whose target is known; others contribute nothing).
-    balanced: False/"none" plain pixel mean; True/"image" defect and other pixels balanced per image;
-    "batch" balanced over the batch's pixels (train.losses._batch_balanced_focal). layer_balanced: the same
-    choice for the per-layer (attention) maps when it differs from the final map's (None: as `balanced`).
     """
-    mode, layer_mode = _balance_mode(balanced), _balance_mode(balanced if layer_balanced is None else layer_balanced)
     n, height, width = target.shape
     if valid is None:
         valid = torch.ones(n, dtype=torch.bool, device=target.device)
@@ -122,37 +113,18 @@ def progressive_focal_loss(
         for logits in layer_logits
     ]
 
-    def focal(logits: torch.Tensor, how: str) -> torch.Tensor:
-        if how == "batch":
-            return _batch_balanced_focal(logits, target, weight, gamma, alpha)
-        per_image = _per_image_focal(logits, target, gamma, alpha, how == "image")
-        return (per_image * weight).sum() / weight.sum()
+    def per_image(logits: torch.Tensor) -> torch.Tensor:
+        return (_per_image_focal(logits, target, gamma, alpha) * weight).sum() / weight.sum()
 
-    total = sum(w_l * focal(up, layer_mode) for w_l, up in zip(weights, upsampled, strict=True))
-    return total + focal(final, mode)
+    total = sum(w_l * per_image(up) for w_l, up in zip(weights, upsampled, strict=True))
+    return total + _batch_balanced_focal(final, target, weight, gamma, alpha)
 
 
-def _balance_mode(balanced: bool | str) -> str:
-    mode = ("image" if balanced else "none") if isinstance(balanced, bool) else balanced
-    if mode not in ("none", "image", "batch"):
-        raise ValueError(f"balanced must be none, image or batch, got {balanced!r}")
-    return mode
-
-
-def _aoi_on_grid(aoi: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """AOI [N,H,W] -> CEOD's A_gt* on the attention grid: area-resized, 3x3 kernel of 0.5, clipped to 1."""
-    grid = F.adaptive_avg_pool2d(aoi.unsqueeze(1).float(), (height, width))
-    kernel = torch.full((1, 1, 3, 3), 0.5, device=aoi.device)
-    return F.conv2d(grid, kernel, padding=1).clamp(max=1.0)[:, 0]
-
-
-def attention_overlap_loss(attention: torch.Tensor, aoi: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """CEOD overlap on one attention map: per image -log(clip(sum(A*AOI*)/min(sum A, sum AOI*))). [N]"""
-    n, height, width = attention.shape
-    region = _aoi_on_grid(aoi, height, width)
-    inside = (attention * region).flatten(1).sum(dim=1)
-    denominator = torch.minimum(attention.flatten(1).sum(dim=1), region.flatten(1).sum(dim=1)).clamp(min=eps)
-    return -torch.log((inside / denominator).clamp(min=eps, max=1.0))
+def attention_overlap_loss(attention: torch.Tensor, aoi: torch.Tensor) -> torch.Tensor:
+    """CEOD's overlap distance [N] of one attention map [N,h,w] with the AOI [N,H,W] area-resized to its grid."""
+    height, width = attention.shape[-2:]
+    grid = F.adaptive_avg_pool2d(aoi.unsqueeze(1).float(), (height, width))[:, 0]
+    return overlap_distance(attention, grid)
 
 
 def aoi_guidance_loss(

@@ -36,7 +36,9 @@ def spread_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 def overlap_distance(cam: torch.Tensor, region: torch.Tensor, eps: float = CLIP_EPS) -> torch.Tensor:
-    """OD per image [N]. cam [N, h, w] in 0..1 (bilinearly resized to the region's size), region [N, H, W] 0/1."""
+    """OD per image [N]. cam [N, h, w] in 0..1 (bilinearly resized to the region's size), region [N, H, W] in 0..1.
+    The one overlap term of the project: CEOD's (the teacher's Grad-CAM) and the student's AOI guidance
+    (train.losses.attention_overlap_loss, its attention maps against the AOI)."""
     if cam.shape[-2:] != region.shape[-2:]:
         cam = F.interpolate(cam[:, None], size=tuple(region.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
     target = spread_mask(region)

@@ -1,4 +1,4 @@
-"""The student's total training objective for one batch, shared by the trainer and the quick recipes.
+"""The student's total training objective for one batch (train.trainer and the small recipe, train.recipes).
 
 total = w_image * BCE(score, label) + w_class * CE(class, ignoring -1) + w_map * progressive focal loss
         + (AOI guidance on) w_aoi * attention and map mean outside the AOI + w_aoi_peak * map peak outside the AOI
@@ -8,11 +8,9 @@ total = w_image * BCE(score, label) + w_class * CE(class, ignoring -1) + w_map *
         + w_kd_score * BCE(score, the teacher's defect probability 1 - p_good)
         + w_class_feature * (1 - cos(class head input projected, the teacher's pooled features))
 
-kd_score hands the teacher's image-level ranking (its hard cases) to the student's score head, which the class
-logits' KL does not reach (magnetic tile validation, full supervision: image AUROC 0.982 -> 0.988, pixel AUROC
-0.955 -> 0.958; defect-class accuracy one image of 39 lower). The two "defect" terms ask exactly what the class
-accuracy measures (which defect, given that there is one): in the plain CE and KL over all classes, ~70% good
-images and the good-vs-defect margin dominate.
+kd_score hands the teacher's image-level ranking (its hard cases) to the score head, which the class logits' KL
+does not reach. The two "defect" terms ask what the class accuracy measures (which defect, given there is one),
+which the good-vs-defect margin dominates in the plain CE and KL. Measurements: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -69,8 +67,6 @@ def student_objective(
         mask,
         valid,
         gamma=weights.focal_gamma,
-        balanced=weights.balanced_maps,
-        layer_balanced=weights.balanced_layers,
     )
     total = weights.image * parts["image"] + weights.classes * parts["class"] + weights.maps * parts["map"]
     if weights.aoi_guidance and weights.aoi > 0:

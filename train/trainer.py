@@ -153,7 +153,6 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
     fields = TeacherConfig.__dataclass_fields__
     options: dict[str, Any] = {
         "epochs": cfg.teacher_epochs,
-        "loss": cfg.teacher_loss,
         "input_height": cfg.model_height,
         "input_width": cfg.model_width,
         "seed": cfg.seed,
@@ -184,30 +183,20 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
     return teacher.eval()
 
 
-def teacher_targets(teacher, images: torch.Tensor, label: torch.Tensor, need_masks: bool, feature_net=None):
-    """Teacher logits + features (no gradients) and, for weak supervision, Grad-CAM pseudo-masks [N,H,W].
-    With feature_net the distillation features are that network's (the Grad-CAM still reads the teacher's)."""
-    from onen.train.gradcam import grad_cam
+def teacher_targets(teacher, images: torch.Tensor, need_masks: bool, feature_net=None):
+    """Teacher logits + features (no gradients) and, for weak supervision, its Grad-CAM pseudo-masks [N,H,W]
+    (train.models.efficientnet_lite.pseudo_masks, from the features computed here). With feature_net the
+    distillation features are that network's (the Grad-CAM still reads the teacher's)."""
+    from onen.train.models.efficientnet_lite import predicted_defect_cam
 
     with torch.no_grad():
         features, logits = teacher.forward_features(images)
         cam_source = features
         if feature_net is not None:
             features = feature_net(images)
-    pseudo = None
-    with torch.enable_grad():
-        features_for_cam = cam_source.detach().requires_grad_(True)
-        if need_masks:
-            cam_logits = teacher.classify_features(features_for_cam)
-            probabilities = torch.softmax(cam_logits[:, 1:], dim=1) if cam_logits.shape[1] > 1 else None
-            defect_class = (probabilities.argmax(dim=1) + 1) if probabilities is not None else torch.zeros_like(label)
-            cam = grad_cam(features_for_cam, cam_logits, defect_class, create_graph=False)
-            pseudo = torch.nn.functional.interpolate(
-                cam.unsqueeze(1), size=images.shape[1:3], mode="bilinear", align_corners=False
-            )[:, 0]
-    return TeacherTargets(logits=logits.detach(), features=features.detach()), (
-        pseudo.detach() if pseudo is not None else None
-    )
+    size = (images.shape[1], images.shape[2])
+    pseudo = predicted_defect_cam(teacher, cam_source, size) if need_masks else None
+    return TeacherTargets(logits=logits.detach(), features=features.detach()), pseudo
 
 
 class TeacherCache:
@@ -219,13 +208,11 @@ class TeacherCache:
         self.feature_net = feature_net
         self.store: dict[str, tuple] = {}
 
-    def get(self, images: torch.Tensor, paths: list[str], label: torch.Tensor, cacheable: torch.Tensor):
+    def get(self, images: torch.Tensor, paths: list[str], cacheable: torch.Tensor):
         missing = [i for i, p in enumerate(paths) if not (bool(cacheable[i]) and p in self.store)]
         if missing:
             index = torch.tensor(missing, device=images.device)
-            targets, pseudo = teacher_targets(
-                self.teacher, images[index], label[index], self.need_masks, self.feature_net
-            )
+            targets, pseudo = teacher_targets(self.teacher, images[index], self.need_masks, self.feature_net)
             fresh = {
                 i: (targets.logits[k], targets.features[k], pseudo[k] if pseudo is not None else None)
                 for k, i in enumerate(missing)
@@ -265,25 +252,8 @@ def random_flips(batch: dict, generator: torch.Generator) -> dict:
 
 # ------------------------------------------------------------------------------------------ student
 def build_run_student(cfg: TrainConfig, teacher_dim: int) -> OneNStudent:
-    return OneNStudent(
-        OneNConfig(
-            num_classes=len(cfg.class_names),
-            input_height=cfg.model_height,
-            input_width=cfg.model_width,
-            patch=cfg.patch,
-            dim=cfg.dim,
-            depth=cfg.depth,
-            heads=cfg.heads,
-            stem=cfg.stem,
-            teacher_dim=teacher_dim,
-            fine_map=cfg.fine_map,
-            class_pool=cfg.class_pool,
-            map_gate=cfg.map_gate,
-            class_distill=cfg.weights.class_feature > 0 and teacher_dim > 0,
-            good_features=cfg.uses_good_features(),
-        ),
-        pretrained=cfg.stem == "lite0",
-    )
+    """The run's student before training (the lite0 stem with its ImageNet weights)."""
+    return OneNStudent(OneNConfig.from_train(cfg, teacher_dim), pretrained=cfg.stem == "lite0")
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, floor: float = 0.02):
@@ -349,7 +319,7 @@ def train_student(
     from onen.train import history, plots
 
     feature_net, teacher_dim = None, 0
-    if teacher is not None and cfg.distill:
+    if teacher is not None:
         teacher_dim = teacher.cfg.head_channels
         if cfg.distils_imagenet_features():
             from onen.train.models.efficientnet_lite import ImageNetFeatures
@@ -383,9 +353,10 @@ def train_student(
     if not validate:
         log.warning("no validation images: the student is not validated per epoch; the last epoch is the one used")
     weights = cfg.objective_weights()
-    use_teacher = teacher is not None and (cfg.distill or cfg.supervision == "weak")
     cache = (
-        TeacherCache(teacher, need_masks=cfg.supervision == "weak", feature_net=feature_net) if use_teacher else None
+        TeacherCache(teacher, need_masks=cfg.supervision == "weak", feature_net=feature_net)
+        if teacher is not None
+        else None
     )
     flips = torch.Generator().manual_seed(cfg.seed + 7)
     step_model = distributed.replicate(model, device)  # DDP with several ranks; the frozen teacher stays as it is
@@ -405,15 +376,13 @@ def train_student(
             batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             if cache is not None:
                 # synthetic images change every epoch, so only real images' teacher outputs are cached
-                targets, pseudo = cache.get(
-                    batch["image"], batch["path"], batch["label"], cacheable=~batch["synthetic"]
-                )
+                targets, pseudo = cache.get(batch["image"], batch["path"], cacheable=~batch["synthetic"])
                 batch["teacher_features"], batch["pseudo"] = targets.features, pseudo
                 batch["teacher_logits"] = targets.logits
             batch = random_flips(batch, flips)
             mask, has_mask = batch["mask"], batch["has_mask"]
             targets = None
-            if cache is not None and cfg.distill:
+            if cache is not None:
                 targets = TeacherTargets(logits=batch["teacher_logits"], features=batch["teacher_features"])
             if cfg.supervision == "weak":
                 defect = (batch["label"] > 0).float()[:, None, None]
@@ -681,7 +650,7 @@ def _train(cfg: TrainConfig, resume: bool) -> Path:
         log.info(
             "only good images: no teacher (a classifier needs a defect class); the student trains without distillation"
         )
-    if cfg.teacher_epochs > 0 and len(cfg.class_names) >= 2 and (cfg.distill or cfg.supervision == "weak"):
+    if cfg.teacher_epochs > 0 and len(cfg.class_names) >= 2:
         teacher = train_teacher(cfg, train_ds, val_ds, device, run_dir)
         teacher.eval()
         for parameter in teacher.parameters():

@@ -144,8 +144,6 @@ def test_fitting_needs_the_option_and_good_images():
         fit_good_features(_student(good_features=False), [], [], 4, torch.device("cpu"))
     with pytest.raises(OnenError, match="at least 2 good"):
         fit_good_features(_student(), _good_items(np.zeros((1, 64, 64, 3), np.uint8)), [], 4, torch.device("cpu"))
-    with pytest.raises(ValueError, match="patch must be >= 8"):
-        OneNConfig(patch=4, stem="conv", good_features=True).check()
 
 
 def test_pooled_and_projected_gaussians_measure_in_the_reduced_space():

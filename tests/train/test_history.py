@@ -33,9 +33,7 @@ TINY = {"size": 64, "patch": 8, "dim": 16, "depth": 1, "heads": 2, "stem": "conv
 
 def _config(data: Path, out: Path, epochs: int = 2, **overrides) -> TrainConfig:
     options = {**TINY, **overrides}
-    return TrainConfig(
-        data=str(data), out=str(out), epochs=epochs, teacher_epochs=0, distill=False, device="cpu", **options
-    )
+    return TrainConfig(data=str(data), out=str(out), epochs=epochs, teacher_epochs=0, device="cpu", **options)
 
 
 @pytest.fixture(scope="module")

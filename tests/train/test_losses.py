@@ -133,24 +133,9 @@ def test_masked_cross_entropy_ignores_unknown_class():
     assert float(masked_cross_entropy(logits, torch.tensor([-1, -1]))) == 0.0
 
 
-def test_balanced_focal_gives_small_defects_the_weight_of_large_ones():
-    target = torch.zeros(2, 32, 32)
-    target[0, 10:12, 10:12] = 1  # 4 px defect
-    target[1, 4:28, 4:28] = 1  # 576 px defect
-    missed = torch.where(
-        target > 0, torch.full_like(target, -4.0), torch.full_like(target, -4.0)
-    )  # map dark everywhere
-    plain = [float(progressive_focal_loss([], missed[i : i + 1], target[i : i + 1])) for i in range(2)]
-    balanced = [
-        float(progressive_focal_loss([], missed[i : i + 1], target[i : i + 1], balanced=True)) for i in range(2)
-    ]
-    assert plain[0] < 0.05 * plain[1]  # the plain mean barely notices the small miss
-    assert balanced[0] == pytest.approx(balanced[1], rel=0.05)
-
-
-def test_batch_balanced_focal_weighs_defect_pixels_by_area_across_images():
-    """balanced="batch": one mean over all defect pixels of the batch, so missing a large region costs more than
-    missing a small one; a good image (empty target) only adds background pixels."""
+def test_final_map_focal_weighs_defect_pixels_by_area_across_the_batch():
+    """The final map: one mean over all defect pixels of the batch (as pixel AUROC counts them), so missing a large
+    region costs more than missing a small one; a good image (empty target) only adds background pixels."""
     target = torch.zeros(3, 32, 32)
     target[0, 10:12, 10:12] = 1  # 4 px defect
     target[1, 4:28, 4:28] = 1  # 576 px defect; image 2 is good
@@ -159,35 +144,22 @@ def test_batch_balanced_focal_weighs_defect_pixels_by_area_across_images():
     miss_small[0] = -4.0
     miss_large[1] = -4.0
     loss = {
-        name: float(progressive_focal_loss([], logits.unsqueeze(1), target, balanced="batch"))
+        name: float(progressive_focal_loss([], logits.unsqueeze(1), target))
         for name, logits in (("found", found), ("small", miss_small), ("large", miss_large))
     }
     assert loss["found"] < loss["small"] < loss["large"]
     assert loss["large"] > 20 * loss["small"]
-    per_image = [
-        float(progressive_focal_loss([], miss.unsqueeze(1), target, balanced="image"))
-        for miss in (miss_small, miss_large)
-    ]
-    assert per_image[0] == pytest.approx(per_image[1], rel=0.05)  # the per-image mode treats both misses alike
-    good_only = float(progressive_focal_loss([], found[2:].unsqueeze(1), target[2:], balanced="batch"))
+    good_only = float(progressive_focal_loss([], found[2:].unsqueeze(1), target[2:]))
     assert good_only < 0.01
-    with pytest.raises(ValueError, match="balanced"):
-        progressive_focal_loss([], found.unsqueeze(1), target, balanced="pixels")
 
 
-def test_layer_maps_can_be_balanced_apart_from_the_final_map():
-    target = torch.zeros(2, 16, 16)
-    target[0, 2:14, 2:14] = 1
-    layer = [torch.zeros(2, 4, 4)]
-    final = torch.full((2, 1, 16, 16), -3.0)
-    mixed = progressive_focal_loss(layer, final, target, balanced="batch", layer_balanced="image")
-    layers_only = progressive_focal_loss(
-        layer, final * 0 + 30.0, target, balanced="batch", layer_balanced="image"
-    ) - progressive_focal_loss([], final * 0 + 30.0, target, balanced="batch")
-    expected = (
-        progressive_focal_loss(layer, final, target, balanced="image")
-        - progressive_focal_loss([], final, target, balanced="image")
-        + progressive_focal_loss([], final, target, balanced="batch")
-    )
-    assert float(mixed) == pytest.approx(float(expected), rel=1e-5)
-    assert float(layers_only) > 0
+def test_layer_maps_are_balanced_per_image_so_small_defects_weigh_as_much_as_large_ones():
+    target = torch.zeros(2, 32, 32)
+    target[0, 10:12, 10:12] = 1  # 4 px defect
+    target[1, 4:28, 4:28] = 1  # 576 px defect
+    missed = torch.full((2, 8, 8), -4.0)  # the layer map dark everywhere
+    perfect = torch.full((2, 1, 32, 32), -30.0) + 60.0 * target.unsqueeze(1)  # the final map costs ~0
+    per_layer = [
+        float(progressive_focal_loss([missed[i : i + 1]], perfect[i : i + 1], target[i : i + 1])) for i in range(2)
+    ]
+    assert per_layer[0] == pytest.approx(per_layer[1], rel=0.05)

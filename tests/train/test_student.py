@@ -62,23 +62,37 @@ def test_gradients_reach_attention_from_the_map():
 
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="multiple of patch"):
-        OneNStudent(OneNConfig(input_height=100, input_width=64, patch=16))
-    with pytest.raises(ValueError, match="activation"):
-        OneNStudent(OneNConfig(activation="swish"))
+        OneNStudent(OneNConfig(num_classes=2, input_height=100, input_width=64, patch=16))
+    with pytest.raises(ValueError, match="patch must be one of 8, 16, got 4"):
+        OneNStudent(OneNConfig(num_classes=2, input_height=64, input_width=64, patch=4, stem="conv"))
+    with pytest.raises(ValueError, match="stem must be one of lite0, conv"):
+        OneNStudent(OneNConfig(num_classes=2, input_height=64, input_width=64, stem="resnet"))
+
+
+def test_the_student_is_built_from_the_run_settings():
+    """OneNConfig.from_train: one source for the student's sizes (TrainConfig), whose defaults OneNConfig shares."""
+    from onen.train.config import TrainConfig
+
+    cfg = TrainConfig(data="d", out="o", supervision="none", class_names=["good", "crack"])
+    cfg.geometry = {"height": 96, "width": 64}
+    built = OneNConfig.from_train(cfg, teacher_dim=112)
+    assert (built.num_classes, built.input_height, built.input_width) == (2, 96, 64)
+    assert (built.patch, built.dim, built.depth, built.heads, built.stem) == (16, 96, 3, 4, "lite0")
+    assert built.good_features and built.class_distill and built.teacher_dim == 112
+    plain = OneNConfig(num_classes=2, input_height=96, input_width=64)
+    assert (plain.depth, plain.dim, plain.patch) == (cfg.depth, cfg.dim, cfg.patch) == (3, 96, 16)
 
 
 def test_untrained_fine_map_head_starts_from_the_attention_map():
     """The fine head's last conv starts at zero: before training it returns the coarse (attention) logit upsampled
     to the stride-4 grid, whatever the stem features are."""
     torch.manual_seed(0)
-    head = FineMapHead(in_channels=24, width=16, activation="relu")
+    head = FineMapHead(in_channels=24, width=16)
     features, coarse = torch.randn(2, 24, 16, 16), torch.randn(2, 1, 4, 4)
     expected = torch.nn.functional.interpolate(coarse, size=(16, 16), mode="bilinear", align_corners=False)
     assert torch.equal(head(features, coarse), expected)
     model = OneNStudent(OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2))
-    assert (
-        model.fine_head is not None and model.stem.fine_channels_in == 24
-    )  # on by default, on the Lite0 stride-4 features
+    assert model.stem.fine_channels_in == 24  # the head reads the Lite0 stride-4 features
 
 
 @pytest.mark.parametrize("stem", ["lite0", "conv"])
@@ -87,11 +101,8 @@ def test_fine_map_head_resolves_detail_below_one_token(stem):
     grid,
     and the map's gradient reaches the stride-4 stem features and the attention."""
     torch.manual_seed(1)
-    cfg = OneNConfig(
-        num_classes=2, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, stem=stem, fine_map=True
-    )
+    cfg = OneNConfig(num_classes=2, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, stem=stem)
     model = OneNStudent(cfg)
-    assert model.fine_head is not None
     torch.nn.init.normal_(model.fine_head.net[-1].weight, std=0.5)
     with torch.enable_grad():
         out = model(_images(2, 64, 64))
@@ -105,83 +116,100 @@ def test_fine_map_head_resolves_detail_below_one_token(stem):
     assert float((out.map_logits.detach() - smooth).abs().max()) > 1e-3
 
 
-def test_class_head_reading_map_pooled_tokens():
-    cfg = OneNConfig(
-        num_classes=5, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, class_pool="cls+map"
-    )
-    model = OneNStudent(cfg).eval()
-    assert model.class_head.in_features == 64
+def test_class_head_reading_map_pooled_tokens_and_stem_features():
+    """The class head reads the CLS token, the tokens pooled where the coarse map is bright and the stride-4 stem
+    features pooled where the refined map is bright."""
+    model = OneNStudent(
+        OneNConfig(num_classes=5, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2)
+    ).eval()
+    assert model.class_head.in_features == 64 + 24  # + the Lite0 stem's 24 stride-4 channels
     with torch.no_grad():
         out = model(_images(3, 64, 64))
     assert out.class_logits.shape == (3, 5)
-    with pytest.raises(ValueError, match="class_pool"):
-        OneNStudent(OneNConfig(class_pool="mean"))
-    fine = OneNStudent(
-        OneNConfig(
-            num_classes=5,
-            input_height=64,
-            input_width=64,
-            patch=16,
-            dim=32,
-            depth=2,
-            heads=2,
-            class_pool="cls+map+fine",
-        )
-    ).eval()
-    assert fine.class_head.in_features == 64 + 24  # + the Lite0 stem's 24 stride-4 channels
-    with torch.no_grad():
-        assert fine(_images(3, 64, 64)).class_logits.shape == (3, 5)
-    no_fine_head = OneNStudent(
-        OneNConfig(
-            num_classes=5,
-            input_height=64,
-            input_width=64,
-            patch=16,
-            dim=32,
-            depth=2,
-            heads=2,
-            class_pool="cls+map+fine",
-            fine_map=False,
-        )
-    ).eval()
-    with torch.no_grad():
-        assert no_fine_head(_images(2, 64, 64)).class_logits.shape == (2, 5)
-    with pytest.raises(ValueError, match="score_map"):
-        OneNStudent(OneNConfig(score_map="mean"))
+    where = torch.softmax(torch.zeros(3, 16), dim=1).unsqueeze(1)  # a flat map pools the plain mean
+    pooled = model._class_input(
+        out.cls_token, out.tokens, torch.zeros(3, 1, 4, 4), torch.zeros(3, 1, 16, 16), out.stem_features
+    )
+    torch.testing.assert_close(pooled[:, 32:64], torch.matmul(where, out.tokens).squeeze(1))
+    torch.testing.assert_close(pooled[:, 64:], out.stem_features.mean(dim=(2, 3)))
 
 
-def test_checkpoint_config_without_the_new_options_builds_the_old_network():
-    """Runs saved before fine_map/class_pool existed load into the network they were trained as."""
-    old = OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2, fine_map=False)
-    state = OneNStudent(old).state_dict()
-    saved = {
-        k: v for k, v in old.to_dict().items() if k not in ("fine_map", "fine_channels", "class_pool", "score_map")
-    }
-    restored = OneNConfig.from_dict(saved)
-    assert restored.fine_map is False and restored.class_pool == "cls" and restored.score_map == "coarse"
-    OneNStudent(restored).load_state_dict(state)  # strict: same keys and shapes
+SAVED = {  # a model_config as main wrote it before the options were removed (the values this version builds)
+    "num_classes": 3,
+    "input_height": 64,
+    "input_width": 64,
+    "patch": 16,
+    "dim": 32,
+    "depth": 2,
+    "heads": 2,
+    "mlp_ratio": 2.0,
+    "stem": "lite0",
+    "stem_channels": 16,
+    "activation": "relu",
+    "teacher_dim": 0,
+    "class_distill": False,
+    "dropout": 0.0,
+    "fine_map": True,
+    "fine_channels": 16,
+    "class_pool": "cls+map+fine",
+    "score_map": "fine",
+    "map_gate": 0.25,
+    "good_features": False,
+    "good_own_weight": 0.25,
+}
+
+
+def test_a_checkpoint_config_holding_the_kept_values_loads_and_round_trips():
+    cfg = OneNConfig.from_dict(SAVED, "run/student_best.pt: model_config")
+    assert cfg == OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2)
+    assert OneNConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "kept"),
+    [
+        ("class_pool", "cls", "'cls+map+fine'"),
+        ("class_pool", "cls+map", "'cls+map+fine'"),
+        ("score_map", "coarse", "'fine'"),
+        ("fine_map", False, "True"),
+        ("activation", "gelu", "'relu'"),
+        ("dropout", 0.1, "0.0"),
+        ("map_gate", 0.0, "0.25"),
+    ],
+)
+def test_a_checkpoint_of_a_removed_option_value_is_refused_by_file_key_and_accepted_value(key, value, kept):
+    from onen.train.runs import RunError
+
+    with pytest.raises(RunError) as refused:
+        OneNConfig.from_dict({**SAVED, key: value}, "run/student_best.pt: model_config")
+    message = str(refused.value)
+    assert message.startswith("run/student_best.pt: model_config: ")
+    assert f"'{key}' is {value!r}" in message and f"builds only {kept}" in message and "train the run again" in message
+
+
+def test_a_checkpoint_config_with_unknown_or_missing_keys_is_refused():
+    from onen.train.runs import RunError
+
+    with pytest.raises(RunError, match=r"s.pt: model_config: unknown key\(s\) layer_scale; expected class_distill"):
+        OneNConfig.from_dict({**SAVED, "layer_scale": 1.0}, "s.pt: model_config")
+    with pytest.raises(RunError, match=r"s.pt: model_config: missing key\(s\) depth, stem"):
+        OneNConfig.from_dict({k: v for k, v in SAVED.items() if k not in ("depth", "stem")}, "s.pt: model_config")
 
 
 def test_map_is_gated_by_the_score():
-    """anomaly_map = sigmoid(map logit) * score ** map_gate: the same map logits, dimmed on parts the score calls
-    good; map_gate 0 gives the map alone, and checkpoints from before the option load without the gate."""
+    """anomaly_map = sigmoid(map logit) * score ** MAP_GATE: the same map logits, dimmed on parts the score calls
+    good."""
+    from onen.train.models.onen_vit import MAP_GATE
+
     torch.manual_seed(2)
     cfg = OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2)
-    assert cfg.map_gate == 0.25
+    assert MAP_GATE == 0.25
     model = OneNStudent(cfg).eval()
     with torch.no_grad():
         out = model(_images(4, 64, 64))
     ungated = torch.sigmoid(out.map_logits)
     torch.testing.assert_close(out.anomaly_map, ungated * out.score.reshape(4, 1, 1, 1) ** 0.25)
     assert torch.all(out.anomaly_map <= ungated + 1e-7)
-    model.cfg.map_gate = 0.0
-    with torch.no_grad():
-        plain = model(_images(4, 64, 64))
-    torch.testing.assert_close(plain.anomaly_map, ungated)
-    saved = {k: v for k, v in cfg.to_dict().items() if k != "map_gate"}
-    assert OneNConfig.from_dict(saved).map_gate == 0.0
-    with pytest.raises(ValueError, match="map_gate"):
-        OneNStudent(OneNConfig(num_classes=3, input_height=64, input_width=64, map_gate=-1.0))
 
 
 def test_class_distill_projects_the_class_input_for_training_only():
@@ -194,13 +222,12 @@ def test_class_distill_projects_the_class_input_for_training_only():
         depth=2,
         heads=2,
         teacher_dim=40,
-        class_pool="cls+map",
         class_distill=True,
     )
     model = OneNStudent(cfg).eval()
     with torch.no_grad():
         out = model(_images(2, 64, 64))
-    assert out.class_projected.shape == (2, 40) and model.class_projection.in_features == 64
+    assert out.class_projected.shape == (2, 40) and model.class_projection.in_features == 64 + 24
     assert (
         OneNStudent(
             OneNConfig(num_classes=4, input_height=64, input_width=64, dim=32, depth=2, heads=2)
@@ -237,7 +264,7 @@ def test_the_folded_input_normalisation_equals_normalising_first():
     """The Lite0 stem's first conv with the normalisation folded in (and its padding done on raw pixels) against
     the plain path: normalise, pad with zeros, convolve."""
     torch.manual_seed(0)
-    model = OneNStudent(OneNConfig(input_height=48, input_width=80, dim=32, depth=1, heads=2)).eval()
+    model = OneNStudent(OneNConfig(num_classes=2, input_height=48, input_width=80, dim=32, depth=1, heads=2)).eval()
     assert isinstance(model.stem, Lite0Stem)
     torch.nn.init.normal_(model.stem.stem.conv.weight)
     image = _images(2, 48, 80)
@@ -252,7 +279,7 @@ def test_the_split_fine_head_equals_its_modules_run_in_turn():
     """FineMapHead's forward (split first conv, depthwise + channel-sum last conv) against nn.Sequential on the
     concatenated input, the network its state_dict describes."""
     torch.manual_seed(0)
-    head = FineMapHead(24, 16, "relu").eval()
+    head = FineMapHead(24, 16).eval()
     for parameter in head.parameters():
         torch.nn.init.normal_(parameter, std=0.3)
     features, coarse = torch.randn(2, 24, 20, 12), torch.randn(2, 1, 5, 3)

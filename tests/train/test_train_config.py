@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import re
 import subprocess
 import sys
 
@@ -53,11 +55,11 @@ def test_flags_win_over_set_and_set_over_the_file(tmp_path):
     recipe.write_text("supervision: none\nepochs: 7\nweights:\n  kd: 0.1\n  maps: 3\n", encoding="utf-8")
     args = _parser().parse_args(
         ["train", "--config", str(recipe), "--data", "d", "--out", "o", "--set", "weights.maps=2", "--kd-weight", "0.3"]
-        + ["--set", "weights.kd=0.2", "--no-distill"]
+        + ["--set", "weights.kd=0.2", "--no-aoi-guidance"]
     )
     cfg = train_command.resolve(args)
     assert (cfg.supervision, cfg.epochs, cfg.epochs_given) == ("none", 7, True)
-    assert (cfg.weights.kd, cfg.weights.maps, cfg.distill) == (0.3, 2.0, False)
+    assert (cfg.weights.kd, cfg.weights.maps, cfg.aoi_guidance) == (0.3, 2.0, False)
 
 
 def test_grdnet_lr_and_epochs_go_to_its_recipe():
@@ -106,7 +108,7 @@ def test_bad_values_and_internal_keys_are_refused(tmp_path):
 
 def test_set_parses_with_the_field_type():
     assert parse_set("weights.kd=0.25") == {"weights": {"kd": 0.25}}
-    assert parse_set("distill=false") == {"distill": False}
+    assert parse_set("aoi_guidance=false") == {"aoi_guidance": False}
     assert parse_set("aoi=null") == {"aoi": None}
     assert parse_set("size=256") == {"size": "256"}
     assert parse_set("grdnet.model.unet.depth=3") == {"grdnet": {"model": {"unet": {"depth": 3}}}}
@@ -123,7 +125,7 @@ def test_each_shipped_recipe_loads_and_checks(name):
 
 
 def test_shipped_recipes_include_the_station_model():
-    assert {"station", "grdnet"} <= set(shipped_recipes())
+    assert {"station", "grdnet", "small"} <= set(shipped_recipes())
     assert load_recipe(shipped_recipes()["station"])["size"] == "256"
 
 
@@ -135,3 +137,65 @@ def test_train_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# a config.json as main wrote it before the unused options were removed, with the values this version builds
+SAVED_BEFORE = {
+    **TrainConfig(data="d", out="o").to_dict(),
+    "teacher_loss": "ceod",
+    "distill": True,
+    "fine_map": True,
+    "class_pool": "cls+map+fine",
+    "map_gate": 0.25,
+    "good_features": "auto",
+    "distill_features": "auto",
+}
+SAVED_BEFORE["weights"] = {**SAVED_BEFORE["weights"], "balanced_maps": "batch", "balanced_layers": "image"}
+
+
+def test_a_run_saved_with_the_kept_values_of_removed_options_loads():
+    assert TrainConfig.from_dict(SAVED_BEFORE, "runs/a/config.json") == TrainConfig(data="d", out="o")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "kept"),
+    [
+        ("teacher_loss", "ce", "'ceod'"),
+        ("distill", False, "True"),
+        ("fine_map", False, "True"),
+        ("class_pool", "cls+map", "'cls+map+fine'"),
+        ("map_gate", 0.0, "0.25"),
+        ("good_features", "on", "'auto'"),
+        ("distill_features", "head", "'auto'"),
+        ("weights.balanced_maps", "none", "'batch'"),
+        ("weights.balanced_layers", "none", "'image'"),
+    ],
+)
+def test_a_run_saved_with_another_value_of_a_removed_option_is_refused(tmp_path, key, value, kept):
+    """Refused by file, key and the one value this version builds: by TrainConfig.from_dict (--resume) and by
+    load_run (eval, export)."""
+    from onen.train import runs
+
+    saved = json.loads(json.dumps(SAVED_BEFORE))
+    if key.startswith("weights."):
+        saved["weights"][key.split(".", 1)[1]] = value
+    else:
+        saved[key] = value
+    expected = rf"runs/a/config.json: '{re.escape(key)}' is {re.escape(repr(value))}, but that option was removed"
+    with pytest.raises(runs.RunError, match=expected) as refused:
+        TrainConfig.from_dict(saved, "runs/a/config.json")
+    assert f"builds only {kept}" in str(refused.value)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / runs.CONFIG).write_text(json.dumps(saved))
+    with pytest.raises(runs.RunError, match=re.escape(f"{run / runs.CONFIG}: '{key}' is {value!r}")):
+        runs.load_run(run, with_data=False)
+
+
+def test_a_run_config_with_an_unknown_key_is_refused():
+    from onen.train.runs import RunError
+
+    with pytest.raises(RunError, match=r"runs/a/config.json: unknown key\(s\) weights.focal_alpha"):
+        TrainConfig.from_dict({**SAVED_BEFORE, "weights": {"focal_alpha": 0.25}}, "runs/a/config.json")
+    with pytest.raises(RunError, match=r"runs/a/config.json: unknown key\(s\) mixup"):
+        TrainConfig.from_dict({**SAVED_BEFORE, "mixup": 0.2}, "runs/a/config.json")

@@ -191,18 +191,20 @@ def pseudo_masks(teacher: EfficientNetLite, images: torch.Tensor, batch_size: in
         chunk = images[start : start + batch_size].to(device)
         with torch.no_grad():
             features = teacher.features(chunk)
-        features.requires_grad_(True)
-        with torch.enable_grad():
-            logits = teacher.classify_features(features)
-            defect_class = logits.detach()[:, 1:].argmax(dim=1) + 1
-            cam = grad_cam(features, logits, defect_class, create_graph=False).detach()
-        maps.append(
-            F.interpolate(cam[:, None], size=tuple(chunk.shape[1:3]), mode="bilinear", align_corners=False)[:, 0].clamp(
-                0.0, 1.0
-            )
-        )
+        maps.append(predicted_defect_cam(teacher, features, (chunk.shape[1], chunk.shape[2])))
     teacher.train(was_training)
     return torch.cat(maps)
+
+
+def predicted_defect_cam(teacher: EfficientNetLite, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """pseudo_masks from the teacher's last features [N, K, h, w] already computed (the trainer has them): Grad-CAM
+    of the most likely defect class, bilinearly resized to `size`, [N, H, W] in 0..1, without gradients."""
+    features = features.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = teacher.classify_features(features)
+        defect_class = logits.detach()[:, 1:].argmax(dim=1) + 1
+        cam = grad_cam(features, logits, defect_class, create_graph=False).detach()
+    return F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].clamp(0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -281,9 +283,8 @@ class ImageNetFeatures(nn.Module):
     target that no fine-tuning on a few hundred good images has narrowed.
 
     Used under supervision none, where the student's tokens learn these features instead of the teacher's head
-    features (that teacher only ever saw synthetic defects). Per-position Gaussians of these very features rank
-    the real magnetic tile defects at 0.95-0.97 image AUROC, but running them costs most of the teacher; the
-    student learns to reproduce them at its own cost.
+    features (that teacher only ever saw synthetic defects): they rank real defects well but cost most of the
+    teacher to run, so the student learns to reproduce them at its own cost (docs/experiments.md).
     """
 
     BLOCKS = 11

@@ -1,25 +1,14 @@
 """What good parts look like at every position, carried inside the OneN student (PaDiM-style Gaussians).
 
-Why: under supervision "none" the student learns defects from synthetic look-alikes only, and real defects
-that look like none of them (magnetic tile: thin dark cracks, large soft shading) score like good parts. How far
-a patch's features lie from the features good parts show at that same position needs no defect at all.
+Why: under supervision "none" the student learns defects from synthetic look-alikes only, and real defects that
+look like none of them score like good parts; how far a patch's features lie from what good parts show at that
+position needs no defect at all.
 
-How: after training, a Gaussian (mean, inverse covariance) is fitted at every position of two of the student's
-own feature maps on good training images: the stride-4 stem features averaged to stride 8 (fine detail) and the
-last tokens on their 32 principal components (context). Each Mahalanobis distance map, and the student's own
-score logit, is normalised by its median and spread on held-out good images (`Normaliser`), so the three speak
-one unit; the image score adds the two distance peaks and the student's own score (weighted by
-OneNConfig.good_own_weight), the map adds the two distance maps (upsampled) to the student's normalised map
-logit (same weight). All of it is fixed tensors
-(buffers) and batched matmuls: the network stays one forward pass and exports to plain ONNX / TensorRT ops.
-
-Measured on the magnetic tile validation split (supervision none, 128 px), image AUROC:
-- a student distilled from the teacher's head features: alone 0.853, stem Gaussian 0.893, token Gaussian 0.882,
-  all three added 0.910 (test 0.798 -> 0.851);
-- a student whose tokens learn the frozen ImageNet stride-16 features (the trainer's default under none): alone
-  0.835, stem 0.900, tokens 0.908, both 0.933, with the student's own score at weight 0.25 / 0.5 / 1: 0.935 /
-  0.931 / 0.924, hence good_own_weight 0.25;
-- the grids and widths of the Gaussians: see GoodFeatureModel.
+How: after training, a Gaussian is fitted at every position of the stride-4 stem features (averaged to stride 8)
+and of the last tokens (on their leading principal components), on good training images. Each distance map and the
+student's own score logit are normalised on held-out good images, so they add up in one unit (the weights:
+train.models.onen_vit.GOOD_OWN_WEIGHT). Buffers and batched matmuls only: one forward pass, plain ONNX ops.
+Measurements behind the choices: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -124,9 +113,7 @@ class GoodFeatureModel(nn.Module):
 
     STEM, TOKENS, SCORE, MAP = range(4)  # normaliser signals
     fitted: torch.Tensor  # buffer
-    # Chosen on the validation split of two magnetic tile runs (none, 128 px; image AUROC, mean of the two runs):
-    # stem at stride 4 + all 96 token channels 0.922; stem pooled to stride 8 + tokens on 32 components 0.932,
-    # and the two distances then cost about a third in ONNX Runtime (0.77 ms per image before).
+    # fewer, better-fed Gaussians and a cheaper distance than stride 4 and all token channels (docs/experiments.md)
     STEM_POOL = 2
     TOKEN_COMPONENTS = 32
 

@@ -1,43 +1,19 @@
 """The OneN student: a small vision transformer whose attention maps are its anomaly maps.
 
-One forward pass answers the three questions of the bundle contract (score, anomaly map, class).
-Attention is computed explicitly (matmul + softmax) so the CLS->patch attention of every layer can be
-returned for the progressive focal loss and so the graph exports to plain ONNX ops that every runtime has.
+One forward pass answers the bundle contract's three questions (score, anomaly map, class). Attention is computed
+explicitly (matmul + softmax), so every layer's CLS->patch attention is at hand for the progressive focal loss and
+the graph exports to plain ONNX ops every runtime has.
 
-How the maps are made (our reading of the OneN abstract):
-- Each block's CLS->patch attention, averaged over heads, is a distribution over patches (plus the CLS
-  token itself, which absorbs the attention on a good part). Its log-ratio to the uniform attention,
-  scaled and shifted by two learned scalars per layer, gives the layer's map logit; sigmoid -> 0..1.
-- The coarse map logit is a learned 1x1 combination of the per-layer map logits plus a light per-patch
-  head on the last tokens (one value per token, e.g. 8x8 at 128 px with 16 px tokens).
-- fine_map: a thin crack is a few pixels wide, far below one token. The stem already computes stride-4
-  features (the Lite0 stem: 24 channels, 32x32 at 128 px); a light conv head reads them together with the
-  upsampled coarse logit and adds a correction: fine logit = up(coarse) + head([stem features, up(coarse)]).
-  The map stays built from the attention maps (the coarse logit is its base, and the head is zero-initialised,
-  so training starts from the pure attention map); the head sharpens its edges. All terms are absolute logits
-  (no per-image normalisation), so map values compare across images. Then bilinear to the input size, sigmoid.
-- The score combines a head on the CLS token with the maximum of the map logit (score_map: the refined map
-  by default, the token-grid map for runs from before the fine head), so a bright spot on the map and the
-  verdict cannot disagree much.
-- class_pool "cls+map": the class head reads the CLS token and the patch tokens pooled with the softmax of the
-  coarse map logit (the tokens where the defect is): which defect it is is written where it is.
-  "cls+map+fine" (the trainer's default) adds the stride-4 stem features pooled with the softmax of the refined
-  map: a blowhole, a crack and a chipped edge differ at a scale below one token. Magnetic tile validation
-  defect-class accuracy 0.846 -> 0.872 (one image of 39; every other change tried stayed at 0.846).
-- class_distill (training only): the class head's input is also projected onto the teacher's globally pooled
-  features and pulled towards them (cosine). The student's class head alone overfits (magnetic tile: defect-class
-  accuracy 0.98 on its training images, 0.87 on held-out ones, where the teacher keeps 0.97); reading what the
-  teacher's classifier reads raised validation image AUROC 0.973 -> 0.988 and pixel AUROC 0.923 -> 0.955.
-- map_gate: the output map is sigmoid(map logit) * score ** map_gate. The map alone is trained per pixel and
-  lights up texture on many good parts (median peak 0.74-0.87 on good validation images); the score has seen
-  the whole part. Gating dims the map of a part the score calls good, as the teacher's CAM x score does, so
-  good parts give fewer regions and map values compare across images. The training losses read the ungated
-  map logit. Chosen on the magnetic tile validation split: exponent 0.25 raised pixel AUROC in all four runs
-  tried (full 0.933 -> 0.939, 0.923 -> 0.942; weak 0.732 -> 0.877, 0.691 -> 0.839); 1.0 lowered one full run.
-- good_features (train.models.good_features): Gaussians of good parts' stem features and tokens at every position,
-  fitted after training; once fitted, their normalised distances join the score and the map (supervision none:
-  magnetic tile validation image AUROC 0.835 -> 0.935 with ImageNet-feature distillation). Unfitted (during
-  training) they are skipped.
+- Map: each layer's CLS->patch attention (its log-ratio to uniform attention, scaled and shifted per layer) is a map
+  logit; a learned 1x1 combination of them plus a per-token head gives the coarse (token grid) logit, which a light
+  conv head refines on the stem's stride-4 features (zero-initialised: training starts from the attention map) so a
+  crack a few pixels wide is resolved below one token.
+- Score: a head on the CLS token plus the refined map's peak logit, so a bright spot and the verdict agree.
+- Class: the head reads the CLS token, the tokens pooled where the coarse map is bright and the stride-4 features
+  pooled where the refined map is bright (which defect it is is written where it is).
+- The exported map is sigmoid(map logit) * score ** MAP_GATE: a part the score calls good gets a dimmer map.
+- Optional good-feature model (train.models.good_features), fitted after training, whose distances join score
+  and map. Measurements behind these choices: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -50,41 +26,63 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onen.train import runs
+from onen.train.config import PATCHES, STEMS, TrainConfig
 from onen.train.models.good_features import GoodFeatureModel
 from onen.train.models.input_layer import ImageInput
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
-CLASS_POOLS = ("cls", "cls+map", "cls+map+fine")
+MLP_RATIO = 2.0  # transformer MLP width / token width
+STEM_CHANNELS = 16  # width of the first "conv" stem layer
+FINE_CHANNELS = 16  # width of the fine map head
+MAP_GATE = 0.25  # anomaly_map = sigmoid(map logit) * score ** MAP_GATE
+GOOD_OWN_WEIGHT = 0.25  # with the good-feature model: weight of the student's own normalised score and map logit
+# Checkpoint keys of options that were removed, and the one value this version builds (OneNConfig.from_dict).
+REMOVED_OPTIONS = {
+    "mlp_ratio": MLP_RATIO,
+    "stem_channels": STEM_CHANNELS,
+    "activation": "relu",
+    "dropout": 0.0,
+    "fine_map": True,
+    "fine_channels": FINE_CHANNELS,
+    "class_pool": "cls+map+fine",
+    "score_map": "fine",
+    "map_gate": MAP_GATE,
+    "good_own_weight": GOOD_OWN_WEIGHT,
+}
 
 
 @dataclass
 class OneNConfig:
-    num_classes: int = 1  # class 0 == good; 1 means no classification head worth reading
-    input_height: int = 128
-    input_width: int = 128
-    patch: int = 16  # token stride in pixels (the stem downsamples by this factor)
-    dim: int = 96
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 2.0
-    stem: str = "lite0"  # "lite0": ImageNet-pretrained EfficientNet-Lite0 stem + first 3 blocks (stride 4);
-    # "conv": strided 3x3 convs from scratch
-    stem_channels: int = 16  # width of the first "conv" stem layer
-    activation: str = "relu"  # "relu" (fastest in ONNX Runtime/TensorRT) or "gelu"
+    """The student's shape: built from a run's settings (`from_train`), whose defaults are TrainConfig's."""
+
+    num_classes: int  # class 0 == good; 1 means no classification head worth reading
+    input_height: int
+    input_width: int
+    patch: int = TrainConfig.patch  # token stride in pixels (the stem downsamples by this factor)
+    dim: int = TrainConfig.dim
+    depth: int = TrainConfig.depth
+    heads: int = TrainConfig.heads
+    stem: str = TrainConfig.stem  # "lite0": ImageNet-pretrained EfficientNet-Lite0 layers; "conv": from scratch
     teacher_dim: int = 0  # >0: a projection of patch tokens to the teacher's feature width (distillation)
-    class_distill: bool = (
-        False  # with teacher_dim: a training-only projection of the class head's input to the teacher's
-    )
-    # pooled features (distillation of what the teacher's classifier reads; not exported)
-    dropout: float = 0.0
-    fine_map: bool = True  # refine the map on the stem's stride-4 features (no-op for patch 4: tokens are stride 4)
-    fine_channels: int = 16  # width of the fine map head
-    class_pool: str = "cls"  # "cls": class head reads the CLS token; "cls+map": also map-pooled patch tokens;
-    # "cls+map+fine": also map-pooled stride-4 stem features
-    score_map: str = "fine"  # the map whose maximum logit joins the score: "coarse" (token grid) or "fine" (refined)
-    map_gate: float = 0.25  # anomaly_map = sigmoid(map logit) * score ** map_gate (0: the map alone)
+    class_distill: bool = False  # with teacher_dim: a training-only projection of the class head's input
     good_features: bool = False  # carry Gaussians of good parts' stem features and tokens (fitted after training)
-    good_own_weight: float = 0.25  # with good_features: weight of the student's own (normalised) score and map logit
+
+    @classmethod
+    def from_train(cls, cfg: TrainConfig, teacher_dim: int) -> OneNConfig:
+        """The student a run trains (cfg with its class names and geometry resolved)."""
+        return cls(
+            num_classes=len(cfg.class_names),
+            input_height=cfg.model_height,
+            input_width=cfg.model_width,
+            patch=cfg.patch,
+            dim=cfg.dim,
+            depth=cfg.depth,
+            heads=cfg.heads,
+            stem=cfg.stem,
+            teacher_dim=teacher_dim,
+            class_distill=cfg.weights.class_feature > 0 and teacher_dim > 0,
+            good_features=cfg.uses_good_features(),
+        )
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -94,51 +92,34 @@ class OneNConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> OneNConfig:
-        data = {
-            "fine_map": False,
-            "class_pool": "cls",
-            "score_map": "coarse",
-            "map_gate": 0.0,
-            **data,
-        }  # checkpoints from before these options
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+    def from_dict(cls, data: dict, source: str = "model_config") -> OneNConfig:
+        """A checkpoint's model_config. Keys of removed options load only with the value this version builds;
+        unknown or missing keys are refused (no guessing of an older network)."""
+        data = runs.without_removed(data, REMOVED_OPTIONS, source)
+        known = set(cls.__dataclass_fields__)
+        runs.refuse_unknown(data, known, source)
+        missing = sorted(known - set(data))
+        if missing:
+            raise runs.RunError(f"{source}: missing key(s) {', '.join(missing)}; train the run again with this version")
+        return cls(**data)
 
     def check(self) -> None:
-        if self.patch not in (4, 8, 16, 32):
-            raise ValueError(f"patch must be 4, 8, 16 or 32, got {self.patch}")
+        if self.patch not in PATCHES:
+            raise ValueError(f"patch must be one of {', '.join(map(str, PATCHES))}, got {self.patch}")
         if self.input_height % self.patch or self.input_width % self.patch:
             raise ValueError(f"input {self.input_height}x{self.input_width} must be a multiple of patch {self.patch}")
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} must be a multiple of heads {self.heads}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.stem not in ("lite0", "conv"):
-            raise ValueError(f"stem must be 'lite0' or 'conv', got {self.stem!r}")
-        if self.stem == "lite0" and self.patch < 8:
-            raise ValueError(f"the lite0 stem has stride 4, so patch must be >= 8, got {self.patch}")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {self.stem!r}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if self.score_map not in ("coarse", "fine"):
-            raise ValueError(f"score_map must be 'coarse' or 'fine', got {self.score_map!r}")
-        if self.class_pool not in CLASS_POOLS:
-            raise ValueError(f"class_pool must be one of {', '.join(CLASS_POOLS)}, got {self.class_pool!r}")
-        if self.class_pool == "cls+map+fine" and self.patch < 8:
-            raise ValueError(
-                f"class_pool 'cls+map+fine' needs stride-4 stem features, so patch must be >= 8, got {self.patch}"
-            )
-        if self.good_features and self.patch < 8:
-            raise ValueError(f"good_features needs stride-4 stem features, so patch must be >= 8, got {self.patch}")
-        if not 0 <= self.map_gate <= 4:
-            raise ValueError(
-                f"map_gate must be between 0 and 4 (the exponent of the score gating the map), got {self.map_gate}"
-            )
 
 
 @dataclass
 class StudentOutput:
     score: torch.Tensor  # [N] 0..1
-    anomaly_map: torch.Tensor  # [N,1,H,W] 0..1 (gated by the score, see OneNConfig.map_gate)
+    anomaly_map: torch.Tensor  # [N,1,H,W] 0..1 (gated by the score, see MAP_GATE)
     class_logits: torch.Tensor  # [N,C]
     attention_maps: list[torch.Tensor]  # per layer [N,h,w], CLS->patch attention averaged over heads (sums to <= 1)
     layer_map_logits: list[torch.Tensor] = field(default_factory=list)  # per layer [N,h,w], logit of the 0..1 layer map
@@ -148,7 +129,7 @@ class StudentOutput:
     cls_token: torch.Tensor | None = None  # [N,dim]
     projected: torch.Tensor | None = None  # [N,teacher_dim,h,w] for feature distillation (when configured)
     class_projected: torch.Tensor | None = None  # [N,teacher_dim] the class head's input projected (when configured)
-    stem_features: torch.Tensor | None = None  # [N,c,H/4,W/4] stride-4 stem features (None when patch < 8)
+    stem_features: torch.Tensor | None = None  # [N,c,H/4,W/4] stride-4 stem features
 
     def layer_maps(self) -> list[torch.Tensor]:
         return [torch.sigmoid(m) for m in self.layer_map_logits]
@@ -157,20 +138,16 @@ class StudentOutput:
 class ConvStem(nn.Module):
     """Strided 3x3 convs down to the token stride: cheap local features before the transformer.
 
-    forward -> (tokens [N,dim,h,w], stride-4 features [N,fine_channels_in,H/4,W/4], or None when patch < 8)."""
+    forward -> (tokens [N,dim,h,w], stride-4 features [N,fine_channels_in,H/4,W/4])."""
 
     def __init__(self, cfg: OneNConfig):
         super().__init__()
         layers: list[nn.Module] = []
         channels, stride = 3, 1
-        width = cfg.stem_channels
+        width = STEM_CHANNELS
         self.fine_channels_in, self.split = 0, 0
         while stride * 2 < cfg.patch:
-            layers += [
-                nn.Conv2d(channels, width, 3, 2, 1, bias=False),
-                nn.BatchNorm2d(width),
-                ACTIVATIONS[cfg.activation](),
-            ]
+            layers += [nn.Conv2d(channels, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
             channels, stride = width, stride * 2
             if stride == 4:
                 self.fine_channels_in, self.split = channels, len(layers)
@@ -178,9 +155,7 @@ class ConvStem(nn.Module):
         layers += [nn.Conv2d(channels, cfg.dim, 3, 2, 1)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not self.split:
-            return self.net(x), None
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.net[: self.split](x)
         return self.net[self.split :](features), features
 
@@ -189,9 +164,8 @@ class Lite0Stem(nn.Module):
     """The first layers of EfficientNet-Lite0 (stem conv + 3 MBConv blocks, stride 4, 24 channels) with the
     teacher's ImageNet weights, then a patchify conv to the token grid.
 
-    A transformer trained from scratch on a few hundred images learns low-level texture filters slowly;
-    borrowing them from the pretrained CNN is cheap (these layers are ~30% of the teacher's latency) and
-    leaves attention, maps and heads to the student.
+    A transformer trained from scratch on a few hundred images learns low-level texture filters slowly; borrowing
+    them from the pretrained CNN is cheap and leaves attention, maps and heads to the student.
     """
 
     LAYERS = 3  # MBConv blocks kept: output stride 4, 24 channels
@@ -236,10 +210,10 @@ class FineMapHead(nn.Module):
     see the features and the coarse logit, their output added to the coarse logit. The last conv starts at
     zero, so an untrained head leaves the attention map unchanged."""
 
-    def __init__(self, in_channels: int, width: int, activation: str):
+    def __init__(self, in_channels: int, width: int = FINE_CHANNELS):
         super().__init__()
         last = nn.Conv2d(width, 1, 3, 1, 1)
-        self.net = nn.Sequential(nn.Conv2d(in_channels + 1, width, 3, 1, 1), ACTIVATIONS[activation](), last)
+        self.net = nn.Sequential(nn.Conv2d(in_channels + 1, width, 3, 1, 1), nn.ReLU(), last)
         nn.init.zeros_(last.weight)
         assert last.bias is not None  # built with a bias
         nn.init.zeros_(last.bias)
@@ -289,16 +263,12 @@ class Attention(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: OneNConfig):
         super().__init__()
-        hidden = int(cfg.dim * cfg.mlp_ratio)
+        hidden = int(cfg.dim * MLP_RATIO)
         self.norm1 = nn.LayerNorm(cfg.dim)
         self.attn = Attention(cfg.dim, cfg.heads)
         self.norm2 = nn.LayerNorm(cfg.dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(cfg.dim, hidden),
-            ACTIVATIONS[cfg.activation](),
-            nn.Dropout(cfg.dropout),
-            nn.Linear(hidden, cfg.dim),
-        )
+        # the Identity sits where a dropout of rate 0 was: checkpoints name the second Linear mlp.3
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.ReLU(), nn.Identity(), nn.Linear(hidden, cfg.dim))
 
     def forward(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N*T, dim] -> (tokens [N*T, dim], the CLS attention row of every head [N, heads, T])."""
@@ -335,23 +305,15 @@ class OneNStudent(nn.Module):
         self.layer_scale_raw = nn.Parameter(torch.full((cfg.depth,), math.log(math.e - 1)))  # softplus -> 1
         self.layer_bias = nn.Parameter(torch.full((cfg.depth,), -2.0))
         self.combine = nn.Conv2d(cfg.depth, 1, 1)  # learned combination of per-layer map logits
-        self.patch_head = nn.Sequential(
-            nn.Linear(cfg.dim, cfg.dim // 2), ACTIVATIONS[cfg.activation](), nn.Linear(cfg.dim // 2, 1)
-        )
+        self.patch_head = nn.Sequential(nn.Linear(cfg.dim, cfg.dim // 2), nn.ReLU(), nn.Linear(cfg.dim // 2, 1))
         self.score_head = nn.Linear(cfg.dim, 1)
         self.score_from_map = nn.Parameter(torch.tensor(1.0))
-        class_width = cfg.dim * (1 if cfg.class_pool == "cls" else 2) + (
-            self.stem.fine_channels_in if cfg.class_pool == "cls+map+fine" else 0
-        )
+        class_width = cfg.dim * 2 + self.stem.fine_channels_in  # CLS, map-pooled tokens, map-pooled stem features
         self.class_head = nn.Linear(class_width, cfg.num_classes)
         self.class_projection = (
             nn.Linear(class_width, cfg.teacher_dim) if cfg.class_distill and cfg.teacher_dim > 0 else None
         )
-        self.fine_head = (
-            FineMapHead(self.stem.fine_channels_in, cfg.fine_channels, cfg.activation)
-            if cfg.fine_map and cfg.patch >= 8
-            else None
-        )
+        self.fine_head = FineMapHead(self.stem.fine_channels_in)
         self.projection = nn.Linear(cfg.dim, cfg.teacher_dim) if cfg.teacher_dim > 0 else None
         self.good_features = None
         if cfg.good_features:
@@ -397,9 +359,8 @@ class OneNStudent(nn.Module):
         cls, tokens = x[:, 0], x[:, 1:]
         patch_logit = self.patch_head(tokens).reshape(n, 1, h, w)
         coarse = self.combine(stacked_logits) + patch_logit  # [N, 1, h, w]
-        refined = self.fine_head(fine_features, coarse) if self.fine_head is not None else coarse
-        score_source = refined if cfg.score_map == "fine" else coarse
-        score_logit = self.score_head(cls).reshape(n) + self.score_from_map * score_source.flatten(1).amax(dim=1)
+        refined = self.fine_head(fine_features, coarse)
+        score_logit = self.score_head(cls).reshape(n) + self.score_from_map * refined.flatten(1).amax(dim=1)
         class_input = self._class_input(cls, tokens, coarse, refined, fine_features)
         map_source = refined
         if self.good_features is not None and self.good_features.is_fitted:
@@ -411,9 +372,7 @@ class OneNStudent(nn.Module):
         if self.projection is not None:
             projected = self.projection(tokens).transpose(1, 2).reshape(n, -1, h, w)
         score = torch.sigmoid(score_logit)
-        anomaly_map = torch.sigmoid(map_logits)
-        if cfg.map_gate > 0:
-            anomaly_map = anomaly_map * score.reshape(n, 1, 1, 1) ** cfg.map_gate
+        anomaly_map = torch.sigmoid(map_logits) * score.reshape(n, 1, 1, 1) ** MAP_GATE
         return StudentOutput(
             score=score,
             anomaly_map=anomaly_map,
@@ -433,18 +392,17 @@ class OneNStudent(nn.Module):
         self, score_logit: torch.Tensor, refined: torch.Tensor, fine_features: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score logit and map logit (at the refined map's resolution, [N,1,H/4,W/4]) with the distances to the good
-        parts'
-        Gaussians added, all in units of the spread of good held-out images (train.models.good_features): score =
-        the two distance peaks + good_own_weight x the student's own score, map = the two distance maps + the same
-        weight x the student's map logit, so the map's peak and the score still agree. Fused at the refined map's
-        resolution, so the one upsampling to the input size stays the only full-resolution step."""
+        parts' Gaussians added, all in units of the spread of good held-out images (train.models.good_features):
+        score = the two distance peaks + GOOD_OWN_WEIGHT x the student's own score, map = the two distance maps + the
+        same weight x the student's map logit, so the map's peak and the score still agree. Fused at the refined
+        map's resolution, so the one upsampling to the input size stays the only full-resolution step."""
         good = self.good_features
         assert good is not None  # called only for a student with a good-feature model
         n, (h, w) = tokens.shape[0], self.cfg.grid
         stem_z, token_z = good.distances(fine_features, tokens.transpose(1, 2).reshape(n, -1, h, w))
         size = refined.shape[-2:]
         up = lambda z: z if z.shape[-2:] == size else F.interpolate(z, size=size, mode="bilinear", align_corners=False)  # noqa: E731
-        own = self.cfg.good_own_weight
+        own = GOOD_OWN_WEIGHT
         fused_map = own * good.normaliser(good.MAP, refined) + up(stem_z.unsqueeze(1)) + up(token_z.unsqueeze(1))
         fused_score = (
             own * good.normaliser(good.SCORE, score_logit)
@@ -454,26 +412,14 @@ class OneNStudent(nn.Module):
         return fused_score, fused_map
 
     def _class_input(
-        self,
-        cls: torch.Tensor,
-        tokens: torch.Tensor,
-        coarse: torch.Tensor,
-        refined: torch.Tensor,
-        fine_features: torch.Tensor | None,
+        self, cls: torch.Tensor, tokens: torch.Tensor, coarse: torch.Tensor, refined: torch.Tensor, fine: torch.Tensor
     ) -> torch.Tensor:
-        """What the class head reads (OneNConfig.class_pool): the CLS token, + the tokens pooled where the coarse map is
-        bright, + the stride-4 stem features pooled where the refined map is bright."""
-        if self.cfg.class_pool == "cls":
-            return cls
+        """What the class head reads: the CLS token, the tokens pooled where the coarse map is bright and the stride-4
+        stem features pooled where the refined map is bright (each a softmax-weighted sum, one matmul)."""
         where = torch.softmax(coarse.flatten(1), dim=1).unsqueeze(1)  # [N, 1, h*w]
-        parts = [cls, torch.matmul(where, tokens).squeeze(1)]  # the weighted sum over tokens, one matmul
-        if self.cfg.class_pool == "cls+map+fine":
-            assert fine_features is not None  # OneNConfig: cls+map+fine needs the stride-4 stem features
-            if self.fine_head is None:  # no refined map: the coarse one, upsampled
-                refined = F.interpolate(coarse, size=fine_features.shape[-2:], mode="bilinear", align_corners=False)
-            fine_where = torch.softmax(refined.flatten(1), dim=1).unsqueeze(2)  # [N, H/4*W/4, 1]
-            parts.append(torch.matmul(fine_features.flatten(2), fine_where).squeeze(2))
-        return torch.cat(parts, dim=1)
+        fine_where = torch.softmax(refined.flatten(1), dim=1).unsqueeze(2)  # [N, H/4*W/4, 1]
+        pooled_tokens = torch.matmul(where, tokens).squeeze(1)
+        return torch.cat([cls, pooled_tokens, torch.matmul(fine.flatten(2), fine_where).squeeze(2)], dim=1)
 
 
 class BundleOutputs(nn.Module):
