@@ -24,10 +24,11 @@ from onen.train.tiny_data import write_tiny_dataset
 
 RANKS = 2
 EPOCHS = 4
-TINY = ["--supervision", "full", "--size", "64", "--patch", "8", "--dim", "16", "--depth", "1", "--set", "heads=2"]
+TINY = ["--size", "64", "--patch", "8", "--dim", "16", "--depth", "1", "--set", "heads=2"]
 TINY += ["--stem", "conv", "--batch-size", "16", "--device", "cpu"]
-ONEN = [*TINY, "--teacher-epochs", "0", "--no-distill", "--epochs", str(EPOCHS)]
-TEACHER = [*TINY, "--teacher-epochs", "1", "--epochs", "1", "--good-features", "on"]
+ONEN = [*TINY, "--supervision", "full", "--teacher-epochs", "0", "--epochs", str(EPOCHS)]
+TEACHER = [*TINY, "--supervision", "full", "--teacher-epochs", "1", "--epochs", "1"]
+GOOD = [*TINY, "--supervision", "none", "--epochs", "1"]  # the good-feature model is fitted under `none`
 GRDNET = ["--family", "grdnet", "--supervision", "none", "--size", "64", "--batch-size", "16", "--epochs", "1"]
 GRDNET += ["--device", "cpu", "--set", "grdnet.model.base_width=4", "--set", "grdnet.model.latent_channels=8"]
 GRDNET += ["--set", "grdnet.model.unet.base_width=4"]
@@ -40,13 +41,14 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def jobs(data, tmp_path_factory) -> tuple[Path, dict[int, dict]]:
-    """One job of 2 ranks running `onen train` on each rank (what torchrun starts) three times: OneN without a
-    teacher, OneN with its teacher and good-feature model, GRD-Net; and what each rank wrote into the runs."""
+    """One job of 2 ranks running `onen train` on each rank (what torchrun starts) four times: OneN without a
+    teacher, OneN with its teacher, OneN from good parts with its good-feature model, GRD-Net; and what each rank
+    wrote into the runs."""
     root = tmp_path_factory.mktemp("ddp-runs")
     (root / "runs").mkdir()
     commands = [
         [*command, "--data", str(data), "--out", str(root / "runs" / name)]
-        for name, command in (("onen", ONEN), ("teacher", TEACHER), ("grdnet", GRDNET))
+        for name, command in (("onen", ONEN), ("teacher", TEACHER), ("good", GOOD), ("grdnet", GRDNET))
     ]
     distributed.launch(RANKS, ranks.onen_train_recording_writes, commands, str(root / "runs"), str(root))
     return root / "runs", {r: json.loads((root / f"rank-{r}.json").read_text()) for r in range(RANKS)}
@@ -54,16 +56,16 @@ def jobs(data, tmp_path_factory) -> tuple[Path, dict[int, dict]]:
 
 def test_every_family_trains_on_two_ranks_and_only_rank_0_writes(jobs, data):
     runs_dir, answers = jobs
-    assert answers[0]["codes"] == answers[1]["codes"] == [0, 0, 0]
+    assert answers[0]["codes"] == answers[1]["codes"] == [0, 0, 0, 0]
     assert answers[1]["writes"] == []
     written = set(answers[0]["writes"])
-    for run in ("onen", "teacher", "grdnet"):
+    for run in ("onen", "teacher", "good", "grdnet"):
         assert {f"{run}/{name}" for name in (runs.CONFIG, runs.SPLITS, runs.HISTORY, runs.SUMMARY)} <= written
         assert json.loads((runs_dir / run / runs.SUMMARY).read_text())["timings_s"]["total"] > 0
-    assert {f"teacher/{runs.TEACHER_DIR}/{runs.TEACHER_FINAL}", f"teacher/{runs.GOOD_FEATURES}"} <= written
+    assert {f"teacher/{runs.TEACHER_DIR}/{runs.TEACHER_FINAL}", f"good/{runs.GOOD_FEATURES}"} <= written
     assert {f"grdnet/{runs.GRDNET_BEST}", f"grdnet/{runs.CHECKPOINTS}/{runs.GRDNET_LAST}"} <= written
     assert [row["epoch"] for row in read_history(runs_dir / "onen" / runs.HISTORY)] == list(range(1, EPOCHS + 1))
-    fitted = json.loads((runs_dir / "teacher" / runs.GOOD_FEATURES).read_text())
+    fitted = json.loads((runs_dir / "good" / runs.GOOD_FEATURES).read_text())
     good_train = sum(1 for s in stratified_split(load_index(str(data)), 0.25, 0.1, 0).train if s.label == 0)
     assert fitted["train_images"] == good_train  # the Gaussians saw every good image, gathered from both shards
 
