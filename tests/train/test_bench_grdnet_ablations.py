@@ -53,9 +53,9 @@ def test_one_tiny_arm_trains_with_its_setting_and_is_scored_on_a_fresh_set(tmp_p
     results = json.loads((work / "grdnet_ablations.json").read_text())
     row = results["arms"]["prediction"]["seeds"]["0"]
     assert (row["roi_mode"], row["adversarial"]) == ("prediction", 1.0)
-    report = json.loads(
-        (work / "runs" / "c40-s64-e1" / "prediction_seed0" / "eval-fresh-seed3" / "report.json").read_text()
-    )
+    run = work / "runs" / "c40-s64-e1-lr0.001" / "prediction_seed0"  # the budget names the runs' folder
+    assert row["run"] == str(run)
+    report = json.loads((run / "eval-fresh-seed3" / "report.json").read_text())
     assert report["evaluated"]["backend"] == "onnxruntime" and report["counts"]["images"] == 30
     outside = report["groups"]["good_outside"]["called_defective_at_recall"]["0.95"]
     assert row["false_reject_outside"] == outside == row["fresh"]["3"]["false_reject_outside"]
