@@ -35,6 +35,7 @@ import numpy as np
 
 from onen.benchmarks.real_sets import SETS, split_set, write_manifest
 from onen.benchmarks.train_targets import DEFAULT_DATA, median_latency
+from onen.train.config_file import shipped_recipes
 from onen.train.metrics import image_auroc
 
 DEFAULT_ELPV = Path(__file__).resolve().parents[2] / "datasets" / "elpv" / "elpv_dataset" / "data"
@@ -55,7 +56,7 @@ TARGETS: dict[tuple[str, str], list[tuple[str, str, float]]] = {
     ("mt", "none"): [("image_auroc", ">=", 0.85)],
 }
 FAMILIES = ("onen", "grdnet")
-GRDNET_RECIPE = Path(__file__).resolve().parents[1] / "train" / "recipe_files" / "grdnet.yaml"
+GRDNET_RECIPE = shipped_recipes()["grdnet"]
 GRDNET_SUPERVISIONS = ("none",)  # GRD-Net learns from good images and synthetic defects only
 GRDNET_TARGETS: dict[tuple[str, str], list[tuple[str, str, float]]] = {
     ("elpv", "none"): [],
