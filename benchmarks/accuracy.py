@@ -35,8 +35,6 @@ import numpy as np
 
 from onen.benchmarks.real_sets import SETS, split_set, write_manifest
 from onen.benchmarks.train_targets import DEFAULT_DATA, median_latency
-from onen.train.config_file import shipped_recipes
-from onen.train.metrics import image_auroc
 
 DEFAULT_ELPV = Path(__file__).resolve().parents[2] / "datasets" / "elpv" / "elpv_dataset" / "data"
 SUPERVISIONS = {"elpv": ("weak", "none"), "mt": ("full", "weak", "none")}
@@ -56,7 +54,6 @@ TARGETS: dict[tuple[str, str], list[tuple[str, str, float]]] = {
     ("mt", "none"): [("image_auroc", ">=", 0.85)],
 }
 FAMILIES = ("onen", "grdnet")
-GRDNET_RECIPE = shipped_recipes()["grdnet"]
 GRDNET_SUPERVISIONS = ("none",)  # GRD-Net learns from good images and synthetic defects only
 GRDNET_TARGETS: dict[tuple[str, str], list[tuple[str, str, float]]] = {
     ("elpv", "none"): [],
@@ -111,6 +108,14 @@ def _onen(command: list[object]) -> None:
         raise SystemExit(f"onen {' '.join(str(c) for c in command)} failed")
 
 
+def grdnet_recipe() -> Path:
+    """The GRD-Net recipe the project ships (train/recipe_files/grdnet.yaml); imported late: `onen bench` lists this
+    module on a station without the [train] extra."""
+    from onen.train.config_file import shipped_recipes
+
+    return shipped_recipes()["grdnet"]
+
+
 def run_dir(args, set_name: str, supervision: str, seed: int, family: str, tag: str) -> Path:
     """RUNS/{set}_{supervision}_seed{N}[_grdnet][_smoke-...]."""
     parts = (set_name, supervision, f"seed{seed}", "grdnet" if family == "grdnet" else "", tag)
@@ -124,7 +129,7 @@ def train_run(run: Path, manifest: Path, supervision: str, seed: int, args, fami
         print(f"[{run.name}] reusing {run}")
         return run
     if family == "grdnet":
-        command: list[object] = ["train", "--config", GRDNET_RECIPE, "--data", manifest, "--out", run, "--seed", seed]
+        command: list[object] = ["train", "--config", grdnet_recipe(), "--data", manifest, "--out", run, "--seed", seed]
     else:
         command = ["train", "--data", manifest, "--supervision", supervision, "--out", run, "--seed", seed]
     if args.epochs is not None:
@@ -193,6 +198,8 @@ def misses(folder: Path, report: dict) -> dict:
 def per_defect_type(folder: Path, threshold: float | None) -> dict[str, dict]:
     """Per defect type of the eval in `folder` (its scores.csv): images, image AUROC of that type against all good
     parts, and recall at the eval's threshold."""
+    from onen.train.metrics import image_auroc
+
     with open(folder / "scores.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     scores = np.array([float(r["score"]) for r in rows])

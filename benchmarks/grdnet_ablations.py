@@ -26,8 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
-from onen.benchmarks.accuracy import GRDNET_RECIPE, _onen, _spread, _text, bundle
-from onen.train.metrics import RECALL_POINTS
+from onen.benchmarks.accuracy import _onen, _spread, _text, bundle, grdnet_recipe
 
 ARMS: dict[str, tuple[list[str], str]] = {
     "target": (["--set", "grdnet.weights.roi_mode=target"], "ROI masks the target (default)"),
@@ -56,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fresh-seeds", default="1,2", help="seeds of the fresh held-out sets (not 0)")
     parser.add_argument("--fresh-count", type=int, default=500, help="images per fresh set")
-    parser.add_argument("--recall", type=float, default=0.95, choices=RECALL_POINTS, help="recall on the fresh defects")
+    parser.add_argument(
+        "--recall", type=float, default=0.95, help="recall on the fresh defects (one of train.metrics.RECALL_POINTS)"
+    )
 
 
 def _data(args) -> tuple[Path, dict[int, Path]]:
@@ -98,7 +99,7 @@ def train_arm(arm: str, seed: int, train: Path, args) -> Path:
     """`onen train` of one arm and seed (reused when finished, resumed when started)."""
     run = args.work / "runs" / _budget(args) / f"{arm}_seed{seed}"
     if not (run / "summary.json").is_file():
-        command: list[object] = ["train", "--config", GRDNET_RECIPE, "--data", train, "--out", run, "--seed", seed]
+        command: list[object] = ["train", "--config", grdnet_recipe(), "--data", train, "--out", run, "--seed", seed]
         command += ["--size", args.size, "--epochs", args.epochs, "--lr", args.lr, *ARMS[arm][0]]
         if (run / "config.json").is_file():
             command.append("--resume")
@@ -203,6 +204,10 @@ def plot(path: Path, per_arm: dict[str, dict[int, dict]], recall: float) -> None
 
 
 def main(args: argparse.Namespace) -> int:
+    from onen.train.metrics import RECALL_POINTS
+
+    if args.recall not in RECALL_POINTS:
+        raise SystemExit(f"--recall {args.recall}: onen eval reports {', '.join(map(str, RECALL_POINTS))}")
     arms = [a for a in args.arms.split(",") if a]
     if not arms or any(a not in ARMS for a in arms):
         raise SystemExit(f"--arms {args.arms}: choose from {', '.join(ARMS)}")

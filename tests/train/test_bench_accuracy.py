@@ -81,7 +81,7 @@ def test_a_grdnet_run_is_scored_through_its_bundle_in_onnx_runtime(tmp_path):
     args = parser.parse_args(["--work", str(tmp_path / "w"), "--family", "grdnet", "--repeats", "3"])
     run = accuracy.run_dir(args, "mt", "none", 0, "grdnet", "")
     assert run.name == "mt_none_seed0_grdnet"
-    command = ["train", "--config", str(accuracy.GRDNET_RECIPE), "--data", str(manifest), "--out", str(run)]
+    command = ["train", "--config", str(accuracy.grdnet_recipe()), "--data", str(manifest), "--out", str(run)]
     assert onen([*command, "--size", "64", "--batch-size", "8", "--epochs", "1", "--seed", "0"]) == 0
 
     entry = accuracy.measure("mt", "none", manifest, [0], "", args, "grdnet")
