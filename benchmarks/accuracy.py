@@ -524,8 +524,9 @@ def main(args: argparse.Namespace) -> int:
         for family in families:
             allowed = GRDNET_SUPERVISIONS if family == "grdnet" else SUPERVISIONS[set_name]
             for supervision in [s for s in allowed if s in wanted]:
+                nearest = sorted(onen, key=lambda e: e["supervision"] != "none")  # the OneN none run when measured
                 beside = {
-                    "beside": Path(onen[0]["seeds"][seeds[0]]["run"]) if onen else None,
+                    "beside": Path(nearest[0]["seeds"][seeds[0]]["run"]) if nearest else None,
                     "onen_pixel": {
                         seed: row["student"]["pixel_auroc"]
                         for entry in onen
