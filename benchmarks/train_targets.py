@@ -243,23 +243,24 @@ def part_aoi(args, figures: dict) -> None:
         )
 
 
-def median_latency(paths: list[Path], size: int | tuple[int, int], repeats: int) -> list[float]:
+def median_latency(paths: list[Path], size: int | tuple[int, int] | list[tuple[int, int]], repeats: int) -> list[float]:
     """Interleaved batch-1 timings (one intra-op thread each), so background load hits both models alike.
-    `size` is the square input side or (height, width)."""
+    `size` is the square input side or (height, width), or a list of (height, width), one per model."""
     import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
-    height, width = (size, size) if isinstance(size, int) else size
-    image = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
+    sizes = size if isinstance(size, list) else [(size, size) if isinstance(size, int) else size] * len(paths)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8) for height, width in sizes]
     times: list[list[float]] = [[] for _ in sessions]
-    for session in sessions:
+    for session, image in zip(sessions, images, strict=True):
         for _ in range(10):
             session.run(None, {"image": image})
     for _ in range(repeats):
-        for index, session in enumerate(sessions):
+        for index, (session, image) in enumerate(zip(sessions, images, strict=True)):
             started = time.perf_counter()
             session.run(None, {"image": image})
             times[index].append(time.perf_counter() - started)
