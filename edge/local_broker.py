@@ -124,12 +124,13 @@ class MosquittoBroker:
             f"mosquitto did not accept connections on {self.host}:{self.port} within {self.start_timeout_s:.0f} s"
         )
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM by PID, SIGKILL if it does not exit in time; waits until the port is closed."""
+    def stop(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
+        """`sig` (SIGTERM: a clean stop) by PID, SIGKILL if it does not exit in time; waits until the port is
+        closed."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

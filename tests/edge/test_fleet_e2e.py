@@ -50,8 +50,7 @@ def _stations(tmp_path: Path, brokers, bundle: Path, video: Path, updates=None, 
 
 
 def _by_station(subscriber: Subscriber) -> dict[str, list[dict]]:
-    with subscriber.lock:
-        results = [json.loads(p) for t, p in subscriber.messages if t.endswith("/result")]
+    results = subscriber.results()
     return {s: [r for r in results if r["station"] == s] for s in STATIONS}
 
 
@@ -86,8 +85,7 @@ def test_results_of_every_station_arrive_centrally_and_shared_consumers_split_th
 
 def _keys(subscriber: Subscriber) -> set[tuple[str, str, str, int]]:
     """The idempotency key of every result (station, run, camera, seq): a QoS 1 redelivery has the same key."""
-    with subscriber.lock:
-        results = [json.loads(p) for t, p in subscriber.messages if t.endswith("/result")]
+    results = subscriber.results()
     return {(r["station"], r["run_id"], r["camera"], r["seq"]) for r in results}
 
 

@@ -80,21 +80,34 @@ def file_camera(name: str, video: Path, realtime: bool = False, **more) -> dict:
 class Collector:
     """A real MQTT subscriber keeping every message (topic, payload, retain) in arrival order."""
 
-    def __init__(self, host: str, port: int, topics: str | list[str] = "onen/#", client_id: str | None = None):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topics: str | list[str] = "onen/#",
+        client_id: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        clean_session: bool = True,
+        ca: Path | None = None,
+    ):
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.topics = [topics] if isinstance(topics, str) else topics
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id or f"collector-{time.monotonic_ns()}"
-        )
+        client_id = client_id or f"collector-{time.monotonic_ns()}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+        if user:
+            self.client.username_pw_set(user, password)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.reconnect_delay_set(0.2, 1)
         self.client.connect(host, port)
         self.client.loop_start()
-        assert self._subscribed.wait(5), "collector could not subscribe"
+        assert self._subscribed.wait(10), f"{client_id} could not subscribe"
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         client.subscribe([(t, 1) for t in self.topics])
@@ -106,6 +119,10 @@ class Collector:
     def on(self, suffix: str) -> list[tuple[bytes, bool]]:
         with self._lock:
             return [(p, r) for t, p, r in self.messages if t.endswith(suffix)]
+
+    def payloads(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p, _ in self.messages if t == topic]
 
     def results(self) -> list[dict]:
         return [json.loads(p) for p, _ in self.on("/result")]

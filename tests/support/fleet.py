@@ -7,73 +7,34 @@ stop, SIGKILL for a crash.
 from __future__ import annotations
 
 import getpass
-import shutil
 import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from onen.edge.local_broker import BrokerError, find_mosquitto, free_port, port_accepts
+from onen.edge.local_broker import MosquittoBroker
+from support.daemon import Collector
 
 
-class ConfiguredBroker:
-    """mosquitto run on `make_conf(port, folder)`'s text; start()/stop()/kill() keep the port and the folder."""
+class ConfiguredBroker(MosquittoBroker):
+    """MosquittoBroker on `make_conf(port, folder)`'s text (the configurations `onen fleet` renders); start(),
+    stop() and kill() keep the port and the folder (persistence, log)."""
 
-    host = "127.0.0.1"
+    def __init__(self, make_conf: Callable[[int, Path], str]):
+        super().__init__(start_timeout_s=10.0)
+        self.folder = self._dir
+        self._make_conf = make_conf
 
-    def __init__(self, make_conf: Callable[[int, Path], str], name: str = "broker"):
-        self.port = free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix=f"onen-{name}-"))
-        self.conf = self.folder / "mosquitto.conf"
-        self.conf.write_text(make_conf(self.port, self.folder))
-        self.log = self.folder / "mosquitto.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def start(self, timeout: float = 10.0) -> ConfiguredBroker:
-        self._process = subprocess.Popen(
-            [find_mosquitto(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                error = (self._process.stderr.read() if self._process.stderr else b"").decode(errors="replace")
-                raise BrokerError(f"mosquitto -c {self.conf} exited: {error or self.log_text()}")
-            if port_accepts(self.host, self.port):
-                return self
-            time.sleep(0.05)
-        raise BrokerError(f"mosquitto -c {self.conf} did not listen on {self.port} within {timeout} s")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-        if process.stderr:
-            process.stderr.close()
-        while port_accepts(self.host, self.port):
-            time.sleep(0.05)
+    def _write_config(self) -> Path:
+        config = self.folder / "mosquitto.conf"
+        config.write_text(self._make_conf(self.port, self.folder))
+        return config
 
     def kill(self) -> None:
         """A crash: SIGKILL, nothing saved beyond the last autosave."""
-        self.stop(signal.SIGKILL)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        self.stop(sig=signal.SIGKILL)
 
     def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.__exit__()
 
 
 def station_broker(station: str, central_port: int, prefix: str = "onen", **options) -> ConfiguredBroker:
@@ -93,7 +54,7 @@ def station_broker(station: str, central_port: int, prefix: str = "onen", **opti
             **options,
         )
 
-    return ConfiguredBroker(make, name=f"station-{station}").start()
+    return ConfiguredBroker(make).start()
 
 
 def central_broker(
@@ -124,60 +85,12 @@ def central_broker(
         (folder / "acl").write_text(acl)
         return conf
 
-    return ConfiguredBroker(anonymous if password_file is None else shipped, name="central").start()
+    return ConfiguredBroker(anonymous if password_file is None else shipped).start()
 
 
-class Subscriber:
-    """A real MQTT subscriber with a persistent session (what an archiver or MES gateway runs): it keeps
-    (topic, payload) in arrival order and misses nothing its broker queued for it while it reconnected."""
+class Subscriber(Collector):
+    """A real MQTT subscriber with a persistent session (what an archiver or MES gateway runs): it keeps every
+    message in arrival order and misses nothing its broker queued for it while it reconnected."""
 
-    def __init__(
-        self,
-        port: int,
-        topics: list[str],
-        client_id: str,
-        user: str | None = None,
-        password: str | None = None,
-        clean_session: bool = False,
-        ca: Path | None = None,
-    ):
-        import threading
-
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.messages: list[tuple[str, bytes]] = []
-        self.lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
-        if user:
-            self.client.username_pw_set(user, password)
-        if ca is not None:
-            self.client.tls_set(ca_certs=str(ca))
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 1)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self._subscribed.wait(10), f"{client_id} could not subscribe"
-
-    def _on_message(self, client, userdata, message) -> None:
-        with self.lock:
-            self.messages.append((message.topic, bytes(message.payload)))
-
-    def payloads(self, topic: str) -> list[bytes]:
-        with self.lock:
-            return [p for t, p in self.messages if t == topic]
-
-    def wait(self, predicate, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self):
-                return True
-            time.sleep(0.05)
-        return predicate(self)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+    def __init__(self, port: int, topics: list[str], client_id: str, clean_session: bool = False, **login):
+        super().__init__("127.0.0.1", port, topics, client_id, clean_session=clean_session, **login)
