@@ -13,7 +13,7 @@ import pytest
 
 from onen.edge.errors import OnenError
 from onen.train.commands import train as train_command
-from onen.train.config import GRDNetRecipe, ObjectiveWeights, TrainConfig
+from onen.train.config import REMOVED_SETTINGS, GRDNetRecipe, ObjectiveWeights, TrainConfig
 from onen.train.config_file import RecipeError, field_default, load_recipe, parse_set, shipped_recipes, walk
 
 
@@ -140,16 +140,7 @@ def test_train_help_does_not_import_torch():
 
 
 # a config.json as main wrote it before the unused options were removed, with the values this version builds
-SAVED_BEFORE = {
-    **TrainConfig(data="d", out="o").to_dict(),
-    "teacher_loss": "ceod",
-    "distill": True,
-    "fine_map": True,
-    "class_pool": "cls+map+fine",
-    "map_gate": 0.25,
-    "good_features": "auto",
-    "distill_features": "auto",
-}
+SAVED_BEFORE = {**TrainConfig(data="d", out="o").to_dict(), **REMOVED_SETTINGS}
 SAVED_BEFORE["weights"] = {**SAVED_BEFORE["weights"], "balanced_maps": "batch", "balanced_layers": "image"}
 
 
