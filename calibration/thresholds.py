@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from onen.calibration.stats import clopper_pearson, log_add_exp, min_samples_for_zero_failures, upper_bound
+from onen.calibration.stats import clopper_pearson, min_samples_for_zero_failures, upper_bound
+from onen.edge.binomial import log_add_exp
 from onen.edge.errors import DataError
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from onen.calibration.runner import FrameSource, open_backend, run_source
-from onen.calibration.stats import binom_cdf
 from onen.calibration.thresholds import RateEstimate
+from onen.edge.binomial import binom_cdf
 from onen.edge.bundle import load_bundle
 from onen.edge.calibration_file import load_calibration
 from onen.edge.errors import DataError

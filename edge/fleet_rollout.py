@@ -16,11 +16,11 @@ station, or the previous fleet file applied again), later waves are not touched.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
+from onen.edge.binomial import binom_cdf
 from onen.edge.fleet_config import FleetConfig, RolloutConfig
 from onen.edge.fleet_link import FleetLink
 from onen.edge.fleet_state import DesiredGroup, FrrBound, StationView, views
@@ -40,20 +40,8 @@ def plan_waves(stations: list[str], canary: list[str], wave_size: int) -> list[l
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), in log space (n may be large)."""
-    if k <= 0:
-        return 1.0
-    if p <= 0:
-        return 0.0
-    if p >= 1:
-        return 1.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [
-        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
-        for i in range(k, n + 1)
-    ]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    return 1.0 if k <= 0 else max(0.0, 1.0 - binom_cdf(k - 1, n, p))
 
 
 def too_many_rejects(rejects: int, results: int, bound: float, confidence: float) -> bool:

@@ -20,8 +20,9 @@ from onen.calibration.int8_selection import select_int8_images, write_list
 from onen.calibration.normalisation import fit_normalisation
 from onen.calibration.pixel import count_images_with_regions, fit_pixel_calibration
 from onen.calibration.runner import FrameSource, open_backend, run_source
-from onen.calibration.stats import binom_cdf, clopper_pearson, min_samples_for_zero_failures, upper_bound
+from onen.calibration.stats import clopper_pearson, min_samples_for_zero_failures, upper_bound
 from onen.calibration.thresholds import TooFewGoodImages, f1_optimal_threshold, frr_threshold, operating_point
+from onen.edge.binomial import binom_cdf
 from onen.edge.bundle import Manifest, load_bundle, write_manifest
 from onen.edge.calibration_file import from_bundle_defaults, load_calibration, save_calibration
 from onen.edge.calibration_view import CalibrationError

@@ -50,12 +50,16 @@ def test_demo_runs_end_to_end_and_exits_0(tmp_path, tiny_bundle):
     out = done.stdout
     assert f"model: reusing {tiny_bundle}" in out
     lines = [line for line in out.splitlines() if line.strip().startswith("seq ")]
-    assert len(lines) == 16 and all(re.search(r"(ok|defect) +score \d\.\d{3}", line) for line in lines)
+    assert all(re.search(r"(ok|defect) +score \d\.\d{3}", line) for line in lines)
     summary = re.search(
-        r"summary: 16 results \((\d+) ok, (\d+) defect\); verdict matches the generated truth on (\d+)/16", out
+        r"summary: (\d+) results \((\d+) ok, (\d+) defect\); verdict matches the generated truth on (\d+)/(\d+)", out
     )
     assert summary, out
-    assert int(summary.group(3)) >= 12, "the small model tells generated good and defective parts apart"
+    results, right, of = int(summary.group(1)), int(summary.group(4)), int(summary.group(5))
+    # paced at 12 fps like a live camera: a loaded machine may drop frames, and the summary says how many
+    dropped = re.search(r"; (\d+) frames dropped by the camera", out)
+    assert results == len(lines) == of == 16 - (int(dropped.group(1)) if dropped else 0) >= 8, out
+    assert right >= 0.75 * results, "the small model tells generated good and defective parts apart"
     assert "latency p50 (ms):" in out and "frames/s" in out
     assert "availability: online -> offline" in out
     assert (tmp_path / "work" / "station.yaml").is_file()

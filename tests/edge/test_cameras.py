@@ -390,9 +390,9 @@ class FfmpegStream:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 30  # a start-up wait, not a speed target: a loaded machine is slow here
             while not _listening(self.port) and self.process.poll() is None:
-                assert time.monotonic() < deadline, "ffmpeg did not listen"
+                assert time.monotonic() < deadline, "ffmpeg did not listen within 30 s"
                 time.sleep(0.02)
             if self.process.poll() is None:
                 return self

@@ -339,8 +339,11 @@ class ResultPrinter:
         self.client.disconnect()
 
 
-def summary(results: list[dict], truth: list[str], stats: dict, wall_s: float, classes: bool = True) -> list[str]:
-    """The demo's last lines; `classes` False: the model learnt no defect classes (GRD-Net, supervision none)."""
+def summary(
+    results: list[dict], truth: list[str], stats: dict, wall_s: float, classes: bool = True, dropped: int = 0
+) -> list[str]:
+    """The demo's last lines; `classes` False: the model learnt no defect classes (GRD-Net, supervision none);
+    `dropped`: frames the paced camera dropped because the engine was slower than its fps (a live line does too)."""
     unique = {r["seq"]: r for r in results}
     verdicts = [r["verdict"] for r in unique.values()]
     right = sum((r["verdict"] == "defect") == (truth[s] != "good") for s, r in unique.items() if s < len(truth))
@@ -354,7 +357,8 @@ def summary(results: list[dict], truth: list[str], stats: dict, wall_s: float, c
             f"defect class right on {class_right}/{len(defects)} detected defects"
             if classes
             else f"{len(defects)} defects detected (the model learnt no defect classes)"
-        ),
+        )
+        + (f"; {dropped} frames dropped by the camera (the engine was slower than its fps)" if dropped else ""),
         "latency p50 (ms): " + ", ".join(f"{stage} {values['p50']:.1f}" for stage, values in stats.items()),
         f"throughput: {len(unique) / wall_s:.1f} frames/s over {wall_s:.1f} s (p99 total "
         f"{latency.get('p99', float('nan')):.1f} ms)",
@@ -408,7 +412,8 @@ def run(args: argparse.Namespace) -> int:
             complete = printer.wait_for(inspected, timeout=10)
             printer.close()
             classes = load_bundle(bundle).manifest.classes_supervised
-            for line in summary(printer.results, truth, daemon.stats.percentiles(), wall, classes):
+            dropped = sum(p.camera.dropped for p in daemon.pipelines.values())
+            for line in summary(printer.results, truth, daemon.stats.percentiles(), wall, classes, dropped):
                 print(line)
             kept = (
                 f"archive of defects: {config.archive.path}"
