@@ -45,7 +45,7 @@ def _stations(tmp_path: Path, brokers, bundle: Path, video: Path, updates=None, 
         config = write_station(
             folder, broker.port, bundle, [file_camera("cam", video, **camera)], station=station, **extra
         )
-        daemons[station] = start_daemon(config, wait_connected_s=10, exit_when_finished=True)
+        daemons[station] = start_daemon(config, wait_connected_s=30, exit_when_finished=True)
     return daemons
 
 
@@ -94,7 +94,7 @@ def test_central_broker_killed_mid_run_every_result_arrives_and_per_station_orde
 ):
     """SIGKILL of the central broker mid-run: nothing is lost. Each station's broker gets its results in order;
     across the bridge's reconnect mosquitto 2.0 may let a result published during the reconnect overtake the
-    backlog (docs/fleet.md), so the consumer's order is the results' seq, complete and without gaps."""
+    backlog (docs/fleet.md), so the consumer orders by seq; it holds every result the station's broker got."""
     images, _ = reference_frames(tiny_bundle)
     video = write_video(tmp_path / "parts.avi", images, count=60, fps=20)
     archiver = Subscriber(central.port, ["onen/+/+/result"], "archiver")  # a persistent session
@@ -107,17 +107,20 @@ def test_central_broker_killed_mid_run_every_result_arrives_and_per_station_orde
     central.start()
     _join(daemons)
     expected = {s: daemons[s][0].pipelines["cam"].inspected for s in STATIONS}
-    assert all(n >= 50 for n in expected.values()), expected
+    assert all(n >= 40 for n in expected.values()), expected  # 60 frames paced at 20 fps, a few may be dropped
 
     def complete(subscriber: Subscriber) -> bool:
         return all(len(set(unique_in_order(r))) == expected[n] for n, r in _by_station(subscriber).items())
 
     assert archiver.wait(complete, 30)
-    for station, results in _by_station(archiver).items():
-        assert sorted(unique_in_order(results)) == list(range(expected[station])), f"{station}: every result"
     for station, subscriber in local.items():
         assert subscriber.wait(lambda s, n=station: len(unique_in_order(_by_station(s)[n])) == expected[n])
-        assert unique_in_order(_by_station(subscriber)[station]) == list(range(expected[station])), "in order"
+    for station, results in _by_station(archiver).items():
+        on_station = unique_in_order(_by_station(local[station])[station])
+        assert on_station == sorted(on_station), f"{station}: in order on its own broker"
+        # seq counts the camera's frames: one the paced camera dropped on a loaded machine is a gap, not a loss
+        assert sorted(unique_in_order(results)) == on_station, f"{station}: every result crossed the bridge"
+    for subscriber in local.values():
         subscriber.close()
     archiver.close()
 
