@@ -94,6 +94,7 @@ class MosquittoBroker:
             f"user {getpass.getuser()}\n"
             + (f"persistence true\npersistence_location {self._dir}/\n" if self.persistence else "persistence false\n")
             + f"log_dest file {self._log}\n"
+            "set_tcp_nodelay true\n"  # as the shipped station broker: small messages leave at once
             "log_type error\nlog_type warning\nlog_type notice\n"
             + (self.extra_config.strip() + "\n" if self.extra_config else "")
         )

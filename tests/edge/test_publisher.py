@@ -276,3 +276,23 @@ def test_tls_and_credentials_from_the_config(tmp_path):
         assert wrong.pending == 1, "results wait in the spool while the broker refuses us"
         wrong.stop(flush_timeout=0)
         good.stop()
+
+
+def test_the_station_socket_sends_small_messages_without_nagle_delay(broker, tmp_path):
+    """Triggers in and results out are small: with Nagle's algorithm on, each could wait for the broker's
+    delayed ACK of the previous segment (up to 40 ms). The socket is set TCP_NODELAY, on every reconnect too."""
+    import socket
+
+    publisher = _publisher(broker, tmp_path)
+    publisher.start()
+    assert publisher.wait_connected(5)
+    sock = publisher.client.socket()
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    broker.stop()
+    broker.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (publisher.client.socket() in (None, sock) or not publisher.connected):
+        time.sleep(0.05)
+    assert publisher.connected and publisher.client.socket() is not sock
+    assert publisher.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    publisher.stop()

@@ -1,0 +1,30 @@
+"""`onen bench daemon` runs end to end on a real bundle: bare loops, the daemon as its own process through a real
+mosquitto, two cameras, and the triggered run answering every MQTT trigger (its figures are the bench's to
+print; here only that each is measured and consistent)."""
+
+from __future__ import annotations
+
+import json
+
+from onen.edge.cli import main as onen
+
+
+def test_bench_daemon_measures_every_figure(tiny_bundle, tmp_path):
+    out = tmp_path / "bench.json"
+    code = onen(
+        [
+            "bench", "daemon", "--bundle", str(tiny_bundle), "--frames", "24", "--camera-size", "128",
+            "--repeats", "1", "--engine-modes", "thread", "--triggers", "8", "--json", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    figures = json.loads(out.read_text())
+    assert figures["frames"] == 24 and figures["daemon_fps_median"] > 0 and figures["ratio_to_best_bare"] > 0
+    assert set(figures["two_cameras"]) == {"thread"} and figures["two_cameras"]["thread"]["ratio_to_best_bare"] > 0
+    triggered = figures["triggered"]
+    assert triggered["triggers"] == 8 and triggered["missed"] == 0
+    for part in ("total", "before_capture", "after_capture", "capture_to_spool", "infer"):
+        assert triggered[part]["p50"] > 0, part
+    # per trigger, on one wall clock: the frame is captured after the trigger was sent, the engine call comes after
+    # the capture and before the result is received (so the medians keep that order too)
+    assert triggered["total"]["p50"] >= triggered["after_capture"]["p50"] >= triggered["infer"]["p50"]
