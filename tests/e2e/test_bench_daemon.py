@@ -21,6 +21,8 @@ def test_bench_daemon_measures_every_figure(tiny_bundle, tmp_path):
     figures = json.loads(out.read_text())
     assert figures["frames"] == 24 and figures["daemon_fps_median"] > 0 and figures["ratio_to_best_bare"] > 0
     assert set(figures["two_cameras"]) == {"thread"} and figures["two_cameras"]["thread"]["ratio_to_best_bare"] > 0
+    live = figures["live_camera"]
+    assert live["fps"] > 0 and live["latency_ms"]["total"]["p50"] >= live["latency_ms"]["infer"]["p50"] > 0
     triggered = figures["triggered"]
     assert triggered["triggers"] == 8 and triggered["missed"] == 0
     for part in ("total", "before_capture", "after_capture", "capture_to_spool", "infer"):
