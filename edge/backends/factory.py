@@ -1,10 +1,12 @@
-"""Choose the inference backend a model runs on: TensorRT on a station with an NVIDIA GPU, else ONNX Runtime.
+"""Choose the inference backend a model runs on: TensorRT on a station with an NVIDIA GPU, else the faster CPU runtime.
 
 `openvino` (asked for by name) runs OpenVINO on the CPU, in bf16 where the CPU computes it natively.
-`auto` never fails for want of TensorRT: it falls back to ONNX Runtime and says so (log + event), so a
-station still inspects while someone installs JetPack's TensorRT, or when the engine cannot be built or
-fails its parity check. `tensorrt` asked for explicitly fails
-with what to install instead of silently running slower.
+`auto` never fails for want of TensorRT: it falls back to the CPU and says so (log + `backend_fallback`
+event), so a station still inspects while someone installs JetPack's TensorRT, or when the engine cannot be
+built or fails its parity check. On the CPU `auto` serves ONNX Runtime, or OpenVINO where it is installed and
+measured faster on this machine (`cpu_choice`: timed once, cached beside the engines, announced as a
+`backend_selected` event). `tensorrt` asked for explicitly fails with what to install instead of silently
+running slower.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ INSTALL_HINT = (
     "and `pip install pycuda`; on an RTX station: `pip install onen-inspect[tensorrt]`), "
     "or set `backend: onnxruntime` for this model"
 )
+
+
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 class BackendUnavailable(OnenError):
@@ -105,11 +110,16 @@ def create_backend(
 def _fall_back(
     bundle: Bundle, reason: str, on_event: EventCallback | None, cpu_layout: CpuLayout | None = None
 ) -> Backend:
-    detail = {"bundle": str(bundle.path), "requested": "auto", "using": "onnxruntime", "reason": reason}
-    log.warning("TensorRT not used for %s (%s); running on ONNX Runtime", bundle.path, reason)
+    from onen.edge.backends.cpu_choice import choose_cpu_backend
+
+    backend, selected = choose_cpu_backend(bundle, cpu_layout, on_event)
+    detail = {"bundle": str(bundle.path), "requested": "auto", "using": backend.name, "reason": reason}
+    log.warning("TensorRT not used for %s (%s); running on %s", bundle.path, reason, RUNTIME_NAMES[backend.name])
     if on_event is not None:
         on_event("backend_fallback", detail)
-    return _onnxruntime(bundle, cpu_layout)
+        if selected is not None:
+            on_event("backend_selected", selected)
+    return backend
 
 
 def _onnxruntime(bundle: Bundle, cpu_layout: CpuLayout | None = None) -> Backend:
