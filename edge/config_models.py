@@ -168,7 +168,7 @@ class ModelConfig(Section):
     backend: BackendKind = Field(
         "auto",
         description="auto: TensorRT where it runs, else ONNX Runtime, or OpenVINO where the [openvino] extra is "
-        "installed and it runs the bundle's reference images at least 5 % faster on this CPU (timed once, cached "
+        "installed and it runs the bundle's reference images measurably faster on this CPU (timed once, cached "
         "in the bundle's engines folder, announced as a backend_selected event); openvino: OpenVINO on the CPU "
         "(bf16 where the CPU has it, checked against the bundle's references); needs the [openvino] extra",
     )
