@@ -60,14 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--live-share",
         type=float,
         default=0.8,
-        help="the live-camera run paces the video at this share of the daemon's measured frames/s (default 0.8)",
+        help="the live-camera run paces the video at this share of the daemon's frames/s (default %(default)s)",
     )
-    parser.add_argument("--triggers", type=int, default=200, help="MQTT triggers of the latency run (default 200)")
+    parser.add_argument(
+        "--triggers", type=int, default=200, help="MQTT triggers of the latency run (default %(default)s)"
+    )
     parser.add_argument(
         "--trigger-camera-fps",
         type=float,
         default=200.0,
-        help="frame rate of the free-running camera the triggered run reads (default 200)",
+        help="frame rate of the free-running camera the triggered run reads (default %(default)s)",
     )
 
 

@@ -35,6 +35,8 @@ def send_command(
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from onen.edge.publisher import apply_security
+
     cfg = config.mqtt
     events_topic = f"{cfg.prefix}/{config.station}/events"
     answer: dict[str, Any] = {}
@@ -58,12 +60,7 @@ def send_command(
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"onen-push-{config.station}-{os.getpid()}", clean_session=True
     )
-    if cfg.tls is not None:
-        client.tls_set(ca_certs=_str(cfg.tls.ca), certfile=_str(cfg.tls.cert), keyfile=_str(cfg.tls.key))
-        if getattr(cfg.tls, "insecure", False):
-            client.tls_insecure_set(True)
-    if cfg.username:
-        client.username_pw_set(cfg.username, cfg.password)
+    apply_security(client, cfg)
     client.on_connect, client.on_message = on_connect, on_message
     client.on_subscribe = lambda *args: subscribed.set()
     try:
@@ -85,7 +82,3 @@ def send_command(
         client.loop_stop()
         client.disconnect()
     return dict(answer) if got_answer.is_set() else None
-
-
-def _str(value: object) -> str | None:
-    return None if value is None else str(value)
