@@ -398,8 +398,12 @@ class Publisher:
             self.client.publish(self.topics.overlay(camera), jpeg, qos=0)
 
     def stop(self, flush_timeout: float = 10.0) -> bool:
-        """Flush the spool (while the broker is reachable), publish offline, disconnect. True if flushed."""
-        flushed = self.flush(flush_timeout) if self.connected else False
+        """Flush the spool, publish offline, disconnect. True if flushed. A connection still being made (a short
+        run ends before its first connect on a loaded machine) gets the same `flush_timeout` to come up first;
+        what is not flushed stays in the spool for the next start."""
+        deadline = time.monotonic() + flush_timeout
+        connected = self.wait_connected(flush_timeout)
+        flushed = self.flush(max(0.0, deadline - time.monotonic())) if connected else False
         self._stop.set()
         self._wake.set()
         self._sender.join(timeout=5)
