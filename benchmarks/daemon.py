@@ -378,17 +378,12 @@ def run_triggered(config: Path, broker, count: int, seed: int = 0) -> dict:
         client.disconnect()
     if process.returncode != 0:
         raise RuntimeError(f"the triggered daemon exited {process.returncode}:\n{output[-3000:]}")
-    figures: dict = {k: percentiles(v) for k, v in rows.items()}
+    from onen.edge.stats import percentiles_of
+
+    figures: dict = {k: percentiles_of(v) for k, v in rows.items()}
     figures["triggers"] = count
     figures["missed"] = missed
     return figures
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    ordered = np.asarray(values, dtype=float)
-    if ordered.size == 0:
-        return {"p50": float("nan"), "p99": float("nan")}
-    return {"p50": round(float(np.percentile(ordered, 50)), 3), "p99": round(float(np.percentile(ordered, 99)), 3)}
 
 
 def daemon_fps_so_far(runs: list[dict]) -> float:

@@ -28,6 +28,14 @@ PERCENTILES = (50, 95, 99)
 THREAD_GROUPS = (("onen-engine-", "engine_threads"), ("paho-mqtt-client-", "mqtt_network_thread"))
 
 
+def percentiles_of(values: Any) -> dict[str, float]:
+    """p50/p95/p99 of a sequence of latencies (ms), rounded to microseconds; NaN for none."""
+    samples = np.asarray(values, dtype=float)
+    if samples.size == 0:
+        return {f"p{p}": float("nan") for p in PERCENTILES}
+    return {f"p{p}": round(float(np.percentile(samples, p)), 3) for p in PERCENTILES}
+
+
 def thread_cpu_ns(thread: threading.Thread) -> int | None:
     """CPU time a running thread has used (Linux/POSIX thread CPU clocks); None where it cannot be read."""
     try:
@@ -129,9 +137,7 @@ class RollingStats:
     def percentiles(self) -> dict[str, dict[str, float]]:
         with self._lock:
             samples = {stage: np.fromiter(values, float) for stage, values in self._latency.items() if values}
-        return {
-            stage: {f"p{p}": round(float(np.percentile(v, p)), 3) for p in PERCENTILES} for stage, v in samples.items()
-        }
+        return {stage: percentiles_of(v) for stage, v in samples.items()}
 
     def fps(self) -> dict[str, float]:
         """Frames per second per camera over the last `fps_window_s` whole seconds (and 'total').
