@@ -35,6 +35,7 @@ import numpy as np
 
 from onen.benchmarks.real_sets import SETS, split_set, write_manifest
 from onen.benchmarks.train_targets import DEFAULT_DATA, median_latency
+from onen.train.repeatability import NOISE_SIGMAS
 
 DEFAULT_ELPV = Path(__file__).resolve().parents[2] / "datasets" / "elpv" / "elpv_dataset" / "data"
 SUPERVISIONS = {"elpv": ("weak", "none"), "mt": ("full", "weak", "none")}
@@ -62,6 +63,9 @@ GRDNET_TARGETS: dict[tuple[str, str], list[tuple[str, str, float]]] = {
 MODEL = {"onen": "student", "grdnet": "grdnet"}  # the bundle each family's run exports (beside OneN's teacher)
 COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt}
 REPORTED = ("image_auroc", "pixel_auroc", "aupro", "accuracy", "class_accuracy", "recall", "false_reject_rate")
+# train.repeatability: the share of verdicts that flip when the test images get sensor-like noise (eval reports
+# written before it lack the figure: left empty, not re-run)
+REPEATABILITY = {f"flip_rate_noise_sigma_{sigma:g}": f"sigma_{sigma:g}" for sigma in NOISE_SIGMAS}
 SPEEDUP_TARGET = 2.0
 AT_THRESHOLD = ("recall", "false_reject_rate", "accuracy")
 # onen eval's threshold_source for a run's own validation threshold ("given": the eval before issue 11's wording)
@@ -299,6 +303,13 @@ def _text(spread: dict | None) -> str:
     return f"{spread['mean']:.3f} ({spread['min']:.3f}-{spread['max']:.3f})"
 
 
+def _figures(report: dict) -> dict:
+    """The figures of one `onen eval` report the bench tabulates."""
+    noise = report.get("repeatability") or {}
+    flips = {key: (noise.get(level) or {}).get("flip_rate") for key, level in REPEATABILITY.items()}
+    return {**{key: report.get(key) for key in REPORTED}, **flips}
+
+
 def _row(figure: str, target: str | None, model: dict | None, teacher: dict | None, met: str | None) -> dict:
     return {"figure": figure, "target": target, "student": model, "teacher": teacher, "met": met}
 
@@ -319,8 +330,8 @@ def measure(
         teacher = eval_bundle(run, "teacher") if family == "onen" and has_teacher(run) else None
         per_seed[seed] = {
             "run": str(run),
-            "student": {k: own.get(k) for k in REPORTED},
-            "teacher": {k: teacher.get(k) for k in REPORTED} if teacher else None,
+            "student": _figures(own),
+            "teacher": _figures(teacher) if teacher else None,
             "per_defect_type": per_defect_type(eval_dir(run, model), own.get("threshold")),
             "threshold": own.get("threshold"),
             "threshold_source": own.get("threshold_source"),
@@ -337,7 +348,7 @@ def measure(
     validated = all(per_seed[s]["threshold_source"] in VALIDATION_SOURCES for s in seeds)
     table_of = GRDNET_TARGETS if family == "grdnet" else TARGETS
     targets = {key: (comparison, bound) for key, comparison, bound in table_of[(set_name, supervision)]}
-    for key in REPORTED:
+    for key in (*REPORTED, *REPEATABILITY):
         student_values = [per_seed[s]["student"][key] for s in seeds]
         teacher_values = [per_seed[s]["teacher"][key] if per_seed[s]["teacher"] else None for s in seeds]
         if key not in targets and all(v is None for v in student_values):

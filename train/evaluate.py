@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from onen.edge.bundle import THRESHOLD_SOURCES, Thresholds
 from onen.edge.errors import OnenError
-from onen.train import metrics, plots
+from onen.train import metrics, plots, repeatability
 from onen.train.data.loading import load_resized, shared_aoi_at
 from onen.train.data.sample import GOOD, Sample
 
@@ -95,8 +95,9 @@ def evaluate(
     groups: dict[str, str] | None = None,
     classes_supervised: bool = True,
 ) -> dict:
-    """Run `predict` over the samples and write report.json, scores.csv, roc.png, score_hist.png and the
-    overlays of the worst-scored images (worst_defects.png, worst_good.png). `threshold` is the image
+    """Run `predict` over the samples and write report.json, scores.csv, roc.png, score_hist.png, repeatability.png
+    (train.repeatability: every image scored again under sensor-like noise) and the overlays of the worst-scored
+    images (worst_defects.png, worst_good.png). `threshold` is the image
     threshold on the raw score and `threshold_source` where it came from (edge.bundle.THRESHOLD_SOURCES: the run's
     validation, a calibration, a stated default, the user); without a threshold the best-F1 one on these very images
     is used, reported as "test_best_f1" and `threshold_optimistic` (it has seen the answers).
@@ -118,6 +119,7 @@ def evaluate(
     shared_aoi = shared_aoi_at(aoi, height, width)
     n = len(samples)
     scores = np.zeros(n, np.float32)
+    noisy_scores = {sigma: np.zeros(n, np.float32) for sigma in repeatability.NOISE_SIGMAS}
     logits_all: list[np.ndarray] = []
     labels = np.array([s.label for s in samples], int)
     truths = np.array([truth_names.index(s.class_name) for s in samples], int)
@@ -134,6 +136,11 @@ def evaluate(
             score, anomaly_map, logits = _check_outputs(predict(batch), len(chunk), height, width)
             infer_seconds += time.perf_counter() - tick
             scores[start : start + len(chunk)] = score
+            for sigma in repeatability.NOISE_SIGMAS:
+                noisy = repeatability.add_sensor_noise(batch, sigma, repeatability.noise_rng(sigma, start))
+                noisy_scores[sigma][start : start + len(chunk)] = _check_outputs(
+                    predict(noisy), len(chunk), height, width
+                )[0]
             logits_all.append(logits)
             for (_, mask, region), heat, sample in zip(loaded, anomaly_map, chunk, strict=True):
                 if sample.label == 1 and (mask is None or not mask.any()):
@@ -207,6 +214,14 @@ def evaluate(
             "defects_with_mask": with_mask_defects,
             "pixel_images": len(pixel_masks) if with_mask_defects else 0,
         },
+        "repeatability": {
+            "noise": "Gaussian, grey levels of 255, one draw per pixel shared by the channels, seeded",
+            "threshold": used,
+            **{
+                f"sigma_{sigma:g}": repeatability.summarise(scores, noisy, used)
+                for sigma, noisy in noisy_scores.items()
+            },
+        },
         "pixel_region": "aoi" if (shared_aoi is not None or any(s.aoi for s in samples)) else "image",
         "class_names": list(class_names),
         "input": {"height": height, "width": width},
@@ -226,6 +241,7 @@ def evaluate(
         samples,
         labels,
         scores,
+        noisy_scores,
         used,
         image_auroc,
         pixel_curve,
@@ -263,6 +279,7 @@ def _write_plots(
     samples,
     labels,
     scores,
+    noisy_scores,
     threshold,
     image_auc,
     pixel_curve,
@@ -285,6 +302,9 @@ def _write_plots(
     )
     written["roc"] = str(plots.roc_plot(out_dir / "roc.png", image_curve, image_auc, pixel_curve, pixel_auc, point))
     written["score_hist"] = str(plots.score_histogram(out_dir / "score_hist.png", scores, labels, threshold))
+    written["repeatability"] = str(
+        plots.repeatability_plot(out_dir / "repeatability.png", scores, noisy_scores, labels, threshold)
+    )
     missed, alarms = _worst(labels, scores, worst)
     for name, chosen, title in (
         ("worst_defects", missed, "Defects with the lowest scores"),

@@ -59,6 +59,34 @@ def score_histogram(path: Path, scores: np.ndarray, labels: np.ndarray, threshol
     return path
 
 
+def repeatability_plot(
+    path: Path, scores: np.ndarray, noisy_scores: dict[float, np.ndarray], labels: np.ndarray, threshold: float
+) -> Path:
+    """Each image's score clean (x) against under sensor noise (y), one panel per noise level; the points in the
+    two off-diagonal quadrants of the threshold cross are the verdicts that flipped."""
+    labels = np.asarray(labels).astype(bool)
+    figure, axes = plt.subplots(1, len(noisy_scores), figsize=(4.5 * len(noisy_scores), 4.5), dpi=100, squeeze=False)
+    for axis, (sigma, noisy) in zip(axes[0], noisy_scores.items(), strict=True):
+        flipped = (np.asarray(scores) >= threshold) != (np.asarray(noisy) >= threshold)
+        for mask, color, name in ((~labels, "tab:green", "good"), (labels, "tab:red", "defective")):
+            axis.scatter(scores[mask], noisy[mask], s=9, alpha=0.6, color=color, label=name)
+        low = float(min(np.min(scores), np.min(noisy), threshold))
+        high = float(max(np.max(scores), np.max(noisy), threshold))
+        axis.plot([low, high], [low, high], color="grey", linewidth=0.8)
+        axis.axvline(threshold, color="black", linestyle="--", linewidth=0.8)
+        axis.axhline(threshold, color="black", linestyle="--", linewidth=0.8)
+        axis.set(
+            xlabel="score, image as captured",
+            ylabel=f"score, plus noise sigma {sigma:g} grey levels",
+            title=f"sigma {sigma:g}: {int(flipped.sum())} of {len(flipped)} verdicts flipped",
+        )
+        axis.legend(loc="best")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
 def _panel(image_rgb: np.ndarray, caption: str, side: int) -> np.ndarray:
     """An RGB panel scaled to `side` px high (nearest: defects stay crisp) with a caption strip on top."""
     scale = side / image_rgb.shape[0]

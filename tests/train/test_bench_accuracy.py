@@ -90,6 +90,9 @@ def test_a_grdnet_run_is_scored_through_its_bundle_in_onnx_runtime(tmp_path):
     report = json.loads((run / "eval-bundle-grdnet" / "report.json").read_text())
     assert report["evaluated"]["backend"] == "onnxruntime"
     assert row["student"]["image_auroc"] == report["image_auroc"]
+    flips = report["repeatability"]["sigma_1"]["flip_rate"]
+    assert row["student"]["flip_rate_noise_sigma_1"] == flips  # the repeatability under noise is tabulated too
+    assert any(f["figure"] == "flip_rate_noise_sigma_1" and f["student"]["mean"] == flips for f in entry["figures"])
     assert row["teacher"] is None and row["threshold_source"] == "validation"
     recalls = {kind: facts["recall"] for kind, facts in row["per_defect_type"].items()}
     assert recalls == pytest.approx(report["per_class_recall"]) and set(recalls) <= {"spot", "scratch"}
