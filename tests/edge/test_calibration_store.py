@@ -4,6 +4,7 @@ Real parts: real trained bundles, real files, mosquitto, a daemon on a looping v
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 
@@ -40,7 +41,10 @@ def write_calibration(path: Path, data: dict) -> Path:
 def test_store_keeps_versions_with_pointers_and_history(tmp_path, tiny_bundle, second_bundle):
     v1, v2 = load_bundle(tiny_bundle), load_bundle(second_bundle)
     store = CalibrationStore(tmp_path / "calibrations")
-    first = store.add("cam", calibration_data(v1, 0.991), None, v1)
+    # one dict for both adds: its `created` stamp has a resolution of a second, and a second boundary between two
+    # calls of calibration_data would make two contents
+    first_data = calibration_data(v1, 0.991)
+    first = store.add("cam", copy.deepcopy(first_data), None, v1)
     store.make_current("cam", first, "push")
     second = store.add("cam", calibration_data(v1, 0.992), b"not checked here", None)
     store.make_current("cam", second, "push")
@@ -50,7 +54,7 @@ def test_store_keeps_versions_with_pointers_and_history(tmp_path, tiny_bundle, s
 
     assert store.rollback("cam", v1.onnx_sha256) == first
     assert store.current("cam") == first and store.previous("cam") == second
-    assert store.add("cam", calibration_data(v1, 0.991), None, v1) == first  # same content: same version
+    assert store.add("cam", copy.deepcopy(first_data), None, v1) == first  # same content: same version
     assert [e["action"] for e in store.history("cam")] == ["push", "push", "rollback"]
     assert {e["model_sha256"] for e in store.history("cam")} == {v1.onnx_sha256}
     assert store.for_model("cam", v1.onnx_sha256) == first and store.for_model("cam", v2.onnx_sha256) is None
