@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from onen.train import repeatability  # noqa: E402
+
 
 def roc_plot(
     path: Path,
@@ -67,7 +69,7 @@ def repeatability_plot(
     labels = np.asarray(labels).astype(bool)
     figure, axes = plt.subplots(1, len(noisy_scores), figsize=(4.5 * len(noisy_scores), 4.5), dpi=100, squeeze=False)
     for axis, (sigma, noisy) in zip(axes[0], noisy_scores.items(), strict=True):
-        flipped = (np.asarray(scores) >= threshold) != (np.asarray(noisy) >= threshold)
+        flipped = repeatability.summarise(scores, noisy, threshold)["verdicts_flipped"]
         for mask, color, name in ((~labels, "tab:green", "good"), (labels, "tab:red", "defective")):
             axis.scatter(scores[mask], noisy[mask], s=9, alpha=0.6, color=color, label=name)
         low = float(min(np.min(scores), np.min(noisy), threshold))
@@ -78,7 +80,7 @@ def repeatability_plot(
         axis.set(
             xlabel="score, image as captured",
             ylabel=f"score, plus noise sigma {sigma:g} grey levels",
-            title=f"sigma {sigma:g}: {int(flipped.sum())} of {len(flipped)} verdicts flipped",
+            title=f"sigma {sigma:g}: {flipped} of {len(noisy)} verdicts flipped",
         )
         axis.legend(loc="best")
     figure.tight_layout()
