@@ -30,6 +30,7 @@ The default model is an untrained OneN student at --size (speed does not depend 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -54,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--frames", type=int, default=400, help="frames in the benchmark video (default 400)")
     parser.add_argument("--camera-size", type=int, default=512, help="camera frame size in px (square, default 512)")
+    parser.add_argument(
+        "--color",
+        choices=("rgb", "mono"),
+        default="rgb",
+        help="rgb: a colour film; mono: a mono camera's film (grey parts, one channel encoded) on cameras with "
+        "`source.color: mono`, the bare loops resizing the same grey planes (default %(default)s)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="alternating bare/daemon repeats (default 5)")
     parser.add_argument("--engine-modes", default="lock,thread", help="engine sharing modes compared with two cameras")
     parser.add_argument(
@@ -110,23 +118,28 @@ def bench_bundle(size: int) -> Path:
     return export_model(model, info, out, references, force=True)
 
 
-def write_video(path: Path, count: int, size: int) -> Path:
-    """Procedural parts (textured, some with spots/scratches) filmed at size x size, MJPG."""
+def write_video(path: Path, count: int, size: int, color: str = "rgb") -> Path:
+    """Procedural parts (textured, some with spots/scratches) filmed at size x size, MJPG; `mono`: grey parts
+    with one channel encoded, as a monochrome camera sends them."""
     import cv2
 
     from onen.train.tiny_data import make_tiny_set
 
     parts = make_tiny_set(seed=3, count=min(count, 64), size=64)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, (size, size))
+    mono = color == "mono"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, (size, size), isColor=not mono)
     for index in range(count):
         image = cv2.resize(parts.images[index % len(parts.images)], (size, size), interpolation=cv2.INTER_LINEAR)
-        writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if mono else cv2.COLOR_RGB2BGR))
     writer.release()
     return path
 
 
-def decode_all(path: Path) -> list[np.ndarray]:
+def decode_all(path: Path, color: str = "rgb") -> list[np.ndarray]:
+    """The video's frames in memory as the bare loops resize them: RGB, or (`mono`) the grey plane of each."""
     import cv2
+
+    from onen.edge.images import grey_plane
 
     capture = cv2.VideoCapture(str(path))
     frames = []
@@ -134,7 +147,11 @@ def decode_all(path: Path) -> list[np.ndarray]:
         ok, frame = capture.read()
         if not ok:
             break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        plane = grey_plane(rgb) if color == "mono" else None
+        if color == "mono" and plane is None:
+            raise SystemExit(f"{path}: frame {len(frames)} is not grey; a mono film must decode with R = G = B")
+        frames.append(rgb if plane is None else plane)
     capture.release()
     return frames
 
@@ -204,6 +221,7 @@ def write_station(
     cameras: int,
     triggered_fps: float | None = None,
     live_fps: float | None = None,
+    color: str = "rgb",
 ) -> Path:
     """Continuous cameras reading every frame of the video (back-pressure); `live_fps`: one continuous camera
     paced at that rate like a live one (newest frame wins); `triggered_fps`: one camera answering MQTT triggers,
@@ -219,6 +237,7 @@ def write_station(
         model["parallel_calls"] = 1
         source = {"kind": "file", "path": str(video), "realtime": True, "loop": True, "fps": triggered_fps}
         trigger = {"mode": "mqtt", "queue_size": 4}
+    source["color"] = color
     station = {
         "station": "bench",
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-bench-{port}", "stats_interval_s": 1},
@@ -417,12 +436,16 @@ def main(args: argparse.Namespace) -> int:
 
     bundle = args.bundle or bench_bundle(args.size)
     work = Path(tempfile.mkdtemp(prefix="onen-bench-daemon-"))
-    video = write_video(work / "bench.avi", args.frames, args.camera_size)
-    frames = decode_all(video)
-    print(f"model {bundle} | {len(frames)} frames {args.camera_size}x{args.camera_size} | cores {os.cpu_count()}")
+    video = write_video(work / "bench.avi", args.frames, args.camera_size, args.color)
+    frames = decode_all(video, args.color)
+    print(
+        f"model {bundle} | {len(frames)} frames {args.camera_size}x{args.camera_size} {args.color} | "
+        f"cores {os.cpu_count()}"
+    )
+    station = functools.partial(write_station, color=args.color)
     bare, bare_parallel, daemon_runs = [], [], []
     with MosquittoBroker() as broker:
-        one = write_station(work, broker.port, bundle, video, 1)
+        one = station(work, broker.port, bundle, video, 1)
         for repeat in range(args.repeats):
             bare.append(run_bare(bundle, frames))
             daemon_runs.append(run_daemon(one, broker, len(frames), "thread"))
@@ -431,15 +454,15 @@ def main(args: argparse.Namespace) -> int:
                 f"  repeat {repeat + 1}: bare {bare[-1]:.1f} fps, daemon {daemon_runs[-1]['fps']:.1f} fps, "
                 f"bare with 2 callers {bare_parallel[-1]:.1f} fps"
             )
-        two = write_station(work, broker.port, bundle, video, 2)
+        two = station(work, broker.port, bundle, video, 2)
         modes = {}
         for mode in [m.strip() for m in args.engine_modes.split(",") if m.strip()]:
             modes[mode] = run_daemon(two, broker, 2 * len(frames), mode)
         live_fps = args.live_share * daemon_fps_so_far(daemon_runs)
-        live = run_daemon(write_station(work, broker.port, bundle, video, 1, live_fps=live_fps), broker, None, "thread")
+        live = run_daemon(station(work, broker.port, bundle, video, 1, live_fps=live_fps), broker, None, "thread")
         triggered = None
         if args.triggers > 0:
-            config = write_station(work, broker.port, bundle, video, 1, triggered_fps=args.trigger_camera_fps)
+            config = station(work, broker.port, bundle, video, 1, triggered_fps=args.trigger_camera_fps)
             triggered = run_triggered(config, broker, args.triggers)
     bare_fps = statistics.median(bare)
     daemon_fps = statistics.median(r["fps"] for r in daemon_runs)
@@ -453,6 +476,10 @@ def main(args: argparse.Namespace) -> int:
         "bundle": str(bundle),
         "frames": len(frames),
         "camera_size": args.camera_size,
+        "color": args.color,
+        "colour_frames_on_mono_cameras": sum(  # `color: mono` frames that were not grey (0 on a mono film)
+            v for r in daemon_runs for k, v in r["stats"].get("counters", {}).items() if k.startswith("colour_frames.")
+        ),
         "bare_fps_median": round(bare_fps, 2),
         "daemon_fps_median": round(daemon_fps, 2),
         "bare_two_callers_fps_median": round(statistics.median(bare_parallel), 2),

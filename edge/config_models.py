@@ -203,6 +203,11 @@ class SourceBase(Section):
         10, ge=0, le=254, description="a frame whose pixels are all <= this is 'black' (not really captured)"
     )
     reject_repeated: StrictBool | None = Field(None, description="default: yes for live sources, no for file/folder")
+    color: Literal["rgb", "mono"] = Field(
+        "rgb",
+        description="mono: a monochrome camera; its frames are resized in one channel (the same pixels, a third of "
+        "the work) and a frame that is not grey is resized in colour and counted",
+    )
     if TYPE_CHECKING:
         kind: str  # each kind's model declares it as a Literal (the union's discriminator)
 

@@ -17,6 +17,7 @@ RESIZE_MODES = ("stretch",)  # how a frame of another aspect ratio reaches the i
 # INTER_AREA for shrinking (no aliasing of fine scratches), INTER_LINEAR for enlarging.
 _SHRINK = cv2.INTER_AREA
 _ENLARGE = cv2.INTER_LINEAR
+GREY_CHECK_ROWS = 8  # rows of a frame that must be grey for grey_plane: a colour camera fails on the first
 
 
 def read_image_rgb(path: str | Path) -> np.ndarray:
@@ -79,9 +80,26 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return resized.astype(bool)
 
 
-def prepare_batch(frames_rgb: list[np.ndarray], height: int, width: int) -> np.ndarray:
-    """Stack RGB frames into the bundle's uint8 `[N, H, W, 3]` input (one frame: the resized image itself,
-    no further copy)."""
-    if len(frames_rgb) == 1:
-        return np.ascontiguousarray(resize_to_input(frames_rgb[0], height, width)[None], dtype=np.uint8)
-    return np.stack([resize_to_input(f, height, width) for f in frames_rgb]).astype(np.uint8, copy=False)
+def grey_plane(frame_rgb: np.ndarray) -> np.ndarray | None:
+    """The one plane of a grey RGB frame (R = G = B on GREY_CHECK_ROWS evenly spaced rows), else None.
+
+    Resizing (and rectifying) works per channel, so that plane resized and replicated is exactly the RGB frame
+    resized, at a third of the work: what a `color: mono` camera's frames take (prepare_batch)."""
+    sample = frame_rgb[:: max(1, frame_rgb.shape[0] // GREY_CHECK_ROWS)]
+    if not (np.array_equal(sample[..., 0], sample[..., 1]) and np.array_equal(sample[..., 1], sample[..., 2])):
+        return None
+    return cv2.extractChannel(frame_rgb, 0)
+
+
+def prepare_batch(frames: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    """Stack RGB frames (or grey planes, see grey_plane) into the bundle's uint8 `[N, H, W, 3]` input (one
+    frame: the resized image itself, no further copy)."""
+    resized = [as_rgb(resize_to_input(f, height, width)) for f in frames]
+    if len(resized) == 1:
+        return np.ascontiguousarray(resized[0][None], dtype=np.uint8)
+    return np.stack(resized).astype(np.uint8, copy=False)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An RGB image as it is, a grey plane (HxW) replicated to RGB."""
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image

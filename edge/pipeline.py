@@ -33,6 +33,7 @@ import numpy as np
 from onen.edge.archive import Archive
 from onen.edge.backends.base import ModelOutputs
 from onen.edge.cameras.frame import Frame
+from onen.edge.images import as_rgb, grey_plane
 from onen.edge.inference import SharedEngine
 from onen.edge.overlay import encode_jpeg, inspection_label, render_overlay
 from onen.edge.postprocess import Inspection, PostProcessor
@@ -198,6 +199,8 @@ class CameraPipeline:
         self.failed = 0
         self.finished = False
         self._last_error_event = 0.0
+        self._mono = camera_cfg.source.color == "mono"
+        self._colour_reported = False
         self._unstored: collections.deque[threading.Event] = collections.deque()  # handed over, maybe not on disk
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"onen-pipeline-{self.name}", daemon=True)
@@ -353,6 +356,12 @@ class CameraPipeline:
                     f"frame {frame.seq} is not an RGB uint8 HxWx3 image (got {getattr(image, 'dtype', type(image))} "
                     f"{getattr(image, 'shape', '')})"
                 )
+            if self._mono:
+                plane = grey_plane(image)
+                if plane is None:
+                    self._colour_frame(frame)
+                else:
+                    image = plane
             prepared = serving.pre.prepare(image)
             batch = serving.pre.to_batch([prepared])
             preprocess_ms = (time.perf_counter() - started) * 1000
@@ -433,13 +442,30 @@ class CameraPipeline:
                 self.stats.count(f"results_not_yet_on_disk.{self.name}")
             self.inspected += 1
 
-    def _side_work(self, frame_rgb: np.ndarray, inspection: Inspection, result: dict[str, Any]) -> None:
+    def _colour_frame(self, frame: Frame) -> None:
+        """A `color: mono` camera delivered a frame that is not grey: it is resized in colour (right, only slower);
+        counted, and said once per pipeline, since a colour camera configured as mono is a setup mistake."""
+        self.stats.count(f"colour_frames.{self.name}")
+        if not self._colour_reported:
+            self._colour_reported = True
+            self.on_event(
+                "colour_frame",
+                {
+                    "camera": self.name,
+                    "seq": frame.seq,
+                    "reason": f"cameras.{self.name}.source.color is mono but frame {frame.seq} is not grey "
+                    "(R, G and B differ); such frames are inspected in colour, at three times the resize work",
+                },
+            )
+
+    def _side_work(self, frame: np.ndarray, inspection: Inspection, result: dict[str, Any]) -> None:
         if self.side_worker is None:
             return
         heatmap = self.cfg.publish.heatmap
         publish_overlay = heatmap == "always" or (heatmap == "on_defect" and inspection.is_defect)
         archive_it = inspection.is_defect and self.side_worker.archive is not None
         if publish_overlay or archive_it:
+            frame_rgb = as_rgb(frame)  # a mono camera's plane, or the RGB frame
             self.side_worker.submit(
                 (self.name, frame_rgb, inspection, result, publish_overlay, archive_it, self.cfg.publish.jpeg_quality)
             )

@@ -30,3 +30,17 @@ def test_bench_daemon_measures_every_figure(tiny_bundle, tmp_path):
     # per trigger, on one wall clock: the frame is captured after the trigger was sent, the engine call comes after
     # the capture and before the result is received (so the medians keep that order too)
     assert triggered["total"]["p50"] >= triggered["after_capture"]["p50"] >= triggered["infer"]["p50"]
+
+
+def test_bench_daemon_on_a_mono_film_takes_the_one_channel_path(tiny_bundle, tmp_path):
+    out = tmp_path / "bench.json"
+    code = onen(
+        [
+            "bench", "daemon", "--bundle", str(tiny_bundle), "--frames", "16", "--camera-size", "128", "--color",
+            "mono", "--repeats", "1", "--engine-modes", "thread", "--triggers", "0", "--json", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    figures = json.loads(out.read_text())
+    assert figures["color"] == "mono" and figures["colour_frames_on_mono_cameras"] == 0
+    assert figures["daemon_fps_median"] > 0 and figures["cpu_ms_per_frame_one_camera"]["preprocess"] > 0
