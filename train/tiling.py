@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onen.edge.errors import OnenError
+from onen.train.geometry import MIN_SIDE, PIXEL_BUDGET
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 TILES_OFF = "off"  # TrainConfig.tiles and `onen train --tiles` default
 DEFAULT_OVERLAP = 0  # TrainConfig.tile_overlap and `onen train --tile-overlap` default (px)
 TILES_AUTO = "auto"
-MAX_AUTO_TILES = 16  # `--tiles auto` never asks for more than this many model inputs' worth of pixels per frame
+MAX_AUTO_PIXELS = 1024 * 1024  # `--tiles auto` never asks for a larger frame (all its tiles are one engine call)
 _GRID = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
 
@@ -157,10 +158,10 @@ def auto_grid(
     height: int, width: int, max_tile_pixels: int, multiple: int = 16, overlap: int = 0, exact: bool = False
 ) -> TileGrid | None:
     """`--tiles auto`: None when a height x width input fits `max_tile_pixels` (the compute budget of one model
-    input), else the grid with the fewest tiles whose tiles (multiples of `multiple` px, at most the budget each)
-    cover at least that frame; among grids of as many tiles the squarest tiles win. The frame is then the grid's
-    (a little larger than asked when the sizes do not divide), or, with `exact`, only grids that cover exactly that
-    frame are taken (a size the user gave stays as given)."""
+    input), else the grid with the fewest tiles whose tiles (multiples of `multiple` px, at most the budget each, no
+    side under the model's MIN_SIDE) cover at least that frame; among grids of as many tiles the squarest tiles win.
+    The frame is then the grid's (a little larger than asked when the sizes do not divide), or, with `exact`, only
+    grids that cover exactly that frame are taken (a size the user gave stays as given)."""
     if height * width <= max_tile_pixels:
         return None
     up = lambda value: -(-value // multiple) * multiple  # noqa: E731
@@ -171,7 +172,7 @@ def auto_grid(
                 continue
             tile_h = up(-(-(height + (rows - 1) * overlap) // rows))
             tile_w = up(-(-(width + (cols - 1) * overlap) // cols))
-            if tile_h * tile_w > max_tile_pixels or overlap >= min(tile_h, tile_w):
+            if tile_h * tile_w > max_tile_pixels or overlap >= min(tile_h, tile_w) or min(tile_h, tile_w) < MIN_SIDE:
                 continue
             grid = TileGrid(rows, cols, tile_h, tile_w, overlap if rows > 1 else 0, overlap if cols > 1 else 0)
             if exact and (grid.frame_height, grid.frame_width) != (height, width):
@@ -210,8 +211,6 @@ def resolve_tiles(
     `auto` tiles when the input the part needs is larger than the geometry's PIXEL_BUDGET: with `--size auto`, the
     resolution its defects (or, without masks, the native size) ask for, when the budget capped it; with a given size,
     that size. Weak supervision never tiles (a tile's label needs pixel masks, train.data.tiles)."""
-    from onen.train.geometry import PIXEL_BUDGET
-
     check_tiles(request, supervision, overlap)
     parsed = parse_tiles(request)
     if parsed is None:
@@ -237,7 +236,7 @@ def resolve_tiles(
         native_h = float(reason["median_native_hw"][0])
         aspect = float(reason["aspect_ratio"])
         wanted = min(native_h, float(reason.get("height_for_defects") or native_h))
-        wanted = min(wanted, (MAX_AUTO_TILES * PIXEL_BUDGET / aspect) ** 0.5)  # at most MAX_AUTO_TILES inputs' worth
+        wanted = min(wanted, (MAX_AUTO_PIXELS / aspect) ** 0.5)
         height = max(patch, int(round(wanted / patch)) * patch)
         width = max(patch, int(round(wanted * aspect / patch)) * patch)
     chosen = auto_grid(height, width, PIXEL_BUDGET, patch, overlap, exact=exact)
@@ -245,8 +244,8 @@ def resolve_tiles(
         return None, geometry
     grid = chosen
     reason["tiles"] = (
-        f"--tiles auto: {grid.describe()} (each tile within the budget of {PIXEL_BUDGET} input pixels, at most "
-        f"{MAX_AUTO_TILES} tiles' worth)"
+        f"--tiles auto: {grid.describe()} (each tile within the budget of {PIXEL_BUDGET} input pixels, the frame "
+        f"within {MAX_AUTO_PIXELS})"
     )
     if not exact:
         reason["summary"] = f"{reason.get('summary', '')}; then tiled: {reason['tiles']}"

@@ -22,11 +22,11 @@ from onen.train.data.loading import load_resized
 from onen.train.data.readers import load_index
 from onen.train.data.tiles import TiledDataset
 from onen.train.export import ExportInfo, export_model
-from onen.train.geometry import PIXEL_BUDGET
+from onen.train.geometry import MIN_SIDE, PIXEL_BUDGET
 from onen.train.models.onen_vit import OneNConfig, OneNStudent
 from onen.train.models.tiled import TiledModel
 from onen.train.tiling import (
-    MAX_AUTO_TILES,
+    MAX_AUTO_PIXELS,
     TileGrid,
     auto_grid,
     cut_batch,
@@ -277,7 +277,7 @@ def test_resolve_tiles_given_auto_and_refusals():
     grid, geometry = resolve_tiles("auto", given, "none", 16)  # a given size above the budget: tiled as given
     assert grid is not None and (grid.frame_height, grid.frame_width) == (512, 1280) and geometry["width"] == 1280
     assert grid.tile_height * grid.tile_width <= PIXEL_BUDGET
-    assert resolve_tiles("auto", {**given, "height": 128, "width": 256}, "full", 16)[0] is None  # fits: no tiles
+    assert resolve_tiles("auto", {**given, "height": 128, "width": 128}, "full", 16)[0] is None  # fits: no tiles
     assert resolve_tiles("auto", given, "weak", 16)[0] is None  # weak labels never tile
     assert resolve_tiles("off", given, "full", 16) == (None, given)
     with pytest.raises(OnenError, match="needs pixel masks"):
@@ -306,7 +306,7 @@ def test_resolve_tiles_given_auto_and_refusals():
     assert "tiles" in geometry["reason"] and "then tiled" in geometry["reason"]["summary"]
     huge = {**capped, "reason": {**capped["reason"], "median_native_hw": [5000.0, 12500.0], "height_for_defects": 5000}}
     grid, _ = resolve_tiles("auto", huge, "full", 16)
-    assert grid is not None and grid.frame_height * grid.frame_width <= 1.3 * MAX_AUTO_TILES * PIXEL_BUDGET
+    assert grid is not None and grid.frame_height * grid.frame_width <= 1.3 * MAX_AUTO_PIXELS
     decided_by_native = {**capped, "reason": {**capped["reason"], "decided_by": "native"}}
     assert resolve_tiles("auto", decided_by_native, "full", 16) == (None, decided_by_native)
 
@@ -420,5 +420,5 @@ def test_auto_tiles_an_elongated_part_whose_thin_cracks_the_budget_would_lose(tm
     assert grid.tile_height % 16 == 0 and grid.tile_width % 16 == 0
     assert (tiled["height"], tiled["width"]) == (grid.frame_height, grid.frame_width)
     assert abs(grid.frame_height - 1250) <= 32 and abs(grid.frame_width - 500) <= 32  # the native resolution
-    assert grid.count <= MAX_AUTO_TILES and "tiles" in tiled["reason"]
+    assert min(grid.tile_height, grid.tile_width) >= MIN_SIDE and "tiles" in tiled["reason"]
     assert resolve_tiles("auto", geometry, "weak", 16) == (None, geometry)
