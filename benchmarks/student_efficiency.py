@@ -1,9 +1,10 @@
 """How close the student's graph runs to this CPU's limit, and how much faster it is than the teacher.
 
 The student and teacher are the ones `onen train` builds by default, at the input geometry of `--size` (N or HxW,
-e.g. the 256x256 or 272x240 that `--size auto` picks), untrained (speed depends on shapes, not weights), exported
-as a bundle's model.onnx is. The FLOPs are counted from the ONNX graph itself (Conv, MatMul and Gemm, 2 per
-multiply-add, at batch 1, shapes from ONNX shape inference); the time is ONNX Runtime's median batch-1 call on one
+e.g. the 144x112 or 128x128 that `--size auto` picks), with the weights training starts from (speed depends on
+shapes, not on training), exported as a bundle's model.onnx is. The
+FLOPs are counted from the ONNX graph itself (Conv, MatMul and Gemm, 2 per multiply-add, at batch 1, shapes from
+ONNX shape inference); the time is ONNX Runtime's median batch-1 call on one
 intra-op thread, student and teacher interleaved so background load hits both alike. The limit is numpy's float32
 matmul of two 1024x1024 matrices on one BLAS thread, in a child process so the thread settings hold. ONNX Runtime's
 profiler then says where the time goes: per op type, how many ops run and how many take under 10 us (the per-op
@@ -48,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_models(height: int, width: int) -> tuple[Path, Path]:
-    """model.onnx of the untrained student and teacher `onen train` builds by default at height x width, exported
-    once to ~/.cache/onen/efficiency-<H>x<W>-<key>; the key names the model and export code and torch's version."""
+    """model.onnx of the student and teacher `onen train` starts from at height x width (untrained heads, the
+    ImageNet weights it loads), exported once to ~/.cache/onen/efficiency-<H>x<W>-<key>; the key names the model,
+    export and bench code and torch's version."""
     import hashlib
 
     import torch
@@ -62,6 +64,7 @@ def default_models(height: int, width: int) -> tuple[Path, Path]:
     digest = hashlib.sha256(torch.__version__.encode())
     for module in (export_module, trainer, onen_vit, efficientnet_lite, input_layer):
         digest.update(Path(str(module.__file__)).read_bytes())
+    digest.update(Path(__file__).read_bytes())
     out = CACHE / f"efficiency-{height}x{width}-{digest.hexdigest()[:12]}"
     student, teacher = out / "student.onnx", out / "teacher.onnx"
     if student.is_file() and teacher.is_file():
@@ -69,7 +72,7 @@ def default_models(height: int, width: int) -> tuple[Path, Path]:
     torch.manual_seed(0)
     cfg = trainer.TrainConfig(data="", out="", class_names=CLASSES, geometry={"height": height, "width": width})
     export_module.export_onnx(trainer.build_run_student(cfg, teacher_dim=0).eval(), student, height, width)
-    model = efficientnet_lite.TeacherExport(efficientnet_lite.build_teacher(len(CLASSES), pretrained=False)).eval()
+    model = efficientnet_lite.TeacherExport(efficientnet_lite.build_teacher(len(CLASSES), pretrained=True)).eval()
     export_module.export_onnx(model, teacher, height, width)
     return student, teacher
 
