@@ -142,7 +142,7 @@ def decode_all(path: Path, color: str = "rgb") -> list[np.ndarray]:
     from onen.edge.images import grey_plane
 
     capture = cv2.VideoCapture(str(path))
-    frames = []
+    frames: list[np.ndarray] = []
     while True:
         ok, frame = capture.read()
         if not ok:
