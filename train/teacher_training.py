@@ -19,7 +19,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +42,23 @@ HISTORY = "teacher_history.json"
 
 @dataclass
 class TeacherConfig:
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 0.002  # adamax, as in seed 001
-    weight_decay: float = 0.0
-    loss: str = "ceod"  # "ce" | "ceod"
-    omega: float = OMEGA
-    clip_eps: float = CLIP_EPS
-    input_height: int = 160  # what the data set delivers; recorded with the checkpoint
-    input_width: int = 160
-    seed: int = 0
-    pretrained: bool = True
+    """What one teacher fine-tuning needs. The run's settings (epochs, batch, input, seed, frozen blocks) have no
+    default here: `onen train` passes TrainConfig's, the single source of their defaults."""
+
+    epochs: int
+    batch_size: int
+    input_height: int  # what the data set delivers; recorded with the checkpoint
+    input_width: int
+    seed: int
     # Stem + this many leading MBConv blocks stay frozen at their ImageNet weights and BN statistics.
     # 0 = fine-tune everything; 10 leaves the last 19 conv layers trainable, about seed 001's "last 20".
-    freeze_blocks: int = 0
-    num_workers: int = 0
-    extra: dict = field(default_factory=dict)
+    freeze_blocks: int
+    lr: float = 0.002  # adamax, as in seed 001
+    weight_decay: float = 0.0
+    loss: str = "ceod"  # "ce" (the teacher bench's comparison) | "ceod"
+    omega: float = OMEGA
+    clip_eps: float = CLIP_EPS
+    pretrained: bool = True
 
     def __post_init__(self):
         if self.loss not in ("ce", "ceod"):
@@ -165,7 +166,6 @@ def teacher_metrics(predictions: dict) -> dict:
 def _config_key(cfg: TeacherConfig, num_classes: int) -> dict:
     key = asdict(cfg)
     key.pop("epochs")  # more epochs may be asked for on resume
-    key.pop("num_workers")
     if cfg.loss == "ce":  # the OD settings do not change a plain cross-entropy run
         key.pop("omega")
         key.pop("clip_eps")
@@ -226,7 +226,6 @@ def fit_teacher(
             seed=cfg.seed * 1000,
             epoch=epoch,
             drop_last=len(train_ds) > cfg.batch_size,  # type: ignore[arg-type]  # map-style data sets have __len__; torch's Dataset does not declare it
-            num_workers=cfg.num_workers,
         )
         sums = {"loss": 0.0, "ce": 0.0, "od": 0.0}
         started = time.perf_counter()

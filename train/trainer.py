@@ -150,16 +150,14 @@ def train_teacher(cfg: TrainConfig, train_ds, val_ds, device: torch.device, run_
         return runs.load_teacher(run_dir).to(device)
     from onen.train.teacher_training import TeacherConfig, fit_teacher
 
-    fields = TeacherConfig.__dataclass_fields__
-    options: dict[str, Any] = {
-        "epochs": cfg.teacher_epochs,
-        "input_height": cfg.model_height,
-        "input_width": cfg.model_width,
-        "seed": cfg.seed,
-        "batch_size": cfg.batch_size,
-        "freeze_blocks": cfg.teacher_freeze_blocks,
-    }
-    teacher_cfg = TeacherConfig(**{k: v for k, v in options.items() if k in fields})
+    teacher_cfg = TeacherConfig(
+        epochs=cfg.teacher_epochs,
+        batch_size=cfg.batch_size,
+        input_height=cfg.model_height,
+        input_width=cfg.model_width,
+        seed=cfg.seed,
+        freeze_blocks=cfg.teacher_freeze_blocks,
+    )
     train_ds.augment = True  # the teacher gets the data set's flips; the student's are in random_flips
     outside_probability, train_ds.outside_probability = (
         train_ds.outside_probability,

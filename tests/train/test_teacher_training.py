@@ -55,7 +55,9 @@ def dataset(tmp_path_factory) -> InspectionDataset:
 
 def test_ceod_training_handles_unknown_classes_and_resumes_exactly(dataset, tmp_path):
     assert any(dataset[i]["class_index"].item() == -1 for i in range(len(dataset)))  # synthetic defects present
-    cfg = TeacherConfig(epochs=2, batch_size=4, loss="ceod", omega=0.01, input_height=SIZE, input_width=SIZE)
+    cfg = TeacherConfig(
+        epochs=2, batch_size=4, input_height=SIZE, input_width=SIZE, seed=0, freeze_blocks=0, loss="ceod", omega=0.01
+    )
     straight = fit_teacher(dataset, dataset, len(CLASSES), cfg, device="cpu", out_dir=tmp_path / "straight")
     assert len(straight.history) == 2
     assert all(np.isfinite(r["loss"]) and r["od"] > 0 for r in straight.history)
@@ -86,7 +88,9 @@ def test_ceod_training_handles_unknown_classes_and_resumes_exactly(dataset, tmp_
 
 
 def test_the_teacher_of_the_best_validated_epoch_is_kept_and_survives_a_resume(dataset, tmp_path):
-    cfg = TeacherConfig(epochs=3, batch_size=4, loss="ce", input_height=SIZE, input_width=SIZE, lr=0.05)
+    cfg = TeacherConfig(
+        epochs=3, batch_size=4, input_height=SIZE, input_width=SIZE, seed=0, freeze_blocks=0, loss="ce", lr=0.05
+    )
     teacher = fit_teacher(dataset, dataset, len(CLASSES), cfg, device="cpu", out_dir=tmp_path / "run")
     ranks = [(r["val"]["image_auroc"], r["val"]["accuracy"]) for r in teacher.history]
     assert teacher.chosen_epoch == 1 + ranks.index(max(ranks))  # the earliest of equals
@@ -101,7 +105,7 @@ def test_the_teacher_of_the_best_validated_epoch_is_kept_and_survives_a_resume(d
 def test_plain_ce_training_with_frozen_leading_blocks(dataset, tmp_path):
     from onen.train.models.efficientnet_lite import build_teacher
 
-    cfg = TeacherConfig(epochs=1, batch_size=5, loss="ce", freeze_blocks=3, input_height=SIZE, input_width=SIZE)
+    cfg = TeacherConfig(epochs=1, batch_size=5, input_height=SIZE, input_width=SIZE, seed=0, freeze_blocks=3, loss="ce")
     model = fit_teacher(dataset, None, len(CLASSES), cfg, device="cpu")
     assert model.history[0]["od"] == 0 and np.isfinite(model.history[0]["ce"])
     imagenet = build_teacher(len(CLASSES)).state_dict()
