@@ -5,10 +5,9 @@ e.g. the 144x112 or 128x128 that `--size auto` picks), with the weights training
 shapes, not on training), exported as a bundle's model.onnx is. The FLOPs are counted from the ONNX graph itself
 (Conv, MatMul and Gemm, 2 per multiply-add, at batch 1, shapes from ONNX shape inference); the time is ONNX
 Runtime's median batch-1 call on one intra-op thread, student and teacher interleaved so background load hits both
-alike. The limit is numpy's float32
-matmul of two 1024x1024 matrices on one BLAS thread, in a child process so the thread settings hold. ONNX Runtime's
-profiler then says where the time goes: per op type, how many ops run and how many take under 10 us (the per-op
-overhead that caps a small model). Printed, never asserted.
+alike. The limit is numpy's float32 matmul of two 1024x1024 matrices on one BLAS thread, in a child process so the
+thread settings hold. ONNX Runtime's profiler then says where the time goes: per op type, how many ops run and how
+many take under 10 us (the per-op overhead that caps a small model). Printed, never asserted.
 """
 
 from __future__ import annotations

@@ -58,7 +58,6 @@ class TeacherConfig:
     loss: str = "ceod"  # "ce" (the teacher bench's comparison) | "ceod"
     omega: float = OMEGA
     clip_eps: float = CLIP_EPS
-    pretrained: bool = True
 
     def __post_init__(self):
         if self.loss not in ("ce", "ceod"):
@@ -188,7 +187,7 @@ def fit_teacher(
     """
     device = pick_device(device)
     seed_everything(cfg.seed)
-    model = build_teacher(num_classes, pretrained=cfg.pretrained).to(device)
+    model = build_teacher(num_classes, pretrained=True).to(device)
     frozen = frozen_modules(model, cfg.freeze_blocks)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adamax(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
