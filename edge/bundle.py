@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from onen.edge.errors import BundleError
-from onen.edge.images import RESIZE_MODES
+from onen.edge.images import RESIZE, RESIZE_MODES
 
 FORMAT_VERSION = 1
 OUTPUT_NAMES = ("score", "anomaly_map", "class_logits")
@@ -72,7 +72,7 @@ class Manifest:
     input_height: int
     input_width: int
     class_names: list[str]  # class 0 == "good"
-    resize: str = "stretch"  # edge.images.RESIZE_MODES: how training and the station bring an image to HxW
+    resize: str = RESIZE  # edge.images.RESIZE_MODES: how training and the station bring an image to HxW
     classes_supervised: bool = True  # False: trained without class labels; results then say only "defect"
     channel_order: str = "RGB"
     input_dtype: str = "uint8"
@@ -126,7 +126,8 @@ class Manifest:
             )
         if manifest.resize not in RESIZE_MODES:
             raise BundleError(
-                f"{source}: key 'resize' is '{manifest.resize}'; this onen resizes by {', '.join(RESIZE_MODES)}"
+                f"{source}: key 'resize' is '{manifest.resize}'; this onen resizes by {', '.join(RESIZE_MODES)}, so "
+                "the model would see other pixels than it was trained on; train and export it again with this onen"
             )
         if not manifest.class_names or manifest.class_names[0] != "good":
             raise BundleError(f"{source}: class_names must start with 'good', got {manifest.class_names}")

@@ -13,7 +13,10 @@ import numpy as np
 
 from onen.edge.errors import DataError
 
-RESIZE_MODES = ("stretch",)  # how a frame of another aspect ratio reaches the input: scaled per axis to exactly HxW
+# How an image reaches the model input, recorded in every run and bundle: scaled per axis to exactly HxW ("stretch"),
+# shrunk by exact 2x2 averages first ("halving"; resize_to_input says why). A bundle trained another way is refused.
+RESIZE = "stretch-halving"
+RESIZE_MODES = (RESIZE,)
 # INTER_AREA for shrinking (no aliasing of fine scratches), INTER_LINEAR for enlarging.
 _SHRINK = cv2.INTER_AREA
 _ENLARGE = cv2.INTER_LINEAR
@@ -67,11 +70,23 @@ def to_rgb_uint8(image: np.ndarray, source: str = "frame", assume_bgr: bool = Tr
 
 
 def resize_to_input(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize an HxWxC (or HxW) image to the model input size, as training and the edge both do."""
+    """Resize an HxWxC (or HxW) image to the model input size, as training and the edge both do.
+
+    Shrinking halves the image with exact 2x2 averages while both sides are even and at least twice the input's,
+    then area-resizes the rest: OpenCV's INTER_AREA is fast only at integer ratios, and a camera frame is
+    usually many times the input (a 2448x2048 mono frame to 144x112: 0.3 ms instead of 10 ms). The result is
+    an area average too (no aliasing of thin cracks), only with other pixel boundaries than a one-step resize."""
     if image.shape[0] == height and image.shape[1] == width:
         return image
-    shrinking = image.shape[0] * image.shape[1] > height * width
-    return cv2.resize(image, (width, height), interpolation=_SHRINK if shrinking else _ENLARGE)
+    if image.shape[0] * image.shape[1] <= height * width:
+        return cv2.resize(image, (width, height), interpolation=_ENLARGE)
+    h, w = image.shape[:2]
+    while h % 2 == 0 and w % 2 == 0 and h >= 2 * height and w >= 2 * width:
+        h, w = h // 2, w // 2
+        image = cv2.resize(image, (w, h), interpolation=_SHRINK)
+    if h == height and w == width:
+        return image
+    return cv2.resize(image, (width, height), interpolation=_SHRINK)
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:

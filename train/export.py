@@ -31,6 +31,7 @@ from onen.edge.bundle import (
     write_manifest,
 )
 from onen.edge.errors import BundleError
+from onen.edge.images import RESIZE
 from onen.train.models.tiled import TiledModel
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class ExportInfo:
     thresholds: Thresholds = field(default_factory=Thresholds)
     score_normalisation: ScoreNormalisation = field(default_factory=ScoreNormalisation)
     normalisation: dict[str, Any] | None = None
-    resize: str = "stretch"  # edge.images.RESIZE_MODES, as the run's geometry says
+    resize: str = RESIZE  # edge.images.RESIZE_MODES, as the run's geometry says
 
 
 class _ThreeOutputs(nn.Module):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onen.edge.errors import OnenError
+from onen.edge.images import RESIZE
 
 if TYPE_CHECKING:
     from onen.train.data.sample import Sample
@@ -37,7 +38,7 @@ class Geometry:
 
     height: int
     width: int
-    resize: str = "stretch"  # edge.images.resize_to_input: every image is resized to exactly HxW
+    resize: str = RESIZE  # edge.images.resize_to_input: every image is resized to exactly HxW
     chosen_by: str = "given"  # "given" (--size N / HxW) or "auto"
     reason: dict[str, Any] = field(default_factory=dict)
 

@@ -15,6 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
+from onen.edge import images
+
 log = logging.getLogger(__name__)
 
 SMALL_SIZE = 64  # the recipe's input and train.tiny_data's parts
@@ -34,6 +36,7 @@ def small_bundle_key(seed: int = 0) -> str:
     here = Path(__file__).resolve().parent
     for path in sorted([*here.rglob("*.py"), *here.glob("recipe_files/*.yaml")]):
         digest.update(str(path.relative_to(here)).encode() + path.read_bytes())
+    digest.update(Path(images.__file__).read_bytes())  # the resize the bundle is trained and served with
     return digest.hexdigest()[:16]
 
 

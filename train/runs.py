@@ -43,7 +43,9 @@ GRDNET_LAST = "grdnet_last.pt"  # in CHECKPOINTS, every epoch, for --resume
 MODEL_KEYS = {"onen": "student", "grdnet": "grdnet"}
 FAMILIES = tuple(MODEL_KEYS)
 BUNDLE_FAMILIES = {"onen": "onen-student", "grdnet": "grdnet"}
-RUN_FORMAT = "onen-run/2"  # 2: the input geometry (HxW, how it was chosen) replaced the square `size`
+# 2: the input geometry (HxW, how it was chosen) replaced the square `size`; 3: images shrink by halvings first
+# (edge.images.resize_to_input), so a model of an older run was trained on other pixels
+RUN_FORMAT = "onen-run/3"
 
 
 class RunError(OnenError):
@@ -193,7 +195,8 @@ def check_format(config: dict, source: str) -> None:
     found = config.get("format", "onen-run/1")
     if found != RUN_FORMAT:
         raise RunError(
-            f"{source}: run format '{found}', this onen reads '{RUN_FORMAT}' (the input geometry changed); "
+            f"{source}: run format '{found}', this onen reads '{RUN_FORMAT}' (the input geometry and the resize "
+            "changed, so its model was trained on other pixels); "
             "train the run again with this version"
         )
 

@@ -61,8 +61,9 @@ def test_train_eval_export(tiny_csv, tmp_path):
     assert {"student", "teacher", "timings_s"} <= set(summary)
     assert 1 <= summary["teacher_checkpoint"]["epoch"] <= summary["teacher_checkpoint"]["epochs"] == 1
     config = json.loads((run / "config.json").read_text())
-    assert config["format"] == "onen-run/2" and config["size"] == "64"
-    assert config["geometry"] == {"height": 64, "width": 64, "resize": "stretch", "chosen_by": "given", "reason": {}}
+    assert config["format"] == "onen-run/3" and config["size"] == "64"
+    geometry = {"height": 64, "width": 64, "resize": "stretch-halving", "chosen_by": "given", "reason": {}}
+    assert config["geometry"] == geometry
 
     # resume asks for one more epoch: continues from the checkpoint, does not start over
     assert (
@@ -88,7 +89,7 @@ def test_train_eval_export(tiny_csv, tmp_path):
     )  # the run's eval went into the manifest
     assert bundle.manifest.training["supervision"] == "full" and bundle.manifest.training["split_counts"]["test"]
     assert 0 < bundle.manifest.thresholds.image < 1
-    assert bundle.manifest.resize == "stretch" and bundle.manifest.training["geometry"] == config["geometry"]
+    assert bundle.manifest.resize == "stretch-halving" and bundle.manifest.training["geometry"] == config["geometry"]
     backend = OnnxRuntimeBackend(bundle)
     outputs = backend.infer(np.zeros((3, 64, 64, 3), np.uint8))
     assert outputs.score.shape == (3,) and outputs.anomaly_map.shape == (3, 1, 64, 64)

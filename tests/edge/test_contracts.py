@@ -10,7 +10,7 @@ import pytest
 
 from onen.edge.bundle import Manifest, load_bundle, write_manifest
 from onen.edge.errors import BundleError, DataError
-from onen.edge.images import prepare_batch, read_image_rgb, read_mask
+from onen.edge.images import prepare_batch, read_image_rgb, read_mask, resize_to_input
 from onen.edge.regions import apply_aoi, find_regions
 
 
@@ -43,6 +43,43 @@ def test_unreadable_image_and_wrong_mask_size_name_the_file(tmp_path):
 def test_prepare_batch_shape():
     frames = [np.zeros((100, 50, 3), np.uint8), np.zeros((20, 30, 3), np.uint8)]
     assert prepare_batch(frames, 32, 48).shape == (2, 32, 48, 3)
+
+
+def test_a_halving_is_the_exact_rounded_mean_of_each_2x2_block():
+    image = np.random.default_rng(0).integers(0, 256, (96, 64, 3), dtype=np.uint8)
+    blocks = image.reshape(48, 2, 32, 2, 3).astype(int).sum(axis=(1, 3))
+    assert np.array_equal(resize_to_input(image, 48, 32), (blocks + 2) // 4)
+
+
+def test_a_frame_made_of_blocks_of_the_input_shrinks_back_to_it_in_every_channel_count():
+    """A 2448x2048-like frame, 16x the input per axis, halved four times: exactly the image it was blown up from."""
+    small = np.random.default_rng(1).integers(0, 256, (144, 112, 3), dtype=np.uint8)
+    frame = np.repeat(np.repeat(small, 16, axis=0), 16, axis=1)
+    assert np.array_equal(resize_to_input(frame, 144, 112), small)
+    assert np.array_equal(resize_to_input(np.ascontiguousarray(frame[..., 0]), 144, 112), small[..., 0])
+
+
+def test_odd_frames_and_remainders_are_area_resized_and_thin_cracks_survive():
+    image = np.random.default_rng(2).integers(0, 256, (301, 300, 3), dtype=np.uint8)  # odd: no halving
+    assert np.array_equal(resize_to_input(image, 128, 128), cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA))
+    frame = np.zeros((512, 512), np.uint8)
+    frame[:, 301] = 255  # a 1 px crack
+    halved = cv2.resize(frame, (256, 256), interpolation=cv2.INTER_AREA)
+    shrunk = resize_to_input(frame, 224, 224)
+    assert np.array_equal(shrunk, cv2.resize(halved, (224, 224), interpolation=cv2.INTER_AREA))
+    assert shrunk.max(axis=1).min() >= 0.4 * 255 * 224 / 512  # its share of an output pixel, not lost by sampling
+
+
+def test_a_bundle_resized_another_way_is_refused_with_the_key(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"onnx bytes")
+    manifest = Manifest(name="m", version="1", family="test", input_height=8, input_width=8, class_names=["good"])
+    write_manifest(tmp_path, manifest)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert data["resize"] == "stretch-halving"
+    data["resize"] = "stretch"  # a bundle of an onen that resized in one step
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"key 'resize' is 'stretch'; this onen resizes by stretch-halving.*again"):
+        load_bundle(tmp_path)
 
 
 def test_regions_respect_threshold_area_and_aoi():

@@ -46,7 +46,7 @@ def _parts(folder, count: int, hw: tuple[int, int], crack_px: int | None) -> lis
 def test_auto_keeps_the_parts_aspect_and_enough_pixels_across_the_thinnest_defect(tmp_path):
     samples = _parts(tmp_path, 8, (1250, 500), crack_px=20)  # portrait part, 20 px cracks
     geometry = resolve_geometry("auto", samples, 16)
-    assert geometry.chosen_by == "auto" and geometry.resize == "stretch"
+    assert geometry.chosen_by == "auto" and geometry.resize == "stretch-halving"
     assert geometry.reason["aspect_ratio"] == pytest.approx(0.4)
     assert abs(geometry.width / geometry.height - 0.4) < 0.05
     # 20 px natively must keep 3 px across: the height shrinks at most 20/3 times

@@ -107,7 +107,7 @@ def test_a_run_of_the_old_format_is_refused_and_a_new_one_round_trips():
     from onen.train.runs import RunError
     from onen.train.trainer import TrainConfig
 
-    with pytest.raises(RunError, match=r"runs/a/config.json: run format 'onen-run/1', this onen reads 'onen-run/2'"):
+    with pytest.raises(RunError, match=r"runs/a/config.json: run format 'onen-run/1', this onen reads 'onen-run/3'"):
         TrainConfig.from_dict({"data": "d", "out": "o", "size": 128, "weights": {"image": 1.0}}, "runs/a/config.json")
     new = TrainConfig(data="d", out="o")
     assert (new.weights.kd_score, new.weights.class_feature, new.weights.aoi_peak) == (1.0, 1.0, 3.0)

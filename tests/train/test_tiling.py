@@ -271,7 +271,7 @@ def test_auto_grid_takes_the_fewest_tiles_within_the_budget():
 
 # ------------------------------------------------------------------------------------------ --tiles in a run
 def test_resolve_tiles_given_auto_and_refusals():
-    given = {"height": 512, "width": 1280, "resize": "stretch", "chosen_by": "given", "reason": {}}
+    given = {"height": 512, "width": 1280, "resize": "stretch-halving", "chosen_by": "given", "reason": {}}
     grid, geometry = resolve_tiles("2x5", given, "full", 16)
     assert grid == TileGrid(2, 5, 256, 256) and geometry == given
     grid, geometry = resolve_tiles("auto", given, "none", 16)  # a given size above the budget: tiled as given
@@ -289,7 +289,7 @@ def test_resolve_tiles_given_auto_and_refusals():
     capped = {
         "height": 160,
         "width": 400,
-        "resize": "stretch",
+        "resize": "stretch-halving",
         "chosen_by": "auto",
         "reason": {
             "summary": "aspect 2.50; height set by the compute budget",

@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from onen.edge import images
+
 DEFAULT_CACHE = Path("~/.cache/onen-inspect/demo-bundle").expanduser()
 DEFAULT_GRDNET_CACHE = Path("~/.cache/onen-inspect/demo-bundle-grdnet").expanduser()
 SEED = 0
@@ -116,6 +118,7 @@ def grdnet_demo_key() -> str | None:
     for name in _GRDNET_SOURCES:
         if (here / name).is_file():
             digest.update((here / name).read_bytes())
+    digest.update(Path(images.__file__).read_bytes())  # the resize it is trained and served with
     return digest.hexdigest()[:16]
 
 
