@@ -1,10 +1,10 @@
 """Camera frame -> model input: `edge.images.resize_to_input` against OpenCV's one-step INTER_AREA, per frame size.
 
 The one-step INTER_AREA is the strongest single OpenCV call of the same quality (an area average: no aliasing of
-thin cracks) and what onen did before the halvings. Frames are smooth noise (the time does not depend on the
-content), one OpenCV thread as in the daemon, RGB and a mono camera's single plane; the two calls alternate,
-medians are quoted with their ratio, and the mean pixel difference between the two results says how far the
-pixels moved (a bundle is trained with the resize it is served with, so that is not an error).
+thin cracks), what onen did before the halvings and still does for images under 4x the input. Frames are smooth
+noise (the time does not depend on the content), one OpenCV thread as in the daemon, RGB and a mono camera's
+single plane; the two calls alternate, medians are quoted with their ratio, and the mean pixel difference between
+the two results says how far the pixels moved (a bundle is trained with the resize it is served with).
 """
 
 from __future__ import annotations

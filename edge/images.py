@@ -14,7 +14,8 @@ import numpy as np
 from onen.edge.errors import DataError
 
 # How an image reaches the model input, recorded in every run and bundle: scaled per axis to exactly HxW ("stretch"),
-# shrunk by exact 2x2 averages first ("halving"; resize_to_input says why). A bundle trained another way is refused.
+# a frame 4x the input or more halved by exact 2x2 averages first ("halving"; resize_to_input says why).
+# A bundle trained another way is refused.
 RESIZE = "stretch-halving"
 RESIZE_MODES = (RESIZE,)
 # INTER_AREA for shrinking (no aliasing of fine scratches), INTER_LINEAR for enlarging.
@@ -72,20 +73,18 @@ def to_rgb_uint8(image: np.ndarray, source: str = "frame", assume_bgr: bool = Tr
 def resize_to_input(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize an HxWxC (or HxW) image to the model input size, as training and the edge both do.
 
-    Shrinking halves the image with exact 2x2 averages while both sides are even and at least twice the input's,
-    then area-resizes the rest: OpenCV's INTER_AREA is fast only at integer ratios, and a camera frame is
-    usually many times the input (a 2448x2048 mono frame to 144x112: 0.3 ms instead of 10 ms). The result is
-    an area average too (no aliasing of thin cracks), only with other pixel boundaries than a one-step resize."""
+    A frame at least 4x the input on both sides is first halved with exact 2x2 averages, for as long as the half
+    stays at least twice the input; INTER_AREA then does the rest. OpenCV's INTER_AREA is slow at non-integer
+    ratios in proportion to the source size, and a camera frame is often 10-20x the input. The result is still an
+    area average (no aliasing of thin cracks), and an image under 4x the input is resized exactly as before."""
     if image.shape[0] == height and image.shape[1] == width:
         return image
     if image.shape[0] * image.shape[1] <= height * width:
         return cv2.resize(image, (width, height), interpolation=_ENLARGE)
     h, w = image.shape[:2]
-    while h % 2 == 0 and w % 2 == 0 and h >= 2 * height and w >= 2 * width:
+    while h % 2 == 0 and w % 2 == 0 and h >= 4 * height and w >= 4 * width:
         h, w = h // 2, w // 2
         image = cv2.resize(image, (w, h), interpolation=_SHRINK)
-    if h == height and w == width:
-        return image
     return cv2.resize(image, (width, height), interpolation=_SHRINK)
 
 

@@ -45,14 +45,27 @@ def test_prepare_batch_shape():
     assert prepare_batch(frames, 32, 48).shape == (2, 32, 48, 3)
 
 
+def _area(image, height, width):
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def test_a_halving_is_the_exact_rounded_mean_of_each_2x2_block():
-    image = np.random.default_rng(0).integers(0, 256, (96, 64, 3), dtype=np.uint8)
-    blocks = image.reshape(48, 2, 32, 2, 3).astype(int).sum(axis=(1, 3))
-    assert np.array_equal(resize_to_input(image, 48, 32), (blocks + 2) // 4)
+    image = np.random.default_rng(0).integers(0, 256, (192, 128, 3), dtype=np.uint8)  # 4x the input: one halving
+    blocks = image.reshape(96, 2, 64, 2, 3).astype(int).sum(axis=(1, 3))
+    halved = ((blocks + 2) // 4).astype(np.uint8)
+    assert np.array_equal(resize_to_input(image, 48, 32), _area(halved, 48, 32))
+
+
+def test_an_image_under_four_times_the_input_is_resized_in_one_step_as_before():
+    """What keeps models trained before halving valid: such images (both real sets here) get the same pixels."""
+    rng = np.random.default_rng(3)
+    for shape, (height, width) in [((300, 300, 3), (128, 128)), ((574, 446), (144, 112)), ((512, 512, 3), (224, 224))]:
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        assert np.array_equal(resize_to_input(image, height, width), _area(image, height, width))
 
 
 def test_a_frame_made_of_blocks_of_the_input_shrinks_back_to_it_in_every_channel_count():
-    """A 2448x2048-like frame, 16x the input per axis, halved four times: exactly the image it was blown up from."""
+    """A 2448x2048-like frame, 16x the input per axis, halved three times: exactly the image it was blown up from."""
     small = np.random.default_rng(1).integers(0, 256, (144, 112, 3), dtype=np.uint8)
     frame = np.repeat(np.repeat(small, 16, axis=0), 16, axis=1)
     assert np.array_equal(resize_to_input(frame, 144, 112), small)
@@ -60,14 +73,13 @@ def test_a_frame_made_of_blocks_of_the_input_shrinks_back_to_it_in_every_channel
 
 
 def test_odd_frames_and_remainders_are_area_resized_and_thin_cracks_survive():
-    image = np.random.default_rng(2).integers(0, 256, (301, 300, 3), dtype=np.uint8)  # odd: no halving
-    assert np.array_equal(resize_to_input(image, 128, 128), cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA))
-    frame = np.zeros((512, 512), np.uint8)
-    frame[:, 301] = 255  # a 1 px crack
-    halved = cv2.resize(frame, (256, 256), interpolation=cv2.INTER_AREA)
+    image = np.random.default_rng(2).integers(0, 256, (1201, 1200, 3), dtype=np.uint8)  # odd: no halving
+    assert np.array_equal(resize_to_input(image, 128, 128), _area(image, 128, 128))
+    frame = np.zeros((1024, 1024), np.uint8)
+    frame[:, 603] = 255  # a 1 px crack
     shrunk = resize_to_input(frame, 224, 224)
-    assert np.array_equal(shrunk, cv2.resize(halved, (224, 224), interpolation=cv2.INTER_AREA))
-    assert shrunk.max(axis=1).min() >= 0.4 * 255 * 224 / 512  # its share of an output pixel, not lost by sampling
+    assert np.array_equal(shrunk, _area(_area(frame, 512, 512), 224, 224))
+    assert shrunk.max(axis=1).min() >= 0.4 * 255 * 224 / 1024  # its share of an output pixel, not lost by sampling
 
 
 def test_a_bundle_resized_another_way_is_refused_with_the_key(tmp_path):
