@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", type=int, default=224, help="input size of the default benchmark student (default 224)"
     )
     parser.add_argument("--frames", type=int, default=400, help="frames in the benchmark video (default 400)")
-    parser.add_argument("--camera-size", type=int, default=512, help="camera frame size in px (square, default 512)")
+    add_camera_size(parser)
     parser.add_argument(
         "--color",
         choices=("rgb", "mono"),
@@ -118,18 +118,40 @@ def bench_bundle(size: int) -> Path:
     return export_model(model, info, out, references, force=True)
 
 
-def write_video(path: Path, count: int, size: int, color: str = "rgb") -> Path:
-    """Procedural parts (textured, some with spots/scratches) filmed at size x size, MJPG; `mono`: grey parts
-    with one channel encoded, as a monochrome camera sends them."""
+def camera_size(text: str) -> tuple[int, int]:
+    """`--camera-size`: N (a square) or WIDTHxHEIGHT, as camera options are written (1920x1080)."""
+    try:
+        width, height = (int(text), int(text)) if "x" not in text.lower() else map(int, text.lower().split("x"))
+    except ValueError as error:
+        message = f"{text!r}: expected N or WIDTHxHEIGHT in pixels, e.g. 512 or 1920x1080"
+        raise argparse.ArgumentTypeError(message) from error
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: a camera frame needs at least 16 px on each side")
+    return width, height
+
+
+def add_camera_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--camera-size",
+        type=camera_size,
+        default=(512, 512),
+        metavar="N|WxH",
+        help="camera frame size in px: N (square) or WIDTHxHEIGHT (default 512)",
+    )
+
+
+def write_video(path: Path, count: int, size: tuple[int, int], color: str = "rgb") -> Path:
+    """Procedural parts (textured, some with spots/scratches) filmed at `size` (width, height), MJPG; `mono`:
+    grey parts with one channel encoded, as a monochrome camera sends them."""
     import cv2
 
     from onen.train.tiny_data import make_tiny_set
 
     parts = make_tiny_set(seed=3, count=min(count, 64), size=64)
     mono = color == "mono"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, (size, size), isColor=not mono)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, size, isColor=not mono)
     for index in range(count):
-        image = cv2.resize(parts.images[index % len(parts.images)], (size, size), interpolation=cv2.INTER_LINEAR)
+        image = cv2.resize(parts.images[index % len(parts.images)], size, interpolation=cv2.INTER_LINEAR)
         writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if mono else cv2.COLOR_RGB2BGR))
     writer.release()
     return path
@@ -438,10 +460,8 @@ def main(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="onen-bench-daemon-"))
     video = write_video(work / "bench.avi", args.frames, args.camera_size, args.color)
     frames = decode_all(video, args.color)
-    print(
-        f"model {bundle} | {len(frames)} frames {args.camera_size}x{args.camera_size} {args.color} | "
-        f"cores {os.cpu_count()}"
-    )
+    width, height = args.camera_size
+    print(f"model {bundle} | {len(frames)} frames {width}x{height} {args.color} | cores {os.cpu_count()}")
     station = functools.partial(write_station, color=args.color)
     bare, bare_parallel, daemon_runs = [], [], []
     with MosquittoBroker() as broker:
@@ -475,7 +495,7 @@ def main(args: argparse.Namespace) -> int:
     figures = {
         "bundle": str(bundle),
         "frames": len(frames),
-        "camera_size": args.camera_size,
+        "camera_size": f"{width}x{height}",
         "color": args.color,
         "colour_frames_on_mono_cameras": sum(  # `color: mono` frames that were not grey (0 on a mono film)
             v for r in daemon_runs for k, v in r["stats"].get("counters", {}).items() if k.startswith("colour_frames.")

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from onen.benchmarks.daemon import add_camera_size
+
 CHROMIUM = "/usr/bin/chromium"
 WATCH_SEQ = """([camera]) => {
   window.__shown = [];
@@ -42,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size", type=int, default=224, help="input size of the default benchmark student (default 224)"
     )
-    parser.add_argument("--camera-size", type=int, default=512, help="camera frame size in px (square, default 512)")
+    add_camera_size(parser)
     parser.add_argument("--frames", type=int, default=400, help="frames in the video (default 400)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating none/two-pages repeats (default 3)")
 

@@ -13,13 +13,14 @@ def test_bench_daemon_measures_every_figure(tiny_bundle, tmp_path):
     out = tmp_path / "bench.json"
     code = onen(
         [
-            "bench", "daemon", "--bundle", str(tiny_bundle), "--frames", "24", "--camera-size", "128",
+            "bench", "daemon", "--bundle", str(tiny_bundle), "--frames", "24", "--camera-size", "160x128",
             "--repeats", "1", "--engine-modes", "thread", "--triggers", "8", "--json", str(out),
         ]
     )  # fmt: skip
     assert code == 0
     figures = json.loads(out.read_text())
-    assert figures["frames"] == 24 and figures["daemon_fps_median"] > 0 and figures["ratio_to_best_bare"] > 0
+    assert figures["camera_size"] == "160x128" and figures["frames"] == 24
+    assert figures["daemon_fps_median"] > 0 and figures["ratio_to_best_bare"] > 0
     assert set(figures["two_cameras"]) == {"thread"} and figures["two_cameras"]["thread"]["ratio_to_best_bare"] > 0
     live = figures["live_camera"]
     assert live["fps"] > 0 and live["latency_ms"]["total"]["p50"] >= live["latency_ms"]["infer"]["p50"] > 0
