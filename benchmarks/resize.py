@@ -26,6 +26,44 @@ INPUTS = ((224, 224), (144, 112))  # HxW: the daemon bench's student, magnetic t
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calls", type=int, default=100, help="calls of each resize per frame size (default 100)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="also check a data set (folder or manifest, as `onen train --data` reads it): which of its images "
+        "resize_to_input brings to other pixels than the one-step resize (a model trained on them before would "
+        "see other pixels)",
+    )
+    parser.add_argument("--input", default="144x112", metavar="HxW", help="model input for --data (default 144x112)")
+
+
+def _one_step(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """onen's resize before the halvings: INTER_AREA to shrink, INTER_LINEAR to enlarge."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = image.shape[0] * image.shape[1] > height * width
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def check_data(data: Path, height: int, width: int) -> dict[str, object]:
+    """Every image of `data` through both resizes, compared bit for bit."""
+    from tqdm import tqdm
+
+    from onen.edge.images import read_image_rgb
+    from onen.train.data.readers import load_index
+
+    samples = load_index(data).samples
+    large = changed = 0
+    for sample in tqdm(samples, desc=f"{data.name} at {height}x{width}", unit="image"):
+        image = read_image_rgb(sample.image)
+        large += image.shape[0] >= 4 * height and image.shape[1] >= 4 * width
+        changed += not np.array_equal(resize_to_input(image, height, width), _one_step(image, height, width))
+    return {
+        "data": str(data),
+        "input": f"{height}x{width}",
+        "images": len(samples),
+        "halved": large,
+        "other_pixels": changed,
+    }
 
 
 def _frame(height: int, width: int, seed: int) -> np.ndarray:
@@ -70,6 +108,14 @@ def main(args: argparse.Namespace) -> int:
                     f"{row['frame']} -> {row['input']} {colour}: {one_step:.3f} / {halving:.3f} ms = "
                     f"x{row['speedup']:.2f}, {moved:.2f} grey levels"
                 )
+    report: dict[str, object] = {"frames": figures}
+    if args.data:
+        height, width = (int(v) for v in args.input.lower().split("x"))
+        report["data"] = check = check_data(args.data, height, width)
+        print(
+            f"{check['data']} at {check['input']}: {check['images']} images, {check['halved']} at least 4x the input "
+            f"(halved), {check['other_pixels']} with other pixels than the one-step resize"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
