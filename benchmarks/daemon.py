@@ -33,6 +33,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="rgb",
         help="rgb: a colour film; mono: a mono camera's film (grey parts, one channel encoded) on cameras with "
         "`source.color: mono`, the bare loops resizing the same grey planes (default %(default)s)",
+    )
+    parser.add_argument(
+        "--codec",
+        choices=tuple(CODECS),
+        default="mjpg",
+        help="mjpg: a compressed film, decoded per frame (a USB/IP camera's MJPG); raw: uncompressed frames, as a "
+        "machine-vision camera delivers them (no decode; 1 MB per 512x512 colour frame on disk) (default %(default)s)",
     )
     parser.add_argument("--repeats", type=int, default=5, help="alternating bare/daemon repeats (default 5)")
     parser.add_argument("--engine-modes", default="lock,thread", help="engine sharing modes compared with two cameras")
@@ -140,16 +148,23 @@ def add_camera_size(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def write_video(path: Path, count: int, size: tuple[int, int], color: str = "rgb") -> Path:
-    """Procedural parts (textured, some with spots/scratches) filmed at `size` (width, height), MJPG; `mono`:
-    grey parts with one channel encoded, as a monochrome camera sends them."""
+# fourcc per codec and colour: MJPG, or lossless raw frames (RGBA: 4 bytes a pixel; Y800: the grey plane alone)
+CODECS = {"mjpg": {"rgb": "MJPG", "mono": "MJPG"}, "raw": {"rgb": "RGBA", "mono": "Y800"}}
+
+
+def write_video(path: Path, count: int, size: tuple[int, int], color: str = "rgb", codec: str = "mjpg") -> Path:
+    """Procedural parts (textured, some with spots/scratches) filmed at `size` (width, height) in `codec`;
+    `mono`: grey parts with one channel encoded, as a monochrome camera sends them."""
     import cv2
 
     from onen.train.tiny_data import make_tiny_set
 
     parts = make_tiny_set(seed=3, count=min(count, 64), size=64)
     mono = color == "mono"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, size, isColor=not mono)
+    fourcc = cv2.VideoWriter.fourcc(*CODECS[codec][color])
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, fourcc, 25.0, size, isColor=not mono)
+    if not writer.isOpened():
+        raise RuntimeError(f"{path}: OpenCV's FFmpeg cannot write {CODECS[codec][color]} video here")
     for index in range(count):
         image = cv2.resize(parts.images[index % len(parts.images)], size, interpolation=cv2.INTER_LINEAR)
         writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if mono else cv2.COLOR_RGB2BGR))
@@ -458,32 +473,37 @@ def main(args: argparse.Namespace) -> int:
 
     bundle = args.bundle or bench_bundle(args.size)
     work = Path(tempfile.mkdtemp(prefix="onen-bench-daemon-"))
-    video = write_video(work / "bench.avi", args.frames, args.camera_size, args.color)
-    frames = decode_all(video, args.color)
-    width, height = args.camera_size
-    print(f"model {bundle} | {len(frames)} frames {width}x{height} {args.color} | cores {os.cpu_count()}")
-    station = functools.partial(write_station, color=args.color)
-    bare, bare_parallel, daemon_runs = [], [], []
-    with MosquittoBroker() as broker:
-        one = station(work, broker.port, bundle, video, 1)
-        for repeat in range(args.repeats):
-            bare.append(run_bare(bundle, frames))
-            daemon_runs.append(run_daemon(one, broker, len(frames), "thread"))
-            bare_parallel.append(run_bare_parallel(bundle, frames))
-            print(
-                f"  repeat {repeat + 1}: bare {bare[-1]:.1f} fps, daemon {daemon_runs[-1]['fps']:.1f} fps, "
-                f"bare with 2 callers {bare_parallel[-1]:.1f} fps"
-            )
-        two = station(work, broker.port, bundle, video, 2)
-        modes = {}
-        for mode in [m.strip() for m in args.engine_modes.split(",") if m.strip()]:
-            modes[mode] = run_daemon(two, broker, 2 * len(frames), mode)
-        live_fps = args.live_share * daemon_fps_so_far(daemon_runs)
-        live = run_daemon(station(work, broker.port, bundle, video, 1, live_fps=live_fps), broker, None, "thread")
-        triggered = None
-        if args.triggers > 0:
-            config = station(work, broker.port, bundle, video, 1, triggered_fps=args.trigger_camera_fps)
-            triggered = run_triggered(config, broker, args.triggers)
+    try:  # the film and the stations' spools: a raw film is 0.4 GB at 512x512
+        video = write_video(work / "bench.avi", args.frames, args.camera_size, args.color, args.codec)
+        frames = decode_all(video, args.color)
+        width, height = args.camera_size
+        print(
+            f"model {bundle} | {len(frames)} frames {width}x{height} {args.color} {args.codec} | cores {os.cpu_count()}"
+        )
+        station = functools.partial(write_station, color=args.color)
+        bare, bare_parallel, daemon_runs = [], [], []
+        with MosquittoBroker() as broker:
+            one = station(work, broker.port, bundle, video, 1)
+            for repeat in range(args.repeats):
+                bare.append(run_bare(bundle, frames))
+                daemon_runs.append(run_daemon(one, broker, len(frames), "thread"))
+                bare_parallel.append(run_bare_parallel(bundle, frames))
+                print(
+                    f"  repeat {repeat + 1}: bare {bare[-1]:.1f} fps, daemon {daemon_runs[-1]['fps']:.1f} fps, "
+                    f"bare with 2 callers {bare_parallel[-1]:.1f} fps"
+                )
+            two = station(work, broker.port, bundle, video, 2)
+            modes = {}
+            for mode in [m.strip() for m in args.engine_modes.split(",") if m.strip()]:
+                modes[mode] = run_daemon(two, broker, 2 * len(frames), mode)
+            live_fps = args.live_share * daemon_fps_so_far(daemon_runs)
+            live = run_daemon(station(work, broker.port, bundle, video, 1, live_fps=live_fps), broker, None, "thread")
+            triggered = None
+            if args.triggers > 0:
+                config = station(work, broker.port, bundle, video, 1, triggered_fps=args.trigger_camera_fps)
+                triggered = run_triggered(config, broker, args.triggers)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     bare_fps = statistics.median(bare)
     daemon_fps = statistics.median(r["fps"] for r in daemon_runs)
     best_bare = max(bare_fps, statistics.median(bare_parallel))
@@ -497,6 +517,7 @@ def main(args: argparse.Namespace) -> int:
         "frames": len(frames),
         "camera_size": f"{width}x{height}",
         "color": args.color,
+        "codec": args.codec,
         "colour_frames_on_mono_cameras": sum(  # `color: mono` frames that were not grey (0 on a mono film)
             v for r in daemon_runs for k, v in r["stats"].get("counters", {}).items() if k.startswith("colour_frames.")
         ),

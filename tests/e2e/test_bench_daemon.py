@@ -33,15 +33,17 @@ def test_bench_daemon_measures_every_figure(tiny_bundle, tmp_path):
     assert triggered["total"]["p50"] >= triggered["after_capture"]["p50"] >= triggered["infer"]["p50"]
 
 
-def test_bench_daemon_on_a_mono_film_takes_the_one_channel_path(tiny_bundle, tmp_path):
+def test_bench_daemon_on_a_raw_mono_film_takes_the_one_channel_path(tiny_bundle, tmp_path):
+    """A machine-vision mono camera: uncompressed grey frames (Y800), read through OpenCV as the MJPG film is."""
     out = tmp_path / "bench.json"
     code = onen(
         [
             "bench", "daemon", "--bundle", str(tiny_bundle), "--frames", "16", "--camera-size", "128", "--color",
-            "mono", "--repeats", "1", "--engine-modes", "thread", "--triggers", "0", "--json", str(out),
+            "mono", "--codec", "raw", "--repeats", "1", "--engine-modes", "thread", "--triggers", "0",
+            "--json", str(out),
         ]
     )  # fmt: skip
     assert code == 0
     figures = json.loads(out.read_text())
-    assert figures["color"] == "mono" and figures["colour_frames_on_mono_cameras"] == 0
+    assert figures["color"] == "mono" and figures["codec"] == "raw" and figures["colour_frames_on_mono_cameras"] == 0
     assert figures["daemon_fps_median"] > 0 and figures["cpu_ms_per_frame_one_camera"]["preprocess"] > 0
