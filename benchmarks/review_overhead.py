@@ -56,15 +56,14 @@ def station(folder: Path, port: int, bundle: Path, video: Path) -> Path:
         "station": "bench",
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-bench-{port}", "stats_interval_s": 1},
         "models": {"m": {"bundle": str(bundle), "backend": "onnxruntime"}},
-        "cameras": [
-            {
-                "name": "cam",
+        "cameras": {
+            "cam": {
                 "model": "m",
                 "source": {"kind": "file", "path": str(video), "realtime": False},
                 "trigger": {"mode": "continuous", "queue_size": 4},
                 "publish": {"heatmap": "on_defect"},
             }
-        ],
+        },
         "spool": {"path": str(folder / "spool")},
         "archive": {"path": str(folder / "archive"), "max_mb": 64},
     }
