@@ -259,10 +259,12 @@ def write_station(
     triggered_fps: float | None = None,
     live_fps: float | None = None,
     color: str = "rgb",
+    review: bool = False,
 ) -> Path:
     """Continuous cameras reading every frame of the video (back-pressure); `live_fps`: one continuous camera
     paced at that rate like a live one (newest frame wins); `triggered_fps`: one camera answering MQTT triggers,
-    the video looped and paced at that rate like a free-running camera, one engine call at a time."""
+    the video looped and paced at that rate like a free-running camera, one engine call at a time; `review`:
+    heat maps and the archive on, as a station with review pages has them (`onen bench review-overhead`)."""
     import yaml
 
     model: dict = {"bundle": str(bundle), "backend": "onnxruntime"}
@@ -280,11 +282,16 @@ def write_station(
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-bench-{port}", "stats_interval_s": 1},
         "models": {"m": model},
         "cameras": {
-            f"cam{i}": {"model": "m", "source": source, "trigger": trigger, "publish": {"heatmap": "never"}}
+            f"cam{i}": {
+                "model": "m",
+                "source": source,
+                "trigger": trigger,
+                "publish": {"heatmap": "on_defect" if review else "never"},
+            }
             for i in range(cameras)
         },
         "spool": {"path": str(folder / "spool")},
-        "archive": {"path": str(folder / "archive"), "enabled": False},
+        "archive": {"path": str(folder / "archive")} | ({"max_mb": 64} if review else {"enabled": False}),
     }
     path = folder / f"station-{cameras}{'-triggered' if triggered_fps else ''}{'-live' if live_fps else ''}.yaml"
     path.write_text(yaml.safe_dump(station, sort_keys=False))

@@ -75,7 +75,7 @@ def _medians(image: np.ndarray, height: int, width: int, calls: int) -> tuple[fl
     one_step, halving = [], []
     for _ in range(calls):
         started = time.perf_counter()
-        cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        _one_step(image, height, width)
         middle = time.perf_counter()
         resize_to_input(image, height, width)
         one_step.append(middle - started)
@@ -92,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
         for colour, image in (("rgb", rgb), ("mono", np.ascontiguousarray(rgb[..., 0]))):
             for height, width in INPUTS:
                 one_step, halving = _medians(image, height, width, args.calls)
-                direct = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+                direct = _one_step(image, height, width)
                 moved = float(np.abs(direct.astype(np.int16) - resize_to_input(image, height, width)).mean())
                 row = {
                     "frame": f"{frame_hw[0]}x{frame_hw[1]}",

@@ -49,29 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating none/two-pages repeats (default 3)")
 
 
-def station(folder: Path, port: int, bundle: Path, video: Path) -> Path:
-    import yaml
-
-    config = {
-        "station": "bench",
-        "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"onen-bench-{port}", "stats_interval_s": 1},
-        "models": {"m": {"bundle": str(bundle), "backend": "onnxruntime"}},
-        "cameras": {
-            "cam": {
-                "model": "m",
-                "source": {"kind": "file", "path": str(video), "realtime": False},
-                "trigger": {"mode": "continuous", "queue_size": 4},
-                "publish": {"heatmap": "on_defect"},
-            }
-        },
-        "spool": {"path": str(folder / "spool")},
-        "archive": {"path": str(folder / "archive"), "max_mb": 64},
-    }
-    path = folder / "station.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
 class SseReader:
     """An /api/stream client on a thread that reads and discards events (a page that renders nothing)."""
 
@@ -135,7 +112,7 @@ def run_daemon(config: Path, broker, frames: int, env: dict) -> tuple[float, dic
 def main(args: argparse.Namespace) -> int:
     from playwright.sync_api import sync_playwright
 
-    from onen.benchmarks.daemon import bench_bundle, write_video
+    from onen.benchmarks.daemon import bench_bundle, write_station, write_video
     from onen.edge.local_broker import MosquittoBroker, free_port, port_accepts
 
     bundle = args.bundle or bench_bundle(args.size)
@@ -151,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
     ):
         folder = Path(tmp)
         video = write_video(folder / "v.avi", args.frames, args.camera_size)
-        config = station(folder, broker.port, bundle, video)
+        config = write_station(folder, broker.port, bundle, video, 1, review=True)
         browser = pw.chromium.launch(executable_path=CHROMIUM)
         for repeat in range(args.repeats):
             fps, _ = run_daemon(config, broker, args.frames, env)
@@ -182,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
                     page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
                     page.wait_for_selector("#conn:text('live')")
                     figures["load_ms"].append(1000 * (time.perf_counter() - started))
-                    page.evaluate(WATCH_SEQ, ["cam"])
+                    page.evaluate(WATCH_SEQ, ["cam0"])
                     pages.append(page)
                 fps, arrivals = run_daemon(config, broker, args.frames, env)
                 figures["two_pages"].append(fps)
