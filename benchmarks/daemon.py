@@ -44,6 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
+from onen.edge.errors import DataError
+from onen.edge.sizes import parse_pixel_size
+
 CACHE = Path("~/.cache/onen").expanduser()
 
 
@@ -129,10 +132,9 @@ def bench_bundle(size: int) -> Path:
 def camera_size(text: str) -> tuple[int, int]:
     """`--camera-size`: N (a square) or WIDTHxHEIGHT, as camera options are written (1920x1080)."""
     try:
-        width, height = (int(text), int(text)) if "x" not in text.lower() else map(int, text.lower().split("x"))
-    except ValueError as error:
-        message = f"{text!r}: expected N or WIDTHxHEIGHT in pixels, e.g. 512 or 1920x1080"
-        raise argparse.ArgumentTypeError(message) from error
+        width, height = parse_pixel_size(text, "--camera-size", "WIDTHxHEIGHT", "512 or 1920x1080", square=True)
+    except DataError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
     if width < 16 or height < 16:
         raise argparse.ArgumentTypeError(f"{text!r}: a camera frame needs at least 16 px on each side")
     return width, height

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from onen.edge.images import resize_to_input
+from onen.edge.sizes import parse_pixel_size
 
 FRAMES = ((512, 512), (1024, 1280), (1080, 1920), (2048, 2448))  # HxW: the daemon bench's film, common sensors
 INPUTS = ((224, 224), (144, 112))  # HxW: the daemon bench's student, magnetic tile's `--size auto`
@@ -110,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
                 )
     report: dict[str, object] = {"frames": figures}
     if args.data:
-        height, width = (int(v) for v in args.input.lower().split("x"))
+        height, width = parse_pixel_size(args.input, "--input", "HEIGHTxWIDTH", "144x112")
         report["data"] = check = check_data(args.data, height, width)
         print(
             f"{check['data']} at {check['input']}: {check['images']} images, {check['halved']} at least 4x the input "

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from onen.edge.errors import DataError
+from onen.edge.sizes import parse_pixel_size
 
 
 @dataclass
@@ -57,8 +58,8 @@ def _polygon_list(value: Any, where: str) -> list[np.ndarray]:
 
 
 def _size(value: Any, where: str) -> tuple[int, int]:
-    if isinstance(value, str) and "x" in value.lower():
-        value = value.lower().split("x")
+    if isinstance(value, str):
+        return parse_pixel_size(value, f"{where}:", "[width, height] or 'WxH'", "1280x960")
     try:
         width, height = (int(v) for v in value)
     except (TypeError, ValueError) as error:

@@ -18,6 +18,7 @@ import numpy as np
 
 from onen.edge.errors import OnenError
 from onen.edge.images import RESIZE
+from onen.edge.sizes import parse_pixel_size
 
 if TYPE_CHECKING:
     from onen.train.data.sample import Sample
@@ -57,15 +58,7 @@ def parse_size(text: str | int, patch: int) -> str | tuple[int, int]:
     value = str(text).strip().lower()
     if value == AUTO:
         return AUTO
-    try:
-        parts = [int(v) for v in value.split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2:
-        raise OnenError(f"--size {text!r}: expected 'auto', a square size (128) or HEIGHTxWIDTH (512x192)")
-    height, width = parts
+    height, width = parse_pixel_size(value, "--size", "HEIGHTxWIDTH", "128, 512x192 or auto", square=True)
     for name, side in (("height", height), ("width", width)):
         if side < MIN_SIDE or side % patch:
             raise OnenError(

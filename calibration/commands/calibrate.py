@@ -53,17 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
-    from onen.edge.errors import DataError
+    from onen.edge.sizes import parse_pixel_size
 
-    if text is None:
-        return None
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError as error:
-        raise DataError(f"{option} {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 1280x960") from error
-    if width <= 0 or height <= 0:
-        raise DataError(f"{option} {text!r}: width and height must be positive")
-    return width, height
+    return None if text is None else parse_pixel_size(text, option, "WIDTHxHEIGHT", "1280x960")
 
 
 def run(args: argparse.Namespace) -> int:
