@@ -360,29 +360,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = runs.CONFIG) -> TrainConfig:
-        """A run's saved config. Keys of removed options (REMOVED_SETTINGS) are accepted only with the one value this
-        version builds; any other value, or an unknown key, is refused by name."""
+        """A run's saved config: a run of another format, or an unknown key, is refused by name (no rebuilding of an
+        older run through guesses)."""
         runs.check_format(data, source)
-        data = runs.without_removed(data, REMOVED_SETTINGS, source)
-        weights = runs.without_removed(data.get("weights", {}), REMOVED_WEIGHTS, source, "weights.")
+        weights = data.get("weights", {})
         runs.refuse_unknown(data, set(cls.__dataclass_fields__) | {"format"}, source)
         runs.refuse_unknown(weights, set(ObjectiveWeights.__dataclass_fields__), source, "weights.")
         settings = {k: v for k, v in data.items() if k not in ("format", "weights")}
         return cls(**settings, weights=ObjectiveWeights(**weights))
-
-
-# Options removed because no default and no shipped recipe used more than one of their values (CHANGELOG): a saved run
-# that holds one of these keys loads only when it holds the value this version builds.
-REMOVED_SETTINGS = {
-    "teacher_loss": "ceod",
-    "distill": True,
-    "fine_map": True,
-    "class_pool": "cls+map+fine",
-    "map_gate": 0.25,
-    "good_features": "auto",
-    "distill_features": "auto",
-}
-REMOVED_WEIGHTS = {"balanced_maps": "batch", "balanced_layers": "image"}
 
 
 def default_epochs(family: str) -> int:

@@ -201,18 +201,6 @@ def check_format(config: dict, source: str) -> None:
         )
 
 
-def without_removed(data: dict, removed: dict[str, Any], source: str, prefix: str = "") -> dict:
-    """data without the keys of removed options (`removed`: key -> the one value this version builds). A key holding
-    another value is refused: that run was trained as a network or objective this version no longer builds."""
-    for key, kept in removed.items():
-        if key in data and data[key] != kept:
-            raise RunError(
-                f"{source}: '{prefix}{key}' is {data[key]!r}, but that option was removed and this onen builds only "
-                f"{kept!r} (CHANGELOG.md); train the run again with this version"
-            )
-    return {k: v for k, v in data.items() if k not in removed}
-
-
 def refuse_unknown(data: dict, known: set[str], source: str, prefix: str = "") -> None:
     """Refuse keys this version does not know: a run written by another version would otherwise load half-read."""
     unknown = sorted(set(data) - known)
@@ -229,7 +217,7 @@ def load_run(run_dir: str | Path, with_data: bool = True) -> RunInfo:
     config = read_config(run_dir)
     from onen.train.config import TrainConfig
 
-    TrainConfig.from_dict(config, str(run_dir / CONFIG))  # refuses another format, removed options, unknown keys
+    TrainConfig.from_dict(config, str(run_dir / CONFIG))  # refuses another format and unknown keys
     for key in ("data", "class_names", "geometry", "supervision"):
         if key not in config:
             raise RunError(f"{run_dir / CONFIG}: missing key '{key}'")

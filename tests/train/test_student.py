@@ -134,57 +134,20 @@ def test_class_head_reading_map_pooled_tokens_and_stem_features():
     torch.testing.assert_close(pooled[:, 64:], out.stem_features.mean(dim=(2, 3)))
 
 
-SAVED = {  # a model_config as main wrote it before the options were removed (the values this version builds)
-    "num_classes": 3,
-    "input_height": 64,
-    "input_width": 64,
-    "patch": 16,
-    "dim": 32,
-    "depth": 2,
-    "heads": 2,
-    "mlp_ratio": 2.0,
-    "stem": "lite0",
-    "stem_channels": 16,
-    "activation": "relu",
-    "teacher_dim": 0,
-    "class_distill": False,
-    "dropout": 0.0,
-    "fine_map": True,
-    "fine_channels": 16,
-    "class_pool": "cls+map+fine",
-    "score_map": "fine",
-    "map_gate": 0.25,
-    "good_features": False,
-    "good_own_weight": 0.25,
-}
+SAVED = OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2).to_dict()
 
 
-def test_a_checkpoint_config_holding_the_kept_values_loads_and_round_trips():
-    cfg = OneNConfig.from_dict(SAVED, "run/student_best.pt: model_config")
-    assert cfg == OneNConfig(num_classes=3, input_height=64, input_width=64, patch=16, dim=32, depth=2, heads=2)
-    assert OneNConfig.from_dict(cfg.to_dict()) == cfg
+def test_a_checkpoint_config_round_trips():
+    assert OneNConfig.from_dict(json.loads(json.dumps(SAVED))) == OneNConfig(**SAVED)
 
 
-@pytest.mark.parametrize(
-    ("key", "value", "kept"),
-    [
-        ("class_pool", "cls", "'cls+map+fine'"),
-        ("class_pool", "cls+map", "'cls+map+fine'"),
-        ("score_map", "coarse", "'fine'"),
-        ("fine_map", False, "True"),
-        ("activation", "gelu", "'relu'"),
-        ("dropout", 0.1, "0.0"),
-        ("map_gate", 0.0, "0.25"),
-    ],
-)
-def test_a_checkpoint_of_a_removed_option_value_is_refused_by_file_key_and_accepted_value(key, value, kept):
+@pytest.mark.parametrize(("key", "value"), [("class_pool", "cls+map+fine"), ("score_map", "fine"), ("dropout", 0.0)])
+def test_a_checkpoint_holding_a_removed_option_is_refused_even_with_the_value_this_version_builds(key, value):
     from onen.train.runs import RunError
 
-    with pytest.raises(RunError) as refused:
+    expected = rf"^run/student_best.pt: model_config: unknown key\(s\) {key}; .*train it again"
+    with pytest.raises(RunError, match=expected):
         OneNConfig.from_dict({**SAVED, key: value}, "run/student_best.pt: model_config")
-    message = str(refused.value)
-    assert message.startswith("run/student_best.pt: model_config: ")
-    assert f"'{key}' is {value!r}" in message and f"builds only {kept}" in message and "train the run again" in message
 
 
 def test_a_checkpoint_config_with_unknown_or_missing_keys_is_refused():
@@ -242,7 +205,8 @@ STATE_FROM_MAIN = Path(__file__).parent / "data" / "student_state_main.npz"  # w
 def _student_saved_by_main() -> tuple[OneNStudent, dict]:
     """The small student whose state_dict, two images and outputs the code before the faster forward saved."""
     saved = dict(np.load(STATE_FROM_MAIN))
-    cfg = OneNConfig.from_dict(json.loads(str(saved["config"])))
+    written = json.loads(str(saved["config"]))  # also holds the options removed since, at the values built today
+    cfg = OneNConfig.from_dict({k: v for k, v in written.items() if k in OneNConfig.__dataclass_fields__})
     state = {key[len("state/") :]: torch.from_numpy(value) for key, value in saved.items() if key.startswith("state/")}
     model = OneNStudent(cfg).eval()
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in state.items()}

@@ -13,7 +13,7 @@ import pytest
 
 from onen.edge.errors import OnenError
 from onen.train.commands import train as train_command
-from onen.train.config import REMOVED_SETTINGS, GRDNetRecipe, ObjectiveWeights, TrainConfig
+from onen.train.config import GRDNetRecipe, ObjectiveWeights, TrainConfig
 from onen.train.config_file import RecipeError, field_default, load_recipe, parse_set, shipped_recipes, walk
 
 
@@ -139,54 +139,45 @@ def test_train_help_does_not_import_torch():
     assert out.strip() == "False"
 
 
-# a config.json as main wrote it before the unused options were removed, with the values this version builds
-SAVED_BEFORE = {**TrainConfig(data="d", out="o").to_dict(), **REMOVED_SETTINGS}
-SAVED_BEFORE["weights"] = {**SAVED_BEFORE["weights"], "balanced_maps": "batch", "balanced_layers": "image"}
+# keys of options removed in issue 12 (no default or shipped recipe used them), as a run of that time saved them
+REMOVED_KEYS = {"teacher_loss": "ceod", "fine_map": True, "class_pool": "cls+map+fine", "map_gate": 0.25}
 
 
-def test_a_run_saved_with_the_kept_values_of_removed_options_loads():
-    assert TrainConfig.from_dict(SAVED_BEFORE, "runs/a/config.json") == TrainConfig(data="d", out="o")
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "kept"),
-    [
-        ("teacher_loss", "ce", "'ceod'"),
-        ("distill", False, "True"),
-        ("fine_map", False, "True"),
-        ("class_pool", "cls+map", "'cls+map+fine'"),
-        ("map_gate", 0.0, "0.25"),
-        ("good_features", "on", "'auto'"),
-        ("distill_features", "head", "'auto'"),
-        ("weights.balanced_maps", "none", "'batch'"),
-        ("weights.balanced_layers", "none", "'image'"),
-    ],
-)
-def test_a_run_saved_with_another_value_of_a_removed_option_is_refused(tmp_path, key, value, kept):
-    """Refused by file, key and the one value this version builds: by TrainConfig.from_dict (--resume) and by
-    load_run (eval, export)."""
+def test_a_run_of_an_older_format_is_refused_by_its_format_before_any_key_is_read(tmp_path):
+    """An older run is not rebuilt through guesses: refused by file and format, by TrainConfig.from_dict (--resume)
+    and by load_run (eval, export), whatever keys it holds."""
     from onen.train import runs
 
-    saved = json.loads(json.dumps(SAVED_BEFORE))
-    if key.startswith("weights."):
-        saved["weights"][key.split(".", 1)[1]] = value
-    else:
-        saved[key] = value
-    expected = rf"runs/a/config.json: '{re.escape(key)}' is {re.escape(repr(value))}, but that option was removed"
-    with pytest.raises(runs.RunError, match=expected) as refused:
+    saved = {**TrainConfig(data="d", out="o").to_dict(), **REMOVED_KEYS, "format": "onen-run/2"}
+    expected = "runs/a/config.json: run format 'onen-run/2', this onen reads 'onen-run/3'"
+    with pytest.raises(runs.RunError, match=re.escape(expected) + ".*train the run again"):
         TrainConfig.from_dict(saved, "runs/a/config.json")
-    assert f"builds only {kept}" in str(refused.value)
     run = tmp_path / "run"
     run.mkdir()
     (run / runs.CONFIG).write_text(json.dumps(saved))
-    with pytest.raises(runs.RunError, match=re.escape(f"{run / runs.CONFIG}: '{key}' is {value!r}")):
+    with pytest.raises(runs.RunError, match=re.escape(f"{run / runs.CONFIG}: run format 'onen-run/2'")):
         runs.load_run(run, with_data=False)
+
+
+@pytest.mark.parametrize("key", [*REMOVED_KEYS, "weights.balanced_maps"])
+def test_a_removed_option_in_a_run_of_this_format_is_an_unknown_key(key):
+    from onen.train import runs
+
+    saved = TrainConfig(data="d", out="o").to_dict()
+    assert TrainConfig.from_dict(json.loads(json.dumps(saved))) == TrainConfig(data="d", out="o")
+    if key.startswith("weights."):
+        saved["weights"] = {**saved["weights"], key.split(".", 1)[1]: "batch"}
+    else:
+        saved[key] = REMOVED_KEYS[key]
+    with pytest.raises(runs.RunError, match=rf"runs/a/config.json: unknown key\(s\) {re.escape(key)}; expected "):
+        TrainConfig.from_dict(saved, "runs/a/config.json")
 
 
 def test_a_run_config_with_an_unknown_key_is_refused():
     from onen.train.runs import RunError
 
+    saved = TrainConfig(data="d", out="o").to_dict()
     with pytest.raises(RunError, match=r"runs/a/config.json: unknown key\(s\) weights.focal_alpha"):
-        TrainConfig.from_dict({**SAVED_BEFORE, "weights": {"focal_alpha": 0.25}}, "runs/a/config.json")
+        TrainConfig.from_dict({**saved, "weights": {"focal_alpha": 0.25}}, "runs/a/config.json")
     with pytest.raises(RunError, match=r"runs/a/config.json: unknown key\(s\) mixup"):
-        TrainConfig.from_dict({**SAVED_BEFORE, "mixup": 0.2}, "runs/a/config.json")
+        TrainConfig.from_dict({**saved, "mixup": 0.2}, "runs/a/config.json")

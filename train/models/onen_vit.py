@@ -36,19 +36,6 @@ STEM_CHANNELS = 16  # width of the first "conv" stem layer
 FINE_CHANNELS = 16  # width of the fine map head
 MAP_GATE = 0.25  # anomaly_map = sigmoid(map logit) * score ** MAP_GATE
 GOOD_OWN_WEIGHT = 0.25  # with the good-feature model: weight of the student's own normalised score and map logit
-# Checkpoint keys of options that were removed, and the one value this version builds (OneNConfig.from_dict).
-REMOVED_OPTIONS = {
-    "mlp_ratio": MLP_RATIO,
-    "stem_channels": STEM_CHANNELS,
-    "activation": "relu",
-    "dropout": 0.0,
-    "fine_map": True,
-    "fine_channels": FINE_CHANNELS,
-    "class_pool": "cls+map+fine",
-    "score_map": "fine",
-    "map_gate": MAP_GATE,
-    "good_own_weight": GOOD_OWN_WEIGHT,
-}
 
 
 @dataclass
@@ -93,9 +80,7 @@ class OneNConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "model_config") -> OneNConfig:
-        """A checkpoint's model_config. Keys of removed options load only with the value this version builds;
-        unknown or missing keys are refused (no guessing of an older network)."""
-        data = runs.without_removed(data, REMOVED_OPTIONS, source)
+        """A checkpoint's model_config; unknown or missing keys are refused (no guessing of an older network)."""
         known = set(cls.__dataclass_fields__)
         runs.refuse_unknown(data, known, source)
         missing = sorted(known - set(data))
