@@ -257,7 +257,8 @@ def calibrate(bundle: Path, workdir: Path, aoi: Path, seed: int) -> Path | None:
         return None
     cal = outcome.calibration
     print(
-        f"calibration: {len(good_images)} good parts -> image threshold {cal.image_threshold:.4f}, "
+        f"calibration: {len(good_images)} good parts -> image threshold {cal.image_threshold:.4f} on the raw score "
+        "(published scores put it at 0.5), "
         f"pixel threshold {cal.pixel_threshold:.3f}, min region {cal.min_region_area} px, localisation "
         f"{cal.localisation}"
     )
