@@ -253,6 +253,11 @@ class TrainConfig:
         "part of the AOI guidance: this share of training images also gets a synthetic mark outside its AOI, still "
         "labelled as it was (needs an AOI that leaves an outside)",
     )
+    sensor_noise: float = option(
+        0.0,
+        "training images (teacher and student) get Gaussian sensor noise of a sigma drawn from 0 to this many grey "
+        "levels (train.repeatability's noise model), so a verdict holds under the camera's own noise",
+    )
     patch: int = option(16, "student token stride in px (8 or 16)")
     dim: int = option(96, "student token width")
     depth: int = option(3, "student transformer blocks")
@@ -326,6 +331,10 @@ class TrainConfig:
         if not 0 <= self.outside_marks <= 1:
             raise OnenError(
                 f"--outside-marks must be between 0 and 1 (a share of the training images), got {self.outside_marks}"
+            )
+        if not 0 <= self.sensor_noise <= 25:
+            raise OnenError(
+                f"--sensor-noise must be between 0 and 25 grey levels (a sigma of 255), got {self.sensor_noise}"
             )
         if self.supervision == "weak" and self.teacher_epochs < 1:
             raise OnenError(

@@ -100,6 +100,7 @@ def _datasets(cfg: TrainConfig, index, splits, outside_in_mask: bool = False):
         "outside_marks": SyntheticDefects(seed=cfg.seed + 3) if outside > 0 else None,
         "outside_probability": outside,
         "outside_in_mask": outside_in_mask,
+        "sensor_noise": cfg.sensor_noise,
     }
     grid = cfg.grid()
     if grid is not None:  # the networks train on tiles; validation (val_ds) stays on whole images, tiled by the model

@@ -108,3 +108,32 @@ def test_evaluate_reports_how_a_noise_sensitive_model_flips(tmp_path):
     assert saved["repeatability"]["sigma_1"]["verdicts_flipped"] == 12
     assert (tmp_path / "fragile" / "repeatability.png").stat().st_size > 5000
     assert saved["plots"]["repeatability"].endswith("repeatability.png")
+
+
+def test_training_items_get_sensor_noise_only_when_asked(tmp_path):
+    from onen.train.data.dataset import InspectionDataset
+
+    samples = _flat_parts(tmp_path / "parts", count=4)
+    clean = InspectionDataset(samples, ["good", "defect"], 32, 32, seed=1)
+    noisy = InspectionDataset(samples, ["good", "defect"], 32, 32, seed=1, sensor_noise=4.0)
+    spreads = []
+    for index in range(4):
+        a, b = clean[index]["image"].numpy().astype(float), noisy[index]["image"].numpy().astype(float)
+        assert (clean[index]["mask"] == noisy[index]["mask"]).all() and clean[index]["label"] == noisy[index]["label"]
+        spreads.append(np.std(b - a))
+        assert (b[..., 0] == b[..., 1]).all()  # luminance noise, as repeatability measures it
+    assert 0 < max(spreads) <= 4.5 and len(set(spreads)) > 1  # a sigma drawn per item, up to the bound
+    assert np.array_equal(noisy[2]["image"].numpy(), noisy[2]["image"].numpy())  # seeded: the same item each time
+    noisy.set_epoch(1)
+    assert not np.array_equal(
+        noisy[2]["image"].numpy(),
+        InspectionDataset(samples, ["good", "defect"], 32, 32, seed=1, sensor_noise=4.0)[2]["image"].numpy(),
+    )
+
+
+def test_sensor_noise_bound_is_checked(tmp_path):
+    from onen.edge.errors import OnenError
+    from onen.train.config import TrainConfig
+
+    with pytest.raises(OnenError, match="--sensor-noise must be between 0 and 25"):
+        TrainConfig(data=str(tmp_path), out=str(tmp_path / "r"), sensor_noise=-1).check()

@@ -17,6 +17,7 @@ from onen.edge.errors import DataError
 from onen.train.data.loading import load_resized, shared_aoi_at
 from onen.train.data.sample import Sample
 from onen.train.data.synthetic import SyntheticDefects
+from onen.train.repeatability import add_sensor_noise
 
 SYNTHETIC_CLASS_INDEX = -1  # synthetic defects have no real class; classifier losses ignore -1
 MIN_OUTSIDE_PIXELS = 64  # an AOI that leaves less outside gets no outside marks
@@ -43,11 +44,14 @@ class InspectionDataset(Dataset):
         outside_marks: SyntheticDefects | None = None,
         outside_probability: float = 0.0,
         outside_in_mask: bool = False,
+        sensor_noise: float = 0.0,
     ):
         """outside_marks: with outside_probability, a synthetic mark is also pasted outside the AOI of an image that has
         an outside; the label and mask stay as they are, because outside the AOI a mark is not a defect (seed 001's
         zipper relabelling, made from the AOI alone). outside_in_mask: the mask also holds those marks (GRD-Net's ROI
-        term, train.losses_grdnet, decides itself what a mark outside the AOI counts for); the label stays."""
+        term, train.losses_grdnet, decides itself what a mark outside the AOI counts for); the label stays.
+        sensor_noise: each item gets train.repeatability's sensor noise with a sigma drawn from 0 to this many grey
+        levels, so the model learns that the camera's own noise is not a defect."""
         self.samples = list(samples)
         self.class_names = list(class_names)
         self.height, self.width = int(height), int(width)
@@ -57,6 +61,7 @@ class InspectionDataset(Dataset):
         self.outside_marks = outside_marks
         self.outside_probability = float(outside_probability)
         self.outside_in_mask = outside_in_mask
+        self.sensor_noise = float(sensor_noise)
         self.seed = int(seed)
         self.epoch = 0
         self.cache: dict[int, tuple] | None = {} if cache else None
@@ -117,6 +122,8 @@ class InspectionDataset(Dataset):
                 image, mask, aoi = image[:, ::-1], mask[:, ::-1], aoi[:, ::-1]
             if rng.random() < 0.5:
                 image, mask, aoi = image[::-1], mask[::-1], aoi[::-1]
+        if self.sensor_noise > 0:  # drawn last: without it every other draw is what it was
+            image = add_sensor_noise(image[None], rng.uniform(0, self.sensor_noise), rng)[0]
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8)),
             "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)),
