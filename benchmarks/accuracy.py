@@ -90,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--elpv-data", type=Path, default=DEFAULT_ELPV, help="ELPV folder (images/, labels.csv)")
     parser.add_argument("--mt-data", type=Path, default=DEFAULT_DATA, help="magnetic tile folder (MT_*/Imgs)")
     parser.add_argument("--repeats", type=int, default=200, help="latency: timed calls per model")
+    parser.add_argument(
+        "--recipe",
+        help="a shipped recipe (train/recipe_files, e.g. repeatable) the OneN runs train with instead of the defaults; "
+        "their runs and reports get its name",
+    )
     smoke = parser.add_argument_group("smoke run (checks the bench end to end; NOT the measurement)")
     smoke.add_argument("--epochs", type=int, help="student (or GRD-Net) epochs instead of onen train's default")
     smoke.add_argument("--teacher-epochs", type=int, help="teacher epochs instead of onen train's default")
@@ -121,8 +126,9 @@ def grdnet_recipe() -> Path:
 
 
 def run_dir(args, set_name: str, supervision: str, seed: int, family: str, tag: str) -> Path:
-    """RUNS/{set}_{supervision}_seed{N}[_grdnet][_smoke-...]."""
-    parts = (set_name, supervision, f"seed{seed}", "grdnet" if family == "grdnet" else "", tag)
+    """RUNS/{set}_{supervision}_seed{N}[_grdnet][_RECIPE][_smoke-...]."""
+    recipe = args.recipe if family == "onen" and getattr(args, "recipe", None) else ""
+    parts = (set_name, supervision, f"seed{seed}", "grdnet" if family == "grdnet" else "", recipe, tag)
     return args.work / "runs" / "_".join(p for p in parts if p)
 
 
@@ -136,6 +142,10 @@ def train_run(run: Path, manifest: Path, supervision: str, seed: int, args, fami
         command: list[object] = ["train", "--config", grdnet_recipe(), "--data", manifest, "--out", run, "--seed", seed]
     else:
         command = ["train", "--data", manifest, "--supervision", supervision, "--out", run, "--seed", seed]
+        if getattr(args, "recipe", None):
+            from onen.train.config_file import shipped_recipes
+
+            command += ["--config", shipped_recipes()[args.recipe]]
     if args.epochs is not None:
         command += ["--epochs", args.epochs]
     if args.teacher_epochs is not None and family == "onen":
@@ -500,12 +510,19 @@ def main(args: argparse.Namespace) -> int:
     families = _families(args.family)
     if families == ["grdnet"] and not set(wanted) & set(GRDNET_SUPERVISIONS):
         raise SystemExit(f"--family grdnet trains with supervision {'/'.join(GRDNET_SUPERVISIONS)} only")
+    if args.recipe:
+        from onen.train.config_file import shipped_recipes
+
+        if args.recipe not in shipped_recipes() or "onen" not in families:
+            known = ", ".join(shipped_recipes())
+            raise SystemExit(f"--recipe {args.recipe}: expected one of {known}, for the OneN family's runs")
     tag = _smoke_tag(args)
     if tag:
         print(f"SMOKE RUN ({tag}): checks the bench end to end; these figures are NOT the measurement")
     args.work.mkdir(parents=True, exist_ok=True)
     roots = {"elpv": args.elpv_data, "mt": args.mt_data}
-    results: dict = {"smoke": tag or None, "seeds": seeds, "families": families, "sets": {}, "measurements": []}
+    results: dict = {"smoke": tag or None, "recipe": args.recipe, "seeds": seeds, "families": families, "sets": {}}
+    results["measurements"] = []
     for set_name in sets:
         split = split_set(set_name, roots[set_name], args.limit)
         manifest = write_manifest(
@@ -554,10 +571,11 @@ def main(args: argparse.Namespace) -> int:
     print("\n".join(lines))
     if misses_text:
         print("\n".join(misses_text))
-    name = f"accuracy-{tag}" if tag else "accuracy"
+    name = "-".join(p for p in ("accuracy", args.recipe, tag) if p)
     (args.work / f"{name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     header = [f"# onen bench accuracy{' (SMOKE RUN: not the measurement)' if tag else ''}", ""]
     header += [f"- {SET_TITLES[k]}: split `{v['fingerprint']}` ({v['verdict']})" for k, v in results["sets"].items()]
+    header += [f"- OneN runs trained with the recipe `{args.recipe}`"] if args.recipe else []
     header += [f"- seeds {', '.join(map(str, seeds))}; figures are mean (min-max) over the seeds", ""]
     md_misses = ["", *misses_text] if misses_text else []
     (args.work / f"{name}.md").write_text("\n".join(header + lines + md_misses) + "\n")

@@ -34,6 +34,24 @@ def test_smoke_runs_are_named_apart_from_the_measurement():
     assert accuracy._smoke_tag(parsed("--epochs", "1", "--limit", "200")) == "smoke-e1-l200"
 
 
+def test_a_recipe_names_the_onen_runs_and_reaches_onen_train(tmp_path, monkeypatch):
+    from onen.train.config_file import shipped_recipes
+
+    parser = argparse.ArgumentParser()
+    accuracy.add_arguments(parser)
+    args = parser.parse_args(["--work", str(tmp_path / "w"), "--recipe", "repeatable"])
+    assert accuracy.run_dir(args, "elpv", "weak", 1, "onen", "").name == "elpv_weak_seed1_repeatable"
+    assert accuracy.run_dir(args, "mt", "none", 0, "grdnet", "").name == "mt_none_seed0_grdnet"  # its own recipe
+    commands: list[list[str]] = []
+    monkeypatch.setattr(accuracy, "_onen", lambda command: commands.append([str(c) for c in command]))
+    accuracy.train_run(tmp_path / "run", tmp_path / "m.csv", "weak", 1, args)
+    assert commands[0][-2:] == ["--config", str(shipped_recipes()["repeatable"])]
+    for bad in (["--recipe", "repeatble"], ["--recipe", "repeatable", "--family", "grdnet"]):
+        with pytest.raises(SystemExit, match="expected one of .*repeatable.*, for the OneN family's runs"):
+            accuracy.main(parser.parse_args(["--work", str(tmp_path / "w2"), "--supervision", "none", *bad]))
+    assert not (tmp_path / "w2").exists()
+
+
 def test_an_unknown_supervision_is_refused_before_any_work(tmp_path):
     parser = argparse.ArgumentParser()
     accuracy.add_arguments(parser)

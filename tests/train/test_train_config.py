@@ -116,16 +116,20 @@ def test_set_parses_with_the_field_type():
 
 @pytest.mark.parametrize("name", sorted(shipped_recipes()))
 def test_each_shipped_recipe_loads_and_checks(name):
+    """A recipe that leaves the supervision to the command line (repeatable.yaml) gets it from there."""
     settings = load_recipe(shipped_recipes()[name])
-    args = _parser().parse_args(["train", "--config", str(shipped_recipes()[name]), "--data", "d", "--out", "o"])
-    cfg = train_command.resolve(args)
+    given = [] if "supervision" in settings else ["--supervision", "weak"]
+    command = ["train", "--config", str(shipped_recipes()[name]), "--data", "d", "--out", "o", *given]
+    cfg = train_command.resolve(_parser().parse_args(command))
     cfg.check()
-    assert dataclasses.asdict(cfg)["supervision"] == settings["supervision"]
+    assert dataclasses.asdict(cfg)["supervision"] == settings.get("supervision", "weak")
+    resolved = dataclasses.asdict(cfg)
+    assert all(resolved[key] == value for key, value in settings.items() if key not in ("size", "grdnet"))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_shipped_recipes_include_the_station_model():
-    assert {"station", "grdnet", "small"} <= set(shipped_recipes())
+    assert {"station", "grdnet", "small", "repeatable"} <= set(shipped_recipes())
     assert load_recipe(shipped_recipes()["station"])["size"] == "256"
 
 
