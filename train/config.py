@@ -334,7 +334,7 @@ class TrainConfig:
             )
         if not 0 <= self.sensor_noise <= 25:
             raise OnenError(
-                f"--sensor-noise must be between 0 and 25 grey levels (a sigma of 255), got {self.sensor_noise}"
+                f"--sensor-noise must be between 0 and 25 grey levels (a sigma, of 255), got {self.sensor_noise}"
             )
         if self.supervision == "weak" and self.teacher_epochs < 1:
             raise OnenError(
