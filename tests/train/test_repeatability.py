@@ -108,6 +108,15 @@ def test_evaluate_reports_how_a_noise_sensitive_model_flips(tmp_path):
     assert saved["repeatability"]["sigma_1"]["verdicts_flipped"] == 12
     assert (tmp_path / "fragile" / "repeatability.png").stat().st_size > 5000
     assert saved["plots"]["repeatability"].endswith("repeatability.png")
+    # what `onen eval` prints: the fragile model is pointed at the repeatable recipe, the steady one is not
+    fragile_line = repeatability.verdict_line(fragile["repeatability"])
+    assert fragile_line.startswith("repeatability: 12 / 12 verdicts flipped under 1 / 2 grey levels of sensor noise")
+    assert "(100.0%); if the camera's noise is that large, train with --config train/recipe_files/repeatable.yaml" in (
+        fragile_line
+    )
+    steady_line = repeatability.verdict_line(steady["repeatability"])
+    assert steady_line.startswith("repeatability: 0 / 0 verdicts flipped") and "repeatable.yaml" not in steady_line
+    assert repeatability.verdict_line({}) is None  # a report written before the check
 
 
 def test_training_items_get_sensor_noise_only_when_asked(tmp_path):

@@ -82,7 +82,7 @@ def _samples_and_aoi(args, run_info):
 
 def run(args: argparse.Namespace) -> int:
     from onen.edge.errors import OnenError
-    from onen.train import runs
+    from onen.train import repeatability, runs
     from onen.train.evaluate import REPORT
 
     if args.run is None and args.bundle is None:
@@ -112,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         }
     report = _evaluate(args, predict, meta, samples, aoi, out, source, groups, False, extra)
     print(json.dumps({k: report[k] for k in SHOWN}, indent=2))
+    noise_line = repeatability.verdict_line(report.get("repeatability") or {})
+    if noise_line:
+        print(noise_line)
     if "teacher" in report:
         print("teacher on the same images: " + json.dumps({k: report["teacher"][k] for k in SHOWN}))
     print(f"wrote {Path(out) / REPORT} and plots in {out}")
