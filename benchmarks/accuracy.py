@@ -521,8 +521,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"SMOKE RUN ({tag}): checks the bench end to end; these figures are NOT the measurement")
     args.work.mkdir(parents=True, exist_ok=True)
     roots = {"elpv": args.elpv_data, "mt": args.mt_data}
-    results: dict = {"smoke": tag or None, "recipe": args.recipe, "seeds": seeds, "families": families, "sets": {}}
-    results["measurements"] = []
+    results: dict = {
+        "smoke": tag or None,
+        "recipe": args.recipe,
+        "seeds": seeds,
+        "families": families,
+        "sets": {},
+        "measurements": [],
+    }
     for set_name in sets:
         split = split_set(set_name, roots[set_name], args.limit)
         manifest = write_manifest(

@@ -58,7 +58,7 @@ def parse_size(text: str | int, patch: int) -> str | tuple[int, int]:
     value = str(text).strip().lower()
     if value == AUTO:
         return AUTO
-    height, width = parse_pixel_size(value, "--size", "HEIGHTxWIDTH", "128, 512x192 or auto", square=True)
+    height, width = parse_pixel_size(text, "--size", "HEIGHTxWIDTH", "128, 512x192 or auto", square=True)
     for name, side in (("height", height), ("width", width)):
         if side < MIN_SIDE or side % patch:
             raise OnenError(

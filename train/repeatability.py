@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 NOISE_SIGMAS = (1.0, 2.0)  # grey levels of 255: about a machine-vision sensor's own shot noise at mid-grey
-# share of verdicts flipped at the largest sigma from which `onen eval` points to the repeatable recipe (the default
-# runs of README's tables flipped 5.5-9.5 %, the recipe's 1.2-4.2 %)
+# share of verdicts flipped at the largest sigma from which `onen eval` points to the repeatable recipe (between
+# what default runs and the recipe's runs flip: README, "Repeatable verdicts")
 HINT_FLIP_RATE = 0.03
 
 
